@@ -1,0 +1,209 @@
+// Network namespaces: made on a short-lived thread of their own (unshare
+// affects only the calling thread), configured there, and kept alive by an fd.
+#define _GNU_SOURCE
+#include "CPetrelLinux.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
+#include <nftables/libnftables.h>
+#include <pthread.h>
+#include <sched.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+struct ns_job {
+    // in
+    int join_fd;              // setns into this first (>= 0), or create a new namespace (-1)
+    const char *nft_rules;
+    const char *const *argv;  // a command to run inside, may be NULL
+    const char *stdin_text;
+    // out
+    int ns_fd;
+    int status;
+    char err[512];
+    int err_no;
+};
+
+static int lo_up(char *err, size_t len) {
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return petrel_err(err, len, "socket", "for loopback");
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strcpy(ifr.ifr_name, "lo");
+    int r = ioctl(s, SIOCGIFFLAGS, &ifr);
+    if (r == 0) { ifr.ifr_flags |= IFF_UP | IFF_RUNNING; r = ioctl(s, SIOCSIFFLAGS, &ifr); }
+    if (r < 0) { petrel_err(err, len, "ioctl", "lo up"); close(s); return -1; }
+    close(s);
+    return 0;
+}
+
+static int load_rules(const char *rules, char *err, size_t len) {
+    struct nft_ctx *nft = nft_ctx_new(NFT_CTX_DEFAULT);
+    if (!nft) return petrel_errmsg(err, len, ENOMEM, "nft_ctx_new failed");
+    nft_ctx_buffer_output(nft);
+    nft_ctx_buffer_error(nft);
+    int r = nft_run_cmd_from_buffer(nft, rules);
+    if (r != 0) {
+        const char *e = nft_ctx_get_error_buffer(nft);
+        char m[480];
+        snprintf(m, sizeof m, "nftables rejected the sandbox firewall: %s", e && *e ? e : "(no detail)");
+        petrel_errmsg(err, len, EINVAL, m);
+    }
+    nft_ctx_free(nft);
+    return r == 0 ? 0 : -1;
+}
+
+static int run_here(const char *const *argv, const char *stdin_text, int *status, char *err, size_t len) {
+    int in[2] = { -1, -1 };
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    if (stdin_text) {
+        if (pipe2(in, O_CLOEXEC) < 0) return petrel_err(err, len, "pipe2", NULL);
+        posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+    }
+    pid_t pid;
+    int r = posix_spawn(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (stdin_text) close(in[0]);
+    if (r != 0) {
+        if (stdin_text) close(in[1]);
+        errno = r;
+        return petrel_err(err, len, "posix_spawn", argv[0]);
+    }
+    if (stdin_text) {
+        size_t n = strlen(stdin_text), off = 0;
+        while (off < n) {
+            ssize_t w = write(in[1], stdin_text + off, n - off);
+            if (w < 0) { if (errno == EINTR) continue; break; }
+            off += (size_t)w;
+        }
+        close(in[1]);
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0) if (errno != EINTR) return petrel_err(err, len, "waitpid", argv[0]);
+    *status = st;
+    return 0;
+}
+
+static void *ns_thread(void *arg) {
+    struct ns_job *j = arg;
+    j->ns_fd = -1;
+    if (j->join_fd >= 0) {
+        if (setns(j->join_fd, CLONE_NEWNET) < 0) { petrel_err(j->err, sizeof j->err, "setns", "net"); goto fail; }
+    } else {
+        if (unshare(CLONE_NEWNET) < 0) { petrel_err(j->err, sizeof j->err, "unshare", "net"); goto fail; }
+        if (lo_up(j->err, sizeof j->err) < 0) goto fail;
+    }
+    if (j->nft_rules && load_rules(j->nft_rules, j->err, sizeof j->err) < 0) goto fail;
+    if (j->argv && run_here(j->argv, j->stdin_text, &j->status, j->err, sizeof j->err) < 0) goto fail;
+    if (j->join_fd < 0) {
+        j->ns_fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+        if (j->ns_fd < 0) { petrel_err(j->err, sizeof j->err, "open", "/proc/thread-self/ns/net"); goto fail; }
+    }
+    return NULL;
+fail:
+    j->err_no = errno ? errno : EIO;
+    return NULL;
+}
+
+static int run_job(struct ns_job *j, char *errbuf, size_t errlen) {
+    pthread_t t;
+    int r = pthread_create(&t, NULL, ns_thread, j);
+    if (r != 0) { errno = r; return petrel_err(errbuf, errlen, "pthread_create", NULL); }
+    pthread_join(t, NULL);
+    if (j->err_no) {
+        if (errbuf && errlen) snprintf(errbuf, errlen, "%s", j->err);
+        errno = j->err_no;
+        return -1;
+    }
+    return 0;
+}
+
+int petrel_netns_create(const char *nft_rules, const char *veth_host_name,
+                        const char *inside_cidr, const char *gateway,
+                        char *errbuf, size_t errlen) {
+    struct ns_job j;
+    memset(&j, 0, sizeof j);
+    j.join_fd = -1;
+    j.nft_rules = nft_rules;
+    char batch[512];
+    const char *argv[] = { "/usr/sbin/ip", "-batch", "-", NULL };
+    if (veth_host_name) {
+        // Made from inside: eth0 stays here, its peer goes to the caller's namespace.
+        snprintf(batch, sizeof batch,
+                 "link add eth0 type veth peer name %s netns %d\n"
+                 "addr add %s dev eth0\n"
+                 "link set eth0 up\n"
+                 "route add default via %s\n",
+                 veth_host_name, (int)getpid(), inside_cidr, gateway);
+        j.argv = argv;
+        j.stdin_text = batch;
+    }
+    if (run_job(&j, errbuf, errlen) < 0) return -1;
+    if (veth_host_name && !(WIFEXITED(j.status) && WEXITSTATUS(j.status) == 0)) {
+        close(j.ns_fd);
+        petrel_link_delete(veth_host_name);
+        return petrel_errmsg(errbuf, errlen, EIO, "ip could not set up the sandbox's veth pair");
+    }
+    return j.ns_fd;
+}
+
+int petrel_run_in_netns(int nsfd, const char *const *argv, const char *stdin_text,
+                        char *errbuf, size_t errlen) {
+    if (nsfd < 0) {
+        int st;
+        if (run_here(argv, stdin_text, &st, errbuf, errlen) < 0) return -1;
+        return st;
+    }
+    struct ns_job j;
+    memset(&j, 0, sizeof j);
+    j.join_fd = nsfd;
+    j.argv = argv;
+    j.stdin_text = stdin_text;
+    if (run_job(&j, errbuf, errlen) < 0) return -1;
+    return j.status;
+}
+
+int petrel_link_exists(const char *name) { return if_nametoindex(name) != 0; }
+
+int petrel_link_delete(const char *name) {
+    unsigned idx = if_nametoindex(name);
+    if (idx == 0) return -1;
+    int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (s < 0) return -1;
+    struct { struct nlmsghdr nh; struct ifinfomsg ifi; } req;
+    memset(&req, 0, sizeof req);
+    req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg));
+    req.nh.nlmsg_type = RTM_DELLINK;
+    req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+    req.nh.nlmsg_seq = 1;
+    req.ifi.ifi_family = AF_UNSPEC;
+    req.ifi.ifi_index = (int)idx;
+    int rc = -1;
+    if (send(s, &req, req.nh.nlmsg_len, 0) == (ssize_t)req.nh.nlmsg_len) {
+        char buf[1024];
+        ssize_t n = recv(s, buf, sizeof buf, 0);
+        if (n >= (ssize_t)NLMSG_LENGTH(sizeof(struct nlmsgerr))) {
+            struct nlmsghdr *h = (struct nlmsghdr *)buf;
+            if (h->nlmsg_type == NLMSG_ERROR) {
+                struct nlmsgerr *e = NLMSG_DATA(h);
+                if (e->error == 0) rc = 0; else errno = -e->error;
+            }
+        }
+    }
+    int e = errno;
+    close(s);
+    errno = e;
+    return rc;
+}

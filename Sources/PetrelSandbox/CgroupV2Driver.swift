@@ -1,0 +1,96 @@
+import Glibc
+
+/// cgroup v2, the primary driver. The daemon's subtree is below the cgroup it
+/// started in: when that cgroup cannot hand controllers down because it holds
+/// processes (the no-internal-process rule), the daemon moves itself into a leaf
+/// `…/petreld` first; sandboxes live in `…/petrel/sb-*`, a sibling of that leaf.
+public final class CgroupV2Driver: CgroupDriver {
+    public var hostMode: CgroupHostMode { .unified }
+    public var name: String { "cgroup v2" }
+    let base: String
+    public var bases: [String] { [base] }
+
+    static let controllers = ["memory", "cpu", "pids"]
+
+    public init(mountPoint: String = "/sys/fs/cgroup") throws {
+        guard let own = CgroupHost.ownCgroups().first(where: { $0.controllers == [""] || $0.controllers.isEmpty }) else {
+            throw SandboxError(.unsupportedHost, "/proc/self/cgroup has no cgroup v2 entry")
+        }
+        let root = CgroupHost.mounts().first { $0.mountPoint == mountPoint && $0.fsType == "cgroup2" }?.root ?? "/"
+        var start = CgroupHost.join(mountPoint, root, own.path)
+        // A daemon restarted inside its own leaf: its subtree is beside it.
+        if start.hasSuffix("/petreld") { start = String(start.dropLast("/petreld".count)) }
+        let available = ((try? Sys.read(start + "/cgroup.controllers")) ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init)
+        for c in Self.controllers where !available.contains(c) {
+            throw SandboxError(.unsupportedHost, "the cgroup v2 \(c) controller is not available in \(start) (delegate memory, cpu and pids to petreld)")
+        }
+        let enable = Self.controllers.map { "+" + $0 }.joined(separator: " ")
+        do {
+            try Sys.write(start + "/cgroup.subtree_control", enable)
+        } catch let e as SandboxError where e.errno == EBUSY {
+            // Processes in `start`: move ourselves into a leaf and try again.
+            let leaf = start + "/petreld"
+            try Sys.mkdir(leaf)
+            try Sys.write(leaf + "/cgroup.procs", "\(getpid())")
+            do {
+                try Sys.write(start + "/cgroup.subtree_control", enable)
+            } catch {
+                throw SandboxError(.unsupportedHost, "cannot enable \(enable) in \(start): other processes live there; start petreld in a cgroup of its own", cause: error as? SandboxError)
+            }
+        }
+        base = start + "/petrel"
+        try Sys.mkdir(base)
+        try Sys.write(base + "/cgroup.subtree_control", enable)
+        CgroupHost.sweepStale(base: base) { path in try? Sys.write(path + "/cgroup.kill", "1") }
+    }
+
+    public func create(name: String, limits: CgroupLimits) throws -> any SandboxCgroup {
+        let dir = base + "/" + name
+        try Sys.mkdir(dir)
+        do {
+            try Sys.write(dir + "/memory.max", "\(limits.memoryBytes)")
+            try Sys.write(dir + "/memory.swap.max", "0")
+            try Sys.write(dir + "/memory.oom.group", "1")
+            try Sys.write(dir + "/cpu.max", "\(limits.cpuQuotaMicros) \(CgroupLimits.cpuPeriodMicros)")
+            try Sys.write(dir + "/cpu.weight", "\(limits.cpuWeight)")
+            try Sys.write(dir + "/pids.max", "\(limits.pidsMax)")
+        } catch {
+            try? CgroupHost.removeDirectory(dir)
+            throw error
+        }
+        return CgroupV2Cgroup(dir: dir)
+    }
+}
+
+final class CgroupV2Cgroup: SandboxCgroup {
+    let dir: String
+    var paths: [String] { [dir] }
+    init(dir: String) { self.dir = dir }
+
+    func openProcsFiles() throws -> [Int32] { [try Sys.open(dir + "/cgroup.procs", O_WRONLY)] }
+
+    func stats() -> CgroupStats {
+        let peak = Int((try? Sys.read(dir + "/memory.peak"))?.trimmed ?? "") ?? 0
+        var cpu = 0
+        for line in ((try? Sys.read(dir + "/cpu.stat")) ?? "").split(separator: "\n") where line.hasPrefix("usage_usec ") {
+            cpu = (Int(line.dropFirst("usage_usec ".count)) ?? 0) * 1000
+        }
+        var ooms = 0
+        for line in ((try? Sys.read(dir + "/memory.events")) ?? "").split(separator: "\n") where line.hasPrefix("oom_kill ") {
+            ooms = Int(line.dropFirst("oom_kill ".count)) ?? 0
+        }
+        return CgroupStats(peakMemoryBytes: peak, cpuNanoseconds: cpu, oomKills: ooms)
+    }
+
+    func processes() -> [Int32] { CgroupHost.pids(in: dir + "/cgroup.procs") }
+
+    func killAll() {
+        for _ in 0..<100 {
+            if processes().isEmpty { return }
+            try? Sys.write(dir + "/cgroup.kill", "1")
+            Sys.sleep(milliseconds: 2)
+        }
+    }
+
+    func remove() throws { try CgroupHost.removeDirectory(dir) }
+}

@@ -1,0 +1,89 @@
+import CPetrelLinux
+import Glibc
+
+/// One mount of a sandbox's root, in the order the child performs them.
+struct MountEntry: Sendable, Equatable {
+    var kind: petrel_mount_kind
+    var source: String?
+    var target: String
+    var data: String?
+}
+
+/// The read-only root every sandbox sees: the policy's host paths, the
+/// project's skeleton (`rootfs/etc/…`), /var/task, /opt, a private /proc, a
+/// minimal /dev and the scratch disk at /tmp.
+enum RootfsPlan {
+    /// The part that depends only on the policy and the skeleton (computed once per policy).
+    static func base(_ rootfs: SandboxPolicy.Rootfs, skeleton: String) -> [MountEntry] {
+        var out: [MountEntry] = []
+        for p in rootfs.hostPaths {
+            if let link = Sys.readLink(p) {
+                out.append(MountEntry(kind: PETREL_MOUNT_SYMLINK, source: link, target: p))
+            } else if Sys.exists(p) {
+                out.append(MountEntry(kind: PETREL_MOUNT_BIND_RO, source: p, target: p))
+            }
+        }
+        let etc = skeleton + "/etc"
+        out.append(MountEntry(kind: PETREL_MOUNT_DIR, target: "/etc"))
+        for f in Sys.listDirectory(etc) where !Sys.isDirectory(etc + "/" + f) {
+            out.append(MountEntry(kind: PETREL_MOUNT_BIND_RO, source: etc + "/" + f, target: "/etc/" + f))
+        }
+        return out
+    }
+
+    /// The per-sandbox part.
+    static func sandbox(code: String?, layers: [String], scratchDevice: String) -> [MountEntry] {
+        var out: [MountEntry] = []
+        if let code {
+            out.append(MountEntry(kind: PETREL_MOUNT_BIND_RO, source: code, target: "/var/task"))
+        } else {
+            out.append(MountEntry(kind: PETREL_MOUNT_DIR, target: "/var/task"))
+        }
+        switch layers.count {
+        case 0: out.append(MountEntry(kind: PETREL_MOUNT_DIR, target: "/opt"))
+        case 1: out.append(MountEntry(kind: PETREL_MOUNT_BIND_RO, source: layers[0], target: "/opt"))
+        default:
+            // overlayfs: the leftmost lower directory is on top, so later layers go first.
+            let lower = layers.reversed().map { $0.replacingColons }.joined(separator: ":")
+            out.append(MountEntry(kind: PETREL_MOUNT_OVERLAY_RO, source: nil, target: "/opt", data: "lowerdir=\(lower)"))
+        }
+        out.append(MountEntry(kind: PETREL_MOUNT_PROC, target: "/proc"))
+        out.append(MountEntry(kind: PETREL_MOUNT_TMPFS, target: "/dev", data: "mode=0755,size=64k,nr_inodes=64"))
+        for d in ["null", "zero", "full", "random", "urandom"] {
+            out.append(MountEntry(kind: PETREL_MOUNT_BIND_RW, source: "/dev/" + d, target: "/dev/" + d))
+        }
+        out.append(MountEntry(kind: PETREL_MOUNT_DEVPTS, target: "/dev/pts"))
+        out.append(MountEntry(kind: PETREL_MOUNT_SYMLINK, source: "pts/ptmx", target: "/dev/ptmx"))
+        out.append(MountEntry(kind: PETREL_MOUNT_TMPFS, target: "/dev/shm", data: "mode=1777,size=64m"))
+        out.append(MountEntry(kind: PETREL_MOUNT_SYMLINK, source: "/proc/self/fd", target: "/dev/fd"))
+        for (i, n) in ["stdin", "stdout", "stderr"].enumerated() {
+            out.append(MountEntry(kind: PETREL_MOUNT_SYMLINK, source: "/proc/self/fd/\(i)", target: "/dev/" + n))
+        }
+        out.append(MountEntry(kind: PETREL_MOUNT_EXT4, source: scratchDevice, target: "/tmp", data: "noinit_itable"))
+        return out
+    }
+}
+
+private extension String {
+    var replacingColons: String { split(separator: ":", omittingEmptySubsequences: false).joined(separator: "\\:") }
+}
+
+/// The C view of a mount list; keeps its strings alive.
+final class CMountList {
+    private var strings: [UnsafeMutablePointer<CChar>] = []
+    private(set) var mounts: [petrel_mount] = []
+
+    init(_ entries: [MountEntry]) {
+        for e in entries {
+            mounts.append(petrel_mount(kind: Int32(e.kind.rawValue), source: keep(e.source), target: keep(e.target), data: keep(e.data)))
+        }
+    }
+
+    private func keep(_ s: String?) -> UnsafePointer<CChar>? {
+        guard let s, let p = strdup(s) else { return nil }
+        strings.append(p)
+        return UnsafePointer(p)
+    }
+
+    deinit { strings.forEach { free($0) } }
+}

@@ -1,0 +1,228 @@
+import CPetrelLinux
+import Glibc
+import Logging
+import Synchronization
+
+/// Where the engine keeps its things and how big its pools are.
+public struct SandboxEngineConfiguration: Sendable {
+    /// Scratch-disk images are made (and at once unlinked) under `<stateDirectory>/scratch`.
+    public var stateDirectory: String
+    /// An empty directory every sandbox builds its root on, in its own mount namespace.
+    public var runDirectory: String
+    /// The project's `rootfs/` skeleton (its `etc/` files are bound into every sandbox).
+    public var rootfsSkeleton: String
+    /// Each sandbox runs as its own uid (and gid) from this range.
+    public var uidRange: ClosedRange<UInt32>
+    /// Addresses for host-mode networks: one /30 per sandbox.
+    public var hostNetwork: IPv4CIDR
+    /// Ready network namespaces kept per policy and mode, and ready scratch disks per size.
+    public var networkPoolSize: Int
+    public var scratchPoolSize: Int
+
+    public init(stateDirectory: String = "/var/lib/petrel", runDirectory: String = "/run/petrel",
+                rootfsSkeleton: String, uidRange: ClosedRange<UInt32> = 200_000...1_199_999,
+                hostNetwork: IPv4CIDR = IPv4CIDR("10.213.0.0/16")!, networkPoolSize: Int = 2, scratchPoolSize: Int = 2) {
+        self.stateDirectory = stateDirectory
+        self.runDirectory = runDirectory
+        self.rootfsSkeleton = rootfsSkeleton
+        self.uidRange = uidRange
+        self.hostNetwork = hostNetwork
+        self.networkPoolSize = networkPoolSize
+        self.scratchPoolSize = scratchPoolSize
+    }
+}
+
+/// Runs isolated instances. One per daemon: it owns the cgroup subtree, the
+/// pools of network namespaces and scratch disks, and the compiled policies.
+public final class SandboxEngine: Sendable {
+    public let configuration: SandboxEngineConfiguration
+    public let cgroups: any CgroupDriver
+    let logger: Logger
+    let networks: NetworkPool
+    let disks: ScratchDiskPool
+    let rootDirectory: String
+    let hostCPUs = CgroupHost.hostCPUs()
+    /// Write end of the lifeline: every sandbox's init dies when it closes (the daemon is gone).
+    let lifeline: (read: Int32, write: Int32)
+    private let state = Mutex<State>(State())
+
+    struct State {
+        var counter = 0
+        var uids = Set<UInt32>()
+        var programs: [SandboxPolicy.Seccomp: SeccompProgram] = [:]
+        var bases: [SandboxPolicy.Rootfs: [MountEntry]] = [:]
+    }
+
+    public init(configuration: SandboxEngineConfiguration, cgroups: (any CgroupDriver)? = nil, logger: Logger = Logger(label: "petrel.sandbox")) throws {
+        guard geteuid() == 0 else {
+            throw SandboxError(.unsupportedHost, "the sandbox engine needs root (namespaces, cgroups, loop devices, nftables)")
+        }
+        self.configuration = configuration
+        self.logger = logger
+        self.cgroups = try cgroups ?? CgroupDrivers.detect()
+        networks = NetworkPool(subnet: configuration.hostNetwork, target: configuration.networkPoolSize)
+        disks = try ScratchDiskPool(directory: configuration.stateDirectory + "/scratch", target: configuration.scratchPoolSize)
+        rootDirectory = configuration.runDirectory + "/root"
+        try Sys.mkdirs(rootDirectory, 0o755)
+        var fds: [Int32] = [-1, -1]
+        try Sys.call("pipe2") { petrel_pipe_cloexec(&fds) }
+        lifeline = (fds[0], fds[1])
+        guard Sys.exists(configuration.rootfsSkeleton + "/etc/passwd") else {
+            throw SandboxError(.unsupportedHost, "the rootfs skeleton \(configuration.rootfsSkeleton) has no etc/passwd")
+        }
+        logger.debug("sandbox engine ready", metadata: ["cgroup.driver": "\(self.cgroups.name)"])
+    }
+
+    /// Starts `spec` in a new sandbox under `policy`.
+    public func spawn(_ spec: SandboxSpec, policy: SandboxPolicy = .default) throws -> Sandbox {
+        try spec.validate()
+        try policy.validate()
+        let started = Sys.monotonicNanoseconds()
+        let program = try seccomp(policy)
+        let base = rootfsBase(policy.rootfs)
+        let (uid, number) = try allocateUID()
+        var cleanup: [() -> Void] = [{ self.freeUID(uid) }]
+        func unwind() { cleanup.reversed().forEach { $0() } }
+        do {
+            let network = try networks.take(policy.network, mode: spec.network ?? policy.network.mode)
+            cleanup.append { self.networks.release(network) }
+            let disk = try disks.take(sizeMB: spec.ephemeralStorageMB)
+            cleanup.append { self.disks.release(disk) }
+            let limits = CgroupLimits(memoryMB: spec.memoryMB, policy: policy.resources, hostCPUs: hostCPUs)
+            let cgroup = try cgroups.create(name: "sb-\(getpid())-\(number)", limits: limits)
+            cleanup.append { cgroup.killAll(); try? cgroup.remove() }
+            let procs = try cgroup.openProcsFiles()
+            defer { procs.forEach(Sys.close) }
+
+            let mounts = CMountList(base + RootfsPlan.sandbox(code: spec.codeDirectory, layers: spec.layers, scratchDevice: disk.device))
+            var env = spec.environment
+            if env["PATH"] == nil { env["PATH"] = "/usr/local/bin:/usr/bin:/bin" }
+            let argv = CStringArray(spec.command)
+            let envp = CStringArray(env.keys.sorted().map { "\($0)=\(env[$0]!)" })
+            let strings = CStringArray([rootDirectory, spec.workingDirectory, policy.rootfs.hostname])
+
+            var result = petrel_spawn_result()
+            var err = [CChar](repeating: 0, count: 512)
+            let rc: Int32 = argv.withPointers { a in
+                envp.withPointers { e in
+                    mounts.mounts.withUnsafeBufferPointer { m in
+                        procs.withUnsafeBufferPointer { p in
+                            program.instructions.withUnsafeBufferPointer { f in
+                                var cfg = petrel_spawn_config()
+                                cfg.root_dir = strings.pointer(0)
+                                cfg.mounts = m.baseAddress
+                                cfg.n_mounts = m.count
+                                cfg.argv = a
+                                cfg.envp = e
+                                cfg.cwd = strings.pointer(1)
+                                cfg.hostname = strings.pointer(2)
+                                cfg.netns_fd = network.fd
+                                cfg.cgroup_procs_fds = p.baseAddress
+                                cfg.n_cgroup_fds = p.count
+                                cfg.uid = uid
+                                cfg.gid = uid
+                                cfg.stdin_fd = spec.stdin
+                                cfg.stdout_fd = spec.stdout
+                                cfg.stderr_fd = spec.stderr
+                                cfg.seccomp_filter = UnsafeRawPointer(f.baseAddress)
+                                cfg.seccomp_len = f.count
+                                cfg.rlimit_nofile = UInt64(policy.resources.openFiles)
+                                cfg.rlimit_nproc = UInt64(policy.resources.processes)
+                                cfg.rlimit_fsize = 0
+                                cfg.lifeline_fd = lifeline.read
+                                return petrel_spawn(&cfg, &result, &err, 512)
+                            }
+                        }
+                    }
+                }
+            }
+            guard rc == 0 else { throw SandboxError(.system, String(cBuffer: err), errno: errno) }
+            let resources = SandboxResources(
+                uid: uid, cgroupPaths: cgroup.paths, loopDevice: disk.device, scratchImage: disk.image, netnsInode: network.inode,
+                hostInterface: network.hostInterface, gateway: network.gateway, address: network.address)
+            return Sandbox(engine: self, id: "sb-\(getpid())-\(number)", pid: result.pid, pidfd: result.pidfd,
+                           statusFD: result.status_fd, cgroup: cgroup, network: network, disk: disk,
+                           resources: resources, timeout: spec.timeout, started: started)
+        } catch {
+            unwind()
+            throw error
+        }
+    }
+
+    /// Spawns, waits and tears down.
+    public func run(_ spec: SandboxSpec, policy: SandboxPolicy = .default) async throws -> SandboxReport {
+        try await spawn(spec, policy: policy).wait()
+    }
+
+    /// Fills the pools to their targets; returns how many things it made.
+    @discardableResult
+    public func replenishPools() -> Int { networks.replenish() + disks.replenish() }
+
+    /// Makes sure the pools for `policy` exist and are full.
+    public func prewarm(policy: SandboxPolicy = .default, mode: SandboxPolicy.NetworkMode? = nil, ephemeralStorageMB: Int = 512) throws {
+        let m = mode ?? policy.network.mode
+        networks.release(try networks.take(policy.network, mode: m))
+        disks.release(try disks.take(sizeMB: ephemeralStorageMB))
+        _ = try seccomp(policy)
+        replenishPools()
+    }
+
+    /// Keeps the pools full until the task is cancelled (a Service's run loop).
+    public func maintainPools(every interval: Duration = .milliseconds(20)) async {
+        while !Task.isCancelled {
+            if replenishPools() == 0 {
+                try? await Task.sleep(for: interval)
+            }
+        }
+    }
+
+    /// Releases everything pooled. Sandboxes still running are not touched.
+    public func shutdown() {
+        networks.drain()
+        disks.drain()
+    }
+
+    // MARK: internals
+
+    func seccomp(_ policy: SandboxPolicy) throws -> SeccompProgram {
+        if let p = state.withLock({ $0.programs[policy.seccomp] }) { return p }
+        guard let e = policy.denyErrno else { throw SandboxError(.invalidPolicy, "unknown seccomp.errno \(policy.seccomp.errno)") }
+        let p = try SeccompProgram(policy.seccomp, errno: e)
+        state.withLock { $0.programs[policy.seccomp] = p }
+        return p
+    }
+
+    func rootfsBase(_ rootfs: SandboxPolicy.Rootfs) -> [MountEntry] {
+        if let b = state.withLock({ $0.bases[rootfs] }) { return b }
+        let b = RootfsPlan.base(rootfs, skeleton: configuration.rootfsSkeleton)
+        state.withLock { $0.bases[rootfs] = b }
+        return b
+    }
+
+    private func allocateUID() throws -> (UInt32, Int) {
+        let range = configuration.uidRange
+        return try state.withLock { s in
+            guard s.uids.count < range.count else { throw SandboxError(.exhausted, "all \(range.count) sandbox uids are in use") }
+            s.counter += 1
+            while true {
+                let u = UInt32.random(in: range)
+                if s.uids.insert(u).inserted { return (u, s.counter) }
+            }
+        }
+    }
+
+    func freeUID(_ u: UInt32) { _ = state.withLock { $0.uids.remove(u) } }
+}
+
+
+/// What a sandbox holds on the host, so that tests can prove it is all gone afterwards.
+public struct SandboxResources: Sendable, Equatable {
+    public var uid: UInt32
+    public var cgroupPaths: [String]
+    public var loopDevice: String
+    public var scratchImage: String
+    public var netnsInode: UInt64
+    public var hostInterface: String?
+    public var gateway: String?
+    public var address: String?
+}

@@ -1,0 +1,99 @@
+import CPetrelLinux
+import Glibc
+import Synchronization
+
+/// A sandbox's /tmp: a sparse ext4 image on a loop device. Its size is exactly
+/// the function's ephemeral storage, and its pages are a disk's, not memory
+/// the function is charged for. The image file is unlinked as soon as the loop
+/// device holds it, so nothing stays on disk whatever happens to the daemon.
+public final class ScratchDisk: Sendable {
+    let loopFD: Int32
+    public let device: String
+    public let sizeMB: Int
+    /// The (already unlinked) image behind the device.
+    public let image: String
+    init(loopFD: Int32, device: String, sizeMB: Int, image: String) {
+        self.loopFD = loopFD
+        self.device = device
+        self.sizeMB = sizeMB
+        self.image = image
+    }
+
+    /// Whether `device` is still attached to `image` (it may be reused for another image already).
+    public static func isAttached(device: String, image: String) -> Bool {
+        let name = device.split(separator: "/").last.map(String.init) ?? ""
+        guard let backing = try? Sys.read("/sys/block/\(name)/loop/backing_file") else { return false }
+        return backing.hasPrefix(image)
+    }
+}
+
+final class ScratchDiskPool: Sendable {
+    let directory: String
+    let target: Int
+    private let ready = Mutex<[Int: [ScratchDisk]]>([:])
+
+    init(directory: String, target: Int) throws {
+        self.directory = directory
+        self.target = target
+        try Sys.mkdirs(directory, 0o700)
+        // Images of a daemon that died before unlinking them.
+        for f in Sys.listDirectory(directory) where f.hasSuffix(".img") { try? Sys.unlink(directory + "/" + f) }
+    }
+
+    func take(sizeMB: Int) throws -> ScratchDisk {
+        let pooled: ScratchDisk? = ready.withLock { r in
+            if r[sizeMB] == nil { r[sizeMB] = [] }
+            return r[sizeMB]!.popLast()
+        }
+        return try pooled ?? make(sizeMB: sizeMB)
+    }
+
+    @discardableResult
+    func replenish() -> Int {
+        var made = 0
+        while true {
+            let size: Int? = ready.withLock { r in r.first { $0.value.count < target }?.key }
+            guard let size, let d = try? make(sizeMB: size) else { return made }
+            ready.withLock { $0[size, default: []].append(d) }
+            made += 1
+        }
+    }
+
+    func make(sizeMB: Int) throws -> ScratchDisk {
+        let path = directory + "/\(UInt64.random(in: 0...UInt64.max)).img"
+        let fd = try Sys.open(path, O_CREAT | O_EXCL | O_WRONLY, 0o600)
+        defer { try? Sys.unlink(path) }
+        do {
+            try Sys.call("ftruncate", path) { ftruncate(fd, off_t(sizeMB) << 20) }
+            Sys.close(fd)
+        } catch {
+            Sys.close(fd)
+            throw error
+        }
+        // No journal (the disk dies with the sandbox), no reserved blocks (all of it is the function's).
+        try Sys.run(["/usr/sbin/mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal",
+                     "-E", "lazy_itable_init=1,nodiscard", "-L", "petrel-tmp", path])
+        var dev = [CChar](repeating: 0, count: 64)
+        var err = [CChar](repeating: 0, count: 512)
+        let lfd = petrel_loop_attach(path, &dev, 64, &err, 512)
+        guard lfd >= 0 else { throw SandboxError(.system, "loop device: \(String(cBuffer: err))", errno: errno) }
+        return ScratchDisk(loopFD: lfd, device: String(cBuffer: dev), sizeMB: sizeMB, image: path)
+    }
+
+    /// Detaches the device; waits (bounded) until the kernel has let it go.
+    func release(_ disk: ScratchDisk) {
+        _ = petrel_loop_detach(disk.loopFD)
+        for attempt in 0..<400 where ScratchDisk.isAttached(device: disk.device, image: disk.image) {
+            Sys.sleep(milliseconds: attempt < 50 ? 1 : 5)
+        }
+    }
+
+    func drain() {
+        let all = ready.withLock { r in
+            let a = r.values.flatMap { $0 }
+            r = [:]
+            return a
+        }
+        all.forEach(release)
+    }
+}

@@ -1,0 +1,10 @@
+import ArgumentParser
+
+@main
+struct Petreld: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "petreld",
+        abstract: "The Petrel controller daemon.",
+        subcommands: [SandboxCommand.self]
+    )
+}

@@ -1,0 +1,74 @@
+import CPetrelLinux
+import Foundation
+import Glibc
+import PetrelSandbox
+import Testing
+
+@Suite("Reports", .serialized)
+struct ReportTests {
+    @Test("exit codes, signals, wall and CPU time, peak memory")
+    func report() async throws {
+        let (exited, _) = try await Fixtures.probe(["exit", "3"])
+        #expect(exited.exitCode == 3 && exited.signal == nil && !exited.oomKilled && !exited.timedOut)
+        #expect(exited.durationMs > 0 && exited.durationMs < 10_000)
+        #expect(exited.shellStatus == 3)
+
+        let (signalled, _) = try await Fixtures.probe(["kill-self", "15"])
+        #expect(signalled.signal == 15 && signalled.exitCode == nil)
+        #expect(signalled.shellStatus == 143)
+
+        let (busy, _) = try await Fixtures.probe(["alloc", "64"])
+        #expect(busy.maxMemoryMB >= 64, "peak \(busy.maxMemoryMB)")
+        #expect(busy.cpuTimeMs > 0)
+    }
+
+    @Test("a command that does not exist is reported, not hidden")
+    func execFailure() async throws {
+        let run = try Fixtures.start(["/no/such/program"], probe: false)
+        let (report, _) = await run.finish()
+        #expect(report.exitCode == 127)
+        #expect(report.startError?.contains("No such file") == true, "\(report)")
+        Fixtures.expectReleased(run.sandbox.resources)
+    }
+
+    @Test("commands are found through PATH inside the sandbox, and the host's PATH does not matter")
+    func pathLookup() async throws {
+        let run = try Fixtures.start(["sh", "-c", "command -v python3; echo ok"], probe: false)
+        let (report, output) = await run.finish()
+        #expect(report.exitCode == 0, "\(output)")
+        #expect(output.contains("/usr/bin/python3"), "\(output)")
+        Fixtures.expectReleased(run.sandbox.resources)
+    }
+
+    @Test("a bad spec is refused before anything is made")
+    func badSpec() throws {
+        let engine = try Fixtures.engine()
+        #expect(throws: SandboxError.self) { try engine.spawn(SandboxSpec(command: [])) }
+        #expect(throws: SandboxError.self) { try engine.spawn(SandboxSpec(command: ["true"], memoryMB: 64)) }
+        #expect(throws: SandboxError.self) { try engine.spawn(SandboxSpec(command: ["true"], ephemeralStorageMB: 20_000)) }
+        #expect(throws: SandboxError.self) { try engine.spawn(SandboxSpec(command: ["true"], codeDirectory: "/no/such/dir")) }
+    }
+
+    @Test("layers are merged read-only at /opt, later layers on top")
+    func layers() async throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("petrel-layers-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        for (i, files) in [["a": "1", "shared": "first"], ["b": "2", "shared": "second"]].enumerated() {
+            try FileManager.default.createDirectory(atPath: "\(base)/l\(i)", withIntermediateDirectories: true)
+            for (f, v) in files { try v.write(toFile: "\(base)/l\(i)/\(f)", atomically: true, encoding: .utf8) }
+        }
+        let engine = try Fixtures.engine()
+        var fds: [Int32] = [-1, -1]
+        _ = petrel_pipe_cloexec(&fds)
+        let spec = SandboxSpec(command: ["sh", "-c", "cat /opt/a /opt/b /opt/shared; echo; touch /opt/x 2>&1"],
+                               layers: ["\(base)/l0", "\(base)/l1"], stdout: fds[1], stderr: fds[1])
+        let sandbox = try engine.spawn(spec)
+        close(fds[1])
+        let reader = PipeReader(fd: fds[0])
+        _ = await sandbox.wait()
+        let out = reader.finish()
+        #expect(out.hasPrefix("12second"), "\(out)")
+        #expect(out.contains("Read-only file system"), "\(out)")
+        Fixtures.expectReleased(sandbox.resources)
+    }
+}
