@@ -43,6 +43,8 @@ public struct CgroupStats: Sendable, Equatable {
 public protocol SandboxCgroup: Sendable {
     /// Directories that make up this cgroup (for tests and leak checks).
     var paths: [String] { get }
+    /// Sets the limits (again: a prepared sandbox gets its function's limits when it starts).
+    func apply(_ limits: CgroupLimits) throws
     /// Opens the cgroup.procs files the child writes itself into.
     func openProcsFiles() throws -> [Int32]
     func stats() -> CgroupStats

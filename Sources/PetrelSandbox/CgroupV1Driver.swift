@@ -52,17 +52,7 @@ public final class CgroupV1Driver: CgroupDriver {
                 }
                 dirs[c] = dir
             }
-            let mem = dirs["memory"]!
-            try Sys.write(mem + "/memory.limit_in_bytes", "\(limits.memoryBytes)")
-            if Sys.exists(mem + "/memory.memsw.limit_in_bytes") {
-                try Sys.write(mem + "/memory.memsw.limit_in_bytes", "\(limits.memoryBytes)")
-            }
-            try? Sys.write(mem + "/memory.swappiness", "0")
-            let cpu = dirs["cpu"]!
-            try Sys.write(cpu + "/cpu.cfs_period_us", "\(CgroupLimits.cpuPeriodMicros)")
-            try Sys.write(cpu + "/cpu.cfs_quota_us", "\(limits.cpuQuotaMicros)")
-            try Sys.write(cpu + "/cpu.shares", "\(limits.cpuShares)")
-            try Sys.write(dirs["pids"]! + "/pids.max", "\(limits.pidsMax)")
+            try CgroupV1Cgroup(dirs: dirs, unique: made).apply(limits)
         } catch {
             for d in made.reversed() { try? CgroupHost.removeDirectory(d) }
             throw error
@@ -79,6 +69,30 @@ final class CgroupV1Cgroup: SandboxCgroup {
     init(dirs: [String: String], unique: [String]) {
         self.dirs = dirs
         self.unique = unique
+    }
+
+    func apply(_ limits: CgroupLimits) throws {
+        let mem = dirs["memory"]!
+        // memory+swap may never be below memory: raise memsw first, lower it last.
+        let memsw = mem + "/memory.memsw.limit_in_bytes"
+        if Sys.exists(memsw) {
+            let current = Int((try? Sys.read(mem + "/memory.limit_in_bytes"))?.trimmed ?? "") ?? 0
+            if limits.memoryBytes > current {
+                try Sys.write(memsw, "\(limits.memoryBytes)")
+                try Sys.write(mem + "/memory.limit_in_bytes", "\(limits.memoryBytes)")
+            } else {
+                try Sys.write(mem + "/memory.limit_in_bytes", "\(limits.memoryBytes)")
+                try Sys.write(memsw, "\(limits.memoryBytes)")
+            }
+        } else {
+            try Sys.write(mem + "/memory.limit_in_bytes", "\(limits.memoryBytes)")
+        }
+        try? Sys.write(mem + "/memory.swappiness", "0")
+        let cpu = dirs["cpu"]!
+        try Sys.write(cpu + "/cpu.cfs_period_us", "\(CgroupLimits.cpuPeriodMicros)")
+        try Sys.write(cpu + "/cpu.cfs_quota_us", "\(limits.cpuQuotaMicros)")
+        try Sys.write(cpu + "/cpu.shares", "\(limits.cpuShares)")
+        try Sys.write(dirs["pids"]! + "/pids.max", "\(limits.pidsMax)")
     }
 
     func openProcsFiles() throws -> [Int32] {

@@ -47,18 +47,14 @@ public final class CgroupV2Driver: CgroupDriver {
     public func create(name: String, limits: CgroupLimits) throws -> any SandboxCgroup {
         let dir = base + "/" + name
         try Sys.mkdir(dir)
+        let cgroup = CgroupV2Cgroup(dir: dir)
         do {
-            try Sys.write(dir + "/memory.max", "\(limits.memoryBytes)")
-            try Sys.write(dir + "/memory.swap.max", "0")
-            try Sys.write(dir + "/memory.oom.group", "1")
-            try Sys.write(dir + "/cpu.max", "\(limits.cpuQuotaMicros) \(CgroupLimits.cpuPeriodMicros)")
-            try Sys.write(dir + "/cpu.weight", "\(limits.cpuWeight)")
-            try Sys.write(dir + "/pids.max", "\(limits.pidsMax)")
+            try cgroup.apply(limits)
         } catch {
             try? CgroupHost.removeDirectory(dir)
             throw error
         }
-        return CgroupV2Cgroup(dir: dir)
+        return cgroup
     }
 }
 
@@ -66,6 +62,15 @@ final class CgroupV2Cgroup: SandboxCgroup {
     let dir: String
     var paths: [String] { [dir] }
     init(dir: String) { self.dir = dir }
+
+    func apply(_ limits: CgroupLimits) throws {
+        try Sys.write(dir + "/memory.max", "\(limits.memoryBytes)")
+        try Sys.write(dir + "/memory.swap.max", "0")
+        try Sys.write(dir + "/memory.oom.group", "1")
+        try Sys.write(dir + "/cpu.max", "\(limits.cpuQuotaMicros) \(CgroupLimits.cpuPeriodMicros)")
+        try Sys.write(dir + "/cpu.weight", "\(limits.cpuWeight)")
+        try Sys.write(dir + "/pids.max", "\(limits.pidsMax)")
+    }
 
     func openProcsFiles() throws -> [Int32] { [try Sys.open(dir + "/cgroup.procs", O_WRONLY)] }
 

@@ -31,22 +31,12 @@ enum RootfsPlan {
         return out
     }
 
-    /// The per-sandbox part.
-    static func sandbox(code: String?, layers: [String], scratchDevice: String) -> [MountEntry] {
+    /// The per-sandbox part. /var/task and /opt are empty mountpoints here: the
+    /// code and the layers arrive as detached mounts when the command starts.
+    static func sandbox(scratchDevice: String) -> [MountEntry] {
         var out: [MountEntry] = []
-        if let code {
-            out.append(MountEntry(kind: PETREL_MOUNT_BIND_RO, source: code, target: "/var/task"))
-        } else {
-            out.append(MountEntry(kind: PETREL_MOUNT_DIR, target: "/var/task"))
-        }
-        switch layers.count {
-        case 0: out.append(MountEntry(kind: PETREL_MOUNT_DIR, target: "/opt"))
-        case 1: out.append(MountEntry(kind: PETREL_MOUNT_BIND_RO, source: layers[0], target: "/opt"))
-        default:
-            // overlayfs: the leftmost lower directory is on top, so later layers go first.
-            let lower = layers.reversed().map { $0.replacingColons }.joined(separator: ":")
-            out.append(MountEntry(kind: PETREL_MOUNT_OVERLAY_RO, source: nil, target: "/opt", data: "lowerdir=\(lower)"))
-        }
+        out.append(MountEntry(kind: PETREL_MOUNT_DIR, target: "/var/task"))
+        out.append(MountEntry(kind: PETREL_MOUNT_DIR, target: "/opt"))
         out.append(MountEntry(kind: PETREL_MOUNT_PROC, target: "/proc"))
         out.append(MountEntry(kind: PETREL_MOUNT_TMPFS, target: "/dev", data: "mode=0755,size=64k,nr_inodes=64"))
         for d in ["null", "zero", "full", "random", "urandom"] {
@@ -62,10 +52,6 @@ enum RootfsPlan {
         out.append(MountEntry(kind: PETREL_MOUNT_EXT4, source: scratchDevice, target: "/tmp", data: "noinit_itable"))
         return out
     }
-}
-
-private extension String {
-    var replacingColons: String { split(separator: ":", omittingEmptySubsequences: false).joined(separator: "\\:") }
 }
 
 /// The C view of a mount list; keeps its strings alive.

@@ -15,18 +15,22 @@ public struct SandboxEngineConfiguration: Sendable {
     public var uidRange: ClosedRange<UInt32>
     /// Addresses for host-mode networks: one /30 per sandbox.
     public var hostNetwork: IPv4CIDR
-    /// Ready network namespaces kept per policy and mode, and ready scratch disks per size.
+    /// Prepared sandboxes kept ready per policy, network mode and /tmp size.
+    public var preparedPoolSize: Int
+    /// Ready network namespaces and scratch disks kept besides (0: made when a sandbox is prepared).
     public var networkPoolSize: Int
     public var scratchPoolSize: Int
 
     public init(stateDirectory: String = "/var/lib/petrel", runDirectory: String = "/run/petrel",
                 rootfsSkeleton: String, uidRange: ClosedRange<UInt32> = 200_000...1_199_999,
-                hostNetwork: IPv4CIDR = IPv4CIDR("10.213.0.0/16")!, networkPoolSize: Int = 2, scratchPoolSize: Int = 2) {
+                hostNetwork: IPv4CIDR = IPv4CIDR("10.213.0.0/16")!, preparedPoolSize: Int = 2,
+                networkPoolSize: Int = 0, scratchPoolSize: Int = 0) {
         self.stateDirectory = stateDirectory
         self.runDirectory = runDirectory
         self.rootfsSkeleton = rootfsSkeleton
         self.uidRange = uidRange
         self.hostNetwork = hostNetwork
+        self.preparedPoolSize = preparedPoolSize
         self.networkPoolSize = networkPoolSize
         self.scratchPoolSize = scratchPoolSize
     }
@@ -40,6 +44,7 @@ public final class SandboxEngine: Sendable {
     let logger: Logger
     let networks: NetworkPool
     let disks: ScratchDiskPool
+    let prepared: SandboxPool
     let rootDirectory: String
     let hostCPUs = CgroupHost.hostCPUs()
     /// Write end of the lifeline: every sandbox's init dies when it closes (the daemon is gone).
@@ -62,6 +67,7 @@ public final class SandboxEngine: Sendable {
         self.cgroups = try cgroups ?? CgroupDrivers.detect()
         networks = NetworkPool(subnet: configuration.hostNetwork, target: configuration.networkPoolSize)
         disks = try ScratchDiskPool(directory: configuration.stateDirectory + "/scratch", target: configuration.scratchPoolSize)
+        prepared = SandboxPool(target: configuration.preparedPoolSize)
         rootDirectory = configuration.runDirectory + "/root"
         try Sys.mkdirs(rootDirectory, 0o755)
         var fds: [Int32] = [-1, -1]
@@ -73,76 +79,110 @@ public final class SandboxEngine: Sendable {
         logger.debug("sandbox engine ready", metadata: ["cgroup.driver": "\(self.cgroups.name)"])
     }
 
-    /// Starts `spec` in a new sandbox under `policy`.
+    /// Starts `spec` in a sandbox under `policy`: a prepared one when the pool
+    /// has one for this policy, otherwise one prepared on the spot.
     public func spawn(_ spec: SandboxSpec, policy: SandboxPolicy = .default) throws -> Sandbox {
         try spec.validate()
         try policy.validate()
+        let key = PreparedSandbox.Key(policy: policy, mode: spec.network ?? policy.network.mode,
+                                      ephemeralStorageMB: spec.ephemeralStorageMB)
+        let box = try prepared.take(key) ?? prepare(key, policy: policy)
         let started = Sys.monotonicNanoseconds()
+        do {
+            try box.cgroup.apply(CgroupLimits(memoryMB: spec.memoryMB, policy: policy.resources, hostCPUs: hostCPUs))
+            var trees: [Int32] = []
+            defer { trees.forEach(Sys.close) }
+            var err = [CChar](repeating: 0, count: 512)
+            var code: Int32 = -1, opt: Int32 = -1
+            if let dir = spec.codeDirectory {
+                code = petrel_tree_open(dir, &err, 512)
+                guard code >= 0 else { throw SandboxError(.system, "code directory: \(String(cBuffer: err))", errno: errno) }
+                trees.append(code)
+            }
+            if spec.layers.count == 1 {
+                opt = petrel_tree_open(spec.layers[0], &err, 512)
+            } else if spec.layers.count > 1 {
+                // overlayfs puts its first lower directory on top: later layers first.
+                let lower = CStringArray(spec.layers.reversed())
+                opt = lower.withPointers { petrel_overlay_open($0, spec.layers.count, &err, 512) }
+            }
+            if !spec.layers.isEmpty {
+                guard opt >= 0 else { throw SandboxError(.system, "layers: \(String(cBuffer: err))", errno: errno) }
+                trees.append(opt)
+            }
+            var env = spec.environment
+            if env["PATH"] == nil { env["PATH"] = "/usr/local/bin:/usr/bin:/bin" }
+            let argv = CStringArray(spec.command)
+            let envp = CStringArray(env.keys.sorted().map { "\($0)=\(env[$0]!)" })
+            let rc = argv.withPointers { a in
+                envp.withPointers { e in
+                    petrel_start(box.controlFD, a, e, spec.workingDirectory, spec.stdin, spec.stdout, spec.stderr,
+                                 code, opt, &err, 512)
+                }
+            }
+            guard rc == 0 else { throw SandboxError(.system, String(cBuffer: err), errno: errno) }
+        } catch {
+            box.discard()
+            throw error
+        }
+        return Sandbox(prepared: box, timeout: spec.timeout, started: started)
+    }
+
+    /// Builds a sandbox up to the point where it waits for its command.
+    func prepare(_ key: PreparedSandbox.Key, policy: SandboxPolicy) throws -> PreparedSandbox {
         let program = try seccomp(policy)
         let base = rootfsBase(policy.rootfs)
         let (uid, number) = try allocateUID()
         var cleanup: [() -> Void] = [{ self.freeUID(uid) }]
         func unwind() { cleanup.reversed().forEach { $0() } }
         do {
-            let network = try networks.take(policy.network, mode: spec.network ?? policy.network.mode)
+            let network = try networks.take(policy.network, mode: key.mode)
             cleanup.append { self.networks.release(network) }
-            let disk = try disks.take(sizeMB: spec.ephemeralStorageMB)
+            let disk = try disks.take(sizeMB: key.ephemeralStorageMB)
             cleanup.append { self.disks.release(disk) }
-            let limits = CgroupLimits(memoryMB: spec.memoryMB, policy: policy.resources, hostCPUs: hostCPUs)
-            let cgroup = try cgroups.create(name: "sb-\(getpid())-\(number)", limits: limits)
+            let id = "sb-\(getpid())-\(number)"
+            let cgroup = try cgroups.create(name: id, limits: CgroupLimits(
+                memoryMB: SandboxSpec.memoryRange.lowerBound, policy: policy.resources, hostCPUs: hostCPUs))
             cleanup.append { cgroup.killAll(); try? cgroup.remove() }
             let procs = try cgroup.openProcsFiles()
             defer { procs.forEach(Sys.close) }
 
-            let mounts = CMountList(base + RootfsPlan.sandbox(code: spec.codeDirectory, layers: spec.layers, scratchDevice: disk.device))
-            var env = spec.environment
-            if env["PATH"] == nil { env["PATH"] = "/usr/local/bin:/usr/bin:/bin" }
-            let argv = CStringArray(spec.command)
-            let envp = CStringArray(env.keys.sorted().map { "\($0)=\(env[$0]!)" })
-            let strings = CStringArray([rootDirectory, spec.workingDirectory, policy.rootfs.hostname])
-
+            let mounts = CMountList(base + RootfsPlan.sandbox(scratchDevice: disk.device))
+            let strings = CStringArray([rootDirectory, policy.rootfs.hostname])
             var result = petrel_spawn_result()
             var err = [CChar](repeating: 0, count: 512)
-            let rc: Int32 = argv.withPointers { a in
-                envp.withPointers { e in
-                    mounts.mounts.withUnsafeBufferPointer { m in
-                        procs.withUnsafeBufferPointer { p in
-                            program.instructions.withUnsafeBufferPointer { f in
-                                var cfg = petrel_spawn_config()
-                                cfg.root_dir = strings.pointer(0)
-                                cfg.mounts = m.baseAddress
-                                cfg.n_mounts = m.count
-                                cfg.argv = a
-                                cfg.envp = e
-                                cfg.cwd = strings.pointer(1)
-                                cfg.hostname = strings.pointer(2)
-                                cfg.netns_fd = network.fd
-                                cfg.cgroup_procs_fds = p.baseAddress
-                                cfg.n_cgroup_fds = p.count
-                                cfg.uid = uid
-                                cfg.gid = uid
-                                cfg.stdin_fd = spec.stdin
-                                cfg.stdout_fd = spec.stdout
-                                cfg.stderr_fd = spec.stderr
-                                cfg.seccomp_filter = UnsafeRawPointer(f.baseAddress)
-                                cfg.seccomp_len = f.count
-                                cfg.rlimit_nofile = UInt64(policy.resources.openFiles)
-                                cfg.rlimit_nproc = UInt64(policy.resources.processes)
-                                cfg.rlimit_fsize = 0
-                                cfg.lifeline_fd = lifeline.read
-                                return petrel_spawn(&cfg, &result, &err, 512)
-                            }
-                        }
+            let rc: Int32 = mounts.mounts.withUnsafeBufferPointer { m in
+                procs.withUnsafeBufferPointer { p in
+                    program.instructions.withUnsafeBufferPointer { f in
+                        var cfg = petrel_spawn_config()
+                        cfg.root_dir = strings.pointer(0)
+                        cfg.mounts = m.baseAddress
+                        cfg.n_mounts = m.count
+                        cfg.hostname = strings.pointer(1)
+                        cfg.netns_fd = network.fd
+                        cfg.cgroup_procs_fds = p.baseAddress
+                        cfg.n_cgroup_fds = p.count
+                        cfg.uid = uid
+                        cfg.gid = uid
+                        cfg.seccomp_filter = UnsafeRawPointer(f.baseAddress)
+                        cfg.seccomp_len = f.count
+                        cfg.rlimit_nofile = UInt64(policy.resources.openFiles)
+                        cfg.rlimit_nproc = UInt64(policy.resources.processes)
+                        cfg.lifeline_fd = lifeline.read
+                        return petrel_spawn(&cfg, &result, &err, 512)
                     }
                 }
             }
             guard rc == 0 else { throw SandboxError(.system, String(cBuffer: err), errno: errno) }
             let resources = SandboxResources(
-                uid: uid, cgroupPaths: cgroup.paths, loopDevice: disk.device, scratchImage: disk.image, netnsInode: network.inode,
-                hostInterface: network.hostInterface, gateway: network.gateway, address: network.address)
-            return Sandbox(engine: self, id: "sb-\(getpid())-\(number)", pid: result.pid, pidfd: result.pidfd,
-                           statusFD: result.status_fd, cgroup: cgroup, network: network, disk: disk,
-                           resources: resources, timeout: spec.timeout, started: started)
+                uid: uid, cgroupPaths: cgroup.paths, loopDevice: disk.device, scratchImage: disk.image,
+                netnsInode: network.inode, hostInterface: network.hostInterface, gateway: network.gateway,
+                address: network.address)
+            let box = PreparedSandbox(engine: self, id: id, key: key, policy: policy, result: result, cgroup: cgroup,
+                                      network: network, disk: disk, resources: resources)
+            cleanup = []
+            try box.awaitReady() // releases everything itself when it throws
+            return box
         } catch {
             unwind()
             throw error
@@ -156,13 +196,25 @@ public final class SandboxEngine: Sendable {
 
     /// Fills the pools to their targets; returns how many things it made.
     @discardableResult
-    public func replenishPools() -> Int { networks.replenish() + disks.replenish() }
+    public func replenishPools() -> Int {
+        networks.replenish() + disks.replenish() + prepared.replenish { key in
+            var policy = SandboxPolicy.default
+            policy.seccomp = key.seccomp
+            policy.rootfs = key.rootfs
+            policy.network = key.network
+            policy.resources.processes = key.processes
+            policy.resources.openFiles = key.openFiles
+            return try prepare(key, policy: policy)
+        }
+    }
+
+    /// Prepared sandboxes ready in the pool.
+    public var preparedCount: Int { prepared.count }
 
     /// Makes sure the pools for `policy` exist and are full.
     public func prewarm(policy: SandboxPolicy = .default, mode: SandboxPolicy.NetworkMode? = nil, ephemeralStorageMB: Int = 512) throws {
-        let m = mode ?? policy.network.mode
-        networks.release(try networks.take(policy.network, mode: m))
-        disks.release(try disks.take(sizeMB: ephemeralStorageMB))
+        let key = PreparedSandbox.Key(policy: policy, mode: mode ?? policy.network.mode, ephemeralStorageMB: ephemeralStorageMB)
+        if let box = prepared.take(key) { box.discard() } // registers the key
         _ = try seccomp(policy)
         replenishPools()
     }
@@ -178,6 +230,7 @@ public final class SandboxEngine: Sendable {
 
     /// Releases everything pooled. Sandboxes still running are not touched.
     public func shutdown() {
+        prepared.drain()
         networks.drain()
         disks.drain()
     }

@@ -19,7 +19,7 @@ public struct SandboxPolicy: Sendable, Equatable {
         public var allowNetlinkRoute: Bool
     }
 
-    public struct Network: Sendable, Equatable {
+    public struct Network: Sendable, Hashable {
         public var mode: NetworkMode
         /// Outbound TCP ports refused with a reset; 25 is refused whatever this says.
         public var denyTCPPorts: [Int]

@@ -19,10 +19,10 @@ struct EngineOptions: ParsableArguments {
     @Option(name: .customLong("run-dir"), help: "Runtime directory.")
     var runDirectory = "/run/petrel"
 
-    func engine(networkPool: Int = 0, scratchPool: Int = 0) throws -> SandboxEngine {
+    func engine(preparedPool: Int = 0) throws -> SandboxEngine {
         try SandboxEngine(configuration: SandboxEngineConfiguration(
             stateDirectory: dataDirectory, runDirectory: runDirectory, rootfsSkeleton: Locations.rootfs(),
-            networkPoolSize: networkPool, scratchPoolSize: scratchPool))
+            preparedPoolSize: preparedPool))
     }
 }
 

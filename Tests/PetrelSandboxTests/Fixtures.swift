@@ -24,7 +24,7 @@ enum Fixtures {
             if let e { return e }
             let made = try SandboxEngine(configuration: SandboxEngineConfiguration(
                 stateDirectory: "/var/tmp/petrel-tests/state", runDirectory: "/var/tmp/petrel-tests/run",
-                rootfsSkeleton: repo + "/rootfs", networkPoolSize: 0, scratchPoolSize: 0))
+                rootfsSkeleton: repo + "/rootfs", preparedPoolSize: 0, networkPoolSize: 0, scratchPoolSize: 0))
             e = made
             return made
         }
@@ -111,8 +111,14 @@ enum Fixtures {
         for p in r.cgroupPaths {
             #expect(!FileManager.default.fileExists(atPath: p), "cgroup \(p) was left behind", sourceLocation: sourceLocation)
         }
-        #expect(!ScratchDisk.isAttached(device: r.loopDevice, image: r.scratchImage),
-                "loop device \(r.loopDevice) is still attached", sourceLocation: sourceLocation)
+        // The kernel runs a loop device down asynchronously once it is released: allow it 2 s.
+        var attached = true
+        for _ in 0..<400 {
+            attached = ScratchDisk.isAttached(device: r.loopDevice, image: r.scratchImage)
+            if !attached { break }
+            usleep(5000)
+        }
+        #expect(!attached, "loop device \(r.loopDevice) is still attached", sourceLocation: sourceLocation)
         #expect(!FileManager.default.fileExists(atPath: r.scratchImage), "scratch image \(r.scratchImage) is still on disk", sourceLocation: sourceLocation)
         if let veth = r.hostInterface {
             #expect(petrel_link_exists(veth) == 0, "veth \(veth) was left behind", sourceLocation: sourceLocation)

@@ -42,21 +42,16 @@ struct petrel_spawn_config {
     const char *root_dir;            // host directory to build the new root on (exists, empty)
     const struct petrel_mount *mounts;
     size_t n_mounts;
-    const char *const *argv;         // NULL-terminated; argv[0] resolved through PATH in envp when it has no '/'
-    const char *const *envp;         // NULL-terminated
-    const char *cwd;                 // inside the sandbox
     const char *hostname;
     int netns_fd;                    // network namespace to join; -1: a new empty one
     const int *cgroup_procs_fds;     // open cgroup.procs files (one per hierarchy) to join
     size_t n_cgroup_fds;
     uid_t uid;
     gid_t gid;
-    int stdin_fd, stdout_fd, stderr_fd;
     const void *seccomp_filter;      // struct sock_filter[], may be NULL
     size_t seccomp_len;              // number of sock_filter instructions
     uint64_t rlimit_nofile;
     uint64_t rlimit_nproc;
-    uint64_t rlimit_fsize;           // 0: unlimited
     int lifeline_fd;                 // read end of a pipe the daemon holds; EOF kills the sandbox
 };
 
@@ -64,6 +59,7 @@ struct petrel_spawn_result {
     pid_t pid;       // PID 1 of the sandbox, as the host sees it
     int pidfd;       // pidfd of that process (CLOEXEC)
     int status_fd;   // read end of the status pipe (CLOEXEC, non-blocking)
+    int control_fd;  // our end of the control socket (CLOEXEC); closing it before start discards the sandbox
 };
 
 // Record kinds written on the status pipe by the sandbox's init.
@@ -71,7 +67,8 @@ enum petrel_record_kind {
     PETREL_RECORD_SETUP_ERROR = 1, // setup failed before exec: message + errno
     PETREL_RECORD_EXEC_ERROR = 2,  // execve of the command failed: message + errno
     PETREL_RECORD_STARTED = 3,     // the command was forked; `value` is its pid inside the sandbox
-    PETREL_RECORD_EXITED = 4       // the command ended; `value` is its wait status
+    PETREL_RECORD_EXITED = 4,      // the command ended; `value` is its wait status
+    PETREL_RECORD_READY = 5        // set up and waiting for its command
 };
 
 struct petrel_record {
@@ -82,9 +79,28 @@ struct petrel_record {
     char message[240];
 };
 
-// Starts a sandbox. Returns 0, or -1 with a message in errbuf (errno kept).
+// Prepares a sandbox: its init (PID 1 of new PID, mount, IPC, UTS and cgroup
+// namespaces, in the given network namespace and cgroups) builds the root,
+// then reports READY and waits for petrel_start. Returns 0, or -1 with a
+// message in errbuf (errno kept).
 int petrel_spawn(const struct petrel_spawn_config *cfg, struct petrel_spawn_result *out,
                  char *errbuf, size_t errlen);
+
+// Starts the command in a prepared sandbox: argv[0] is resolved through PATH
+// in envp when it has no '/'; stdio are host fds (duplicated into the sandbox);
+// code_tree and opt_tree are detached mounts (petrel_tree_open / petrel_overlay_open)
+// for /var/task and /opt, or -1. 0, or -1 with a message.
+int petrel_start(int control_fd, const char *const *argv, const char *const *envp, const char *cwd,
+                 int stdin_fd, int stdout_fd, int stderr_fd, int code_tree, int opt_tree,
+                 char *errbuf, size_t errlen);
+
+// Waits up to timeout_ms for one record. 1 read, 0 timeout or EOF, -1 error.
+int petrel_wait_record(int fd, int timeout_ms, struct petrel_record *rec);
+
+// A detached, read-only, nosuid, nodev copy of the tree at path (open_tree + mount_setattr).
+int petrel_tree_open(const char *path, char *errbuf, size_t errlen);
+// A detached read-only overlay of the given directories, the first on top.
+int petrel_overlay_open(const char *const *lower, size_t n, char *errbuf, size_t errlen);
 
 // ---- seccomp -------------------------------------------------------------------
 
