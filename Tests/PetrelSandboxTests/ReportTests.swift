@@ -1,4 +1,5 @@
 import CPetrelLinux
+import CPetrelLinux
 import Foundation
 import Glibc
 import PetrelSandbox
@@ -70,5 +71,35 @@ struct ReportTests {
         #expect(out.hasPrefix("12second"), "\(out)")
         #expect(out.contains("Read-only file system"), "\(out)")
         Fixtures.expectReleased(sandbox.resources)
+    }
+}
+
+@Suite("Prepared sandboxes", .serialized)
+struct PreparedPoolTests {
+    @Test("a prepared sandbox is taken from the pool, runs its command, and a drained pool leaves nothing")
+    func pool() async throws {
+        _ = try Fixtures.engine() // root check with a clear reason
+        let engine = try SandboxEngine(configuration: SandboxEngineConfiguration(
+            stateDirectory: "/var/tmp/petrel-tests/state", runDirectory: "/var/tmp/petrel-tests/run",
+            rootfsSkeleton: Fixtures.repo + "/rootfs", preparedPoolSize: 2))
+        try engine.prewarm()
+        #expect(engine.preparedCount == 2)
+        var fds: [Int32] = [-1, -1]
+        _ = petrel_pipe_cloexec(&fds)
+        let sandbox = try engine.spawn(SandboxSpec(command: ["sh", "-c", "echo pooled; cat /proc/1/comm"], stdout: fds[1], stderr: fds[1]))
+        close(fds[1])
+        let reader = PipeReader(fd: fds[0])
+        #expect(engine.preparedCount == 1, "the sandbox did not come from the pool")
+        let report = await sandbox.wait()
+        #expect(report.exitCode == 0)
+        #expect(reader.finish() == "pooled\npetrel-init\n")
+        Fixtures.expectReleased(sandbox.resources)
+        // The ones still waiting in the pool go away with the engine's shutdown.
+        engine.replenishPools()
+        #expect(engine.preparedCount == 2)
+        engine.shutdown()
+        #expect(engine.preparedCount == 0)
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: engine.cgroups.bases[0]).filter { $0.hasPrefix("sb-\(getpid())-") }
+        #expect(leftovers.isEmpty, "cgroups of discarded prepared sandboxes: \(leftovers)")
     }
 }

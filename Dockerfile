@@ -1,0 +1,17 @@
+# The controller in a container. It must run privileged, with the host's cgroup
+# tree delegated to it (cgroupns=host or a delegated cgroup v2 subtree):
+#   docker run --privileged --cgroupns=host -v /sys/fs/cgroup:/sys/fs/cgroup petrel
+FROM swift:6.0-bookworm AS build
+WORKDIR /src
+RUN apt-get update -qq && apt-get install -y -qq libseccomp-dev libcap-dev libsqlite3-dev libnftables-dev >/dev/null
+COPY . .
+RUN swift build -c release --product petreld
+
+FROM swift:6.0-bookworm-slim
+RUN apt-get update -qq && apt-get install -y -qq libseccomp2 libnftables1 nftables iproute2 e2fsprogs util-linux \
+      python3 nodejs >/dev/null && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/.build/release/petreld /usr/local/bin/petreld
+COPY rootfs /usr/share/petrel/rootfs
+COPY Config /etc/petrel
+VOLUME /var/lib/petrel
+ENTRYPOINT ["/usr/local/bin/petreld"]
