@@ -17,7 +17,6 @@ public final class PreparedSandbox: Sendable {
     let cgroup: any SandboxCgroup
     let network: SandboxNetwork
     let disk: ScratchDisk
-    let policy: SandboxPolicy
 
     /// What makes two prepared sandboxes interchangeable.
     public struct Key: Hashable, Sendable {
@@ -40,12 +39,11 @@ public final class PreparedSandbox: Sendable {
         }
     }
 
-    init(engine: SandboxEngine, id: String, key: Key, policy: SandboxPolicy, result: petrel_spawn_result,
+    init(engine: SandboxEngine, id: String, key: Key, result: petrel_spawn_result,
          cgroup: any SandboxCgroup, network: SandboxNetwork, disk: ScratchDisk, resources: SandboxResources) {
         self.engine = engine
         self.id = id
         self.key = key
-        self.policy = policy
         self.pid = result.pid
         self.pidfd = result.pidfd
         self.statusFD = result.status_fd

@@ -178,7 +178,7 @@ public final class SandboxEngine: Sendable {
                 uid: uid, cgroupPaths: cgroup.paths, loopDevice: disk.device, scratchImage: disk.image,
                 netnsInode: network.inode, hostInterface: network.hostInterface, gateway: network.gateway,
                 address: network.address)
-            let box = PreparedSandbox(engine: self, id: id, key: key, policy: policy, result: result, cgroup: cgroup,
+            let box = PreparedSandbox(engine: self, id: id, key: key, result: result, cgroup: cgroup,
                                       network: network, disk: disk, resources: resources)
             cleanup = []
             try box.awaitReady() // releases everything itself when it throws
