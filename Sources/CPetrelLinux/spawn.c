@@ -275,7 +275,7 @@ static void close_all_but(const int *keep_in, int n) {
     syscall(SYS_close_range, lo, ~0U, 0);
 }
 
-// Receives the start message. Returns 0, or -1 when the daemon discarded the sandbox.
+// Receives the start message. Returns the length of its strings, or -1 when the daemon discarded the sandbox.
 static int receive_start(int sfd, int ctl, int lifeline, int fds[5], struct start_header *h) {
     for (;;) {
         struct pollfd p[2] = { { ctl, POLLIN, 0 }, { lifeline, POLLIN, 0 } };

@@ -119,9 +119,8 @@ final class CgroupV1Cgroup: SandboxCgroup {
         return CgroupStats(peakMemoryBytes: peak, cpuNanoseconds: cpu, oomKills: ooms)
     }
 
-    func processes() -> [Int32] {
-        Array(Set(unique.flatMap { CgroupHost.pids(in: $0 + "/cgroup.procs") })).sorted()
-    }
+    /// A sandbox's processes join every hierarchy together, so one hierarchy's list is all of them.
+    func processes() -> [Int32] { CgroupHost.pids(in: dirs["pids"]! + "/cgroup.procs") }
 
     func killAll() { Self.kill(processesIn: unique, freezer: dirs["freezer"]) }
 

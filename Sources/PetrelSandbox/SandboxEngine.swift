@@ -17,22 +17,16 @@ public struct SandboxEngineConfiguration: Sendable {
     public var hostNetwork: IPv4CIDR
     /// Prepared sandboxes kept ready per policy, network mode and /tmp size.
     public var preparedPoolSize: Int
-    /// Ready network namespaces and scratch disks kept besides (0: made when a sandbox is prepared).
-    public var networkPoolSize: Int
-    public var scratchPoolSize: Int
 
     public init(stateDirectory: String = "/var/lib/petrel", runDirectory: String = "/run/petrel",
                 rootfsSkeleton: String, uidRange: ClosedRange<UInt32> = 200_000...1_199_999,
-                hostNetwork: IPv4CIDR = IPv4CIDR("10.213.0.0/16")!, preparedPoolSize: Int = 2,
-                networkPoolSize: Int = 0, scratchPoolSize: Int = 0) {
+                hostNetwork: IPv4CIDR = IPv4CIDR("10.213.0.0/16")!, preparedPoolSize: Int = 2) {
         self.stateDirectory = stateDirectory
         self.runDirectory = runDirectory
         self.rootfsSkeleton = rootfsSkeleton
         self.uidRange = uidRange
         self.hostNetwork = hostNetwork
         self.preparedPoolSize = preparedPoolSize
-        self.networkPoolSize = networkPoolSize
-        self.scratchPoolSize = scratchPoolSize
     }
 }
 
@@ -42,8 +36,8 @@ public final class SandboxEngine: Sendable {
     public let configuration: SandboxEngineConfiguration
     public let cgroups: any CgroupDriver
     let logger: Logger
-    let networks: NetworkPool
-    let disks: ScratchDiskPool
+    let networks: SandboxNetworks
+    let disks: ScratchDisks
     let prepared: SandboxPool
     let rootDirectory: String
     let hostCPUs = CgroupHost.hostCPUs()
@@ -65,8 +59,8 @@ public final class SandboxEngine: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.cgroups = try cgroups ?? CgroupDrivers.detect()
-        networks = NetworkPool(subnet: configuration.hostNetwork, target: configuration.networkPoolSize)
-        disks = try ScratchDiskPool(directory: configuration.stateDirectory + "/scratch", target: configuration.scratchPoolSize)
+        networks = SandboxNetworks(subnet: configuration.hostNetwork)
+        disks = try ScratchDisks(directory: configuration.stateDirectory + "/scratch")
         prepared = SandboxPool(target: configuration.preparedPoolSize)
         rootDirectory = configuration.runDirectory + "/root"
         try Sys.mkdirs(rootDirectory, 0o755)
@@ -86,7 +80,7 @@ public final class SandboxEngine: Sendable {
         try policy.validate()
         let key = PreparedSandbox.Key(policy: policy, mode: spec.network ?? policy.network.mode,
                                       ephemeralStorageMB: spec.ephemeralStorageMB)
-        let box = try prepared.take(key) ?? prepare(key, policy: policy)
+        let box = try prepared.take(key) ?? prepare(key)
         let started = Sys.monotonicNanoseconds()
         do {
             try box.cgroup.apply(CgroupLimits(memoryMB: spec.memoryMB, policy: policy.resources, hostCPUs: hostCPUs))
@@ -129,26 +123,27 @@ public final class SandboxEngine: Sendable {
     }
 
     /// Builds a sandbox up to the point where it waits for its command.
-    func prepare(_ key: PreparedSandbox.Key, policy: SandboxPolicy) throws -> PreparedSandbox {
-        let program = try seccomp(policy)
-        let base = rootfsBase(policy.rootfs)
+    func prepare(_ key: PreparedSandbox.Key) throws -> PreparedSandbox {
+        let program = try seccomp(key.seccomp)
+        let base = rootfsBase(key.rootfs)
         let (uid, number) = try allocateUID()
         var cleanup: [() -> Void] = [{ self.freeUID(uid) }]
         func unwind() { cleanup.reversed().forEach { $0() } }
         do {
-            let network = try networks.take(policy.network, mode: key.mode)
+            let network = try networks.make(key.network, mode: key.mode)
             cleanup.append { self.networks.release(network) }
-            let disk = try disks.take(sizeMB: key.ephemeralStorageMB)
+            let disk = try disks.make(sizeMB: key.ephemeralStorageMB)
             cleanup.append { self.disks.release(disk) }
             let id = "sb-\(getpid())-\(number)"
+            // Until its command starts, a prepared sandbox holds only its init: the smallest limits.
             let cgroup = try cgroups.create(name: id, limits: CgroupLimits(
-                memoryMB: SandboxSpec.memoryRange.lowerBound, policy: policy.resources, hostCPUs: hostCPUs))
+                memoryMB: SandboxSpec.memoryRange.lowerBound, policy: SandboxPolicy.default.resources, hostCPUs: hostCPUs))
             cleanup.append { cgroup.killAll(); try? cgroup.remove() }
             let procs = try cgroup.openProcsFiles()
             defer { procs.forEach(Sys.close) }
 
             let mounts = CMountList(base + RootfsPlan.sandbox(scratchDevice: disk.device))
-            let strings = CStringArray([rootDirectory, policy.rootfs.hostname])
+            let strings = CStringArray([rootDirectory, key.rootfs.hostname])
             var result = petrel_spawn_result()
             var err = [CChar](repeating: 0, count: 512)
             let rc: Int32 = mounts.mounts.withUnsafeBufferPointer { m in
@@ -166,8 +161,8 @@ public final class SandboxEngine: Sendable {
                         cfg.gid = uid
                         cfg.seccomp_filter = UnsafeRawPointer(f.baseAddress)
                         cfg.seccomp_len = f.count
-                        cfg.rlimit_nofile = UInt64(policy.resources.openFiles)
-                        cfg.rlimit_nproc = UInt64(policy.resources.processes)
+                        cfg.rlimit_nofile = UInt64(key.openFiles)
+                        cfg.rlimit_nproc = UInt64(key.processes)
                         cfg.lifeline_fd = lifeline.read
                         return petrel_spawn(&cfg, &result, &err, 512)
                     }
@@ -196,52 +191,30 @@ public final class SandboxEngine: Sendable {
 
     /// Fills the pools to their targets; returns how many things it made.
     @discardableResult
-    public func replenishPools() -> Int {
-        networks.replenish() + disks.replenish() + prepared.replenish { key in
-            var policy = SandboxPolicy.default
-            policy.seccomp = key.seccomp
-            policy.rootfs = key.rootfs
-            policy.network = key.network
-            policy.resources.processes = key.processes
-            policy.resources.openFiles = key.openFiles
-            return try prepare(key, policy: policy)
-        }
-    }
+    public func replenishPools() -> Int { prepared.replenish(prepare) }
 
     /// Prepared sandboxes ready in the pool.
     public var preparedCount: Int { prepared.count }
 
-    /// Makes sure the pools for `policy` exist and are full.
+    /// Keeps prepared sandboxes for `policy` from now on, and prepares them now.
     public func prewarm(policy: SandboxPolicy = .default, mode: SandboxPolicy.NetworkMode? = nil, ephemeralStorageMB: Int = 512) throws {
+        try policy.validate()
         let key = PreparedSandbox.Key(policy: policy, mode: mode ?? policy.network.mode, ephemeralStorageMB: ephemeralStorageMB)
-        if let box = prepared.take(key) { box.discard() } // registers the key
-        _ = try seccomp(policy)
-        replenishPools()
-    }
-
-    /// Keeps the pools full until the task is cancelled (a Service's run loop).
-    public func maintainPools(every interval: Duration = .milliseconds(20)) async {
-        while !Task.isCancelled {
-            if replenishPools() == 0 {
-                try? await Task.sleep(for: interval)
-            }
-        }
+        _ = try prepared.fill(key, prepare)
     }
 
     /// Releases everything pooled. Sandboxes still running are not touched.
     public func shutdown() {
         prepared.drain()
-        networks.drain()
-        disks.drain()
     }
 
     // MARK: internals
 
-    func seccomp(_ policy: SandboxPolicy) throws -> SeccompProgram {
-        if let p = state.withLock({ $0.programs[policy.seccomp] }) { return p }
-        guard let e = policy.denyErrno else { throw SandboxError(.invalidPolicy, "unknown seccomp.errno \(policy.seccomp.errno)") }
-        let p = try SeccompProgram(policy.seccomp, errno: e)
-        state.withLock { $0.programs[policy.seccomp] = p }
+    func seccomp(_ seccomp: SandboxPolicy.Seccomp) throws -> SeccompProgram {
+        if let p = state.withLock({ $0.programs[seccomp] }) { return p }
+        guard let e = SandboxPolicy.errnoValues[seccomp.errno] else { throw SandboxError(.invalidPolicy, "unknown seccomp.errno \(seccomp.errno)") }
+        let p = try SeccompProgram(seccomp, errno: e)
+        state.withLock { $0.programs[seccomp] = p }
         return p
     }
 

@@ -15,15 +15,21 @@ final class SandboxPool: Sendable {
         }
     }
 
-    /// Prepares sandboxes until every key seen has `target` ready; returns how many it made.
-    func replenish(_ make: (PreparedSandbox.Key) throws -> PreparedSandbox) -> Int {
+    /// Registers `key` and prepares sandboxes until it has `target` ready; errors are thrown.
+    func fill(_ key: PreparedSandbox.Key, _ make: (PreparedSandbox.Key) throws -> PreparedSandbox) throws -> Int {
         var made = 0
-        while true {
-            let key: PreparedSandbox.Key? = ready.withLock { r in r.first { $0.value.count < target }?.key }
-            guard let key, let s = try? make(key) else { return made }
+        while ready.withLock({ $0[key, default: []].count }) < target {
+            let s = try make(key)
             ready.withLock { $0[key, default: []].append(s) }
             made += 1
         }
+        return made
+    }
+
+    /// Refills every key seen so far; a key that fails is left for the next round.
+    func replenish(_ make: (PreparedSandbox.Key) throws -> PreparedSandbox) -> Int {
+        let keys = ready.withLock { Array($0.keys) }
+        return keys.reduce(0) { $0 + ((try? fill($1, make)) ?? 0) }
     }
 
     var count: Int { ready.withLock { $0.values.reduce(0) { $0 + $1.count } } }

@@ -24,7 +24,7 @@ enum Fixtures {
             if let e { return e }
             let made = try SandboxEngine(configuration: SandboxEngineConfiguration(
                 stateDirectory: "/var/tmp/petrel-tests/state", runDirectory: "/var/tmp/petrel-tests/run",
-                rootfsSkeleton: repo + "/rootfs", preparedPoolSize: 0, networkPoolSize: 0, scratchPoolSize: 0))
+                rootfsSkeleton: repo + "/rootfs", preparedPoolSize: 0))
             e = made
             return made
         }

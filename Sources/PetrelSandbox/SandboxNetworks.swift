@@ -25,49 +25,25 @@ public final class SandboxNetwork: Sendable {
     }
 }
 
-/// Network namespaces are pooled: making one (with its firewall and veth pair)
-/// costs milliseconds, so sandboxes take a ready one and the pool refills
-/// off the hot path. Keyed by the firewall ruleset and the mode.
-final class NetworkPool: Sendable {
-    struct Key: Hashable { var rules: String; var mode: SandboxPolicy.NetworkMode }
-
+/// Makes sandbox network namespaces (firewall loaded; in host mode a veth pair
+/// with a /30 of `subnet`) and gives them back. They are made off the request
+/// path, as part of a prepared sandbox.
+final class SandboxNetworks: Sendable {
     let subnet: IPv4CIDR
-    let target: Int
-    private let state = Mutex<(ready: [Key: [SandboxNetwork]], slots: Set<Int>)>(([:], []))
+    /// The /30 slots in use by this daemon.
+    private let slots = Mutex<Set<Int>>([])
 
-    init(subnet: IPv4CIDR, target: Int) {
+    init(subnet: IPv4CIDR) {
         self.subnet = subnet
-        self.target = target
     }
 
     var slotCount: Int { 1 << max(0, 30 - subnet.prefix) }
 
-    func take(_ policy: SandboxPolicy.Network, mode: SandboxPolicy.NetworkMode) throws -> SandboxNetwork {
-        let key = Key(rules: Firewall.rules(for: policy), mode: mode)
-        let pooled: SandboxNetwork? = state.withLock { s in
-            if s.ready[key] == nil { s.ready[key] = [] }
-            return s.ready[key]!.popLast()
-        }
-        if let pooled { return pooled }
-        return try make(key)
-    }
-
-    /// Makes namespaces until every key seen so far has `target` ready. Returns how many it made.
-    @discardableResult
-    func replenish() -> Int {
-        var made = 0
-        while true {
-            let key: Key? = state.withLock { s in s.ready.first { $0.value.count < target }?.key }
-            guard let key, let net = try? make(key) else { return made }
-            state.withLock { s in s.ready[key, default: []].append(net) }
-            made += 1
-        }
-    }
-
-    func make(_ key: Key) throws -> SandboxNetwork {
+    func make(_ policy: SandboxPolicy.Network, mode: SandboxPolicy.NetworkMode) throws -> SandboxNetwork {
+        let rules = Firewall.rules(for: policy)
         var err = [CChar](repeating: 0, count: 512)
-        guard key.mode == .host else {
-            let fd = petrel_netns_create(key.rules, nil, nil, nil, &err, 512)
+        guard mode == .host else {
+            let fd = petrel_netns_create(rules, nil, nil, nil, &err, 512)
             guard fd >= 0 else { throw SandboxError(.system, "network namespace: \(String(cBuffer: err))", errno: errno) }
             return SandboxNetwork(fd: fd, mode: .none, hostInterface: nil, gateway: nil, address: nil, slot: nil)
         }
@@ -78,7 +54,7 @@ final class NetworkPool: Sendable {
             let gateway = IPv4CIDR.format(base + 1), inside = IPv4CIDR.format(base + 2)
             let name = "petrel\(slot)"
             if petrel_link_exists(name) != 0 { freeSlot(slot); continue } // another daemon's
-            let fd = petrel_netns_create(key.rules, name, "\(inside)/30", gateway, &err, 512)
+            let fd = petrel_netns_create(rules, name, "\(inside)/30", gateway, &err, 512)
             guard fd >= 0 else {
                 freeSlot(slot)
                 throw SandboxError(.system, "network namespace: \(String(cBuffer: err))", errno: errno)
@@ -102,25 +78,16 @@ final class NetworkPool: Sendable {
         if let slot = net.slot { freeSlot(slot) }
     }
 
-    func drain() {
-        let all = state.withLock { s in
-            let a = s.ready.values.flatMap { $0 }
-            s.ready = [:]
-            return a
-        }
-        all.forEach(release)
-    }
-
     private func allocateSlot() throws -> Int {
         let count = slotCount
-        return try state.withLock { s in
-            guard s.slots.count < count else { throw SandboxError(.exhausted, "all \(count) sandbox networks in \(subnet) are in use") }
+        return try slots.withLock { s in
+            guard s.count < count else { throw SandboxError(.exhausted, "all \(count) sandbox networks in \(subnet) are in use") }
             while true {
                 let i = Int.random(in: 0..<count)
-                if s.slots.insert(i).inserted { return i }
+                if s.insert(i).inserted { return i }
             }
         }
     }
 
-    private func freeSlot(_ i: Int) { _ = state.withLock { $0.slots.remove(i) } }
+    private func freeSlot(_ i: Int) { _ = slots.withLock { $0.remove(i) } }
 }

@@ -1,6 +1,5 @@
 import CPetrelLinux
 import Glibc
-import Synchronization
 
 /// A sandbox's /tmp: a sparse ext4 image on a loop device. Its size is exactly
 /// the function's ephemeral storage, and its pages are a disk's, not memory
@@ -27,40 +26,25 @@ public final class ScratchDisk: Sendable {
     }
 }
 
-final class ScratchDiskPool: Sendable {
+/// Makes scratch disks and gives them back; made off the request path, as
+/// part of a prepared sandbox.
+final class ScratchDisks: Sendable {
     let directory: String
-    let target: Int
-    private let ready = Mutex<[Int: [ScratchDisk]]>([:])
 
-    init(directory: String, target: Int) throws {
+    init(directory: String) throws {
         self.directory = directory
-        self.target = target
         try Sys.mkdirs(directory, 0o700)
-        // Images of a daemon that died before unlinking them.
-        for f in Sys.listDirectory(directory) where f.hasSuffix(".img") { try? Sys.unlink(directory + "/" + f) }
-    }
-
-    func take(sizeMB: Int) throws -> ScratchDisk {
-        let pooled: ScratchDisk? = ready.withLock { r in
-            if r[sizeMB] == nil { r[sizeMB] = [] }
-            return r[sizeMB]!.popLast()
-        }
-        return try pooled ?? make(sizeMB: sizeMB)
-    }
-
-    @discardableResult
-    func replenish() -> Int {
-        var made = 0
-        while true {
-            let size: Int? = ready.withLock { r in r.first { $0.value.count < target }?.key }
-            guard let size, let d = try? make(sizeMB: size) else { return made }
-            ready.withLock { $0[size, default: []].append(d) }
-            made += 1
+        // Images are named <pid>-<random>.img and unlinked as soon as they are attached;
+        // one still here belongs to a daemon that died in between. Only those go:
+        // another daemon sharing the directory may be making one right now.
+        for f in Sys.listDirectory(directory) where f.hasSuffix(".img") {
+            guard let pid = f.split(separator: "-").first.flatMap({ Int32($0) }), pid != getpid(), kill(pid, 0) != 0 else { continue }
+            try? Sys.unlink(directory + "/" + f)
         }
     }
 
     func make(sizeMB: Int) throws -> ScratchDisk {
-        let path = directory + "/\(UInt64.random(in: 0...UInt64.max)).img"
+        let path = directory + "/\(getpid())-\(UInt64.random(in: 0...UInt64.max)).img"
         let fd = try Sys.open(path, O_CREAT | O_EXCL | O_WRONLY, 0o600)
         defer { try? Sys.unlink(path) }
         do {
@@ -84,14 +68,5 @@ final class ScratchDiskPool: Sendable {
     /// asynchronously (a few ms later); nothing here waits for it.
     func release(_ disk: ScratchDisk) {
         _ = petrel_loop_detach(disk.loopFD)
-    }
-
-    func drain() {
-        let all = ready.withLock { r in
-            let a = r.values.flatMap { $0 }
-            r = [:]
-            return a
-        }
-        all.forEach(release)
     }
 }
