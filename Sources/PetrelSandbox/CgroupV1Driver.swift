@@ -47,7 +47,7 @@ public final class CgroupV1Driver: CgroupDriver {
             for c in Self.controllers {
                 let dir = base[c]! + "/" + name
                 if !made.contains(dir) {
-                    try Sys.mkdir(dir)
+                    try Sys.mkdirNew(dir)
                     made.append(dir)
                 }
                 dirs[c] = dir

@@ -46,7 +46,7 @@ public final class CgroupV2Driver: CgroupDriver {
 
     public func create(name: String, limits: CgroupLimits) throws -> any SandboxCgroup {
         let dir = base + "/" + name
-        try Sys.mkdir(dir)
+        try Sys.mkdirNew(dir)
         let cgroup = CgroupV2Cgroup(dir: dir)
         do {
             try cgroup.apply(limits)

@@ -44,6 +44,11 @@ public final class SandboxEngine: Sendable {
     /// Write end of the lifeline: every sandbox's init dies when it closes (the daemon is gone).
     let lifeline: (read: Int32, write: Int32)
     private let state = Mutex<State>(State())
+    /// Names this engine's sandboxes: `sb-<pid>-<engine>` (the pid lets a later
+    /// daemon sweep what a dead one left; the engine number keeps two engines
+    /// of one process apart).
+    public let instanceName: String
+    private static let instances = Mutex<Int>(0)
 
     struct State {
         var counter = 0
@@ -58,6 +63,7 @@ public final class SandboxEngine: Sendable {
         }
         self.configuration = configuration
         self.logger = logger
+        instanceName = "sb-\(getpid())-\(Self.instances.withLock { $0 += 1; return $0 })"
         self.cgroups = try cgroups ?? CgroupDrivers.detect()
         networks = SandboxNetworks(subnet: configuration.hostNetwork)
         disks = try ScratchDisks(directory: configuration.stateDirectory + "/scratch")
@@ -134,7 +140,7 @@ public final class SandboxEngine: Sendable {
             cleanup.append { self.networks.release(network) }
             let disk = try disks.make(sizeMB: key.ephemeralStorageMB)
             cleanup.append { self.disks.release(disk) }
-            let id = "sb-\(getpid())-\(number)"
+            let id = "\(instanceName)-\(number)"
             // Until its command starts, a prepared sandbox holds only its init: the smallest limits.
             let cgroup = try cgroups.create(name: id, limits: CgroupLimits(
                 memoryMB: SandboxSpec.memoryRange.lowerBound, policy: SandboxPolicy.default.resources, hostCPUs: hostCPUs))

@@ -75,6 +75,11 @@ enum Sys {
         }
     }
 
+    /// mkdir that fails when the directory exists (a name that must be ours alone).
+    static func mkdirNew(_ path: String, _ mode: mode_t = 0o755) throws {
+        try call("mkdir", path) { Glibc.mkdir(path, mode) }
+    }
+
     static func mkdirs(_ path: String, _ mode: mode_t = 0o755) throws {
         var prefix = ""
         for part in path.split(separator: "/") {

@@ -25,4 +25,72 @@ struct EngineTests {
         #expect(!FileManager.default.fileExists(atPath: dead), "a dead daemon's image was kept")
         #expect(FileManager.default.fileExists(atPath: live), "a live daemon's image was removed")
     }
+
+    @Test("a command and environment over 64 KiB are refused, and the sandbox prepared for them is gone")
+    func oversizedStart() throws {
+        _ = try Fixtures.engine() // root check with a clear reason
+        // An engine of its own, so that nothing another test runs can be mistaken for a leak.
+        let engine = try SandboxEngine(configuration: SandboxEngineConfiguration(
+            stateDirectory: "/var/tmp/petrel-tests/state", runDirectory: "/var/tmp/petrel-tests/run",
+            rootfsSkeleton: Fixtures.repo + "/rootfs", preparedPoolSize: 0))
+        defer { engine.shutdown() }
+        let spec = SandboxSpec(command: ["true"], environment: ["BIG": String(repeating: "x", count: 70_000)])
+        #expect { try engine.spawn(spec) } throws: { "\($0)".contains("64 KiB") }
+        #expect(Self.cgroups(of: engine).isEmpty, "a cgroup of the refused sandbox is left")
+        let inits = Fixtures.processes(named: "petrel-init", parent: getpid()).filter { pid in
+            ((try? String(contentsOfFile: "/proc/\(pid)/cgroup", encoding: .utf8)) ?? "").contains(engine.instanceName + "-")
+        }
+        #expect(inits.isEmpty, "its init still runs: \(inits)")
+    }
+
+    @Test("when the daemon dies, its sandboxes die with it, and the next start sweeps their cgroups")
+    func daemonDeath() async throws {
+        _ = try Fixtures.engine()
+        let code = try Fixtures.probeCode()
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: OperatorCommandTests.petreld)
+        p.arguments = ["sandbox", "run", "--data-dir", "/var/tmp/petrel-tests/state", "--run-dir", "/var/tmp/petrel-tests/run",
+                       "--code", code, "--", "/var/task/sandbox-probe", "stubborn"]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let reader = PipeReader(fd: dup(out.fileHandleForReading.fileDescriptor))
+        try out.fileHandleForReading.close()
+        #expect(await reader.waitFor("READY"), "\(reader.text)")
+        let inits = Fixtures.processes(named: "petrel-init", parent: p.processIdentifier)
+        try #require(inits.count == 1, "the daemon's sandbox init: \(inits)")
+        let uid = try #require(Fixtures.uid(of: inits[0]))
+        #expect(Fixtures.processes(ofUID: uid).count == 7)
+
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        var left = Fixtures.processes(ofUID: uid)
+        for _ in 0..<200 where !left.isEmpty {
+            try await Task.sleep(for: .milliseconds(10))
+            left = Fixtures.processes(ofUID: uid)
+        }
+        #expect(left.isEmpty, "sandbox processes outlived their daemon: \(left)")
+        // Its scratch disk goes with the last mount of it.
+        let prefix = "/var/tmp/petrel-tests/state/scratch/\(p.processIdentifier)-"
+        var attached = Fixtures.loopBackings().filter { $0.hasPrefix(prefix) }
+        for _ in 0..<200 where !attached.isEmpty {
+            try await Task.sleep(for: .milliseconds(10))
+            attached = Fixtures.loopBackings().filter { $0.hasPrefix(prefix) }
+        }
+        #expect(attached.isEmpty, "loop devices of the dead daemon: \(attached)")
+        // Its cgroups stay until a daemon starts again and sweeps them.
+        let driver = try CgroupDrivers.detect()
+        for base in driver.bases {
+            let stale = ((try? FileManager.default.contentsOfDirectory(atPath: base)) ?? []).filter { $0.hasPrefix("sb-\(p.processIdentifier)-") }
+            #expect(stale.isEmpty, "\(base): \(stale)")
+        }
+        _ = reader.finish()
+    }
+
+    static func cgroups(of engine: SandboxEngine) -> [String] {
+        engine.cgroups.bases.flatMap { base in
+            ((try? FileManager.default.contentsOfDirectory(atPath: base)) ?? []).filter { $0.hasPrefix(engine.instanceName + "-") }.map { base + "/" + $0 }
+        }
+    }
 }

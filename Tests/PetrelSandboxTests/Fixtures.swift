@@ -146,6 +146,28 @@ enum Fixtures {
         }
     }
 
+    /// Processes with this command name whose parent is `parent`.
+    static func processes(named name: String, parent: Int32) -> [Int32] {
+        Sys.pids().filter { pid in
+            guard let s = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return false }
+            let lines = s.split(separator: "\n")
+            return lines.contains("Name:\t\(name)") && lines.contains("PPid:\t\(parent)")
+        }
+    }
+
+    static func uid(of pid: Int32) -> UInt32? {
+        guard let s = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = s.split(separator: "\n").first(where: { $0.hasPrefix("Uid:") }) else { return nil }
+        return line.split(separator: "\t").dropFirst().first.flatMap { UInt32($0) }
+    }
+
+    /// The backing files of every attached loop device.
+    static func loopBackings() -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/sys/block")) ?? []).filter { $0.hasPrefix("loop") }.compactMap {
+            try? String(contentsOfFile: "/sys/block/\($0)/loop/backing_file", encoding: .utf8)
+        }
+    }
+
     static func mountedHere(_ device: String) -> Bool {
         ((try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? "").contains(" \(device) ")
     }

@@ -47,6 +47,26 @@ struct NetworkTests {
         Fixtures.expectReleased(run.sandbox.resources)
     }
 
+    @Test("a policy's denied networks are unreachable, while the same port is reachable without the rule")
+    func policyCIDRs() async throws {
+        var policy = SandboxPolicy.default
+        policy.network.denyCIDRs = ["10.213.0.0/16"] // every host-mode gateway
+        let script = "sleep 1; /var/task/sandbox-probe connect-gateway 8027"
+        let denied = try Fixtures.start(["/bin/sh", "-c", script], timeout: .seconds(30), network: .host, policy: policy, probe: false)
+        let allowed = try Fixtures.start(["/bin/sh", "-c", script], timeout: .seconds(30), network: .host, probe: false)
+        let l1 = try HostListener(address: try #require(denied.sandbox.resources.gateway), port: 8027)
+        let l2 = try HostListener(address: try #require(allowed.sandbox.resources.gateway), port: 8027)
+        let (_, out1) = await denied.finish()
+        let (_, out2) = await allowed.finish()
+        l1.stop(); l2.stop()
+        #expect(Fixtures.result(out1, "connect") == "EHOSTUNREACH", "\(out1)")
+        #expect(l1.accepted == 0)
+        #expect(Fixtures.result(out2, "connect") == "ok", "\(out2)")
+        #expect(l2.accepted == 1)
+        Fixtures.expectReleased(denied.sandbox.resources)
+        Fixtures.expectReleased(allowed.sandbox.resources)
+    }
+
     @Test("with network none there is no route out")
     func noneMode() async throws {
         let (_, output) = try await Fixtures.probe(["connect", "10.213.0.1", "80"], network: .none)

@@ -99,7 +99,7 @@ struct PreparedPoolTests {
         #expect(engine.preparedCount == 2)
         engine.shutdown()
         #expect(engine.preparedCount == 0)
-        let leftovers = try FileManager.default.contentsOfDirectory(atPath: engine.cgroups.bases[0]).filter { $0.hasPrefix("sb-\(getpid())-") }
+        let leftovers = EngineTests.cgroups(of: engine)
         #expect(leftovers.isEmpty, "cgroups of discarded prepared sandboxes: \(leftovers)")
     }
 }

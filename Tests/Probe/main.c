@@ -8,6 +8,9 @@
 #include <fcntl.h>
 #include <linux/bpf.h>
 #include <linux/io_uring.h>
+#include <linux/netlink.h>
+#include <linux/sched.h>
+#include <sys/ioctl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
@@ -78,6 +81,20 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "iouring")) {
         struct io_uring_params p; memset(&p, 0, sizeof p);
         return result("io_uring_setup", syscall(__NR_io_uring_setup, 4, &p));
+    }
+    if (!strcmp(c, "clone3")) {
+        struct clone_args ca; memset(&ca, 0, sizeof ca);
+        ca.exit_signal = SIGCHLD;
+        long r = syscall(SYS_clone3, &ca, sizeof ca);
+        if (r == 0) _exit(0);
+        if (r > 0) waitpid((pid_t)r, NULL, 0);
+        return result("clone3", r);
+    }
+    if (!strcmp(c, "tiocsti")) { char ch = 'x'; return result("tiocsti", ioctl(0, TIOCSTI, &ch)); }
+    if (!strcmp(c, "netlink")) {
+        int proto = !strcmp(a2, "route") ? NETLINK_ROUTE : !strcmp(a2, "audit") ? NETLINK_AUDIT : NETLINK_KOBJECT_UEVENT;
+        char what[64]; snprintf(what, sizeof what, "netlink_%s", a2);
+        return result(what, socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, proto));
     }
     if (!strcmp(c, "rawsock")) return result("raw_socket", socket(AF_INET, SOCK_RAW, IPPROTO_ICMP));
     if (!strcmp(c, "packetsock")) return result("packet_socket", socket(AF_PACKET, SOCK_RAW, 0));
