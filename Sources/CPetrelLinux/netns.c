@@ -9,6 +9,10 @@
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <nftables/libnftables.h>
 #include <pthread.h>
 #include <sched.h>
@@ -28,7 +32,9 @@ struct ns_job {
     const char *nft_rules;
     const char *const *argv;  // a command to run inside, may be NULL
     const char *stdin_text;
+    int listen_port;          // > 0: open a TCP listener on 127.0.0.1:listen_port inside
     // out
+    int listen_fd;
     int ns_fd;
     int status;
     char err[512];
@@ -107,6 +113,22 @@ static void *ns_thread(void *arg) {
     }
     if (j->nft_rules && load_rules(j->nft_rules, j->err, sizeof j->err) < 0) goto fail;
     if (j->argv && run_here(j->argv, j->stdin_text, &j->status, j->err, sizeof j->err) < 0) goto fail;
+    if (j->listen_port > 0) {
+        int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (s < 0) { petrel_err(j->err, sizeof j->err, "socket", "listener"); goto fail; }
+        int one = 1;
+        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)j->listen_port),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        if (bind(s, (struct sockaddr *)&a, sizeof a) < 0 || listen(s, 128) < 0) {
+            int e = errno;
+            close(s);
+            errno = e;
+            petrel_err(j->err, sizeof j->err, "bind/listen", "127.0.0.1 in the sandbox");
+            goto fail;
+        }
+        j->listen_fd = s;
+    }
     if (j->join_fd < 0) {
         j->ns_fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
         if (j->ns_fd < 0) { petrel_err(j->err, sizeof j->err, "open", "/proc/thread-self/ns/net"); goto fail; }
@@ -173,6 +195,16 @@ int petrel_run_in_netns(int nsfd, const char *const *argv, const char *stdin_tex
     j.stdin_text = stdin_text;
     if (run_job(&j, errbuf, errlen) < 0) return -1;
     return j.status;
+}
+
+int petrel_netns_listen(int nsfd, int port, char *errbuf, size_t errlen) {
+    struct ns_job j;
+    memset(&j, 0, sizeof j);
+    j.join_fd = nsfd;
+    j.listen_port = port;
+    j.listen_fd = -1;
+    if (run_job(&j, errbuf, errlen) < 0) return -1;
+    return j.listen_fd;
 }
 
 int petrel_link_exists(const char *name) { return if_nametoindex(name) != 0; }

@@ -28,6 +28,11 @@ enum RootfsPlan {
         for f in Sys.listDirectory(etc) where !Sys.isDirectory(etc + "/" + f) {
             out.append(MountEntry(kind: PETREL_MOUNT_BIND_RO, source: etc + "/" + f, target: "/etc/" + f))
         }
+        // The runtime bootstraps the project ships, where Lambda keeps its own.
+        let runtimes = skeleton + "/runtimes"
+        if Sys.isDirectory(runtimes) {
+            out.append(MountEntry(kind: PETREL_MOUNT_BIND_RO, source: runtimes, target: "/var/runtime"))
+        }
         return out
     }
 

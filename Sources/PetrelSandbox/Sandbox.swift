@@ -13,13 +13,16 @@ public final class Sandbox: Sendable {
     /// PID 1 of the sandbox, as the host sees it.
     public var pid: Int32 { prepared.pid }
     public var resources: SandboxResources { prepared.resources }
+    /// Listening sockets opened inside for `SandboxSpec.listenPorts`; the caller owns and closes them.
+    public let listeners: [UInt16: Int32]
 
     private enum Phase { case running, ending, ended(SandboxReport) }
     private let phase = Mutex<Phase>(.running)
     private let timedOut = Mutex<Bool>(false)
 
-    init(prepared: PreparedSandbox, timeout: Duration?, started: UInt64) {
+    init(prepared: PreparedSandbox, timeout: Duration?, started: UInt64, listeners: [UInt16: Int32] = [:]) {
         self.prepared = prepared
+        self.listeners = listeners
         self.timeout = timeout
         self.started = started
     }
@@ -33,6 +36,9 @@ public final class Sandbox: Sendable {
         guard case .running = phase.withLock({ $0 }) else { return }
         _ = petrel_pidfd_kill(prepared.pidfd, sig)
     }
+
+    /// Peak memory, CPU time and OOM kills so far, read from the sandbox's cgroup.
+    public func usage() -> CgroupStats { prepared.cgroup.stats() }
 
     /// The processes (host PIDs) in the sandbox's cgroup.
     public func processes() -> [Int32] { prepared.cgroup.processes() }

@@ -88,7 +88,14 @@ public final class SandboxEngine: Sendable {
                                       ephemeralStorageMB: spec.ephemeralStorageMB)
         let box = try prepared.take(key) ?? prepare(key)
         let started = Sys.monotonicNanoseconds()
+        var listeners: [UInt16: Int32] = [:]
         do {
+            for port in spec.listenPorts where listeners[port] == nil {
+                var err = [CChar](repeating: 0, count: 512)
+                let fd = petrel_netns_listen(box.network.fd, Int32(port), &err, 512)
+                guard fd >= 0 else { throw SandboxError(.system, String(cBuffer: err), errno: errno) }
+                listeners[port] = fd
+            }
             try box.cgroup.apply(CgroupLimits(memoryMB: spec.memoryMB, policy: policy.resources, hostCPUs: hostCPUs))
             var trees: [Int32] = []
             defer { trees.forEach(Sys.close) }
@@ -122,10 +129,11 @@ public final class SandboxEngine: Sendable {
             }
             guard rc == 0 else { throw SandboxError(.system, String(cBuffer: err), errno: errno) }
         } catch {
+            listeners.values.forEach(Sys.close)
             box.discard()
             throw error
         }
-        return Sandbox(prepared: box, timeout: spec.timeout, started: started)
+        return Sandbox(prepared: box, timeout: spec.timeout, started: started, listeners: listeners)
     }
 
     /// Builds a sandbox up to the point where it waits for its command.

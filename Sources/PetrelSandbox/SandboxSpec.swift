@@ -14,6 +14,10 @@ public struct SandboxSpec: Sendable {
     public var workingDirectory: String
     /// Overrides the policy's network mode.
     public var network: SandboxPolicy.NetworkMode?
+    /// TCP ports to listen on at 127.0.0.1 inside the sandbox before the command
+    /// starts (the daemon serves them; the Runtime API is one). The listening
+    /// fds are handed to the caller in `Sandbox.listeners`.
+    public var listenPorts: [UInt16] = []
     /// The command's standard streams (host fds; they are duplicated, not taken).
     public var stdin: Int32
     public var stdout: Int32

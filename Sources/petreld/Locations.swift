@@ -16,6 +16,12 @@ enum Locations {
         return "/usr/share/petrel/rootfs"
     }
 
+    /// `Config/petreld.toml` of the checkout the binary was built in, when there is one.
+    static func defaultConfig() -> String? {
+        let candidate = URL(fileURLWithPath: rootfs()).deletingLastPathComponent().appendingPathComponent("Config/petreld.toml").path
+        return FileManager.default.fileExists(atPath: candidate) ? candidate : nil
+    }
+
     static func policy(_ path: String?) throws -> SandboxPolicy {
         guard let path else { return .default }
         guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {

@@ -5,6 +5,7 @@ struct Petreld: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "petreld",
         abstract: "The Petrel controller daemon.",
-        subcommands: [SandboxCommand.self]
+        subcommands: [ServeCommand.self, SandboxCommand.self],
+        defaultSubcommand: ServeCommand.self
     )
 }

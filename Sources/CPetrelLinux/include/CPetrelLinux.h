@@ -129,6 +129,10 @@ int petrel_netns_create(const char *nft_rules, const char *veth_host_name,
 int petrel_run_in_netns(int nsfd, const char *const *argv, const char *stdin_text,
                         char *errbuf, size_t errlen);
 
+// Opens a non-blocking, CLOEXEC TCP listener on 127.0.0.1:port inside the network
+// namespace nsfd (the socket stays in that namespace; the caller owns the fd).
+int petrel_netns_listen(int nsfd, int port, char *errbuf, size_t errlen);
+
 // Deletes a network link by name in the caller's namespace (rtnetlink). 0, or -1 with errno.
 int petrel_link_delete(const char *name);
 // 1 when a link of that name exists in the caller's namespace, 0 when not.

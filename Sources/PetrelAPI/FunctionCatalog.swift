@@ -1,0 +1,190 @@
+import Foundation
+import Logging
+import PetrelCore
+import PetrelRuntime
+import PetrelStore
+import Synchronization
+
+/// The functions and their code: every change validates first, stores the code,
+/// then the record, and tells the runtime to retire instances of the old revision.
+/// Nothing is stored when a change is refused.
+public final class FunctionCatalog: Sendable {
+    public let functions: FunctionStore
+    public let code: CodeStore
+    let dispatcher: Dispatcher
+    let region: String
+    let account: String
+    let logger: Logger
+    /// Serializes changes of the code blobs' reference counts.
+    private let codeLock = Mutex(())
+
+    public init(functions: FunctionStore, code: CodeStore, dispatcher: Dispatcher, region: String, account: String, logger: Logger) {
+        self.functions = functions
+        self.code = code
+        self.dispatcher = dispatcher
+        self.region = region
+        self.account = account
+        self.logger = logger
+    }
+
+    func notFound(_ name: String, qualifier: String? = nil) -> LambdaError {
+        LambdaError(.resourceNotFound, "Function not found: \(FunctionARN(region: region, account: account, name: name, qualifier: qualifier))")
+    }
+
+    /// Resolves a FunctionName parameter to a stored function (`$LATEST` only, for now).
+    func resolve(_ raw: String, qualifier: String? = nil) throws -> FunctionRecord {
+        let ref = try FunctionReference(parsing: raw)
+        if let a = ref.account, a != account { throw notFound(ref.name) }
+        if let r = ref.region, r != region { throw notFound(ref.name) }
+        if let q = qualifier ?? ref.qualifier, q != "$LATEST" { throw notFound(ref.name, qualifier: q) }
+        guard let f = try functions.get(ref.name) else { throw notFound(ref.name) }
+        return f
+    }
+
+    func create(_ input: CreateFunctionInput) throws -> FunctionRecord {
+        guard let rawName = input.FunctionName else { throw LambdaError(.invalidParameterValue, "FunctionName is required.") }
+        let ref = try FunctionReference(parsing: rawName)
+        guard ref.qualifier == nil else {
+            throw LambdaError(.invalidParameterValue, "FunctionName must not have a qualifier when creating a function.")
+        }
+        if let pt = input.PackageType, pt != "Zip" {
+            throw LambdaError(.invalidParameterValue, "Petrel runs .zip file archive functions only; PackageType \(pt) is not supported.")
+        }
+        try Self.checkArchitectures(input.Architectures)
+        if let layers = input.Layers, !layers.isEmpty {
+            throw LambdaError(.invalidParameterValue, "Layers are not supported by Petrel yet; put the layer's files in the function's ZIP.")
+        }
+        guard let role = input.Role else { throw LambdaError(.invalidParameterValue, "Role is required.") }
+        guard let runtimeName = input.Runtime, input.Handler != nil || FunctionRuntime(rawValue: runtimeName)?.isCustom == true else {
+            throw LambdaError(.invalidParameterValue, "Runtime and Handler are mandatory parameters for functions created with deployment packages.")
+        }
+        let settings = FunctionSettings(runtime: runtimeName, handler: input.Handler, role: role, description: input.Description,
+                                        memoryMB: input.MemorySize, timeoutSeconds: input.Timeout,
+                                        ephemeralStorageMB: input.EphemeralStorage?.Size, environment: input.Environment?.Variables)
+        try settings.validate()
+        let zip = try Self.zipFile(input.Code?.ZipFile, s3: input.Code?.S3Bucket ?? input.Code?.ImageUri)
+        if try functions.get(ref.name) != nil {
+            throw LambdaError(.resourceConflict, "Function already exist: \(ref.name)")
+        }
+        return try codeLock.withLock { _ in
+            let stored = try code.put(zip: zip)
+            let record = FunctionRecord(
+                name: ref.name, runtime: FunctionRuntime(rawValue: runtimeName)!, handler: input.Handler, role: role,
+                description: input.Description ?? "", memoryMB: input.MemorySize ?? FunctionLimits.defaultMemoryMB,
+                timeoutSeconds: input.Timeout ?? FunctionLimits.defaultTimeoutSeconds,
+                ephemeralStorageMB: input.EphemeralStorage?.Size ?? FunctionLimits.defaultEphemeralStorageMB,
+                environment: input.Environment?.Variables ?? [:], codeSha256: stored.sha256Base64, codeSize: stored.size)
+            guard try functions.insert(record) else {
+                try dropCodeIfUnused(stored.hex)
+                throw LambdaError(.resourceConflict, "Function already exist: \(ref.name)")
+            }
+            logger.info("function created", metadata: ["function.name": "\(record.name)", "code.sha256": "\(stored.hex)"])
+            return record
+        }
+    }
+
+    func updateCode(_ raw: String, _ input: UpdateFunctionCodeInput) async throws -> FunctionRecord {
+        let current = try resolve(raw)
+        try Self.checkArchitectures(input.Architectures)
+        let zip = try Self.zipFile(input.ZipFile, s3: input.S3Bucket ?? input.ImageUri)
+        try checkRevision(input.RevisionId, current)
+        if input.DryRun == true {
+            // Validates only: the blob is dropped again unless a function already uses it.
+            let stored = try code.put(zip: zip)
+            try codeLock.withLock { _ in try dropCodeIfUnused(stored.hex) }
+            return current
+        }
+        let updated = try codeLock.withLock { _ -> FunctionRecord in
+            let stored = try code.put(zip: zip)
+            let oldHex = current.codeDigestHex
+            guard let f = try functions.update(current.name, { f in
+                try checkRevision(input.RevisionId, f)
+                f.codeSha256 = stored.sha256Base64
+                f.codeSize = stored.size
+                f.lastModified = Date()
+                f.revisionId = UUID().uuidString.lowercased()
+            }) else {
+                try dropCodeIfUnused(stored.hex)
+                throw notFound(current.name)
+            }
+            if oldHex != stored.hex { try dropCodeIfUnused(oldHex) }
+            return f
+        }
+        await dispatcher.retire(updated.name, newRevision: updated.revisionId)
+        logger.info("function code updated", metadata: ["function.name": "\(updated.name)"])
+        return updated
+    }
+
+    func updateConfiguration(_ raw: String, _ input: UpdateFunctionConfigurationInput) async throws -> FunctionRecord {
+        let current = try resolve(raw)
+        if let layers = input.Layers, !layers.isEmpty {
+            throw LambdaError(.invalidParameterValue, "Layers are not supported by Petrel yet; put the layer's files in the function's ZIP.")
+        }
+        let settings = FunctionSettings(runtime: input.Runtime, handler: input.Handler, role: input.Role, description: input.Description,
+                                        memoryMB: input.MemorySize, timeoutSeconds: input.Timeout,
+                                        ephemeralStorageMB: input.EphemeralStorage?.Size, environment: input.Environment?.Variables)
+        try settings.validate()
+        try checkRevision(input.RevisionId, current)
+        guard let updated = try functions.update(current.name, { f in
+            try checkRevision(input.RevisionId, f)
+            if let r = input.Runtime { f.runtime = FunctionRuntime(rawValue: r)! }
+            if let h = input.Handler { f.handler = h }
+            if let r = input.Role { f.role = r }
+            if let d = input.Description { f.description = d }
+            if let m = input.MemorySize { f.memoryMB = m }
+            if let t = input.Timeout { f.timeoutSeconds = t }
+            if let e = input.EphemeralStorage?.Size { f.ephemeralStorageMB = e }
+            if let env = input.Environment { f.environment = env.Variables ?? [:] }
+            if !f.runtime.isCustom, f.handler == nil {
+                throw LambdaError(.invalidParameterValue, "Runtime and Handler are mandatory parameters for functions created with deployment packages.")
+            }
+            f.lastModified = Date()
+            f.revisionId = UUID().uuidString.lowercased()
+        }) else { throw notFound(current.name) }
+        await dispatcher.retire(updated.name, newRevision: updated.revisionId)
+        logger.info("function configuration updated", metadata: ["function.name": "\(updated.name)"])
+        return updated
+    }
+
+    func delete(_ raw: String, qualifier: String?) async throws {
+        let current = try resolve(raw, qualifier: qualifier)
+        try codeLock.withLock { _ in
+            guard let gone = try functions.delete(current.name) else { throw notFound(current.name) }
+            try dropCodeIfUnused(gone.codeDigestHex)
+        }
+        await dispatcher.retire(current.name, newRevision: nil)
+        logger.info("function deleted", metadata: ["function.name": "\(current.name)"])
+    }
+
+    private func dropCodeIfUnused(_ hex: String) throws {
+        if try !functions.codeInUse(hex: hex) { code.remove(hex: hex) }
+    }
+
+    private func checkRevision(_ wanted: String?, _ f: FunctionRecord) throws {
+        if let wanted, wanted != f.revisionId {
+            throw LambdaError(LambdaError.Code("PreconditionFailedException", status: 412),
+                              "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id")
+        }
+    }
+
+    static func checkArchitectures(_ a: [String]?) throws {
+        guard let a else { return }
+        guard a == ["x86_64"] else {
+            throw LambdaError(.invalidParameterValue, "Petrel runs on x86_64 only; Architectures \(a) is not supported.")
+        }
+    }
+
+    static func zipFile(_ base64: String?, s3: String?) throws -> Data {
+        if s3 != nil {
+            throw LambdaError(.invalidParameterValue, "Petrel takes code as Code.ZipFile only (S3 and container images are not supported).")
+        }
+        guard let base64 else { throw LambdaError(.invalidParameterValue, "Code.ZipFile is required.") }
+        guard let data = Data(base64Encoded: base64) else {
+            throw LambdaError(.invalidParameterValue, "Could not unzip uploaded file. Please check your file, then try to upload again.")
+        }
+        guard data.count <= CodeArchive.maxZippedBytes else {
+            throw LambdaError(.requestEntityTooLarge, "Zipped size must be smaller than \(CodeArchive.maxZippedBytes) bytes")
+        }
+        return data
+    }
+}

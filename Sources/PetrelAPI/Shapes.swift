@@ -1,0 +1,130 @@
+import Foundation
+import PetrelCore
+
+/// Request and response shapes of the Lambda REST API, named as in botocore's model.
+struct CreateFunctionInput: Decodable {
+    struct CodeShape: Decodable {
+        var ZipFile: String?
+        var S3Bucket: String?
+        var S3Key: String?
+        var ImageUri: String?
+    }
+    struct EnvironmentShape: Decodable { var Variables: [String: String]? }
+    struct EphemeralStorageShape: Decodable { var Size: Int }
+
+    var FunctionName: String?
+    var Runtime: String?
+    var Role: String?
+    var Handler: String?
+    var Code: CodeShape?
+    var Description: String?
+    var Timeout: Int?
+    var MemorySize: Int?
+    var Publish: Bool?
+    var Environment: EnvironmentShape?
+    var EphemeralStorage: EphemeralStorageShape?
+    var PackageType: String?
+    var Architectures: [String]?
+    var Layers: [String]?
+}
+
+struct UpdateFunctionCodeInput: Decodable {
+    var ZipFile: String?
+    var S3Bucket: String?
+    var ImageUri: String?
+    var Publish: Bool?
+    var DryRun: Bool?
+    var RevisionId: String?
+    var Architectures: [String]?
+}
+
+struct UpdateFunctionConfigurationInput: Decodable {
+    var Runtime: String?
+    var Role: String?
+    var Handler: String?
+    var Description: String?
+    var Timeout: Int?
+    var MemorySize: Int?
+    var Environment: CreateFunctionInput.EnvironmentShape?
+    var EphemeralStorage: CreateFunctionInput.EphemeralStorageShape?
+    var RevisionId: String?
+    var Layers: [String]?
+}
+
+/// `FunctionConfiguration` as Lambda returns it.
+struct FunctionConfigurationShape: Encodable {
+    struct EnvironmentOut: Encodable { var Variables: [String: String] }
+    struct Tracing: Encodable { var Mode = "PassThrough" }
+    struct Ephemeral: Encodable { var Size: Int }
+    struct Logging: Encodable { var LogFormat = "Text"; var LogGroup: String }
+    struct SnapStart: Encodable { var ApplyOn = "None"; var OptimizationStatus = "Off" }
+
+    var FunctionName: String
+    var FunctionArn: String
+    var Runtime: String
+    var Role: String
+    var Handler: String?
+    var CodeSize: Int
+    var Description: String
+    var Timeout: Int
+    var MemorySize: Int
+    var LastModified: String
+    var CodeSha256: String
+    var Version = "$LATEST"
+    var Environment: EnvironmentOut?
+    var TracingConfig = Tracing()
+    var RevisionId: String
+    var State = "Active"
+    var LastUpdateStatus = "Successful"
+    var PackageType = "Zip"
+    var Architectures: [String]
+    var EphemeralStorage: Ephemeral
+    var LoggingConfig: Logging
+    var SnapStart = SnapStart()
+
+    init(_ f: FunctionRecord, region: String, account: String) {
+        FunctionName = f.name
+        FunctionArn = FunctionARN(region: region, account: account, name: f.name).description
+        Runtime = f.runtime.rawValue
+        Role = f.role
+        Handler = f.handler
+        CodeSize = f.codeSize
+        Description = f.description
+        Timeout = f.timeoutSeconds
+        MemorySize = f.memoryMB
+        LastModified = FunctionRecord.lambdaTimestamp(f.lastModified)
+        CodeSha256 = f.codeSha256
+        Environment = f.environment.isEmpty ? nil : .init(Variables: f.environment)
+        RevisionId = f.revisionId
+        Architectures = f.architectures
+        EphemeralStorage = .init(Size: f.ephemeralStorageMB)
+        LoggingConfig = .init(LogGroup: f.logGroup())
+    }
+}
+
+struct GetFunctionShape: Encodable {
+    struct CodeLocation: Encodable { var RepositoryType = "S3"; var Location: String }
+    var Configuration: FunctionConfigurationShape
+    var Code: CodeLocation
+}
+
+struct ListFunctionsShape: Encodable {
+    var Functions: [FunctionConfigurationShape]
+    var NextMarker: String?
+}
+
+struct AccountSettingsShape: Encodable {
+    struct Limit: Encodable {
+        var TotalCodeSize: Int
+        var CodeSizeUnzipped: Int
+        var CodeSizeZipped: Int
+        var ConcurrentExecutions: Int
+        var UnreservedConcurrentExecutions: Int
+    }
+    struct Usage: Encodable {
+        var TotalCodeSize: Int
+        var FunctionCount: Int
+    }
+    var AccountLimit: Limit
+    var AccountUsage: Usage
+}

@@ -1,0 +1,2 @@
+enum ClientPlaceholder {}
+import AsyncHTTPClient

@@ -1,0 +1,161 @@
+import Foundation
+
+/// One function as the store keeps it (`$LATEST`; versions and aliases come later).
+public struct FunctionRecord: Sendable, Codable, Equatable {
+    public var name: String
+    public var runtime: FunctionRuntime
+    public var handler: String?
+    public var role: String
+    public var description: String
+    public var memoryMB: Int
+    public var timeoutSeconds: Int
+    public var ephemeralStorageMB: Int
+    public var environment: [String: String]
+    /// base64 of the ZIP's SHA-256, as Lambda reports it.
+    public var codeSha256: String
+    public var codeSize: Int
+    public var lastModified: Date
+    /// Changes with every update: instances of an older revision are not reused.
+    public var revisionId: String
+    public var architectures: [String]
+
+    public init(name: String, runtime: FunctionRuntime, handler: String?, role: String, description: String = "",
+                memoryMB: Int = FunctionLimits.defaultMemoryMB, timeoutSeconds: Int = FunctionLimits.defaultTimeoutSeconds,
+                ephemeralStorageMB: Int = FunctionLimits.defaultEphemeralStorageMB, environment: [String: String] = [:],
+                codeSha256: String, codeSize: Int, lastModified: Date = Date(), revisionId: String = UUID().uuidString.lowercased(),
+                architectures: [String] = ["x86_64"]) {
+        self.name = name
+        self.runtime = runtime
+        self.handler = handler
+        self.role = role
+        self.description = description
+        self.memoryMB = memoryMB
+        self.timeoutSeconds = timeoutSeconds
+        self.ephemeralStorageMB = ephemeralStorageMB
+        self.environment = environment
+        self.codeSha256 = codeSha256
+        self.codeSize = codeSize
+        self.lastModified = lastModified
+        self.revisionId = revisionId
+        self.architectures = architectures
+    }
+
+    /// The hex form of the code's SHA-256 (how code blobs are named).
+    public var codeDigestHex: String {
+        guard let data = Data(base64Encoded: codeSha256) else { return "" }
+        return data.map { String(format: "%02x", $0) }.joined()
+    }
+
+    public func logGroup() -> String { "/aws/lambda/\(name)" }
+
+    /// Lambda's timestamp format: `2024-01-31T12:34:56.789+0000`.
+    public static func lambdaTimestamp(_ date: Date) -> String {
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = TimeZone(identifier: "UTC")
+        f.dateFormat = "yyyy-MM-dd'T'HH:mm:ss.SSSZ"
+        return f.string(from: date)
+    }
+}
+
+/// The settings CreateFunction and UpdateFunctionConfiguration accept.
+public struct FunctionSettings: Sendable, Equatable {
+    public var runtime: String?
+    public var handler: String?
+    public var role: String?
+    public var description: String?
+    public var memoryMB: Int?
+    public var timeoutSeconds: Int?
+    public var ephemeralStorageMB: Int?
+    public var environment: [String: String]?
+
+    public init(runtime: String? = nil, handler: String? = nil, role: String? = nil, description: String? = nil,
+                memoryMB: Int? = nil, timeoutSeconds: Int? = nil, ephemeralStorageMB: Int? = nil,
+                environment: [String: String]? = nil) {
+        self.runtime = runtime
+        self.handler = handler
+        self.role = role
+        self.description = description
+        self.memoryMB = memoryMB
+        self.timeoutSeconds = timeoutSeconds
+        self.ephemeralStorageMB = ephemeralStorageMB
+        self.environment = environment
+    }
+
+    /// Checks every field that is present, in Lambda's words.
+    public func validate() throws {
+        if let r = runtime, FunctionRuntime(rawValue: r) == nil {
+            throw LambdaError(.invalidParameterValue, "The runtime parameter of \(r) is not supported by Petrel. Supported runtimes: \(FunctionRuntime.supportedList).")
+        }
+        if let h = handler {
+            guard (1...128).contains(h.count), !h.contains(where: \.isWhitespace) else {
+                throw LambdaError.constraint(h, at: "handler", "Member must satisfy regular expression pattern: [^\\s]+ and have length between 1 and 128")
+            }
+        }
+        if let role {
+            guard Self.isRoleARN(role) else {
+                throw LambdaError.constraint(role, at: "role", "Member must satisfy regular expression pattern: arn:(aws[a-zA-Z-]*)?:iam::\\d{12}:role/?[a-zA-Z_0-9+=,.@\\-_/]+")
+            }
+        }
+        if let d = description, d.count > 256 {
+            throw LambdaError.constraint(d, at: "description", "Member must have length less than or equal to 256")
+        }
+        if let m = memoryMB, !FunctionLimits.memoryMB.contains(m) {
+            throw LambdaError.constraint("\(m)", at: "memorySize", m < FunctionLimits.memoryMB.lowerBound
+                ? "Member must have value greater than or equal to \(FunctionLimits.memoryMB.lowerBound)"
+                : "Member must have value less than or equal to \(FunctionLimits.memoryMB.upperBound)")
+        }
+        if let t = timeoutSeconds, !FunctionLimits.timeoutSeconds.contains(t) {
+            throw LambdaError.constraint("\(t)", at: "timeout", t < 1
+                ? "Member must have value greater than or equal to 1"
+                : "Member must have value less than or equal to \(FunctionLimits.timeoutSeconds.upperBound)")
+        }
+        if let e = ephemeralStorageMB, !FunctionLimits.ephemeralStorageMB.contains(e) {
+            throw LambdaError.constraint("\(e)", at: "ephemeralStorage.size", e < FunctionLimits.ephemeralStorageMB.lowerBound
+                ? "Member must have value greater than or equal to \(FunctionLimits.ephemeralStorageMB.lowerBound)"
+                : "Member must have value less than or equal to \(FunctionLimits.ephemeralStorageMB.upperBound)")
+        }
+        if let env = environment { try Self.validateEnvironment(env) }
+    }
+
+    /// Keys the platform sets itself; a function may not override them.
+    public static let reservedVariables: Set<String> = [
+        "_HANDLER", "_X_AMZN_TRACE_ID", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EXECUTION_ENV",
+        "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_FUNCTION_VERSION",
+        "AWS_LAMBDA_INITIALIZATION_TYPE", "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME",
+        "AWS_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+        "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR",
+    ]
+
+    public static let environmentLimitBytes = 4096
+
+    static func validateEnvironment(_ env: [String: String]) throws {
+        for key in env.keys.sorted() {
+            let ok = key.utf8.count >= 2 && key.utf8.first.map { ($0 | 0x20) >= 0x61 && ($0 | 0x20) <= 0x7a } == true
+                && key.utf8.allSatisfy { FunctionReference.isNameByte($0) && $0 != 0x2d }
+            guard ok else {
+                throw LambdaError.constraint(key, at: "environment.variables", "Member must satisfy regular expression pattern: [a-zA-Z]([a-zA-Z0-9_])+")
+            }
+        }
+        let reserved = env.keys.filter(reservedVariables.contains).sorted()
+        if !reserved.isEmpty {
+            throw LambdaError(.invalidParameterValue, "Lambda was unable to configure your environment variables because the environment variables you have provided contains reserved keys that are currently not supported for modification. Reserved keys used in this request: \(reserved.joined(separator: ", "))")
+        }
+        if env.values.contains(where: { $0.contains("\0") }) {
+            throw LambdaError(.invalidParameterValue, "Environment variable values may not contain NUL characters.")
+        }
+        // Lambda measures the variables as JSON.
+        let data = (try? JSONSerialization.data(withJSONObject: env, options: [.sortedKeys])) ?? Data()
+        if data.count > environmentLimitBytes {
+            throw LambdaError(.invalidParameterValue, "Lambda was unable to configure your environment variables because the environment variables you have provided exceeded the 4KB limit. String measured: \(data.count) bytes")
+        }
+    }
+
+    static func isRoleARN(_ s: String) -> Bool {
+        let p = s.split(separator: ":", maxSplits: 5, omittingEmptySubsequences: false)
+        guard p.count == 6, p[0] == "arn", p[1].hasPrefix("aws"), p[2] == "iam", p[3].isEmpty,
+              FunctionReference.isAccount(String(p[4])), p[5].hasPrefix("role/"), p[5].count > 5 else { return false }
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+=,.@-_/")
+        return p[5].allSatisfy(allowed.contains)
+    }
+}

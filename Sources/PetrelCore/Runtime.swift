@@ -1,0 +1,19 @@
+/// The runtimes Petrel offers. A runtime names how an instance starts; the
+/// bootstraps themselves live in `rootfs/runtimes/` and are ours.
+public enum FunctionRuntime: String, Sendable, Codable, CaseIterable {
+    case python311 = "python3.11"
+    case nodejs20 = "nodejs20.x"
+    case providedAL2023 = "provided.al2023"
+    case providedAL2 = "provided.al2"
+    case provided = "provided"
+
+    /// Custom runtimes: the ZIP's own executable `bootstrap` is the runtime.
+    public var isCustom: Bool {
+        switch self {
+        case .providedAL2023, .providedAL2, .provided: true
+        default: false
+        }
+    }
+
+    public static let supportedList = allCases.map(\.rawValue).joined(separator: ", ")
+}

@@ -1,0 +1,104 @@
+import Foundation
+import Glibc
+import Logging
+import NIOCore
+import PetrelCore
+import PetrelSandbox
+
+/// Starts instances: the runtime's command and environment, the sandbox, the
+/// Runtime API inside it and the capture of its output.
+struct InstanceLauncher: Sendable {
+    let engine: SandboxEngine
+    let configuration: RuntimeConfiguration
+    let sink: LogSink
+    let logger: Logger
+
+    static let runtimeAPIPort: UInt16 = 9001
+
+    /// Blocking (spawning is); call off the cooperative pool.
+    func launch(_ function: FunctionRecord, codeDirectory: String, on loop: any EventLoop) throws -> Instance {
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else { throw LambdaError(.service, "pipe: \(String(cString: strerror(errno)))") }
+        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
+        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
+        let devnull = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        defer { close(devnull); close(fds[1]) }
+        let stream = Self.streamName()
+        var spec = SandboxSpec(
+            command: Self.command(function.runtime),
+            environment: environment(function, stream: stream),
+            codeDirectory: codeDirectory,
+            memoryMB: function.memoryMB,
+            ephemeralStorageMB: function.ephemeralStorageMB,
+            timeout: nil,
+            workingDirectory: "/var/task",
+            stdin: devnull, stdout: fds[1], stderr: fds[1])
+        spec.listenPorts = [Self.runtimeAPIPort]
+        let sandbox: Sandbox
+        do {
+            sandbox = try engine.spawn(spec, policy: configuration.policy)
+        } catch {
+            close(fds[0])
+            throw LambdaError(.service, "Petrel could not start an instance: \(error)")
+        }
+        let log = InstanceLog(group: function.logGroup(), stream: stream, sink: sink, fd: fds[0])
+        var l = logger
+        l[metadataKey: "function.name"] = "\(function.name)"
+        l[metadataKey: "instance.id"] = "\(sandbox.id)"
+        let instance = Instance(id: sandbox.id, function: function, sandbox: sandbox, log: log, loop: loop, logger: l)
+        instance.attach(server: RuntimeAPIServer.start(listener: sandbox.listeners[Self.runtimeAPIPort]!, on: loop, delegate: instance))
+        _ = log.start(on: loop)
+        return instance
+    }
+
+    static func command(_ runtime: FunctionRuntime) -> [String] {
+        switch runtime {
+        case .python311: ["/usr/bin/python3", "-u", "-X", "utf8", "/var/runtime/python/bootstrap.py"]
+        case .nodejs20: ["/usr/bin/node", "/var/runtime/node/bootstrap.js"]
+        case .provided, .providedAL2, .providedAL2023: ["/var/task/bootstrap"]
+        }
+    }
+
+    /// Lambda's standard environment; the function's own variables cannot override it.
+    func environment(_ f: FunctionRecord, stream: String) -> [String: String] {
+        var env = f.environment
+        let platform: [String: String] = [
+            "AWS_LAMBDA_FUNCTION_NAME": f.name,
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "\(f.memoryMB)",
+            "AWS_LAMBDA_LOG_GROUP_NAME": f.logGroup(),
+            "AWS_LAMBDA_LOG_STREAM_NAME": stream,
+            "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+            "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:\(Self.runtimeAPIPort)",
+            "AWS_REGION": configuration.region,
+            "AWS_DEFAULT_REGION": configuration.region,
+            "AWS_EXECUTION_ENV": "AWS_Lambda_\(f.runtime.rawValue)",
+            "LAMBDA_TASK_ROOT": "/var/task",
+            "LAMBDA_RUNTIME_DIR": "/var/runtime",
+            "_HANDLER": f.handler ?? "",
+            "TZ": ":UTC",
+            "LANG": "en_US.UTF-8",
+            "PATH": "/usr/local/bin:/usr/bin/:/bin:/opt/bin",
+            "LD_LIBRARY_PATH": "/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib",
+        ]
+        env.merge(platform) { _, p in p }
+        switch f.runtime {
+        case .python311:
+            env["PYTHONPATH"] = "/var/runtime/python"
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
+        case .nodejs20:
+            env["NODE_PATH"] = "/opt/nodejs/node20/node_modules:/opt/nodejs/node_modules:/var/runtime/node_modules:/var/runtime:/var/task"
+        default: break
+        }
+        return env
+    }
+
+    /// `YYYY/MM/DD/[$LATEST]<32 hex>`, as Lambda names an instance's stream.
+    static func streamName() -> String {
+        var t = time(nil)
+        var tm = tm()
+        gmtime_r(&t, &tm)
+        let hex = (0..<32).map { _ in String(Int.random(in: 0..<16), radix: 16) }.joined()
+        return String(format: "%04d/%02d/%02d/[$LATEST]", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday) + hex
+    }
+}

@@ -1,0 +1,120 @@
+import Foundation
+import NIOCore
+import PetrelCore
+
+/// One synchronous invocation as the API hands it to the runtime.
+public struct InvocationRequest: Sendable {
+    public var requestID: String
+    public var payload: ByteBuffer
+    public var invokedARN: String
+    public var clientContext: String?
+    public var cognitoIdentity: String?
+    public var traceID: String
+
+    public init(requestID: String = UUID().uuidString.lowercased(), payload: ByteBuffer, invokedARN: String,
+                clientContext: String? = nil, cognitoIdentity: String? = nil, traceID: String = InvocationRequest.newTraceID()) {
+        self.requestID = requestID
+        self.payload = payload
+        self.invokedARN = invokedARN
+        self.clientContext = clientContext
+        self.cognitoIdentity = cognitoIdentity
+        self.traceID = traceID
+    }
+
+    /// X-Ray's trace header format.
+    public static func newTraceID() -> String {
+        let epoch = String(Int(Date().timeIntervalSince1970), radix: 16)
+        let rand = (0..<24).map { _ in String(Int.random(in: 0..<16), radix: 16) }.joined()
+        let parent = (0..<16).map { _ in String(Int.random(in: 0..<16), radix: 16) }.joined()
+        return "Root=1-\(epoch)-\(rand);Parent=\(parent);Sampled=0"
+    }
+}
+
+/// What an invocation produced.
+public struct InvocationResult: Sendable {
+    /// The function's response, or Lambda's error document.
+    public var payload: ByteBuffer
+    /// `Unhandled` when the function failed (X-Amz-Function-Error).
+    public var functionError: String?
+    /// The invocation's log (START … REPORT), at most its last 4 KB.
+    public var logTail: String
+    public var executedVersion: String
+    public var coldStart: Bool
+    public var durationMs: Double
+    public var initDurationMs: Double?
+}
+
+/// How an invocation ended inside an instance.
+enum InvocationOutcome: Sendable {
+    case response(ByteBuffer)
+    case functionError(ByteBuffer, type: String?)
+    /// The instance is gone (or must go): timeout, exit, OOM, init failure, oversize response.
+    case failed(InstanceFailure)
+}
+
+/// Why an instance stopped being usable, in Lambda's error types.
+enum InstanceFailure: Sendable, Error {
+    case timedOut(seconds: Double)
+    case initError(ByteBuffer, type: String?)
+    case initTimedOut(seconds: Double)
+    case exited(report: ExitDescription)
+    case responseTooLarge
+    case startFailed(String)
+
+    struct ExitDescription: Sendable {
+        var oom: Bool
+        var exitCode: Int?
+        var signal: Int?
+        var startError: String?
+    }
+
+    /// The error document the caller receives.
+    func document(requestID: String) -> (type: String, json: String) {
+        func doc(_ type: String, _ message: String) -> (String, String) {
+            let body: [String: String] = ["errorType": type, "errorMessage": message]
+            let data = (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])) ?? Data()
+            return (type, String(decoding: data, as: UTF8.self))
+        }
+        switch self {
+        case .timedOut(let s):
+            return doc("Sandbox.Timedout", "RequestId: \(requestID) Error: Task timed out after \(String(format: "%.2f", s)) seconds")
+        case .initTimedOut(let s):
+            return doc("Sandbox.Timedout", "RequestId: \(requestID) Error: Init phase timed out after \(String(format: "%.2f", s)) seconds")
+        case .initError(let body, let type):
+            return (type ?? "Runtime.Unknown", String(buffer: body))
+        case .exited(let e):
+            if e.oom {
+                return doc("Runtime.OutOfMemory", "RequestId: \(requestID) Error: Runtime exited with error: signal: killed")
+            }
+            if let s = e.startError {
+                return doc("Runtime.InvalidEntrypoint", "RequestId: \(requestID) Error: Couldn't start the runtime: \(s)")
+            }
+            if let sig = e.signal {
+                return doc("Runtime.ExitError", "RequestId: \(requestID) Error: Runtime exited with error: signal: \(Self.signalName(sig))")
+            }
+            return doc("Runtime.ExitError", "RequestId: \(requestID) Error: Runtime exited with error: exit status \(e.exitCode ?? 0)")
+        case .responseTooLarge:
+            return doc("Function.ResponseSizeTooLarge", "Response payload size exceeded maximum allowed payload size (6291556 bytes).")
+        case .startFailed(let m):
+            return doc("Runtime.Unknown", "RequestId: \(requestID) Error: \(m)")
+        }
+    }
+
+    /// The `Status:` part of the REPORT line.
+    var reportStatus: String {
+        switch self {
+        case .timedOut, .initTimedOut: "timeout"
+        default: "error\tError Type: \(document(requestID: "").type)"
+        }
+    }
+
+    static func signalName(_ s: Int) -> String {
+        switch s {
+        case 9: "killed"
+        case 11: "segmentation fault"
+        case 6: "aborted"
+        case 15: "terminated"
+        default: "signal \(s)"
+        }
+    }
+}

@@ -1,0 +1,125 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// What a Runtime API request asks for, once parsed.
+enum RuntimeAPIRequest {
+    case next
+    case response(requestID: String, body: ByteBuffer, tooLarge: Bool)
+    case error(requestID: String, body: ByteBuffer, errorType: String?)
+    case initError(body: ByteBuffer, errorType: String?)
+}
+
+/// One answer to the runtime.
+struct RuntimeAPIResponse: Sendable {
+    var status: HTTPResponseStatus
+    var headers: [(String, String)] = []
+    var body: ByteBuffer
+
+    static func json(_ status: HTTPResponseStatus, _ text: String) -> RuntimeAPIResponse {
+        RuntimeAPIResponse(status: status, headers: [("Content-Type", "application/json")], body: ByteBuffer(string: text))
+    }
+    static let accepted = json(.accepted, #"{"status":"OK"}"#)
+}
+
+/// Sends one response on the connection that asked (from any thread).
+typealias RuntimeResponder = @Sendable (RuntimeAPIResponse) -> Void
+
+/// The side of an instance the Runtime API talks to.
+protocol RuntimeAPIDelegate: Sendable {
+    func handle(_ request: RuntimeAPIRequest, respond: @escaping RuntimeResponder)
+}
+
+/// Serves the Runtime API on a listening socket that lives inside one sandbox's
+/// network namespace (127.0.0.1:9001 there), on the instance's event loop.
+enum RuntimeAPIServer {
+    static let maxBody = 6 * 1024 * 1024
+
+    static func start(listener fd: Int32, on loop: any EventLoop, delegate: any RuntimeAPIDelegate) -> EventLoopFuture<any Channel> {
+        ServerBootstrap(group: loop)
+            .serverChannelOption(.backlog, value: 128)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(RuntimeAPIHandler(delegate: delegate))
+                }
+            }
+            .withBoundSocket(fd)
+    }
+}
+
+final class RuntimeAPIHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let delegate: any RuntimeAPIDelegate
+    private var head: HTTPRequestHead?
+    private var body: ByteBuffer?
+    private var tooLarge = false
+
+    init(delegate: any RuntimeAPIDelegate) { self.delegate = delegate }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h):
+            head = h
+            body = nil
+            tooLarge = false
+        case .body(var chunk):
+            if tooLarge { return }
+            if (body?.readableBytes ?? 0) + chunk.readableBytes > RuntimeAPIServer.maxBody {
+                tooLarge = true
+                body = nil
+                return
+            }
+            if body == nil { body = chunk } else { body!.writeBuffer(&chunk) }
+        case .end:
+            guard let head else { return }
+            self.head = nil
+            route(head, body ?? ByteBuffer(), context: context)
+        }
+    }
+
+    private func route(_ head: HTTPRequestHead, _ body: ByteBuffer, context: ChannelHandlerContext) {
+        let keepAlive = head.isKeepAlive
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        let loop = context.eventLoop
+        let respond: RuntimeResponder = { response in
+            loop.execute { Self.write(response, keepAlive: keepAlive, context: bound.value) }
+        }
+        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        let parts = path.split(separator: "/").map(String.init)
+        // /2018-06-01/runtime/invocation/next, …/invocation/ID/response|error, …/init/error
+        guard parts.count >= 3, parts[0] == "2018-06-01", parts[1] == "runtime" else {
+            return respond(.json(.notFound, #"{"errorMessage":"unknown path \#(path)","errorType":"InvalidRequest"}"#))
+        }
+        let errorType = head.headers.first(name: "Lambda-Runtime-Function-Error-Type")
+        let rest = Array(parts[2...])
+        if head.method == .GET, rest == ["invocation", "next"] {
+            delegate.handle(.next, respond: respond)
+        } else if head.method == .POST, rest.count == 3, rest[0] == "invocation", rest[2] == "response" {
+            delegate.handle(.response(requestID: rest[1], body: body, tooLarge: tooLarge), respond: respond)
+        } else if head.method == .POST, rest.count == 3, rest[0] == "invocation", rest[2] == "error" {
+            delegate.handle(.error(requestID: rest[1], body: body, errorType: errorType), respond: respond)
+        } else if head.method == .POST, rest == ["init", "error"] {
+            delegate.handle(.initError(body: body, errorType: errorType), respond: respond)
+        } else {
+            respond(.json(.notFound, #"{"errorMessage":"unknown path \#(path)","errorType":"InvalidRequest"}"#))
+        }
+    }
+
+    static func write(_ r: RuntimeAPIResponse, keepAlive: Bool, context: ChannelHandlerContext) {
+        guard context.channel.isActive else { return }
+        var headers = HTTPHeaders(r.headers)
+        headers.replaceOrAdd(name: "Content-Length", value: "\(r.body.readableBytes)")
+        if !keepAlive { headers.replaceOrAdd(name: "Connection", value: "close") }
+        context.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: r.status, headers: headers))), promise: nil)
+        context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(r.body))), promise: nil)
+        let done = context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)))
+        if !keepAlive {
+            let channel = context.channel
+            done.whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+}

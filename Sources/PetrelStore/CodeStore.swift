@@ -1,0 +1,123 @@
+import Crypto
+import Foundation
+import PetrelCore
+import Synchronization
+
+/// Function code: each ZIP is kept encrypted (AES-256-GCM under the master key)
+/// in `<data>/code/<sha256-hex>.zip.enc`, and unpacked on demand into
+/// `<cache>/<sha256-hex>/` after its SHA-256 has been checked again.
+public final class CodeStore: Sendable {
+    public let directory: String
+    public let cacheDirectory: String
+    let key: MasterKey
+    private let unpacking = Mutex<Set<String>>([])
+
+    public init(directory: String, cacheDirectory: String, key: MasterKey) throws {
+        self.directory = directory
+        self.cacheDirectory = cacheDirectory
+        self.key = key
+        for d in [directory, cacheDirectory] {
+            try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        }
+        // The cache's top must be traversable by sandbox uids (they see the code through a bind mount only,
+        // but the kernel resolves the bind source as root; 0711 keeps the listing private).
+        chmod(cacheDirectory, 0o711)
+    }
+
+    public struct Stored: Sendable {
+        public var sha256Base64: String
+        public var hex: String
+        public var size: Int
+        public var unpackedDirectory: String
+    }
+
+    /// Checks and stores a ZIP: it is unpacked first (every safety rule applies),
+    /// then sealed and written. Nothing is left behind when it is refused.
+    public func put(zip: Data) throws -> Stored {
+        guard zip.count <= CodeArchive.maxZippedBytes else {
+            throw LambdaError(.requestEntityTooLarge, "Zipped code must be smaller than \(CodeArchive.maxZippedBytes) bytes")
+        }
+        let digest = SHA256.hash(data: zip)
+        let hex = digest.map { String(format: "%02x", $0) }.joined()
+        let b64 = Data(digest).base64EncodedString()
+        let dir = try unpacked(hex: hex, zip: zip)
+        let path = blobPath(hex)
+        if !FileManager.default.fileExists(atPath: path) {
+            let sealed = try key.seal(zip, context: hex)
+            try Self.writeAtomically(sealed, to: path)
+        }
+        return Stored(sha256Base64: b64, hex: hex, size: zip.count, unpackedDirectory: dir)
+    }
+
+    /// The unpacked tree of a stored ZIP, checked against its digest when it is unpacked.
+    public func unpacked(hex: String) throws -> String {
+        try unpacked(hex: hex, zip: nil)
+    }
+
+    /// The ZIP itself, decrypted and checked.
+    public func zip(hex: String) throws -> Data {
+        guard let sealed = FileManager.default.contents(atPath: blobPath(hex)) else {
+            throw LambdaError(.service, "The code \(hex) is missing from the store.")
+        }
+        let zip: Data
+        do { zip = try key.unseal(sealed, context: hex) } catch {
+            throw LambdaError(.service, "The stored code \(hex) does not decrypt under the master key; it was altered or the key changed.")
+        }
+        let actual = SHA256.hash(data: zip).map { String(format: "%02x", $0) }.joined()
+        guard actual == hex else {
+            throw LambdaError(.service, "The stored code \(hex) does not match its SHA-256 (\(actual)).")
+        }
+        return zip
+    }
+
+    /// Removes a blob and its unpacked tree (the caller checked nobody uses it).
+    public func remove(hex: String) {
+        unlink(blobPath(hex))
+        try? FileManager.default.removeItem(atPath: cacheDirectory + "/" + hex)
+    }
+
+    public func contains(hex: String) -> Bool { FileManager.default.fileExists(atPath: blobPath(hex)) }
+
+    func blobPath(_ hex: String) -> String { directory + "/" + hex + ".zip.enc" }
+
+    private func unpacked(hex: String, zip given: Data?) throws -> String {
+        let final = cacheDirectory + "/" + hex
+        // One unpacker per digest at a time; the others wait for its result.
+        while true {
+            if FileManager.default.fileExists(atPath: final) { return final }
+            let mine = unpacking.withLock { set in set.insert(hex).inserted }
+            if mine { break }
+            usleep(2_000)
+        }
+        defer { _ = unpacking.withLock { $0.remove(hex) } }
+        if FileManager.default.fileExists(atPath: final) { return final }
+        let zip = try given ?? self.zip(hex: hex)
+        let staging = cacheDirectory + "/.staging-\(hex)-\(UInt32.random(in: 0...UInt32.max))"
+        try CodeArchive.extract(zip, into: staging)
+        guard rename(staging, final) == 0 else {
+            try? FileManager.default.removeItem(atPath: staging)
+            throw LambdaError(.service, "Petrel could not place the unpacked code: \(String(cString: strerror(errno)))")
+        }
+        return final
+    }
+
+    static func writeAtomically(_ data: Data, to path: String) throws {
+        let tmp = path + ".tmp-\(UInt32.random(in: 0...UInt32.max))"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw StoreError("cannot create \(tmp): \(String(cString: strerror(errno)))") }
+        let ok = data.withUnsafeBytes { buf -> Bool in
+            var off = 0
+            while off < buf.count {
+                let n = write(fd, buf.baseAddress! + off, buf.count - off)
+                if n < 0 { if errno == EINTR { continue }; return false }
+                off += n
+            }
+            return true
+        } && fsync(fd) == 0
+        close(fd)
+        guard ok, rename(tmp, path) == 0 else {
+            unlink(tmp)
+            throw StoreError("cannot write \(path): \(String(cString: strerror(errno)))")
+        }
+    }
+}

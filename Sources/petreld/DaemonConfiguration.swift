@@ -1,0 +1,125 @@
+import Foundation
+import Logging
+import PetrelTOML
+
+/// petreld's settings: defaults, then `Config/petreld.toml`, then `PETREL_*`
+/// variables, then flags (applied by the caller).
+struct DaemonConfiguration: Sendable {
+    var listenHost = "127.0.0.1"
+    var listenPort = 9000
+    var dataDirectory = "/var/lib/petrel"
+    var runDirectory = "/run/petrel"
+    var region = "us-east-1"
+    var accountID = "000000000000"
+    var policyPath: String?
+    var keepAliveSeconds = 600
+    var preparedSandboxes = 2
+    var initTimeoutSeconds = 10
+    var drainTimeoutSeconds = 30
+    var logLevel = Logger.Level.info
+
+    struct Invalid: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// Reads the file (when it exists) and the environment over the defaults.
+    static func load(file: String?, environment: [String: String]) throws -> DaemonConfiguration {
+        var c = DaemonConfiguration()
+        if let file {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+                throw Invalid(description: "cannot read the configuration file \(file)")
+            }
+            do {
+                try c.apply(toml: text)
+            } catch let e as TOMLError {
+                throw Invalid(description: "\(file): \(e)")
+            }
+        }
+        for (key, setter) in Self.keys {
+            if let v = environment["PETREL_" + key.uppercased()] {
+                try setter(&c, v, "PETREL_" + key.uppercased())
+            }
+        }
+        return c
+    }
+
+    typealias Setter = @Sendable (inout DaemonConfiguration, String, String) throws -> Void
+
+    static let keys: [(String, Setter)] = [
+        ("listen", { c, v, src in try c.setListen(v, source: src) }),
+        ("data_dir", { c, v, _ in c.dataDirectory = v }),
+        ("run_dir", { c, v, _ in c.runDirectory = v }),
+        ("region", { c, v, src in try c.setRegion(v, source: src) }),
+        ("account_id", { c, v, src in try c.setAccount(v, source: src) }),
+        ("policy", { c, v, _ in c.policyPath = v.isEmpty ? nil : v }),
+        ("keep_alive_seconds", { c, v, src in c.keepAliveSeconds = try int(v, src, 1...86_400) }),
+        ("prepared_sandboxes", { c, v, src in c.preparedSandboxes = try int(v, src, 0...64) }),
+        ("init_timeout_seconds", { c, v, src in c.initTimeoutSeconds = try int(v, src, 1...900) }),
+        ("drain_timeout_seconds", { c, v, src in c.drainTimeoutSeconds = try int(v, src, 0...3_600) }),
+        ("log_level", { c, v, src in
+            guard let l = Logger.Level(rawValue: v) else { throw Invalid(description: "\(src): unknown log level \(v)") }
+            c.logLevel = l
+        }),
+    ]
+
+    private mutating func apply(toml text: String) throws {
+        let root = try TOMLSection(parsing: text)
+        try root.rejectUnknown(["api", "storage", "platform", "instances", "logging"])
+        let sections: [String: [String: String]] = [
+            "api": ["listen": "listen"],
+            "storage": ["data_dir": "data_dir", "run_dir": "run_dir"],
+            "platform": ["region": "region", "account_id": "account_id", "policy": "policy"],
+            "instances": ["keep_alive_seconds": "keep_alive_seconds", "prepared_sandboxes": "prepared_sandboxes",
+                          "init_timeout_seconds": "init_timeout_seconds", "drain_timeout_seconds": "drain_timeout_seconds"],
+            "logging": ["level": "log_level"],
+        ]
+        for (name, fields) in sections {
+            let s = try root.section(name)
+            try s.rejectUnknown(Set(fields.keys))
+            for (field, key) in fields {
+                let value: String?
+                if let i = try? s.int(field) { value = String(i) } else { value = try s.string(field) }
+                guard let value else { continue }
+                let setter = Self.keys.first { $0.0 == key }!.1
+                try setter(&self, value, "\(name).\(field)")
+            }
+        }
+    }
+
+    mutating func setListen(_ v: String, source: String) throws {
+        guard let colon = v.lastIndex(of: ":"), let port = Int(v[v.index(after: colon)...]), (1...65_535).contains(port) else {
+            throw Invalid(description: "\(source): listen must be HOST:PORT, not \(v)")
+        }
+        let host = String(v[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        listenHost = host
+        listenPort = port
+    }
+
+    mutating func setRegion(_ v: String, source: String) throws {
+        let parts = v.split(separator: "-")
+        guard parts.count >= 3, parts.last!.allSatisfy(\.isNumber), v.allSatisfy({ $0.isLowercase || $0.isNumber || $0 == "-" }) else {
+            throw Invalid(description: "\(source): \(v) is not a region name like us-east-1")
+        }
+        region = v
+    }
+
+    mutating func setAccount(_ v: String, source: String) throws {
+        guard v.count == 12, v.allSatisfy(\.isNumber) else { throw Invalid(description: "\(source): account_id must be 12 digits") }
+        accountID = v
+    }
+
+    static func int(_ v: String, _ source: String, _ range: ClosedRange<Int>) throws -> Int {
+        guard let i = Int(v), range.contains(i) else {
+            throw Invalid(description: "\(source): \(v) is not a whole number in \(range.lowerBound)…\(range.upperBound)")
+        }
+        return i
+    }
+
+    /// Until requests are authenticated, the API may only listen on loopback.
+    func checkLoopback() throws {
+        let loopback = listenHost == "localhost" || listenHost == "::1" || listenHost.hasPrefix("127.")
+        guard loopback else {
+            throw Invalid(description: "listen \(listenHost):\(listenPort) is not a loopback address; until request signatures are verified, petreld serves loopback only")
+        }
+    }
+}

@@ -1,0 +1,100 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import Logging
+import NIOPosix
+import PetrelAPI
+import PetrelCore
+import PetrelRuntime
+import PetrelSandbox
+import PetrelStore
+import ServiceLifecycle
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the controller: the Lambda API, the Runtime API and the function instances."
+    )
+
+    @Option(help: "Configuration file (default: Config/petreld.toml of the checkout, when it exists).")
+    var config: String?
+
+    @Option(help: "Where the API listens (HOST:PORT).")
+    var listen: String?
+
+    @Option(name: .customLong("data-dir"), help: "Data directory (metadata, encrypted code, master key).")
+    var dataDirectory: String?
+
+    @Option(name: .customLong("run-dir"), help: "Runtime directory (sandbox roots, unpacked code).")
+    var runDirectory: String?
+
+    @Option(help: "Isolation policy file for function instances (TOML).")
+    var policy: String?
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String?
+
+    func run() async throws {
+        var c: DaemonConfiguration
+        do {
+            c = try DaemonConfiguration.load(file: config ?? Locations.defaultConfig(), environment: ProcessInfo.processInfo.environment)
+            if let listen { try c.setListen(listen, source: "--listen") }
+            if let d = dataDirectory { c.dataDirectory = d }
+            if let d = runDirectory { c.runDirectory = d }
+            if let p = policy { c.policyPath = p }
+            if let l = logLevel {
+                guard let level = Logger.Level(rawValue: l) else { throw DaemonConfiguration.Invalid(description: "--log-level: unknown level \(l)") }
+                c.logLevel = level
+            }
+            try c.checkLoopback()
+        } catch let e as DaemonConfiguration.Invalid {
+            throw ValidationError(e.description)
+        }
+        let level = c.logLevel
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let logger = Logger(label: "petreld")
+        try await Self.serve(c, logger: logger)
+    }
+
+    static func serve(_ c: DaemonConfiguration, logger: Logger) async throws {
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: c.dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try fm.createDirectory(atPath: c.runDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o711])
+        let policy = try Locations.policy(c.policyPath)
+        let key = try MasterKey.loadOrCreate(at: c.dataDirectory + "/master.key")
+        let db = try PetrelDatabase(path: c.dataDirectory + "/petrel.sqlite")
+        let code = try CodeStore(directory: c.dataDirectory + "/code", cacheDirectory: c.runDirectory + "/code", key: key)
+        let engine = try SandboxEngine(configuration: SandboxEngineConfiguration(
+            stateDirectory: c.dataDirectory, runDirectory: c.runDirectory, rootfsSkeleton: Locations.rootfs(),
+            preparedPoolSize: c.preparedSandboxes), logger: logger)
+        let group = MultiThreadedEventLoopGroup.singleton
+        let runtimeConfig = RuntimeConfiguration(region: c.region, accountID: c.accountID, policy: policy,
+                                                 keepAlive: .seconds(c.keepAliveSeconds), initTimeout: .seconds(c.initTimeoutSeconds))
+        let runtime = RuntimeService(engine: engine, code: code, logs: LogStore(db), configuration: runtimeConfig,
+                                     group: group, logger: logger)
+        let catalog = FunctionCatalog(functions: FunctionStore(db), code: code, dispatcher: runtime.dispatcher,
+                                      region: c.region, account: c.accountID, logger: logger)
+        let router = Router()
+        LambdaAPI(catalog: catalog, dispatcher: runtime.dispatcher, region: c.region, account: c.accountID, logger: logger)
+            .register(on: router)
+        LogsAPI(logs: LogStore(db), region: c.region, account: c.accountID).register(on: router)
+        let app = Application(
+            router: router,
+            configuration: .init(address: .hostname(c.listenHost, port: c.listenPort), serverName: "petreld"),
+            onServerRunning: { channel in
+                logger.info("petreld is serving the Lambda API", metadata: ["api.address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
+            },
+            eventLoopGroupProvider: .shared(group),
+            logger: logger)
+        // Services shut down in reverse order: the API drains first, then the runtime stops its instances.
+        var config = ServiceGroupConfiguration(services: [.init(service: runtime), .init(service: app)], logger: logger)
+        config.gracefulShutdownSignals = [.sigterm, .sigint]
+        config.maximumGracefulShutdownDuration = .seconds(c.drainTimeoutSeconds + 15)
+        try await ServiceGroup(configuration: config).run()
+        logger.info("petreld stopped")
+    }
+}

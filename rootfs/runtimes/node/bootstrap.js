@@ -1,0 +1,190 @@
+'use strict';
+// Petrel's nodejs20.x runtime: pulls invocations from the Runtime API
+// (AWS_LAMBDA_RUNTIME_API), calls the handler named by _HANDLER (file.export)
+// and posts the result or the error, in the shapes AWS Lambda's own Node.js
+// runtime produces. Async handlers and callback handlers both work.
+
+const http = require('http');
+const path = require('path');
+const fs = require('fs');
+const { pathToFileURL } = require('url');
+const util = require('util');
+
+const [HOST, PORT] = (process.env.AWS_LAMBDA_RUNTIME_API || '127.0.0.1:9001').split(':');
+const BASE = '/2018-06-01/runtime';
+const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+const TASK = process.env.LAMBDA_TASK_ROOT || '/var/task';
+
+function request(method, urlPath, body, headers) {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : Buffer.from(body);
+    const req = http.request({ host: HOST, port: Number(PORT), method, path: urlPath, agent,
+      headers: Object.assign({ 'Content-Length': data ? data.length : 0 }, headers || {}) }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    if (data) req.write(data);
+    req.end();
+  });
+}
+
+let currentRequestId = null;
+// console.* write Lambda's text format: timestamp, request id, level, message.
+for (const [name, level] of [['log', 'INFO'], ['info', 'INFO'], ['warn', 'WARN'], ['error', 'ERROR'], ['debug', 'DEBUG'], ['trace', 'TRACE']]) {
+  const stream = (level === 'ERROR' || level === 'WARN') ? process.stderr : process.stdout;
+  console[name] = (...args) => {
+    const msg = util.format(...args).replace(/\n/g, '\r');
+    stream.write(`${new Date().toISOString()}\t${currentRequestId || 'undefined'}\t${level}\t${msg}\n`);
+  };
+}
+
+function errorDocument(err) {
+  if (err instanceof Error) {
+    return { errorType: err.name || 'Error', errorMessage: err.message, trace: (err.stack || '').split('\n') };
+  }
+  return { errorType: typeof err === 'string' ? 'string' : 'Error', errorMessage: typeof err === 'string' ? err : JSON.stringify(err), trace: [] };
+}
+
+async function initError(type, message, trace) {
+  const doc = { errorType: type, errorMessage: message, trace: trace || [] };
+  process.stderr.write(`${new Date().toISOString()}\tundefined\tERROR\t${JSON.stringify(doc)}\n`);
+  await request('POST', BASE + '/init/error', JSON.stringify(doc),
+    { 'Content-Type': 'application/json', 'Lambda-Runtime-Function-Error-Type': type });
+  process.exit(1);
+}
+
+async function loadHandler() {
+  const handler = process.env._HANDLER || '';
+  const dot = handler.lastIndexOf('.');
+  if (dot <= 0 || dot === handler.length - 1) {
+    return initError('Runtime.MalformedHandlerName', `Bad handler ${handler}`);
+  }
+  const modulePath = handler.slice(0, dot);
+  const exportPath = handler.slice(dot + 1);
+  const base = path.resolve(TASK, modulePath);
+  let file = null;
+  for (const ext of ['.js', '.mjs', '.cjs']) {
+    if (fs.existsSync(base + ext)) { file = base + ext; break; }
+  }
+  let mod;
+  try {
+    if (file === null) {
+      const e = new Error(`Cannot find module '${modulePath}'\nRequire stack:\n- ${__filename}`);
+      e.name = 'Error';
+      throw Object.assign(e, { code: 'MODULE_NOT_FOUND' });
+    }
+    if (file.endsWith('.mjs')) {
+      mod = await import(pathToFileURL(file).href);
+    } else {
+      try {
+        mod = require(file);
+      } catch (e) {
+        if (e && e.code === 'ERR_REQUIRE_ESM') mod = await import(pathToFileURL(file).href);
+        else throw e;
+      }
+    }
+  } catch (e) {
+    if (e && e.code === 'MODULE_NOT_FOUND') {
+      return initError('Runtime.ImportModuleError', `Error: ${e.message}`, (e.stack || '').split('\n'));
+    }
+    if (e instanceof SyntaxError) {
+      return initError('Runtime.UserCodeSyntaxError', `${e.name}: ${e.message}`, (e.stack || '').split('\n'));
+    }
+    const doc = errorDocument(e);
+    return initError(doc.errorType, doc.errorMessage, doc.trace);
+  }
+  let fn = mod;
+  for (const part of exportPath.split('.')) fn = fn == null ? undefined : fn[part];
+  if (fn === undefined && mod && mod.default) {
+    fn = mod.default;
+    for (const part of exportPath.split('.')) fn = fn == null ? undefined : fn[part];
+  }
+  if (typeof fn !== 'function') {
+    return initError('Runtime.HandlerNotFound', `${modulePath}.${exportPath} is undefined or not exported`);
+  }
+  return fn;
+}
+
+function makeContext(headers, requestId) {
+  const deadline = Number(headers['lambda-runtime-deadline-ms'] || 0);
+  const cc = headers['lambda-runtime-client-context'];
+  const ci = headers['lambda-runtime-cognito-identity'];
+  return {
+    callbackWaitsForEmptyEventLoop: true,
+    functionName: process.env.AWS_LAMBDA_FUNCTION_NAME,
+    functionVersion: process.env.AWS_LAMBDA_FUNCTION_VERSION,
+    invokedFunctionArn: headers['lambda-runtime-invoked-function-arn'],
+    memoryLimitInMB: process.env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
+    awsRequestId: requestId,
+    logGroupName: process.env.AWS_LAMBDA_LOG_GROUP_NAME,
+    logStreamName: process.env.AWS_LAMBDA_LOG_STREAM_NAME,
+    clientContext: cc ? JSON.parse(cc) : undefined,
+    identity: ci ? JSON.parse(ci) : undefined,
+    getRemainingTimeInMillis: () => Math.max(deadline - Date.now(), 0),
+  };
+}
+
+function invokeHandler(fn, event, context) {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const done = (err, result) => {
+      if (settled) return;
+      settled = true;
+      if (err !== undefined && err !== null) reject(err); else resolve(result);
+    };
+    context.done = done;
+    context.succeed = (r) => done(null, r);
+    context.fail = (e) => done(e === undefined ? new Error('handled') : e);
+    try {
+      const r = fn(event, context, done);
+      if (r && typeof r.then === 'function') r.then((v) => done(null, v), (e) => done(e === undefined ? new Error('undefined') : e));
+      else if (fn.length < 3) done(null, r);
+    } catch (e) {
+      done(e);
+    }
+  });
+}
+
+async function main() {
+  const fn = await loadHandler();
+  for (;;) {
+    const next = await request('GET', BASE + '/invocation/next');
+    if (next.status !== 200) { await new Promise((r) => setTimeout(r, 10)); continue; }
+    const requestId = next.headers['lambda-runtime-aws-request-id'];
+    currentRequestId = requestId;
+    const trace = next.headers['lambda-runtime-trace-id'];
+    if (trace) process.env._X_AMZN_TRACE_ID = trace; else delete process.env._X_AMZN_TRACE_ID;
+    let event;
+    try {
+      event = next.body.length ? JSON.parse(next.body.toString('utf8')) : {};
+    } catch (e) {
+      await postError(requestId, { errorType: 'Runtime.UnmarshalError', errorMessage: `Unable to parse event: ${e.message}`, trace: [] });
+      continue;
+    }
+    try {
+      const result = await invokeHandler(fn, event, makeContext(next.headers, requestId));
+      const body = result === undefined ? 'null' : JSON.stringify(result);
+      await request('POST', `${BASE}/invocation/${requestId}/response`, body, { 'Content-Type': 'application/json' });
+    } catch (err) {
+      const doc = errorDocument(err);
+      process.stderr.write(`${new Date().toISOString()}\t${requestId}\tERROR\tInvoke Error \t${JSON.stringify(doc)}\n`);
+      await postError(requestId, doc);
+    }
+  }
+}
+
+function postError(requestId, doc) {
+  return request('POST', `${BASE}/invocation/${requestId}/error`, JSON.stringify(doc),
+    { 'Content-Type': 'application/json', 'Lambda-Runtime-Function-Error-Type': doc.errorType });
+}
+
+process.on('unhandledRejection', (reason) => {
+  const doc = errorDocument(reason);
+  process.stderr.write(`${new Date().toISOString()}\t${currentRequestId}\tERROR\tUnhandled Promise Rejection \t${JSON.stringify(doc)}\n`);
+  process.exit(128);
+});
+
+main().catch((e) => { process.stderr.write(String(e && e.stack || e) + '\n'); process.exit(1); });

@@ -1,0 +1,197 @@
+"""Petrel's python3.11 runtime: pulls invocations from the Runtime API
+(AWS_LAMBDA_RUNTIME_API), calls the handler named by _HANDLER
+(module.function) and posts the result or the error, in the shapes AWS
+Lambda's own Python runtime produces."""
+
+import importlib
+import json
+import os
+import socket
+import sys
+import time
+import traceback
+
+API = os.environ.get("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")
+BASE = "/2018-06-01/runtime"
+
+
+class RuntimeAPI:
+    """A minimal HTTP/1.1 client on one keep-alive connection."""
+
+    def __init__(self, address):
+        host, _, port = address.rpartition(":")
+        self.address = (host, int(port))
+        self.sock = None
+        self.buf = b""
+
+    def _connect(self):
+        self.sock = socket.create_connection(self.address)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
+    def request(self, method, path, body=b"", headers=None):
+        for attempt in (0, 1):
+            try:
+                if self.sock is None:
+                    self._connect()
+                return self._exchange(method, path, body, headers or {})
+            except (ConnectionError, OSError):
+                self.sock = None
+                if attempt:
+                    raise
+
+    def _exchange(self, method, path, body, headers):
+        lines = ["%s %s HTTP/1.1" % (method, path), "Host: " + API, "Content-Length: %d" % len(body)]
+        lines += ["%s: %s" % kv for kv in headers.items()]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        status = int(status_line.split(" ", 2)[1])
+        hdrs = {}
+        for line in header_lines:
+            k, _, v = line.partition(":")
+            hdrs[k.strip().lower()] = v.strip()
+        length = int(hdrs.get("content-length", "0"))
+        while len(self.buf) < length:
+            self._fill()
+        payload, self.buf = self.buf[:length], self.buf[length:]
+        if hdrs.get("connection", "").lower() == "close":
+            self.sock.close()
+            self.sock = None
+        return status, hdrs, payload
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the Runtime API closed the connection")
+        self.buf += chunk
+
+
+class LambdaContext:
+    def __init__(self, request_id, headers):
+        self.aws_request_id = request_id
+        self.function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+        self.function_version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION")
+        self.invoked_function_arn = headers.get("lambda-runtime-invoked-function-arn")
+        self.memory_limit_in_mb = int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"))
+        self.log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME")
+        self.log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
+        self._deadline_ms = int(headers.get("lambda-runtime-deadline-ms", "0"))
+        cc = headers.get("lambda-runtime-client-context")
+        ci = headers.get("lambda-runtime-cognito-identity")
+        self.client_context = _Namespace(json.loads(cc)) if cc else None
+        self.identity = _Namespace(json.loads(ci)) if ci else None
+
+    def get_remaining_time_in_millis(self):
+        return max(self._deadline_ms - int(time.time() * 1000), 0)
+
+    def __repr__(self):
+        return "LambdaContext([aws_request_id=%s,function_name=%s])" % (self.aws_request_id, self.function_name)
+
+
+class _Namespace:
+    def __init__(self, d):
+        for k, v in (d or {}).items():
+            setattr(self, k, v)
+
+
+def error_document(exc, request_id=""):
+    tb = traceback.extract_tb(exc.__traceback__)
+    # Drop the runtime's own frames, as Lambda does.
+    frames = [f for f in tb if not f.filename.startswith("/var/runtime/")]
+    return {
+        "errorMessage": str(exc),
+        "errorType": type(exc).__name__,
+        "requestId": request_id,
+        "stackTrace": traceback.format_list(frames),
+    }
+
+
+def log_error(doc):
+    sys.stderr.write("[ERROR] %s: %s\nTraceback (most recent call last):\n%s" % (
+        doc["errorType"], doc["errorMessage"], "".join(doc["stackTrace"])))
+    sys.stderr.flush()
+
+
+def init_error(api, error_type, message, stack=None):
+    doc = {"errorMessage": message, "errorType": error_type, "requestId": "", "stackTrace": stack or []}
+    log_error(doc)
+    api.request("POST", BASE + "/init/error", json.dumps(doc).encode(),
+                {"Content-Type": "application/json", "Lambda-Runtime-Function-Error-Type": error_type})
+    sys.exit(1)
+
+
+def load_handler(api):
+    handler = os.environ.get("_HANDLER", "")
+    sys.path[0:0] = ["/var/task", "/opt/python/lib/python3.11/site-packages", "/opt/python"]
+    modname, _, fname = handler.rpartition(".")
+    if not modname or not fname:
+        init_error(api, "Runtime.MalformedHandlerName",
+                   "Bad handler '%s': not enough values to unpack (expected 2, got 1)" % handler)
+    modname = modname.replace("/", ".")
+    try:
+        module = importlib.import_module(modname)
+    except ImportError as e:
+        init_error(api, "Runtime.ImportModuleError", "Unable to import module '%s': %s" % (modname, e))
+    except SyntaxError as e:
+        init_error(api, "Runtime.UserCodeSyntaxError", "Syntax error in module '%s': %s" % (modname, e))
+    except Exception as e:
+        doc = error_document(e)
+        init_error(api, doc["errorType"], doc["errorMessage"], doc["stackTrace"])
+    fn = getattr(module, fname, None)
+    if fn is None:
+        init_error(api, "Runtime.HandlerNotFound", "Handler '%s' missing on module '%s'" % (fname, modname))
+    return fn
+
+
+def main():
+    api = RuntimeAPI(API)
+    fn = load_handler(api)
+    while True:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        status, headers, body = api.request("GET", BASE + "/invocation/next")
+        if status != 200:
+            time.sleep(0.01)
+            continue
+        rid = headers.get("lambda-runtime-aws-request-id", "")
+        trace = headers.get("lambda-runtime-trace-id")
+        if trace:
+            os.environ["_X_AMZN_TRACE_ID"] = trace
+        else:
+            os.environ.pop("_X_AMZN_TRACE_ID", None)
+        try:
+            event = json.loads(body) if body else {}
+        except ValueError as e:
+            post_error(api, rid, {"errorMessage": "Unable to unmarshal input: %s" % e,
+                                  "errorType": "Runtime.UnmarshalError", "requestId": rid, "stackTrace": []})
+            continue
+        try:
+            result = fn(event, LambdaContext(rid, headers))
+        except Exception as e:
+            doc = error_document(e, rid)
+            log_error(doc)
+            post_error(api, rid, doc)
+            continue
+        try:
+            out = json.dumps(result).encode()
+        except (TypeError, ValueError) as e:
+            post_error(api, rid, {"errorMessage": "Unable to marshal response: %s" % e,
+                                  "errorType": "Runtime.MarshalError", "requestId": rid, "stackTrace": []})
+            continue
+        sys.stdout.flush()
+        sys.stderr.flush()
+        api.request("POST", BASE + "/invocation/%s/response" % rid, out, {"Content-Type": "application/json"})
+
+
+def post_error(api, rid, doc):
+    sys.stdout.flush()
+    sys.stderr.flush()
+    api.request("POST", BASE + "/invocation/%s/error" % rid, json.dumps(doc).encode(),
+                {"Content-Type": "application/json", "Lambda-Runtime-Function-Error-Type": doc["errorType"]})
+
+
+if __name__ == "__main__":
+    main()
