@@ -16,7 +16,9 @@ public final class Sandbox: Sendable {
     /// Listening sockets opened inside for `SandboxSpec.listenPorts`; the caller owns and closes them.
     public let listeners: [UInt16: Int32]
 
-    private enum Phase { case running, ending, ended(SandboxReport) }
+    /// `waiting`: someone is in wait() and the command still runs (signals still go
+    /// through); `releasing`: it has exited and its fds are being closed.
+    private enum Phase { case running, waiting, releasing, ended(SandboxReport) }
     private let phase = Mutex<Phase>(.running)
     private let timedOut = Mutex<Bool>(false)
 
@@ -33,8 +35,13 @@ public final class Sandbox: Sendable {
 
     /// Sends a signal to the sandbox's init, which forwards it to the command.
     public func signal(_ sig: Int32) {
-        guard case .running = phase.withLock({ $0 }) else { return }
-        _ = petrel_pidfd_kill(prepared.pidfd, sig)
+        // Under the lock, so the pidfd cannot be closed (and its number reused) meanwhile.
+        phase.withLock { p in
+            switch p {
+            case .running, .waiting: _ = petrel_pidfd_kill(prepared.pidfd, sig)
+            case .releasing, .ended: break
+            }
+        }
     }
 
     /// Peak memory, CPU time and OOM kills so far, read from the sandbox's cgroup.
@@ -46,7 +53,7 @@ public final class Sandbox: Sendable {
     /// Waits for the end (killing the sandbox at its timeout), then tears it down.
     public func wait() async -> SandboxReport {
         let first: Bool = phase.withLock { p in
-            if case .running = p { p = .ending; return true }
+            if case .running = p { p = .waiting; return true }
             return false
         }
         if !first {
@@ -71,6 +78,7 @@ public final class Sandbox: Sendable {
                 if exited { group.cancelAll(); break }
             }
         }
+        phase.withLock { $0 = .releasing }
         let report = finish()
         phase.withLock { $0 = .ended(report) }
         return report

@@ -1,0 +1,161 @@
+"""Starts a real petreld for the end-to-end tests and checks that it leaves
+nothing behind. The clients are the real ones: boto3 and the AWS CLI."""
+
+import base64
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import zipfile
+
+import boto3
+import botocore.config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PETRELD = os.environ.get("PETRELD", os.path.join(REPO, ".build", "debug", "petreld"))
+ROLE = "arn:aws:iam::000000000000:role/petrel-test"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def make_zip(files, links=None, raw_names=None):
+    """files: {name: text or (text, mode)}; links: {name: target}. Returns bytes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, content in files.items():
+            mode = 0o644
+            if isinstance(content, tuple):
+                content, mode = content
+            info = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
+            info.external_attr = (0o100000 | mode) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info, content)
+        for name, target in (links or {}).items():
+            info = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
+            info.external_attr = (0o120777) << 16
+            info.create_system = 3
+            z.writestr(info, target)
+    return buf.getvalue()
+
+
+def sandbox_leftovers():
+    """What a stopped daemon must not leave: netns made by us, loop devices on
+    our scratch images, processes in the sandbox uid range."""
+    loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    ours = [l for l in loops.splitlines() if "petrel-e2e" in l]
+    procs = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/status" % pid) as f:
+                for line in f:
+                    if line.startswith("Uid:"):
+                        uid = int(line.split()[1])
+                        if 200000 <= uid <= 1199999:
+                            procs.append(int(pid))
+        except OSError:
+            pass
+    cgroups = []
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            for ctrl in controllers.split(",") if controllers else [""]:
+                base = "/sys/fs/cgroup/" + (ctrl + "/" if ctrl and os.path.isdir("/sys/fs/cgroup/" + ctrl) else "") + path.lstrip("/")
+                base = base.rstrip("/") + "/petrel"
+                if os.path.isdir(base):
+                    cgroups += [os.path.join(base, d) for d in os.listdir(base) if d.startswith("sb-")]
+    return {"loops": ours, "procs": procs, "cgroups": sorted(set(cgroups))}
+
+
+class Daemon:
+    def __init__(self, root=None, port=None, extra_env=None):
+        self.root = root or tempfile.mkdtemp(prefix="petrel-e2e-", dir="/var/tmp")
+        self.data = os.path.join(self.root, "data")
+        self.run = os.path.join(self.root, "run")
+        self.port = port or free_port()
+        self.extra_env = extra_env or {}
+        self.proc = None
+        self.log_path = os.path.join(self.root, "petreld.log")
+
+    @property
+    def endpoint(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def start(self):
+        env = dict(os.environ)
+        env.setdefault("PETREL_LOG_LEVEL", "debug")
+        env.update(self.extra_env)
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [PETRELD, "serve", "--listen", "127.0.0.1:%d" % self.port, "--data-dir", self.data, "--run-dir", self.run],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("petreld exited with %s; log:\n%s" % (self.proc.returncode, self.read_log()))
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("petreld did not start listening; log:\n" + self.read_log())
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        if self.proc is None:
+            return None
+        self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise RuntimeError("petreld did not stop within %ss" % timeout)
+        self.proc = None
+        self.log.close()
+        return code
+
+    def read_log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")[-20000:]
+        except OSError:
+            return ""
+
+    def client(self, service="lambda", validate=True):
+        return boto3.client(
+            service, endpoint_url=self.endpoint, region_name="us-east-1",
+            aws_access_key_id="AKIDPETRELTEST", aws_secret_access_key="petrel-test-secret",
+            config=botocore.config.Config(retries={"max_attempts": 0}, read_timeout=120, connect_timeout=5,
+                                          parameter_validation=validate))
+
+    def aws(self, *args, check=True):
+        env = dict(os.environ, AWS_ACCESS_KEY_ID="AKIDPETRELTEST", AWS_SECRET_ACCESS_KEY="petrel-test-secret",
+                   AWS_DEFAULT_REGION="us-east-1", AWS_PAGER="")
+        r = subprocess.run(["aws", "--endpoint-url", self.endpoint, "--output", "json"] + list(args),
+                           capture_output=True, text=True, env=env, timeout=180)
+        if check and r.returncode != 0:
+            raise AssertionError("aws %s failed (%d): %s" % (" ".join(args), r.returncode, r.stderr))
+        return r
+
+
+def b64(s):
+    return base64.b64encode(s.encode()).decode()
+
+
+def payload_json(resp):
+    return json.loads(resp["Payload"].read())
+
+
+def log_tail(resp):
+    return base64.b64decode(resp.get("LogResult", "")).decode("utf-8", "replace")

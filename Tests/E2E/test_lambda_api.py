@@ -1,0 +1,497 @@
+"""End-to-end: a real petreld, driven by boto3 and the AWS CLI as a user
+would drive AWS Lambda. Run as root (the daemon builds real sandboxes)."""
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import threading
+import unittest
+
+from botocore.exceptions import ClientError
+
+from harness import ROLE, Daemon, b64, log_tail, make_zip, payload_json, sandbox_leftovers
+
+PY_APP = '''
+import os, json
+print("init of app")
+COUNTER = {"n": 0}
+def handler(event, context):
+    COUNTER["n"] += 1
+    print("hello from", context.function_name, context.aws_request_id)
+    if event.get("fail"):
+        raise ValueError("boom: " + event["fail"])
+    if event.get("sleep"):
+        import time; time.sleep(event["sleep"])
+    if event.get("allocate"):
+        blob = bytearray(event["allocate"] * 1024 * 1024)
+        for i in range(0, len(blob), 4096): blob[i] = 1
+    if event.get("exit"):
+        os._exit(event["exit"])
+    if event.get("big"):
+        return "x" * event["big"]
+    return {"echo": event, "version": "v1", "greeting": os.environ.get("GREETING"),
+            "count": COUNTER["n"], "remaining_ok": 0 < context.get_remaining_time_in_millis() <= 3000,
+            "memory": context.memory_limit_in_mb, "arn": context.invoked_function_arn,
+            "task_root": os.environ["LAMBDA_TASK_ROOT"], "api": os.environ["AWS_LAMBDA_RUNTIME_API"],
+            "uid": os.getuid(), "cwd": os.getcwd()}
+'''
+
+NODE_APP = '''
+let count = 0;
+exports.handler = async (event, context) => {
+  count += 1;
+  console.log("node says hi", context.awsRequestId);
+  if (event.fail) throw new Error("node boom: " + event.fail);
+  return { echo: event, runtime: process.version, count, fn: context.functionName,
+           remainingOk: context.getRemainingTimeInMillis() > 0 };
+};
+exports.callbackStyle = (event, context, callback) => { callback(null, { cb: true }); };
+'''
+
+CUSTOM_BOOTSTRAP = '''#!/usr/bin/python3
+import json, os, urllib.request
+api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/invocation/"
+while True:
+    with urllib.request.urlopen(api + "next") as r:
+        rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
+        event = json.loads(r.read())
+    body = json.dumps({"custom": True, "handler": os.environ["_HANDLER"], "event": event}).encode()
+    urllib.request.urlopen(urllib.request.Request(api + rid + "/response", data=body, method="POST")).read()
+'''
+
+
+class LambdaAPITest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.before = sandbox_leftovers()
+        cls.daemon = Daemon().start()
+        cls.lam = cls.daemon.client()
+        # The server's own validation is under test: the SDK must not refuse first.
+        cls.raw = cls.daemon.client(validate=False)
+        cls.py_zip = make_zip({"app.py": PY_APP})
+
+    @classmethod
+    def tearDownClass(cls):
+        code = cls.daemon.stop()
+        try:
+            if code != 0:
+                raise AssertionError("petreld exited with %s on SIGTERM; log:\n%s" % (code, cls.daemon.read_log()))
+            left = sandbox_leftovers()
+            if left["loops"] or left["procs"] or left["cgroups"]:
+                raise AssertionError("the daemon left sandbox resources behind: %s" % left)
+        finally:
+            shutil.rmtree(cls.daemon.root, ignore_errors=True)
+
+    def create(self, name, zip_bytes=None, runtime="python3.11", handler="app.handler", **kw):
+        return self.lam.create_function(FunctionName=name, Runtime=runtime, Role=ROLE, Handler=handler,
+                                        Code={"ZipFile": zip_bytes or self.py_zip}, **kw)
+
+    def invoke(self, name, payload=None, tail=True, **kw):
+        args = dict(FunctionName=name, Payload=json.dumps(payload if payload is not None else {}).encode(), **kw)
+        if tail:
+            args["LogType"] = "Tail"
+        return self.lam.invoke(**args)
+
+    def assertError(self, code, fn, status=None):
+        with self.assertRaises(ClientError) as cm:
+            fn()
+        err = cm.exception.response
+        self.assertEqual(err["Error"]["Code"], code, err)
+        if status:
+            self.assertEqual(err["ResponseMetadata"]["HTTPStatusCode"], status)
+        self.assertTrue(err["Error"]["Message"], "an error must say what is wrong")
+        return err
+
+    def config(self, name):
+        c = self.lam.get_function_configuration(FunctionName=name)
+        c.pop("ResponseMetadata")
+        return c
+
+    def stored_names(self):
+        return sorted(f["FunctionName"] for f in self.lam.list_functions(MaxItems=1000)["Functions"])
+
+    def code_blobs(self):
+        d = os.path.join(self.daemon.data, "code")
+        return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+    # --- the three kinds of runtime -------------------------------------------------
+
+    def test_python_function(self):
+        cfg = self.create("py-basic", Environment={"Variables": {"GREETING": "hi"}}, MemorySize=256)
+        self.assertEqual(cfg["FunctionArn"], "arn:aws:lambda:us-east-1:000000000000:function:py-basic")
+        self.assertEqual(cfg["Version"], "$LATEST")
+        self.assertEqual(cfg["State"], "Active")
+        import hashlib
+        self.assertEqual(cfg["CodeSha256"], base64.b64encode(hashlib.sha256(self.py_zip).digest()).decode())
+        self.assertEqual(cfg["CodeSize"], len(self.py_zip))
+        r = self.invoke("py-basic", {"a": 1})
+        self.assertEqual(r["StatusCode"], 200)
+        self.assertNotIn("FunctionError", r)
+        self.assertEqual(r["ExecutedVersion"], "$LATEST")
+        body = payload_json(r)
+        self.assertEqual(body["echo"], {"a": 1})
+        self.assertEqual(body["greeting"], "hi")
+        self.assertEqual(body["memory"], 256)
+        self.assertTrue(body["remaining_ok"])
+        self.assertEqual(body["arn"], cfg["FunctionArn"])
+        self.assertEqual(body["task_root"], "/var/task")
+        self.assertEqual(body["cwd"], "/var/task")
+        self.assertEqual(body["api"], "127.0.0.1:9001")
+        self.assertNotEqual(body["uid"], 0)
+        tail = log_tail(r)
+        self.assertIn("START RequestId: %s Version: $LATEST" % r["ResponseMetadata"]["RequestId"], tail)
+        self.assertIn("hello from py-basic", tail)
+        self.assertIn("END RequestId:", tail)
+        self.assertRegex(tail, r"REPORT RequestId: \S+\tDuration: [0-9.]+ ms\tBilled Duration: \d+ ms\tMemory Size: 256 MB\tMax Memory Used: \d+ MB\tInit Duration: [0-9.]+ ms")
+        # The second invocation is warm: the same instance (its globals survive), no Init Duration.
+        r2 = self.invoke("py-basic", {"a": 2})
+        self.assertEqual(payload_json(r2)["count"], 2)
+        self.assertNotIn("Init Duration", log_tail(r2))
+
+    def test_node_function(self):
+        self.create("node-basic", make_zip({"index.js": NODE_APP}), runtime="nodejs20.x", handler="index.handler")
+        r = self.invoke("node-basic", {"n": 5})
+        body = payload_json(r)
+        self.assertEqual(body["echo"], {"n": 5})
+        self.assertTrue(body["runtime"].startswith("v20"))
+        self.assertEqual(body["fn"], "node-basic")
+        self.assertTrue(body["remainingOk"])
+        self.assertIn("INFO\tnode says hi", log_tail(r))
+        r = self.invoke("node-basic", {"fail": "x"})
+        self.assertEqual(r["FunctionError"], "Unhandled")
+        err = payload_json(r)
+        self.assertEqual(err["errorType"], "Error")
+        self.assertEqual(err["errorMessage"], "node boom: x")
+        self.assertIsInstance(err["trace"], list)
+        self.create("node-cb", make_zip({"index.js": NODE_APP}), runtime="nodejs20.x", handler="index.callbackStyle")
+        self.assertEqual(payload_json(self.invoke("node-cb")), {"cb": True})
+
+    def test_custom_runtime(self):
+        z = make_zip({"bootstrap": (CUSTOM_BOOTSTRAP, 0o755)})
+        self.create("custom-basic", z, runtime="provided.al2023", handler="whatever.handler")
+        self.assertEqual(payload_json(self.invoke("custom-basic", {"k": "v"})),
+                         {"custom": True, "handler": "whatever.handler", "event": {"k": "v"}})
+        # No bootstrap in the ZIP: the instance cannot start, and says so.
+        self.create("custom-none", make_zip({"README": "nothing to run"}), runtime="provided.al2023", handler="x")
+        r = self.invoke("custom-none")
+        self.assertEqual(r["FunctionError"], "Unhandled")
+        self.assertEqual(payload_json(r)["errorType"], "Runtime.InvalidEntrypoint")
+
+    # --- failures ---------------------------------------------------------------------
+
+    def test_function_error(self):
+        self.create("py-error")
+        r = self.invoke("py-error", {"fail": "bad input"})
+        self.assertEqual(r["StatusCode"], 200)
+        self.assertEqual(r["FunctionError"], "Unhandled")
+        err = payload_json(r)
+        self.assertEqual(err["errorType"], "ValueError")
+        self.assertEqual(err["errorMessage"], "boom: bad input")
+        self.assertTrue(any("app.py" in f for f in err["stackTrace"]), err)
+        self.assertIn("[ERROR] ValueError: boom: bad input", log_tail(r))
+        # A handled error does not cost the instance.
+        self.assertEqual(payload_json(self.invoke("py-error"))["count"], 2)
+
+    def test_timeout(self):
+        self.create("py-timeout", Timeout=1)
+        r = self.invoke("py-timeout", {"sleep": 5})
+        self.assertEqual(r["FunctionError"], "Unhandled")
+        err = payload_json(r)
+        self.assertEqual(err["errorType"], "Sandbox.Timedout")
+        self.assertIn("Task timed out after 1.00 seconds", err["errorMessage"])
+        self.assertIn("Status: timeout", log_tail(r))
+        # The instance was replaced: the next call is a cold start and works.
+        r = self.invoke("py-timeout")
+        self.assertEqual(payload_json(r)["count"], 1)
+        self.assertIn("Init Duration", log_tail(r))
+
+    def test_out_of_memory(self):
+        self.create("py-oom", MemorySize=128, Timeout=30)
+        r = self.invoke("py-oom", {"allocate": 400})
+        self.assertEqual(r["FunctionError"], "Unhandled")
+        err = payload_json(r)
+        self.assertEqual(err["errorType"], "Runtime.OutOfMemory", err)
+        self.assertEqual(payload_json(self.invoke("py-oom"))["count"], 1)
+
+    def test_exit_is_reported_and_instance_replaced(self):
+        self.create("py-exit")
+        r = self.invoke("py-exit", {"exit": 3})
+        err = payload_json(r)
+        self.assertEqual(err["errorType"], "Runtime.ExitError")
+        self.assertIn("exit status 3", err["errorMessage"])
+        self.assertEqual(payload_json(self.invoke("py-exit"))["count"], 1)
+
+    def test_init_errors(self):
+        self.create("py-noimport", handler="nosuch.handler")
+        r = self.invoke("py-noimport")
+        self.assertEqual(r["FunctionError"], "Unhandled")
+        err = payload_json(r)
+        self.assertEqual(err["errorType"], "Runtime.ImportModuleError")
+        self.assertIn("Unable to import module 'nosuch'", err["errorMessage"])
+        self.create("py-nohandler", handler="app.missing")
+        err = payload_json(self.invoke("py-nohandler"))
+        self.assertEqual(err["errorType"], "Runtime.HandlerNotFound")
+        self.create("node-noimport", make_zip({"index.js": NODE_APP}), runtime="nodejs20.x", handler="other.handler")
+        self.assertEqual(payload_json(self.invoke("node-noimport"))["errorType"], "Runtime.ImportModuleError")
+        self.create("node-nohandler", make_zip({"index.js": NODE_APP}), runtime="nodejs20.x", handler="index.nope")
+        self.assertEqual(payload_json(self.invoke("node-nohandler"))["errorType"], "Runtime.HandlerNotFound")
+
+    def test_response_too_large(self):
+        self.create("py-big", MemorySize=512, Timeout=30)
+        r = self.invoke("py-big", {"big": 7 * 1024 * 1024}, tail=False)
+        self.assertEqual(r["FunctionError"], "Unhandled")
+        self.assertEqual(payload_json(r)["errorType"], "Function.ResponseSizeTooLarge")
+
+    # --- invoke options -----------------------------------------------------------------
+
+    def test_invoke_options(self):
+        self.create("py-opts")
+        r = self.lam.invoke(FunctionName="py-opts", InvocationType="DryRun")
+        self.assertEqual(r["StatusCode"], 204)
+        self.assertError("InvalidParameterValueException", lambda: self.lam.invoke(FunctionName="py-opts", InvocationType="Event"))
+        self.assertError("RequestTooLargeException", lambda: self.lam.invoke(FunctionName="py-opts", Payload=b'"' + b"x" * (6 * 1024 * 1024 + 10) + b'"'), 413)
+        self.assertError("InvalidRequestContentException", lambda: self.lam.invoke(FunctionName="py-opts", Payload=b"{not json"))
+        self.assertError("ResourceNotFoundException", lambda: self.lam.invoke(FunctionName="no-such-function"), 404)
+        # By ARN, and with the $LATEST qualifier.
+        arn = "arn:aws:lambda:us-east-1:000000000000:function:py-opts"
+        self.assertEqual(payload_json(self.invoke(arn, {"x": 1}))["echo"], {"x": 1})
+        self.assertEqual(payload_json(self.invoke("py-opts", {"x": 2}, Qualifier="$LATEST"))["echo"], {"x": 2})
+        self.assertError("ResourceNotFoundException", lambda: self.invoke("py-opts", Qualifier="7"))
+        # No LogType: no log in the answer.
+        self.assertNotIn("LogResult", self.invoke("py-opts", tail=False))
+
+    def test_concurrent_invocations_each_get_an_instance(self):
+        self.create("py-concurrent", Timeout=10)
+        results = []
+        def call():
+            results.append(payload_json(self.invoke("py-concurrent", {"sleep": 0.5})))
+        threads = [threading.Thread(target=call) for _ in range(3)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        self.assertEqual([r["count"] for r in results], [1, 1, 1])
+
+    # --- changes --------------------------------------------------------------------------
+
+    def test_update_code_and_configuration(self):
+        self.create("py-update", Environment={"Variables": {"GREETING": "one"}})
+        first = payload_json(self.invoke("py-update"))
+        self.assertEqual((first["version"], first["greeting"]), ("v1", "one"))
+        old = self.lam.get_function_configuration(FunctionName="py-update")
+        cfg = self.lam.update_function_configuration(FunctionName="py-update", Environment={"Variables": {"GREETING": "two"}},
+                                                     Timeout=7, MemorySize=192)
+        self.assertEqual((cfg["Timeout"], cfg["MemorySize"]), (7, 192))
+        self.assertNotEqual(cfg["RevisionId"], old["RevisionId"])
+        after = payload_json(self.invoke("py-update"))
+        self.assertEqual((after["greeting"], after["memory"], after["count"]), ("two", 192, 1))
+        v2 = make_zip({"app.py": PY_APP.replace('"version": "v1"', '"version": "v2"')})
+        cfg = self.lam.update_function_code(FunctionName="py-update", ZipFile=v2)
+        self.assertEqual(cfg["CodeSize"], len(v2))
+        self.assertEqual(payload_json(self.invoke("py-update"))["version"], "v2")
+        self.assertError("PreconditionFailedException",
+                         lambda: self.lam.update_function_configuration(FunctionName="py-update", Timeout=9, RevisionId=old["RevisionId"]), 412)
+        got = self.lam.get_function(FunctionName="py-update")
+        self.assertEqual(got["Configuration"]["CodeSha256"], cfg["CodeSha256"])
+        self.assertEqual(got["Code"]["RepositoryType"], "S3")
+
+    def test_list_paging_and_delete(self):
+        names = ["page-%d" % i for i in range(5)]
+        for n in names:
+            self.create(n)
+        seen, marker, pages = [], None, 0
+        while True:
+            kw = {"MaxItems": 2}
+            if marker:
+                kw["Marker"] = marker
+            page = self.lam.list_functions(**kw)
+            pages += 1
+            self.assertLessEqual(len(page["Functions"]), 2)
+            seen += [f["FunctionName"] for f in page["Functions"] if f["FunctionName"].startswith("page-")]
+            marker = page.get("NextMarker")
+            if not marker:
+                break
+        self.assertEqual(seen, names)
+        self.assertGreaterEqual(pages, 3)
+        # The paginator the SDK ships works too.
+        all_names = [f["FunctionName"] for p in self.lam.get_paginator("list_functions").paginate(PaginationConfig={"PageSize": 3}) for f in p["Functions"]]
+        self.assertTrue(set(names) <= set(all_names))
+        self.lam.delete_function(FunctionName="page-0")
+        self.assertError("ResourceNotFoundException", lambda: self.lam.get_function(FunctionName="page-0"), 404)
+        self.assertError("ResourceNotFoundException", lambda: self.lam.delete_function(FunctionName="page-0"), 404)
+        self.assertNotIn("page-0", self.stored_names())
+
+    def test_account_settings(self):
+        s = self.lam.get_account_settings()
+        self.assertEqual(s["AccountLimit"]["CodeSizeZipped"], 52428800)
+        self.assertEqual(s["AccountLimit"]["CodeSizeUnzipped"], 262144000)
+        self.assertGreaterEqual(s["AccountUsage"]["FunctionCount"], 0)
+
+    # --- validation: refused, nothing stored ----------------------------------------------
+
+    def test_validation_errors_store_nothing(self):
+        before, blobs = self.stored_names(), self.code_blobs()
+        bad = [
+            ("ValidationException", dict(FunctionName="bad name!")),
+            ("ValidationException", dict(FunctionName="x" * 65)),
+            ("ValidationException", dict(FunctionName="v-mem", MemorySize=127)),
+            ("ValidationException", dict(FunctionName="v-mem", MemorySize=10241)),
+            ("ValidationException", dict(FunctionName="v-to", Timeout=901)),
+            ("ValidationException", dict(FunctionName="v-eph", EphemeralStorage={"Size": 511})),
+            ("ValidationException", dict(FunctionName="v-eph", EphemeralStorage={"Size": 10241})),
+            ("InvalidParameterValueException", dict(FunctionName="v-env", Environment={"Variables": {"BIG": "x" * 5000}})),
+            ("InvalidParameterValueException", dict(FunctionName="v-env", Environment={"Variables": {"AWS_REGION": "x"}})),
+            ("InvalidParameterValueException", dict(FunctionName="v-rt", Runtime="python2.7")),
+            ("InvalidParameterValueException", dict(FunctionName="v-arch", Architectures=["arm64"])),
+            ("ValidationException", dict(FunctionName="v-role", Role="not-a-role")),
+        ]
+        for code, kw in bad:
+            args = dict(FunctionName="ok", Runtime="python3.11", Role=ROLE, Handler="app.handler", Code={"ZipFile": self.py_zip})
+            args.update(kw)
+            with self.subTest(kw=str(kw)[:80]):
+                self.assertError(code, lambda: self.raw.create_function(**args), 400)
+        self.assertEqual(self.stored_names(), before)
+        self.assertEqual(self.code_blobs(), blobs)
+        # A name that is taken.
+        self.create("v-dup")
+        self.assertError("ResourceConflictException", lambda: self.create("v-dup"), 409)
+        # Updates are validated the same way and change nothing.
+        cfg = self.config("v-dup")
+        self.assertError("ValidationException", lambda: self.raw.update_function_configuration(FunctionName="v-dup", MemorySize=64))
+        self.assertError("ValidationException", lambda: self.raw.update_function_configuration(FunctionName="v-dup", Timeout=0))
+        self.assertEqual(self.config("v-dup"), cfg)
+
+    def test_bad_zips_are_refused_and_store_nothing(self):
+        before, blobs = self.stored_names(), self.code_blobs()
+        import io, zipfile
+        bomb = io.BytesIO()
+        with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("a.bin", b"\0" * (130 * 1024 * 1024))
+            z.writestr("b.bin", b"\0" * (130 * 1024 * 1024))
+        cases = {
+            "traversal": make_zip({"../escape.py": "x = 1"}),
+            "deep-traversal": make_zip({"lib/../../escape.py": "x = 1"}),
+            "absolute": make_zip({"/etc/evil.py": "x = 1"}),
+            "link-out": make_zip({"app.py": PY_APP}, links={"passwd": "../../../../etc/passwd"}),
+            "link-absolute": make_zip({"app.py": PY_APP}, links={"passwd": "/etc/passwd"}),
+            "link-dangling": make_zip({"app.py": PY_APP}, links={"nothing": "missing.txt"}),
+            "bomb": bomb.getvalue(),
+            "not-a-zip": b"this is not a zip file at all",
+        }
+        for label, z in cases.items():
+            with self.subTest(zip=label):
+                err = self.assertError("InvalidParameterValueException", lambda: self.create("zip-" + label, z), 400)
+        self.assertEqual(self.stored_names(), before)
+        self.assertEqual(self.code_blobs(), blobs)
+        staging = [n for n in os.listdir(os.path.join(self.daemon.run, "code")) if n.startswith(".staging")]
+        self.assertEqual(staging, [])
+        # A link that stays inside the package is fine.
+        ok = make_zip({"app.py": PY_APP, "lib/data.txt": "d"}, links={"data": "lib/data.txt"})
+        self.create("zip-inside-link", ok)
+        self.assertEqual(payload_json(self.invoke("zip-inside-link"))["version"], "v1")
+        # Bad code on update changes nothing either.
+        cfg = self.lam.get_function_configuration(FunctionName="zip-inside-link")
+        self.assertError("InvalidParameterValueException", lambda: self.lam.update_function_code(FunctionName="zip-inside-link", ZipFile=cases["traversal"]))
+        self.assertEqual(self.lam.get_function_configuration(FunctionName="zip-inside-link")["CodeSha256"], cfg["CodeSha256"])
+
+    # --- at rest ---------------------------------------------------------------------------
+
+    def test_code_is_encrypted_at_rest(self):
+        marker = "PETREL_SECRET_MARKER_4f1c9e"
+        z = make_zip({"app.py": PY_APP + "\nMARK = %r\n" % marker}, )
+        # Store it uncompressed too, so a clear-text copy would show the marker plainly.
+        import io, zipfile
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+            zf.writestr("app.py", PY_APP + "\nMARK = %r\n" % marker)
+        self.create("at-rest", buf.getvalue())
+        key = os.path.join(self.daemon.data, "master.key")
+        self.assertEqual(os.stat(key).st_mode & 0o777, 0o600)
+        for root, _, files in os.walk(self.daemon.data):
+            for f in files:
+                p = os.path.join(root, f)
+                if os.path.islink(p) or not os.path.isfile(p):
+                    continue
+                with open(p, "rb") as fh:
+                    self.assertNotIn(marker.encode(), fh.read(), "%s holds the code in clear" % p)
+
+    # --- logs -------------------------------------------------------------------------------
+
+    def test_logs_can_be_read_back(self):
+        self.create("py-logs")
+        r = self.invoke("py-logs", {"hello": "logs"})
+        rid = r["ResponseMetadata"]["RequestId"]
+        logs = self.daemon.client("logs")
+        import time
+        deadline = time.time() + 10
+        messages = []
+        while time.time() < deadline:
+            ev = logs.filter_log_events(logGroupName="/aws/lambda/py-logs")["events"]
+            messages = [e["message"] for e in ev]
+            if any(m.startswith("REPORT RequestId: " + rid) for m in messages):
+                break
+            time.sleep(0.2)
+        self.assertIn("START RequestId: %s Version: $LATEST" % rid, messages)
+        self.assertTrue(any(m.startswith("hello from py-logs " + rid) for m in messages), messages)
+        streams = logs.describe_log_streams(logGroupName="/aws/lambda/py-logs")["logStreams"]
+        self.assertEqual(len(streams), 1)
+        self.assertRegex(streams[0]["logStreamName"], r"^\d{4}/\d{2}/\d{2}/\[\$LATEST\][0-9a-f]{32}$")
+        got = logs.get_log_events(logGroupName="/aws/lambda/py-logs", logStreamName=streams[0]["logStreamName"])["events"]
+        self.assertEqual([e["message"] for e in got], messages)
+        with self.assertRaises(ClientError) as cm:
+            logs.filter_log_events(logGroupName="/aws/lambda/never-ran")
+        self.assertEqual(cm.exception.response["Error"]["Code"], "ResourceNotFoundException")
+
+    # --- the AWS CLI ------------------------------------------------------------------------
+
+    def test_aws_cli(self):
+        zpath = os.path.join(self.daemon.root, "cli.zip")
+        with open(zpath, "wb") as f:
+            f.write(self.py_zip)
+        out = json.loads(self.daemon.aws("lambda", "create-function", "--function-name", "cli-fn", "--runtime", "python3.11",
+                                         "--handler", "app.handler", "--role", ROLE, "--zip-file", "fileb://" + zpath).stdout)
+        self.assertEqual(out["FunctionName"], "cli-fn")
+        res = os.path.join(self.daemon.root, "cli-out.json")
+        meta = json.loads(self.daemon.aws("lambda", "invoke", "--function-name", "cli-fn", "--payload", '{"cli": true}',
+                                          "--log-type", "Tail", res).stdout)
+        self.assertEqual(meta["StatusCode"], 200)
+        with open(res) as f:
+            self.assertEqual(json.load(f)["echo"], {"cli": True})
+        self.assertIn("REPORT RequestId:", base64.b64decode(meta["LogResult"]).decode())
+        r = self.daemon.aws("lambda", "get-function", "--function-name", "nope", check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("ResourceNotFoundException", r.stderr)
+        self.assertIn("Function not found", r.stderr)
+        self.daemon.aws("lambda", "delete-function", "--function-name", "cli-fn")
+
+
+class RestartTest(unittest.TestCase):
+    def test_functions_survive_a_restart(self):
+        d = Daemon().start()
+        try:
+            lam = d.client()
+            z = make_zip({"app.py": PY_APP})
+            for i in range(3):
+                lam.create_function(FunctionName="keep-%d" % i, Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                                    Code={"ZipFile": z}, Environment={"Variables": {"GREETING": "g%d" % i}})
+            before = lam.list_functions()["Functions"]
+            self.assertEqual(payload_json(lam.invoke(FunctionName="keep-1"))["greeting"], "g1")
+            self.assertEqual(d.stop(), 0)
+            d.start()
+            lam = d.client()
+            after = lam.list_functions()["Functions"]
+            self.assertEqual(after, before)
+            for i in range(3):
+                self.assertEqual(payload_json(lam.invoke(FunctionName="keep-%d" % i))["greeting"], "g%d" % i)
+            # A daemon killed outright also keeps them.
+            d.stop(sig=9)
+            d.start()
+            self.assertEqual(d.client().list_functions()["Functions"], before)
+            self.assertEqual(payload_json(d.client().invoke(FunctionName="keep-2"))["greeting"], "g2")
+        finally:
+            d.stop()
+            shutil.rmtree(d.root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    unittest.main()
