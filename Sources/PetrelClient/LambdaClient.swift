@@ -1,0 +1,97 @@
+import AsyncHTTPClient
+import Foundation
+import Glibc
+import NIOCore
+import NIOHTTP1
+
+/// A small client of petreld's Lambda API, signing like the SDKs do.
+public struct LambdaClient: Sendable {
+    public var endpoint: URL
+    public var signer: SigV4Signer
+    let http: HTTPClient
+
+    public init(endpoint: URL, credentials: Credentials, region: String, http: HTTPClient = .shared) {
+        self.endpoint = endpoint
+        signer = SigV4Signer(accessKey: credentials.accessKey, secretKey: credentials.secretKey,
+                             sessionToken: credentials.sessionToken, region: region, service: "lambda")
+        self.http = http
+    }
+
+    /// Fails fast with a sentence when nothing listens at the endpoint (the HTTP
+    /// client would otherwise retry the connection until the request's deadline).
+    public func checkReachable() throws {
+        let host = endpoint.host ?? "127.0.0.1"
+        let port = endpoint.port ?? (endpoint.scheme == "https" ? 443 : 80)
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var res: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, String(port), &hints, &res) == 0, let first = res else {
+            throw APIError(code: "Unreachable", message: "cannot resolve \(host) (from --endpoint \(endpoint.absoluteString))", status: 0)
+        }
+        defer { freeaddrinfo(res) }
+        var ai: UnsafeMutablePointer<addrinfo>? = first
+        while let a = ai {
+            let fd = socket(a.pointee.ai_family, a.pointee.ai_socktype, a.pointee.ai_protocol)
+            if fd >= 0 {
+                var tv = timeval(tv_sec: 5, tv_usec: 0)
+                setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+                let ok = connect(fd, a.pointee.ai_addr, a.pointee.ai_addrlen) == 0
+                close(fd)
+                if ok { return }
+            }
+            ai = a.pointee.ai_next
+        }
+        throw APIError(code: "Unreachable", message: "cannot reach petreld at \(endpoint.absoluteString): nothing answers there; is it running? Start it with Scripts/run.", status: 0)
+    }
+
+    public struct Response: Sendable {
+        public var status: Int
+        public var headers: [String: String]
+        public var body: [UInt8]
+        public var json: [String: Any]? { (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] }
+    }
+
+    /// An error the API answered with, or a failure to reach it; reads as a sentence.
+    public struct APIError: Error, CustomStringConvertible {
+        public var code: String
+        public var message: String
+        public var status: Int
+        public var description: String { status == 0 ? message : "\(message) (\(code))" }
+    }
+
+    public func send(_ method: String, _ path: String, query: [String: String] = [:], headers: [String: String] = [:],
+                     body: [UInt8] = [], service: String = "lambda", timeout: TimeAmount = .seconds(960)) async throws -> Response {
+        var comps = URLComponents(url: endpoint, resolvingAgainstBaseURL: false)!
+        comps.percentEncodedPath = path.split(separator: "/", omittingEmptySubsequences: false)
+            .map { SigV4Signer.encode(String($0)) }.joined(separator: "/")
+        if !query.isEmpty { comps.queryItems = query.sorted { $0.key < $1.key }.map { URLQueryItem(name: $0.key, value: $0.value) } }
+        let url = comps.url!
+        var s = signer
+        s.service = service
+        var all = headers
+        let signed = s.sign(method: method, url: url, headers: all, body: body)
+        all.merge(signed) { _, n in n }
+        var request = HTTPClientRequest(url: url.absoluteString)
+        request.method = HTTPMethod(rawValue: method)
+        for (k, v) in all { request.headers.add(name: k, value: v) }
+        request.headers.add(name: "User-Agent", value: "petrel-cli")
+        if !body.isEmpty { request.body = .bytes(body) }
+        let response: HTTPClientResponse
+        do {
+            response = try await http.execute(request, timeout: timeout)
+        } catch {
+            throw APIError(code: "Unreachable", message: "cannot reach petreld at \(endpoint.absoluteString) (\(error)); is it running? Start it with Scripts/run.", status: 0)
+        }
+        let bytes = Array(buffer: try await response.body.collect(upTo: 64 * 1024 * 1024))
+        var h: [String: String] = [:]
+        for (k, v) in response.headers { h[k.lowercased()] = v }
+        let out = Response(status: Int(response.status.code), headers: h, body: bytes)
+        guard out.status < 300 else {
+            let j = out.json ?? [:]
+            let code = h["x-amzn-errortype"].map { String($0.split(separator: ":")[0]) } ?? (j["__type"] as? String) ?? "HTTP \(out.status)"
+            let message = (j["Message"] as? String) ?? (j["message"] as? String) ?? String(decoding: bytes, as: UTF8.self)
+            throw APIError(code: code, message: message, status: out.status)
+        }
+        return out
+    }
+}

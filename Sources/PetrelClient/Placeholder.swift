@@ -1,2 +1,0 @@
-enum ClientPlaceholder {}
-import AsyncHTTPClient

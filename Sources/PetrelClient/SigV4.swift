@@ -1,0 +1,118 @@
+import Crypto
+import Foundation
+
+/// AWS Signature Version 4, header form, as the AWS SDKs sign requests.
+public struct SigV4Signer: Sendable {
+    public var accessKey: String
+    public var secretKey: String
+    public var sessionToken: String?
+    public var region: String
+    public var service: String
+
+    public init(accessKey: String, secretKey: String, sessionToken: String? = nil, region: String, service: String) {
+        self.accessKey = accessKey
+        self.secretKey = secretKey
+        self.sessionToken = sessionToken
+        self.region = region
+        self.service = service
+    }
+
+    /// Headers to add to a request: `Authorization`, `X-Amz-Date`, `X-Amz-Content-Sha256` (and the token).
+    public func sign(method: String, url: URL, headers: [String: String], body: [UInt8], date: Date = Date()) -> [String: String] {
+        let amzDate = Self.format(date, "yyyyMMdd'T'HHmmss'Z'")
+        let day = String(amzDate.prefix(8))
+        let payloadHash = Self.hex(SHA256.hash(data: body))
+        var all = headers
+        all["host"] = url.port.map { "\(url.host ?? ""):\($0)" } ?? (url.host ?? "")
+        all["x-amz-date"] = amzDate
+        all["x-amz-content-sha256"] = payloadHash
+        if let sessionToken { all["x-amz-security-token"] = sessionToken }
+        let lowered = Dictionary(all.map { ($0.key.lowercased(), $0.value.trimmingCharacters(in: .whitespaces)) }, uniquingKeysWith: { a, _ in a })
+        let names = lowered.keys.sorted()
+        let canonicalHeaders = names.map { "\($0):\(lowered[$0]!)\n" }.joined()
+        let signedHeaders = names.joined(separator: ";")
+        let path = url.path.isEmpty ? "/" : url.path
+        // Services other than S3 encode each path segment twice.
+        let canonicalURI = path.split(separator: "/", omittingEmptySubsequences: false)
+            .map { Self.encode(Self.encode(String($0))) }.joined(separator: "/")
+        let query = URLComponents(url: url, resolvingAgainstBaseURL: false)?.queryItems ?? []
+        var pairs: [(String, String)] = query.map { (Self.encode($0.name), Self.encode($0.value ?? "")) }
+        pairs.sort { a, b in a.0 == b.0 ? a.1 < b.1 : a.0 < b.0 }
+        let canonicalQuery = pairs.map { p in p.0 + "=" + p.1 }.joined(separator: "&")
+        let canonicalRequest = [method, canonicalURI, canonicalQuery, canonicalHeaders, signedHeaders, payloadHash].joined(separator: "\n")
+        let scope = "\(day)/\(region)/\(service)/aws4_request"
+        let toSign = ["AWS4-HMAC-SHA256", amzDate, scope, Self.hex(SHA256.hash(data: Array(canonicalRequest.utf8)))].joined(separator: "\n")
+        var key = SymmetricKey(data: Array("AWS4\(secretKey)".utf8))
+        for part in [day, region, service, "aws4_request"] {
+            key = SymmetricKey(data: Data(HMAC<SHA256>.authenticationCode(for: Array(part.utf8), using: key)))
+        }
+        let signature = Self.hex(HMAC<SHA256>.authenticationCode(for: Array(toSign.utf8), using: key))
+        var out = ["X-Amz-Date": amzDate, "X-Amz-Content-Sha256": payloadHash,
+                   "Authorization": "AWS4-HMAC-SHA256 Credential=\(accessKey)/\(scope), SignedHeaders=\(signedHeaders), Signature=\(signature)"]
+        if let sessionToken { out["X-Amz-Security-Token"] = sessionToken }
+        return out
+    }
+
+    static func hex<S: Sequence>(_ bytes: S) -> String where S.Element == UInt8 {
+        bytes.map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// RFC 3986 unreserved characters stay; everything else is percent-encoded.
+    static func encode(_ s: String) -> String {
+        var out = ""
+        for b in s.utf8 {
+            switch b {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                 UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "~"):
+                out.append(Character(UnicodeScalar(b)))
+            default:
+                out += String(format: "%%%02X", b)
+            }
+        }
+        return out
+    }
+
+    static func format(_ date: Date, _ pattern: String) -> String {
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = TimeZone(identifier: "UTC")
+        f.dateFormat = pattern
+        return f.string(from: date)
+    }
+}
+
+/// Credentials the way the AWS tools find them: the environment, then the
+/// shared credentials file (`AWS_SHARED_CREDENTIALS_FILE` or ~/.aws/credentials).
+public struct Credentials: Sendable {
+    public var accessKey: String
+    public var secretKey: String
+    public var sessionToken: String?
+
+    public init(accessKey: String, secretKey: String, sessionToken: String? = nil) {
+        self.accessKey = accessKey
+        self.secretKey = secretKey
+        self.sessionToken = sessionToken
+    }
+
+    public static func find(profile: String? = nil) -> Credentials? {
+        let env = ProcessInfo.processInfo.environment
+        if profile == nil, let a = env["AWS_ACCESS_KEY_ID"], let s = env["AWS_SECRET_ACCESS_KEY"], !a.isEmpty {
+            return Credentials(accessKey: a, secretKey: s, sessionToken: env["AWS_SESSION_TOKEN"])
+        }
+        let name = profile ?? env["AWS_PROFILE"] ?? "default"
+        let path = env["AWS_SHARED_CREDENTIALS_FILE"] ?? (NSHomeDirectory() + "/.aws/credentials")
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        var section = ""
+        var values: [String: String] = [:]
+        for raw in text.split(whereSeparator: \.isNewline) {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.hasPrefix("[") && line.hasSuffix("]") {
+                section = String(line.dropFirst().dropLast()).trimmingCharacters(in: .whitespaces)
+            } else if section == name, let eq = line.firstIndex(of: "=") {
+                values[line[..<eq].trimmingCharacters(in: .whitespaces)] = line[line.index(after: eq)...].trimmingCharacters(in: .whitespaces)
+            }
+        }
+        guard let a = values["aws_access_key_id"], let s = values["aws_secret_access_key"] else { return nil }
+        return Credentials(accessKey: a, secretKey: s, sessionToken: values["aws_session_token"])
+    }
+}

@@ -1,0 +1,100 @@
+import ArgumentParser
+import Foundation
+import PetrelClient
+import ZIPFoundation
+
+struct Deploy: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Zip a folder and create the function, or update its code (and the settings given).")
+
+    @Argument(help: "The folder to deploy (its contents become /var/task).")
+    var directory: String
+
+    @Option(help: "Function name.") var name: String
+    @Option(help: "python3.11, nodejs20.x or provided.al2023 (needed to create).") var runtime: String?
+    @Option(help: "module.function or file.export (needed to create, except for provided.*).") var handler: String?
+    @Option(help: "Memory in MB (128–10240).") var memory: Int?
+    @Option(help: "Timeout in seconds (1–900).") var timeout: Int?
+    @Option(name: .customLong("env"), help: "KEY=VALUE environment variable (repeatable; replaces all of them).") var env: [String] = []
+    @Option(help: "IAM-style role ARN recorded with the function.") var role = "arn:aws:iam::000000000000:role/petrel-function"
+    @OptionGroup var connection: ConnectionOptions
+
+    func run() async throws {
+        let client = try connection.client()
+        var variables: [String: String]?
+        if !env.isEmpty {
+            variables = [:]
+            for kv in env {
+                guard let eq = kv.firstIndex(of: "="), eq != kv.startIndex else { throw ValidationError("--env takes KEY=VALUE, not \(kv)") }
+                variables![String(kv[..<eq])] = String(kv[kv.index(after: eq)...])
+            }
+        }
+        let zip = try zipFolder(directory)
+        try await reporting {
+            let exists: Bool
+            do {
+                _ = try await client.send("GET", "/2015-03-31/functions/\(name)/configuration")
+                exists = true
+            } catch let e as LambdaClient.APIError where e.code == "ResourceNotFoundException" {
+                exists = false
+            }
+            let result: [String: Any]
+            if exists {
+                stderr("updating \(name)…\n")
+                var out = try await client.send("PUT", "/2015-03-31/functions/\(name)/code",
+                                                body: json(["ZipFile": zip.base64EncodedString()])).json ?? [:]
+                var settings: [String: Any] = [:]
+                if let runtime { settings["Runtime"] = runtime }
+                if let handler { settings["Handler"] = handler }
+                if let memory { settings["MemorySize"] = memory }
+                if let timeout { settings["Timeout"] = timeout }
+                if let variables { settings["Environment"] = ["Variables": variables] }
+                if !settings.isEmpty {
+                    out = try await client.send("PUT", "/2015-03-31/functions/\(name)/configuration", body: json(settings)).json ?? [:]
+                }
+                result = out
+            } else {
+                guard let runtime else { throw ValidationError("\(name) does not exist yet: give --runtime (and --handler) to create it") }
+                stderr("creating \(name)…\n")
+                var input: [String: Any] = ["FunctionName": name, "Runtime": runtime, "Role": role,
+                                            "Code": ["ZipFile": zip.base64EncodedString()]]
+                if let handler { input["Handler"] = handler }
+                if let memory { input["MemorySize"] = memory }
+                if let timeout { input["Timeout"] = timeout }
+                if let variables { input["Environment"] = ["Variables": variables] }
+                result = try await client.send("POST", "/2015-03-31/functions", body: json(input)).json ?? [:]
+            }
+            print("\(result["FunctionName"] ?? name)  \(result["Runtime"] ?? "")  \(result["MemorySize"] ?? "") MB  code \(result["CodeSize"] ?? 0) bytes  sha256 \(result["CodeSha256"] ?? "")")
+        }
+    }
+
+    /// Zips the folder's contents (paths relative to it), with a progress line.
+    func zipFolder(_ dir: String) throws -> Data {
+        let base = URL(fileURLWithPath: dir).standardizedFileURL
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: base.path, isDirectory: &isDir), isDir.boolValue else {
+            throw ValidationError("\(dir) is not a folder")
+        }
+        var files: [String] = []
+        let e = FileManager.default.enumerator(atPath: base.path)
+        while let rel = e?.nextObject() as? String { files.append(rel) }
+        files.sort()
+        let archive = try Archive(accessMode: .create)
+        let tty = isatty(2) == 1
+        var bytes = 0
+        for (i, rel) in files.enumerated() {
+            try archive.addEntry(with: rel, relativeTo: base, compressionMethod: .deflate)
+            bytes += (try? FileManager.default.attributesOfItem(atPath: base.appendingPathComponent(rel).path)[.size] as? Int) ?? 0
+            if tty || i == files.count - 1 {
+                stderr("\rzipping \(i + 1)/\(files.count) files (\(bytes / 1024) KiB)" + (i == files.count - 1 ? "\n" : ""))
+            }
+        }
+        guard let data = archive.data else { throw ValidationError("could not zip \(dir)") }
+        stderr("zipped to \(data.count / 1024) KiB\n")
+        return data
+    }
+}
+
+func json(_ object: [String: Any]) -> [UInt8] {
+    Array((try? JSONSerialization.data(withJSONObject: object)) ?? Data("{}".utf8))
+}

@@ -1,0 +1,65 @@
+import ArgumentParser
+import Foundation
+import PetrelClient
+import Synchronization
+
+@main
+struct Petrel: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "petrel",
+        abstract: "Deploy, invoke and watch functions on a Petrel daemon (it speaks the AWS Lambda API).",
+        subcommands: [Deploy.self, Invoke.self, Logs.self, List.self]
+    )
+}
+
+/// Options every command shares: where the daemon is and how to sign.
+struct ConnectionOptions: ParsableArguments {
+    @Option(help: "The daemon's API (default: $PETREL_ENDPOINT, else http://127.0.0.1:9000).")
+    var endpoint: String?
+
+    @Option(help: "Region to sign for (default: $AWS_REGION, else us-east-1).")
+    var region: String?
+
+    @Option(help: "Credentials profile of the shared credentials file (default: the environment, then `default`).")
+    var profile: String?
+
+    func client() throws -> LambdaClient {
+        let env = ProcessInfo.processInfo.environment
+        let raw = endpoint ?? env["PETREL_ENDPOINT"] ?? "http://127.0.0.1:9000"
+        guard let url = URL(string: raw), url.scheme == "http" || url.scheme == "https", url.host != nil else {
+            throw ValidationError("--endpoint must be a URL like http://127.0.0.1:9000, not \(raw)")
+        }
+        // Until the daemon has accounts, any key is accepted; requests are still signed the SDKs' way.
+        let creds = Credentials.find(profile: profile) ?? Credentials(accessKey: "PETRELLOCAL", secretKey: "petrel-local")
+        let client = LambdaClient(endpoint: url, credentials: creds,
+                                  region: region ?? env["AWS_REGION"] ?? env["AWS_DEFAULT_REGION"] ?? "us-east-1")
+        checkedOnce.client.withLock { $0 = client }
+        return client
+    }
+}
+
+/// Prints an API failure as a sentence and exits 1 (no stack traces).
+func reporting<T>(_ body: () async throws -> T) async throws -> T {
+    do {
+        try checkedOnce.check()
+        return try await body()
+    } catch let e as LambdaClient.APIError {
+        FileHandle.standardError.write(Data("petrel: \(e.description)\n".utf8))
+        throw ExitCode(1)
+    }
+}
+
+func stderr(_ s: String) { FileHandle.standardError.write(Data(s.utf8)) }
+
+
+/// The reachability check runs once per command, before its first request.
+final class ReachabilityCheck: Sendable {
+    let client = Mutex<LambdaClient?>(nil)
+    let done = Mutex(false)
+    func check() throws {
+        guard !done.withLock({ $0 }), let c = client.withLock({ $0 }) else { return }
+        try c.checkReachable()
+        done.withLock { $0 = true }
+    }
+}
+let checkedOnce = ReachabilityCheck()

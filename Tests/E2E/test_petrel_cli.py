@@ -1,0 +1,101 @@
+"""The `petrel` CLI against a real petreld: deploy a folder, invoke, ls, logs,
+and errors that read as sentences."""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import unittest
+
+from harness import REPO, Daemon, sandbox_leftovers
+
+PETREL = os.environ.get("PETREL", os.path.join(REPO, ".build", "debug", "petrel"))
+
+
+class PetrelCLITest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.daemon = Daemon().start()
+
+    @classmethod
+    def tearDownClass(cls):
+        code = cls.daemon.stop()
+        try:
+            assert code == 0, "petreld exited with %s" % code
+            left = sandbox_leftovers()
+            assert not (left["loops"] or left["procs"] or left["cgroups"]), left
+        finally:
+            shutil.rmtree(cls.daemon.root, ignore_errors=True)
+
+    def petrel(self, *args, check=True):
+        r = subprocess.run([PETREL] + list(args) + ["--endpoint", self.daemon.endpoint],
+                           capture_output=True, text=True, timeout=120)
+        if check and r.returncode != 0:
+            raise AssertionError("petrel %s failed (%d): %s" % (" ".join(args), r.returncode, r.stderr))
+        return r
+
+    def test_deploy_invoke_ls_logs(self):
+        src = os.path.join(self.daemon.root, "fn")
+        os.makedirs(os.path.join(src, "pkg"))
+        with open(os.path.join(src, "main.py"), "w") as f:
+            f.write("from pkg.util import double\n"
+                    "def handler(event, context):\n"
+                    "    print('cli function ran')\n"
+                    "    if event.get('fail'): raise RuntimeError('asked to fail')\n"
+                    "    return {'double': double(event.get('n', 0)), 'version': VERSION}\n"
+                    "VERSION = 1\n")
+        with open(os.path.join(src, "pkg", "__init__.py"), "w") as f:
+            f.write("")
+        with open(os.path.join(src, "pkg", "util.py"), "w") as f:
+            f.write("def double(x):\n    return 2 * x\n")
+        r = self.petrel("deploy", src, "--name", "cli-py", "--runtime", "python3.11", "--handler", "main.handler", "--memory", "256")
+        self.assertIn("zipping 4/4 files", r.stderr)
+        self.assertIn("creating cli-py", r.stderr)
+        self.assertIn("cli-py  python3.11  256 MB", r.stdout)
+        r = self.petrel("invoke", "cli-py", "--payload", '{"n": 21}')
+        self.assertEqual(json.loads(r.stdout), {"double": 42, "version": 1})
+        self.assertRegex(r.stderr, r"REPORT RequestId: \S+  Duration: [0-9.]+ ms")
+        # Deploying again updates the code.
+        with open(os.path.join(src, "main.py")) as f:
+            text = f.read().replace("VERSION = 1", "VERSION = 2")
+        with open(os.path.join(src, "main.py"), "w") as f:
+            f.write(text)
+        r = self.petrel("deploy", src, "--name", "cli-py")
+        self.assertIn("updating cli-py", r.stderr)
+        self.assertEqual(json.loads(self.petrel("invoke", "cli-py", "--payload", '{"n": 1}').stdout)["version"], 2)
+        # A function error: exit 1, the error as a sentence.
+        r = self.petrel("invoke", "cli-py", "--payload", '{"fail": true}', check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("function error: RuntimeError: asked to fail", r.stderr)
+        # The table.
+        r = self.petrel("ls")
+        header, *rows = r.stdout.splitlines()
+        self.assertTrue(header.startswith("NAME"))
+        self.assertTrue(any(row.startswith("cli-py ") and "python3.11" in row and "256 MB" in row for row in rows), r.stdout)
+        # Logs.
+        deadline = time.time() + 10
+        while True:
+            out = self.petrel("logs", "cli-py", "--since", "5m").stdout
+            if out.count("cli function ran") >= 3 or time.time() > deadline:
+                break
+            time.sleep(0.3)
+        self.assertGreaterEqual(out.count("cli function ran"), 3, out)
+        self.assertIn("REPORT RequestId:", out)
+
+    def test_errors_read_as_sentences(self):
+        r = self.petrel("invoke", "does-not-exist", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("Function not found", r.stderr)
+        self.assertIn("ResourceNotFoundException", r.stderr)
+        self.assertNotIn("Traceback", r.stderr)
+        r = self.petrel("deploy", "/nonexistent-folder", "--name", "x", "--runtime", "python3.11", check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("is not a folder", r.stderr)
+        r = subprocess.run([PETREL, "ls", "--endpoint", "http://127.0.0.1:1"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("cannot reach petreld", r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
