@@ -19,6 +19,11 @@ public final class CodeStore: Sendable {
         for d in [directory, cacheDirectory] {
             try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         }
+        // Unpacked trees from an earlier run are not trusted: every tree is unpacked
+        // (and its digest checked) again by this process before an instance uses it.
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: cacheDirectory)) ?? [] {
+            try? FileManager.default.removeItem(atPath: cacheDirectory + "/" + entry)
+        }
         // The cache's top must be traversable by sandbox uids (they see the code through a bind mount only,
         // but the kernel resolves the bind source as root; 0711 keeps the listing private).
         chmod(cacheDirectory, 0o711)

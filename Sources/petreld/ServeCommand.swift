@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Glibc
 import Hummingbird
 import Logging
 import NIOPosix
@@ -64,6 +65,11 @@ struct ServeCommand: AsyncParsableCommand {
         let fm = FileManager.default
         try fm.createDirectory(atPath: c.dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         try fm.createDirectory(atPath: c.runDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o711])
+        // One daemon per data directory: the lock is held until the process ends.
+        let lock = open(c.dataDirectory + "/petreld.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard lock >= 0, flock(lock, LOCK_EX | LOCK_NB) == 0 else {
+            throw ValidationError("another petreld is using \(c.dataDirectory) (or its lock file cannot be opened)")
+        }
         let policy = try Locations.policy(c.policyPath)
         let key = try MasterKey.loadOrCreate(at: c.dataDirectory + "/master.key")
         let db = try PetrelDatabase(path: c.dataDirectory + "/petrel.sqlite")
@@ -79,6 +85,7 @@ struct ServeCommand: AsyncParsableCommand {
         let catalog = FunctionCatalog(functions: FunctionStore(db), code: code, dispatcher: runtime.dispatcher,
                                       region: c.region, account: c.accountID, logger: logger)
         let router = Router()
+        router.add(middleware: UnknownRouteMiddleware())
         LambdaAPI(catalog: catalog, dispatcher: runtime.dispatcher, region: c.region, account: c.accountID, logger: logger)
             .register(on: router)
         LogsAPI(logs: LogStore(db), region: c.region, account: c.accountID).register(on: router)

@@ -5,6 +5,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import unittest
@@ -326,6 +327,8 @@ class LambdaAPITest(unittest.TestCase):
         self.assertEqual(s["AccountLimit"]["CodeSizeZipped"], 52428800)
         self.assertEqual(s["AccountLimit"]["CodeSizeUnzipped"], 262144000)
         self.assertGreaterEqual(s["AccountUsage"]["FunctionCount"], 0)
+        # An operation Petrel does not implement is refused in Lambda's shape.
+        self.assertError("UnknownOperationException", lambda: self.lam.list_layers(), 404)
 
     # --- validation: refused, nothing stored ----------------------------------------------
 
@@ -466,6 +469,44 @@ class LambdaAPITest(unittest.TestCase):
 
 
 class RestartTest(unittest.TestCase):
+    def test_sigterm_drains_in_flight_invocations(self):
+        d = Daemon().start()
+        try:
+            lam = d.client()
+            lam.create_function(FunctionName="drain", Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                                Code={"ZipFile": make_zip({"app.py": PY_APP})}, Timeout=20)
+            lam.invoke(FunctionName="drain")  # warm
+            result = {}
+            def slow():
+                result["r"] = payload_json(lam.invoke(FunctionName="drain", Payload=json.dumps({"sleep": 2}).encode()))
+            t = threading.Thread(target=slow)
+            t.start()
+            import time
+            time.sleep(0.7)
+            d.proc.send_signal(signal.SIGTERM)
+            t.join(30)
+            self.assertEqual(result.get("r", {}).get("echo"), {"sleep": 2}, "the in-flight invocation must finish")
+            self.assertEqual(d.proc.wait(30), 0)
+            d.proc = None
+            d.log.close()
+            left = sandbox_leftovers()
+            self.assertFalse(left["loops"] or left["procs"] or left["cgroups"], left)
+        finally:
+            d.stop()
+            shutil.rmtree(d.root, ignore_errors=True)
+
+    def test_one_daemon_per_data_directory(self):
+        d = Daemon().start()
+        try:
+            second = subprocess.run([d.proc.args[0], "serve", "--listen", "127.0.0.1:1", "--data-dir", d.data, "--run-dir", d.run + "2"],
+                                    capture_output=True, text=True, timeout=60)
+            self.assertNotEqual(second.returncode, 0)
+            self.assertIn("another petreld is using", second.stderr)
+        finally:
+            d.stop()
+            shutil.rmtree(d.root, ignore_errors=True)
+
+
     def test_functions_survive_a_restart(self):
         d = Daemon().start()
         try:
