@@ -97,6 +97,10 @@ let package = Package(
             // Tests/Probe/main.c is compiled by the tests (cc -static) and run inside sandboxes.
             exclude: []
         ),
+        .testTarget(
+            name: "PetrelControllerTests",
+            dependencies: ["PetrelCore", "PetrelStore", "PetrelClient", "petreld"]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -17,24 +17,28 @@ public struct SigV4Signer: Sendable {
         self.service = service
     }
 
-    /// Headers to add to a request: `Authorization`, `X-Amz-Date`, `X-Amz-Content-Sha256` (and the token).
-    public func sign(method: String, url: URL, headers: [String: String], body: [UInt8], date: Date = Date()) -> [String: String] {
+    /// Headers to add to a request: `Authorization`, `X-Amz-Date` (and the token). The payload's
+    /// hash is always signed; it is sent as `X-Amz-Content-Sha256` only when asked (S3 style),
+    /// as botocore does for Lambda.
+    public func sign(method: String, url: URL, headers: [String: String], body: [UInt8], date: Date = Date(),
+                     contentHashHeader: Bool = false) -> [String: String] {
         let amzDate = Self.format(date, "yyyyMMdd'T'HHmmss'Z'")
         let day = String(amzDate.prefix(8))
         let payloadHash = Self.hex(SHA256.hash(data: body))
         var all = headers
         all["host"] = url.port.map { "\(url.host ?? ""):\($0)" } ?? (url.host ?? "")
         all["x-amz-date"] = amzDate
-        all["x-amz-content-sha256"] = payloadHash
+        if contentHashHeader { all["x-amz-content-sha256"] = payloadHash }
         if let sessionToken { all["x-amz-security-token"] = sessionToken }
         let lowered = Dictionary(all.map { ($0.key.lowercased(), $0.value.trimmingCharacters(in: .whitespaces)) }, uniquingKeysWith: { a, _ in a })
         let names = lowered.keys.sorted()
         let canonicalHeaders = names.map { "\($0):\(lowered[$0]!)\n" }.joined()
         let signedHeaders = names.joined(separator: ";")
-        let path = url.path.isEmpty ? "/" : url.path
-        // Services other than S3 encode each path segment twice.
-        let canonicalURI = path.split(separator: "/", omittingEmptySubsequences: false)
-            .map { Self.encode(Self.encode(String($0))) }.joined(separator: "/")
+        // The path as sent (already percent-encoded), encoded once more: services other than S3
+        // sign each segment encoded twice.
+        let wirePath = URLComponents(url: url, resolvingAgainstBaseURL: false)?.percentEncodedPath ?? "/"
+        let canonicalURI = (wirePath.isEmpty ? "/" : wirePath).split(separator: "/", omittingEmptySubsequences: false)
+            .map { Self.encode(String($0)) }.joined(separator: "/")
         let query = URLComponents(url: url, resolvingAgainstBaseURL: false)?.queryItems ?? []
         var pairs: [(String, String)] = query.map { (Self.encode($0.name), Self.encode($0.value ?? "")) }
         pairs.sort { a, b in a.0 == b.0 ? a.1 < b.1 : a.0 < b.0 }
@@ -47,9 +51,10 @@ public struct SigV4Signer: Sendable {
             key = SymmetricKey(data: Data(HMAC<SHA256>.authenticationCode(for: Array(part.utf8), using: key)))
         }
         let signature = Self.hex(HMAC<SHA256>.authenticationCode(for: Array(toSign.utf8), using: key))
-        var out = ["X-Amz-Date": amzDate, "X-Amz-Content-Sha256": payloadHash,
+        var out = ["X-Amz-Date": amzDate,
                    "Authorization": "AWS4-HMAC-SHA256 Credential=\(accessKey)/\(scope), SignedHeaders=\(signedHeaders), Signature=\(signature)"]
         if let sessionToken { out["X-Amz-Security-Token"] = sessionToken }
+        if contentHashHeader { out["X-Amz-Content-Sha256"] = payloadHash }
         return out
     }
 

@@ -61,6 +61,8 @@ public actor Dispatcher {
             } catch {
                 let failure = error as? InstanceFailure ?? .startFailed("\(error)")
                 instance.log.platform("START RequestId: \(request.requestID) Version: $LATEST")
+                instance.stop()
+                _ = await instance.finalReport(within: .seconds(2))
                 return finish(instance, request, .failed(failure), cold: true, startedNanos: DispatchTime.now().uptimeNanoseconds)
             }
         }
@@ -68,10 +70,14 @@ public actor Dispatcher {
         instance.log.beginTail(keep: cold)
         instance.log.platform("START RequestId: \(request.requestID) Version: $LATEST")
         let outcome = await instance.invoke(request, timeoutSeconds: function.timeoutSeconds)
-        let result = finish(instance, request, outcome, cold: cold, startedNanos: started)
         if case .failed = outcome {
+            // The instance is done for: its last figures come from its final report.
             instance.stop()
-        } else if instance.isUsable, !stopping, revisions[function.name] == function.revisionId {
+            _ = await instance.finalReport(within: .seconds(2))
+        }
+        let result = finish(instance, request, outcome, cold: cold, startedNanos: started)
+        if case .failed = outcome { return result }
+        if instance.isUsable, !stopping, revisions[function.name] == function.revisionId {
             idle[function.name, default: []].append(Idle(instance: instance, since: .now))
         } else {
             instance.stop()
@@ -162,7 +168,7 @@ public actor Dispatcher {
     private func finish(_ instance: Instance, _ request: InvocationRequest, _ outcome: InvocationOutcome,
                         cold: Bool, startedNanos: UInt64) -> InvocationResult {
         let durationMs = Double(DispatchTime.now().uptimeNanoseconds - startedNanos) / 1e6
-        let peakMB = Int((Double(instance.sandbox.usage().peakMemoryBytes) / 1_048_576).rounded(.up))
+        let peakMB = instance.peakMemoryMB()
         let initMs = cold ? instance.initDurationMs : nil
         var payload: ByteBuffer
         var functionError: String?

@@ -35,6 +35,7 @@ final class Instance: RuntimeAPIDelegate, Sendable {
         var failure: InstanceFailure?
         var server: (any Channel)?
         var ended = false
+        var report: SandboxReport?
     }
     private let state = Mutex(State())
 
@@ -141,12 +142,29 @@ final class Instance: RuntimeAPIDelegate, Sendable {
                                                       signal: report.signal, startError: report.startError))
         let server = state.withLock { s -> (any Channel)? in
             s.ended = true
+            s.report = report
             return s.server
         }
         fail(ex)
         server?.close(promise: nil)
         for fd in sandbox.listeners.values where server == nil { close(fd) }
         log.flush()
+    }
+
+    /// The sandbox's final report, once it has ended (waits at most `limit`).
+    func finalReport(within limit: Duration) async -> SandboxReport? {
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline {
+            if let r = state.withLock({ $0.report }) { return r }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        return nil
+    }
+
+    /// Peak memory so far in MB: from the live cgroup, or from the final report once it is gone.
+    func peakMemoryMB() -> Int {
+        if let r = state.withLock({ $0.report }) { return Int(r.maxMemoryMB.rounded(.up)) }
+        return Int((Double(sandbox.usage().peakMemoryBytes) / 1_048_576).rounded(.up))
     }
 
     // MARK: - the Runtime API side

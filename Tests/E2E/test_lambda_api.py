@@ -214,6 +214,10 @@ class LambdaAPITest(unittest.TestCase):
         self.assertEqual(r["FunctionError"], "Unhandled")
         err = payload_json(r)
         self.assertEqual(err["errorType"], "Runtime.OutOfMemory", err)
+        # Its REPORT still tells how much memory it had reached (from the final report).
+        import re
+        used = int(re.search(r"Max Memory Used: (\d+) MB", log_tail(r)).group(1))
+        self.assertGreaterEqual(used, 100, log_tail(r))
         self.assertEqual(payload_json(self.invoke("py-oom"))["count"], 1)
 
     def test_exit_is_reported_and_instance_replaced(self):
@@ -378,6 +382,8 @@ class LambdaAPITest(unittest.TestCase):
             "link-out": make_zip({"app.py": PY_APP}, links={"passwd": "../../../../etc/passwd"}),
             "link-absolute": make_zip({"app.py": PY_APP}, links={"passwd": "/etc/passwd"}),
             "link-dangling": make_zip({"app.py": PY_APP}, links={"nothing": "missing.txt"}),
+            # Each link stays inside on paper; together, "b" resolves to the package's parent.
+            "link-chain": make_zip({"app.py": PY_APP}, links={"a": ".", "b": "a/.."}),
             "bomb": bomb.getvalue(),
             "not-a-zip": b"this is not a zip file at all",
         }

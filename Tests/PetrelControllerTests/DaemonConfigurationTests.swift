@@ -1,0 +1,38 @@
+import Foundation
+@testable import petreld
+import Testing
+
+@Suite("petreld's configuration")
+struct DaemonConfigurationTests {
+    @Test("the shipped file holds the built-in defaults")
+    func shippedFileIsTheDefault() throws {
+        let file = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Config/petreld.toml").path
+        let c = try DaemonConfiguration.load(file: file, environment: [:])
+        let d = DaemonConfiguration()
+        #expect(c.listenHost == d.listenHost && c.listenPort == d.listenPort)
+        #expect(c.dataDirectory == d.dataDirectory && c.runDirectory == d.runDirectory)
+        #expect(c.region == d.region && c.accountID == d.accountID && c.policyPath == nil)
+        #expect(c.keepAliveSeconds == d.keepAliveSeconds && c.preparedSandboxes == d.preparedSandboxes)
+        #expect(c.initTimeoutSeconds == d.initTimeoutSeconds && c.drainTimeoutSeconds == d.drainTimeoutSeconds)
+        #expect(c.logLevel == d.logLevel)
+    }
+
+    @Test("the environment overrides the file; bad values are refused with the key's name")
+    func precedence() throws {
+        let path = NSTemporaryDirectory() + "petreld-\(UUID().uuidString).toml"
+        try "[api]\nlisten = \"127.0.0.1:9100\"\n[platform]\nregion = \"eu-west-1\"\n".write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let fromFile = try DaemonConfiguration.load(file: path, environment: [:])
+        #expect(fromFile.listenPort == 9100 && fromFile.region == "eu-west-1")
+        let env = try DaemonConfiguration.load(file: path, environment: ["PETREL_LISTEN": "127.0.0.1:9200", "PETREL_KEEP_ALIVE_SECONDS": "30"])
+        #expect(env.listenPort == 9200 && env.region == "eu-west-1" && env.keepAliveSeconds == 30)
+        #expect(throws: DaemonConfiguration.Invalid.self) { try DaemonConfiguration.load(file: nil, environment: ["PETREL_REGION": "nowhere"]) }
+        #expect(throws: DaemonConfiguration.Invalid.self) { try DaemonConfiguration.load(file: nil, environment: ["PETREL_LISTEN": "9000"]) }
+        try "[api]\nlisten = \"127.0.0.1:9100\"\nport = 3\n".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(throws: DaemonConfiguration.Invalid.self) { try DaemonConfiguration.load(file: path, environment: [:]) }
+        var c = DaemonConfiguration()
+        try c.setListen("0.0.0.0:9000", source: "--listen")
+        #expect(throws: DaemonConfiguration.Invalid.self) { try c.checkLoopback() }
+    }
+}
