@@ -54,7 +54,7 @@ public enum CodeArchive {
                 guard let t = String(data: target, encoding: .utf8), !t.isEmpty, !t.contains("\0") else { throw unreadable }
                 links.append((rel, t))
             case .file:
-                let parent = (rel as NSString).deletingLastPathComponent
+                let parent = parentPath(rel)
                 if !parent.isEmpty { try makeDirectories(root: root, rel: parent) }
                 let mode = UInt16(truncatingIfNeeded: entryMode(entry))
                 let fd = open(dest, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, (mode & 0o111) != 0 ? 0o755 : 0o644)
@@ -89,7 +89,7 @@ public enum CodeArchive {
         for link in links {
             try checkLinkTarget(link.target, from: link.path)
             let dest = root + "/" + link.path
-            let parent = (link.path as NSString).deletingLastPathComponent
+            let parent = parentPath(link.path)
             if !parent.isEmpty { try makeDirectories(root: root, rel: parent) }
             guard symlink(link.target, dest) == 0 else {
                 throw LambdaError(.invalidParameterValue, "The ZIP holds \(link.path) twice or under a file's name.")
@@ -103,6 +103,11 @@ public enum CodeArchive {
             }
         }
         return total
+    }
+
+    /// `a/b/c` → `a/b`, `c` → `` (Foundation's NSString version traps on one-character names).
+    static func parentPath(_ rel: String) -> String {
+        rel.split(separator: "/").dropLast().joined(separator: "/")
     }
 
     static func tooLarge(_ limit: Int) -> LambdaError {

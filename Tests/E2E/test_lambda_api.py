@@ -395,7 +395,9 @@ class LambdaAPITest(unittest.TestCase):
         staging = [n for n in os.listdir(os.path.join(self.daemon.run, "code")) if n.startswith(".staging")]
         self.assertEqual(staging, [])
         # A link that stays inside the package is fine.
-        ok = make_zip({"app.py": PY_APP, "lib/data.txt": "d"}, links={"data": "lib/data.txt"})
+        # (One-character names once crashed the daemon through Foundation's path code.)
+        ok = make_zip({"app.py": PY_APP, "lib/data.txt": "d", "x": "one-character name", "l/y": "y"},
+                      links={"data": "lib/data.txt", "z": "x"})
         self.create("zip-inside-link", ok)
         self.assertEqual(payload_json(self.invoke("zip-inside-link"))["version"], "v1")
         # Bad code on update changes nothing either.
