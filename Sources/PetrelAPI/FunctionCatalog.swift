@@ -156,6 +156,28 @@ public final class FunctionCatalog: Sendable {
         logger.info("function deleted", metadata: ["function.name": "\(current.name)"])
     }
 
+    /// PutFunctionConcurrency / DeleteFunctionConcurrency (nil).
+    func setReservedConcurrency(_ raw: String, _ value: Int?) async throws -> FunctionRecord {
+        let current = try resolve(raw)
+        try await dispatcher.checkReserved(current.name, value)
+        guard let updated = try functions.update(current.name, { $0.reservedConcurrency = value }) else { throw notFound(current.name) }
+        do {
+            try await dispatcher.setReserved(current.name, value)
+        } catch {
+            _ = try? functions.update(current.name, { $0.reservedConcurrency = current.reservedConcurrency })
+            throw error
+        }
+        logger.info("reserved concurrency set", metadata: ["function.name": "\(current.name)", "reserved": "\(value.map(String.init) ?? "none")"])
+        return updated
+    }
+
+    /// The reservations stored with the functions (loaded into the dispatcher at start).
+    public func reservations() throws -> [String: Int] {
+        var out: [String: Int] = [:]
+        for f in try functions.list(after: nil, limit: Int.max) { if let r = f.reservedConcurrency { out[f.name] = r } }
+        return out
+    }
+
     private func dropCodeIfUnused(_ hex: String) throws {
         if try !functions.codeInUse(hex: hex) { code.remove(hex: hex) }
     }

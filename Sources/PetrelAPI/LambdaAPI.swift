@@ -39,6 +39,9 @@ public struct LambdaAPI: Sendable {
         router.delete(RouterPath(fn + "/{name}")) { req, ctx in await handle(req, ctx, "DeleteFunction", self.deleteFunction) }
         router.post(RouterPath(fn + "/{name}/invocations")) { req, ctx in await handle(req, ctx, "Invoke", self.invoke) }
         router.get(RouterPath("/2016-08-19/account-settings")) { req, ctx in await handle(req, ctx, "GetAccountSettings", self.accountSettings) }
+        router.put(RouterPath("/2017-10-31/functions/{name}/concurrency")) { req, ctx in await handle(req, ctx, "PutFunctionConcurrency", self.putConcurrency) }
+        router.get(RouterPath("/2019-09-30/functions/{name}/concurrency")) { req, ctx in await handle(req, ctx, "GetFunctionConcurrency", self.getConcurrency) }
+        router.delete(RouterPath("/2017-10-31/functions/{name}/concurrency")) { req, ctx in await handle(req, ctx, "DeleteFunctionConcurrency", self.deleteConcurrency) }
         router.get(RouterPath("/petrel/code/{name}")) { req, ctx in await handle(req, ctx, "GetFunctionCode", self.downloadCode) }
     }
 
@@ -135,7 +138,8 @@ public struct LambdaAPI: Sendable {
         let f = try catalog.resolve(try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init))
         let host = req.head.authority ?? "127.0.0.1:9000"
         return APIResponse.json(GetFunctionShape(Configuration: configuration(f),
-                                                 Code: .init(Location: "http://\(host)/petrel/code/\(f.name)")))
+                                                 Code: .init(Location: "http://\(host)/petrel/code/\(f.name)"),
+                                                 Concurrency: f.reservedConcurrency.map { .init(ReservedConcurrentExecutions: $0) }))
     }
 
     func getConfiguration(_ req: Request, _ ctx: BasicRequestContext, _ id: String) async throws -> Response {
@@ -159,11 +163,33 @@ public struct LambdaAPI: Sendable {
     }
 
     func accountSettings(_ req: Request, _ ctx: BasicRequestContext, _ id: String) async throws -> Response {
-        APIResponse.json(AccountSettingsShape(
+        let s = await dispatcher.snapshot
+        return APIResponse.json(AccountSettingsShape(
             AccountLimit: .init(TotalCodeSize: 80_530_636_800, CodeSizeUnzipped: CodeArchive.maxUnzippedBytes,
-                                CodeSizeZipped: CodeArchive.maxZippedBytes, ConcurrentExecutions: 1000,
-                                UnreservedConcurrentExecutions: 1000),
+                                CodeSizeZipped: CodeArchive.maxZippedBytes, ConcurrentExecutions: s.accountLimit,
+                                UnreservedConcurrentExecutions: s.unreservedLimit),
             AccountUsage: .init(TotalCodeSize: try catalog.functions.totalCodeSize(), FunctionCount: try catalog.functions.count())))
+    }
+
+    struct ConcurrencyShape: Codable { var ReservedConcurrentExecutions: Int? }
+
+    func putConcurrency(_ req: Request, _ ctx: BasicRequestContext, _ id: String) async throws -> Response {
+        let input = try await Self.decode(ConcurrencyShape.self, req, operation: "PutFunctionConcurrency")
+        guard let value = input.ReservedConcurrentExecutions else {
+            throw LambdaError(.invalidParameterValue, "ReservedConcurrentExecutions is required.")
+        }
+        let f = try await catalog.setReservedConcurrency(try name(ctx), value)
+        return APIResponse.json(ConcurrencyShape(ReservedConcurrentExecutions: f.reservedConcurrency))
+    }
+
+    func getConcurrency(_ req: Request, _ ctx: BasicRequestContext, _ id: String) async throws -> Response {
+        let f = try catalog.resolve(try name(ctx))
+        return APIResponse.json(ConcurrencyShape(ReservedConcurrentExecutions: f.reservedConcurrency))
+    }
+
+    func deleteConcurrency(_ req: Request, _ ctx: BasicRequestContext, _ id: String) async throws -> Response {
+        _ = try await catalog.setReservedConcurrency(try name(ctx), nil)
+        return Response(status: .noContent)
     }
 
     func downloadCode(_ req: Request, _ ctx: BasicRequestContext, _ id: String) async throws -> Response {

@@ -104,8 +104,10 @@ struct FunctionConfigurationShape: Encodable {
 
 struct GetFunctionShape: Encodable {
     struct CodeLocation: Encodable { var RepositoryType = "S3"; var Location: String }
+    struct Reserved: Encodable { var ReservedConcurrentExecutions: Int }
     var Configuration: FunctionConfigurationShape
     var Code: CodeLocation
+    var Concurrency: Reserved?
 }
 
 struct ListFunctionsShape: Encodable {

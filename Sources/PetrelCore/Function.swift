@@ -18,6 +18,8 @@ public struct FunctionRecord: Sendable, Codable, Equatable {
     /// Changes with every update: instances of an older revision are not reused.
     public var revisionId: String
     public var architectures: [String]
+    /// PutFunctionConcurrency: instances reserved for this function (0 throttles it); nil = the shared pool.
+    public var reservedConcurrency: Int?
 
     public init(name: String, runtime: FunctionRuntime, handler: String?, role: String, description: String = "",
                 memoryMB: Int = FunctionLimits.defaultMemoryMB, timeoutSeconds: Int = FunctionLimits.defaultTimeoutSeconds,

@@ -8,14 +8,17 @@ import PetrelSandbox
 import PetrelStore
 
 /// Routes invocations to instances: an idle warm instance of the function's
-/// current revision when there is one, a new one otherwise. Instances of an
-/// older revision finish what they run and are then torn down.
+/// current revision when there is one, a new one otherwise. Admission comes
+/// first (account limit, reserved concurrency, the memory budget, evicting
+/// idle instances least recently used first). Instances of an older revision
+/// finish what they run and are then torn down.
 public actor Dispatcher {
     let launcher: InstanceLauncher
     let code: CodeStore
     let configuration: RuntimeConfiguration
     let group: any EventLoopGroup
     let logger: Logger
+    let metrics = RuntimeMetrics()
 
     private struct Idle {
         var instance: Instance
@@ -23,8 +26,13 @@ public actor Dispatcher {
     }
     private var idle: [String: [Idle]] = [:]
     private var live: [ObjectIdentifier: Instance] = [:]
+    /// Memory charged to the budget per live instance (removed once, at stop or end).
+    private var charged: [ObjectIdentifier: Int] = [:]
     /// The newest revision seen per function; nil once deleted.
     private var revisions: [String: String] = [:]
+    /// Why the next cold start of a function happens, when it is not simply "no idle instance".
+    private var nextColdReason: [String: ColdStartReason] = [:]
+    private var admission: Admission
     private var stopping = false
 
     /// New instances to watch (the runtime service owns the watching tasks).
@@ -37,23 +45,83 @@ public actor Dispatcher {
         self.configuration = configuration
         self.group = group
         self.logger = logger
+        admission = Admission(accountLimit: configuration.concurrencyLimit, memoryBudgetMB: configuration.memoryBudgetMB)
         (launches, launchesContinuation) = AsyncStream.makeStream(of: Instance.self)
     }
 
-    public var liveCount: Int { live.count }
-    public var idleCount: Int { idle.values.reduce(0) { $0 + $1.count } }
+    /// What the platform holds right now.
+    public struct Snapshot: Sendable, Equatable {
+        public var live: Int
+        public var idle: Int
+        public var busy: Int
+        public var memoryInUseMB: Int
+        public var memoryBudgetMB: Int
+        public var concurrentExecutions: Int
+        public var accountLimit: Int
+        public var unreservedLimit: Int
+    }
 
-    /// Invokes `function` synchronously.
+    public var snapshot: Snapshot {
+        let idleCount = idle.values.reduce(0) { $0 + $1.count }
+        return Snapshot(live: live.count, idle: idleCount, busy: admission.totalInFlight, memoryInUseMB: admission.memoryInUseMB,
+                        memoryBudgetMB: admission.memoryBudgetMB, concurrentExecutions: admission.totalInFlight,
+                        accountLimit: admission.accountLimit, unreservedLimit: admission.unreservedLimit)
+    }
+
+    // MARK: - reserved concurrency
+
+    /// Loads the reservations stored with the functions (at start).
+    public func loadReservations(_ all: [String: Int]) {
+        for (name, value) in all { try? admission.setReserved(name, value) }
+    }
+
+    /// Checks a reservation without keeping it (the caller stores it, then calls `setReserved`).
+    public func checkReserved(_ function: String, _ value: Int?) throws(LambdaError) {
+        var copy = admission
+        try copy.setReserved(function, value)
+    }
+
+    public func setReserved(_ function: String, _ value: Int?) throws(LambdaError) {
+        try admission.setReserved(function, value)
+    }
+
+    // MARK: - invoking
+
+    /// Invokes `function` synchronously; throttles at once (429) when it may not run now.
     public func invoke(_ function: FunctionRecord, _ request: InvocationRequest) async throws(LambdaError) -> InvocationResult {
         guard !stopping else { throw LambdaError(.service, "Petrel is shutting down; try again shortly.") }
         noteRevision(function)
+        let ticket: Admission.Ticket
+        switch admission.admit(function.name) {
+        case .success(let t): ticket = t
+        case .failure(let refusal):
+            metrics.throttled(function.name, reason: refusal.reason)
+            throw refusal.error
+        }
+        metrics.concurrency(admission.totalInFlight)
+        defer {
+            admission.release(ticket)
+            metrics.concurrency(admission.totalInFlight)
+        }
         var cold = false
         let instance: Instance
         if let warm = takeIdle(function) {
             instance = warm
         } else {
             cold = true
-            instance = try await start(function)
+            let reason = nextColdReason.removeValue(forKey: function.name) ?? .noIdleInstance
+            guard makeRoom(forMB: function.memoryMB) else {
+                metrics.throttled(function.name, reason: Admission.Refusal.capacity.reason)
+                throw Admission.Refusal.capacity.error
+            }
+            admission.charge(memoryMB: function.memoryMB)
+            do {
+                instance = try await start(function, charge: function.memoryMB)
+            } catch {
+                admission.uncharge(memoryMB: function.memoryMB)
+                throw error
+            }
+            metrics.coldStart(function.name, reason: reason)
         }
         if cold {
             do {
@@ -61,9 +129,11 @@ public actor Dispatcher {
             } catch {
                 let failure = error as? InstanceFailure ?? .startFailed("\(error)")
                 instance.log.platform("START RequestId: \(request.requestID) Version: $LATEST")
-                instance.stop()
+                retire(instance, because: .afterCrash)
                 _ = await instance.finalReport(within: .seconds(2))
-                return finish(instance, request, .failed(failure), cold: true, startedNanos: DispatchTime.now().uptimeNanoseconds)
+                let result = finish(instance, request, .failed(failure), cold: true, startedNanos: DispatchTime.now().uptimeNanoseconds)
+                metrics.invoked(function.name, result: result)
+                return result
             }
         }
         let started = DispatchTime.now().uptimeNanoseconds
@@ -72,16 +142,18 @@ public actor Dispatcher {
         let outcome = await instance.invoke(request, timeoutSeconds: function.timeoutSeconds)
         if case .failed = outcome {
             // The instance is done for: its last figures come from its final report.
-            instance.stop()
+            retire(instance, because: .afterCrash)
             _ = await instance.finalReport(within: .seconds(2))
         }
         let result = finish(instance, request, outcome, cold: cold, startedNanos: started)
+        metrics.invoked(function.name, result: result)
         if case .failed = outcome { return result }
         if instance.isUsable, !stopping, revisions[function.name] == function.revisionId {
             idle[function.name, default: []].append(Idle(instance: instance, since: .now))
         } else {
-            instance.stop()
+            retire(instance, because: .afterUpdate)
         }
+        metrics.instances(snapshot)
         return result
     }
 
@@ -89,7 +161,10 @@ public actor Dispatcher {
     /// changed, or it was deleted); busy ones go when they finish.
     public func retire(_ name: String, newRevision: String?) {
         revisions[name] = newRevision
-        for i in idle.removeValue(forKey: name) ?? [] { i.instance.stop() }
+        if newRevision == nil { try? admission.setReserved(name, nil) }
+        for i in idle.removeValue(forKey: name) ?? [] { retire(i.instance, because: .afterUpdate) }
+        if newRevision != nil { nextColdReason[name] = .afterUpdate }
+        metrics.instances(snapshot)
     }
 
     /// Stops instances idle for longer than the keep-alive; returns how many.
@@ -97,11 +172,14 @@ public actor Dispatcher {
     public func reapIdle(now: ContinuousClock.Instant = .now) -> Int {
         var n = 0
         for (name, list) in idle {
-            let (old, keep) = (list.filter { now - $0.since >= configuration.keepAlive }, list.filter { now - $0.since < configuration.keepAlive })
-            old.forEach { $0.instance.stop() }
-            n += old.count
+            let expired = list.filter { now - $0.since >= configuration.keepAlive }
+            guard !expired.isEmpty else { continue }
+            let keep = list.filter { now - $0.since < configuration.keepAlive }
             idle[name] = keep.isEmpty ? nil : keep
+            for e in expired { retire(e.instance, because: nil) }
+            n += expired.count
         }
+        if n > 0 { metrics.instances(snapshot) }
         return n
     }
 
@@ -109,25 +187,54 @@ public actor Dispatcher {
     func stopAll() {
         stopping = true
         idle = [:]
-        for i in live.values { i.stop() }
+        for i in live.values { retire(i, because: nil) }
         if live.isEmpty { launchesContinuation.finish() }
     }
 
     func ended(_ instance: Instance) {
-        live[ObjectIdentifier(instance)] = nil
+        let id = ObjectIdentifier(instance)
+        live[id] = nil
+        if let mb = charged.removeValue(forKey: id) { admission.uncharge(memoryMB: mb) }
         if var list = idle[instance.function.name] {
             list.removeAll { $0.instance === instance }
             idle[instance.function.name] = list.isEmpty ? nil : list
         }
+        metrics.instances(snapshot)
         if stopping && live.isEmpty { launchesContinuation.finish() }
     }
 
     // MARK: -
 
+    /// Stops an instance and gives its memory back to the budget at once (its
+    /// processes die within milliseconds; the teardown that follows holds no memory
+    /// worth counting). `because`: what the function's next cold start is owed to.
+    private func retire(_ instance: Instance, because reason: ColdStartReason?) {
+        instance.stop()
+        if let mb = charged.removeValue(forKey: ObjectIdentifier(instance)) { admission.uncharge(memoryMB: mb) }
+        if let reason { nextColdReason[instance.function.name] = reason }
+    }
+
+    /// Evicts idle instances, least recently used first, until `mb` fits the budget.
+    private func makeRoom(forMB mb: Int) -> Bool {
+        while !admission.fits(memoryMB: mb) {
+            let oldest = idle.flatMap { name, list in list.map { (name, $0) } }.min { $0.1.since < $1.1.since }
+            guard let (name, victim) = oldest else { return false }
+            var list = idle[name]!
+            list.removeAll { $0.instance === victim.instance }
+            idle[name] = list.isEmpty ? nil : list
+            retire(victim.instance, because: .evicted)
+            metrics.evicted(name)
+            logger.debug("evicted an idle instance", metadata: ["function.name": "\(name)", "instance.id": "\(victim.instance.id)"])
+        }
+        return true
+    }
+
     private func noteRevision(_ f: FunctionRecord) {
         if revisions[f.name] != f.revisionId {
+            let known = revisions[f.name] != nil
             revisions[f.name] = f.revisionId
-            for i in idle.removeValue(forKey: f.name) ?? [] { i.instance.stop() }
+            for i in idle.removeValue(forKey: f.name) ?? [] { retire(i.instance, because: .afterUpdate) }
+            if known { nextColdReason[f.name] = .afterUpdate }
         }
     }
 
@@ -135,12 +242,12 @@ public actor Dispatcher {
         while var list = idle[f.name], let last = list.popLast() {
             idle[f.name] = list.isEmpty ? nil : list
             if last.instance.function.revisionId == f.revisionId, last.instance.isUsable { return last.instance }
-            last.instance.stop()
+            retire(last.instance, because: .afterCrash)
         }
         return nil
     }
 
-    private func start(_ function: FunctionRecord) async throws(LambdaError) -> Instance {
+    private func start(_ function: FunctionRecord, charge: Int) async throws(LambdaError) -> Instance {
         let loop = group.next()
         let launcher = self.launcher
         let code = self.code
@@ -158,6 +265,7 @@ public actor Dispatcher {
         }
         let instance = try result.get()
         live[ObjectIdentifier(instance)] = instance
+        charged[ObjectIdentifier(instance)] = charge
         launchesContinuation.yield(instance)
         instance.log.beginTail(keep: false)
         instance.log.platform("INIT_START Runtime Version: \(function.runtime.rawValue)\tRuntime Version ARN: petrel:\(function.runtime.rawValue)")
@@ -172,17 +280,20 @@ public actor Dispatcher {
         let initMs = cold ? instance.initDurationMs : nil
         var payload: ByteBuffer
         var functionError: String?
+        var errorType: String?
         var status: String?
         switch outcome {
         case .response(let body):
             payload = body
-        case .functionError(let body, _):
+        case .functionError(let body, let type):
             payload = body
             functionError = "Unhandled"
+            errorType = type ?? "Unhandled"
         case .failed(let f):
             let doc = f.document(requestID: request.requestID)
             payload = ByteBuffer(string: doc.json)
             functionError = "Unhandled"
+            errorType = doc.type
             status = f.reportStatus
         }
         instance.log.platform("END RequestId: \(request.requestID)")
@@ -191,7 +302,15 @@ public actor Dispatcher {
         if let status { report += "\tStatus: \(status)" }
         instance.log.platform(report)
         let tail = instance.log.endTail()
-        return InvocationResult(payload: payload, functionError: functionError, logTail: tail, executedVersion: "$LATEST",
-                                coldStart: cold, durationMs: durationMs, initDurationMs: initMs)
+        return InvocationResult(payload: payload, functionError: functionError, errorType: errorType, logTail: tail,
+                                executedVersion: "$LATEST", coldStart: cold, durationMs: durationMs, initDurationMs: initMs)
     }
+}
+
+/// Why an invocation started a new instance.
+public enum ColdStartReason: String, Sendable {
+    case noIdleInstance = "no_idle_instance"
+    case evicted
+    case afterUpdate = "after_update"
+    case afterCrash = "after_crash"
 }

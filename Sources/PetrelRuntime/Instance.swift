@@ -172,9 +172,11 @@ final class Instance: RuntimeAPIDelegate, Sendable {
     func handle(_ request: RuntimeAPIRequest, respond: @escaping RuntimeResponder) {
         switch request {
         case .next:
+            var initJustDone = false
             let (waiter, deliver, old) = state.withLock { s -> (CheckedContinuation<Void, any Error>?, RuntimeAPIResponse?, RuntimeResponder?) in
                 var waiter: CheckedContinuation<Void, any Error>?
                 if !s.initDone {
+                    initJustDone = true
                     s.initDone = true
                     s.initDurationMs = Double(DispatchTime.now().uptimeNanoseconds - launchedNanos) / 1e6
                     waiter = s.initWaiter
@@ -191,6 +193,13 @@ final class Instance: RuntimeAPIDelegate, Sendable {
                 return (waiter, nil, old)
             }
             old?(.json(.conflict, #"{"errorMessage":"another next request replaced this one","errorType":"InvalidStateTransition"}"#))
+            if waiter != nil || initJustDone {
+                // Init ran with the host's CPUs; invocations get the memory-proportional share.
+                do { try sandbox.settle() } catch {
+                    logger.error("cannot apply the instance's CPU limit; stopping it", metadata: ["error": "\(error)"])
+                    fail(.startFailed("cannot apply the instance's CPU limit: \(error)"))
+                }
+            }
             waiter?.resume()
             if let deliver { respond(deliver) }
         case .response(let id, let body, let tooLarge):

@@ -34,6 +34,7 @@ struct InstanceLauncher: Sendable {
             workingDirectory: "/var/task",
             stdin: devnull, stdout: fds[1], stderr: fds[1])
         spec.listenPorts = [Self.runtimeAPIPort]
+        spec.boostCPUUntilSettled = true
         let sandbox: Sandbox
         do {
             sandbox = try engine.spawn(spec, policy: configuration.policy)

@@ -36,6 +36,8 @@ public struct InvocationResult: Sendable {
     public var payload: ByteBuffer
     /// `Unhandled` when the function failed (X-Amz-Function-Error).
     public var functionError: String?
+    /// The error's type when it failed (the runtime's, or the platform's: Sandbox.Timedout, Runtime.OutOfMemory …).
+    public var errorType: String?
     /// The invocation's log (START … REPORT), at most its last 4 KB.
     public var logTail: String
     public var executedVersion: String

@@ -1,3 +1,4 @@
+import Foundation
 import PetrelSandbox
 
 /// What the runtime layer needs to know about the platform.
@@ -10,13 +11,30 @@ public struct RuntimeConfiguration: Sendable {
     public var keepAlive: Duration
     /// How long a runtime may take to initialize (its first `next`).
     public var initTimeout: Duration
+    /// Concurrent executions allowed account-wide (reserved concurrency is carved out of it).
+    public var concurrencyLimit: Int
+    /// Memory the instances may take together (each counts its function's memory size).
+    public var memoryBudgetMB: Int
 
     public init(region: String = "us-east-1", accountID: String = "000000000000", policy: SandboxPolicy = .default,
-                keepAlive: Duration = .seconds(600), initTimeout: Duration = .seconds(10)) {
+                keepAlive: Duration = .seconds(600), initTimeout: Duration = .seconds(10), concurrencyLimit: Int = 1000,
+                memoryBudgetMB: Int = RuntimeConfiguration.defaultMemoryBudgetMB()) {
+        self.concurrencyLimit = concurrencyLimit
+        self.memoryBudgetMB = memoryBudgetMB
         self.region = region
         self.accountID = accountID
         self.policy = policy
         self.keepAlive = keepAlive
         self.initTimeout = initTimeout
+    }
+}
+
+extension RuntimeConfiguration {
+    /// Most of the machine: 80% of MemTotal.
+    public static func defaultMemoryBudgetMB() -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemTotal:") }),
+              let kb = Int(line.split(separator: " ").dropFirst().first ?? "") else { return 4096 }
+        return kb / 1024 * 8 / 10
     }
 }

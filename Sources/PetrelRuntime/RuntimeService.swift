@@ -66,6 +66,7 @@ public final class RuntimeService: Service, Sendable {
             if stopped.withLock({ $0 }) { break }
             await dispatcher.reapIdle()
             await blocking { _ = self.engine.replenishPools() }
+            dispatcher.metrics.prepared(engine.preparedCount)
         }
     }
 }

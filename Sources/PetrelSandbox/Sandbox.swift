@@ -22,9 +22,12 @@ public final class Sandbox: Sendable {
     private let phase = Mutex<Phase>(.running)
     private let timedOut = Mutex<Bool>(false)
 
-    init(prepared: PreparedSandbox, timeout: Duration?, started: UInt64, listeners: [UInt16: Int32] = [:]) {
+    private let pendingLimits: Mutex<CgroupLimits?>
+
+    init(prepared: PreparedSandbox, timeout: Duration?, started: UInt64, listeners: [UInt16: Int32] = [:], settled: CgroupLimits? = nil) {
         self.prepared = prepared
         self.listeners = listeners
+        pendingLimits = Mutex(settled)
         self.timeout = timeout
         self.started = started
     }
@@ -39,6 +42,18 @@ public final class Sandbox: Sendable {
         phase.withLock { p in
             switch p {
             case .running, .waiting: _ = petrel_pidfd_kill(prepared.pidfd, sig)
+            case .releasing, .ended: break
+            }
+        }
+    }
+
+    /// Ends a CPU boost (`SandboxSpec.boostCPUUntilSettled`): the memory-proportional
+    /// limits apply from now on. Idempotent.
+    public func settle() throws {
+        guard let limits = pendingLimits.withLock({ p -> CgroupLimits? in defer { p = nil }; return p }) else { return }
+        try phase.withLock { p in
+            switch p {
+            case .running, .waiting: try prepared.cgroup.apply(limits)
             case .releasing, .ended: break
             }
         }

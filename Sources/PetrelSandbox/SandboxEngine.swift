@@ -89,6 +89,7 @@ public final class SandboxEngine: Sendable {
         let box = try prepared.take(key) ?? prepare(key)
         let started = Sys.monotonicNanoseconds()
         var listeners: [UInt16: Int32] = [:]
+        var settled: CgroupLimits?
         do {
             for port in spec.listenPorts where listeners[port] == nil {
                 var err = [CChar](repeating: 0, count: 512)
@@ -96,7 +97,11 @@ public final class SandboxEngine: Sendable {
                 guard fd >= 0 else { throw SandboxError(.system, String(cBuffer: err), errno: errno) }
                 listeners[port] = fd
             }
-            try box.cgroup.apply(CgroupLimits(memoryMB: spec.memoryMB, policy: policy.resources, hostCPUs: hostCPUs))
+            let limits = CgroupLimits(memoryMB: spec.memoryMB, policy: policy.resources, hostCPUs: hostCPUs)
+            var initial = limits
+            if spec.boostCPUUntilSettled { initial.cpuQuotaMicros = hostCPUs * CgroupLimits.cpuPeriodMicros }
+            try box.cgroup.apply(initial)
+            settled = spec.boostCPUUntilSettled ? limits : nil
             var trees: [Int32] = []
             defer { trees.forEach(Sys.close) }
             var err = [CChar](repeating: 0, count: 512)
@@ -133,7 +138,7 @@ public final class SandboxEngine: Sendable {
             box.discard()
             throw error
         }
-        return Sandbox(prepared: box, timeout: spec.timeout, started: started, listeners: listeners)
+        return Sandbox(prepared: box, timeout: spec.timeout, started: started, listeners: listeners, settled: settled)
     }
 
     /// Builds a sandbox up to the point where it waits for its command.

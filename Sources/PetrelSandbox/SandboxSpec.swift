@@ -18,6 +18,10 @@ public struct SandboxSpec: Sendable {
     /// starts (the daemon serves them; the Runtime API is one). The listening
     /// fds are handed to the caller in `Sandbox.listeners`.
     public var listenPorts: [UInt16] = []
+    /// Start with all of the host's CPUs (the memory-proportional CPU quota applies
+    /// from `Sandbox.settle()` on): a function's init runs at full speed, as the
+    /// runtime's start dominates a cold start on small memory sizes.
+    public var boostCPUUntilSettled = false
     /// The command's standard streams (host fds; they are duplicated, not taken).
     public var stdin: Int32
     public var stdout: Int32

@@ -16,6 +16,9 @@ struct DaemonConfiguration: Sendable {
     var preparedSandboxes = 2
     var initTimeoutSeconds = 10
     var drainTimeoutSeconds = 30
+    var concurrencyLimit = 1000
+    /// nil: 80% of the machine's memory.
+    var memoryBudgetMB: Int?
     var logLevel = Logger.Level.info
 
     struct Invalid: Error, CustomStringConvertible {
@@ -56,6 +59,8 @@ struct DaemonConfiguration: Sendable {
         ("prepared_sandboxes", { c, v, src in c.preparedSandboxes = try int(v, src, 0...64) }),
         ("init_timeout_seconds", { c, v, src in c.initTimeoutSeconds = try int(v, src, 1...900) }),
         ("drain_timeout_seconds", { c, v, src in c.drainTimeoutSeconds = try int(v, src, 0...3_600) }),
+        ("concurrency_limit", { c, v, src in c.concurrencyLimit = try int(v, src, 1...100_000) }),
+        ("memory_budget_mb", { c, v, src in c.memoryBudgetMB = try int(v, src, 0...16_777_216); if c.memoryBudgetMB == 0 { c.memoryBudgetMB = nil } }),
         ("log_level", { c, v, src in
             guard let l = Logger.Level(rawValue: v) else { throw Invalid(description: "\(src): unknown log level \(v)") }
             c.logLevel = l
@@ -70,7 +75,8 @@ struct DaemonConfiguration: Sendable {
             "storage": ["data_dir": "data_dir", "run_dir": "run_dir"],
             "platform": ["region": "region", "account_id": "account_id", "policy": "policy"],
             "instances": ["keep_alive_seconds": "keep_alive_seconds", "prepared_sandboxes": "prepared_sandboxes",
-                          "init_timeout_seconds": "init_timeout_seconds", "drain_timeout_seconds": "drain_timeout_seconds"],
+                          "init_timeout_seconds": "init_timeout_seconds", "drain_timeout_seconds": "drain_timeout_seconds",
+                          "concurrency_limit": "concurrency_limit", "memory_budget_mb": "memory_budget_mb"],
             "logging": ["level": "log_level"],
         ]
         for (name, fields) in sections {

@@ -3,12 +3,14 @@ import Foundation
 import Glibc
 import Hummingbird
 import Logging
+import Metrics
 import NIOPosix
 import PetrelAPI
 import PetrelCore
 import PetrelRuntime
 import PetrelSandbox
 import PetrelStore
+import Prometheus
 import ServiceLifecycle
 
 struct ServeCommand: AsyncParsableCommand {
@@ -58,10 +60,18 @@ struct ServeCommand: AsyncParsableCommand {
             return h
         }
         let logger = Logger(label: "petreld")
-        try await Self.serve(c, logger: logger)
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = [
+            .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
+            .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
+            .seconds(1), .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60), .seconds(300), .seconds(900),
+        ]
+        MetricsSystem.bootstrap(factory)
+        try await Self.serve(c, logger: logger, metrics: registry)
     }
 
-    static func serve(_ c: DaemonConfiguration, logger: Logger) async throws {
+    static func serve(_ c: DaemonConfiguration, logger: Logger, metrics: PrometheusCollectorRegistry) async throws {
         let fm = FileManager.default
         try fm.createDirectory(atPath: c.dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         try fm.createDirectory(atPath: c.runDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o711])
@@ -79,16 +89,20 @@ struct ServeCommand: AsyncParsableCommand {
             preparedPoolSize: c.preparedSandboxes), logger: logger)
         let group = MultiThreadedEventLoopGroup.singleton
         let runtimeConfig = RuntimeConfiguration(region: c.region, accountID: c.accountID, policy: policy,
-                                                 keepAlive: .seconds(c.keepAliveSeconds), initTimeout: .seconds(c.initTimeoutSeconds))
+                                                 keepAlive: .seconds(c.keepAliveSeconds), initTimeout: .seconds(c.initTimeoutSeconds),
+                                                 concurrencyLimit: c.concurrencyLimit,
+                                                 memoryBudgetMB: c.memoryBudgetMB ?? RuntimeConfiguration.defaultMemoryBudgetMB())
         let runtime = RuntimeService(engine: engine, code: code, logs: LogStore(db), configuration: runtimeConfig,
                                      group: group, logger: logger)
         let catalog = FunctionCatalog(functions: FunctionStore(db), code: code, dispatcher: runtime.dispatcher,
                                       region: c.region, account: c.accountID, logger: logger)
+        await runtime.dispatcher.loadReservations(try catalog.reservations())
         let router = Router()
         router.add(middleware: UnknownRouteMiddleware())
         LambdaAPI(catalog: catalog, dispatcher: runtime.dispatcher, region: c.region, account: c.accountID, logger: logger)
             .register(on: router)
         LogsAPI(logs: LogStore(db), region: c.region, account: c.accountID).register(on: router)
+        MetricsAPI(registry: metrics).register(on: router)
         let app = Application(
             router: router,
             configuration: .init(address: .hostname(c.listenHost, port: c.listenPort), serverName: "petreld"),

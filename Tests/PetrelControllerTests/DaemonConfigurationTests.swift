@@ -16,6 +16,7 @@ struct DaemonConfigurationTests {
         #expect(c.keepAliveSeconds == d.keepAliveSeconds && c.preparedSandboxes == d.preparedSandboxes)
         #expect(c.initTimeoutSeconds == d.initTimeoutSeconds && c.drainTimeoutSeconds == d.drainTimeoutSeconds)
         #expect(c.logLevel == d.logLevel)
+        #expect(c.concurrencyLimit == d.concurrencyLimit && c.memoryBudgetMB == nil)
     }
 
     @Test("the environment overrides the file; bad values are refused with the key's name")
