@@ -46,4 +46,8 @@ extension HTTPField.Name {
     static let amzLogResult = HTTPField.Name("X-Amz-Log-Result")!
     static let amzExecutedVersion = HTTPField.Name("X-Amz-Executed-Version")!
     static let amzTarget = HTTPField.Name("X-Amz-Target")!
+    static let petrelInitDuration = HTTPField.Name("X-Petrel-Init-Duration")!
+    static let petrelSandboxMs = HTTPField.Name("X-Petrel-Sandbox-Ms")!
+    static let petrelRuntimeStartMs = HTTPField.Name("X-Petrel-Runtime-Start-Ms")!
+    static let petrelFunctionInitMs = HTTPField.Name("X-Petrel-Function-Init-Ms")!
 }

@@ -241,6 +241,13 @@ public struct LambdaAPI: Sendable {
         headers[.amzExecutedVersion] = result.executedVersion
         if let fe = result.functionError { headers[.amzFunctionError] = fe }
         if logType == "Tail" { headers[.amzLogResult] = Data(result.logTail.utf8).base64EncodedString() }
+        // Petrel's own: lets load tools count cold starts without asking for the log.
+        if let initMs = result.initDurationMs { headers[.petrelInitDuration] = String(format: "%.2f", initMs) }
+        if let p = result.phases {
+            headers[.petrelSandboxMs] = String(format: "%.2f", p.sandboxMs)
+            if let r = p.runtimeStartMs { headers[.petrelRuntimeStartMs] = String(format: "%.2f", r) }
+            if let f = p.functionInitMs { headers[.petrelFunctionInitMs] = String(format: "%.2f", f) }
+        }
         return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: result.payload))
     }
 }

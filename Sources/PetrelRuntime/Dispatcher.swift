@@ -303,7 +303,8 @@ public actor Dispatcher {
         instance.log.platform(report)
         let tail = instance.log.endTail()
         return InvocationResult(payload: payload, functionError: functionError, errorType: errorType, logTail: tail,
-                                executedVersion: "$LATEST", coldStart: cold, durationMs: durationMs, initDurationMs: initMs)
+                                executedVersion: "$LATEST", coldStart: cold, durationMs: durationMs, initDurationMs: initMs,
+                                phases: cold ? instance.coldStartPhases : nil)
     }
 }
 

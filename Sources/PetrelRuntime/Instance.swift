@@ -17,6 +17,9 @@ final class Instance: RuntimeAPIDelegate, Sendable {
     let loop: any EventLoop
     let logger: Logger
     let launchedNanos: UInt64
+    let launchedEpochMs: Double
+    /// How long making the sandbox took (taking a prepared one and starting the command).
+    let sandboxMs: Double
 
     private struct Pending {
         var request: InvocationRequest
@@ -36,10 +39,13 @@ final class Instance: RuntimeAPIDelegate, Sendable {
         var server: (any Channel)?
         var ended = false
         var report: SandboxReport?
+        var phases: ColdStartPhases?
     }
     private let state = Mutex(State())
 
-    init(id: String, function: FunctionRecord, sandbox: Sandbox, log: InstanceLog, loop: any EventLoop, logger: Logger) {
+    init(id: String, function: FunctionRecord, sandbox: Sandbox, log: InstanceLog, loop: any EventLoop, logger: Logger, sandboxMs: Double) {
+        self.sandboxMs = sandboxMs
+        launchedEpochMs = InstanceLog.nowMs()
         self.id = id
         self.function = function
         self.sandbox = sandbox
@@ -50,6 +56,7 @@ final class Instance: RuntimeAPIDelegate, Sendable {
     }
 
     var initDurationMs: Double? { state.withLock { $0.initDurationMs } }
+    var coldStartPhases: ColdStartPhases? { state.withLock { $0.phases } }
     var isUsable: Bool { state.withLock { $0.failure == nil && !$0.ended } }
 
     func attach(server: EventLoopFuture<any Channel>) {
@@ -171,7 +178,7 @@ final class Instance: RuntimeAPIDelegate, Sendable {
 
     func handle(_ request: RuntimeAPIRequest, respond: @escaping RuntimeResponder) {
         switch request {
-        case .next:
+        case .next(let initStartMs):
             var initJustDone = false
             let (waiter, deliver, old) = state.withLock { s -> (CheckedContinuation<Void, any Error>?, RuntimeAPIResponse?, RuntimeResponder?) in
                 var waiter: CheckedContinuation<Void, any Error>?
@@ -179,6 +186,12 @@ final class Instance: RuntimeAPIDelegate, Sendable {
                     initJustDone = true
                     s.initDone = true
                     s.initDurationMs = Double(DispatchTime.now().uptimeNanoseconds - launchedNanos) / 1e6
+                    if let initStartMs, initStartMs >= launchedEpochMs {
+                        s.phases = ColdStartPhases(sandboxMs: sandboxMs, runtimeStartMs: initStartMs - launchedEpochMs,
+                                                   functionInitMs: InstanceLog.nowMs() - initStartMs)
+                    } else {
+                        s.phases = ColdStartPhases(sandboxMs: sandboxMs, runtimeStartMs: nil, functionInitMs: nil)
+                    }
                     waiter = s.initWaiter
                     s.initWaiter = nil
                 }

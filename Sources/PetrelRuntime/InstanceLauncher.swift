@@ -36,6 +36,7 @@ struct InstanceLauncher: Sendable {
         spec.listenPorts = [Self.runtimeAPIPort]
         spec.boostCPUUntilSettled = true
         let sandbox: Sandbox
+        let t0 = DispatchTime.now().uptimeNanoseconds
         do {
             sandbox = try engine.spawn(spec, policy: configuration.policy)
         } catch {
@@ -46,7 +47,8 @@ struct InstanceLauncher: Sendable {
         var l = logger
         l[metadataKey: "function.name"] = "\(function.name)"
         l[metadataKey: "instance.id"] = "\(sandbox.id)"
-        let instance = Instance(id: sandbox.id, function: function, sandbox: sandbox, log: log, loop: loop, logger: l)
+        let instance = Instance(id: sandbox.id, function: function, sandbox: sandbox, log: log, loop: loop, logger: l,
+                                sandboxMs: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
         instance.attach(server: RuntimeAPIServer.start(listener: sandbox.listeners[Self.runtimeAPIPort]!, on: loop, delegate: instance))
         _ = log.start(on: loop)
         return instance

@@ -38,6 +38,7 @@ final class InstanceLog: Sendable {
     }
 
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+    static func nowMs() -> Double { Date().timeIntervalSince1970 * 1000 }
 
     /// Bytes from the pipe: split into lines (a line longer than 256 KiB is cut).
     func received(_ bytes: UnsafeRawBufferPointer) {

@@ -44,6 +44,18 @@ public struct InvocationResult: Sendable {
     public var coldStart: Bool
     public var durationMs: Double
     public var initDurationMs: Double?
+    /// On a cold start: how the time before the first invocation was spent.
+    public var phases: ColdStartPhases?
+}
+
+/// A cold start, split: making the sandbox, the runtime's own start (until it
+/// loads the handler), and the function's init (loading the handler until the
+/// runtime asks for work). The last two need the runtime's help (our
+/// bootstraps send `Petrel-Init-Start`); custom runtimes only report the total.
+public struct ColdStartPhases: Sendable, Equatable {
+    public var sandboxMs: Double
+    public var runtimeStartMs: Double?
+    public var functionInitMs: Double?
 }
 
 /// How an invocation ended inside an instance.

@@ -4,7 +4,8 @@ import NIOPosix
 
 /// What a Runtime API request asks for, once parsed.
 enum RuntimeAPIRequest {
-    case next
+    /// `initStartMs`: when the runtime began loading the handler (epoch ms; our bootstraps send it).
+    case next(initStartMs: Double?)
     case response(requestID: String, body: ByteBuffer, tooLarge: Bool)
     case error(requestID: String, body: ByteBuffer, errorType: String?)
     case initError(body: ByteBuffer, errorType: String?)
@@ -97,7 +98,7 @@ final class RuntimeAPIHandler: ChannelInboundHandler {
         let errorType = head.headers.first(name: "Lambda-Runtime-Function-Error-Type")
         let rest = Array(parts[2...])
         if head.method == .GET, rest == ["invocation", "next"] {
-            delegate.handle(.next, respond: respond)
+            delegate.handle(.next(initStartMs: head.headers.first(name: "Petrel-Init-Start").flatMap(Double.init)), respond: respond)
         } else if head.method == .POST, rest.count == 3, rest[0] == "invocation", rest[2] == "response" {
             delegate.handle(.response(requestID: rest[1], body: body, tooLarge: tooLarge), respond: respond)
         } else if head.method == .POST, rest.count == 3, rest[0] == "invocation", rest[2] == "error" {

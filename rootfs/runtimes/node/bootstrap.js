@@ -149,9 +149,12 @@ function invokeHandler(fn, event, context) {
 }
 
 async function main() {
+  const initStart = (performance.timeOrigin + performance.now()).toFixed(3);
   const fn = await loadHandler();
+  let first = { 'Petrel-Init-Start': initStart };
   for (;;) {
-    const next = await request('GET', BASE + '/invocation/next');
+    const next = await request('GET', BASE + '/invocation/next', undefined, first);
+    first = undefined;
     if (next.status !== 200) { await new Promise((r) => setTimeout(r, 10)); continue; }
     const requestId = next.headers['lambda-runtime-aws-request-id'];
     currentRequestId = requestId;

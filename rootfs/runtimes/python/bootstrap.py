@@ -148,11 +148,14 @@ def load_handler(api):
 
 def main():
     api = RuntimeAPI(API)
+    init_start = "%.3f" % (time.time() * 1000)
     fn = load_handler(api)
+    first = {"Petrel-Init-Start": init_start}
     while True:
         sys.stdout.flush()
         sys.stderr.flush()
-        status, headers, body = api.request("GET", BASE + "/invocation/next")
+        status, headers, body = api.request("GET", BASE + "/invocation/next", headers=first)
+        first = None
         if status != 200:
             time.sleep(0.01)
             continue

@@ -1,0 +1,226 @@
+"""Scripts/bench invoke: Petrel's invoke path on this machine, in one run,
+beside the references (the same Python handler as a bare process and inside
+bwrap --unshare-all). Prints a table; --json for machines."""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "Tests", "E2E"))
+from harness import ROLE, Daemon, make_zip  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PY_NOOP = "def handler(event, context):\n    return None\n"
+NODE_NOOP = "exports.handler = async () => null;\n"
+HANDLER_LOOP = """import sys, time
+t0 = time.time()
+sys.path.insert(0, sys.argv[1])
+import app
+app.handler({}, None)
+"""
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else float("nan")
+
+
+def timed_run(argv, n):
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def cold_starts(d, n):
+    """n fresh Python no-op functions, first invoke each: client-seen latency and the daemon's split."""
+    lam = d.client()
+    z = make_zip({"app.py": PY_NOOP})
+    rows = []
+    for i in range(n):
+        name = "bench-cold-%d-%d" % (os.getpid(), i)
+        lam.create_function(FunctionName=name, Runtime="python3.11", Role=ROLE, Handler="app.handler", Code={"ZipFile": z})
+        t = time.perf_counter()
+        r = lam.invoke(FunctionName=name, Payload=b"{}")
+        total = (time.perf_counter() - t) * 1000
+        r["Payload"].read()
+        h = r["ResponseMetadata"]["HTTPHeaders"]
+        rows.append({"total": total, "sandbox": float(h.get("x-petrel-sandbox-ms", "nan")),
+                     "runtime": float(h.get("x-petrel-runtime-start-ms", "nan")),
+                     "init": float(h.get("x-petrel-function-init-ms", "nan")),
+                     "init_duration": float(h.get("x-petrel-init-duration", "nan"))})
+        lam.delete_function(FunctionName=name)
+        time.sleep(0.05)  # let the prepared pool refill, as between real cold starts
+    return rows
+
+
+def load(d, petrel, function, concurrency, seconds):
+    r = subprocess.run([petrel, "load", "--function", function, "--concurrency", str(concurrency), "--duration", str(seconds),
+                        "--json", "--endpoint", d.endpoint], capture_output=True, text=True, check=True)
+    return json.loads(r.stdout)
+
+
+def pids_in_uid_range():
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open("/proc/%s/status" % pid) as f:
+                    st = f.read()
+                uid = int(st.split("Uid:")[1].split()[0])
+                if 200000 <= uid <= 1199999:
+                    out.append(int(pid))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def uss_kib(pid):
+    """Private (unshared) memory of a process."""
+    total = 0
+    with open("/proc/%d/smaps_rollup" % pid) as f:
+        for line in f:
+            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                total += int(line.split()[1])
+    return total
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def idle_memory(d, k):
+    """k idle warm instances: the platform's own memory per instance (the sandbox's init,
+    and the daemon's growth), beside the runtime's own RSS."""
+    lam = d.client()
+    lam.create_function(FunctionName="bench-idle", Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                        Code={"ZipFile": make_zip({"app.py": "import time\ndef handler(e, c):\n    time.sleep(0.5)\n"})})
+    daemon_before = rss_kib(d.proc.pid)
+    before = set(pids_in_uid_range())
+    import threading
+    threads = [threading.Thread(target=lambda: lam.invoke(FunctionName="bench-idle", Payload=b"{}")) for _ in range(k)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    time.sleep(0.5)
+    daemon_after = rss_kib(d.proc.pid)
+    procs = [p for p in pids_in_uid_range() if p not in before]
+    # In each sandbox: our init (PID 1 inside) and the runtime (python).
+    inits, runtimes = [], []
+    for p in procs:
+        try:
+            with open("/proc/%d/cmdline" % p, "rb") as f:
+                cmd = f.read()
+            (runtimes if b"python" in cmd else inits).append(p)
+        except OSError:
+            pass
+    init_uss = [uss_kib(p) for p in inits]
+    runtime_rss = [rss_kib(p) for p in runtimes]
+    # The init runs as root (its own sandbox uid only for the command), so look for it as the runtime's parent too.
+    if not init_uss:
+        parents = set()
+        for p in runtimes:
+            with open("/proc/%d/status" % p) as f:
+                parents.add(int(f.read().split("PPid:")[1].split()[0]))
+        init_uss = [uss_kib(p) for p in parents]
+    return {"instances": len(runtimes), "init_uss_kib": median(init_uss),
+            "daemon_growth_kib_per_instance": (daemon_after - daemon_before) / max(1, len(runtimes)),
+            "runtime_rss_kib": median(runtime_rss)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cold", type=int, default=20)
+    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--idle", type=int, default=10)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    petreld = os.path.join(REPO, ".build", "release", "petreld")
+    petrel = os.path.join(REPO, ".build", "release", "petrel")
+    os.environ["PETRELD"] = petreld
+    root = tempfile.mkdtemp(prefix="petrel-bench-", dir="/var/tmp")
+    d = Daemon(root=root, extra_env={"PETREL_LOG_LEVEL": "warning"})
+    import harness
+    harness.PETRELD = petreld
+    d.start()
+    results = {}
+    try:
+        lam = d.client()
+        rows = cold_starts(d, a.cold)
+        results["cold"] = {k: median([r[k] for r in rows]) for k in rows[0]}
+        for name, rt, files, handler in [("py", "python3.11", {"app.py": PY_NOOP}, "app.handler"),
+                                         ("node", "nodejs20.x", {"index.js": NODE_NOOP}, "index.handler")]:
+            lam.create_function(FunctionName="bench-" + name, Runtime=rt, Role=ROLE, Handler=handler,
+                                Code={"ZipFile": make_zip(files)})
+            load(d, petrel, "bench-" + name, 8, 1)  # warm eight instances
+            results[name + "_c1"] = load(d, petrel, "bench-" + name, 1, a.seconds)
+            results[name + "_c8"] = load(d, petrel, "bench-" + name, 8, a.seconds)
+        results["idle"] = idle_memory(d, a.idle)
+    finally:
+        d.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    # The references: the same handler, started and called once, as a bare process and in bwrap.
+    work = tempfile.mkdtemp(prefix="petrel-bench-ref-", dir="/var/tmp")
+    try:
+        with open(os.path.join(work, "app.py"), "w") as f:
+            f.write(PY_NOOP)
+        with open(os.path.join(work, "handler_loop.py"), "w") as f:
+            f.write(HANDLER_LOOP)
+        bare = timed_run(["/usr/bin/python3", os.path.join(work, "handler_loop.py"), work], a.cold)
+        bwrap = timed_run(["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib",
+                           "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev",
+                           "--tmpfs", "/tmp", "--ro-bind", work, work, "/usr/bin/python3", os.path.join(work, "handler_loop.py"), work], a.cold)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results["ref"] = {"bare_python_ms": median(bare), "bwrap_python_ms": median(bwrap)}
+    if a.json:
+        print(json.dumps(results, indent=2, sort_keys=True))
+        return
+    c = results["cold"]
+    r = results["ref"]
+    rows = [
+        ("cold start, Python no-op (median of %d, client-seen)" % a.cold, "%.1f ms" % c["total"],
+         "bare python3 %.1f ms; bwrap --unshare-all %.1f ms" % (r["bare_python_ms"], r["bwrap_python_ms"]), "<= 25 ms"),
+        ("  sandbox (take a prepared one, start)", "%.2f ms" % c["sandbox"], "", ""),
+        ("  runtime start (interpreter + bootstrap)", "%.1f ms" % c["runtime"], "", ""),
+        ("  init (import the handler)", "%.1f ms" % c["init"], "", ""),
+        ("  Init Duration (REPORT)", "%.1f ms" % c["init_duration"], "", ""),
+    ]
+    for name, label in (("py", "Python"), ("node", "Node")):
+        c1, c8 = results[name + "_c1"], results[name + "_c8"]
+        rows.append(("warm invoke %s, concurrency 1: p50 / p99" % label,
+                     "%.3f / %.3f ms" % (c1["latencyMs"]["p50"], c1["latencyMs"]["p99"]), "", "<= 0.5 / <= 2 ms"))
+        rows.append(("throughput %s, concurrency 8" % label, "%.0f /s" % c8["throughputPerSecond"],
+                     "p50 %.2f ms, p99 %.2f ms" % (c8["latencyMs"]["p50"], c8["latencyMs"]["p99"]), ">= 5000 /s"))
+    i = results["idle"]
+    rows.append(("platform memory per idle instance (%d instances)" % i["instances"],
+                 "%.0f KiB" % (i["init_uss_kib"] + max(0, i["daemon_growth_kib_per_instance"])),
+                 "init USS %.0f KiB + daemon %.0f KiB; runtime's own RSS %.0f KiB" % (
+                     i["init_uss_kib"], i["daemon_growth_kib_per_instance"], i["runtime_rss_kib"]), "<= 1024 KiB"))
+    w = [max(len(x[k]) for x in rows) for k in range(4)]
+    head = ("measure", "petrel", "beside it (same run)", "target")
+    w = [max(w[k], len(head[k])) for k in range(4)]
+    print("  ".join(head[k].ljust(w[k]) for k in range(4)))
+    print("  ".join("-" * w[k] for k in range(4)))
+    for x in rows:
+        print("  ".join(x[k].ljust(w[k]) for k in range(4)))
+
+
+if __name__ == "__main__":
+    main()
