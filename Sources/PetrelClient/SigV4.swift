@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Glibc
 
 /// AWS Signature Version 4, header form, as the AWS SDKs sign requests.
 public struct SigV4Signer: Sendable {
@@ -22,7 +23,7 @@ public struct SigV4Signer: Sendable {
     /// as botocore does for Lambda.
     public func sign(method: String, url: URL, headers: [String: String], body: [UInt8], date: Date = Date(),
                      contentHashHeader: Bool = false) -> [String: String] {
-        let amzDate = Self.format(date, "yyyyMMdd'T'HHmmss'Z'")
+        let amzDate = Self.amzDate(date)
         let day = String(amzDate.prefix(8))
         let payloadHash = Self.hex(SHA256.hash(data: body))
         var all = headers
@@ -59,7 +60,23 @@ public struct SigV4Signer: Sendable {
     }
 
     static func hex<S: Sequence>(_ bytes: S) -> String where S.Element == UInt8 {
-        bytes.map { String(format: "%02x", $0) }.joined()
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(64)
+        for b in bytes {
+            out.append(digits[Int(b >> 4)])
+            out.append(digits[Int(b & 0x0f)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// `yyyyMMdd'T'HHmmss'Z'` in UTC (DateFormatter is slow to make, and this runs per request).
+    static func amzDate(_ date: Date) -> String {
+        var t = time_t(date.timeIntervalSince1970.rounded(.down))
+        var tm = tm()
+        gmtime_r(&t, &tm)
+        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        return "\(tm.tm_year + 1900)\(two(tm.tm_mon + 1))\(two(tm.tm_mday))T\(two(tm.tm_hour))\(two(tm.tm_min))\(two(tm.tm_sec))Z"
     }
 
     /// RFC 3986 unreserved characters stay; everything else is percent-encoded.
@@ -77,13 +94,6 @@ public struct SigV4Signer: Sendable {
         return out
     }
 
-    static func format(_ date: Date, _ pattern: String) -> String {
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "UTC")
-        f.dateFormat = pattern
-        return f.string(from: date)
-    }
 }
 
 /// Credentials the way the AWS tools find them: the environment, then the

@@ -90,7 +90,10 @@ final class CgroupV1Cgroup: SandboxCgroup {
         try? Sys.write(mem + "/memory.swappiness", "0")
         let cpu = dirs["cpu"]!
         try Sys.write(cpu + "/cpu.cfs_period_us", "\(CgroupLimits.cpuPeriodMicros)")
+        // Lower the burst first: the kernel refuses a burst above the quota.
+        if Sys.exists(cpu + "/cpu.cfs_burst_us") { try Sys.write(cpu + "/cpu.cfs_burst_us", "0") }
         try Sys.write(cpu + "/cpu.cfs_quota_us", "\(limits.cpuQuotaMicros)")
+        if Sys.exists(cpu + "/cpu.cfs_burst_us") { try Sys.write(cpu + "/cpu.cfs_burst_us", "\(limits.cpuBurstMicros)") }
         try Sys.write(cpu + "/cpu.shares", "\(limits.cpuShares)")
         try Sys.write(dirs["pids"]! + "/pids.max", "\(limits.pidsMax)")
     }

@@ -67,7 +67,9 @@ final class CgroupV2Cgroup: SandboxCgroup {
         try Sys.write(dir + "/memory.max", "\(limits.memoryBytes)")
         try Sys.write(dir + "/memory.swap.max", "0")
         try Sys.write(dir + "/memory.oom.group", "1")
+        if Sys.exists(dir + "/cpu.max.burst") { try Sys.write(dir + "/cpu.max.burst", "0") }
         try Sys.write(dir + "/cpu.max", "\(limits.cpuQuotaMicros) \(CgroupLimits.cpuPeriodMicros)")
+        if Sys.exists(dir + "/cpu.max.burst") { try Sys.write(dir + "/cpu.max.burst", "\(limits.cpuBurstMicros)") }
         try Sys.write(dir + "/cpu.weight", "\(limits.cpuWeight)")
         try Sys.write(dir + "/pids.max", "\(limits.pidsMax)")
     }

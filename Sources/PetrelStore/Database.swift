@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import PetrelCore
+import Synchronization
 
 /// The metadata store: one SQLite database in WAL mode (`<data>/petrel.sqlite`).
 public final class PetrelDatabase: Sendable {
@@ -48,10 +49,17 @@ public final class PetrelDatabase: Sendable {
     }
 }
 
-/// Functions, kept as their JSON record.
+/// Functions, kept as their JSON record. Reads of one function are served from
+/// memory (every invoke reads its function); every write goes through here and
+/// updates that copy, and one daemon owns a data directory (it holds its lock).
 public struct FunctionStore: Sendable {
     let db: PetrelDatabase
+    private let cache = FunctionCache()
     public init(_ db: PetrelDatabase) { self.db = db }
+
+    final class FunctionCache: Sendable {
+        let records = Mutex<[String: FunctionRecord]>([:])
+    }
 
     static let encoder: JSONEncoder = {
         let e = JSONEncoder()
@@ -66,9 +74,12 @@ public struct FunctionStore: Sendable {
     }()
 
     public func get(_ name: String) throws -> FunctionRecord? {
-        try db.pool.read { db in
+        if let f = cache.records.withLock({ $0[name] }) { return f }
+        let f = try db.pool.read { db in
             try String.fetchOne(db, sql: "SELECT record FROM functions WHERE name = ?", arguments: [name])
         }.map { try Self.decoder.decode(FunctionRecord.self, from: Data($0.utf8)) }
+        if let f { cache.records.withLock { $0[name] = f } }
+        return f
     }
 
     /// Inserts a new function; false when the name is taken.
@@ -77,7 +88,9 @@ public struct FunctionStore: Sendable {
         return try db.pool.write { db in
             try db.execute(sql: "INSERT OR IGNORE INTO functions (name, record, code_hex) VALUES (?, ?, ?)",
                            arguments: [f.name, json, f.codeDigestHex])
-            return db.changesCount == 1
+            let inserted = db.changesCount == 1
+            if inserted { cache.records.withLock { $0[f.name] = f } }
+            return inserted
         }
     }
 
@@ -91,6 +104,7 @@ public struct FunctionStore: Sendable {
             let json = String(decoding: try Self.encoder.encode(f), as: UTF8.self)
             try db.execute(sql: "UPDATE functions SET record = ?, code_hex = ? WHERE name = ?",
                            arguments: [json, f.codeDigestHex, name])
+            cache.records.withLock { $0[name] = f }
             return f
         }
     }
@@ -99,6 +113,7 @@ public struct FunctionStore: Sendable {
         try db.pool.write { db in
             guard let text = try String.fetchOne(db, sql: "SELECT record FROM functions WHERE name = ?", arguments: [name]) else { return nil }
             try db.execute(sql: "DELETE FROM functions WHERE name = ?", arguments: [name])
+            cache.records.withLock { $0[name] = nil }
             return try Self.decoder.decode(FunctionRecord.self, from: Data(text.utf8))
         }
     }

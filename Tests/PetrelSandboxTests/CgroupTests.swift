@@ -40,18 +40,20 @@ struct CgroupTests {
             return nil
         }
         let cpus = min(512.0 / 1769.0, Double(ProcessInfo.processInfo.activeProcessorCount))
-        let quota = Int(cpus * 100_000)
+        let quota = Int(cpus * 20_000)
         if read("memory.max") != nil {
             #expect(read("memory.max") == "\(512 << 20)")
             #expect(read("memory.swap.max") == "0")
             #expect(read("memory.oom.group") == "1")
-            #expect(read("cpu.max") == "\(quota) 100000")
+            #expect(read("cpu.max") == "\(quota) 20000")
+            if let burst = read("cpu.max.burst") { #expect(burst == "\(quota)") }
             #expect(read("cpu.weight") == "\(512 * 100 / 1769)")
         } else {
             #expect(read("memory.limit_in_bytes") == "\(512 << 20)")
             if let memsw = read("memory.memsw.limit_in_bytes") { #expect(memsw == "\(512 << 20)") }
             #expect(read("cpu.cfs_quota_us") == "\(quota)")
-            #expect(read("cpu.cfs_period_us") == "100000")
+            #expect(read("cpu.cfs_period_us") == "20000")
+            if let burst = read("cpu.cfs_burst_us") { #expect(burst == "\(quota)") }
             #expect(read("cpu.shares") == "\(512 * 1024 / 1769)")
             #expect(read("freezer.state") != nil)
         }
