@@ -110,7 +110,7 @@ public final class FunctionCatalog: Sendable {
             if oldHex != stored.hex { try dropCodeIfUnused(oldHex) }
             return f
         }
-        await dispatcher.retire(updated.name, newRevision: updated.revisionId)
+        await dispatcher.retire(updated.name, newRevision: updated.revisionId, record: updated)
         logger.info("function code updated", metadata: ["function.name": "\(updated.name)"])
         return updated
     }
@@ -141,7 +141,7 @@ public final class FunctionCatalog: Sendable {
             f.lastModified = Date()
             f.revisionId = UUID().uuidString.lowercased()
         }) else { throw notFound(current.name) }
-        await dispatcher.retire(updated.name, newRevision: updated.revisionId)
+        await dispatcher.retire(updated.name, newRevision: updated.revisionId, record: updated)
         logger.info("function configuration updated", metadata: ["function.name": "\(updated.name)"])
         return updated
     }
@@ -169,6 +169,30 @@ public final class FunctionCatalog: Sendable {
         }
         logger.info("reserved concurrency set", metadata: ["function.name": "\(current.name)", "reserved": "\(value.map(String.init) ?? "none")"])
         return updated
+    }
+
+    /// PutProvisionedConcurrencyConfig / DeleteProvisionedConcurrencyConfig (nil).
+    func setProvisionedConcurrency(_ raw: String, qualifier: String?, _ value: Int?) async throws -> FunctionRecord {
+        guard let qualifier else { throw LambdaError(.invalidParameterValue, "Qualifier is required.") }
+        guard qualifier == "$LATEST" else {
+            throw LambdaError(.resourceNotFound, "Function not found: \(FunctionARN(region: region, account: account, name: (try? FunctionReference(parsing: raw).name) ?? raw, qualifier: qualifier)) (Petrel has no published versions or aliases yet; use $LATEST)")
+        }
+        let current = try resolve(raw)
+        if let value, value < 1 {
+            throw LambdaError.constraint("\(value)", at: "provisionedConcurrentExecutions", "Member must have value greater than or equal to 1")
+        }
+        if let value, let reserved = current.reservedConcurrency, value > reserved {
+            throw LambdaError(.invalidParameterValue, "Requested Provisioned Concurrency should not be greater than the reservedConcurrentExecution for function")
+        }
+        guard let updated = try functions.update(current.name, { $0.provisionedConcurrency = value }) else { throw notFound(current.name) }
+        await dispatcher.setProvisioned(updated, value)
+        logger.info("provisioned concurrency set", metadata: ["function.name": "\(current.name)", "provisioned": "\(value.map(String.init) ?? "none")"])
+        return updated
+    }
+
+    /// The provisioned sets stored with the functions (loaded into the dispatcher at start).
+    public func provisionedSets() throws -> [FunctionRecord] {
+        try functions.list(after: nil, limit: Int.max).filter { ($0.provisionedConcurrency ?? 0) > 0 }
     }
 
     /// The reservations stored with the functions (loaded into the dispatcher at start).

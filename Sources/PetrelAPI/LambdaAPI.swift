@@ -42,6 +42,10 @@ public struct LambdaAPI: Sendable {
         router.put(RouterPath("/2017-10-31/functions/{name}/concurrency")) { req, ctx in await handle(req, ctx, "PutFunctionConcurrency", self.putConcurrency) }
         router.get(RouterPath("/2019-09-30/functions/{name}/concurrency")) { req, ctx in await handle(req, ctx, "GetFunctionConcurrency", self.getConcurrency) }
         router.delete(RouterPath("/2017-10-31/functions/{name}/concurrency")) { req, ctx in await handle(req, ctx, "DeleteFunctionConcurrency", self.deleteConcurrency) }
+        let pc = "/2019-09-30/functions/{name}/provisioned-concurrency"
+        router.put(RouterPath(pc)) { req, ctx in await handle(req, ctx, "PutProvisionedConcurrencyConfig", self.putProvisioned) }
+        router.get(RouterPath(pc)) { req, ctx in await handle(req, ctx, "GetProvisionedConcurrencyConfig", self.getProvisioned) }
+        router.delete(RouterPath(pc)) { req, ctx in await handle(req, ctx, "DeleteProvisionedConcurrencyConfig", self.deleteProvisioned) }
         router.get(RouterPath("/petrel/code/{name}")) { req, ctx in await handle(req, ctx, "GetFunctionCode", self.downloadCode) }
     }
 
@@ -189,6 +193,53 @@ public struct LambdaAPI: Sendable {
 
     func deleteConcurrency(_ req: Request, _ ctx: BasicRequestContext, _ id: String) async throws -> Response {
         _ = try await catalog.setReservedConcurrency(try name(ctx), nil)
+        return Response(status: .noContent)
+    }
+
+    struct ProvisionedInput: Codable { var ProvisionedConcurrentExecutions: Int? }
+
+    struct ProvisionedShape: Encodable {
+        var RequestedProvisionedConcurrentExecutions: Int
+        var AvailableProvisionedConcurrentExecutions: Int
+        var AllocatedProvisionedConcurrentExecutions: Int
+        var Status: String
+        var StatusReason: String?
+        var LastModified: String
+    }
+
+    func provisionedShape(_ name: String) async throws -> ProvisionedShape {
+        guard let s = await dispatcher.provisionedStatus(name) else {
+            throw LambdaError(LambdaError.Code("ProvisionedConcurrencyConfigNotFoundException", status: 404),
+                              "No Provisioned Concurrency Config found for this function")
+        }
+        return ProvisionedShape(RequestedProvisionedConcurrentExecutions: s.requested, AvailableProvisionedConcurrentExecutions: s.available,
+                                AllocatedProvisionedConcurrentExecutions: s.allocated, Status: s.status, StatusReason: s.reason,
+                                LastModified: FunctionRecord.lambdaTimestamp(s.lastModified))
+    }
+
+    func putProvisioned(_ req: Request, _ ctx: BasicRequestContext, _ id: String) async throws -> Response {
+        let input = try await Self.decode(ProvisionedInput.self, req, operation: "PutProvisionedConcurrencyConfig")
+        guard let n = input.ProvisionedConcurrentExecutions else {
+            throw LambdaError(.invalidParameterValue, "ProvisionedConcurrentExecutions is required.")
+        }
+        let f = try await catalog.setProvisionedConcurrency(try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init), n)
+        return APIResponse.json(try await provisionedShape(f.name), status: .accepted)
+    }
+
+    func getProvisioned(_ req: Request, _ ctx: BasicRequestContext, _ id: String) async throws -> Response {
+        let q = req.uri.queryParameters["Qualifier"].map(String.init)
+        guard q == "$LATEST" else {
+            throw LambdaError(LambdaError.Code("ProvisionedConcurrencyConfigNotFoundException", status: 404),
+                              "No Provisioned Concurrency Config found for this function (Petrel configures $LATEST only)")
+        }
+        let f = try catalog.resolve(try name(ctx))
+        return APIResponse.json(try await provisionedShape(f.name))
+    }
+
+    func deleteProvisioned(_ req: Request, _ ctx: BasicRequestContext, _ id: String) async throws -> Response {
+        let f = try catalog.resolve(try name(ctx))
+        _ = try await provisionedShape(f.name) // 404 when there is none
+        _ = try await catalog.setProvisionedConcurrency(f.name, qualifier: req.uri.queryParameters["Qualifier"].map(String.init), nil)
         return Response(status: .noContent)
     }
 

@@ -20,6 +20,8 @@ public struct FunctionRecord: Sendable, Codable, Equatable {
     public var architectures: [String]
     /// PutFunctionConcurrency: instances reserved for this function (0 throttles it); nil = the shared pool.
     public var reservedConcurrency: Int?
+    /// PutProvisionedConcurrencyConfig (on `$LATEST`: Petrel has no versions yet).
+    public var provisionedConcurrency: Int?
 
     public init(name: String, runtime: FunctionRuntime, handler: String?, role: String, description: String = "",
                 memoryMB: Int = FunctionLimits.defaultMemoryMB, timeoutSeconds: Int = FunctionLimits.defaultTimeoutSeconds,

@@ -35,6 +35,19 @@ public actor Dispatcher {
     private var admission: Admission
     private var stopping = false
 
+    /// Provisioned concurrency: instances initialized ahead and kept (never evicted
+    /// nor reaped), per function, for its current record.
+    private struct Provisioned {
+        var function: FunctionRecord
+        var requested: Int
+        var starting = 0
+        var lastModified = Date()
+        var failure: String?
+    }
+    private var provisioned: [String: Provisioned] = [:]
+    /// Instances that belong to a function's provisioned set.
+    private var provisionedIDs: Set<ObjectIdentifier> = []
+
     /// New instances to watch (the runtime service owns the watching tasks).
     nonisolated let launches: AsyncStream<Instance>
     private nonisolated let launchesContinuation: AsyncStream<Instance>.Continuation
@@ -152,16 +165,20 @@ public actor Dispatcher {
             idle[function.name, default: []].append(Idle(instance: instance, since: .now))
         } else {
             retire(instance, because: .afterUpdate)
+            metrics.instances(snapshot)
         }
-        metrics.instances(snapshot)
         return result
     }
 
     /// Tears down the idle instances of a function (its code or configuration
     /// changed, or it was deleted); busy ones go when they finish.
-    public func retire(_ name: String, newRevision: String?) {
+    public func retire(_ name: String, newRevision: String?, record: FunctionRecord? = nil) {
         revisions[name] = newRevision
-        if newRevision == nil { try? admission.setReserved(name, nil) }
+        if newRevision == nil {
+            try? admission.setReserved(name, nil)
+            provisioned[name] = nil
+        }
+        if let record, provisioned[name] != nil { provisioned[name]?.function = record }
         for i in idle.removeValue(forKey: name) ?? [] { retire(i.instance, because: .afterUpdate) }
         if newRevision != nil { nextColdReason[name] = .afterUpdate }
         metrics.instances(snapshot)
@@ -172,9 +189,9 @@ public actor Dispatcher {
     public func reapIdle(now: ContinuousClock.Instant = .now) -> Int {
         var n = 0
         for (name, list) in idle {
-            let expired = list.filter { now - $0.since >= configuration.keepAlive }
+            let expired = list.filter { now - $0.since >= configuration.keepAlive && !isProvisioned($0.instance) }
             guard !expired.isEmpty else { continue }
-            let keep = list.filter { now - $0.since < configuration.keepAlive }
+            let keep = list.filter { i in !expired.contains { $0.instance === i.instance } }
             idle[name] = keep.isEmpty ? nil : keep
             for e in expired { retire(e.instance, because: nil) }
             n += expired.count
@@ -182,6 +199,9 @@ public actor Dispatcher {
         if n > 0 { metrics.instances(snapshot) }
         return n
     }
+
+    /// Publishes the instance gauges (the maintenance loop calls this; the hot path does not).
+    public func publishGauges() { metrics.instances(snapshot) }
 
     /// Stops everything; new invocations are refused from now on.
     func stopAll() {
@@ -194,6 +214,7 @@ public actor Dispatcher {
     func ended(_ instance: Instance) {
         let id = ObjectIdentifier(instance)
         live[id] = nil
+        provisionedIDs.remove(id)
         if let mb = charged.removeValue(forKey: id) { admission.uncharge(memoryMB: mb) }
         if var list = idle[instance.function.name] {
             list.removeAll { $0.instance === instance }
@@ -204,6 +225,111 @@ public actor Dispatcher {
     }
 
     // MARK: -
+
+    private func isProvisioned(_ i: Instance) -> Bool { provisionedIDs.contains(ObjectIdentifier(i)) }
+
+    // MARK: - provisioned concurrency
+
+    public struct ProvisionedStatus: Sendable {
+        public var requested: Int
+        public var allocated: Int
+        public var available: Int
+        public var status: String
+        public var reason: String?
+        public var lastModified: Date
+    }
+
+    /// Sets (nil: removes) a function's provisioned concurrency; instances are made by `maintainProvisioned()`.
+    public func setProvisioned(_ function: FunctionRecord, _ count: Int?) {
+        noteRevision(function)
+        if let count, count > 0 {
+            var p = provisioned[function.name] ?? Provisioned(function: function, requested: count)
+            p.function = function
+            p.requested = count
+            p.lastModified = Date()
+            p.failure = nil
+            provisioned[function.name] = p
+        } else {
+            provisioned[function.name] = nil
+        }
+        trimProvisioned(function.name)
+    }
+
+    public func provisionedStatus(_ name: String) -> ProvisionedStatus? {
+        guard let p = provisioned[name] else { return nil }
+        let mine = live.values.filter { $0.function.name == name && isProvisioned($0) && $0.function.revisionId == p.function.revisionId }
+        let allocated = mine.count
+        let available = idle[name]?.filter { isProvisioned($0.instance) }.count ?? 0
+        let status = p.failure != nil ? "FAILED" : (allocated >= p.requested ? "READY" : "IN_PROGRESS")
+        return ProvisionedStatus(requested: p.requested, allocated: min(allocated, p.requested), available: min(available, p.requested),
+                                 status: status, reason: p.failure, lastModified: p.lastModified)
+    }
+
+    /// Starts what is missing of every provisioned set (one round; the maintenance loop repeats it).
+    public func maintainProvisioned() async {
+        for (name, p) in provisioned where p.failure == nil && !stopping {
+            let have = live.values.filter { $0.function.name == name && isProvisioned($0) && $0.function.revisionId == p.function.revisionId }.count
+            let missing = p.requested - have - p.starting
+            guard missing > 0 else { continue }
+            provisioned[name]?.starting += missing
+            await withTaskGroup(of: Void.self) { group in
+                for _ in 0..<missing { group.addTask { await self.startProvisioned(p.function) } }
+            }
+        }
+    }
+
+    private func startProvisioned(_ function: FunctionRecord) async {
+        defer { provisioned[function.name]?.starting -= 1 }
+        guard makeRoom(forMB: function.memoryMB) else {
+            provisioned[function.name]?.failure = "The host's memory budget for instances cannot hold the provisioned instances."
+            return
+        }
+        admission.charge(memoryMB: function.memoryMB)
+        let instance: Instance
+        do {
+            instance = try await start(function, charge: function.memoryMB)
+        } catch {
+            admission.uncharge(memoryMB: function.memoryMB)
+            provisioned[function.name]?.failure = "An instance could not start: \(error)"
+            return
+        }
+        provisionedIDs.insert(ObjectIdentifier(instance))
+        metrics.coldStart(function.name, reason: .provisioned)
+        do {
+            try await instance.waitInitialized(timeout: configuration.initTimeout)
+        } catch {
+            retire(instance, because: nil)
+            provisioned[function.name]?.failure = "The function's init failed: \(error)"
+            return
+        }
+        instance.log.endTailDiscarding()
+        // Still wanted (the same revision, the set not shrunk meanwhile)?
+        guard let p = provisioned[function.name], p.function.revisionId == function.revisionId, !stopping else {
+            retire(instance, because: nil)
+            return
+        }
+        idle[function.name, default: []].append(Idle(instance: instance, since: .now))
+        trimProvisioned(function.name)
+        metrics.instances(snapshot)
+    }
+
+    /// Retires provisioned idle instances beyond the requested count (or of an old revision).
+    private func trimProvisioned(_ name: String) {
+        let want = provisioned[name]
+        var list = idle[name] ?? []
+        var kept = 0
+        list.removeAll { i in
+            guard isProvisioned(i.instance) else { return false }
+            if let want, i.instance.function.revisionId == want.function.revisionId, kept < want.requested {
+                kept += 1
+                return false
+            }
+            provisionedIDs.remove(ObjectIdentifier(i.instance))
+            retire(i.instance, because: nil)
+            return true
+        }
+        idle[name] = list.isEmpty ? nil : list
+    }
 
     /// Stops an instance and gives its memory back to the budget at once (its
     /// processes die within milliseconds; the teardown that follows holds no memory
@@ -217,7 +343,8 @@ public actor Dispatcher {
     /// Evicts idle instances, least recently used first, until `mb` fits the budget.
     private func makeRoom(forMB mb: Int) -> Bool {
         while !admission.fits(memoryMB: mb) {
-            let oldest = idle.flatMap { name, list in list.map { (name, $0) } }.min { $0.1.since < $1.1.since }
+            let oldest = idle.flatMap { name, list in list.filter { !isProvisioned($0.instance) }.map { (name, $0) } }
+                .min { $0.1.since < $1.1.since }
             guard let (name, victim) = oldest else { return false }
             var list = idle[name]!
             list.removeAll { $0.instance === victim.instance }
@@ -233,7 +360,12 @@ public actor Dispatcher {
         if revisions[f.name] != f.revisionId {
             let known = revisions[f.name] != nil
             revisions[f.name] = f.revisionId
-            for i in idle.removeValue(forKey: f.name) ?? [] { retire(i.instance, because: .afterUpdate) }
+            // Only instances of another revision go (provisioned ones may be current already).
+            let list = idle[f.name] ?? []
+            let (stale, current) = (list.filter { $0.instance.function.revisionId != f.revisionId },
+                                    list.filter { $0.instance.function.revisionId == f.revisionId })
+            idle[f.name] = current.isEmpty ? nil : current
+            for i in stale { retire(i.instance, because: .afterUpdate) }
             if known { nextColdReason[f.name] = .afterUpdate }
         }
     }
@@ -314,4 +446,6 @@ public enum ColdStartReason: String, Sendable {
     case evicted
     case afterUpdate = "after_update"
     case afterCrash = "after_crash"
+    /// Made ahead for provisioned concurrency (no invocation waited for it).
+    case provisioned
 }

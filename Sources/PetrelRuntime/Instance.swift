@@ -100,26 +100,52 @@ final class Instance: RuntimeAPIDelegate, Sendable {
     /// Runs one invocation; the instance is killed when it times out.
     func invoke(_ request: InvocationRequest, timeoutSeconds: Int) async -> InvocationOutcome {
         let deadlineMs = InstanceLog.now() + Int64(timeoutSeconds) * 1000
+        let deadline = NIODeadline.now() + .seconds(Int64(timeoutSeconds))
+        let rid = request.requestID
+        let onTimeout: @Sendable () -> Void = { [self] in
+            let mine = state.withLock { $0.current?.request.requestID == rid }
+            if mine { fail(.timedOut(seconds: Double(timeoutSeconds))) }
+        }
         return await withCheckedContinuation { (cont: CheckedContinuation<InvocationOutcome, Never>) in
-            let failed: InstanceFailure? = state.withLock { s in
-                if let f = s.failure { return f }
+            enum Next { case failed(InstanceFailure), deliver(RuntimeResponder), wait }
+            let next: Next = state.withLock { s in
+                if let f = s.failure { return .failed(f) }
                 precondition(s.current == nil, "an instance runs one invocation at a time")
                 var p = Pending(request: request, deadlineMs: deadlineMs, delivered: false, continuation: cont)
-                let rid = request.requestID
-                p.timer = loop.scheduleTask(in: .seconds(Int64(timeoutSeconds))) { [self] in
-                    let mine = state.withLock { $0.current?.request.requestID == rid }
-                    if mine { fail(.timedOut(seconds: Double(timeoutSeconds))) }
-                }
-                if let next = s.parkedNext {
+                if let parked = s.parkedNext {
                     s.parkedNext = nil
                     p.delivered = true
-                    next(Self.nextResponse(p.request, deadlineMs: deadlineMs))
+                    s.current = p
+                    return .deliver(parked)
                 }
                 s.current = p
-                return nil
+                return .wait
             }
-            if let failed { cont.resume(returning: .failed(failed)) }
+            switch next {
+            case .failed(let f):
+                cont.resume(returning: .failed(f))
+            case .deliver(let respond):
+                // One hop to the instance's loop: arm the timer there and answer the parked `next`
+                // (its write is then a local task, not a second cross-thread wake-up).
+                let response = Self.nextResponse(request, deadlineMs: deadlineMs)
+                loop.execute { [self] in
+                    arm(loop.scheduleTask(deadline: deadline, onTimeout), for: rid)
+                    respond(response)
+                }
+            case .wait:
+                arm(loop.scheduleTask(deadline: deadline, onTimeout), for: rid)
+            }
         }
+    }
+
+    /// Keeps the timer with its invocation (or cancels it when that already ended).
+    private func arm(_ timer: Scheduled<Void>, for rid: String) {
+        let keep = state.withLock { s -> Bool in
+            guard s.current?.request.requestID == rid else { return false }
+            s.current!.timer = timer
+            return true
+        }
+        if !keep { timer.cancel() }
     }
 
     /// Ends the instance (idempotent): every waiter gets `failure`.

@@ -92,6 +92,9 @@ final class InstanceLog: Sendable {
         }
     }
 
+    /// Ends a tail nobody will read (an instance initialized ahead), writing its lines.
+    func endTailDiscarding() { _ = endTail() }
+
     /// Writes out what is pending (partial line included).
     func flush() {
         state.withLock { s in

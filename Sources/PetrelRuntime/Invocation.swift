@@ -23,11 +23,18 @@ public struct InvocationRequest: Sendable {
 
     /// X-Ray's trace header format.
     public static func newTraceID() -> String {
+        // Three draws, not forty: each draw is a getrandom(2) call.
+        var g = SystemRandomNumberGenerator()
         let epoch = String(Int(Date().timeIntervalSince1970), radix: 16)
-        let rand = (0..<24).map { _ in String(Int.random(in: 0..<16), radix: 16) }.joined()
-        let parent = (0..<16).map { _ in String(Int.random(in: 0..<16), radix: 16) }.joined()
+        let rand = hex(g.next(), 16) + hex(g.next() >> 32, 8)
+        let parent = hex(g.next(), 16)
         return "Root=1-\(epoch)-\(rand);Parent=\(parent);Sampled=0"
     }
+}
+
+func hex(_ v: UInt64, _ digits: Int) -> String {
+    let s = String(v, radix: 16)
+    return s.count >= digits ? String(s.suffix(digits)) : String(repeating: "0", count: digits - s.count) + s
 }
 
 /// What an invocation produced.

@@ -1,8 +1,10 @@
 import Logging
 import PetrelStore
+import Synchronization
 
 /// Hands log batches to the store off the event loops: instances enqueue, one
-/// writer (part of the runtime's Service) writes them in order.
+/// writer (part of the runtime's Service) writes whatever has queued up in one
+/// transaction, in order.
 public final class LogSink: Sendable {
     struct Batch: Sendable {
         var group: String
@@ -11,29 +13,45 @@ public final class LogSink: Sendable {
     }
     let store: LogStore
     let logger: Logger
-    private let stream: AsyncStream<Batch>
-    private let continuation: AsyncStream<Batch>.Continuation
+    private let queue = Mutex<[Batch]>([])
+    /// Rung when the queue goes from empty to not empty.
+    private let doorbell: AsyncStream<Void>
+    private let ring: AsyncStream<Void>.Continuation
 
     public init(store: LogStore, logger: Logger) {
         self.store = store
         self.logger = logger
-        (stream, continuation) = AsyncStream.makeStream(of: Batch.self)
+        (doorbell, ring) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
     func write(group: String, stream: String, lines: [(timestamp: Int64, message: String)]) {
-        continuation.yield(Batch(group: group, stream: stream, lines: lines))
+        let wasEmpty = queue.withLock { q in
+            q.append(Batch(group: group, stream: stream, lines: lines))
+            return q.count == 1
+        }
+        if wasEmpty { ring.yield() }
     }
 
-    /// Writes batches until `finish()`; what was queued before is still written.
+    /// Writes until `finish()`; what was queued before is still written.
     func run() async {
-        for await b in stream {
+        for await _ in doorbell { drain() }
+        drain()
+    }
+
+    private func drain() {
+        while true {
+            let batches = queue.withLock { q -> [Batch] in
+                defer { q.removeAll(keepingCapacity: true) }
+                return q
+            }
+            guard !batches.isEmpty else { return }
             do {
-                try store.append(group: b.group, stream: b.stream, lines: b.lines)
+                try store.append(batches.map { (group: $0.group, stream: $0.stream, lines: $0.lines) })
             } catch {
-                logger.error("cannot store log lines", metadata: ["log.group": "\(b.group)", "error": "\(error)"])
+                logger.error("cannot store log lines", metadata: ["error": "\(error)"])
             }
         }
     }
 
-    func finish() { continuation.finish() }
+    func finish() { ring.finish() }
 }

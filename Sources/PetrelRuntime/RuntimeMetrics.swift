@@ -1,21 +1,38 @@
 import CoreMetrics
 import Metrics
 
+import Synchronization
+
 /// The runtime's metrics through swift-metrics (the daemon bootstraps a
-/// Prometheus backend; elsewhere they go nowhere).
-struct RuntimeMetrics: Sendable {
-    func invoked(_ function: String, result: InvocationResult) {
+/// Prometheus backend; elsewhere they go nowhere). The per-invocation handles
+/// are made once per function: looking them up costs locks on every call.
+final class RuntimeMetrics: Sendable {
+    private struct Handles: @unchecked Sendable {
+        var invocations: Counter
+        var duration: Metrics.Timer
+        var initDuration: Metrics.Timer
+    }
+    private let handles = Mutex<[String: Handles]>([:])
+
+    private func handles(_ function: String) -> Handles {
+        if let h = handles.withLock({ $0[function] }) { return h }
         let dims = [("function", function)]
-        Counter(label: "petrel_invocations_total", dimensions: dims).increment()
+        let h = Handles(
+            invocations: Counter(label: "petrel_invocations_total", dimensions: dims),
+            duration: Metrics.Timer(label: "petrel_invocation_duration_seconds", dimensions: dims, preferredDisplayUnit: .seconds),
+            initDuration: Metrics.Timer(label: "petrel_init_duration_seconds", dimensions: dims, preferredDisplayUnit: .seconds))
+        handles.withLock { $0[function] = h }
+        return h
+    }
+
+    func invoked(_ function: String, result: InvocationResult) {
+        let h = handles(function)
+        h.invocations.increment()
         if let type = result.errorType {
-            Counter(label: "petrel_errors_total", dimensions: dims + [("type", type)]).increment()
+            Counter(label: "petrel_errors_total", dimensions: [("function", function), ("type", type)]).increment()
         }
-        Metrics.Timer(label: "petrel_invocation_duration_seconds", dimensions: dims, preferredDisplayUnit: .seconds)
-            .recordNanoseconds(Int64(result.durationMs * 1e6))
-        if let initMs = result.initDurationMs {
-            Metrics.Timer(label: "petrel_init_duration_seconds", dimensions: dims, preferredDisplayUnit: .seconds)
-                .recordNanoseconds(Int64(initMs * 1e6))
-        }
+        h.duration.recordNanoseconds(Int64(result.durationMs * 1e6))
+        if let initMs = result.initDurationMs { h.initDuration.recordNanoseconds(Int64(initMs * 1e6)) }
     }
 
     func throttled(_ function: String, reason: String) {
@@ -30,8 +47,10 @@ struct RuntimeMetrics: Sendable {
         Counter(label: "petrel_evictions_total", dimensions: [("function", function)]).increment()
     }
 
+    private let concurrencyGauge = Gauge(label: "petrel_concurrent_executions")
+
     func concurrency(_ n: Int) {
-        Gauge(label: "petrel_concurrent_executions").record(n)
+        concurrencyGauge.record(n)
     }
 
     func instances(_ s: Dispatcher.Snapshot) {

@@ -65,6 +65,8 @@ public final class RuntimeService: Service, Sendable {
             try? await Task.sleep(for: .milliseconds(100))
             if stopped.withLock({ $0 }) { break }
             await dispatcher.reapIdle()
+            await dispatcher.publishGauges()
+            await dispatcher.maintainProvisioned()
             await blocking { _ = self.engine.replenishPools() }
             dispatcher.metrics.prepared(engine.preparedCount)
         }

@@ -22,15 +22,22 @@ public struct LogStore: Sendable {
     }
 
     public func append(group: String, stream: String, lines: [(timestamp: Int64, message: String)]) throws {
-        guard !lines.isEmpty else { return }
+        try append([(group: group, stream: stream, lines: lines)])
+    }
+
+    /// Several batches in one transaction, in order.
+    public func append(_ batches: [(group: String, stream: String, lines: [(timestamp: Int64, message: String)])]) throws {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         try db.pool.write { db in
-            try db.execute(sql: """
+            let streamStmt = try db.cachedStatement(sql: """
                 INSERT INTO log_streams (log_group, log_stream, created, last_event) VALUES (?, ?, ?, ?)
                 ON CONFLICT (log_group, log_stream) DO UPDATE SET last_event = excluded.last_event
-                """, arguments: [group, stream, lines[0].timestamp, lines[lines.count - 1].timestamp])
+                """)
             let stmt = try db.cachedStatement(sql: "INSERT INTO log_events (log_group, log_stream, timestamp, ingested, message) VALUES (?, ?, ?, ?, ?)")
-            for l in lines { try stmt.execute(arguments: [group, stream, l.timestamp, now, l.message]) }
+            for b in batches where !b.lines.isEmpty {
+                try streamStmt.execute(arguments: [b.group, b.stream, b.lines[0].timestamp, b.lines[b.lines.count - 1].timestamp])
+                for l in b.lines { try stmt.execute(arguments: [b.group, b.stream, l.timestamp, now, l.message]) }
+            }
         }
     }
 

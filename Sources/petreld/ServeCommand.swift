@@ -97,6 +97,7 @@ struct ServeCommand: AsyncParsableCommand {
         let catalog = FunctionCatalog(functions: FunctionStore(db), code: code, dispatcher: runtime.dispatcher,
                                       region: c.region, account: c.accountID, logger: logger)
         await runtime.dispatcher.loadReservations(try catalog.reservations())
+        for f in try catalog.provisionedSets() { await runtime.dispatcher.setProvisioned(f, f.provisionedConcurrency) }
         let router = Router()
         router.add(middleware: UnknownRouteMiddleware())
         LambdaAPI(catalog: catalog, dispatcher: runtime.dispatcher, region: c.region, account: c.accountID, logger: logger)

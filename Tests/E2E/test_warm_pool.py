@@ -113,6 +113,9 @@ class WarmReuseTest(PoolCase):
         # The same instance: its globals and its /tmp survived.
         self.assertEqual((first["count"], second["count"]), (1, 2))
         self.assertEqual(second["born"], first["born"])
+        deadline = time.time() + 2  # the instance gauges are published every 100 ms
+        while time.time() < deadline and (metric(self.daemon, "petrel_instances", state="idle") or 0) < 1:
+            time.sleep(0.05)
         self.assertGreaterEqual(metric(self.daemon, "petrel_instances", state="idle"), 1)
         # Idle past the keep-alive: torn down with nothing left behind, while the daemon runs on.
         deadline = time.time() + 15
@@ -194,6 +197,55 @@ class EvictionTest(PoolCase):
         self.assertIsInstance(results[2], ClientError)
         self.assertEqual(results[2].response["Error"]["Code"], "TooManyRequestsException")
         self.assertGreaterEqual(metric(self.daemon, "petrel_throttles_total", reason="ConcurrentInvocationLimitExceeded"), 2)
+
+
+class ProvisionedTest(PoolCase):
+    env = {"PETREL_MEMORY_BUDGET_MB": "400", "PETREL_KEEP_ALIVE_SECONDS": "600"}
+
+    def wait_ready(self, name, want):
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            c = self.lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier="$LATEST")
+            if c["Status"] == "READY" and c["AllocatedProvisionedConcurrentExecutions"] == want:
+                return c
+            self.assertNotEqual(c["Status"], "FAILED", c)
+            time.sleep(0.1)
+        self.fail("provisioned concurrency never became READY: %s" % c)
+
+    def test_provisioned_instances_are_made_ahead_and_survive_eviction(self):
+        self.create("prov")
+        r = self.lam.put_provisioned_concurrency_config(FunctionName="prov", Qualifier="$LATEST", ProvisionedConcurrentExecutions=2)
+        self.assertEqual(r["ResponseMetadata"]["HTTPStatusCode"], 202)
+        self.assertEqual(r["RequestedProvisionedConcurrentExecutions"], 2)
+        c = self.wait_ready("prov", 2)
+        self.assertEqual(c["AvailableProvisionedConcurrentExecutions"], 2)
+        # Both invocations find an initialized instance: no cold start.
+        out = self.parallel([lambda: self.invoke("prov", {"sleep": 0.5}) for _ in range(2)])
+        for o in out:
+            self.assertNotIsInstance(o, Exception, o)
+            self.assertNotIn("Init Duration", o[1])
+        self.assertEqual(len({o[0]["born"] for o in out}), 2)
+        # Memory pressure: 400 MB budget, 256 MB provisioned. ev-x fits; ev-y needs room and may
+        # only take it from ev-x, never from the provisioned instances.
+        self.create("prov-x")
+        self.create("prov-y")
+        self.invoke("prov-x")
+        self.invoke("prov-y")
+        out = self.parallel([lambda: self.invoke("prov-x", {"sleep": 1.0}), lambda: (time.sleep(0.3), self.invoke("prov-y"))[1]])
+        self.assertNotIsInstance(out[0], Exception, out[0])
+        self.assertIsInstance(out[1], ClientError, "no room: the provisioned instances may not be evicted")
+        self.assertEqual(out[1].response["Error"]["Code"], "TooManyRequestsException")
+        c = self.wait_ready("prov", 2)
+        _, tail, _ = self.invoke("prov")
+        self.assertNotIn("Init Duration", tail)
+        # Only $LATEST can be configured (Petrel has no versions yet); removal.
+        with self.assertRaises(ClientError) as cm:
+            self.lam.put_provisioned_concurrency_config(FunctionName="prov", Qualifier="1", ProvisionedConcurrentExecutions=1)
+        self.assertEqual(cm.exception.response["Error"]["Code"], "ResourceNotFoundException")
+        self.lam.delete_provisioned_concurrency_config(FunctionName="prov", Qualifier="$LATEST")
+        with self.assertRaises(ClientError) as cm:
+            self.lam.get_provisioned_concurrency_config(FunctionName="prov", Qualifier="$LATEST")
+        self.assertEqual(cm.exception.response["Error"]["Code"], "ProvisionedConcurrencyConfigNotFoundException")
 
 
 class ConcurrencyLimitTest(PoolCase):
