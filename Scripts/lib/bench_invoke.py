@@ -164,10 +164,12 @@ def main():
         lam = d.client()
         rows = cold_starts(d, a.cold)
         results["cold"] = {k: median([r[k] for r in rows]) for k in rows[0]}
-        for name, rt, files, handler in [("py", "python3.11", {"app.py": PY_NOOP}, "app.handler"),
-                                         ("node", "nodejs20.x", {"index.js": NODE_NOOP}, "index.handler")]:
+        for name, rt, files, handler, mem in [("py", "python3.11", {"app.py": PY_NOOP}, "app.handler", 128),
+                                              ("node", "nodejs20.x", {"index.js": NODE_NOOP}, "index.handler", 128),
+                                              ("py1cpu", "python3.11", {"app.py": PY_NOOP}, "app.handler", 1769),
+                                              ("node1cpu", "nodejs20.x", {"index.js": NODE_NOOP}, "index.handler", 1769)]:
             lam.create_function(FunctionName="bench-" + name, Runtime=rt, Role=ROLE, Handler=handler,
-                                Code={"ZipFile": make_zip(files)})
+                                Code={"ZipFile": make_zip(files)}, MemorySize=mem)
             load(d, petrel, "bench-" + name, 8, 1)  # warm eight instances
             results[name + "_c1"] = load(d, petrel, "bench-" + name, 1, a.seconds)
             results[name + "_c8"] = load(d, petrel, "bench-" + name, 8, a.seconds)
@@ -195,14 +197,14 @@ def main():
     c = results["cold"]
     r = results["ref"]
     rows = [
-        ("cold start, Python no-op (median of %d, client-seen)" % a.cold, "%.1f ms" % c["total"],
+        ("cold start, Python no-op 128 MB (median of %d, client-seen)" % a.cold, "%.1f ms" % c["total"],
          "bare python3 %.1f ms; bwrap --unshare-all %.1f ms" % (r["bare_python_ms"], r["bwrap_python_ms"]), "<= 25 ms"),
         ("  sandbox (take a prepared one, start)", "%.2f ms" % c["sandbox"], "", ""),
         ("  runtime start (interpreter + bootstrap)", "%.1f ms" % c["runtime"], "", ""),
         ("  init (import the handler)", "%.1f ms" % c["init"], "", ""),
         ("  Init Duration (REPORT)", "%.1f ms" % c["init_duration"], "", ""),
     ]
-    for name, label in (("py", "Python"), ("node", "Node")):
+    for name, label in (("py", "Python 128 MB"), ("node", "Node 128 MB"), ("py1cpu", "Python 1769 MB"), ("node1cpu", "Node 1769 MB")):
         c1, c8 = results[name + "_c1"], results[name + "_c8"]
         rows.append(("warm invoke %s, concurrency 1: p50 / p99" % label,
                      "%.3f / %.3f ms" % (c1["latencyMs"]["p50"], c1["latencyMs"]["p99"]), "", "<= 0.5 / <= 2 ms"))

@@ -83,6 +83,36 @@ class PetrelCLITest(unittest.TestCase):
         self.assertGreaterEqual(out.count("cli function ran"), 3, out)
         self.assertIn("REPORT RequestId:", out)
 
+    def test_load(self):
+        src = os.path.join(self.daemon.root, "noop")
+        os.makedirs(src, exist_ok=True)
+        with open(os.path.join(src, "app.py"), "w") as f:
+            f.write("import time\ndef handler(event, context):\n    time.sleep(event.get('sleep', 0))\n    return event\n")
+        self.petrel("deploy", src, "--name", "load-fn", "--runtime", "python3.11", "--handler", "app.handler", "--memory", "512")
+        r = self.petrel("load", "--function", "load-fn", "--concurrency", "4", "--requests", "60", "--json")
+        j = json.loads(r.stdout)
+        self.assertEqual(j["requests"], 60)
+        self.assertEqual(j["succeeded"], 60)
+        self.assertEqual(j["throttles"], 0)
+        self.assertGreaterEqual(j["coldStarts"], 1)
+        self.assertLessEqual(j["coldStarts"], 4)
+        lat = j["latencyMs"]
+        self.assertTrue(0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99.9"] <= lat["max"], lat)
+        self.assertGreater(j["throughputPerSecond"], 0)
+        # The table, and throttles counted as such: one reserved instance, four callers.
+        lam = self.daemon.client()
+        lam.put_function_concurrency(FunctionName="load-fn", ReservedConcurrentExecutions=1)
+        r = self.petrel("load", "--function", "load-fn", "--concurrency", "4", "--duration", "1.5", "--payload", '{"sleep": 0.05}')
+        table = dict(line.split("  ", 1) for line in r.stdout.splitlines() if "  " in line)
+        table = {k.strip(): v.strip() for k, v in table.items()}
+        self.assertGreater(int(table["throttled (429)"]), 0, r.stdout)
+        self.assertGreater(int(table["succeeded"]), 0, r.stdout)
+        for k in ("requests", "throughput", "latency p50", "latency p90", "latency p99", "latency p99.9", "latency max", "cold starts seen"):
+            self.assertIn(k, table, r.stdout)
+        r = self.petrel("load", "--function", "load-fn", "--duration", "1", "--requests", "5", check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("not both", r.stderr)
+
     def test_errors_read_as_sentences(self):
         r = self.petrel("invoke", "does-not-exist", check=False)
         self.assertEqual(r.returncode, 1)
