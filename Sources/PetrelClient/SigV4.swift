@@ -80,7 +80,7 @@ public struct SigV4Signer: Sendable {
     }
 
     /// RFC 3986 unreserved characters stay; everything else is percent-encoded.
-    static func encode(_ s: String) -> String {
+    public static func encode(_ s: String) -> String {
         var out = ""
         for b in s.utf8 {
             switch b {
