@@ -53,7 +53,7 @@ public struct LambdaAPI: Sendable {
 
     /// Runs one operation and maps every failure to Lambda's error shape; logs it with its request id.
     func handle(_ req: Request, _ ctx: BasicRequestContext, _ action: String, _ op: Operation) async -> Response {
-        let requestID = UUID().uuidString.lowercased()
+        let requestID = FastIDs.uuid()
         var log = logger
         log[metadataKey: "request.id"] = "\(requestID)"
         log[metadataKey: "api.action"] = "\(action)"
@@ -285,7 +285,8 @@ public struct LambdaAPI: Sendable {
             break
         }
         let arn = FunctionARN(region: region, account: account, name: f.name, qualifier: qualifier ?? ref.qualifier).description
-        let request = InvocationRequest(requestID: id, payload: payload, invokedARN: arn, clientContext: clientContext)
+        var request = InvocationRequest(requestID: id, payload: payload, invokedARN: arn, clientContext: clientContext)
+        request.wantsLogTail = logType == "Tail"
         let result = try await dispatcher.invoke(f, request)
         var headers = HTTPFields()
         headers[.contentType] = "application/json"

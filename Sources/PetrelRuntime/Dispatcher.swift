@@ -429,11 +429,11 @@ public actor Dispatcher {
             status = f.reportStatus
         }
         instance.log.platform("END RequestId: \(request.requestID)")
-        var report = "REPORT RequestId: \(request.requestID)\tDuration: \(String(format: "%.2f", durationMs)) ms\tBilled Duration: \(Int(durationMs.rounded(.up))) ms\tMemory Size: \(instance.function.memoryMB) MB\tMax Memory Used: \(peakMB) MB"
-        if let initMs { report += "\tInit Duration: \(String(format: "%.2f", initMs)) ms" }
+        var report = "REPORT RequestId: \(request.requestID)\tDuration: \(FastIDs.twoDecimals(durationMs)) ms\tBilled Duration: \(Int(durationMs.rounded(.up))) ms\tMemory Size: \(instance.function.memoryMB) MB\tMax Memory Used: \(peakMB) MB"
+        if let initMs { report += "\tInit Duration: \(FastIDs.twoDecimals(initMs)) ms" }
         if let status { report += "\tStatus: \(status)" }
         instance.log.platform(report)
-        let tail = instance.log.endTail()
+        let tail = instance.log.endTail(build: request.wantsLogTail)
         return InvocationResult(payload: payload, functionError: functionError, errorType: errorType, logTail: tail,
                                 executedVersion: "$LATEST", coldStart: cold, durationMs: durationMs, initDurationMs: initMs,
                                 phases: cold ? instance.coldStartPhases : nil)

@@ -197,7 +197,7 @@ final class Instance: RuntimeAPIDelegate, Sendable {
     /// Peak memory so far in MB: from the live cgroup, or from the final report once it is gone.
     func peakMemoryMB() -> Int {
         if let r = state.withLock({ $0.report }) { return Int(r.maxMemoryMB.rounded(.up)) }
-        return Int((Double(sandbox.usage().peakMemoryBytes) / 1_048_576).rounded(.up))
+        return Int((Double(sandbox.peakMemoryBytes() ?? 0) / 1_048_576).rounded(.up))
     }
 
     // MARK: - the Runtime API side

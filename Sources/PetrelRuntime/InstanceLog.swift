@@ -80,12 +80,13 @@ final class InstanceLog: Sendable {
     /// `keep`: go on with the tail already collecting (a cold start's init output belongs to it).
     func beginTail(keep: Bool) { state.withLock { if !keep || $0.tail == nil { $0.tail = [] } } }
 
-    /// Ends the invocation's tail: its last 4 KB, and flushes the batch.
-    func endTail() -> String {
+    /// Ends the invocation's tail: its last 4 KB (when `build`), and flushes the batch.
+    func endTail(build: Bool = true) -> String {
         state.withLock { s in
             let lines = s.tail ?? []
             s.tail = nil
             flushLocked(&s)
+            guard build else { return "" }
             let text = lines.map { $0 + "\n" }.joined()
             let bytes = Array(text.utf8)
             return bytes.count <= 4096 ? text : String(decoding: bytes.suffix(4096), as: UTF8.self)

@@ -10,8 +10,10 @@ public struct InvocationRequest: Sendable {
     public var clientContext: String?
     public var cognitoIdentity: String?
     public var traceID: String
+    /// Whether the caller wants the log's tail (LogType: Tail); building it costs.
+    public var wantsLogTail = true
 
-    public init(requestID: String = UUID().uuidString.lowercased(), payload: ByteBuffer, invokedARN: String,
+    public init(requestID: String = FastIDs.uuid(), payload: ByteBuffer, invokedARN: String,
                 clientContext: String? = nil, cognitoIdentity: String? = nil, traceID: String = InvocationRequest.newTraceID()) {
         self.requestID = requestID
         self.payload = payload
@@ -23,18 +25,11 @@ public struct InvocationRequest: Sendable {
 
     /// X-Ray's trace header format.
     public static func newTraceID() -> String {
-        // Three draws, not forty: each draw is a getrandom(2) call.
-        var g = SystemRandomNumberGenerator()
-        let epoch = String(Int(Date().timeIntervalSince1970), radix: 16)
-        let rand = hex(g.next(), 16) + hex(g.next() >> 32, 8)
-        let parent = hex(g.next(), 16)
+        let epoch = FastIDs.hex(UInt64(Date().timeIntervalSince1970), 8)
+        let rand = FastIDs.hex(FastIDs.next(), 16) + FastIDs.hex(FastIDs.next(), 8)
+        let parent = FastIDs.hex(FastIDs.next(), 16)
         return "Root=1-\(epoch)-\(rand);Parent=\(parent);Sampled=0"
     }
-}
-
-func hex(_ v: UInt64, _ digits: Int) -> String {
-    let s = String(v, radix: 16)
-    return s.count >= digits ? String(s.suffix(digits)) : String(repeating: "0", count: digits - s.count) + s
 }
 
 /// What an invocation produced.

@@ -45,6 +45,8 @@ public struct CgroupStats: Sendable, Equatable {
 
 /// One sandbox's cgroup (one directory per hierarchy on v1, one on v2).
 public protocol SandboxCgroup: Sendable {
+    /// The file that holds peak memory (bytes), read often while an instance lives.
+    var peakMemoryPath: String { get }
     /// Directories that make up this cgroup (for tests and leak checks).
     var paths: [String] { get }
     /// Sets the limits (again: a prepared sandbox gets its function's limits when it starts).

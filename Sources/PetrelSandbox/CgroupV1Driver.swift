@@ -65,6 +65,7 @@ final class CgroupV1Cgroup: SandboxCgroup {
     let dirs: [String: String]
     let unique: [String]
     var paths: [String] { unique }
+    var peakMemoryPath: String { dirs["memory"]! + "/memory.max_usage_in_bytes" }
 
     init(dirs: [String: String], unique: [String]) {
         self.dirs = dirs

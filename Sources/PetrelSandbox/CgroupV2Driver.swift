@@ -61,6 +61,7 @@ public final class CgroupV2Driver: CgroupDriver {
 final class CgroupV2Cgroup: SandboxCgroup {
     let dir: String
     var paths: [String] { [dir] }
+    var peakMemoryPath: String { dir + "/memory.peak" }
     init(dir: String) { self.dir = dir }
 
     func apply(_ limits: CgroupLimits) throws {

@@ -23,6 +23,7 @@ public final class Sandbox: Sendable {
     private let timedOut = Mutex<Bool>(false)
 
     private let pendingLimits: Mutex<CgroupLimits?>
+    private let peakFD = Mutex<Int32>(-1)
 
     init(prepared: PreparedSandbox, timeout: Duration?, started: UInt64, listeners: [UInt16: Int32] = [:], settled: CgroupLimits? = nil) {
         self.prepared = prepared
@@ -55,6 +56,28 @@ public final class Sandbox: Sendable {
             switch p {
             case .running, .waiting: try prepared.cgroup.apply(limits)
             case .releasing, .ended: break
+            }
+        }
+    }
+
+    /// Peak memory so far, in bytes: read through a file descriptor kept open, since
+    /// every invocation's REPORT asks (a path lookup in the cgroup filesystem each
+    /// time costs more than the read). nil once the sandbox is being released.
+    public func peakMemoryBytes() -> Int? {
+        phase.withLock { p -> Int? in
+            switch p {
+            case .running, .waiting: break
+            case .releasing, .ended: return nil
+            }
+            return peakFD.withLock { fd -> Int? in
+                if fd < 0 { fd = open(prepared.cgroup.peakMemoryPath, O_RDONLY | O_CLOEXEC) }
+                guard fd >= 0 else { return nil }
+                var buf = [UInt8](repeating: 0, count: 32)
+                let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 31, 0) }
+                guard n > 0 else { return nil }
+                var v = 0
+                for b in buf[0..<n] where b >= 0x30 && b <= 0x39 { v = v * 10 + Int(b - 0x30) }
+                return v
             }
         }
     }
@@ -94,6 +117,10 @@ public final class Sandbox: Sendable {
             }
         }
         phase.withLock { $0 = .releasing }
+        peakFD.withLock { fd in
+            if fd >= 0 { close(fd) }
+            fd = -1
+        }
         let report = finish()
         phase.withLock { $0 = .ended(report) }
         return report
