@@ -20,6 +20,7 @@ struct InstanceLauncher: Sendable {
         var fds: [Int32] = [-1, -1]
         guard pipe(&fds) == 0 else { throw LambdaError(.service, "pipe: \(String(cString: strerror(errno)))") }
         _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
+        _ = fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK)
         _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
         let devnull = open("/dev/null", O_RDONLY | O_CLOEXEC)
         defer { close(devnull); close(fds[1]) }
@@ -50,7 +51,15 @@ struct InstanceLauncher: Sendable {
         let instance = Instance(id: sandbox.id, function: function, sandbox: sandbox, log: log, loop: loop, logger: l,
                                 sandboxMs: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
         instance.attach(server: RuntimeAPIServer.start(listener: sandbox.listeners[Self.runtimeAPIPort]!, on: loop, delegate: instance))
-        _ = log.start(on: loop)
+        do {
+            try log.start()
+        } catch {
+            // Without its output read, the instance would block on a full pipe: it fails
+            // at once (and is watched, waited for and torn down like any other).
+            close(fds[0])
+            l.error("cannot watch the instance's output", metadata: ["error": "\(error)"])
+            instance.fail(.startFailed("Petrel could not watch the instance's output: \(error)"))
+        }
         return instance
     }
 

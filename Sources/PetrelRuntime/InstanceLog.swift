@@ -1,6 +1,5 @@
 import Foundation
-import NIOCore
-import NIOPosix
+import PetrelSandbox
 import Synchronization
 
 /// Everything an instance writes to stdout/stderr, plus the platform's own
@@ -10,65 +9,76 @@ final class InstanceLog: Sendable {
     let group: String
     let stream: String
     let sink: LogSink
-    /// The read end of the instance's output pipe (owned by the pipe channel).
-    private let fd: Int32
+    /// The read end of the instance's output pipe (non-blocking); -1 once it reached
+    /// its end (the output watcher closes it then).
     private struct State {
+        var fd: Int32
         var partial: [UInt8] = []
         var batch: [(timestamp: Int64, message: String)] = []
         var tail: [String]? = nil
     }
-    private let state = Mutex(State())
+    private let state: Mutex<State>
 
     init(group: String, stream: String, sink: LogSink, fd: Int32) {
         self.group = group
         self.stream = stream
         self.sink = sink
-        self.fd = fd
+        state = Mutex(State(fd: fd))
     }
 
-    /// Starts reading the pipe on `loop`; the channel closes itself at EOF.
-    func start(on loop: any EventLoop) -> EventLoopFuture<any Channel> {
-        NIOPipeBootstrap(group: loop)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(PipeHandler(log: self))
-                }
-            }
-            .takingOwnershipOfDescriptor(input: fd)
+    /// Reads the pipe whenever it has output, on the output watcher's thread.
+    func start() throws {
+        try OutputWatcher.shared.watch(state.withLock { $0.fd }) { [self] in readAvailable() }
     }
+
+    /// Reads whatever is in the pipe now; false at its end. The lock is held across
+    /// the read, so the watcher and `drain()` never interleave their bytes.
+    @discardableResult
+    func readAvailable() -> Bool {
+        var buf = [UInt8](repeating: 0, count: 65_536)
+        return state.withLock { s in
+            guard s.fd >= 0 else { return false }
+            while true {
+                let n = buf.withUnsafeMutableBytes { read(s.fd, $0.baseAddress, $0.count) }
+                if n > 0 {
+                    buf.withUnsafeBytes { received(UnsafeRawBufferPointer(rebasing: $0[0..<n]), &s) }
+                    continue
+                }
+                if n < 0 && (errno == EAGAIN || errno == EINTR) { return true }
+                // End of file (every process in the sandbox is gone) or an error: done.
+                if !s.partial.isEmpty {
+                    Self.emit(&s, String(decoding: s.partial, as: UTF8.self))
+                    s.partial.removeAll()
+                }
+                flushLocked(&s)
+                s.fd = -1
+                return false
+            }
+        }
+    }
+
+    /// What the function printed before it answered goes into the log before END:
+    /// called when the runtime posts its answer.
+    func drain() { readAvailable() }
 
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
     static func nowMs() -> Double { Date().timeIntervalSince1970 * 1000 }
 
     /// Bytes from the pipe: split into lines (a line longer than 256 KiB is cut).
-    func received(_ bytes: UnsafeRawBufferPointer) {
-        state.withLock { s in
-            for b in bytes {
-                if b == 0x0a {
+    private func received(_ bytes: UnsafeRawBufferPointer, _ s: inout State) {
+        for b in bytes {
+            if b == 0x0a {
+                Self.emit(&s, String(decoding: s.partial, as: UTF8.self))
+                s.partial.removeAll(keepingCapacity: true)
+            } else {
+                s.partial.append(b)
+                if s.partial.count >= 262_144 {
                     Self.emit(&s, String(decoding: s.partial, as: UTF8.self))
                     s.partial.removeAll(keepingCapacity: true)
-                } else {
-                    s.partial.append(b)
-                    if s.partial.count >= 262_144 {
-                        Self.emit(&s, String(decoding: s.partial, as: UTF8.self))
-                        s.partial.removeAll(keepingCapacity: true)
-                    }
                 }
             }
-            if s.batch.count >= 512 { flushLocked(&s) }
         }
-    }
-
-    /// Reads whatever is in the pipe right now. Call on the pipe's event loop, so
-    /// it cannot interleave with the channel's own reads: what the function
-    /// printed before it answered is then in the log before END.
-    func drain() {
-        var buf = [UInt8](repeating: 0, count: 65_536)
-        while true {
-            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            guard n > 0 else { break }
-            buf.withUnsafeBytes { received(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-        }
+        if s.batch.count >= 512 { flushLocked(&s) }
     }
 
     /// A line of the platform's own (START, END, REPORT, INIT_START).
@@ -122,25 +132,3 @@ final class InstanceLog: Sendable {
     }
 }
 
-private final class PipeHandler: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
-    let log: InstanceLog
-    init(log: InstanceLog) { self.log = log }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let buf = unwrapInboundIn(data)
-        buf.withUnsafeReadableBytes { log.received($0) }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        log.flush()
-        context.fireChannelInactive()
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is ChannelEvent, case .inputClosed = event as! ChannelEvent {
-            context.close(promise: nil)
-        }
-        context.fireUserInboundEventTriggered(event)
-    }
-}

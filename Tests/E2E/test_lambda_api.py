@@ -83,6 +83,8 @@ class LambdaAPITest(unittest.TestCase):
             if left["loops"] or left["procs"] or left["cgroups"]:
                 raise AssertionError("the daemon left sandbox resources behind: %s" % left)
         finally:
+            if code != 0:
+                shutil.copy(cls.daemon.log_path, "/tmp/petrel-e2e-crash.log")
             shutil.rmtree(cls.daemon.root, ignore_errors=True)
 
     def create(self, name, zip_bytes=None, runtime="python3.11", handler="app.handler", **kw):
@@ -437,7 +439,12 @@ class LambdaAPITest(unittest.TestCase):
         deadline = time.time() + 10
         messages = []
         while time.time() < deadline:
-            ev = logs.filter_log_events(logGroupName="/aws/lambda/py-logs")["events"]
+            try:
+                ev = logs.filter_log_events(logGroupName="/aws/lambda/py-logs")["events"]
+            except ClientError as e:  # the first lines are written a moment after the answer
+                self.assertEqual(e.response["Error"]["Code"], "ResourceNotFoundException")
+                time.sleep(0.05)
+                continue
             messages = [e["message"] for e in ev]
             if any(m.startswith("REPORT RequestId: " + rid) for m in messages):
                 break
