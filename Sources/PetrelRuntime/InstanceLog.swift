@@ -10,7 +10,7 @@ final class InstanceLog: Sendable {
     let stream: String
     let sink: LogSink
     /// The read end of the instance's output pipe (non-blocking); -1 once it reached
-    /// its end (the output watcher closes it then).
+    /// its end (the fd watcher closes it then).
     private struct State {
         var fd: Int32
         var partial: [UInt8] = []
@@ -26,9 +26,9 @@ final class InstanceLog: Sendable {
         state = Mutex(State(fd: fd))
     }
 
-    /// Reads the pipe whenever it has output, on the output watcher's thread.
+    /// Reads the pipe whenever it has output, on the fd watcher's thread.
     func start() throws {
-        try OutputWatcher.shared.watch(state.withLock { $0.fd }) { [self] in readAvailable() }
+        try FDWatcher.shared.watch(state.withLock { $0.fd }, closeWhenDone: true) { [self] in readAvailable() }
     }
 
     /// Reads whatever is in the pipe now; false at its end. The lock is held across

@@ -103,7 +103,7 @@ public final class Sandbox: Sendable {
         }
         let pidfd = prepared.pidfd
         await withTaskGroup(of: Bool.self) { group in
-            group.addTask { await Reaper.shared.exited(pidfd); return true }
+            group.addTask { await Reaper.exited(pidfd); return true }
             if let timeout {
                 group.addTask { [self] in
                     do { try await Task.sleep(for: timeout) } catch { return false }

@@ -5,6 +5,7 @@ import base64
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -124,6 +125,20 @@ class Daemon:
         self.proc = None
         self.log.close()
         return code
+
+    def stop_and_check(self):
+        """Stops the daemon with SIGTERM and fails unless it exits 0 and leaves no sandbox
+        behind; removes its directory (keeping the log in /tmp when it crashed)."""
+        code = self.stop()
+        try:
+            if code != 0:
+                shutil.copy(self.log_path, "/tmp/petrel-e2e-crash.log")
+                raise AssertionError("petreld exited with %s on SIGTERM; log:\n%s" % (code, self.read_log()))
+            left = sandbox_leftovers()
+            if left["loops"] or left["procs"] or left["cgroups"]:
+                raise AssertionError("the daemon left sandbox resources behind: %s" % left)
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def read_log(self):
         try:

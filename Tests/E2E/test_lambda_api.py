@@ -75,17 +75,7 @@ class LambdaAPITest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        code = cls.daemon.stop()
-        try:
-            if code != 0:
-                raise AssertionError("petreld exited with %s on SIGTERM; log:\n%s" % (code, cls.daemon.read_log()))
-            left = sandbox_leftovers()
-            if left["loops"] or left["procs"] or left["cgroups"]:
-                raise AssertionError("the daemon left sandbox resources behind: %s" % left)
-        finally:
-            if code != 0:
-                shutil.copy(cls.daemon.log_path, "/tmp/petrel-e2e-crash.log")
-            shutil.rmtree(cls.daemon.root, ignore_errors=True)
+        cls.daemon.stop_and_check()
 
     def create(self, name, zip_bytes=None, runtime="python3.11", handler="app.handler", **kw):
         return self.lam.create_function(FunctionName=name, Runtime=runtime, Role=ROLE, Handler=handler,

@@ -20,13 +20,7 @@ class PetrelCLITest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        code = cls.daemon.stop()
-        try:
-            assert code == 0, "petreld exited with %s" % code
-            left = sandbox_leftovers()
-            assert not (left["loops"] or left["procs"] or left["cgroups"]), left
-        finally:
-            shutil.rmtree(cls.daemon.root, ignore_errors=True)
+        cls.daemon.stop_and_check()
 
     def petrel(self, *args, check=True):
         r = subprocess.run([PETREL] + list(args) + ["--endpoint", self.daemon.endpoint],

@@ -62,13 +62,7 @@ class PoolCase(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        code = cls.daemon.stop()
-        try:
-            assert code == 0, "petreld exited with %s" % code
-            left = sandbox_leftovers()
-            assert not (left["loops"] or left["procs"] or left["cgroups"]), left
-        finally:
-            shutil.rmtree(cls.daemon.root, ignore_errors=True)
+        cls.daemon.stop_and_check()
 
     def create(self, name, memory=128, app=APP, env=None, timeout=30):
         kw = {"Environment": {"Variables": env}} if env else {}
