@@ -65,7 +65,9 @@ struct InstanceLauncher: Sendable {
 
     static func command(_ runtime: FunctionRuntime) -> [String] {
         switch runtime {
-        case .python311: ["/usr/bin/python3", "-u", "-X", "utf8", "/var/runtime/python/bootstrap.py"]
+        // -S: no `site` (~3.5 ms of every cold start), so the host's dist-packages stay out of
+        // functions, as on Lambda: a function sees the standard library, /var/task and /opt/python.
+        case .python311: ["/usr/bin/python3", "-S", "-u", "-X", "utf8", "/var/runtime/python/bootstrap.py"]
         case .nodejs20: ["/usr/bin/node", "/var/runtime/node/bootstrap.js"]
         case .provided, .providedAL2, .providedAL2023: ["/var/task/bootstrap"]
         }

@@ -170,6 +170,10 @@ def init_error(api, error_type, message, stack=None):
 def load_handler(api):
     handler = os.environ.get("_HANDLER", "")
     sys.path[0:0] = ["/var/task", "/opt/python/lib/python3.11/site-packages", "/opt/python"]
+    # The interpreter runs without `site` (-S): give back the two names it would have added.
+    import builtins
+    if not hasattr(builtins, "exit"):
+        builtins.exit = builtins.quit = sys.exit
     modname, _, fname = handler.rpartition(".")
     if not modname or not fname:
         init_error(api, "Runtime.MalformedHandlerName",
