@@ -78,6 +78,10 @@ static int run_here(const char *const *argv, const char *stdin_text, int *status
         if (pipe2(in, O_CLOEXEC) < 0) return petrel_err(err, len, "pipe2", NULL);
         posix_spawn_file_actions_adddup2(&fa, in[0], 0);
     }
+    // Helpers (ip, mkfs.ext4) get stdin, stdout and stderr only. Not every fd in the
+    // daemon is CLOEXEC (SwiftNIO's sockets are not): a helper that outlives a killed
+    // daemon must not keep its listening socket, or the next daemon's port, busy.
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
     pid_t pid;
     int r = posix_spawn(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
     posix_spawn_file_actions_destroy(&fa);

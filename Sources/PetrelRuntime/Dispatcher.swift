@@ -257,7 +257,9 @@ public actor Dispatcher {
 
     public func provisionedStatus(_ name: String) -> ProvisionedStatus? {
         guard let p = provisioned[name] else { return nil }
-        let mine = live.values.filter { $0.function.name == name && isProvisioned($0) && $0.function.revisionId == p.function.revisionId }
+        // Allocated: initialized (an instance still in its init does not count yet).
+        let mine = live.values.filter { $0.function.name == name && isProvisioned($0) && $0.function.revisionId == p.function.revisionId
+                                        && $0.initDurationMs != nil && $0.isUsable }
         let allocated = mine.count
         let available = idle[name]?.filter { isProvisioned($0.instance) }.count ?? 0
         let status = p.failure != nil ? "FAILED" : (allocated >= p.requested ? "READY" : "IN_PROGRESS")
