@@ -1,3 +1,4 @@
+import CPetrelLinux
 import Foundation
 import Glibc
 import PetrelSandbox
@@ -5,6 +6,25 @@ import Testing
 
 @Suite("Engine", .serialized)
 struct EngineTests {
+    @Test("helper programs (ip, mkfs.ext4) get stdin, stdout and stderr only, never the daemon's other fds")
+    func helpersInheritOnlyStdio() throws {
+        // A socket that is not close-on-exec, like SwiftNIO's listening and accepted sockets.
+        let sock = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(sock >= 0)
+        defer { close(sock) }
+        let out = "/var/tmp/petrel-tests/helper-fds-\(getpid())"
+        defer { unlink(out) }
+        let words: [String] = ["/bin/sh", "-c", "ls /proc/self/fd > \(out)"]
+        let cargs: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) } + [nil]
+        defer { cargs.forEach { free($0) } }
+        var err = [CChar](repeating: 0, count: 512)
+        let status = cargs.map { $0.map { UnsafePointer($0) } }.withUnsafeBufferPointer { petrel_run_in_netns(-1, $0.baseAddress, nil, &err, 512) }
+        #expect(status == 0)
+        let fds = try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n").compactMap { Int($0) }
+        // ls sees 0, 1, 2 and the directory it is listing (3); nothing else came along.
+        #expect(!fds.isEmpty && fds.allSatisfy { $0 <= 3 }, "the helper saw fds \(fds); the socket was \(sock)")
+    }
+
     @Test("starting an engine removes a dead daemon's scratch images, never a live one's")
     func staleImages() throws {
         _ = try Fixtures.engine() // root check with a clear reason
