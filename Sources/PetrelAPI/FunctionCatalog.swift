@@ -33,7 +33,10 @@ public final class FunctionCatalog: Sendable {
 
     /// Resolves a FunctionName parameter to a stored function (`$LATEST` only, for now).
     func resolve(_ raw: String, qualifier: String? = nil) throws -> FunctionRecord {
-        let ref = try FunctionReference(parsing: raw)
+        try resolve(FunctionReference(parsing: raw), qualifier: qualifier)
+    }
+
+    func resolve(_ ref: FunctionReference, qualifier: String? = nil) throws -> FunctionRecord {
         if let a = ref.account, a != account { throw notFound(ref.name) }
         if let r = ref.region, r != region { throw notFound(ref.name) }
         if let q = qualifier ?? ref.qualifier, q != "$LATEST" { throw notFound(ref.name, qualifier: q) }

@@ -263,7 +263,7 @@ public struct LambdaAPI: Sendable {
         }
         let raw = try name(ctx)
         let ref = try FunctionReference(parsing: raw)
-        let f = try catalog.resolve(raw, qualifier: qualifier)
+        let f = try catalog.resolve(ref, qualifier: qualifier)
         var payload = try await Self.body(req, limit: Self.maxInvokePayload, operation: "InvokeFunction")
         if payload.readableBytes == 0 { payload = ByteBuffer(string: "{}") }
         guard (try? JSONSerialization.jsonObject(with: Data(buffer: payload), options: [.fragmentsAllowed])) != nil else {

@@ -59,13 +59,18 @@ public struct LambdaClient: Sendable {
         public var description: String { status == 0 ? message : "\(message) (\(code))" }
     }
 
-    public func send(_ method: String, _ path: String, query: [String: String] = [:], headers: [String: String] = [:],
-                     body: [UInt8] = [], service: String = "lambda", timeout: TimeAmount = .seconds(960)) async throws -> Response {
+    /// The endpoint with `path` (each segment percent-encoded, as the SDKs send it) and `query`.
+    public func url(_ path: String, query: [String: String] = [:]) -> URL {
         var comps = URLComponents(url: endpoint, resolvingAgainstBaseURL: false)!
         comps.percentEncodedPath = path.split(separator: "/", omittingEmptySubsequences: false)
             .map { SigV4Signer.encode(String($0)) }.joined(separator: "/")
         if !query.isEmpty { comps.queryItems = query.sorted { $0.key < $1.key }.map { URLQueryItem(name: $0.key, value: $0.value) } }
-        let url = comps.url!
+        return comps.url!
+    }
+
+    public func send(_ method: String, _ path: String, query: [String: String] = [:], headers: [String: String] = [:],
+                     body: [UInt8] = [], service: String = "lambda", timeout: TimeAmount = .seconds(960)) async throws -> Response {
+        let url = url(path, query: query)
         var s = signer
         s.service = service
         var all = headers

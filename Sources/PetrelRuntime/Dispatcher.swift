@@ -66,7 +66,6 @@ public actor Dispatcher {
     public struct Snapshot: Sendable, Equatable {
         public var live: Int
         public var idle: Int
-        public var busy: Int
         public var memoryInUseMB: Int
         public var memoryBudgetMB: Int
         public var concurrentExecutions: Int
@@ -76,7 +75,7 @@ public actor Dispatcher {
 
     public var snapshot: Snapshot {
         let idleCount = idle.values.reduce(0) { $0 + $1.count }
-        return Snapshot(live: live.count, idle: idleCount, busy: admission.totalInFlight, memoryInUseMB: admission.memoryInUseMB,
+        return Snapshot(live: live.count, idle: idleCount, memoryInUseMB: admission.memoryInUseMB,
                         memoryBudgetMB: admission.memoryBudgetMB, concurrentExecutions: admission.totalInFlight,
                         accountLimit: admission.accountLimit, unreservedLimit: admission.unreservedLimit)
     }
@@ -150,7 +149,7 @@ public actor Dispatcher {
             }
         }
         let started = DispatchTime.now().uptimeNanoseconds
-        instance.log.beginTail(keep: cold)
+        instance.log.beginTail(wanted: request.wantsLogTail, keep: cold)
         instance.log.platform("START RequestId: \(request.requestID) Version: $LATEST")
         let outcome = await instance.invoke(request, timeoutSeconds: function.timeoutSeconds)
         if case .failed = outcome {
@@ -304,7 +303,7 @@ public actor Dispatcher {
             provisioned[function.name]?.failure = "The function's init failed: \(error)"
             return
         }
-        instance.log.endTailDiscarding()
+        _ = instance.log.endTail(build: false)
         // Still wanted (the same revision, the set not shrunk meanwhile)?
         guard let p = provisioned[function.name], p.function.revisionId == function.revisionId, !stopping else {
             retire(instance, because: nil)
@@ -401,7 +400,7 @@ public actor Dispatcher {
         live[ObjectIdentifier(instance)] = instance
         charged[ObjectIdentifier(instance)] = charge
         launchesContinuation.yield(instance)
-        instance.log.beginTail(keep: false)
+        instance.log.beginTail(wanted: true, keep: false) // init output joins the first invocation's tail
         instance.log.platform("INIT_START Runtime Version: \(function.runtime.rawValue)\tRuntime Version ARN: petrel:\(function.runtime.rawValue)")
         if stopping { instance.stop() }
         return instance

@@ -35,13 +35,14 @@ final class InstanceLog: Sendable {
     /// the read, so the watcher and `drain()` never interleave their bytes.
     @discardableResult
     func readAvailable() -> Bool {
-        var buf = [UInt8](repeating: 0, count: 65_536)
-        return state.withLock { s in
+        // Runs at every response (drain): a stack buffer, not a zeroed heap array each time.
+        withUnsafeTemporaryAllocation(byteCount: 16_384, alignment: 1) { buf in
+          state.withLock { s in
             guard s.fd >= 0 else { return false }
             while true {
-                let n = buf.withUnsafeMutableBytes { read(s.fd, $0.baseAddress, $0.count) }
+                let n = read(s.fd, buf.baseAddress, buf.count)
                 if n > 0 {
-                    buf.withUnsafeBytes { received(UnsafeRawBufferPointer(rebasing: $0[0..<n]), &s) }
+                    received(UnsafeRawBufferPointer(rebasing: buf[0..<n]), &s)
                     continue
                 }
                 if n < 0 && (errno == EAGAIN || errno == EINTR) { return true }
@@ -54,6 +55,7 @@ final class InstanceLog: Sendable {
                 s.fd = -1
                 return false
             }
+          }
         }
     }
 
@@ -88,7 +90,12 @@ final class InstanceLog: Sendable {
 
     /// Starts collecting the tail of one invocation.
     /// `keep`: go on with the tail already collecting (a cold start's init output belongs to it).
-    func beginTail(keep: Bool) { state.withLock { if !keep || $0.tail == nil { $0.tail = [] } } }
+    /// Nothing is collected when the caller did not ask for the tail (`wanted` false).
+    func beginTail(wanted: Bool, keep: Bool) {
+        state.withLock { s in
+            if !wanted { s.tail = nil } else if !keep || s.tail == nil { s.tail = [] }
+        }
+    }
 
     /// Ends the invocation's tail: its last 4 KB (when `build`), and flushes the batch.
     func endTail(build: Bool = true) -> String {
@@ -96,15 +103,12 @@ final class InstanceLog: Sendable {
             let lines = s.tail ?? []
             s.tail = nil
             flushLocked(&s)
-            guard build else { return "" }
+            guard build, !lines.isEmpty else { return "" }
             let text = lines.map { $0 + "\n" }.joined()
             let bytes = Array(text.utf8)
             return bytes.count <= 4096 ? text : String(decoding: bytes.suffix(4096), as: UTF8.self)
         }
     }
-
-    /// Ends a tail nobody will read (an instance initialized ahead), writing its lines.
-    func endTailDiscarding() { _ = endTail() }
 
     /// Writes out what is pending (partial line included).
     func flush() {

@@ -82,9 +82,6 @@ public final class Sandbox: Sendable {
         }
     }
 
-    /// Peak memory, CPU time and OOM kills so far, read from the sandbox's cgroup.
-    public func usage() -> CgroupStats { prepared.cgroup.stats() }
-
     /// The processes (host PIDs) in the sandbox's cgroup.
     public func processes() -> [Int32] { prepared.cgroup.processes() }
 

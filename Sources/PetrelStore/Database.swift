@@ -137,8 +137,10 @@ public struct FunctionStore: Sendable {
     }
 
     /// Total size of the stored code (GetAccountSettings' TotalCodeSize).
+    /// Code blobs are shared by digest: each counts once.
     public func totalCodeSize() throws -> Int {
-        try list(after: nil, limit: Int.max).reduce(into: Set<String>()) { $0.insert($1.codeDigestHex + ":\($1.codeSize)") }
-            .reduce(0) { $0 + (Int($1.split(separator: ":").last!) ?? 0) }
+        var sizes: [String: Int] = [:]
+        for f in try list(after: nil, limit: Int.max) { sizes[f.codeDigestHex] = f.codeSize }
+        return sizes.values.reduce(0, +)
     }
 }

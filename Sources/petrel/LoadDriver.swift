@@ -16,7 +16,7 @@ final class LoadDriver: Sendable {
     let path: String
     let body: [UInt8]
     let signer: SigV4Signer
-    let endpoint: URL
+    let url: URL
     let deadline: NIODeadline
     let limit: Int?
     let issued = Atomic<Int>(0)
@@ -27,11 +27,10 @@ final class LoadDriver: Sendable {
     private let signed = Mutex<(String, [(String, String)])>(("", []))
 
     init(client: LambdaClient, function: String, body: [UInt8], seconds: Double, limit: Int?) {
-        endpoint = client.endpoint
         host = client.endpoint.host ?? "127.0.0.1"
         port = client.endpoint.port ?? 80
-        path = "/2015-03-31/functions/" + function.split(separator: "/", omittingEmptySubsequences: false)
-            .map { SigV4Signer.encode(String($0)) }.joined(separator: "%2F") + "/invocations"
+        url = client.url("/2015-03-31/functions/\(function)/invocations")
+        path = URLComponents(url: url, resolvingAgainstBaseURL: false)!.percentEncodedPath
         self.body = body
         signer = client.signer
         deadline = .now() + .milliseconds(Int64(seconds * 1000))
@@ -49,7 +48,6 @@ final class LoadDriver: Sendable {
         let now = Date()
         let stamp = String(Int(now.timeIntervalSince1970))
         if let cached = signed.withLock({ $0.0 == stamp ? $0.1 : nil }) { return cached }
-        let url = URL(string: endpoint.absoluteString.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + path)!
         let base = ["Content-Type": "application/json"]
         var h = base.map { ($0.key, $0.value) }
         h += signer.sign(method: "POST", url: url, headers: base, body: body, date: now).map { ($0.key, $0.value) }

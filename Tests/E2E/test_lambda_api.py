@@ -397,6 +397,56 @@ class LambdaAPITest(unittest.TestCase):
         self.assertError("InvalidParameterValueException", lambda: self.lam.update_function_code(FunctionName="zip-inside-link", ZipFile=cases["traversal"]))
         self.assertEqual(self.lam.get_function_configuration(FunctionName="zip-inside-link")["CodeSha256"], cfg["CodeSha256"])
 
+    # --- what an instance can reach ----------------------------------------------------------
+
+    def test_instance_reaches_only_its_own_runtime_api(self):
+        probe = '''
+import os, socket, json, urllib.request, urllib.error
+def post(path, body=b"{}"):
+    try:
+        r = urllib.request.urlopen(urllib.request.Request("http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + path, data=body, method="POST"))
+        return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+def handler(event, context):
+    s = socket.socket()
+    s.settimeout(2)
+    try:
+        s.connect(("127.0.0.1", event["port"]))
+        api = "connected"
+    except OSError as e:
+        api = type(e).__name__
+    foreign = post("/2018-06-01/runtime/invocation/not-the-current-request/response")
+    unknown = post("/2018-06-01/runtime/nothing-here")
+    return {"api": api, "foreign": foreign, "unknown": unknown}
+'''
+        self.create("reach", make_zip({"app.py": probe}))
+        out = payload_json(self.invoke("reach", {"port": self.daemon.port}))
+        # The daemon's API port on loopback is the host's; the sandbox's loopback is its own.
+        self.assertEqual(out["api"], "ConnectionRefusedError", out)
+        # The Runtime API answers only for the invocation in flight.
+        self.assertEqual(out["foreign"][0], 400, out)
+        self.assertEqual(json.loads(out["foreign"][1])["errorType"], "InvalidRequestID")
+        self.assertEqual(out["unknown"][0], 404, out)
+
+    def test_instances_run_at_their_memory_share_after_init(self):
+        # Init runs with every host CPU; from the first `next` on, the cgroup's quota is the
+        # memory-proportional one (1,024 MB of 1,769 per CPU, per 20 ms period).
+        self.create("share", MemorySize=1024)
+        self.invoke("share")
+        want = int(1024 / 1769 * 20000)
+        boosted = os.cpu_count() * 20000
+        quotas = []
+        for d in sandbox_leftovers()["cgroups"]:
+            for f in ("cpu.cfs_quota_us", "cpu.max"):
+                try:
+                    with open(os.path.join(d, f)) as fh:
+                        quotas.append(int(fh.read().split()[0]))
+                except (OSError, ValueError):
+                    pass
+        self.assertIn(want, quotas, quotas)
+        self.assertNotIn(boosted, quotas, "an instance kept the CPU boost of its init: %s" % quotas)
+
     # --- at rest ---------------------------------------------------------------------------
 
     def test_code_is_encrypted_at_rest(self):
@@ -496,6 +546,31 @@ class RestartTest(unittest.TestCase):
             d.log.close()
             left = sandbox_leftovers()
             self.assertFalse(left["loops"] or left["procs"] or left["cgroups"], left)
+        finally:
+            d.stop()
+            shutil.rmtree(d.root, ignore_errors=True)
+
+    def test_altered_code_is_never_run(self):
+        d = Daemon().start()
+        try:
+            lam = d.client()
+            lam.create_function(FunctionName="sealed", Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                                Code={"ZipFile": make_zip({"app.py": PY_APP})})
+            self.assertEqual(d.stop(), 0)
+            blobs = [os.path.join(d.data, "code", n) for n in os.listdir(os.path.join(d.data, "code"))]
+            self.assertEqual(len(blobs), 1)
+            with open(blobs[0], "r+b") as f:
+                f.seek(40)
+                b = f.read(1)
+                f.seek(40)
+                f.write(bytes([b[0] ^ 0xFF]))
+            d.start()
+            with self.assertRaises(ClientError) as cm:
+                d.client().invoke(FunctionName="sealed")
+            e = cm.exception.response
+            self.assertEqual(e["ResponseMetadata"]["HTTPStatusCode"], 500)
+            self.assertEqual(e["Error"]["Code"], "ServiceException")
+            self.assertIn("does not decrypt", e["Error"]["Message"])
         finally:
             d.stop()
             shutil.rmtree(d.root, ignore_errors=True)
