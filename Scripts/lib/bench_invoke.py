@@ -69,7 +69,7 @@ def cold_starts(d, n):
 
 def load(d, petrel, function, concurrency, seconds):
     r = subprocess.run([petrel, "load", "--function", function, "--concurrency", str(concurrency), "--duration", str(seconds),
-                        "--json", "--endpoint", d.endpoint], capture_output=True, text=True, check=True)
+                        "--json", "--endpoint", d.endpoint], capture_output=True, text=True, check=True, env=d.tool_env())
     return json.loads(r.stdout)
 
 

@@ -12,41 +12,71 @@ public final class FunctionCatalog: Sendable {
     public let functions: FunctionStore
     public let code: CodeStore
     let dispatcher: Dispatcher
+    let keys: KeyRing
     let region: String
-    let account: String
     let logger: Logger
     /// Serializes changes of the code blobs' reference counts.
     private let codeLock = Mutex(())
 
-    public init(functions: FunctionStore, code: CodeStore, dispatcher: Dispatcher, region: String, account: String, logger: Logger) {
+    public init(functions: FunctionStore, code: CodeStore, dispatcher: Dispatcher, keys: KeyRing, region: String, logger: Logger) {
         self.functions = functions
         self.code = code
         self.dispatcher = dispatcher
+        self.keys = keys
         self.region = region
-        self.account = account
         self.logger = logger
     }
 
-    func notFound(_ name: String, qualifier: String? = nil) -> LambdaError {
+    func notFound(_ account: String, _ name: String, qualifier: String? = nil) -> LambdaError {
         LambdaError(.resourceNotFound, "Function not found: \(FunctionARN(region: region, account: account, name: name, qualifier: qualifier))")
     }
 
-    /// Resolves a FunctionName parameter to a stored function (`$LATEST` only, for now).
-    func resolve(_ raw: String, qualifier: String? = nil) throws -> FunctionRecord {
-        try resolve(FunctionReference(parsing: raw), qualifier: qualifier)
+    func accessDenied(_ caller: Caller, _ action: String, _ arn: FunctionARN) -> LambdaError {
+        LambdaError(.accessDenied, "User: \(caller.arn) is not authorized to perform: \(action) on resource: \(arn) because no resource-based policy allows the \(action) action")
     }
 
-    func resolve(_ ref: FunctionReference, qualifier: String? = nil) throws -> FunctionRecord {
-        if let a = ref.account, a != account { throw notFound(ref.name) }
-        if let r = ref.region, r != region { throw notFound(ref.name) }
-        if let q = qualifier ?? ref.qualifier, q != "$LATEST" { throw notFound(ref.name, qualifier: q) }
-        guard let f = try functions.get(ref.name) else { throw notFound(ref.name) }
+    /// Resolves a FunctionName parameter to a stored function (`$LATEST` only, for now).
+    /// A function of another account is reached only through an `action` its policy grants
+    /// the caller; whether it exists is not told otherwise.
+    func resolve(_ raw: String, qualifier: String? = nil, caller: Caller, action: String? = nil) throws -> FunctionRecord {
+        try resolve(FunctionReference(parsing: raw), qualifier: qualifier, caller: caller, action: action)
+    }
+
+    func resolve(_ ref: FunctionReference, qualifier: String? = nil, caller: Caller, action: String? = nil) throws -> FunctionRecord {
+        let owner = ref.account ?? caller.account
+        if let r = ref.region, r != region { throw notFound(owner, ref.name) }
+        if owner != caller.account {
+            let arn = FunctionARN(region: region, account: owner, name: ref.name, qualifier: qualifier ?? ref.qualifier)
+            guard let action, let f = try functions.get(account: owner, ref.name),
+                  (f.policy ?? []).contains(where: { $0.allows(account: caller.account, action: action) }) else {
+                throw accessDenied(caller, action ?? "lambda:*", arn)
+            }
+            if let q = qualifier ?? ref.qualifier, q != "$LATEST" { throw notFound(owner, ref.name, qualifier: q) }
+            return f
+        }
+        if let q = qualifier ?? ref.qualifier, q != "$LATEST" { throw notFound(owner, ref.name, qualifier: q) }
+        guard let f = try functions.get(account: owner, ref.name) else { throw notFound(owner, ref.name) }
         return f
     }
 
-    func create(_ input: CreateFunctionInput) throws -> FunctionRecord {
+    /// A `KMSKeyArn` the caller's account may use: one of its own account keys.
+    func checkKMSKey(_ arn: String?, caller: Caller) throws {
+        guard let arn, !arn.isEmpty else { return }
+        let p = arn.split(separator: ":", maxSplits: 5, omittingEmptySubsequences: false)
+        let id = FunctionStore.keyID(kmsKeyArn: arn)
+        guard p.count == 6, p[0] == "arn", p[2] == "kms", p[3] == region, p[4] == caller.account, p[5] == "key/\(id)",
+              try keys.owner(ofKey: id) == caller.account else {
+            throw LambdaError(LambdaError.Code("KMSNotFoundException", status: 502),
+                              "Lambda was unable to configure access to your environment variables because the KMS key \(arn) was not found or is not a key of account \(caller.account). Create one with `petreld kms create --account \(caller.account)`.")
+        }
+    }
+
+    func create(_ input: CreateFunctionInput, caller: Caller) throws -> FunctionRecord {
         guard let rawName = input.FunctionName else { throw LambdaError(.invalidParameterValue, "FunctionName is required.") }
         let ref = try FunctionReference(parsing: rawName)
+        if let a = ref.account, a != caller.account {
+            throw accessDenied(caller, "lambda:CreateFunction", FunctionARN(region: region, account: a, name: ref.name))
+        }
         guard ref.qualifier == nil else {
             throw LambdaError(.invalidParameterValue, "FunctionName must not have a qualifier when creating a function.")
         }
@@ -65,29 +95,33 @@ public final class FunctionCatalog: Sendable {
                                         memoryMB: input.MemorySize, timeoutSeconds: input.Timeout,
                                         ephemeralStorageMB: input.EphemeralStorage?.Size, environment: input.Environment?.Variables)
         try settings.validate()
+        let tags = try Self.checkTags(input.Tags ?? [:], adding: [:])
+        try checkKMSKey(input.KMSKeyArn, caller: caller)
         let zip = try Self.zipFile(input.Code?.ZipFile, s3: input.Code?.S3Bucket ?? input.Code?.ImageUri)
-        if try functions.get(ref.name) != nil {
+        if try functions.get(account: caller.account, ref.name) != nil {
             throw LambdaError(.resourceConflict, "Function already exist: \(ref.name)")
         }
         return try codeLock.withLock { _ in
             let stored = try code.put(zip: zip)
-            let record = FunctionRecord(
-                name: ref.name, runtime: FunctionRuntime(rawValue: runtimeName)!, handler: input.Handler, role: role,
+            var record = FunctionRecord(
+                account: caller.account, name: ref.name, runtime: FunctionRuntime(rawValue: runtimeName)!, handler: input.Handler, role: role,
                 description: input.Description ?? "", memoryMB: input.MemorySize ?? FunctionLimits.defaultMemoryMB,
                 timeoutSeconds: input.Timeout ?? FunctionLimits.defaultTimeoutSeconds,
                 ephemeralStorageMB: input.EphemeralStorage?.Size ?? FunctionLimits.defaultEphemeralStorageMB,
                 environment: input.Environment?.Variables ?? [:], codeSha256: stored.sha256Base64, codeSize: stored.size)
+            record.tags = tags.isEmpty ? nil : tags
+            record.kmsKeyArn = input.KMSKeyArn.flatMap { $0.isEmpty ? nil : $0 }
             guard try functions.insert(record) else {
                 try dropCodeIfUnused(stored.hex)
                 throw LambdaError(.resourceConflict, "Function already exist: \(ref.name)")
             }
-            logger.info("function created", metadata: ["function.name": "\(record.name)", "code.sha256": "\(stored.hex)"])
+            logger.info("function created", metadata: ["function.name": "\(record.name)", "account": "\(record.account)", "code.sha256": "\(stored.hex)"])
             return record
         }
     }
 
-    func updateCode(_ raw: String, _ input: UpdateFunctionCodeInput) async throws -> FunctionRecord {
-        let current = try resolve(raw)
+    func updateCode(_ raw: String, _ input: UpdateFunctionCodeInput, caller: Caller) async throws -> FunctionRecord {
+        let current = try resolve(raw, caller: caller)
         try Self.checkArchitectures(input.Architectures)
         let zip = try Self.zipFile(input.ZipFile, s3: input.S3Bucket ?? input.ImageUri)
         try checkRevision(input.RevisionId, current)
@@ -100,7 +134,7 @@ public final class FunctionCatalog: Sendable {
         let updated = try codeLock.withLock { _ -> FunctionRecord in
             let stored = try code.put(zip: zip)
             let oldHex = current.codeDigestHex
-            guard let f = try functions.update(current.name, { f in
+            guard let f = try functions.update(account: current.account, current.name, { f in
                 try checkRevision(input.RevisionId, f)
                 f.codeSha256 = stored.sha256Base64
                 f.codeSize = stored.size
@@ -108,18 +142,18 @@ public final class FunctionCatalog: Sendable {
                 f.revisionId = UUID().uuidString.lowercased()
             }) else {
                 try dropCodeIfUnused(stored.hex)
-                throw notFound(current.name)
+                throw notFound(current.account, current.name)
             }
             if oldHex != stored.hex { try dropCodeIfUnused(oldHex) }
             return f
         }
-        await dispatcher.retire(updated.name, newRevision: updated.revisionId, record: updated)
+        await dispatcher.retire(updated.key, newRevision: updated.revisionId, record: updated)
         logger.info("function code updated", metadata: ["function.name": "\(updated.name)"])
         return updated
     }
 
-    func updateConfiguration(_ raw: String, _ input: UpdateFunctionConfigurationInput) async throws -> FunctionRecord {
-        let current = try resolve(raw)
+    func updateConfiguration(_ raw: String, _ input: UpdateFunctionConfigurationInput, caller: Caller) async throws -> FunctionRecord {
+        let current = try resolve(raw, caller: caller)
         if let layers = input.Layers, !layers.isEmpty {
             throw LambdaError(.invalidParameterValue, "Layers are not supported by Petrel yet; put the layer's files in the function's ZIP.")
         }
@@ -127,8 +161,9 @@ public final class FunctionCatalog: Sendable {
                                         memoryMB: input.MemorySize, timeoutSeconds: input.Timeout,
                                         ephemeralStorageMB: input.EphemeralStorage?.Size, environment: input.Environment?.Variables)
         try settings.validate()
+        try checkKMSKey(input.KMSKeyArn, caller: caller)
         try checkRevision(input.RevisionId, current)
-        guard let updated = try functions.update(current.name, { f in
+        guard let updated = try functions.update(account: current.account, current.name, { f in
             try checkRevision(input.RevisionId, f)
             if let r = input.Runtime { f.runtime = FunctionRuntime(rawValue: r)! }
             if let h = input.Handler { f.handler = h }
@@ -138,36 +173,39 @@ public final class FunctionCatalog: Sendable {
             if let t = input.Timeout { f.timeoutSeconds = t }
             if let e = input.EphemeralStorage?.Size { f.ephemeralStorageMB = e }
             if let env = input.Environment { f.environment = env.Variables ?? [:] }
+            if let k = input.KMSKeyArn { f.kmsKeyArn = k.isEmpty ? nil : k }
             if !f.runtime.isCustom, f.handler == nil {
                 throw LambdaError(.invalidParameterValue, "Runtime and Handler are mandatory parameters for functions created with deployment packages.")
             }
             f.lastModified = Date()
             f.revisionId = UUID().uuidString.lowercased()
-        }) else { throw notFound(current.name) }
-        await dispatcher.retire(updated.name, newRevision: updated.revisionId, record: updated)
+        }) else { throw notFound(current.account, current.name) }
+        await dispatcher.retire(updated.key, newRevision: updated.revisionId, record: updated)
         logger.info("function configuration updated", metadata: ["function.name": "\(updated.name)"])
         return updated
     }
 
-    func delete(_ raw: String, qualifier: String?) async throws {
-        let current = try resolve(raw, qualifier: qualifier)
+    func delete(_ raw: String, qualifier: String?, caller: Caller) async throws {
+        let current = try resolve(raw, qualifier: qualifier, caller: caller)
         try codeLock.withLock { _ in
-            guard let gone = try functions.delete(current.name) else { throw notFound(current.name) }
+            guard let gone = try functions.delete(account: current.account, current.name) else { throw notFound(current.account, current.name) }
             try dropCodeIfUnused(gone.codeDigestHex)
         }
-        await dispatcher.retire(current.name, newRevision: nil)
+        await dispatcher.retire(current.key, newRevision: nil)
         logger.info("function deleted", metadata: ["function.name": "\(current.name)"])
     }
 
     /// PutFunctionConcurrency / DeleteFunctionConcurrency (nil).
-    func setReservedConcurrency(_ raw: String, _ value: Int?) async throws -> FunctionRecord {
-        let current = try resolve(raw)
-        try await dispatcher.checkReserved(current.name, value)
-        guard let updated = try functions.update(current.name, { $0.reservedConcurrency = value }) else { throw notFound(current.name) }
+    func setReservedConcurrency(_ raw: String, _ value: Int?, caller: Caller) async throws -> FunctionRecord {
+        let current = try resolve(raw, caller: caller)
+        try await dispatcher.checkReserved(current.key, value)
+        guard let updated = try functions.update(account: current.account, current.name, { $0.reservedConcurrency = value }) else {
+            throw notFound(current.account, current.name)
+        }
         do {
-            try await dispatcher.setReserved(current.name, value)
+            try await dispatcher.setReserved(current.key, value)
         } catch {
-            _ = try? functions.update(current.name, { $0.reservedConcurrency = current.reservedConcurrency })
+            _ = try? functions.update(account: current.account, current.name, { $0.reservedConcurrency = current.reservedConcurrency })
             throw error
         }
         logger.info("reserved concurrency set", metadata: ["function.name": "\(current.name)", "reserved": "\(value.map(String.init) ?? "none")"])
@@ -175,19 +213,21 @@ public final class FunctionCatalog: Sendable {
     }
 
     /// PutProvisionedConcurrencyConfig / DeleteProvisionedConcurrencyConfig (nil).
-    func setProvisionedConcurrency(_ raw: String, qualifier: String?, _ value: Int?) async throws -> FunctionRecord {
+    func setProvisionedConcurrency(_ raw: String, qualifier: String?, _ value: Int?, caller: Caller) async throws -> FunctionRecord {
         guard let qualifier else { throw LambdaError(.invalidParameterValue, "Qualifier is required.") }
         guard qualifier == "$LATEST" else {
-            throw LambdaError(.resourceNotFound, "Function not found: \(FunctionARN(region: region, account: account, name: (try? FunctionReference(parsing: raw).name) ?? raw, qualifier: qualifier)) (Petrel has no published versions or aliases yet; use $LATEST)")
+            throw LambdaError(.resourceNotFound, "Function not found: \(FunctionARN(region: region, account: caller.account, name: (try? FunctionReference(parsing: raw).name) ?? raw, qualifier: qualifier)) (Petrel has no published versions or aliases yet; use $LATEST)")
         }
-        let current = try resolve(raw)
+        let current = try resolve(raw, caller: caller)
         if let value, value < 1 {
             throw LambdaError.constraint("\(value)", at: "provisionedConcurrentExecutions", "Member must have value greater than or equal to 1")
         }
         if let value, let reserved = current.reservedConcurrency, value > reserved {
             throw LambdaError(.invalidParameterValue, "Requested Provisioned Concurrency should not be greater than the reservedConcurrentExecution for function")
         }
-        guard let updated = try functions.update(current.name, { $0.provisionedConcurrency = value }) else { throw notFound(current.name) }
+        guard let updated = try functions.update(account: current.account, current.name, { $0.provisionedConcurrency = value }) else {
+            throw notFound(current.account, current.name)
+        }
         await dispatcher.setProvisioned(updated, value)
         logger.info("provisioned concurrency set", metadata: ["function.name": "\(current.name)", "provisioned": "\(value.map(String.init) ?? "none")"])
         return updated
@@ -195,13 +235,13 @@ public final class FunctionCatalog: Sendable {
 
     /// The provisioned sets stored with the functions (loaded into the dispatcher at start).
     public func provisionedSets() throws -> [FunctionRecord] {
-        try functions.list(after: nil, limit: Int.max).filter { ($0.provisionedConcurrency ?? 0) > 0 }
+        try functions.all().filter { ($0.provisionedConcurrency ?? 0) > 0 }
     }
 
     /// The reservations stored with the functions (loaded into the dispatcher at start).
     public func reservations() throws -> [String: Int] {
         var out: [String: Int] = [:]
-        for f in try functions.list(after: nil, limit: Int.max) { if let r = f.reservedConcurrency { out[f.name] = r } }
+        for f in try functions.all() { if let r = f.reservedConcurrency { out[f.key] = r } }
         return out
     }
 
@@ -209,9 +249,9 @@ public final class FunctionCatalog: Sendable {
         if try !functions.codeInUse(hex: hex) { code.remove(hex: hex) }
     }
 
-    private func checkRevision(_ wanted: String?, _ f: FunctionRecord) throws {
+    func checkRevision(_ wanted: String?, _ f: FunctionRecord) throws {
         if let wanted, wanted != f.revisionId {
-            throw LambdaError(LambdaError.Code("PreconditionFailedException", status: 412),
+            throw LambdaError(.preconditionFailed,
                               "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id")
         }
     }

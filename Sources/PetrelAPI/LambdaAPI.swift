@@ -5,14 +5,16 @@ import Logging
 import NIOCore
 import PetrelCore
 import PetrelRuntime
+import PetrelSigV4
 import PetrelStore
 
 /// The Lambda REST API (`/2015-03-31/functions…`, `/2016-08-19/account-settings`).
 public struct LambdaAPI: Sendable {
     let catalog: FunctionCatalog
     let dispatcher: Dispatcher
+    let gate: Gatekeeper
+    let codeLinks: CodeLinks
     let region: String
-    let account: String
     let logger: Logger
 
     /// Sync payloads: 6 MB each way.
@@ -20,24 +22,25 @@ public struct LambdaAPI: Sendable {
     /// CreateFunction / UpdateFunctionCode requests (50 MB of ZIP, base64 in JSON).
     static let maxCodeRequest = 69_905_067
 
-    public init(catalog: FunctionCatalog, dispatcher: Dispatcher, region: String, account: String, logger: Logger) {
+    public init(catalog: FunctionCatalog, dispatcher: Dispatcher, gate: Gatekeeper, codeLinks: CodeLinks, region: String, logger: Logger) {
         self.catalog = catalog
         self.dispatcher = dispatcher
+        self.gate = gate
+        self.codeLinks = codeLinks
         self.region = region
-        self.account = account
         self.logger = logger
     }
 
-    public func register(on router: Router<BasicRequestContext>) {
+    public func register(on router: Router<PetrelRequestContext>) {
         let fn = "/2015-03-31/functions"
-        router.post(RouterPath(fn)) { req, ctx in await handle(req, ctx, "CreateFunction", self.createFunction) }
+        router.post(RouterPath(fn)) { req, ctx in await handle(req, ctx, "CreateFunction", limit: Self.maxCodeRequest, self.createFunction) }
         router.get(RouterPath(fn)) { req, ctx in await handle(req, ctx, "ListFunctions", self.listFunctions) }
         router.get(RouterPath(fn + "/{name}")) { req, ctx in await handle(req, ctx, "GetFunction", self.getFunction) }
         router.get(RouterPath(fn + "/{name}/configuration")) { req, ctx in await handle(req, ctx, "GetFunctionConfiguration", self.getConfiguration) }
         router.put(RouterPath(fn + "/{name}/configuration")) { req, ctx in await handle(req, ctx, "UpdateFunctionConfiguration", self.updateConfiguration) }
-        router.put(RouterPath(fn + "/{name}/code")) { req, ctx in await handle(req, ctx, "UpdateFunctionCode", self.updateCode) }
+        router.put(RouterPath(fn + "/{name}/code")) { req, ctx in await handle(req, ctx, "UpdateFunctionCode", limit: Self.maxCodeRequest, self.updateCode) }
         router.delete(RouterPath(fn + "/{name}")) { req, ctx in await handle(req, ctx, "DeleteFunction", self.deleteFunction) }
-        router.post(RouterPath(fn + "/{name}/invocations")) { req, ctx in await handle(req, ctx, "Invoke", self.invoke) }
+        router.post(RouterPath(fn + "/{name}/invocations")) { req, ctx in await handle(req, ctx, "Invoke", limit: Self.maxInvokePayload, self.invoke) }
         router.get(RouterPath("/2016-08-19/account-settings")) { req, ctx in await handle(req, ctx, "GetAccountSettings", self.accountSettings) }
         router.put(RouterPath("/2017-10-31/functions/{name}/concurrency")) { req, ctx in await handle(req, ctx, "PutFunctionConcurrency", self.putConcurrency) }
         router.get(RouterPath("/2019-09-30/functions/{name}/concurrency")) { req, ctx in await handle(req, ctx, "GetFunctionConcurrency", self.getConcurrency) }
@@ -46,29 +49,63 @@ public struct LambdaAPI: Sendable {
         router.put(RouterPath(pc)) { req, ctx in await handle(req, ctx, "PutProvisionedConcurrencyConfig", self.putProvisioned) }
         router.get(RouterPath(pc)) { req, ctx in await handle(req, ctx, "GetProvisionedConcurrencyConfig", self.getProvisioned) }
         router.delete(RouterPath(pc)) { req, ctx in await handle(req, ctx, "DeleteProvisionedConcurrencyConfig", self.deleteProvisioned) }
-        router.get(RouterPath("/petrel/code/{name}")) { req, ctx in await handle(req, ctx, "GetFunctionCode", self.downloadCode) }
+        router.post(RouterPath(fn + "/{name}/policy")) { req, ctx in await handle(req, ctx, "AddPermission", self.addPermission) }
+        router.get(RouterPath(fn + "/{name}/policy")) { req, ctx in await handle(req, ctx, "GetPolicy", self.getPolicy) }
+        router.delete(RouterPath(fn + "/{name}/policy/{sid}")) { req, ctx in await handle(req, ctx, "RemovePermission", self.removePermission) }
+        let tags = "/2017-03-31/tags/{arn}"
+        router.post(RouterPath(tags)) { req, ctx in await handle(req, ctx, "TagResource", self.tagResource) }
+        router.delete(RouterPath(tags)) { req, ctx in await handle(req, ctx, "UntagResource", self.untagResource) }
+        router.get(RouterPath(tags)) { req, ctx in await handle(req, ctx, "ListTags", self.listTags) }
+        router.get(RouterPath(CodeLinks.route)) { req, ctx in await self.downloadCode(req, ctx) }
     }
 
-    typealias Operation = @Sendable (Request, BasicRequestContext, String) async throws -> Response
+    /// What an operation gets: its request id and the account that called.
+    struct Call: Sendable {
+        var id: String
+        var caller: Caller
+    }
 
-    /// Runs one operation and maps every failure to Lambda's error shape; logs it with its request id.
-    func handle(_ req: Request, _ ctx: BasicRequestContext, _ action: String, _ op: Operation) async -> Response {
+    typealias Operation = @Sendable (Request, PetrelRequestContext, Call) async throws -> Response
+
+    /// Runs one operation: reads the body (within the operation's limit), checks the
+    /// signature, runs it, maps every failure to Lambda's error shape, logs it with
+    /// its request id and records it in the audit trail.
+    func handle(_ req: Request, _ ctx: PetrelRequestContext, _ action: String, limit: Int = 1_048_576, _ op: Operation) async -> Response {
         let requestID = FastIDs.uuid()
         var log = logger
         log[metadataKey: "request.id"] = "\(requestID)"
         log[metadataKey: "api.action"] = "\(action)"
+        var caller: Caller?
+        var body: ByteBuffer?
+        let response: Response
+        var errorCode: String?
         do {
-            var r = try await op(req, ctx, requestID)
+            let buffer = try await Self.body(req, limit: limit, operation: action == "Invoke" ? "InvokeFunction" : action)
+            body = buffer
+            caller = try gate.authenticate(req, body: buffer, service: "lambda")
+            var request = req
+            request.body = RequestBody(buffer: buffer)
+            var r = try await op(request, ctx, Call(id: requestID, caller: caller!))
             r.headers[.amzRequestID] = requestID
             log.debug("ok", metadata: ["http.status": "\(r.status.code)"])
-            return r
+            response = r
         } catch let e as LambdaError {
             log.info("refused", metadata: ["error.type": "\(e.code.rawValue)", "error.message": "\(e.message)"])
-            return APIResponse.error(e, requestID: requestID)
+            errorCode = e.code.rawValue
+            response = APIResponse.error(e, requestID: requestID)
         } catch {
             log.error("failed", metadata: ["error": "\(error)"])
-            return APIResponse.error(LambdaError(.service, "Petrel could not complete \(action): \(error)"), requestID: requestID)
+            errorCode = LambdaError.Code.service.rawValue
+            response = APIResponse.error(LambdaError(.service, "Petrel could not complete \(action): \(error)"), requestID: requestID)
         }
+        var path: [String: String] = [:]
+        if let n = ctx.parameters.get("name") { path["FunctionName"] = n.removingPercentEncoding ?? n }
+        if let a = ctx.parameters.get("arn") { path["Resource"] = a.removingPercentEncoding ?? a }
+        if let sid = ctx.parameters.get("sid") { path["StatementId"] = sid.removingPercentEncoding ?? sid }
+        let parameters = AuditParameters.describe(query: Gatekeeper.query(req), path: path, body: body, payloadIsData: action == "Invoke")
+        gate.record(req, ctx, action: action, caller: caller, resource: path["FunctionName"] ?? path["Resource"], parameters: parameters,
+                    status: Int(response.status.code), error: errorCode)
+        return response
     }
 
     // MARK: - bodies
@@ -102,24 +139,24 @@ public struct LambdaAPI: Sendable {
         }
     }
 
-    func name(_ ctx: BasicRequestContext) throws -> String {
+    func name(_ ctx: PetrelRequestContext) throws -> String {
         guard let raw = ctx.parameters.get("name") else { throw LambdaError(.invalidParameterValue, "FunctionName is required.") }
         return raw.removingPercentEncoding ?? raw
     }
 
     func configuration(_ f: FunctionRecord) -> FunctionConfigurationShape {
-        FunctionConfigurationShape(f, region: region, account: account)
+        FunctionConfigurationShape(f, region: region)
     }
 
     // MARK: - operations
 
-    func createFunction(_ req: Request, _ ctx: BasicRequestContext, _ id: String) async throws -> Response {
+    func createFunction(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
         let input = try await Self.decode(CreateFunctionInput.self, req, limit: Self.maxCodeRequest, operation: "CreateFunction")
-        let f = try catalog.create(input)
+        let f = try catalog.create(input, caller: call.caller)
         return APIResponse.json(configuration(f), status: .created)
     }
 
-    func listFunctions(_ req: Request, _ ctx: BasicRequestContext, _ id: String) async throws -> Response {
+    func listFunctions(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
         let q = req.uri.queryParameters
         var limit = 50
         if let m = q["MaxItems"] {
@@ -132,67 +169,71 @@ public struct LambdaAPI: Sendable {
         if let marker, !marker.isEmpty, !FunctionReference.isValidName(marker) {
             throw LambdaError(.invalidParameterValue, "The Marker \(marker) is not valid; pass the NextMarker of the previous page.")
         }
-        let page = try catalog.functions.list(after: marker, limit: limit + 1)
+        let page = try catalog.functions.list(account: call.caller.account, after: marker, limit: limit + 1)
         let shown = page.prefix(limit)
         return APIResponse.json(ListFunctionsShape(Functions: shown.map(configuration),
                                                    NextMarker: page.count > limit ? shown.last?.name : nil))
     }
 
-    func getFunction(_ req: Request, _ ctx: BasicRequestContext, _ id: String) async throws -> Response {
-        let f = try catalog.resolve(try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init))
-        let host = req.head.authority ?? "127.0.0.1:9000"
+    func getFunction(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
+        let f = try catalog.resolve(try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init),
+                                    caller: call.caller, action: "lambda:GetFunction")
+        let base = "\(codeLinks.scheme)://\(req.head.authority ?? "127.0.0.1:9000")"
         return APIResponse.json(GetFunctionShape(Configuration: configuration(f),
-                                                 Code: .init(Location: "http://\(host)/petrel/code/\(f.name)"),
-                                                 Concurrency: f.reservedConcurrency.map { .init(ReservedConcurrentExecutions: $0) }))
+                                                 Code: .init(Location: base + codeLinks.path(for: f)),
+                                                 Concurrency: f.reservedConcurrency.map { .init(ReservedConcurrentExecutions: $0) },
+                                                 Tags: f.account == call.caller.account ? (f.tags ?? [:]) : nil))
     }
 
-    func getConfiguration(_ req: Request, _ ctx: BasicRequestContext, _ id: String) async throws -> Response {
-        let f = try catalog.resolve(try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init))
+    func getConfiguration(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
+        let f = try catalog.resolve(try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init),
+                                    caller: call.caller, action: "lambda:GetFunctionConfiguration")
         return APIResponse.json(configuration(f))
     }
 
-    func updateConfiguration(_ req: Request, _ ctx: BasicRequestContext, _ id: String) async throws -> Response {
+    func updateConfiguration(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
         let input = try await Self.decode(UpdateFunctionConfigurationInput.self, req, operation: "UpdateFunctionConfiguration")
-        return APIResponse.json(configuration(try await catalog.updateConfiguration(try name(ctx), input)))
+        return APIResponse.json(configuration(try await catalog.updateConfiguration(try name(ctx), input, caller: call.caller)))
     }
 
-    func updateCode(_ req: Request, _ ctx: BasicRequestContext, _ id: String) async throws -> Response {
+    func updateCode(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
         let input = try await Self.decode(UpdateFunctionCodeInput.self, req, limit: Self.maxCodeRequest, operation: "UpdateFunctionCode")
-        return APIResponse.json(configuration(try await catalog.updateCode(try name(ctx), input)))
+        return APIResponse.json(configuration(try await catalog.updateCode(try name(ctx), input, caller: call.caller)))
     }
 
-    func deleteFunction(_ req: Request, _ ctx: BasicRequestContext, _ id: String) async throws -> Response {
-        try await catalog.delete(try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init))
+    func deleteFunction(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
+        try await catalog.delete(try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init), caller: call.caller)
         return Response(status: .noContent)
     }
 
-    func accountSettings(_ req: Request, _ ctx: BasicRequestContext, _ id: String) async throws -> Response {
+    func accountSettings(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
         let s = await dispatcher.snapshot
         return APIResponse.json(AccountSettingsShape(
             AccountLimit: .init(TotalCodeSize: 80_530_636_800, CodeSizeUnzipped: CodeArchive.maxUnzippedBytes,
                                 CodeSizeZipped: CodeArchive.maxZippedBytes, ConcurrentExecutions: s.accountLimit,
                                 UnreservedConcurrentExecutions: s.unreservedLimit),
-            AccountUsage: .init(TotalCodeSize: try catalog.functions.totalCodeSize(), FunctionCount: try catalog.functions.count())))
+            AccountUsage: .init(TotalCodeSize: try catalog.functions.totalCodeSize(account: call.caller.account),
+                                FunctionCount: try catalog.functions.count(account: call.caller.account))))
     }
 
     struct ConcurrencyShape: Codable { var ReservedConcurrentExecutions: Int? }
 
-    func putConcurrency(_ req: Request, _ ctx: BasicRequestContext, _ id: String) async throws -> Response {
+    func putConcurrency(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
         let input = try await Self.decode(ConcurrencyShape.self, req, operation: "PutFunctionConcurrency")
         guard let value = input.ReservedConcurrentExecutions else {
             throw LambdaError(.invalidParameterValue, "ReservedConcurrentExecutions is required.")
         }
-        let f = try await catalog.setReservedConcurrency(try name(ctx), value)
+        let f = try await catalog.setReservedConcurrency(try name(ctx), value, caller: call.caller)
         return APIResponse.json(ConcurrencyShape(ReservedConcurrentExecutions: f.reservedConcurrency))
     }
 
-    func getConcurrency(_ req: Request, _ ctx: BasicRequestContext, _ id: String) async throws -> Response {
-        let f = try catalog.resolve(try name(ctx))
+    func getConcurrency(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
+        let f = try catalog.resolve(try name(ctx), caller: call.caller)
         return APIResponse.json(ConcurrencyShape(ReservedConcurrentExecutions: f.reservedConcurrency))
     }
 
-    func deleteConcurrency(_ req: Request, _ ctx: BasicRequestContext, _ id: String) async throws -> Response {
-        _ = try await catalog.setReservedConcurrency(try name(ctx), nil)
+    func deleteConcurrency(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
+        _ = try await catalog.setReservedConcurrency(try name(ctx), nil, caller: call.caller)
         return Response(status: .noContent)
     }
 
@@ -217,41 +258,111 @@ public struct LambdaAPI: Sendable {
                                 LastModified: FunctionRecord.lambdaTimestamp(s.lastModified))
     }
 
-    func putProvisioned(_ req: Request, _ ctx: BasicRequestContext, _ id: String) async throws -> Response {
+    func putProvisioned(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
         let input = try await Self.decode(ProvisionedInput.self, req, operation: "PutProvisionedConcurrencyConfig")
         guard let n = input.ProvisionedConcurrentExecutions else {
             throw LambdaError(.invalidParameterValue, "ProvisionedConcurrentExecutions is required.")
         }
-        let f = try await catalog.setProvisionedConcurrency(try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init), n)
-        return APIResponse.json(try await provisionedShape(f.name), status: .accepted)
+        let f = try await catalog.setProvisionedConcurrency(try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init), n,
+                                                            caller: call.caller)
+        return APIResponse.json(try await provisionedShape(f.key), status: .accepted)
     }
 
-    func getProvisioned(_ req: Request, _ ctx: BasicRequestContext, _ id: String) async throws -> Response {
+    func getProvisioned(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
         let q = req.uri.queryParameters["Qualifier"].map(String.init)
         guard q == "$LATEST" else {
             throw LambdaError(LambdaError.Code("ProvisionedConcurrencyConfigNotFoundException", status: 404),
                               "No Provisioned Concurrency Config found for this function (Petrel configures $LATEST only)")
         }
-        let f = try catalog.resolve(try name(ctx))
-        return APIResponse.json(try await provisionedShape(f.name))
+        let f = try catalog.resolve(try name(ctx), caller: call.caller)
+        return APIResponse.json(try await provisionedShape(f.key))
     }
 
-    func deleteProvisioned(_ req: Request, _ ctx: BasicRequestContext, _ id: String) async throws -> Response {
-        let f = try catalog.resolve(try name(ctx))
-        _ = try await provisionedShape(f.name) // 404 when there is none
-        _ = try await catalog.setProvisionedConcurrency(f.name, qualifier: req.uri.queryParameters["Qualifier"].map(String.init), nil)
+    func deleteProvisioned(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
+        let f = try catalog.resolve(try name(ctx), caller: call.caller)
+        _ = try await provisionedShape(f.key) // 404 when there is none
+        _ = try await catalog.setProvisionedConcurrency(f.name, qualifier: req.uri.queryParameters["Qualifier"].map(String.init), nil,
+                                                        caller: call.caller)
         return Response(status: .noContent)
     }
 
-    func downloadCode(_ req: Request, _ ctx: BasicRequestContext, _ id: String) async throws -> Response {
-        let f = try catalog.resolve(try name(ctx))
-        let zip = try catalog.code.zip(hex: f.codeDigestHex)
-        var h = HTTPFields()
-        h[.contentType] = "application/zip"
-        return Response(status: .ok, headers: h, body: ResponseBody(byteBuffer: ByteBuffer(bytes: zip)))
+    /// `Code.Location`: the ZIP, behind a link GetFunction signed (the client fetches it unsigned, as from S3).
+    func downloadCode(_ req: Request, _ ctx: PetrelRequestContext) async -> Response {
+        let requestID = FastIDs.uuid()
+        let account = ctx.parameters.get("account") ?? "", name = ctx.parameters.get("name") ?? ""
+        var errorCode: String?
+        let response: Response
+        do {
+            let q = req.uri.queryParameters
+            let hex = try codeLinks.check(account: account, name: name, hex: q["sha"].map(String.init), expires: q["expires"].map(String.init),
+                                          signature: q["signature"].map(String.init))
+            let zip = try catalog.code.zip(hex: hex)
+            var h = HTTPFields()
+            h[.contentType] = "application/zip"
+            response = Response(status: .ok, headers: h, body: ResponseBody(byteBuffer: ByteBuffer(bytes: zip)))
+        } catch let e as LambdaError {
+            errorCode = e.code.rawValue
+            response = APIResponse.error(e, requestID: requestID)
+        } catch {
+            errorCode = LambdaError.Code.service.rawValue
+            response = APIResponse.error(LambdaError(.service, "Petrel could not read the code: \(error)"), requestID: requestID)
+        }
+        gate.record(req, ctx, action: "GetFunctionCode", caller: nil, resource: name,
+                    parameters: AuditParameters.describe(query: [], path: ["Account": account, "FunctionName": name], body: nil, payloadIsData: false),
+                    status: Int(response.status.code), error: errorCode)
+        return response
     }
 
-    func invoke(_ req: Request, _ ctx: BasicRequestContext, _ id: String) async throws -> Response {
+    // MARK: - permissions and tags
+
+    func addPermission(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
+        let input = try await Self.decode(FunctionCatalog.PermissionInput.self, req, operation: "AddPermission")
+        let statement = try catalog.addPermission(try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init), input, caller: call.caller)
+        let f = try catalog.resolve(try name(ctx), caller: call.caller)
+        let resource = FunctionARN(region: region, account: f.account, name: f.name).description
+        return APIResponse.json(["Statement": PolicyDocument.json(PolicyDocument.statement(statement, resource: resource))], status: .created)
+    }
+
+    func getPolicy(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
+        let (f, list) = try catalog.policy(try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init), caller: call.caller)
+        let resource = FunctionARN(region: region, account: f.account, name: f.name).description
+        return APIResponse.json(["Policy": PolicyDocument.document(list, resource: resource), "RevisionId": f.revisionId])
+    }
+
+    func removePermission(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
+        let sid = ctx.parameters.get("sid").map { $0.removingPercentEncoding ?? $0 } ?? ""
+        let q = req.uri.queryParameters
+        try catalog.removePermission(try name(ctx), sid: sid, qualifier: q["Qualifier"].map(String.init), revision: q["RevisionId"].map(String.init),
+                                     caller: call.caller)
+        return Response(status: .noContent)
+    }
+
+    func resourceARN(_ ctx: PetrelRequestContext) -> String {
+        let raw = ctx.parameters.get("arn") ?? ""
+        return raw.removingPercentEncoding ?? raw
+    }
+
+    struct TagsShape: Codable { var Tags: [String: String]? }
+
+    func tagResource(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
+        let input = try await Self.decode(TagsShape.self, req, operation: "TagResource")
+        guard let tags = input.Tags else { throw LambdaError(.invalidParameterValue, "Tags is required.") }
+        try catalog.tag(resourceARN(ctx), tags, caller: call.caller)
+        return Response(status: .noContent)
+    }
+
+    func untagResource(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
+        let keys = SigV4.queryPairs(req.uri.query.map { Substring($0) }).filter { $0.0 == "tagKeys" }.map(\.1)
+        guard !keys.isEmpty else { throw LambdaError(.invalidParameterValue, "TagKeys is required.") }
+        try catalog.untag(resourceARN(ctx), keys: keys, caller: call.caller)
+        return Response(status: .noContent)
+    }
+
+    func listTags(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
+        APIResponse.json(TagsShape(Tags: try catalog.tags(resourceARN(ctx), caller: call.caller)))
+    }
+
+    func invoke(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
         let qualifier = req.uri.queryParameters["Qualifier"].map(String.init)
         let invocationType = req.headers[.amzInvocationType] ?? "RequestResponse"
         let logType = req.headers[.amzLogType] ?? "None"
@@ -263,7 +374,7 @@ public struct LambdaAPI: Sendable {
         }
         let raw = try name(ctx)
         let ref = try FunctionReference(parsing: raw)
-        let f = try catalog.resolve(ref, qualifier: qualifier)
+        let f = try catalog.resolve(ref, qualifier: qualifier, caller: call.caller, action: "lambda:InvokeFunction")
         var payload = try await Self.body(req, limit: Self.maxInvokePayload, operation: "InvokeFunction")
         if payload.readableBytes == 0 { payload = ByteBuffer(string: "{}") }
         guard (try? JSONSerialization.jsonObject(with: Data(buffer: payload), options: [.fragmentsAllowed])) != nil else {
@@ -284,8 +395,8 @@ public struct LambdaAPI: Sendable {
         default:
             break
         }
-        let arn = FunctionARN(region: region, account: account, name: f.name, qualifier: qualifier ?? ref.qualifier).description
-        var request = InvocationRequest(requestID: id, payload: payload, invokedARN: arn, clientContext: clientContext)
+        let arn = FunctionARN(region: region, account: f.account, name: f.name, qualifier: qualifier ?? ref.qualifier).description
+        var request = InvocationRequest(requestID: call.id, payload: payload, invokedARN: arn, clientContext: clientContext)
         request.wantsLogTail = logType == "Tail"
         let result = try await dispatcher.invoke(f, request)
         var headers = HTTPFields()

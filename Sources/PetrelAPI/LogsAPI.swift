@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import PetrelCore
 import PetrelStore
 
 /// The part of the CloudWatch Logs API (JSON 1.1, `POST /` with `X-Amz-Target:
@@ -10,50 +11,78 @@ import PetrelStore
 /// describe-log-groups|describe-log-streams|get-log-events|filter-log-events|tail`.
 public struct LogsAPI: Sendable {
     let logs: LogStore
+    let gate: Gatekeeper
     let region: String
-    let account: String
 
-    public init(logs: LogStore, region: String, account: String) {
+    public init(logs: LogStore, gate: Gatekeeper, region: String) {
         self.logs = logs
+        self.gate = gate
         self.region = region
-        self.account = account
     }
 
-    public func register(on router: Router<BasicRequestContext>) {
-        router.post("/") { req, _ in await self.dispatch(req) }
-    }
-
-    func dispatch(_ req: Request) async -> Response {
-        guard let target = req.headers[.amzTarget], target.hasPrefix("Logs_20140328.") else {
-            return APIResponse.json11Error("UnknownOperationException", "Petrel serves the Lambda REST API and CloudWatch Logs (X-Amz-Target: Logs_20140328.*) only.", status: 404)
+    public func register(on router: Router<PetrelRequestContext>) {
+        router.post("/") { req, ctx in
+            let target = req.headers[.amzTarget] ?? ""
+            let op = target.hasPrefix("Logs_20140328.") ? String(target.dropFirst("Logs_20140328.".count)) : "Unknown"
+            var caller: Caller?
+            var buf: ByteBuffer?
+            let response = await self.dispatch(req, op: op, caller: &caller, buffer: &buf)
+            let error = response.status.code >= 300 ? response.headers[HTTPField.Name("X-Amzn-ErrorType")!] : nil
+            gate.record(req, ctx, action: op, caller: caller, resource: nil,
+                        parameters: AuditParameters.describe(query: [], path: [:], body: buf, payloadIsData: false),
+                        status: Int(response.status.code), error: error)
+            return response
         }
-        let op = String(target.dropFirst("Logs_20140328.".count))
+    }
+
+    func dispatch(_ req: Request, op: String, caller: inout Caller?, buffer: inout ByteBuffer?) async -> Response {
+        let buf: ByteBuffer
+        do { buf = try await req.body.collect(upTo: 1_048_576) } catch {
+            return Self.error(LogsError(code: "SerializationException", message: "The request body is larger than 1 MB."))
+        }
+        buffer = buf
+        do {
+            caller = try gate.authenticate(req, body: buf, service: "logs")
+        } catch let e as LambdaError {
+            return Self.error(LogsError(code: e.code.rawValue, message: e.message), status: e.code.status)
+        } catch {
+            return Self.error(LogsError(code: "ServiceUnavailableException", message: "\(error)"), status: 500)
+        }
+        guard op != "Unknown" else {
+            return Self.error(LogsError(code: "UnknownOperationException", message: "Petrel serves the Lambda REST API and CloudWatch Logs (X-Amz-Target: Logs_20140328.*) only."), status: 404)
+        }
         let body: [String: Any]
         do {
-            let buf = try await req.body.collect(upTo: 1_048_576)
             body = (buf.readableBytes == 0 ? [:] : try JSONSerialization.jsonObject(with: Data(buffer: buf)) as? [String: Any]) ?? [:]
         } catch {
-            return APIResponse.json11Error("SerializationException", "The request body is not a JSON object.")
+            return Self.error(LogsError(code: "SerializationException", message: "The request body is not a JSON object."))
         }
+        let account = caller!.account
         do {
             let out: [String: Any]
             switch op {
-            case "DescribeLogGroups": out = try describeGroups(body)
-            case "DescribeLogStreams": out = try describeStreams(body)
-            case "GetLogEvents": out = try getEvents(body)
-            case "FilterLogEvents": out = try filterEvents(body)
+            case "DescribeLogGroups": out = try describeGroups(body, account: account)
+            case "DescribeLogStreams": out = try describeStreams(body, account: account)
+            case "GetLogEvents": out = try getEvents(body, account: account)
+            case "FilterLogEvents": out = try filterEvents(body, account: account)
             default:
-                return APIResponse.json11Error("UnknownOperationException", "Petrel does not implement \(op) of CloudWatch Logs.")
+                return Self.error(LogsError(code: "UnknownOperationException", message: "Petrel does not implement \(op) of CloudWatch Logs."))
             }
             let data = try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys])
             var h = HTTPFields()
             h[.contentType] = "application/x-amz-json-1.1"
             return Response(status: .ok, headers: h, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
         } catch let e as LogsError {
-            return APIResponse.json11Error(e.code, e.message)
+            return Self.error(e)
         } catch {
-            return APIResponse.json11Error("ServiceUnavailableException", "\(error)", status: 500)
+            return Self.error(LogsError(code: "ServiceUnavailableException", message: "\(error)"), status: 500)
         }
+    }
+
+    static func error(_ e: LogsError, status: Int = 400) -> Response {
+        var r = APIResponse.json11Error(e.code, e.message, status: status)
+        r.headers[HTTPField.Name("X-Amzn-ErrorType")!] = e.code
+        return r
     }
 
     struct LogsError: Error {
@@ -61,16 +90,17 @@ public struct LogsAPI: Sendable {
         var message: String
     }
 
-    func groupARN(_ g: String) -> String { "arn:aws:logs:\(region):\(account):log-group:\(g)" }
+    func groupARN(_ g: String, _ account: String) -> String { "arn:aws:logs:\(region):\(account):log-group:\(g)" }
 
-    func requireGroup(_ body: [String: Any]) throws -> String {
+    /// The log group a request names, as the store files it (prefixed by the caller's account).
+    func requireGroup(_ body: [String: Any], account: String) throws -> String {
         guard let g = body["logGroupName"] as? String ?? (body["logGroupIdentifier"] as? String).map({ $0.components(separatedBy: ":log-group:").last! }) else {
             throw LogsError(code: "InvalidParameterException", message: "logGroupName is required.")
         }
-        guard try logs.groups(prefix: g).contains(where: { $0.name == g }) else {
+        guard try logs.groups(prefix: account + g).contains(where: { $0.name == account + g }) else {
             throw LogsError(code: "ResourceNotFoundException", message: "The specified log group does not exist.")
         }
-        return g
+        return account + g
     }
 
     static func limit(_ body: [String: Any], default d: Int, max m: Int) throws -> Int {
@@ -81,27 +111,29 @@ public struct LogsAPI: Sendable {
         return n
     }
 
-    func describeGroups(_ body: [String: Any]) throws -> [String: Any] {
+    func describeGroups(_ body: [String: Any], account: String) throws -> [String: Any] {
         let limit = try Self.limit(body, default: 50, max: 50)
         let after = body["nextToken"] as? String
-        let all = try logs.groups(prefix: body["logGroupNamePrefix"] as? String).filter { after == nil || $0.name > after! }
+        let all = try logs.groups(prefix: account + ((body["logGroupNamePrefix"] as? String) ?? ""))
+            .map { (name: String($0.name.dropFirst(account.count)), created: $0.created) }
+            .filter { after == nil || $0.name > after! }
         let page = all.prefix(limit)
         var out: [String: Any] = ["logGroups": page.map {
-            ["logGroupName": $0.name, "creationTime": $0.created, "arn": groupARN($0.name) + ":*", "storedBytes": 0, "logGroupClass": "STANDARD"] as [String: Any]
+            ["logGroupName": $0.name, "creationTime": $0.created, "arn": groupARN($0.name, account) + ":*", "storedBytes": 0, "logGroupClass": "STANDARD"] as [String: Any]
         }]
         if all.count > limit, let last = page.last { out["nextToken"] = last.name }
         return out
     }
 
-    func describeStreams(_ body: [String: Any]) throws -> [String: Any] {
-        let g = try requireGroup(body)
+    func describeStreams(_ body: [String: Any], account: String) throws -> [String: Any] {
+        let g = try requireGroup(body, account: account)
         let limit = try Self.limit(body, default: 50, max: 50)
         let newest = (body["orderBy"] as? String) == "LastEventTime" && (body["descending"] as? Bool) == true
         let streams = try logs.streams(group: g, prefix: body["logStreamNamePrefix"] as? String, newestFirst: newest, limit: limit)
         return ["logStreams": streams.map {
             ["logStreamName": $0.name, "creationTime": $0.created, "firstEventTimestamp": $0.created,
              "lastEventTimestamp": $0.lastEvent, "lastIngestionTime": $0.lastEvent, "storedBytes": 0,
-             "arn": groupARN(g) + ":log-stream:" + $0.name] as [String: Any]
+             "arn": groupARN(String(g.dropFirst(account.count)), account) + ":log-stream:" + $0.name] as [String: Any]
         }]
     }
 
@@ -110,8 +142,8 @@ public struct LogsAPI: Sendable {
         return Int64(s.drop { !$0.isNumber })
     }
 
-    func getEvents(_ body: [String: Any]) throws -> [String: Any] {
-        let g = try requireGroup(body)
+    func getEvents(_ body: [String: Any], account: String) throws -> [String: Any] {
+        let g = try requireGroup(body, account: account)
         guard let stream = body["logStreamName"] as? String else {
             throw LogsError(code: "InvalidParameterException", message: "logStreamName is required.")
         }
@@ -124,8 +156,8 @@ public struct LogsAPI: Sendable {
                 "nextForwardToken": "f/\(last)", "nextBackwardToken": "b/\(last)"]
     }
 
-    func filterEvents(_ body: [String: Any]) throws -> [String: Any] {
-        let g = try requireGroup(body)
+    func filterEvents(_ body: [String: Any], account: String) throws -> [String: Any] {
+        let g = try requireGroup(body, account: account)
         let limit = try Self.limit(body, default: 10_000, max: 10_000)
         var pattern = body["filterPattern"] as? String
         if let p = pattern, p.hasPrefix("\""), p.hasSuffix("\""), p.count >= 2 { pattern = String(p.dropFirst().dropLast()) }

@@ -26,6 +26,8 @@ struct CreateFunctionInput: Decodable {
     var PackageType: String?
     var Architectures: [String]?
     var Layers: [String]?
+    var Tags: [String: String]?
+    var KMSKeyArn: String?
 }
 
 struct UpdateFunctionCodeInput: Decodable {
@@ -49,6 +51,7 @@ struct UpdateFunctionConfigurationInput: Decodable {
     var EphemeralStorage: CreateFunctionInput.EphemeralStorageShape?
     var RevisionId: String?
     var Layers: [String]?
+    var KMSKeyArn: String?
 }
 
 /// `FunctionConfiguration` as Lambda returns it.
@@ -81,10 +84,12 @@ struct FunctionConfigurationShape: Encodable {
     var EphemeralStorage: Ephemeral
     var LoggingConfig: Logging
     var SnapStart = SnapStart()
+    var KMSKeyArn: String?
 
-    init(_ f: FunctionRecord, region: String, account: String) {
+    init(_ f: FunctionRecord, region: String) {
         FunctionName = f.name
-        FunctionArn = FunctionARN(region: region, account: account, name: f.name).description
+        FunctionArn = FunctionARN(region: region, account: f.account, name: f.name).description
+        KMSKeyArn = f.kmsKeyArn
         Runtime = f.runtime.rawValue
         Role = f.role
         Handler = f.handler
@@ -108,6 +113,35 @@ struct GetFunctionShape: Encodable {
     var Configuration: FunctionConfigurationShape
     var Code: CodeLocation
     var Concurrency: Reserved?
+    var Tags: [String: String]?
+}
+
+/// A resource-based policy in IAM's JSON, as GetPolicy and AddPermission return it.
+enum PolicyDocument {
+    static func statement(_ s: PolicyStatement, resource: String) -> [String: Any] {
+        var out: [String: Any] = ["Sid": s.sid, "Effect": "Allow", "Action": s.action, "Resource": resource]
+        if s.principal == "*" {
+            out["Principal"] = "*"
+        } else if let account = s.principalAccount {
+            out["Principal"] = ["AWS": s.principal.hasPrefix("arn:") ? s.principal : "arn:aws:iam::\(account):root"]
+        } else {
+            out["Principal"] = ["Service": s.principal]
+        }
+        var condition: [String: Any] = [:]
+        if let a = s.sourceAccount { condition["StringEquals"] = ["AWS:SourceAccount": a] }
+        if let arn = s.sourceArn { condition["ArnLike"] = ["AWS:SourceArn": arn] }
+        if !condition.isEmpty { out["Condition"] = condition }
+        return out
+    }
+
+    static func json(_ value: Any) -> String {
+        let data = (try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    static func document(_ list: [PolicyStatement], resource: String) -> String {
+        json(["Version": "2012-10-17", "Id": "default", "Statement": list.map { statement($0, resource: resource) }] as [String: Any])
+    }
 }
 
 struct ListFunctionsShape: Encodable {

@@ -63,7 +63,7 @@ public struct LambdaClient: Sendable {
     public func url(_ path: String, query: [String: String] = [:]) -> URL {
         var comps = URLComponents(url: endpoint, resolvingAgainstBaseURL: false)!
         comps.percentEncodedPath = path.split(separator: "/", omittingEmptySubsequences: false)
-            .map { SigV4Signer.encode(String($0)) }.joined(separator: "/")
+            .map { SigV4.encode(String($0)) }.joined(separator: "/")
         if !query.isEmpty { comps.queryItems = query.sorted { $0.key < $1.key }.map { URLQueryItem(name: $0.key, value: $0.value) } }
         return comps.url!
     }

@@ -2,6 +2,8 @@ import Foundation
 
 /// One function as the store keeps it (`$LATEST`; versions and aliases come later).
 public struct FunctionRecord: Sendable, Codable, Equatable {
+    /// The 12-digit account that owns the function.
+    public var account: String
     public var name: String
     public var runtime: FunctionRuntime
     public var handler: String?
@@ -22,12 +24,19 @@ public struct FunctionRecord: Sendable, Codable, Equatable {
     public var reservedConcurrency: Int?
     /// PutProvisionedConcurrencyConfig (on `$LATEST`: Petrel has no versions yet).
     public var provisionedConcurrency: Int?
+    /// TagResource / CreateFunction's Tags.
+    public var tags: [String: String]?
+    /// The resource-based policy (AddPermission / RemovePermission).
+    public var policy: [PolicyStatement]?
+    /// The account key that seals the environment variables (nil: the platform's key).
+    public var kmsKeyArn: String?
 
-    public init(name: String, runtime: FunctionRuntime, handler: String?, role: String, description: String = "",
+    public init(account: String, name: String, runtime: FunctionRuntime, handler: String?, role: String, description: String = "",
                 memoryMB: Int = FunctionLimits.defaultMemoryMB, timeoutSeconds: Int = FunctionLimits.defaultTimeoutSeconds,
                 ephemeralStorageMB: Int = FunctionLimits.defaultEphemeralStorageMB, environment: [String: String] = [:],
                 codeSha256: String, codeSize: Int, lastModified: Date = Date(), revisionId: String = UUID().uuidString.lowercased(),
                 architectures: [String] = ["x86_64"]) {
+        self.account = account
         self.name = name
         self.runtime = runtime
         self.handler = handler
@@ -52,6 +61,12 @@ public struct FunctionRecord: Sendable, Codable, Equatable {
 
     public func logGroup() -> String { "/aws/lambda/\(name)" }
 
+    /// Names the function across accounts (the runtime's and the log store's key).
+    public var key: String { account + ":" + name }
+
+    /// The log group as the store files it: prefixed by the owning account.
+    public var storedLogGroup: String { account + logGroup() }
+
     /// Lambda's timestamp format: `2024-01-31T12:34:56.789+0000`.
     public static func lambdaTimestamp(_ date: Date) -> String {
         let f = DateFormatter()
@@ -59,6 +74,40 @@ public struct FunctionRecord: Sendable, Codable, Equatable {
         f.timeZone = TimeZone(identifier: "UTC")
         f.dateFormat = "yyyy-MM-dd'T'HH:mm:ss.SSSZ"
         return f.string(from: date)
+    }
+}
+
+/// One statement of a function's resource-based policy, as AddPermission took it.
+public struct PolicyStatement: Sendable, Codable, Equatable {
+    public var sid: String
+    /// `lambda:InvokeFunction`, `lambda:GetFunction`, `lambda:*`, ...
+    public var action: String
+    /// As given: a 12-digit account, an IAM ARN of an account, a service principal or `*`.
+    public var principal: String
+    public var sourceArn: String?
+    public var sourceAccount: String?
+
+    public init(sid: String, action: String, principal: String, sourceArn: String? = nil, sourceAccount: String? = nil) {
+        self.sid = sid
+        self.action = action
+        self.principal = principal
+        self.sourceArn = sourceArn
+        self.sourceAccount = sourceAccount
+    }
+
+    /// The account a principal names, when it names one.
+    public var principalAccount: String? {
+        if FunctionReference.isAccount(principal) { return principal }
+        let p = principal.split(separator: ":", omittingEmptySubsequences: false)
+        if p.count == 6, p[0] == "arn", p[2] == "iam", FunctionReference.isAccount(String(p[4])) { return String(p[4]) }
+        return nil
+    }
+
+    /// Whether this statement lets `account` perform `action` (e.g. `lambda:InvokeFunction`).
+    public func allows(account: String, action wanted: String) -> Bool {
+        guard action == wanted || action == "lambda:*" || action == "*" else { return false }
+        if let sourceAccount, sourceAccount != account { return false }
+        return principal == "*" || principalAccount == account
     }
 }
 

@@ -47,7 +47,7 @@ public struct FunctionReference: Sendable, Equatable {
         (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c == 0x2d || c == 0x5f
     }
 
-    static func isAccount(_ s: String) -> Bool { s.utf8.count == 12 && s.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 } }
+    public static func isAccount(_ s: String) -> Bool { s.utf8.count == 12 && s.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 } }
     static func isRegion(_ s: String) -> Bool {
         let p = s.split(separator: "-")
         return p.count >= 3 && p.first?.count == 2 && p.last.map { $0.allSatisfy(\.isNumber) } == true

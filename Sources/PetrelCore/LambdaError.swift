@@ -23,6 +23,12 @@ public struct LambdaError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let invalidRuntime = Code("InvalidRuntimeException", status: 502)
         public static let resourceNotReady = Code("ResourceNotReadyException", status: 502)
         public static let ec2Unexpected = Code("EC2UnexpectedException", status: 502)
+        public static let missingAuthenticationToken = Code("MissingAuthenticationTokenException", status: 403)
+        public static let incompleteSignature = Code("IncompleteSignatureException", status: 400)
+        public static let invalidSignature = Code("InvalidSignatureException", status: 403)
+        public static let unrecognizedClient = Code("UnrecognizedClientException", status: 403)
+        public static let accessDenied = Code("AccessDeniedException", status: 403)
+        public static let preconditionFailed = Code("PreconditionFailedException", status: 412)
     }
 
     public var code: Code

@@ -104,10 +104,10 @@ public actor Dispatcher {
         guard !stopping else { throw LambdaError(.service, "Petrel is shutting down; try again shortly.") }
         noteRevision(function)
         let ticket: Admission.Ticket
-        switch admission.admit(function.name) {
+        switch admission.admit(function.key) {
         case .success(let t): ticket = t
         case .failure(let refusal):
-            metrics.throttled(function.name, reason: refusal.reason)
+            metrics.throttled(function.key, reason: refusal.reason)
             throw refusal.error
         }
         metrics.concurrency(admission.totalInFlight)
@@ -121,9 +121,9 @@ public actor Dispatcher {
             instance = warm
         } else {
             cold = true
-            let reason = nextColdReason.removeValue(forKey: function.name) ?? .noIdleInstance
+            let reason = nextColdReason.removeValue(forKey: function.key) ?? .noIdleInstance
             guard makeRoom(forMB: function.memoryMB) else {
-                metrics.throttled(function.name, reason: Admission.Refusal.capacity.reason)
+                metrics.throttled(function.key, reason: Admission.Refusal.capacity.reason)
                 throw Admission.Refusal.capacity.error
             }
             admission.charge(memoryMB: function.memoryMB)
@@ -133,7 +133,7 @@ public actor Dispatcher {
                 admission.uncharge(memoryMB: function.memoryMB)
                 throw error
             }
-            metrics.coldStart(function.name, reason: reason)
+            metrics.coldStart(function.key, reason: reason)
         }
         if cold {
             do {
@@ -144,7 +144,7 @@ public actor Dispatcher {
                 retire(instance, because: .afterCrash)
                 _ = await instance.finalReport(within: .seconds(2))
                 let result = finish(instance, request, .failed(failure), cold: true, startedNanos: DispatchTime.now().uptimeNanoseconds)
-                metrics.invoked(function.name, result: result)
+                metrics.invoked(function.key, result: result)
                 return result
             }
         }
@@ -158,10 +158,10 @@ public actor Dispatcher {
             _ = await instance.finalReport(within: .seconds(2))
         }
         let result = finish(instance, request, outcome, cold: cold, startedNanos: started)
-        metrics.invoked(function.name, result: result)
+        metrics.invoked(function.key, result: result)
         if case .failed = outcome { return result }
-        if instance.isUsable, !stopping, revisions[function.name] == function.revisionId {
-            idle[function.name, default: []].append(Idle(instance: instance, since: .now))
+        if instance.isUsable, !stopping, revisions[function.key] == function.revisionId {
+            idle[function.key, default: []].append(Idle(instance: instance, since: .now))
         } else {
             retire(instance, because: .afterUpdate)
             metrics.instances(snapshot)
@@ -215,9 +215,9 @@ public actor Dispatcher {
         live[id] = nil
         provisionedIDs.remove(id)
         if let mb = charged.removeValue(forKey: id) { admission.uncharge(memoryMB: mb) }
-        if var list = idle[instance.function.name] {
+        if var list = idle[instance.function.key] {
             list.removeAll { $0.instance === instance }
-            idle[instance.function.name] = list.isEmpty ? nil : list
+            idle[instance.function.key] = list.isEmpty ? nil : list
         }
         metrics.instances(snapshot)
         if stopping && live.isEmpty { launchesContinuation.finish() }
@@ -242,22 +242,22 @@ public actor Dispatcher {
     public func setProvisioned(_ function: FunctionRecord, _ count: Int?) {
         noteRevision(function)
         if let count, count > 0 {
-            var p = provisioned[function.name] ?? Provisioned(function: function, requested: count)
+            var p = provisioned[function.key] ?? Provisioned(function: function, requested: count)
             p.function = function
             p.requested = count
             p.lastModified = Date()
             p.failure = nil
-            provisioned[function.name] = p
+            provisioned[function.key] = p
         } else {
-            provisioned[function.name] = nil
+            provisioned[function.key] = nil
         }
-        trimProvisioned(function.name)
+        trimProvisioned(function.key)
     }
 
     public func provisionedStatus(_ name: String) -> ProvisionedStatus? {
         guard let p = provisioned[name] else { return nil }
         // Allocated: initialized (an instance still in its init does not count yet).
-        let mine = live.values.filter { $0.function.name == name && isProvisioned($0) && $0.function.revisionId == p.function.revisionId
+        let mine = live.values.filter { $0.function.key == name && isProvisioned($0) && $0.function.revisionId == p.function.revisionId
                                         && $0.initDurationMs != nil && $0.isUsable }
         let allocated = mine.count
         let available = idle[name]?.filter { isProvisioned($0.instance) }.count ?? 0
@@ -269,7 +269,7 @@ public actor Dispatcher {
     /// Starts what is missing of every provisioned set (one round; the maintenance loop repeats it).
     public func maintainProvisioned() async {
         for (name, p) in provisioned where p.failure == nil && !stopping {
-            let have = live.values.filter { $0.function.name == name && isProvisioned($0) && $0.function.revisionId == p.function.revisionId }.count
+            let have = live.values.filter { $0.function.key == name && isProvisioned($0) && $0.function.revisionId == p.function.revisionId }.count
             let missing = p.requested - have - p.starting
             guard missing > 0 else { continue }
             provisioned[name]?.starting += missing
@@ -280,9 +280,9 @@ public actor Dispatcher {
     }
 
     private func startProvisioned(_ function: FunctionRecord) async {
-        defer { provisioned[function.name]?.starting -= 1 }
+        defer { provisioned[function.key]?.starting -= 1 }
         guard makeRoom(forMB: function.memoryMB) else {
-            provisioned[function.name]?.failure = "The host's memory budget for instances cannot hold the provisioned instances."
+            provisioned[function.key]?.failure = "The host's memory budget for instances cannot hold the provisioned instances."
             return
         }
         admission.charge(memoryMB: function.memoryMB)
@@ -291,26 +291,26 @@ public actor Dispatcher {
             instance = try await start(function, charge: function.memoryMB)
         } catch {
             admission.uncharge(memoryMB: function.memoryMB)
-            provisioned[function.name]?.failure = "An instance could not start: \(error)"
+            provisioned[function.key]?.failure = "An instance could not start: \(error)"
             return
         }
         provisionedIDs.insert(ObjectIdentifier(instance))
-        metrics.coldStart(function.name, reason: .provisioned)
+        metrics.coldStart(function.key, reason: .provisioned)
         do {
             try await instance.waitInitialized(timeout: configuration.initTimeout)
         } catch {
             retire(instance, because: nil)
-            provisioned[function.name]?.failure = "The function's init failed: \(error)"
+            provisioned[function.key]?.failure = "The function's init failed: \(error)"
             return
         }
         _ = instance.log.endTail(build: false)
         // Still wanted (the same revision, the set not shrunk meanwhile)?
-        guard let p = provisioned[function.name], p.function.revisionId == function.revisionId, !stopping else {
+        guard let p = provisioned[function.key], p.function.revisionId == function.revisionId, !stopping else {
             retire(instance, because: nil)
             return
         }
-        idle[function.name, default: []].append(Idle(instance: instance, since: .now))
-        trimProvisioned(function.name)
+        idle[function.key, default: []].append(Idle(instance: instance, since: .now))
+        trimProvisioned(function.key)
         metrics.instances(snapshot)
     }
 
@@ -338,7 +338,7 @@ public actor Dispatcher {
     private func retire(_ instance: Instance, because reason: ColdStartReason?) {
         instance.stop()
         if let mb = charged.removeValue(forKey: ObjectIdentifier(instance)) { admission.uncharge(memoryMB: mb) }
-        if let reason { nextColdReason[instance.function.name] = reason }
+        if let reason { nextColdReason[instance.function.key] = reason }
     }
 
     /// Evicts idle instances, least recently used first, until `mb` fits the budget.
@@ -358,22 +358,22 @@ public actor Dispatcher {
     }
 
     private func noteRevision(_ f: FunctionRecord) {
-        if revisions[f.name] != f.revisionId {
-            let known = revisions[f.name] != nil
-            revisions[f.name] = f.revisionId
+        if revisions[f.key] != f.revisionId {
+            let known = revisions[f.key] != nil
+            revisions[f.key] = f.revisionId
             // Only instances of another revision go (provisioned ones may be current already).
-            let list = idle[f.name] ?? []
+            let list = idle[f.key] ?? []
             let (stale, current) = (list.filter { $0.instance.function.revisionId != f.revisionId },
                                     list.filter { $0.instance.function.revisionId == f.revisionId })
-            idle[f.name] = current.isEmpty ? nil : current
+            idle[f.key] = current.isEmpty ? nil : current
             for i in stale { retire(i.instance, because: .afterUpdate) }
-            if known { nextColdReason[f.name] = .afterUpdate }
+            if known { nextColdReason[f.key] = .afterUpdate }
         }
     }
 
     private func takeIdle(_ f: FunctionRecord) -> Instance? {
-        while var list = idle[f.name], let last = list.popLast() {
-            idle[f.name] = list.isEmpty ? nil : list
+        while var list = idle[f.key], let last = list.popLast() {
+            idle[f.key] = list.isEmpty ? nil : list
             if last.instance.function.revisionId == f.revisionId, last.instance.isUsable { return last.instance }
             retire(last.instance, because: .afterCrash)
         }

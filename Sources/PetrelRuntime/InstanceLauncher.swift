@@ -44,7 +44,7 @@ struct InstanceLauncher: Sendable {
             close(fds[0])
             throw LambdaError(.service, "Petrel could not start an instance: \(error)")
         }
-        let log = InstanceLog(group: function.logGroup(), stream: stream, sink: sink, fd: fds[0])
+        let log = InstanceLog(group: function.storedLogGroup, stream: stream, sink: sink, fd: fds[0])
         var l = logger
         l[metadataKey: "function.name"] = "\(function.name)"
         l[metadataKey: "instance.id"] = "\(sandbox.id)"

@@ -14,9 +14,15 @@ final class RuntimeMetrics: Sendable {
     }
     private let handles = Mutex<[String: Handles]>([:])
 
+    /// A function's dimensions from its key (`account:name`).
+    static func dims(_ key: String) -> [(String, String)] {
+        guard let colon = key.firstIndex(of: ":") else { return [("function", key)] }
+        return [("account", String(key[..<colon])), ("function", String(key[key.index(after: colon)...]))]
+    }
+
     private func handles(_ function: String) -> Handles {
         if let h = handles.withLock({ $0[function] }) { return h }
-        let dims = [("function", function)]
+        let dims = Self.dims(function)
         let h = Handles(
             invocations: Counter(label: "petrel_invocations_total", dimensions: dims),
             duration: Metrics.Timer(label: "petrel_invocation_duration_seconds", dimensions: dims, preferredDisplayUnit: .seconds),
@@ -29,22 +35,22 @@ final class RuntimeMetrics: Sendable {
         let h = handles(function)
         h.invocations.increment()
         if let type = result.errorType {
-            Counter(label: "petrel_errors_total", dimensions: [("function", function), ("type", type)]).increment()
+            Counter(label: "petrel_errors_total", dimensions: Self.dims(function) + [("type", type)]).increment()
         }
         h.duration.recordNanoseconds(Int64(result.durationMs * 1e6))
         if let initMs = result.initDurationMs { h.initDuration.recordNanoseconds(Int64(initMs * 1e6)) }
     }
 
     func throttled(_ function: String, reason: String) {
-        Counter(label: "petrel_throttles_total", dimensions: [("function", function), ("reason", reason)]).increment()
+        Counter(label: "petrel_throttles_total", dimensions: Self.dims(function) + [("reason", reason)]).increment()
     }
 
     func coldStart(_ function: String, reason: ColdStartReason) {
-        Counter(label: "petrel_cold_starts_total", dimensions: [("function", function), ("reason", reason.rawValue)]).increment()
+        Counter(label: "petrel_cold_starts_total", dimensions: Self.dims(function) + [("reason", reason.rawValue)]).increment()
     }
 
     func evicted(_ function: String) {
-        Counter(label: "petrel_evictions_total", dimensions: [("function", function)]).increment()
+        Counter(label: "petrel_evictions_total", dimensions: Self.dims(function)).increment()
     }
 
     private let concurrencyGauge = Gauge(label: "petrel_concurrent_executions")

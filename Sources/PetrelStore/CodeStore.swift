@@ -3,19 +3,19 @@ import Foundation
 import PetrelCore
 import Synchronization
 
-/// Function code: each ZIP is kept encrypted (AES-256-GCM under the master key)
+/// Function code: each ZIP is kept encrypted (AES-256-GCM under the platform data key)
 /// in `<data>/code/<sha256-hex>.zip.enc`, and unpacked on demand into
 /// `<cache>/<sha256-hex>/` after its SHA-256 has been checked again.
 public final class CodeStore: Sendable {
     public let directory: String
     public let cacheDirectory: String
-    let key: MasterKey
+    let keys: KeyRing
     private let unpacking = Mutex<Set<String>>([])
 
-    public init(directory: String, cacheDirectory: String, key: MasterKey) throws {
+    public init(directory: String, cacheDirectory: String, keys: KeyRing) throws {
         self.directory = directory
         self.cacheDirectory = cacheDirectory
-        self.key = key
+        self.keys = keys
         for d in [directory, cacheDirectory] {
             try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         }
@@ -48,7 +48,7 @@ public final class CodeStore: Sendable {
         let dir = try unpacked(hex: hex, zip: zip)
         let path = blobPath(hex)
         if !FileManager.default.fileExists(atPath: path) {
-            let sealed = try key.seal(zip, context: hex)
+            let sealed = try keys.seal(zip, context: hex)
             try Self.writeAtomically(sealed, to: path)
         }
         return Stored(sha256Base64: b64, hex: hex, size: zip.count, unpackedDirectory: dir)
@@ -65,8 +65,8 @@ public final class CodeStore: Sendable {
             throw LambdaError(.service, "The code \(hex) is missing from the store.")
         }
         let zip: Data
-        do { zip = try key.unseal(sealed, context: hex) } catch {
-            throw LambdaError(.service, "The stored code \(hex) does not decrypt under the master key; it was altered or the key changed.")
+        do { zip = try keys.unseal(sealed, context: hex) } catch {
+            throw LambdaError(.service, "The stored code \(hex) does not decrypt under the platform key; it was altered or the key changed.")
         }
         let actual = SHA256.hash(data: zip).map { String(format: "%02x", $0) }.joined()
         guard actual == hex else {

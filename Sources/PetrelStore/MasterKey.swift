@@ -3,11 +3,29 @@ import Foundation
 import Glibc
 import PetrelCore
 
-/// The platform's key for data at rest: 32 random bytes in `<data>/master.key`,
-/// created at first start with mode 0600 and never written again.
+/// The platform's root key: 32 random bytes in `<data>/master.key`, created at
+/// first start with mode 0600. It wraps the data keys (see `KeyRing`) and is
+/// replaced only by a rotation.
 public struct MasterKey: Sendable {
-    private let bytes: [UInt8]
+    let bytes: [UInt8]
     var key: SymmetricKey { SymmetricKey(data: bytes) }
+
+    /// Names the key without revealing it: what wrapped data keys record.
+    public var id: String {
+        String(SHA256.hash(data: Array("petrel-master-key-id".utf8) + bytes).map { String(format: "%02x", $0) }.joined().prefix(16))
+    }
+
+    /// Reads an existing key file; nil when there is none.
+    public static func load(at path: String) throws -> MasterKey? {
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        return try loadOrCreate(at: path)
+    }
+
+    /// Writes a new random key to a file that must not exist yet.
+    public static func create(at path: String) throws -> MasterKey {
+        guard !FileManager.default.fileExists(atPath: path) else { throw StoreError("\(path) exists already") }
+        return try loadOrCreate(at: path)
+    }
 
     public static func loadOrCreate(at path: String) throws -> MasterKey {
         let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)

@@ -29,8 +29,10 @@ struct ConnectionOptions: ParsableArguments {
         guard let url = URL(string: raw), url.scheme == "http" || url.scheme == "https", url.host != nil else {
             throw ValidationError("--endpoint must be a URL like http://127.0.0.1:9000, not \(raw)")
         }
-        // Until the daemon has accounts, any key is accepted; requests are still signed the SDKs' way.
-        let creds = Credentials.find(profile: profile) ?? Credentials(accessKey: "PETRELLOCAL", secretKey: "petrel-local")
+        // The AWS tools' places first; on the daemon's own host, its admin credentials as a last resort.
+        guard let creds = Credentials.find(profile: profile) ?? Credentials.find(profile: "default", file: "/var/lib/petrel/admin-credentials") else {
+            throw ValidationError("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_SHARED_CREDENTIALS_FILE=<data-dir>/admin-credentials (petreld writes it at first start; petreld keys create makes more)")
+        }
         let client = LambdaClient(endpoint: url, credentials: creds,
                                   region: region ?? env["AWS_REGION"] ?? env["AWS_DEFAULT_REGION"] ?? "us-east-1")
         checkedOnce.client.withLock { $0 = client }

@@ -20,6 +20,9 @@ struct DaemonConfiguration: Sendable {
     /// nil: 80% of the machine's memory.
     var memoryBudgetMB: Int?
     var logLevel = Logger.Level.info
+    /// PEM files: with both, the API speaks HTTPS.
+    var tlsCertificate: String?
+    var tlsKey: String?
 
     struct Invalid: Error, CustomStringConvertible {
         var description: String
@@ -61,6 +64,8 @@ struct DaemonConfiguration: Sendable {
         ("drain_timeout_seconds", { c, v, src in c.drainTimeoutSeconds = try int(v, src, 0...3_600) }),
         ("concurrency_limit", { c, v, src in c.concurrencyLimit = try int(v, src, 1...100_000) }),
         ("memory_budget_mb", { c, v, src in c.memoryBudgetMB = try int(v, src, 0...16_777_216); if c.memoryBudgetMB == 0 { c.memoryBudgetMB = nil } }),
+        ("tls_certificate", { c, v, _ in c.tlsCertificate = v.isEmpty ? nil : v }),
+        ("tls_key", { c, v, _ in c.tlsKey = v.isEmpty ? nil : v }),
         ("log_level", { c, v, src in
             guard let l = Logger.Level(rawValue: v) else { throw Invalid(description: "\(src): unknown log level \(v)") }
             c.logLevel = l
@@ -71,7 +76,7 @@ struct DaemonConfiguration: Sendable {
         let root = try TOMLSection(parsing: text)
         try root.rejectUnknown(["api", "storage", "platform", "instances", "logging"])
         let sections: [String: [String: String]] = [
-            "api": ["listen": "listen"],
+            "api": ["listen": "listen", "tls_certificate": "tls_certificate", "tls_key": "tls_key"],
             "storage": ["data_dir": "data_dir", "run_dir": "run_dir"],
             "platform": ["region": "region", "account_id": "account_id", "policy": "policy"],
             "instances": ["keep_alive_seconds": "keep_alive_seconds", "prepared_sandboxes": "prepared_sandboxes",
@@ -121,11 +126,10 @@ struct DaemonConfiguration: Sendable {
         return i
     }
 
-    /// Until requests are authenticated, the API may only listen on loopback.
-    func checkLoopback() throws {
-        let loopback = listenHost == "localhost" || listenHost == "::1" || listenHost.hasPrefix("127.")
-        guard loopback else {
-            throw Invalid(description: "listen \(listenHost):\(listenPort) is not a loopback address; until request signatures are verified, petreld serves loopback only")
+    /// TLS needs both files or neither.
+    func checkTLS() throws {
+        if (tlsCertificate == nil) != (tlsKey == nil) {
+            throw Invalid(description: "TLS needs both tls_certificate and tls_key (one of them is set)")
         }
     }
 }

@@ -5,7 +5,7 @@ struct Petreld: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "petreld",
         abstract: "The Petrel controller daemon.",
-        subcommands: [ServeCommand.self, SandboxCommand.self],
+        subcommands: [ServeCommand.self, SandboxCommand.self, AccountsCommand.self, KeysCommand.self, KMSCommand.self, AuditCommand.self],
         defaultSubcommand: ServeCommand.self
     )
 }

@@ -2,6 +2,9 @@ import ArgumentParser
 import Foundation
 import Glibc
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import NIOSSL
 import Logging
 import Metrics
 import NIOPosix
@@ -49,7 +52,7 @@ struct ServeCommand: AsyncParsableCommand {
                 guard let level = Logger.Level(rawValue: l) else { throw DaemonConfiguration.Invalid(description: "--log-level: unknown level \(l)") }
                 c.logLevel = level
             }
-            try c.checkLoopback()
+            try c.checkTLS()
         } catch let e as DaemonConfiguration.Invalid {
             throw ValidationError(e.description)
         }
@@ -81,9 +84,12 @@ struct ServeCommand: AsyncParsableCommand {
             throw ValidationError("another petreld is using \(c.dataDirectory) (or its lock file cannot be opened)")
         }
         let policy = try Locations.policy(c.policyPath)
-        let key = try MasterKey.loadOrCreate(at: c.dataDirectory + "/master.key")
-        let db = try PetrelDatabase(path: c.dataDirectory + "/petrel.sqlite")
-        let code = try CodeStore(directory: c.dataDirectory + "/code", cacheDirectory: c.runDirectory + "/code", key: key)
+        let store = try LocalStore(c)
+        let db = store.db
+        if let made = try store.ensureAdmin() {
+            logger.notice("made the admin account and its key", metadata: ["account": "\(made.account)", "credentials": "\(made.path)"])
+        }
+        let code = try CodeStore(directory: c.dataDirectory + "/code", cacheDirectory: c.runDirectory + "/code", keys: store.keys)
         let engine = try SandboxEngine(configuration: SandboxEngineConfiguration(
             stateDirectory: c.dataDirectory, runDirectory: c.runDirectory, rootfsSkeleton: Locations.rootfs(),
             preparedPoolSize: c.preparedSandboxes), logger: logger)
@@ -94,18 +100,27 @@ struct ServeCommand: AsyncParsableCommand {
                                                  memoryBudgetMB: c.memoryBudgetMB ?? RuntimeConfiguration.defaultMemoryBudgetMB())
         let runtime = RuntimeService(engine: engine, code: code, logs: LogStore(db), configuration: runtimeConfig,
                                      group: group, logger: logger)
-        let catalog = FunctionCatalog(functions: FunctionStore(db), code: code, dispatcher: runtime.dispatcher,
-                                      region: c.region, account: c.accountID, logger: logger)
+        let catalog = FunctionCatalog(functions: try FunctionStore(db, keys: store.keys), code: code, dispatcher: runtime.dispatcher,
+                                      keys: store.keys, region: c.region, logger: logger)
+        let gate = Gatekeeper(accounts: store.accounts, audit: AuditStore(db), region: c.region, logger: logger)
+        var server = HTTPServerBuilder.http1()
+        if let cert = c.tlsCertificate, let key = c.tlsKey {
+            let chain = try NIOSSLCertificate.fromPEMFile(cert).map { NIOSSLCertificateSource.certificate($0) }
+            let tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+            server = try .tls(.http1(), tlsConfiguration: tls)
+        }
         await runtime.dispatcher.loadReservations(try catalog.reservations())
         for f in try catalog.provisionedSets() { await runtime.dispatcher.setProvisioned(f, f.provisionedConcurrency) }
-        let router = Router()
+        let router = Router(context: PetrelRequestContext.self)
         router.add(middleware: UnknownRouteMiddleware())
-        LambdaAPI(catalog: catalog, dispatcher: runtime.dispatcher, region: c.region, account: c.accountID, logger: logger)
+        LambdaAPI(catalog: catalog, dispatcher: runtime.dispatcher, gate: gate,
+                  codeLinks: try CodeLinks(keys: store.keys, scheme: c.tlsCertificate == nil ? "http" : "https"), region: c.region, logger: logger)
             .register(on: router)
-        LogsAPI(logs: LogStore(db), region: c.region, account: c.accountID).register(on: router)
+        LogsAPI(logs: LogStore(db), gate: gate, region: c.region).register(on: router)
         MetricsAPI(registry: metrics).register(on: router)
         let app = Application(
             router: router,
+            server: server,
             configuration: .init(address: .hostname(c.listenHost, port: c.listenPort), serverName: "petreld"),
             onServerRunning: { channel in
                 logger.info("petreld is serving the Lambda API", metadata: ["api.address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
@@ -113,7 +128,9 @@ struct ServeCommand: AsyncParsableCommand {
             eventLoopGroupProvider: .shared(group),
             logger: logger)
         // Services shut down in reverse order: the API drains first, then the runtime stops its instances.
-        var config = ServiceGroupConfiguration(services: [.init(service: runtime), .init(service: app)], logger: logger)
+        // The audit writer stops last: it records the calls the API drained.
+        var config = ServiceGroupConfiguration(services: [.init(service: AuditService(gate: gate)), .init(service: runtime), .init(service: app)],
+                                               logger: logger)
         config.gracefulShutdownSignals = [.sigterm, .sigint]
         config.maximumGracefulShutdownDuration = .seconds(c.drainTimeoutSeconds + 15)
         try await ServiceGroup(configuration: config).run()

@@ -147,18 +147,48 @@ class Daemon:
         except OSError:
             return ""
 
-    def client(self, service="lambda", validate=True):
+    @property
+    def credentials_file(self):
+        """The admin credentials petreld writes at first start."""
+        return os.path.join(self.data, "admin-credentials")
+
+    def admin_keys(self):
+        values = {}
+        with open(self.credentials_file) as f:
+            for line in f:
+                if "=" in line:
+                    k, v = line.split("=", 1)
+                    values[k.strip()] = v.strip()
+        return values["aws_access_key_id"], values["aws_secret_access_key"]
+
+    def client(self, service="lambda", validate=True, keys=None):
+        key_id, secret = keys or self.admin_keys()
         return boto3.client(
             service, endpoint_url=self.endpoint, region_name="us-east-1",
-            aws_access_key_id="AKIDPETRELTEST", aws_secret_access_key="petrel-test-secret",
+            aws_access_key_id=key_id, aws_secret_access_key=secret,
             config=botocore.config.Config(retries={"max_attempts": 0}, read_timeout=120, connect_timeout=5,
                                           parameter_validation=validate))
 
-    def aws(self, *args, check=True):
-        env = dict(os.environ, AWS_ACCESS_KEY_ID="AKIDPETRELTEST", AWS_SECRET_ACCESS_KEY="petrel-test-secret",
-                   AWS_DEFAULT_REGION="us-east-1", AWS_PAGER="")
+    def tool_env(self, keys=None):
+        """An environment in which the AWS CLI and petrel sign as the admin (or with `keys`)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(AWS_DEFAULT_REGION="us-east-1", AWS_PAGER="", AWS_CONFIG_FILE="/dev/null")
+        if keys:
+            env.update(AWS_ACCESS_KEY_ID=keys[0], AWS_SECRET_ACCESS_KEY=keys[1])
+        else:
+            env["AWS_SHARED_CREDENTIALS_FILE"] = self.credentials_file
+        return env
+
+    def petreld(self, *args, check=True):
+        """An operator command on this daemon's data directory."""
+        r = subprocess.run([PETRELD] + list(args) + ["--data-dir", self.data], capture_output=True, text=True, timeout=60)
+        if check and r.returncode != 0:
+            raise AssertionError("petreld %s failed (%d): %s" % (" ".join(args), r.returncode, r.stderr))
+        return r
+
+    def aws(self, *args, check=True, keys=None):
         r = subprocess.run(["aws", "--endpoint-url", self.endpoint, "--output", "json"] + list(args),
-                           capture_output=True, text=True, env=env, timeout=180)
+                           capture_output=True, text=True, env=self.tool_env(keys), timeout=180)
         if check and r.returncode != 0:
             raise AssertionError("aws %s failed (%d): %s" % (" ".join(args), r.returncode, r.stderr))
         return r

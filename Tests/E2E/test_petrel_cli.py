@@ -24,7 +24,7 @@ class PetrelCLITest(unittest.TestCase):
 
     def petrel(self, *args, check=True):
         r = subprocess.run([PETREL] + list(args) + ["--endpoint", self.daemon.endpoint],
-                           capture_output=True, text=True, timeout=120)
+                           capture_output=True, text=True, timeout=120, env=self.daemon.tool_env())
         if check and r.returncode != 0:
             raise AssertionError("petrel %s failed (%d): %s" % (" ".join(args), r.returncode, r.stderr))
         return r
@@ -116,9 +116,17 @@ class PetrelCLITest(unittest.TestCase):
         r = self.petrel("deploy", "/nonexistent-folder", "--name", "x", "--runtime", "python3.11", check=False)
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("is not a folder", r.stderr)
-        r = subprocess.run([PETREL, "ls", "--endpoint", "http://127.0.0.1:1"], capture_output=True, text=True, timeout=60)
+        r = subprocess.run([PETREL, "ls", "--endpoint", "http://127.0.0.1:1"], capture_output=True, text=True, timeout=60,
+                           env=self.daemon.tool_env())
         self.assertEqual(r.returncode, 1)
         self.assertIn("cannot reach petreld", r.stderr)
+        # A key the daemon does not know: the refusal reads as a sentence, too.
+        r = subprocess.run([PETREL, "ls", "--endpoint", self.daemon.endpoint], capture_output=True, text=True, timeout=60,
+                           env=self.daemon.tool_env(keys=("AKIAUNKNOWNUNKNOWN00", "x" * 40)))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("UnrecognizedClientException", r.stderr)
+        self.assertIn("security token included in the request is invalid", r.stderr)
+        self.assertNotIn("Traceback", r.stderr)
 
 
 if __name__ == "__main__":

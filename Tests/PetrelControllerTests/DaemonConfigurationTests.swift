@@ -34,6 +34,10 @@ struct DaemonConfigurationTests {
         #expect(throws: DaemonConfiguration.Invalid.self) { try DaemonConfiguration.load(file: path, environment: [:]) }
         var c = DaemonConfiguration()
         try c.setListen("0.0.0.0:9000", source: "--listen")
-        #expect(throws: DaemonConfiguration.Invalid.self) { try c.checkLoopback() }
+        #expect(c.listenHost == "0.0.0.0")
+        c.tlsCertificate = "/etc/petrel/cert.pem"
+        #expect(throws: DaemonConfiguration.Invalid.self) { try c.checkTLS() }
+        c.tlsKey = "/etc/petrel/key.pem"
+        try c.checkTLS()
     }
 }

@@ -1,0 +1,138 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import PetrelCore
+import PetrelSigV4
+import PetrelStore
+import ServiceLifecycle
+
+/// Who made a request: the account and the access key that signed it.
+public struct Caller: Sendable, Equatable {
+    public var account: String
+    public var accessKey: String
+    public init(account: String, accessKey: String) {
+        self.account = account
+        self.accessKey = accessKey
+    }
+    var arn: String { "arn:aws:iam::\(account):root" }
+}
+
+/// The door of the API: every request is checked against its SigV4 signature
+/// and the key's account before it does anything, and every call, let in or
+/// refused, goes into the audit trail.
+public final class Gatekeeper: Sendable {
+    let accounts: AccountStore
+    let verifier: SigV4Verifier
+    let audit: BatchWriter<AuditStore.Record>
+    let logger: Logger
+
+    public init(accounts: AccountStore, audit: AuditStore, region: String, logger: Logger) {
+        self.accounts = accounts
+        verifier = SigV4Verifier(region: region)
+        self.audit = BatchWriter("audit records", logger: logger) { try audit.append($0) }
+        self.logger = logger
+    }
+
+    /// The signer of a request whose body has been read, or the error to answer with.
+    func authenticate(_ req: Request, body: ByteBuffer, service: String) throws -> Caller {
+        let headers = req.headers
+        let r = SigV4Verifier.Request(method: req.method.rawValue, rawPath: req.uri.path, rawQuery: req.uri.query.map { Substring($0) }) { name in
+            if name == "host" { return req.head.authority }
+            guard let field = HTTPField.Name(name) else { return nil }
+            let values = headers[values: field]
+            return values.isEmpty ? nil : values.joined(separator: ",")
+        }
+        do {
+            let claim = try SigV4Verifier.claim(r)
+            guard let key = try accounts.activeKey(claim.accessKey) else {
+                throw LambdaError(.unrecognizedClient, "The security token included in the request is invalid.")
+            }
+            try verifier.verify(claim, r, secret: key.secret, service: service) {
+                body.withUnsafeReadableBytes { SigV4.payloadHash($0) }
+            }
+            return Caller(account: key.account, accessKey: key.id)
+        } catch let f as SigV4Verifier.Failure {
+            switch f {
+            case .missing: throw LambdaError(.missingAuthenticationToken, "Missing Authentication Token")
+            case .incomplete(let m): throw LambdaError(.incompleteSignature, m)
+            case .invalid(let m): throw LambdaError(.invalidSignature, m)
+            }
+        }
+    }
+
+    /// The access key id a request names, signed correctly or not (for the audit trail).
+    static func claimedKey(_ req: Request) -> String? {
+        if let auth = req.headers[.authorization], let r = auth.range(of: "Credential=") {
+            return String(auth[r.upperBound...].prefix { $0 != "/" && $0 != "," }.prefix(128))
+        }
+        return req.uri.queryParameters["X-Amz-Credential"].map { String($0.prefix { $0 != "/" }.prefix(128)) }
+    }
+
+    static func query(_ req: Request) -> [(String, String)] { SigV4.queryPairs(req.uri.query.map { Substring($0) }) }
+
+    func record(_ req: Request, _ ctx: PetrelRequestContext, action: String, caller: Caller?, resource: String?,
+                parameters: String, status: Int, error: String?) {
+        audit.append(AuditStore.Record(
+            time: Int64(Date().timeIntervalSince1970 * 1000), account: caller?.account,
+            accessKey: caller?.accessKey ?? Self.claimedKey(req), source: ctx.remoteAddress, action: action, resource: resource,
+            parameters: parameters, status: status, errorCode: error))
+    }
+
+    func run() async { await audit.run() }
+    func finish() { audit.finish() }
+}
+
+/// A call's parameters for the audit trail, with the secrets taken out: code
+/// archives, environment variable values and invocation payloads are described,
+/// never copied.
+enum AuditParameters {
+    static func describe(query: [(String, String)], path: [String: String], body: ByteBuffer?, payloadIsData: Bool) -> String {
+        var out: [String: Any] = [:]
+        for (k, v) in path { out[k] = v }
+        for (k, v) in query where !k.hasPrefix("X-Amz-") { out[k] = v }
+        if let body, body.readableBytes > 0 {
+            if payloadIsData {
+                out["PayloadBytes"] = body.readableBytes
+            } else if let json = try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any] {
+                for (k, v) in json { out[k] = redact(k, v) }
+            } else {
+                out["BodyBytes"] = body.readableBytes
+            }
+        }
+        let data = (try? JSONSerialization.data(withJSONObject: out, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    static func redact(_ key: String, _ value: Any) -> Any {
+        switch key {
+        case "ZipFile":
+            return "(redacted: \((value as? String)?.count ?? 0) base64 characters)"
+        case "Variables":
+            guard let vars = value as? [String: Any] else { return "(redacted)" }
+            return vars.mapValues { _ in "(redacted)" }
+        default:
+            if let nested = value as? [String: Any] {
+                return Dictionary(uniqueKeysWithValues: nested.map { ($0.key, redact($0.key, $0.value)) })
+            }
+            return value
+        }
+    }
+}
+
+/// The audit writer as a Service of the daemon: it writes until graceful
+/// shutdown reaches it (after the API has drained), then flushes what is queued.
+public struct AuditService: Service {
+    let gate: Gatekeeper
+    public init(gate: Gatekeeper) { self.gate = gate }
+
+    public func run() async throws {
+        let gate = self.gate
+        await withGracefulShutdownHandler {
+            await gate.run()
+        } onGracefulShutdown: {
+            gate.finish()
+        }
+    }
+}

@@ -1,0 +1,159 @@
+import Crypto
+import Foundation
+import Glibc
+
+/// The parts of AWS Signature Version 4 that signing and verifying share: the
+/// canonical request, the scope, the signing key and the signature. Both sides
+/// build the canonical request the way botocore does, so a signature from any
+/// AWS SDK verifies here and ours verify there.
+public enum SigV4 {
+    public static let algorithm = "AWS4-HMAC-SHA256"
+    public static let unsignedPayload = "UNSIGNED-PAYLOAD"
+
+    /// The canonical URI: the path as sent (percent-encoded), with dot segments and
+    /// repeated slashes removed, each segment encoded once more (every service but S3).
+    public static func canonicalURI(wirePath: String) -> String {
+        let normalized = removeDotSegments(wirePath.isEmpty ? "/" : wirePath)
+        return normalized.split(separator: "/", omittingEmptySubsequences: false).map { encode(String($0)) }.joined(separator: "/")
+    }
+
+    /// RFC 3986 section 5.2.4, plus the collapsing of empty segments AWS asks for.
+    static func removeDotSegments(_ path: String) -> String {
+        var out: [Substring] = []
+        for seg in path.split(separator: "/", omittingEmptySubsequences: true) where seg != "." {
+            if seg == ".." { _ = out.popLast() } else { out.append(seg) }
+        }
+        let lead = path.hasPrefix("/") ? "/" : ""
+        let trail = path.hasSuffix("/") && !out.isEmpty ? "/" : ""
+        return lead + out.joined(separator: "/") + trail
+    }
+
+    /// The canonical query string of decoded pairs: each name and value encoded, sorted by name then value.
+    public static func canonicalQuery(_ pairs: [(String, String)]) -> String {
+        var encoded = pairs.map { (encode($0.0), encode($0.1)) }
+        encoded.sort { a, b in a.0 == b.0 ? a.1 < b.1 : a.0 < b.0 }
+        return encoded.map { $0.0 + "=" + $0.1 }.joined(separator: "&")
+    }
+
+    /// A raw query string (`a=1&b=%20`) as decoded pairs.
+    public static func queryPairs(_ raw: Substring?) -> [(String, String)] {
+        guard let raw, !raw.isEmpty else { return [] }
+        return raw.split(separator: "&", omittingEmptySubsequences: true).map { pair in
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let name = String(parts[0]), value = parts.count > 1 ? String(parts[1]) : ""
+            return (name.removingPercentEncoding ?? name, value.removingPercentEncoding ?? value)
+        }
+    }
+
+    /// A header's value as signed: trimmed, inner runs of spaces collapsed.
+    public static func canonicalHeaderValue(_ v: String) -> String {
+        var out = ""
+        var lastSpace = false
+        for ch in v.trimmingCharacters(in: .whitespaces) {
+            if ch == " " || ch == "\t" {
+                if !lastSpace { out.append(" ") }
+                lastSpace = true
+            } else {
+                out.append(ch)
+                lastSpace = false
+            }
+        }
+        return out
+    }
+
+    public static func canonicalRequest(method: String, uri: String, query: String, headers: [(String, String)],
+                                        signedHeaders: String, payloadHash: String) -> String {
+        let canonicalHeaders = headers.map { "\($0.0):\($0.1)\n" }.joined()
+        return [method, uri, query, canonicalHeaders, signedHeaders, payloadHash].joined(separator: "\n")
+    }
+
+    public static func scope(day: Substring, region: String, service: String) -> String {
+        "\(day)/\(region)/\(service)/aws4_request"
+    }
+
+    public static func signingKey(secret: String, day: Substring, region: String, service: String) -> SymmetricKey {
+        var key = SymmetricKey(data: Array("AWS4\(secret)".utf8))
+        for part in [String(day), region, service, "aws4_request"] {
+            key = SymmetricKey(data: Data(HMAC<SHA256>.authenticationCode(for: Array(part.utf8), using: key)))
+        }
+        return key
+    }
+
+    public static func signature(secret: String, amzDate: String, region: String, service: String, canonicalRequest: String) -> String {
+        let day = amzDate.prefix(8)
+        let toSign = [algorithm, amzDate, scope(day: day, region: region, service: service),
+                      hex(SHA256.hash(data: Array(canonicalRequest.utf8)))].joined(separator: "\n")
+        let key = signingKey(secret: secret, day: day, region: region, service: service)
+        return hex(HMAC<SHA256>.authenticationCode(for: Array(toSign.utf8), using: key))
+    }
+
+    public static func hex<S: Sequence>(_ bytes: S) -> String where S.Element == UInt8 {
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(64)
+        for b in bytes {
+            out.append(digits[Int(b >> 4)])
+            out.append(digits[Int(b & 0x0f)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    public static func payloadHash<D: DataProtocol>(_ body: D) -> String { hex(SHA256.hash(data: body)) }
+
+    /// `yyyyMMdd'T'HHmmss'Z'` in UTC (DateFormatter is slow to make, and this runs per request).
+    public static func amzDate(_ date: Date) -> String {
+        var t = time_t(date.timeIntervalSince1970.rounded(.down))
+        var tm = tm()
+        gmtime_r(&t, &tm)
+        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        return "\(tm.tm_year + 1900)\(two(tm.tm_mon + 1))\(two(tm.tm_mday))T\(two(tm.tm_hour))\(two(tm.tm_min))\(two(tm.tm_sec))Z"
+    }
+
+    /// Parses `yyyyMMdd'T'HHmmss'Z'`; nil when it is not that.
+    public static func parseAmzDate(_ s: String) -> Date? {
+        let b = Array(s.utf8)
+        guard b.count == 16, b[8] == UInt8(ascii: "T"), b[15] == UInt8(ascii: "Z") else { return nil }
+        func num(_ r: Range<Int>) -> Int32? {
+            var v: Int32 = 0
+            for i in r {
+                guard (48...57).contains(b[i]) else { return nil }
+                v = v * 10 + Int32(b[i] - 48)
+            }
+            return v
+        }
+        guard let y = num(0..<4), let mo = num(4..<6), let d = num(6..<8), let h = num(9..<11), let mi = num(11..<13), let se = num(13..<15),
+              (1...12).contains(mo), (1...31).contains(d), h < 24, mi < 60, se < 61 else { return nil }
+        var tm = tm()
+        tm.tm_year = y - 1900
+        tm.tm_mon = mo - 1
+        tm.tm_mday = d
+        tm.tm_hour = h
+        tm.tm_min = mi
+        tm.tm_sec = se
+        return Date(timeIntervalSince1970: TimeInterval(timegm(&tm)))
+    }
+
+    /// RFC 3986 unreserved characters stay; everything else is percent-encoded.
+    public static func encode(_ s: String) -> String {
+        var out = ""
+        for b in s.utf8 {
+            switch b {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                 UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "~"):
+                out.append(Character(UnicodeScalar(b)))
+            default:
+                out += String(format: "%%%02X", b)
+            }
+        }
+        return out
+    }
+
+    /// Compares two signatures in time that does not depend on where they differ.
+    public static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+        let x = Array(a.utf8), y = Array(b.utf8)
+        guard x.count == y.count else { return false }
+        var diff: UInt8 = 0
+        for i in 0..<x.count { diff |= x[i] ^ y[i] }
+        return diff == 0
+    }
+}

@@ -1,0 +1,157 @@
+import Foundation
+
+/// Checks a request's AWS Signature Version 4, in either form the SDKs produce:
+/// the `Authorization` header, or the query string of a presigned URL. The
+/// failures carry the messages AWS services answer with, so SDK users see the
+/// errors they know.
+public struct SigV4Verifier: Sendable {
+    public var region: String
+    /// How far a request's date may be from the server's clock.
+    public var maxSkew: TimeInterval = 300
+    /// The longest validity a presigned URL may ask for (7 days, as on AWS).
+    public static let maxPresignedSeconds = 604_800
+
+    public init(region: String) { self.region = region }
+
+    /// What a request needs for verification. `header` takes a lowercase name and
+    /// answers every value of that header joined by commas, nil when absent.
+    public struct Request {
+        public var method: String
+        public var rawPath: String
+        public var rawQuery: Substring?
+        public var header: (String) -> String?
+
+        public init(method: String, rawPath: String, rawQuery: Substring?, header: @escaping (String) -> String?) {
+            self.method = method
+            self.rawPath = rawPath
+            self.rawQuery = rawQuery
+            self.header = header
+        }
+    }
+
+    /// What the request claims: who signed it, when, for what scope.
+    public struct Claim: Sendable {
+        public var accessKey: String
+        public var amzDate: String
+        public var date: Date
+        public var day: String
+        public var region: String
+        public var service: String
+        public var signedHeaders: [String]
+        public var signature: String
+        /// Presigned URLs: their validity in seconds.
+        public var expires: Int?
+    }
+
+    public enum Failure: Error, Equatable, Sendable {
+        /// No signature at all (403 MissingAuthenticationTokenException).
+        case missing
+        /// A signature that is not well formed (400 IncompleteSignatureException).
+        case incomplete(String)
+        /// A signature that does not hold (403 InvalidSignatureException).
+        case invalid(String)
+    }
+
+    public static let mismatchMessage = "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details."
+
+    /// Reads the claim from the `Authorization` header or the presigned query.
+    public static func claim(_ r: Request) throws(Failure) -> Claim {
+        let query = SigV4.queryPairs(r.rawQuery)
+        if let auth = r.header("authorization") {
+            guard auth.hasPrefix(SigV4.algorithm + " ") else {
+                throw .incomplete("Only \(SigV4.algorithm) signatures are accepted; the Authorization header starts with '\(auth.prefix(20))'.")
+            }
+            var fields: [String: String] = [:]
+            for part in auth.dropFirst(SigV4.algorithm.count + 1).split(separator: ",") {
+                let kv = part.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
+                if kv.count == 2 { fields[String(kv[0])] = String(kv[1]) }
+            }
+            var missing: [String] = []
+            for name in ["Credential", "SignedHeaders", "Signature"] where fields[name] == nil {
+                missing.append("Authorization header requires '\(name)' parameter.")
+            }
+            guard let amzDate = r.header("x-amz-date") else {
+                missing.append("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.")
+                throw .incomplete(missing.joined(separator: " ") + " Authorization=\(SigV4.algorithm)")
+            }
+            guard missing.isEmpty else { throw .incomplete(missing.joined(separator: " ") + " Authorization=\(SigV4.algorithm)") }
+            return try make(credential: fields["Credential"]!, amzDate: amzDate, signedHeaders: fields["SignedHeaders"]!,
+                            signature: fields["Signature"]!, expires: nil)
+        }
+        let q = Dictionary(query, uniquingKeysWith: { a, _ in a })
+        guard let algorithm = q["X-Amz-Algorithm"] else { throw .missing }
+        guard algorithm == SigV4.algorithm else { throw .incomplete("X-Amz-Algorithm must be \(SigV4.algorithm).") }
+        var missing: [String] = []
+        for name in ["X-Amz-Credential", "X-Amz-Date", "X-Amz-SignedHeaders", "X-Amz-Signature", "X-Amz-Expires"] where q[name] == nil {
+            missing.append("AWS query-string parameters must include '\(name)'.")
+        }
+        guard missing.isEmpty else { throw .incomplete(missing.joined(separator: " ") + " Re-examine the query-string parameters.") }
+        guard let expires = Int(q["X-Amz-Expires"]!), (1...maxPresignedSeconds).contains(expires) else {
+            throw .incomplete("X-Amz-Expires must be a number of seconds from 1 to \(maxPresignedSeconds).")
+        }
+        return try make(credential: q["X-Amz-Credential"]!, amzDate: q["X-Amz-Date"]!, signedHeaders: q["X-Amz-SignedHeaders"]!,
+                        signature: q["X-Amz-Signature"]!, expires: expires)
+    }
+
+    static func make(credential: String, amzDate: String, signedHeaders: String, signature: String, expires: Int?) throws(Failure) -> Claim {
+        let c = credential.split(separator: "/", omittingEmptySubsequences: false)
+        guard c.count == 5, c[4] == "aws4_request", !c[0].isEmpty else {
+            throw .incomplete("Credential must have exactly 5 slash-delimited elements, e.g. keyid/date/region/service/term, got '\(credential)'")
+        }
+        guard let date = SigV4.parseAmzDate(amzDate) else {
+            throw .incomplete("Date must be in ISO-8601 'basic format'. Got '\(amzDate)'. See http://en.wikipedia.org/wiki/ISO_8601")
+        }
+        let headers = signedHeaders.split(separator: ";").map { String($0) }
+        guard !headers.isEmpty, !signature.isEmpty else { throw .incomplete("SignedHeaders and Signature must not be empty.") }
+        return Claim(accessKey: String(c[0]), amzDate: amzDate, date: date, day: String(c[1]), region: String(c[2]),
+                     service: String(c[3]), signedHeaders: headers, signature: signature, expires: expires)
+    }
+
+    /// Checks the claim's scope, time and signature against the key's secret. `payloadHash`
+    /// is asked only when the request does not name its own (`X-Amz-Content-Sha256`).
+    public func verify(_ claim: Claim, _ r: Request, secret: String, service: String, now: Date = Date(),
+                       payloadHash: () -> String) throws(Failure) {
+        guard claim.region == region else { throw .invalid("Credential should be scoped to a valid region. ") }
+        guard claim.service == service else { throw .invalid("Credential should be scoped to correct service: '\(service)'. ") }
+        guard claim.day == String(claim.amzDate.prefix(8)) else {
+            throw .invalid("Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '\(claim.day)' != '\(claim.amzDate.prefix(8))', from '\(claim.amzDate)'.")
+        }
+        guard claim.signedHeaders.contains("host") else {
+            throw .invalid("'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.")
+        }
+        if let expires = claim.expires {
+            if now.timeIntervalSince(claim.date) > TimeInterval(expires) {
+                throw .invalid("Signature expired: the presigned request was valid for \(expires) seconds from \(claim.amzDate); it is now \(SigV4.amzDate(now)).")
+            }
+            if claim.date.timeIntervalSince(now) > maxSkew {
+                throw .invalid("Signature not yet current: \(claim.amzDate) is still later than \(SigV4.amzDate(now.addingTimeInterval(maxSkew))) (\(SigV4.amzDate(now)) + 5 min.)")
+            }
+        } else if now.timeIntervalSince(claim.date) > maxSkew {
+            throw .invalid("Signature expired: \(claim.amzDate) is now earlier than \(SigV4.amzDate(now.addingTimeInterval(-maxSkew))) (\(SigV4.amzDate(now)) - 5 min.)")
+        } else if claim.date.timeIntervalSince(now) > maxSkew {
+            throw .invalid("Signature not yet current: \(claim.amzDate) is still later than \(SigV4.amzDate(now.addingTimeInterval(maxSkew))) (\(SigV4.amzDate(now)) + 5 min.)")
+        }
+        var headers: [(String, String)] = []
+        for name in claim.signedHeaders.sorted() {
+            guard let v = r.header(name) else { throw .invalid(Self.mismatchMessage) }
+            headers.append((name, SigV4.canonicalHeaderValue(v)))
+        }
+        var query = SigV4.queryPairs(r.rawQuery)
+        if claim.expires != nil { query.removeAll { $0.0 == "X-Amz-Signature" } }
+        let hash: String
+        if let declared = r.header("x-amz-content-sha256") {
+            if declared != SigV4.unsignedPayload, declared != payloadHash() {
+                throw .invalid("The provided 'x-amz-content-sha256' header does not match what was computed.")
+            }
+            hash = declared
+        } else {
+            hash = claim.expires != nil ? SigV4.unsignedPayload : payloadHash()
+        }
+        let canonical = SigV4.canonicalRequest(method: r.method, uri: SigV4.canonicalURI(wirePath: r.rawPath),
+                                               query: SigV4.canonicalQuery(query), headers: headers,
+                                               signedHeaders: claim.signedHeaders.sorted().joined(separator: ";"), payloadHash: hash)
+        let expected = SigV4.signature(secret: secret, amzDate: claim.amzDate, region: claim.region, service: claim.service,
+                                       canonicalRequest: canonical)
+        guard SigV4.constantTimeEqual(expected, claim.signature.lowercased()) else { throw .invalid(Self.mismatchMessage) }
+    }
+}

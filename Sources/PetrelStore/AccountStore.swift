@@ -1,0 +1,132 @@
+import Foundation
+import GRDB
+
+/// Accounts and their access keys. A key's secret is kept sealed under the
+/// platform key (SigV4 needs the secret itself to check a signature) and shown
+/// once, when the key is made.
+public struct AccountStore: Sendable {
+    let db: PetrelDatabase
+    let keys: KeyRing
+    public init(_ db: PetrelDatabase, keys: KeyRing) {
+        self.db = db
+        self.keys = keys
+    }
+
+    public struct Account: Sendable, Equatable {
+        public var id: String
+        public var name: String
+        public var admin: Bool
+        public var created: Date
+    }
+
+    public struct AccessKey: Sendable, Equatable {
+        public var id: String
+        public var account: String
+        public var status: String
+        public var created: Date
+        public var revoked: Date?
+    }
+
+    /// A key that may sign requests: its account and secret.
+    public struct ActiveKey: Sendable {
+        public var id: String
+        public var account: String
+        public var secret: String
+    }
+
+    static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+    static func date(_ ms: Int64) -> Date { Date(timeIntervalSince1970: Double(ms) / 1000) }
+
+    /// Creates an account; `id` is drawn at random when not given.
+    public func createAccount(id: String? = nil, name: String, admin: Bool = false) throws -> Account {
+        guard name.count <= 64, !name.isEmpty, !name.contains(where: { $0.isNewline }) else {
+            throw StoreError("an account name has 1 to 64 characters on one line")
+        }
+        if let id, !(id.utf8.count == 12 && id.utf8.allSatisfy { (48...57).contains($0) }) {
+            throw StoreError("an account id is 12 digits, not '\(id)'")
+        }
+        return try db.pool.write { db in
+            var chosen = id ?? ""
+            if id == nil {
+                repeat { chosen = String((0..<12).map { _ in Character(String(Int.random(in: 0...9))) }) }
+                while try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM accounts WHERE id = ?)", arguments: [chosen]) == true
+            }
+            let created = Self.now()
+            try db.execute(sql: "INSERT OR IGNORE INTO accounts (id, name, admin, created) VALUES (?, ?, ?, ?)",
+                           arguments: [chosen, name, admin, created])
+            guard db.changesCount == 1 else { throw StoreError("the account \(chosen) exists already") }
+            return Account(id: chosen, name: name, admin: admin, created: Self.date(created))
+        }
+    }
+
+    public func accounts() throws -> [Account] {
+        try db.pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT id, name, admin, created FROM accounts ORDER BY created, id")
+        }.map { Account(id: $0["id"], name: $0["name"], admin: $0["admin"], created: Self.date($0["created"])) }
+    }
+
+    public func account(_ id: String) throws -> Account? { try accounts().first { $0.id == id } }
+
+    public func adminAccount() throws -> Account? { try accounts().first { $0.admin } }
+
+    /// Deletes an account that owns no functions, with its keys (revoked first).
+    public func deleteAccount(_ id: String) throws {
+        try db.pool.write { db in
+            guard try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM accounts WHERE id = ?)", arguments: [id]) == true else {
+                throw StoreError("there is no account \(id)")
+            }
+            let owned = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM functions WHERE account = ?", arguments: [id]) ?? 0
+            guard owned == 0 else { throw StoreError("the account \(id) still owns \(owned) function(s); delete them first") }
+            try db.execute(sql: "DELETE FROM access_keys WHERE account = ?", arguments: [id])
+            try db.execute(sql: "DELETE FROM accounts WHERE id = ?", arguments: [id])
+        }
+    }
+
+    static let keyAlphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+    static let secretAlphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+
+    /// Makes an access key for an account; the secret is returned here and never again.
+    public func createKey(account: String) throws -> (id: String, secret: String) {
+        var rng = SystemRandomNumberGenerator()
+        let id = "AKIA" + String((0..<16).map { _ in Self.keyAlphabet[Int(rng.next() % 32)] })
+        let secret = String((0..<40).map { _ in Self.secretAlphabet[Int(rng.next() % 64)] })
+        let sealed = try keys.seal(Data(secret.utf8), context: "access-key:\(id)")
+        try db.pool.write { db in
+            guard try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM accounts WHERE id = ?)", arguments: [account]) == true else {
+                throw StoreError("there is no account \(account)")
+            }
+            try db.execute(sql: "INSERT INTO access_keys (id, account, secret_sealed, status, created) VALUES (?, ?, ?, 'Active', ?)",
+                           arguments: [id, account, sealed, Self.now()])
+        }
+        return (id, secret)
+    }
+
+    public func accessKeys(account: String? = nil) throws -> [AccessKey] {
+        try db.pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT id, account, status, created, revoked FROM access_keys WHERE ? IS NULL OR account = ? ORDER BY created, id",
+                             arguments: [account, account])
+        }.map { AccessKey(id: $0["id"], account: $0["account"], status: $0["status"], created: Self.date($0["created"]),
+                          revoked: ($0["revoked"] as Int64?).map(Self.date)) }
+    }
+
+    /// Revokes a key at once: requests signed with it are refused from now on.
+    public func revokeKey(_ id: String) throws {
+        try db.pool.write { db in
+            try db.execute(sql: "UPDATE access_keys SET status = 'Inactive', revoked = ? WHERE id = ? AND status = 'Active'", arguments: [Self.now(), id])
+            guard db.changesCount == 1 else {
+                let known = try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM access_keys WHERE id = ?)", arguments: [id]) ?? false
+                throw StoreError(known ? "the key \(id) is revoked already" : "there is no key \(id)")
+            }
+        }
+    }
+
+    /// The active key `id` with its secret; nil when unknown or revoked. Read from the
+    /// database every time, so a revocation by another process counts at once.
+    public func activeKey(_ id: String) throws -> ActiveKey? {
+        guard let row = try db.pool.read({ db in
+            try Row.fetchOne(db, sql: "SELECT account, secret_sealed FROM access_keys WHERE id = ? AND status = 'Active'", arguments: [id])
+        }) else { return nil }
+        let secret = try keys.unseal(row["secret_sealed"], context: "access-key:\(id)")
+        return ActiveKey(id: id, account: row["account"], secret: String(decoding: secret, as: UTF8.self))
+    }
+}

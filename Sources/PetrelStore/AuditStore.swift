@@ -1,0 +1,64 @@
+import Foundation
+import GRDB
+
+/// The audit trail: one row per API call, refused ones included. The table
+/// refuses UPDATE and DELETE (triggers), so records are only ever added.
+public struct AuditStore: Sendable {
+    let db: PetrelDatabase
+    public init(_ db: PetrelDatabase) { self.db = db }
+
+    public struct Record: Sendable, Codable, Equatable {
+        public var seq: Int64?
+        /// Milliseconds since the epoch.
+        public var time: Int64
+        public var account: String?
+        public var accessKey: String?
+        public var source: String
+        public var action: String
+        public var resource: String?
+        /// JSON of the call's parameters, secrets taken out.
+        public var parameters: String
+        public var status: Int
+        public var errorCode: String?
+
+        public init(time: Int64, account: String?, accessKey: String?, source: String, action: String, resource: String?,
+                    parameters: String, status: Int, errorCode: String?) {
+            self.time = time
+            self.account = account
+            self.accessKey = accessKey
+            self.source = source
+            self.action = action
+            self.resource = resource
+            self.parameters = parameters
+            self.status = status
+            self.errorCode = errorCode
+        }
+    }
+
+    public func append(_ records: [Record]) throws {
+        try db.pool.write { db in
+            let stmt = try db.cachedStatement(sql: """
+                INSERT INTO audit (time, account, key_id, source, action, resource, parameters, status, error)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """)
+            for r in records {
+                try stmt.execute(arguments: [r.time, r.account, r.accessKey, r.source, r.action, r.resource, r.parameters, r.status, r.errorCode])
+            }
+        }
+    }
+
+    /// Records in order, optionally since a time, of one account, of one action.
+    public func records(since: Int64? = nil, account: String? = nil, action: String? = nil, limit: Int = Int.max) throws -> [Record] {
+        try db.pool.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT * FROM audit WHERE time >= ? AND (? IS NULL OR account = ?) AND (? IS NULL OR action = ?)
+                ORDER BY seq LIMIT ?
+                """, arguments: [since ?? 0, account, account, action, action, limit])
+        }.map { row in
+            var r = Record(time: row["time"], account: row["account"], accessKey: row["key_id"], source: row["source"], action: row["action"],
+                           resource: row["resource"], parameters: row["parameters"], status: row["status"], errorCode: row["error"])
+            r.seq = row["seq"]
+            return r
+        }
+    }
+}
