@@ -138,20 +138,28 @@ public struct SigV4Verifier: Sendable {
         }
         var query = SigV4.queryPairs(r.rawQuery)
         if claim.expires != nil { query.removeAll { $0.0 == "X-Amz-Signature" } }
-        let hash: String
+        // The payload hash the signer used: the one it declares, else the body's. Presigned
+        // URLs are signed over the body's hash by botocore (every service but S3) and over
+        // UNSIGNED-PAYLOAD by S3-style signers; either is accepted.
+        var hashes: [String]
         if let declared = r.header("x-amz-content-sha256") {
             if declared != SigV4.unsignedPayload, declared != payloadHash() {
                 throw .invalid("The provided 'x-amz-content-sha256' header does not match what was computed.")
             }
-            hash = declared
+            hashes = [declared]
         } else {
-            hash = claim.expires != nil ? SigV4.unsignedPayload : payloadHash()
+            hashes = [payloadHash()]
+            if claim.expires != nil { hashes.append(SigV4.unsignedPayload) }
         }
-        let canonical = SigV4.canonicalRequest(method: r.method, uri: SigV4.canonicalURI(wirePath: r.rawPath),
-                                               query: SigV4.canonicalQuery(query), headers: headers,
-                                               signedHeaders: claim.signedHeaders.sorted().joined(separator: ";"), payloadHash: hash)
-        let expected = SigV4.signature(secret: secret, amzDate: claim.amzDate, region: claim.region, service: claim.service,
-                                       canonicalRequest: canonical)
-        guard SigV4.constantTimeEqual(expected, claim.signature.lowercased()) else { throw .invalid(Self.mismatchMessage) }
+        let uri = SigV4.canonicalURI(wirePath: r.rawPath), canonicalQuery = SigV4.canonicalQuery(query)
+        let signed = claim.signedHeaders.sorted().joined(separator: ";")
+        for hash in hashes {
+            let canonical = SigV4.canonicalRequest(method: r.method, uri: uri, query: canonicalQuery, headers: headers,
+                                                   signedHeaders: signed, payloadHash: hash)
+            let expected = SigV4.signature(secret: secret, amzDate: claim.amzDate, region: claim.region, service: claim.service,
+                                           canonicalRequest: canonical)
+            if SigV4.constantTimeEqual(expected, claim.signature.lowercased()) { return }
+        }
+        throw .invalid(Self.mismatchMessage)
     }
 }

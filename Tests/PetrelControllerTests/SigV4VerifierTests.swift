@@ -1,0 +1,54 @@
+import Foundation
+import PetrelClient
+import Testing
+
+/// The verifier against the signer (which a test checks against botocore):
+/// what one signs the other accepts, and any change to what was signed is caught.
+@Suite("SigV4 verification")
+struct SigV4VerifierTests {
+    let secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+
+    func request(_ method: String, _ url: URL, _ headers: [String: String]) -> SigV4Verifier.Request {
+        let c = URLComponents(url: url, resolvingAgainstBaseURL: false)!
+        let lowered = Dictionary(uniqueKeysWithValues: headers.map { ($0.key.lowercased(), $0.value) })
+        let host = url.port.map { "\(url.host!):\($0)" } ?? url.host!
+        return SigV4Verifier.Request(method: method, rawPath: c.percentEncodedPath, rawQuery: c.percentEncodedQuery.map { Substring($0) }) { name in
+            name == "host" ? host : lowered[name]
+        }
+    }
+
+    func verify(_ r: SigV4Verifier.Request, body: [UInt8], now: Date = Date()) throws(SigV4Verifier.Failure) {
+        let claim = try SigV4Verifier.claim(r)
+        try SigV4Verifier(region: "us-east-1").verify(claim, r, secret: secret, service: "lambda", now: now) { SigV4.payloadHash(body) }
+    }
+
+    @Test("signed requests verify; changed ones do not")
+    func roundTrip() throws {
+        let url = URL(string: "http://127.0.0.1:9000/2015-03-31/functions/my%20fn/invocations?Qualifier=%24LATEST")!
+        let body = Array("{\"a\":1}".utf8)
+        let signer = SigV4Signer(accessKey: "AKIDEXAMPLE", secretKey: secret, region: "us-east-1", service: "lambda")
+        let headers = signer.sign(method: "POST", url: url, headers: ["Content-Type": "application/json"], body: body)
+            .merging(["Content-Type": "application/json"]) { a, _ in a }
+        try verify(request("POST", url, headers), body: body)
+        #expect(throws: SigV4Verifier.Failure.invalid(SigV4Verifier.mismatchMessage)) {
+            try verify(request("POST", url, headers), body: Array("{\"a\":2}".utf8))
+        }
+        let other = URL(string: "http://127.0.0.1:9000/2015-03-31/functions/other/invocations?Qualifier=%24LATEST")!
+        #expect(throws: SigV4Verifier.Failure.invalid(SigV4Verifier.mismatchMessage)) { try verify(request("POST", other, headers), body: body) }
+        #expect(throws: SigV4Verifier.Failure.self) { try verify(request("POST", url, headers), body: body, now: Date().addingTimeInterval(301)) }
+        var noAuth = headers
+        noAuth["Authorization"] = nil
+        #expect(throws: SigV4Verifier.Failure.missing) { try verify(request("POST", url, noAuth), body: body) }
+        var broken = headers
+        broken["Authorization"] = "AWS4-HMAC-SHA256 SignedHeaders=host"
+        #expect(throws: SigV4Verifier.Failure.self) { try verify(request("POST", url, broken), body: body) }
+    }
+
+    @Test("dates parse back to the instant they name")
+    func dates() {
+        let now = Date(timeIntervalSince1970: 1_795_000_000)
+        #expect(SigV4.parseAmzDate(SigV4.amzDate(now)) == now)
+        #expect(SigV4.parseAmzDate("20261301T000000Z") == nil)
+        #expect(SigV4.parseAmzDate("2026-11-23T00:00:00Z") == nil)
+    }
+}
