@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -7,6 +8,7 @@ import PetrelCore
 import PetrelSigV4
 import PetrelStore
 import ServiceLifecycle
+import Synchronization
 
 /// Who made a request: the account and the access key that signed it.
 public struct Caller: Sendable, Equatable {
@@ -27,6 +29,47 @@ public final class Gatekeeper: Sendable {
     let verifier: SigV4Verifier
     let audit: BatchWriter<AuditStore.Record>
     let logger: Logger
+    private let cache = Mutex(KeyCache())
+
+    /// Active keys seen lately, with their signing keys per day, region and service
+    /// (deriving one costs four HMACs). Emptied whenever the store's key generation
+    /// changes, i.e. after any revocation, by this process or an operator command.
+    struct KeyCache {
+        struct Entry {
+            var account: String
+            var secret: String
+            var signing: [String: [UInt8]] = [:]
+        }
+        var generation: AccountStore.Generation?
+        var entries: [String: Entry] = [:]
+    }
+
+    /// The signing key of a claim, or nil when its key is unknown or revoked.
+    func signingKey(_ claim: SigV4Verifier.Claim) throws -> (account: String, key: SymmetricKey)? {
+        let generation = accounts.generation()
+        let scope = claim.day + "/" + claim.region + "/" + claim.service
+        let hit = cache.withLock { c -> (String, [UInt8]?)? in
+            if c.generation != generation {
+                c = KeyCache(generation: generation)
+                return nil
+            }
+            guard let e = c.entries[claim.accessKey] else { return nil }
+            return (e.account, e.signing[scope])
+        }
+        if let (account, bytes) = hit, let bytes { return (account, SymmetricKey(data: bytes)) }
+        guard let key = try accounts.activeKey(claim.accessKey) else { return nil }
+        let derived = SigV4.signingKey(secret: key.secret, day: claim.day[...], region: claim.region, service: claim.service)
+        let bytes = derived.withUnsafeBytes { Array($0) }
+        cache.withLock { c in
+            guard c.generation == generation else { return }
+            if c.entries.count > 10_000 { c.entries.removeAll() }
+            var e = c.entries[claim.accessKey] ?? KeyCache.Entry(account: key.account, secret: key.secret)
+            if e.signing.count > 8 { e.signing.removeAll() }
+            e.signing[scope] = bytes
+            c.entries[claim.accessKey] = e
+        }
+        return (key.account, derived)
+    }
 
     public init(accounts: AccountStore, audit: AuditStore, region: String, logger: Logger) {
         self.accounts = accounts
@@ -46,13 +89,13 @@ public final class Gatekeeper: Sendable {
         }
         do {
             let claim = try SigV4Verifier.claim(r)
-            guard let key = try accounts.activeKey(claim.accessKey) else {
+            guard let key = try signingKey(claim) else {
                 throw LambdaError(.unrecognizedClient, "The security token included in the request is invalid.")
             }
-            try verifier.verify(claim, r, secret: key.secret, service: service) {
+            try verifier.verify(claim, r, signingKey: key.key, service: service) {
                 body.withUnsafeReadableBytes { SigV4.payloadHash($0) }
             }
-            return Caller(account: key.account, accessKey: key.id)
+            return Caller(account: key.account, accessKey: claim.accessKey)
         } catch let f as SigV4Verifier.Failure {
             switch f {
             case .missing: throw LambdaError(.missingAuthenticationToken, "Missing Authentication Token")
@@ -89,6 +132,14 @@ public final class Gatekeeper: Sendable {
 /// never copied.
 enum AuditParameters {
     static func describe(query: [(String, String)], path: [String: String], body: ByteBuffer?, payloadIsData: Bool) -> String {
+        if payloadIsData || body == nil || body!.readableBytes == 0 {
+            // The hot path (every Invoke): strings only, no JSON parser or serializer.
+            var fields: [(String, String)] = path.map { ($0.key, quoted($0.value)) }
+            for (k, v) in query where !k.hasPrefix("X-Amz-") { fields.append((k, quoted(v))) }
+            if let body, body.readableBytes > 0 { fields.append(("PayloadBytes", String(body.readableBytes))) }
+            fields.sort { $0.0 < $1.0 }
+            return "{" + fields.map { quoted($0.0) + ":" + $0.1 }.joined(separator: ",") + "}"
+        }
         var out: [String: Any] = [:]
         for (k, v) in path { out[k] = v }
         for (k, v) in query where !k.hasPrefix("X-Amz-") { out[k] = v }
@@ -103,6 +154,23 @@ enum AuditParameters {
         }
         let data = (try? JSONSerialization.data(withJSONObject: out, options: [.sortedKeys])) ?? Data("{}".utf8)
         return String(decoding: data, as: UTF8.self)
+    }
+
+    /// A JSON string literal.
+    static func quoted(_ s: String) -> String {
+        var out = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
+            default: out.unicodeScalars.append(u)
+            }
+        }
+        return out + "\""
     }
 
     static func redact(_ key: String, _ value: Any) -> Any {

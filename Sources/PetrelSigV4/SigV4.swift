@@ -80,10 +80,13 @@ public enum SigV4 {
     }
 
     public static func signature(secret: String, amzDate: String, region: String, service: String, canonicalRequest: String) -> String {
-        let day = amzDate.prefix(8)
-        let toSign = [algorithm, amzDate, scope(day: day, region: region, service: service),
+        signature(key: signingKey(secret: secret, day: amzDate.prefix(8), region: region, service: service),
+                  amzDate: amzDate, region: region, service: service, canonicalRequest: canonicalRequest)
+    }
+
+    public static func signature(key: SymmetricKey, amzDate: String, region: String, service: String, canonicalRequest: String) -> String {
+        let toSign = [algorithm, amzDate, scope(day: amzDate.prefix(8), region: region, service: service),
                       hex(SHA256.hash(data: Array(canonicalRequest.utf8)))].joined(separator: "\n")
-        let key = signingKey(secret: secret, day: day, region: region, service: service)
         return hex(HMAC<SHA256>.authenticationCode(for: Array(toSign.utf8), using: key))
     }
 

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 
 /// Checks a request's AWS Signature Version 4, in either form the SDKs produce:
@@ -111,6 +112,13 @@ public struct SigV4Verifier: Sendable {
     /// is asked only when the request does not name its own (`X-Amz-Content-Sha256`).
     public func verify(_ claim: Claim, _ r: Request, secret: String, service: String, now: Date = Date(),
                        payloadHash: () -> String) throws(Failure) {
+        try verify(claim, r, signingKey: SigV4.signingKey(secret: secret, day: claim.day[...], region: claim.region, service: claim.service),
+                   service: service, now: now, payloadHash: payloadHash)
+    }
+
+    /// The same, with the signing key of the claim's day, region and service derived already.
+    public func verify(_ claim: Claim, _ r: Request, signingKey: SymmetricKey, service: String, now: Date = Date(),
+                       payloadHash: () -> String) throws(Failure) {
         guard claim.region == region else { throw .invalid("Credential should be scoped to a valid region. ") }
         guard claim.service == service else { throw .invalid("Credential should be scoped to correct service: '\(service)'. ") }
         guard claim.day == String(claim.amzDate.prefix(8)) else {
@@ -156,7 +164,7 @@ public struct SigV4Verifier: Sendable {
         for hash in hashes {
             let canonical = SigV4.canonicalRequest(method: r.method, uri: uri, query: canonicalQuery, headers: headers,
                                                    signedHeaders: signed, payloadHash: hash)
-            let expected = SigV4.signature(secret: secret, amzDate: claim.amzDate, region: claim.region, service: claim.service,
+            let expected = SigV4.signature(key: signingKey, amzDate: claim.amzDate, region: claim.region, service: claim.service,
                                            canonicalRequest: canonical)
             if SigV4.constantTimeEqual(expected, claim.signature.lowercased()) { return }
         }

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Glibc
 
 /// Accounts and their access keys. A key's secret is kept sealed under the
 /// platform key (SigV4 needs the secret itself to check a signature) and shown
@@ -32,6 +33,28 @@ public struct AccountStore: Sendable {
         public var id: String
         public var account: String
         public var secret: String
+    }
+
+    /// Changes whenever a key is revoked or an account deleted, by this process or
+    /// another: the daemon's cache of keys checks it (one stat) on every request.
+    var generationPath: String { db.directory + "/keys.generation" }
+
+    public struct Generation: Equatable, Sendable {
+        var inode: UInt64
+        var nanoseconds: Int64
+    }
+
+    public func generation() -> Generation {
+        var st = stat()
+        guard stat(generationPath, &st) == 0 else { return Generation(inode: 0, nanoseconds: 0) }
+        return Generation(inode: UInt64(st.st_ino), nanoseconds: Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec))
+    }
+
+    /// A new file each time (a new inode), so even two changes in one clock tick differ.
+    func bumpGeneration() {
+        let tmp = generationPath + ".\(getpid()).\(UInt32.random(in: 0...UInt32.max))"
+        FileManager.default.createFile(atPath: tmp, contents: Data("\(Date().timeIntervalSince1970)\n".utf8), attributes: [.posixPermissions: 0o600])
+        rename(tmp, generationPath)
     }
 
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
@@ -80,6 +103,7 @@ public struct AccountStore: Sendable {
             try db.execute(sql: "DELETE FROM access_keys WHERE account = ?", arguments: [id])
             try db.execute(sql: "DELETE FROM accounts WHERE id = ?", arguments: [id])
         }
+        bumpGeneration()
     }
 
     static let keyAlphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
@@ -118,10 +142,10 @@ public struct AccountStore: Sendable {
                 throw StoreError(known ? "the key \(id) is revoked already" : "there is no key \(id)")
             }
         }
+        bumpGeneration()
     }
 
-    /// The active key `id` with its secret; nil when unknown or revoked. Read from the
-    /// database every time, so a revocation by another process counts at once.
+    /// The active key `id` with its secret; nil when unknown or revoked.
     public func activeKey(_ id: String) throws -> ActiveKey? {
         guard let row = try db.pool.read({ db in
             try Row.fetchOne(db, sql: "SELECT account, secret_sealed FROM access_keys WHERE id = ? AND status = 'Active'", arguments: [id])

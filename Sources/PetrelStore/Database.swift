@@ -6,9 +6,12 @@ import Synchronization
 /// The metadata store: one SQLite database in WAL mode (`<data>/petrel.sqlite`).
 public final class PetrelDatabase: Sendable {
     public let pool: DatabasePool
+    /// The directory the database lives in (the data directory).
+    public let directory: String
 
     /// `adminAccount` owns what a data directory from before accounts holds.
     public init(path: String, adminAccount: String = "000000000000") throws {
+        directory = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
         var config = Configuration()
         config.busyMode = .timeout(10)
         config.prepareDatabase { db in

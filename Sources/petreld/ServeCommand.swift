@@ -112,7 +112,7 @@ struct ServeCommand: AsyncParsableCommand {
         await runtime.dispatcher.loadReservations(try catalog.reservations())
         for f in try catalog.provisionedSets() { await runtime.dispatcher.setProvisioned(f, f.provisionedConcurrency) }
         let router = Router(context: PetrelRequestContext.self)
-        router.add(middleware: UnknownRouteMiddleware())
+        router.add(middleware: UnknownRouteMiddleware(gate: gate))
         LambdaAPI(catalog: catalog, dispatcher: runtime.dispatcher, gate: gate,
                   codeLinks: try CodeLinks(keys: store.keys, scheme: c.tlsCertificate == nil ? "http" : "https"), region: c.region, logger: logger)
             .register(on: router)
