@@ -121,7 +121,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PetrelControllerTests",
-            dependencies: ["PetrelCore", "PetrelStore", "PetrelClient", "petreld"]
+            dependencies: ["PetrelCore", "PetrelStore", "PetrelClient", "PetrelAPI", "petreld"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -39,7 +39,6 @@ extension FunctionCatalog {
 
     func tag(_ rawARN: String, _ tags: [String: String], caller: Caller) throws {
         let f = try resolveTagged(rawARN, caller: caller)
-        _ = try Self.checkTags(tags, adding: f.tags ?? [:])
         guard try functions.update(account: f.account, f.name, { r in
             let merged = try Self.checkTags(tags, adding: r.tags ?? [:])
             r.tags = merged.isEmpty ? nil : merged
@@ -79,7 +78,8 @@ extension FunctionCatalog {
         }
     }
 
-    func addPermission(_ raw: String, qualifier: String?, _ input: PermissionInput, caller: Caller) throws -> PolicyStatement {
+    /// Adds a statement; answers it with the function it now guards.
+    func addPermission(_ raw: String, qualifier: String?, _ input: PermissionInput, caller: Caller) throws -> (FunctionRecord, PolicyStatement) {
         let f = try resolve(raw, caller: caller)
         try Self.checkQualifier(qualifier, f, region: region)
         guard let sid = input.StatementId else { throw LambdaError(.invalidParameterValue, "StatementId is required.") }
@@ -102,7 +102,7 @@ extension FunctionCatalog {
             throw LambdaError.constraint(a, at: "sourceAccount", "Member must satisfy regular expression pattern: \\d{12}")
         }
         let statement = PolicyStatement(sid: sid, action: action, principal: principal, sourceArn: input.SourceArn, sourceAccount: input.SourceAccount)
-        guard try functions.update(account: f.account, f.name, { r in
+        guard let updated = try functions.update(account: f.account, f.name, { r in
             try checkRevision(input.RevisionId, r)
             var list = r.policy ?? []
             guard !list.contains(where: { $0.sid == sid }) else {
@@ -110,9 +110,9 @@ extension FunctionCatalog {
             }
             list.append(statement)
             r.policy = list
-        }) != nil else { throw notFound(f.account, f.name) }
+        }) else { throw notFound(f.account, f.name) }
         logger.info("permission added", metadata: ["function.name": "\(f.name)", "account": "\(f.account)", "policy.sid": "\(sid)"])
-        return statement
+        return (updated, statement)
     }
 
     func removePermission(_ raw: String, sid: String, qualifier: String?, revision: String?, caller: Caller) throws {

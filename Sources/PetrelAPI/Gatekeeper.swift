@@ -37,7 +37,6 @@ public final class Gatekeeper: Sendable {
     struct KeyCache {
         struct Entry {
             var account: String
-            var secret: String
             var signing: [String: [UInt8]] = [:]
         }
         var generation: AccountStore.Generation?
@@ -63,7 +62,7 @@ public final class Gatekeeper: Sendable {
         cache.withLock { c in
             guard c.generation == generation else { return }
             if c.entries.count > 10_000 { c.entries.removeAll() }
-            var e = c.entries[claim.accessKey] ?? KeyCache.Entry(account: key.account, secret: key.secret)
+            var e = c.entries[claim.accessKey] ?? KeyCache.Entry(account: key.account)
             if e.signing.count > 8 { e.signing.removeAll() }
             e.signing[scope] = bytes
             c.entries[claim.accessKey] = e
@@ -78,15 +77,20 @@ public final class Gatekeeper: Sendable {
         self.logger = logger
     }
 
-    /// The signer of a request whose body has been read, or the error to answer with.
-    func authenticate(_ req: Request, body: ByteBuffer, service: String) throws -> Caller {
+    /// A request as the verifier reads it.
+    static func verifierRequest(_ req: Request) -> SigV4Verifier.Request {
         let headers = req.headers
-        let r = SigV4Verifier.Request(method: req.method.rawValue, rawPath: req.uri.path, rawQuery: req.uri.query.map { Substring($0) }) { name in
+        return SigV4Verifier.Request(method: req.method.rawValue, rawPath: req.uri.path, rawQuery: req.uri.query.map { Substring($0) }) { name in
             if name == "host" { return req.head.authority }
             guard let field = HTTPField.Name(name) else { return nil }
             let values = headers[values: field]
             return values.isEmpty ? nil : values.joined(separator: ",")
         }
+    }
+
+    /// The signer of a request whose body has been read, or the error to answer with.
+    func authenticate(_ req: Request, body: ByteBuffer, service: String) throws -> Caller {
+        let r = Self.verifierRequest(req)
         do {
             let claim = try SigV4Verifier.claim(r)
             guard let key = try signingKey(claim) else {
@@ -105,12 +109,9 @@ public final class Gatekeeper: Sendable {
         }
     }
 
-    /// The access key id a request names, signed correctly or not (for the audit trail).
+    /// The access key id a refused request names, when its signature is well formed (for the audit trail).
     static func claimedKey(_ req: Request) -> String? {
-        if let auth = req.headers[.authorization], let r = auth.range(of: "Credential=") {
-            return String(auth[r.upperBound...].prefix { $0 != "/" && $0 != "," }.prefix(128))
-        }
-        return req.uri.queryParameters["X-Amz-Credential"].map { String($0.prefix { $0 != "/" }.prefix(128)) }
+        (try? SigV4Verifier.claim(verifierRequest(req)))?.accessKey.prefix(128).description
     }
 
     static func query(_ req: Request) -> [(String, String)] { SigV4.queryPairs(req.uri.query.map { Substring($0) }) }

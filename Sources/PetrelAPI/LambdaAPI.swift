@@ -317,8 +317,8 @@ public struct LambdaAPI: Sendable {
 
     func addPermission(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
         let input = try await Self.decode(FunctionCatalog.PermissionInput.self, req, operation: "AddPermission")
-        let statement = try catalog.addPermission(try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init), input, caller: call.caller)
-        let f = try catalog.resolve(try name(ctx), caller: call.caller)
+        let (f, statement) = try catalog.addPermission(try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init), input,
+                                                       caller: call.caller)
         let resource = FunctionARN(region: region, account: f.account, name: f.name).description
         return APIResponse.json(["Statement": PolicyDocument.json(PolicyDocument.statement(statement, resource: resource))], status: .created)
     }

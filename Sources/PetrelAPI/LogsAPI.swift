@@ -92,15 +92,15 @@ public struct LogsAPI: Sendable {
 
     func groupARN(_ g: String, _ account: String) -> String { "arn:aws:logs:\(region):\(account):log-group:\(g)" }
 
-    /// The log group a request names, as the store files it (prefixed by the caller's account).
+    /// The log group a request names, which must be one of the caller's account.
     func requireGroup(_ body: [String: Any], account: String) throws -> String {
         guard let g = body["logGroupName"] as? String ?? (body["logGroupIdentifier"] as? String).map({ $0.components(separatedBy: ":log-group:").last! }) else {
             throw LogsError(code: "InvalidParameterException", message: "logGroupName is required.")
         }
-        guard try logs.groups(prefix: account + g).contains(where: { $0.name == account + g }) else {
+        guard try logs.hasGroup(account: account, g) else {
             throw LogsError(code: "ResourceNotFoundException", message: "The specified log group does not exist.")
         }
-        return account + g
+        return g
     }
 
     static func limit(_ body: [String: Any], default d: Int, max m: Int) throws -> Int {
@@ -114,8 +114,7 @@ public struct LogsAPI: Sendable {
     func describeGroups(_ body: [String: Any], account: String) throws -> [String: Any] {
         let limit = try Self.limit(body, default: 50, max: 50)
         let after = body["nextToken"] as? String
-        let all = try logs.groups(prefix: account + ((body["logGroupNamePrefix"] as? String) ?? ""))
-            .map { (name: String($0.name.dropFirst(account.count)), created: $0.created) }
+        let all = try logs.groups(account: account, prefix: body["logGroupNamePrefix"] as? String)
             .filter { after == nil || $0.name > after! }
         let page = all.prefix(limit)
         var out: [String: Any] = ["logGroups": page.map {
@@ -129,11 +128,11 @@ public struct LogsAPI: Sendable {
         let g = try requireGroup(body, account: account)
         let limit = try Self.limit(body, default: 50, max: 50)
         let newest = (body["orderBy"] as? String) == "LastEventTime" && (body["descending"] as? Bool) == true
-        let streams = try logs.streams(group: g, prefix: body["logStreamNamePrefix"] as? String, newestFirst: newest, limit: limit)
+        let streams = try logs.streams(account: account, group: g, prefix: body["logStreamNamePrefix"] as? String, newestFirst: newest, limit: limit)
         return ["logStreams": streams.map {
             ["logStreamName": $0.name, "creationTime": $0.created, "firstEventTimestamp": $0.created,
              "lastEventTimestamp": $0.lastEvent, "lastIngestionTime": $0.lastEvent, "storedBytes": 0,
-             "arn": groupARN(String(g.dropFirst(account.count)), account) + ":log-stream:" + $0.name] as [String: Any]
+             "arn": groupARN(g, account) + ":log-stream:" + $0.name] as [String: Any]
         }]
     }
 
@@ -149,7 +148,7 @@ public struct LogsAPI: Sendable {
         }
         let limit = try Self.limit(body, default: 10_000, max: 10_000)
         let after = Self.token(body["nextToken"])
-        let events = try logs.events(group: g, streams: [stream], start: (body["startTime"] as? Int).map(Int64.init),
+        let events = try logs.events(account: account, group: g, streams: [stream], start: (body["startTime"] as? Int).map(Int64.init),
                                      end: (body["endTime"] as? Int).map(Int64.init), contains: nil, afterID: after, limit: limit)
         let last = events.last?.id ?? after ?? 0
         return ["events": events.map { ["timestamp": $0.timestamp, "message": $0.message, "ingestionTime": $0.ingested] as [String: Any] },
@@ -161,7 +160,7 @@ public struct LogsAPI: Sendable {
         let limit = try Self.limit(body, default: 10_000, max: 10_000)
         var pattern = body["filterPattern"] as? String
         if let p = pattern, p.hasPrefix("\""), p.hasSuffix("\""), p.count >= 2 { pattern = String(p.dropFirst().dropLast()) }
-        let events = try logs.events(group: g, streams: body["logStreamNames"] as? [String],
+        let events = try logs.events(account: account, group: g, streams: body["logStreamNames"] as? [String],
                                      start: (body["startTime"] as? Int).map(Int64.init), end: (body["endTime"] as? Int).map(Int64.init),
                                      contains: pattern, afterID: Self.token(body["nextToken"]), limit: limit + 1)
         var out: [String: Any] = ["events": events.prefix(limit).map {

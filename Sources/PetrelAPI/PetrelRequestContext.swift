@@ -12,6 +12,11 @@ public struct PetrelRequestContext: RequestContext {
         coreContext = .init(source: source)
         let peer = source.channel.remoteAddress
         remoteAddress = peer?.ipAddress ?? "unknown"
-        fromLoopback = remoteAddress == "::1" || remoteAddress.hasPrefix("127.") || remoteAddress.hasPrefix("::ffff:127.")
+        fromLoopback = Self.isLoopback(remoteAddress)
+    }
+
+    /// 127.0.0.0/8, ::1 and IPv4-mapped 127.0.0.0/8.
+    public static func isLoopback(_ ip: String) -> Bool {
+        ip == "::1" || ip.hasPrefix("127.") || ip.hasPrefix("::ffff:127.")
     }
 }

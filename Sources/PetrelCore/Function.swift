@@ -64,9 +64,6 @@ public struct FunctionRecord: Sendable, Codable, Equatable {
     /// Names the function across accounts (the runtime's and the log store's key).
     public var key: String { account + ":" + name }
 
-    /// The log group as the store files it: prefixed by the owning account.
-    public var storedLogGroup: String { account + logGroup() }
-
     /// Lambda's timestamp format: `2024-01-31T12:34:56.789+0000`.
     public static func lambdaTimestamp(_ date: Date) -> String {
         let f = DateFormatter()

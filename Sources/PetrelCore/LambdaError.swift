@@ -46,10 +46,6 @@ public struct LambdaError: Error, Sendable, Equatable, CustomStringConvertible {
 
     public var description: String { "\(code.rawValue): \(message)" }
 
-    public static func notFound(function name: String, region: String, account: String) -> LambdaError {
-        LambdaError(.resourceNotFound, "Function not found: \(FunctionARN(region: region, account: account, name: name).description)")
-    }
-
     /// The "1 validation error detected: …" sentence Lambda uses for constraint failures.
     public static func constraint(_ value: String, at field: String, _ constraint: String) -> LambdaError {
         LambdaError(.validation, "1 validation error detected: Value '\(value)' at '\(field)' failed to satisfy constraint: \(constraint)")

@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import PetrelCore
 import PetrelSandbox
+import PetrelStore
 
 /// Starts instances: the runtime's command and environment, the sandbox, the
 /// Runtime API inside it and the capture of its output.
@@ -44,7 +45,7 @@ struct InstanceLauncher: Sendable {
             close(fds[0])
             throw LambdaError(.service, "Petrel could not start an instance: \(error)")
         }
-        let log = InstanceLog(group: function.storedLogGroup, stream: stream, sink: sink, fd: fds[0])
+        let log = InstanceLog(group: LogStore.stored(account: function.account, group: function.logGroup()), stream: stream, sink: sink, fd: fds[0])
         var l = logger
         l[metadataKey: "function.name"] = "\(function.name)"
         l[metadataKey: "instance.id"] = "\(sandbox.id)"

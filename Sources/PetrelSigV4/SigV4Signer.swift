@@ -45,6 +45,4 @@ public struct SigV4Signer: Sendable {
         if contentHashHeader { out["X-Amz-Content-Sha256"] = payloadHash }
         return out
     }
-
-    public static func encode(_ s: String) -> String { SigV4.encode(s) }
 }

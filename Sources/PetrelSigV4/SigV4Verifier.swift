@@ -57,7 +57,6 @@ public struct SigV4Verifier: Sendable {
 
     /// Reads the claim from the `Authorization` header or the presigned query.
     public static func claim(_ r: Request) throws(Failure) -> Claim {
-        let query = SigV4.queryPairs(r.rawQuery)
         if let auth = r.header("authorization") {
             guard auth.hasPrefix(SigV4.algorithm + " ") else {
                 throw .incomplete("Only \(SigV4.algorithm) signatures are accepted; the Authorization header starts with '\(auth.prefix(20))'.")
@@ -79,7 +78,7 @@ public struct SigV4Verifier: Sendable {
             return try make(credential: fields["Credential"]!, amzDate: amzDate, signedHeaders: fields["SignedHeaders"]!,
                             signature: fields["Signature"]!, expires: nil)
         }
-        let q = Dictionary(query, uniquingKeysWith: { a, _ in a })
+        let q = Dictionary(SigV4.queryPairs(r.rawQuery), uniquingKeysWith: { a, _ in a })
         guard let algorithm = q["X-Amz-Algorithm"] else { throw .missing }
         guard algorithm == SigV4.algorithm else { throw .incomplete("X-Amz-Algorithm must be \(SigV4.algorithm).") }
         var missing: [String] = []

@@ -71,8 +71,7 @@ public final class KeyRing: Sendable {
     }
 
     private func insertKey(id: String, account: String?, material: SymmetricKey, description: String, under master: MasterKey) throws {
-        let wrapped = try AES.GCM.seal(material.withUnsafeBytes { Data($0) }, using: master.key,
-                                       authenticating: Data("data-key:\(id)".utf8)).combined!
+        let wrapped = try master.seal(material.withUnsafeBytes { Data($0) }, context: Self.wrapContext(id))
         try db.pool.write { db in
             try db.execute(sql: "INSERT INTO data_keys (id, account, wrapped, master_id, created, description) VALUES (?, ?, ?, ?, ?, ?)",
                            arguments: [id, account, wrapped, master.id, Int64(Date().timeIntervalSince1970 * 1000), description])
@@ -81,22 +80,26 @@ public final class KeyRing: Sendable {
         unwrapped.withLock { $0[id] = bytes }
     }
 
+    /// What a wrapped data key is bound to: its id (a wrapped key moved to another row does not open).
+    static func wrapContext(_ id: String) -> String { "data-key:\(id)" }
+
+    /// The master key with `id`; re-read from disk when an operator command rotated it after this process started.
+    func master(_ id: String, wrapping keyID: String) throws -> MasterKey {
+        if let m = masters.withLock({ $0[id] }) { return m }
+        if let m = try? currentMaster(), m.id == id {
+            masters.withLock { $0[m.id] = m }
+            return m
+        }
+        throw StoreError("the data key \(keyID) is wrapped under master key \(id), which this data directory does not hold")
+    }
+
     /// The data key `id`, unwrapped (once; then from memory).
     public func dataKey(_ id: String) throws -> SymmetricKey {
         if let k = unwrapped.withLock({ $0[id] }) { return SymmetricKey(data: k) }
         guard let row = try db.pool.read({ db in
             try Row.fetchOne(db, sql: "SELECT wrapped, master_id FROM data_keys WHERE id = ?", arguments: [id])
         }) else { throw StoreError("there is no data key \(id)") }
-        let masterID: String = row["master_id"]
-        var master = masters.withLock { $0[masterID] }
-        if master == nil, let m = try? currentMaster(), m.id == masterID {
-            // Rotated by an operator command after this process started.
-            masters.withLock { $0[m.id] = m }
-            master = m
-        }
-        guard let master else { throw StoreError("the data key \(id) is wrapped under master key \(masterID), which this data directory does not hold") }
-        let wrapped: Data = row["wrapped"]
-        let material = try AES.GCM.open(AES.GCM.SealedBox(combined: wrapped), using: master.key, authenticating: Data("data-key:\(id)".utf8))
+        let material = try master(row["master_id"], wrapping: id).unseal(row["wrapped"], context: Self.wrapContext(id))
         let bytes = Array(material)
         unwrapped.withLock { $0[id] = bytes }
         return SymmetricKey(data: bytes)
@@ -153,13 +156,8 @@ public final class KeyRing: Sendable {
                 let rows = try Row.fetchAll(db, sql: "SELECT id, wrapped, master_id FROM data_keys")
                 for row in rows {
                     let id: String = row["id"]
-                    let masterID: String = row["master_id"]
-                    guard let under = masters.withLock({ $0[masterID] }) else {
-                        throw StoreError("the data key \(id) is wrapped under master key \(masterID), which this data directory does not hold")
-                    }
-                    let context = Data("data-key:\(id)".utf8)
-                    let material = try AES.GCM.open(AES.GCM.SealedBox(combined: row["wrapped"] as Data), using: under.key, authenticating: context)
-                    let rewrapped = try AES.GCM.seal(material, using: next.key, authenticating: context).combined!
+                    let material = try master(row["master_id"], wrapping: id).unseal(row["wrapped"], context: Self.wrapContext(id))
+                    let rewrapped = try next.seal(material, context: Self.wrapContext(id))
                     try db.execute(sql: "UPDATE data_keys SET wrapped = ?, master_id = ? WHERE id = ?", arguments: [rewrapped, next.id, id])
                 }
             }

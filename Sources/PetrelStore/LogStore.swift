@@ -2,7 +2,9 @@ import Foundation
 import GRDB
 
 /// Function logs, grouped like CloudWatch Logs: group `/aws/lambda/NAME`, one
-/// stream per instance.
+/// stream per instance. Groups belong to an account: the store files them as
+/// `ACCOUNT/aws/lambda/NAME` (`stored(account:group:)`), and every read names the
+/// account and answers in the names its callers use.
 public struct LogStore: Sendable {
     let db: PetrelDatabase
     public init(_ db: PetrelDatabase) { self.db = db }
@@ -41,28 +43,41 @@ public struct LogStore: Sendable {
         }
     }
 
-    public func groups(prefix: String?) throws -> [(name: String, created: Int64)] {
-        try db.pool.read { db in
+    /// The name a group is filed under (what `append` takes).
+    public static func stored(account: String, group: String) -> String { account + group }
+
+    /// An account's groups, by name.
+    public func groups(account: String, prefix: String?) throws -> [(name: String, created: Int64)] {
+        let stored = Self.stored(account: account, group: prefix ?? "")
+        return try db.pool.read { db in
             try Row.fetchAll(db, sql: "SELECT log_group, MIN(created) AS c FROM log_streams WHERE log_group >= ? GROUP BY log_group ORDER BY log_group",
-                             arguments: [prefix ?? ""])
+                             arguments: [stored])
         }.map { (name: $0["log_group"] as String, created: $0["c"] as Int64) }
-         .filter { prefix == nil || $0.name.hasPrefix(prefix!) }
+         .filter { $0.name.hasPrefix(stored) }
+         .map { (name: String($0.name.dropFirst(account.count)), created: $0.created) }
     }
 
-    public func streams(group: String, prefix: String?, newestFirst: Bool, limit: Int) throws -> [Stream] {
+    public func hasGroup(account: String, _ group: String) throws -> Bool {
+        try db.pool.read { db in
+            try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM log_streams WHERE log_group = ?)",
+                              arguments: [Self.stored(account: account, group: group)]) ?? false
+        }
+    }
+
+    public func streams(account: String, group: String, prefix: String?, newestFirst: Bool, limit: Int) throws -> [Stream] {
         try db.pool.read { db in
             try Row.fetchAll(db, sql: "SELECT log_stream, created, last_event FROM log_streams WHERE log_group = ? AND log_stream >= ? ORDER BY \(newestFirst ? "last_event DESC" : "log_stream") LIMIT ?",
-                             arguments: [group, prefix ?? "", newestFirst ? Int.max : limit])
+                             arguments: [Self.stored(account: account, group: group), prefix ?? "", newestFirst ? Int.max : limit])
         }.map { Stream(name: $0["log_stream"], created: $0["created"], lastEvent: $0["last_event"]) }
          .filter { prefix == nil || $0.name.hasPrefix(prefix!) }
          .prefix(limit).map { $0 }
     }
 
     /// Events in order, optionally of some streams, in a time window, containing `pattern`, after `afterID`.
-    public func events(group: String, streams: [String]?, start: Int64?, end: Int64?, contains pattern: String?,
+    public func events(account: String, group: String, streams: [String]?, start: Int64?, end: Int64?, contains pattern: String?,
                        afterID: Int64?, limit: Int) throws -> [Event] {
         var sql = "SELECT id, log_stream, timestamp, ingested, message FROM log_events WHERE log_group = ?"
-        var args: [any DatabaseValueConvertible] = [group]
+        var args: [any DatabaseValueConvertible] = [Self.stored(account: account, group: group)]
         if let streams, !streams.isEmpty {
             sql += " AND log_stream IN (\(streams.map { _ in "?" }.joined(separator: ",")))"
             args += streams as [any DatabaseValueConvertible]
@@ -76,12 +91,5 @@ public struct LogStore: Sendable {
         return try db.pool.read { db in
             try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args))
         }.map { Event(id: $0["id"], stream: $0["log_stream"], timestamp: $0["timestamp"], ingested: $0["ingested"], message: $0["message"]) }
-    }
-
-    public func deleteGroup(_ group: String) throws {
-        try db.pool.write { db in
-            try db.execute(sql: "DELETE FROM log_events WHERE log_group = ?", arguments: [group])
-            try db.execute(sql: "DELETE FROM log_streams WHERE log_group = ?", arguments: [group])
-        }
     }
 }

@@ -32,14 +32,15 @@ struct AccountsCommand: ParsableCommand {
             do {
                 let s = try store.open()
                 let keys = try s.accounts.accessKeys()
-                let rows = try s.accounts.accounts().map { a -> [String] in
-                    let active = keys.filter { $0.account == a.id && $0.status == "Active" }.count
-                    return [a.id, a.name, a.admin ? "admin" : "", "\(active)", iso(a.created)]
-                }
+                let accounts = try s.accounts.accounts()
+                let active = accounts.map { a in keys.filter { $0.account == a.id && $0.status == "Active" }.count }
                 if json {
-                    for r in rows { printJSON(["id": r[0], "name": r[1], "admin": r[2] == "admin", "activeKeys": Int(r[3])!, "created": r[4]]) }
+                    for (a, n) in zip(accounts, active) {
+                        printJSON(["id": a.id, "name": a.name, "admin": a.admin, "activeKeys": n, "created": iso(a.created)])
+                    }
                 } else {
-                    printTable(["ACCOUNT", "NAME", "ROLE", "ACTIVE KEYS", "CREATED"], rows)
+                    printTable(["ACCOUNT", "NAME", "ROLE", "ACTIVE KEYS", "CREATED"],
+                               zip(accounts, active).map { a, n in [a.id, a.name, a.admin ? "admin" : "", "\(n)", iso(a.created)] })
                 }
             } catch { throw operatorFailure(error) }
         }

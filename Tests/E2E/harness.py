@@ -15,6 +15,7 @@ import zipfile
 
 import boto3
 import botocore.config
+from botocore.exceptions import ClientError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PETRELD = os.environ.get("PETRELD", os.path.join(REPO, ".build", "debug", "petreld"))
@@ -153,13 +154,8 @@ class Daemon:
         return os.path.join(self.data, "admin-credentials")
 
     def admin_keys(self):
-        values = {}
         with open(self.credentials_file) as f:
-            for line in f:
-                if "=" in line:
-                    k, v = line.split("=", 1)
-                    values[k.strip()] = v.strip()
-        return values["aws_access_key_id"], values["aws_secret_access_key"]
+            return parse_credentials(f.read())
 
     def client(self, service="lambda", validate=True, keys=None):
         key_id, secret = keys or self.admin_keys()
@@ -192,6 +188,28 @@ class Daemon:
         if check and r.returncode != 0:
             raise AssertionError("aws %s failed (%d): %s" % (" ".join(args), r.returncode, r.stderr))
         return r
+
+
+def parse_credentials(text):
+    """(key id, secret) of the first section of a shared-credentials text."""
+    values = {}
+    for line in text.splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            k, v = line.split("=", 1)
+            values.setdefault(k.strip(), v.strip())
+    return values["aws_access_key_id"], values["aws_secret_access_key"]
+
+
+def assert_client_error(test, code, fn, status=None):
+    """Runs fn, which must fail with the Lambda error `code` (and HTTP `status`) and say why."""
+    with test.assertRaises(ClientError) as cm:
+        fn()
+    err = cm.exception.response
+    test.assertEqual(err["Error"]["Code"], code, err)
+    if status:
+        test.assertEqual(err["ResponseMetadata"]["HTTPStatusCode"], status, err)
+    test.assertTrue(err["Error"]["Message"], "an error must say what is wrong")
+    return err
 
 
 def b64(s):

@@ -23,9 +23,8 @@ from botocore import UNSIGNED
 from botocore.auth import SigV4Auth, SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from botocore.exceptions import ClientError
 
-from harness import ROLE, Daemon, payload_json
+from harness import ROLE, Daemon, assert_client_error, parse_credentials, payload_json
 
 APP = '''
 import os
@@ -95,19 +94,10 @@ class AuthTest(unittest.TestCase):
     def tearDownClass(cls):
         cls.daemon.stop_and_check()
 
-    @staticmethod
-    def parse_keys(text):
-        values = dict(line.split(" = ", 1) for line in text.splitlines() if " = " in line)
-        return values["aws_access_key_id"], values["aws_secret_access_key"]
+    parse_keys = staticmethod(parse_credentials)
 
     def assertRefused(self, code, fn, status=None):
-        with self.assertRaises(ClientError) as cm:
-            fn()
-        err = cm.exception.response
-        self.assertEqual(err["Error"]["Code"], code, err)
-        if status:
-            self.assertEqual(err["ResponseMetadata"]["HTTPStatusCode"], status, err)
-        return err
+        return assert_client_error(self, code, fn, status)
 
     def owned_arn(self):
         return "arn:aws:lambda:us-east-1:%s:function:owned" % self.admin_account
@@ -237,10 +227,27 @@ class AuthTest(unittest.TestCase):
         self.assertEqual(self.b.get_function(FunctionName="owned")["Configuration"]["FunctionArn"],
                          "arn:aws:lambda:us-east-1:%s:function:owned" % self.b_account)
         self.assertIsNone(payload_json(self.b.invoke(FunctionName="owned"))["secret"])
+        # An account that owns a function is not deleted, nor is the admin account.
+        r = self.daemon.petreld("accounts", "delete", self.b_account, check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("still owns 1 function", r.stderr)
+        r = self.daemon.petreld("accounts", "delete", self.admin_account, check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("admin account", r.stderr)
+        self.assertIn(self.b_account, self.daemon.petreld("accounts", "list").stdout)
         self.assertEqual(self.admin.get_function_configuration(FunctionName="owned")["Timeout"], 3)
         self.b.delete_function(FunctionName="owned")
         self.assertEqual(self.admin.get_function(FunctionName="owned")["Configuration"]["FunctionName"], "owned")
 
+        # Malformed statements are refused and store nothing.
+        for code, bad in (
+                ("ValidationException", {"StatementId": "has space", "Action": "lambda:InvokeFunction", "Principal": self.b_account}),
+                ("ValidationException", {"StatementId": "ok", "Action": "s3:GetObject", "Principal": self.b_account}),
+                ("InvalidParameterValueException", {"StatementId": "ok", "Action": "lambda:InvokeFunction", "Principal": "two words"}),
+                ("ValidationException", {"StatementId": "ok", "Action": "lambda:InvokeFunction", "Principal": self.b_account,
+                                         "SourceAccount": "12"})):
+            self.assertRefused(code, lambda: self.admin.add_permission(FunctionName="owned", **bad), 400)
+        self.assertRefused("ResourceNotFoundException", lambda: self.admin.get_policy(FunctionName="owned"), 404)
         # A grants B the right to invoke; B can, with A's ARN, and only that.
         out = self.admin.add_permission(FunctionName="owned", StatementId="b-invoke", Action="lambda:InvokeFunction",
                                         Principal=self.b_account)

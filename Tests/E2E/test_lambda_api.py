@@ -12,7 +12,7 @@ import unittest
 
 from botocore.exceptions import ClientError
 
-from harness import ROLE, Daemon, b64, log_tail, make_zip, payload_json, sandbox_leftovers
+from harness import ROLE, Daemon, assert_client_error, b64, log_tail, make_zip, payload_json, sandbox_leftovers
 
 PY_APP = '''
 import os, json
@@ -88,14 +88,7 @@ class LambdaAPITest(unittest.TestCase):
         return self.lam.invoke(**args)
 
     def assertError(self, code, fn, status=None):
-        with self.assertRaises(ClientError) as cm:
-            fn()
-        err = cm.exception.response
-        self.assertEqual(err["Error"]["Code"], code, err)
-        if status:
-            self.assertEqual(err["ResponseMetadata"]["HTTPStatusCode"], status)
-        self.assertTrue(err["Error"]["Message"], "an error must say what is wrong")
-        return err
+        return assert_client_error(self, code, fn, status)
 
     def config(self, name):
         c = self.lam.get_function_configuration(FunctionName=name)

@@ -1,0 +1,46 @@
+import Foundation
+@testable import PetrelAPI
+import PetrelCore
+import PetrelStore
+import Testing
+
+/// Two promises of the API's edge that the end-to-end tests cannot reach from
+/// loopback or within ten minutes: who may read /metrics, and how long a code
+/// link holds.
+@Suite("API edge")
+struct AccessEdgeTests {
+    @Test("/metrics' loopback check takes loopback addresses only")
+    func loopback() {
+        for ip in ["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"] { #expect(PetrelRequestContext.isLoopback(ip), "\(ip)") }
+        for ip in ["10.0.0.1", "192.168.127.1", "::ffff:10.0.0.1", "fe80::1", "unknown", ""] { #expect(!PetrelRequestContext.isLoopback(ip), "\(ip)") }
+    }
+
+    @Test("a code link opens only its function's code, and only until it expires")
+    func codeLinks() throws {
+        let dir = NSTemporaryDirectory() + "petrel-links-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let keys = try KeyRing(directory: dir, db: try PetrelDatabase(path: dir + "/petrel.sqlite"))
+        let links = try CodeLinks(keys: keys, scheme: "http")
+        let f = FunctionRecord(account: "111111111111", name: "fn", runtime: .python311, handler: "a.h", role: "arn:aws:iam::111111111111:role/r",
+                               codeSha256: Data(repeating: 7, count: 32).base64EncodedString(), codeSize: 1)
+        let now = Date()
+        let q = Dictionary(uniqueKeysWithValues: URLComponents(string: "http://h" + links.path(for: f, now: now))!.queryItems!.map { ($0.name, $0.value!) })
+        func check(account: String = "111111111111", name: String = "fn", hex: String? = q["sha"], signature: String? = q["signature"],
+                   at: Date = now) throws -> String {
+            try links.check(account: account, name: name, hex: hex, expires: q["expires"], signature: signature, now: at)
+        }
+        #expect(try check() == f.codeDigestHex)
+        #expect(try check(at: now.addingTimeInterval(599)) == f.codeDigestHex)
+        #expect(throws: LambdaError.self) { try check(at: now.addingTimeInterval(601)) }
+        #expect(throws: LambdaError.self) { try check(name: "other") }
+        #expect(throws: LambdaError.self) { try check(account: "222222222222") }
+        #expect(throws: LambdaError.self) { try check(hex: String(repeating: "0", count: 64)) }
+        #expect(throws: LambdaError.self) { try check(signature: String(repeating: "0", count: 64)) }
+        #expect(throws: LambdaError.self) { try check(signature: nil) }
+        // Links made by another process on the same data directory hold (the key is derived, not random per run).
+        let reopened = try KeyRing(directory: dir, db: try PetrelDatabase(path: dir + "/petrel.sqlite"))
+        #expect(try CodeLinks(keys: reopened, scheme: "http").check(account: "111111111111", name: "fn", hex: q["sha"], expires: q["expires"],
+                                                               signature: q["signature"], now: now) == f.codeDigestHex)
+    }
+}
