@@ -12,6 +12,7 @@ import PetrelStore
 public struct LambdaAPI: Sendable {
     let catalog: FunctionCatalog
     let dispatcher: Dispatcher
+    let events: EventService
     let gate: Gatekeeper
     let codeLinks: CodeLinks
     let region: String
@@ -22,9 +23,11 @@ public struct LambdaAPI: Sendable {
     /// CreateFunction / UpdateFunctionCode requests (50 MB of ZIP, base64 in JSON).
     static let maxCodeRequest = 69_905_067
 
-    public init(catalog: FunctionCatalog, dispatcher: Dispatcher, gate: Gatekeeper, codeLinks: CodeLinks, region: String, logger: Logger) {
+    public init(catalog: FunctionCatalog, dispatcher: Dispatcher, events: EventService, gate: Gatekeeper, codeLinks: CodeLinks,
+                region: String, logger: Logger) {
         self.catalog = catalog
         self.dispatcher = dispatcher
+        self.events = events
         self.gate = gate
         self.codeLinks = codeLinks
         self.region = region
@@ -57,6 +60,8 @@ public struct LambdaAPI: Sendable {
         router.delete(RouterPath(tags)) { req, ctx in await handle(req, ctx, "UntagResource", self.untagResource) }
         router.get(RouterPath(tags)) { req, ctx in await handle(req, ctx, "ListTags", self.listTags) }
         router.get(RouterPath(CodeLinks.route)) { req, ctx in await self.downloadCode(req, ctx) }
+        registerEvents(on: router)
+        registerSchedules(on: router)
     }
 
     /// What an operation gets: its request id and the account that called.
@@ -102,8 +107,9 @@ public struct LambdaAPI: Sendable {
         if let n = ctx.parameters.get("name") { path["FunctionName"] = n.removingPercentEncoding ?? n }
         if let a = ctx.parameters.get("arn") { path["Resource"] = a.removingPercentEncoding ?? a }
         if let sid = ctx.parameters.get("sid") { path["StatementId"] = sid.removingPercentEncoding ?? sid }
+        if let s = ctx.parameters.get("schedule") { path["Schedule"] = s.removingPercentEncoding ?? s }
         let parameters = AuditParameters.describe(query: Gatekeeper.query(req), path: path, body: body, payloadIsData: action == "Invoke")
-        gate.record(req, ctx, action: action, caller: caller, resource: path["FunctionName"] ?? path["Resource"], parameters: parameters,
+        gate.record(req, ctx, action: action, caller: caller, resource: path["FunctionName"] ?? path["Resource"] ?? path["Schedule"], parameters: parameters,
                     status: Int(response.status.code), error: errorCode)
         return response
     }
@@ -202,7 +208,12 @@ public struct LambdaAPI: Sendable {
     }
 
     func deleteFunction(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
+        let f = try catalog.resolve(try name(ctx), caller: call.caller)
         try await catalog.delete(try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init), caller: call.caller)
+        // Its waiting events and their configuration go with it (a new function of that name starts clean).
+        let dropped = try events.store.dropEvents(account: f.account, function: f.name)
+        try events.store.updateConfig(account: f.account, function: f.name) { _ in nil }
+        if dropped > 0 { logger.notice("dropped the deleted function's queued events", metadata: ["function.name": "\(f.name)", "events": "\(dropped)"]) }
         return Response(status: .noContent)
     }
 
@@ -391,7 +402,7 @@ public struct LambdaAPI: Sendable {
         case "DryRun":
             return Response(status: .noContent)
         case "Event":
-            throw LambdaError(.invalidParameterValue, "InvocationType Event (asynchronous invocation) is not supported by Petrel yet; invoke with RequestResponse.")
+            return try await enqueueEvent(f, payload: payload, call: call)
         default:
             break
         }

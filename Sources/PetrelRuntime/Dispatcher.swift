@@ -99,6 +99,29 @@ public actor Dispatcher {
 
     // MARK: - invoking
 
+    /// Callers waiting for a slot to free up (asynchronous events wait where a synchronous invoke is throttled).
+    private var capacityWaiters: [CheckedContinuation<Void, Never>] = []
+
+    /// Invokes like `invoke`, but waits for capacity instead of answering 429
+    /// (asynchronous events). Throws only when the platform stops or the instance cannot start.
+    public func invokeWhenAdmitted(_ function: FunctionRecord, _ request: InvocationRequest) async throws(LambdaError) -> InvocationResult {
+        while true {
+            do {
+                return try await invoke(function, request)
+            } catch where error.code == .tooManyRequests && !stopping {
+                await withCheckedContinuation { capacityWaiters.append($0) }
+            }
+        }
+    }
+
+    /// Lets waiting events try again (a slot or memory was freed, or the maintenance tick came).
+    func wakeCapacityWaiters() {
+        guard !capacityWaiters.isEmpty else { return }
+        let waiters = capacityWaiters
+        capacityWaiters = []
+        for w in waiters { w.resume() }
+    }
+
     /// Invokes `function` synchronously; throttles at once (429) when it may not run now.
     public func invoke(_ function: FunctionRecord, _ request: InvocationRequest) async throws(LambdaError) -> InvocationResult {
         guard !stopping else { throw LambdaError(.service, "Petrel is shutting down; try again shortly.") }
@@ -114,6 +137,7 @@ public actor Dispatcher {
         defer {
             admission.release(ticket)
             metrics.concurrency(admission.totalInFlight)
+            wakeCapacityWaiters()
         }
         var cold = false
         let instance: Instance
@@ -200,11 +224,16 @@ public actor Dispatcher {
     }
 
     /// Publishes the instance gauges (the maintenance loop calls this; the hot path does not).
-    public func publishGauges() { metrics.instances(snapshot) }
+    public func publishGauges() {
+        metrics.instances(snapshot)
+        // Memory freed by teardowns, reservations changed: waiting events look again.
+        wakeCapacityWaiters()
+    }
 
     /// Stops everything; new invocations are refused from now on.
     func stopAll() {
         stopping = true
+        wakeCapacityWaiters()
         idle = [:]
         for i in live.values { retire(i, because: nil) }
         if live.isEmpty { launchesContinuation.finish() }

@@ -15,7 +15,8 @@ public final class PetrelDatabase: Sendable {
         var config = Configuration()
         config.busyMode = .timeout(10)
         config.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            // FULL: a commit is on disk when it returns (an accepted event must survive power loss, not just kill -9).
+            try db.execute(sql: "PRAGMA synchronous = FULL")
         }
         pool = try DatabasePool(path: path, configuration: config)
         try Self.migrator(adminAccount: adminAccount).migrate(pool)
@@ -107,6 +108,52 @@ public final class PetrelDatabase: Sendable {
                 DROP TABLE functions_v1;
                 UPDATE log_streams SET log_group = '\(adminAccount)' || log_group WHERE log_group LIKE '/%';
                 UPDATE log_events SET log_group = '\(adminAccount)' || log_group WHERE log_group LIKE '/%';
+                """)
+        }
+        m.registerMigration("v3-events") { db in
+            try db.execute(sql: """
+                CREATE TABLE events (
+                    id TEXT NOT NULL,
+                    account TEXT NOT NULL,
+                    function TEXT NOT NULL,
+                    payload BLOB NOT NULL,
+                    created INTEGER NOT NULL,
+                    due INTEGER NOT NULL,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    source TEXT NOT NULL,
+                    last_response BLOB,
+                    last_error TEXT,
+                    PRIMARY KEY (account, id)
+                );
+                CREATE INDEX events_by_due ON events (due);
+                CREATE TABLE event_configs (
+                    account TEXT NOT NULL,
+                    function TEXT NOT NULL,
+                    config TEXT NOT NULL,
+                    PRIMARY KEY (account, function)
+                );
+                CREATE TABLE dead_letters (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    account TEXT NOT NULL,
+                    function TEXT NOT NULL,
+                    request_id TEXT NOT NULL,
+                    condition TEXT NOT NULL,
+                    created INTEGER NOT NULL,
+                    record BLOB NOT NULL,
+                    payload BLOB NOT NULL
+                );
+                CREATE INDEX dead_letters_by_function ON dead_letters (account, function, id);
+                CREATE TABLE schedules (
+                    account TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    function TEXT NOT NULL,
+                    expression TEXT NOT NULL,
+                    input TEXT,
+                    description TEXT NOT NULL DEFAULT '',
+                    created INTEGER NOT NULL,
+                    last_slot INTEGER,
+                    PRIMARY KEY (account, name)
+                );
                 """)
         }
         return m

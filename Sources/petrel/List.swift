@@ -24,9 +24,6 @@ struct List: AsyncParsableCommand {
             } while marker != nil
         }
         if rows.count == 1 { print("no functions yet; deploy one with `petrel deploy DIR --name N --runtime R --handler H`"); return }
-        let widths = rows[0].indices.map { i in rows.map { $0[i].count }.max()! }
-        for r in rows {
-            print(r.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined(separator: "  "))
-        }
+        printRows(rows)
     }
 }

@@ -8,7 +8,7 @@ struct Petrel: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "petrel",
         abstract: "Deploy, invoke and watch functions on a Petrel daemon (it speaks the AWS Lambda API).",
-        subcommands: [Deploy.self, Invoke.self, Logs.self, List.self, Load.self]
+        subcommands: [Deploy.self, Invoke.self, Logs.self, List.self, Load.self, Schedule.self]
     )
 }
 
@@ -52,6 +52,14 @@ func reporting<T>(_ body: () async throws -> T) async throws -> T {
 }
 
 func stderr(_ s: String) { FileHandle.standardError.write(Data(s.utf8)) }
+
+/// Prints rows (the first is the header) as columns.
+func printRows(_ rows: [[String]]) {
+    let widths = rows[0].indices.map { i in rows.map { $0[i].count }.max()! }
+    for r in rows {
+        print(r.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined(separator: "  "))
+    }
+}
 
 
 /// The reachability check runs once per command, before its first request.

@@ -20,6 +20,10 @@ struct DaemonConfiguration: Sendable {
     /// nil: 80% of the machine's memory.
     var memoryBudgetMB: Int?
     var logLevel = Logger.Level.info
+    /// Asynchronous events running at once at most.
+    var eventWorkers = 32
+    /// The first retry of a failed event waits this long (then twice as long each time).
+    var eventRetryDelaySeconds = 60
     /// PEM files: with both, the API speaks HTTPS.
     var tlsCertificate: String?
     var tlsKey: String?
@@ -64,6 +68,8 @@ struct DaemonConfiguration: Sendable {
         ("drain_timeout_seconds", { c, v, src in c.drainTimeoutSeconds = try int(v, src, 0...3_600) }),
         ("concurrency_limit", { c, v, src in c.concurrencyLimit = try int(v, src, 1...100_000) }),
         ("memory_budget_mb", { c, v, src in c.memoryBudgetMB = try int(v, src, 0...16_777_216); if c.memoryBudgetMB == 0 { c.memoryBudgetMB = nil } }),
+        ("event_workers", { c, v, src in c.eventWorkers = try int(v, src, 1...1_000) }),
+        ("event_retry_delay_seconds", { c, v, src in c.eventRetryDelaySeconds = try int(v, src, 1...3_600) }),
         ("tls_certificate", { c, v, _ in c.tlsCertificate = v.isEmpty ? nil : v }),
         ("tls_key", { c, v, _ in c.tlsKey = v.isEmpty ? nil : v }),
         ("log_level", { c, v, src in
@@ -74,7 +80,7 @@ struct DaemonConfiguration: Sendable {
 
     private mutating func apply(toml text: String) throws {
         let root = try TOMLSection(parsing: text)
-        try root.rejectUnknown(["api", "storage", "platform", "instances", "logging"])
+        try root.rejectUnknown(["api", "storage", "platform", "instances", "events", "logging"])
         let sections: [String: [String: String]] = [
             "api": ["listen": "listen", "tls_certificate": "tls_certificate", "tls_key": "tls_key"],
             "storage": ["data_dir": "data_dir", "run_dir": "run_dir"],
@@ -82,6 +88,7 @@ struct DaemonConfiguration: Sendable {
             "instances": ["keep_alive_seconds": "keep_alive_seconds", "prepared_sandboxes": "prepared_sandboxes",
                           "init_timeout_seconds": "init_timeout_seconds", "drain_timeout_seconds": "drain_timeout_seconds",
                           "concurrency_limit": "concurrency_limit", "memory_budget_mb": "memory_budget_mb"],
+            "events": ["workers": "event_workers", "retry_delay_seconds": "event_retry_delay_seconds"],
             "logging": ["level": "log_level"],
         ]
         for (name, fields) in sections {

@@ -102,6 +102,12 @@ struct ServeCommand: AsyncParsableCommand {
                                      group: group, logger: logger)
         let catalog = FunctionCatalog(functions: try FunctionStore(db, keys: store.keys), code: code, dispatcher: runtime.dispatcher,
                                       keys: store.keys, region: c.region, logger: logger)
+        let eventStore = EventStore(db, keys: store.keys)
+        let events = EventService(store: eventStore, schedules: ScheduleStore(db, events: eventStore), functions: catalog.functions,
+                                  dispatcher: runtime.dispatcher,
+                                  settings: EventSettings(workers: c.eventWorkers, retryDelaySeconds: c.eventRetryDelaySeconds,
+                                                          drainTimeout: .seconds(c.drainTimeoutSeconds), region: c.region),
+                                  logger: logger)
         let gate = Gatekeeper(accounts: store.accounts, audit: AuditStore(db), region: c.region, logger: logger)
         var server = HTTPServerBuilder.http1()
         if let cert = c.tlsCertificate, let key = c.tlsKey {
@@ -113,7 +119,7 @@ struct ServeCommand: AsyncParsableCommand {
         for f in try catalog.provisionedSets() { await runtime.dispatcher.setProvisioned(f, f.provisionedConcurrency) }
         let router = Router(context: PetrelRequestContext.self)
         router.add(middleware: UnknownRouteMiddleware(gate: gate))
-        LambdaAPI(catalog: catalog, dispatcher: runtime.dispatcher, gate: gate,
+        LambdaAPI(catalog: catalog, dispatcher: runtime.dispatcher, events: events, gate: gate,
                   codeLinks: try CodeLinks(keys: store.keys, scheme: c.tlsCertificate == nil ? "http" : "https"), region: c.region, logger: logger)
             .register(on: router)
         LogsAPI(logs: LogStore(db), gate: gate, region: c.region).register(on: router)
@@ -127,9 +133,11 @@ struct ServeCommand: AsyncParsableCommand {
             },
             eventLoopGroupProvider: .shared(group),
             logger: logger)
-        // Services shut down in reverse order: the API drains first, then the runtime stops its instances.
-        // The audit writer stops last: it records the calls the API drained.
-        var config = ServiceGroupConfiguration(services: [.init(service: AuditService(gate: gate)), .init(service: runtime), .init(service: app)],
+        // Services shut down in reverse order: the API drains first, then the event runner lets running
+        // events finish (the rest stay queued), then the runtime stops its instances. The audit writer
+        // stops last: it records the calls the API drained.
+        var config = ServiceGroupConfiguration(services: [.init(service: AuditService(gate: gate)), .init(service: runtime),
+                                                          .init(service: events), .init(service: app)],
                                                logger: logger)
         config.gracefulShutdownSignals = [.sigterm, .sigint]
         config.maximumGracefulShutdownDuration = .seconds(c.drainTimeoutSeconds + 15)
