@@ -102,16 +102,22 @@ public actor Dispatcher {
     /// Callers waiting for a slot to free up (asynchronous events wait where a synchronous invoke is throttled).
     private var capacityWaiters: [CheckedContinuation<Void, Never>] = []
 
-    /// Invokes like `invoke`, but waits for capacity instead of answering 429
-    /// (asynchronous events). Throws only when the platform stops or the instance cannot start.
-    public func invokeWhenAdmitted(_ function: FunctionRecord, _ request: InvocationRequest) async throws(LambdaError) -> InvocationResult {
-        while true {
-            do {
-                return try await invoke(function, request)
-            } catch where error.code == .tooManyRequests && !stopping {
-                await withCheckedContinuation { capacityWaiters.append($0) }
+    /// Invokes like `invoke`, but waits up to `patience` for capacity instead of
+    /// answering 429 at once (asynchronous events; the caller postpones an event
+    /// still throttled after that, so one function's queue cannot hold every worker).
+    public func invokeWhenAdmitted(_ function: FunctionRecord, _ request: InvocationRequest,
+                                   patience: Duration = .seconds(1)) async throws(LambdaError) -> InvocationResult {
+        let deadline = ContinuousClock.now + patience
+        while !stopping {
+            var trial = admission
+            guard case .failure(let refusal) = trial.admit(function.key) else { break }
+            guard ContinuousClock.now < deadline else {
+                metrics.throttled(function.key, reason: refusal.reason)
+                throw refusal.error
             }
+            await withCheckedContinuation { capacityWaiters.append($0) }
         }
+        return try await invoke(function, request)
     }
 
     /// Lets waiting events try again (a slot or memory was freed, or the maintenance tick came).

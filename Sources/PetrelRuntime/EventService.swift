@@ -42,6 +42,7 @@ public final class EventService: Service, Sendable {
     let logger: Logger
     let wakeup = Wakeup()
     let scheduleWakeup = Wakeup()
+    let queueDepth = Gauge(label: "petrel_async_queue_depth")
 
     private struct State {
         var running: Set<String> = []
@@ -85,9 +86,14 @@ public final class EventService: Service, Sendable {
                 self.scheduleWakeup.ring()
             }
             group.addTask { await self.fireSchedules() }
+            var published = ContinuousClock.now - .seconds(2)
             while !stopping {
                 do {
                     try dispatchDue(into: &group)
+                    if ContinuousClock.now - published >= .seconds(1) {
+                        queueDepth.record(try store.count())
+                        published = .now
+                    }
                 } catch {
                     logger.error("cannot read the event queue", metadata: ["error": "\(error)"])
                 }
@@ -161,6 +167,11 @@ public final class EventService: Service, Sendable {
             do {
                 let result = try await dispatcher.invokeWhenAdmitted(f, request)
                 outcome = .init(payload: Data(result.payload.readableBytesView), functionError: result.functionError)
+            } catch where error.code == .tooManyRequests && !stopping {
+                // No capacity for this function now: it waits its turn (not an attempt), while other work runs.
+                try await store.postpone(e, due: settings.clock.nowMillis() + 250)
+                count(e, "throttled")
+                return
             } catch {
                 if stopping { return } // the platform is going down: the event stays queued
                 outcome = .init(payload: Data("{\"errorType\":\"\(error.code.rawValue)\",\"errorMessage\":\(EventDocuments.string(error.message))}".utf8),

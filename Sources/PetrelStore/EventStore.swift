@@ -165,6 +165,13 @@ public struct EventStore: Sendable {
         }
     }
 
+    /// Lets an event wait (it found no capacity); not an attempt.
+    public func postpone(_ e: QueuedEvent, due: Int64) async throws {
+        try await commits.write { db in
+            try db.execute(sql: "UPDATE events SET due = ? WHERE id = ? AND account = ?", arguments: [due, e.id, e.account])
+        }
+    }
+
     /// Drops a deleted function's waiting events; returns how many.
     public func dropEvents(account: String, function: String) throws -> Int {
         try db.pool.write { db in

@@ -5,12 +5,14 @@ import base64
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 import zipfile
 
 import boto3
@@ -188,6 +190,23 @@ class Daemon:
         if check and r.returncode != 0:
             raise AssertionError("aws %s failed (%d): %s" % (" ".join(args), r.returncode, r.stderr))
         return r
+
+
+def metric(daemon, name, **labels):
+    text = urllib.request.urlopen(daemon.endpoint + "/metrics").read().decode()
+    total = 0.0
+    found = False
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s+(\S+)$', line)
+        if not m or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or ""))
+        if all(got.get(k) == v for k, v in labels.items()):
+            total += float(m.group(4))
+            found = True
+    return total if found else None
 
 
 def parse_credentials(text):

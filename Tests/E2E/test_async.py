@@ -16,7 +16,7 @@ import boto3
 import botocore.config
 from botocore.exceptions import ClientError
 
-from harness import PETRELD, ROLE, Daemon, assert_client_error, make_zip
+from harness import PETRELD, ROLE, Daemon, assert_client_error, make_zip, metric
 
 OK = '''
 def handler(event, context):
@@ -140,6 +140,8 @@ class AsyncCase(unittest.TestCase):
         legacy = r["ResponseMetadata"]["RequestId"]
         self.assertEqual(self.letter("ev-ok", legacy)["record"]["requestPayload"], {"via": "legacy"})
         wait_for("the CLI's event", lambda: any(l["record"]["requestPayload"] == {"via": "cli"} for l in self.letters("ev-ok")))
+        self.assertEqual(metric(self.daemon, "petrel_async_events_total", function="ev-ok", outcome="succeeded"), 3)
+        wait_for("the queue depth gauge", lambda: metric(self.daemon, "petrel_async_queue_depth") is not None, timeout=5)
 
     def test_bad_events_are_refused_and_queue_nothing(self):
         self.create("ev-bad")
@@ -314,6 +316,39 @@ class AsyncCase(unittest.TestCase):
         self.assertEqual(done["record"]["requestPayload"], {"order": 7})
         self.assertEqual(done["record"]["responsePayload"], {"fixed": True})
         self.assertEqual([l["requestId"] for l in self.letters("ev-flaky")], [new_ids[0]])
+
+    def test_events_share_the_limits_and_wait_instead_of_being_throttled(self):
+        self.create("ev-narrow", app=SLOW)
+        self.lam.put_function_concurrency(FunctionName="ev-narrow", ReservedConcurrentExecutions=1)
+        self.lam.put_function_event_invoke_config(FunctionName="ev-narrow", MaximumRetryAttempts=0,
+                                                  DestinationConfig={"OnSuccess": {"Destination": DLQ},
+                                                                     "OnFailure": {"Destination": DLQ}})
+        ids = [self.fire("ev-narrow", {"k": k}) for k in range(6)]
+        for rid in ids:
+            rec = self.letter("ev-narrow", rid)
+            self.assertEqual(rec["condition"], "Success", "waiting for capacity is neither a failure nor an attempt")
+            self.assertEqual(rec["record"]["requestContext"]["approximateInvokeCount"], 1)
+
+        # A function that may not run at all (reserved 0): more events than workers wait
+        # without holding the workers, other functions' events still run, and the waiting
+        # ones are given up once too old, never having run.
+        self.create("ev-blocked")
+        self.create("ev-free")
+        self.lam.put_function_concurrency(FunctionName="ev-blocked", ReservedConcurrentExecutions=0)
+        self.lam.put_function_event_invoke_config(FunctionName="ev-blocked", MaximumEventAgeInSeconds=3600,
+                                                  DestinationConfig={"OnFailure": {"Destination": DLQ}})
+        self.lam.put_function_event_invoke_config(FunctionName="ev-free", DestinationConfig={"OnSuccess": {"Destination": DLQ}})
+        blocked = [self.fire("ev-blocked", {"b": k}) for k in range(20)]
+        free = self.fire("ev-free", {})
+        self.letter("ev-free", free, timeout=30)
+        self.assertEqual(self.letters("ev-blocked"), [])
+        self.assertEqual([self.queued(rid) for rid in blocked], [0] * 20)
+        self.advance(3601)
+        for rid in blocked:
+            rec = self.letter("ev-blocked", rid)
+            self.assertEqual(rec["condition"], "EventAgeExceeded")
+            self.assertEqual(rec["record"]["requestContext"]["approximateInvokeCount"], 0)
+            self.assertNotIn("responseContext", rec["record"])
 
     def test_deleting_a_function_drops_its_queued_events(self):
         self.create("ev-gone", app=FAIL)

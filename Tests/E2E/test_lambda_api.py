@@ -240,7 +240,7 @@ class LambdaAPITest(unittest.TestCase):
         self.create("py-opts")
         r = self.lam.invoke(FunctionName="py-opts", InvocationType="DryRun")
         self.assertEqual(r["StatusCode"], 204)
-        self.assertError("InvalidParameterValueException", lambda: self.lam.invoke(FunctionName="py-opts", InvocationType="Event"))
+        self.assertEqual(self.lam.invoke(FunctionName="py-opts", InvocationType="Event")["StatusCode"], 202)
         self.assertError("RequestTooLargeException", lambda: self.lam.invoke(FunctionName="py-opts", Payload=b'"' + b"x" * (6 * 1024 * 1024 + 10) + b'"'), 413)
         self.assertError("InvalidRequestContentException", lambda: self.lam.invoke(FunctionName="py-opts", Payload=b"{not json"))
         self.assertError("ResourceNotFoundException", lambda: self.lam.invoke(FunctionName="no-such-function"), 404)

@@ -12,7 +12,7 @@ import urllib.request
 
 from botocore.exceptions import ClientError
 
-from harness import ROLE, Daemon, log_tail, make_zip, payload_json, sandbox_leftovers
+from harness import ROLE, Daemon, log_tail, make_zip, metric, payload_json, sandbox_leftovers
 
 APP = '''
 import os, time, json
@@ -33,23 +33,6 @@ def handler(event, context):
     return {"count": COUNT["n"], "born": born, "version": VERSION, "pid": os.getpid()}
 VERSION = 1
 '''
-
-
-def metric(daemon, name, **labels):
-    text = urllib.request.urlopen(daemon.endpoint + "/metrics").read().decode()
-    total = 0.0
-    found = False
-    for line in text.splitlines():
-        if line.startswith("#") or not line.startswith(name):
-            continue
-        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s+(\S+)$', line)
-        if not m or m.group(1) != name:
-            continue
-        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or ""))
-        if all(got.get(k) == v for k, v in labels.items()):
-            total += float(m.group(4))
-            found = True
-    return total if found else None
 
 
 class PoolCase(unittest.TestCase):
