@@ -108,7 +108,8 @@ public struct LambdaAPI: Sendable {
         if let a = ctx.parameters.get("arn") { path["Resource"] = a.removingPercentEncoding ?? a }
         if let sid = ctx.parameters.get("sid") { path["StatementId"] = sid.removingPercentEncoding ?? sid }
         if let s = ctx.parameters.get("schedule") { path["Schedule"] = s.removingPercentEncoding ?? s }
-        let parameters = AuditParameters.describe(query: Gatekeeper.query(req), path: path, body: body, payloadIsData: action == "Invoke")
+        let parameters = AuditParameters.describe(query: Gatekeeper.query(req), path: path, body: body,
+                                                  payloadIsData: action == "Invoke" || action == "InvokeAsync")
         gate.record(req, ctx, action: action, caller: caller, resource: path["FunctionName"] ?? path["Resource"] ?? path["Schedule"], parameters: parameters,
                     status: Int(response.status.code), error: errorCode)
         return response

@@ -182,16 +182,9 @@ public struct EventStore: Sendable {
 
     // MARK: - event-invoke configurations
 
-    static let encoder: JSONEncoder = {
-        let e = JSONEncoder()
-        e.dateEncodingStrategy = .millisecondsSince1970
-        return e
-    }()
-    static let decoder: JSONDecoder = {
-        let d = JSONDecoder()
-        d.dateDecodingStrategy = .millisecondsSince1970
-        return d
-    }()
+    // The records' JSON coding (dates in milliseconds), as the function store's.
+    static var encoder: JSONEncoder { FunctionStore.encoder }
+    static var decoder: JSONDecoder { FunctionStore.decoder }
 
     public func config(account: String, function: String) throws -> EventInvokeConfig? {
         try db.pool.read { db in

@@ -139,6 +139,12 @@ class AsyncCase(unittest.TestCase):
         self.assertEqual(r["Status"], 202)
         legacy = r["ResponseMetadata"]["RequestId"]
         self.assertEqual(self.letter("ev-ok", legacy)["record"]["requestPayload"], {"via": "legacy"})
+        # The audit trail has the calls, not their payloads.
+        time.sleep(0.2)
+        trail = self.daemon.petreld("audit", "--json", "--action", "InvokeAsync").stdout + \
+            self.daemon.petreld("audit", "--json", "--action", "Invoke").stdout
+        self.assertIn('"action":"InvokeAsync","parameters":{"FunctionName":"ev-ok","PayloadBytes":17}', trail)
+        self.assertNotIn("legacy", trail.replace("InvokeAsync", ""))
         wait_for("the CLI's event", lambda: any(l["record"]["requestPayload"] == {"via": "cli"} for l in self.letters("ev-ok")))
         self.assertEqual(metric(self.daemon, "petrel_async_events_total", function="ev-ok", outcome="succeeded"), 3)
         wait_for("the queue depth gauge", lambda: metric(self.daemon, "petrel_async_queue_depth") is not None, timeout=5)
