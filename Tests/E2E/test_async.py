@@ -456,6 +456,37 @@ class CrashCase(unittest.TestCase):
             self.assertIn(r["record"]["requestPayload"]["i"], resent)
 
 
+    def test_events_running_at_shutdown_stay_queued(self):
+        """SIGTERM with a drain shorter than the event: the daemon stops cleanly, the
+        event is neither lost nor charged an attempt, and it runs after the restart."""
+        daemon = Daemon(extra_env={"PETREL_DRAIN_TIMEOUT_SECONDS": "1"}).start()
+        try:
+            lam = daemon.client()
+            app = "import time\ndef handler(event, context):\n    time.sleep(event['sleep'])\n    return {'slept': event['sleep']}\n"
+            lam.create_function(FunctionName="long", Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                                Code={"ZipFile": make_zip({"app.py": app})}, MemorySize=128, Timeout=30)
+            lam.put_function_event_invoke_config(FunctionName="long", MaximumRetryAttempts=0,
+                                                 DestinationConfig={"OnSuccess": {"Destination": DLQ},
+                                                                    "OnFailure": {"Destination": DLQ}})
+            rid = lam.invoke(FunctionName="long", InvocationType="Event", Payload=b'{"sleep": 4}')["ResponseMetadata"]["RequestId"]
+            db = os.path.join(daemon.data, "petrel.sqlite")
+            time.sleep(1.5)  # it is running now
+            self.assertEqual(daemon.stop(), 0)
+            with sqlite3.connect(db, timeout=10) as c:
+                self.assertEqual(c.execute("SELECT attempts FROM events WHERE id = ?", (rid,)).fetchall(), [(0,)])
+            daemon.start()
+
+            def done():
+                out = daemon.petreld("dlq", "list", "long", "--json").stdout
+                return [json.loads(l) for l in out.splitlines() if l.strip()]
+            records = wait_for("the event after the restart", done, timeout=60)
+            self.assertEqual([(r["requestId"], r["condition"]) for r in records], [(rid, "Success")])
+            self.assertEqual(records[0]["record"]["requestContext"]["approximateInvokeCount"], 1)
+        finally:
+            if daemon.proc is not None:
+                daemon.stop_and_check()
+
+
 class ScheduleCase(unittest.TestCase):
     """Schedules on a test clock: each slot fires once, across a restart too."""
 
