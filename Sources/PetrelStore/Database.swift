@@ -15,8 +15,9 @@ public final class PetrelDatabase: Sendable {
         var config = Configuration()
         config.busyMode = .timeout(10)
         config.prepareDatabase { db in
-            // FULL: a commit is on disk when it returns (an accepted event must survive power loss, not just kill -9).
-            try db.execute(sql: "PRAGMA synchronous = FULL")
+            // NORMAL: in WAL mode a commit survives the process's death; the event queue's
+            // commits (GroupCommit) switch to FULL for theirs, to survive the machine's too.
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
         }
         pool = try DatabasePool(path: path, configuration: config)
         try Self.migrator(adminAccount: adminAccount).migrate(pool)

@@ -7,7 +7,7 @@ import Synchronization
 /// burst of event acceptances costs a few fsyncs, not one each. Each write runs
 /// in its own savepoint: one that fails is undone alone and its caller gets
 /// the error; the rest commit. A caller resumes only after its transaction
-/// is on disk (`synchronous = FULL`).
+/// is on disk (`synchronous = FULL` for these transactions).
 public final class GroupCommit: Sendable {
     let pool: DatabasePool
 
@@ -56,16 +56,24 @@ public final class GroupCommit: Sendable {
             guard !batch.isEmpty else { return }
             var errors = [(any Error)?](repeating: nil, count: batch.count)
             do {
-                try pool.write { db in
-                    for (i, e) in batch.enumerated() {
-                        do {
-                            try db.inSavepoint {
-                                try e.body(db)
-                                return .commit
+                // FULL for these commits only: the WAL is fsynced before a caller hears "stored".
+                // (Every other writer keeps NORMAL: a fsync on each log or audit batch would
+                // stall a cooperative thread, and those survive a crash of the daemon anyway.)
+                try pool.writeWithoutTransaction { db in
+                    try db.execute(sql: "PRAGMA synchronous = FULL")
+                    defer { try? db.execute(sql: "PRAGMA synchronous = NORMAL") }
+                    try db.inTransaction {
+                        for (i, e) in batch.enumerated() {
+                            do {
+                                try db.inSavepoint {
+                                    try e.body(db)
+                                    return .commit
+                                }
+                            } catch {
+                                errors[i] = error
                             }
-                        } catch {
-                            errors[i] = error
                         }
+                        return .commit
                     }
                 }
             } catch {
