@@ -11,6 +11,8 @@ import Synchronization
 public final class FunctionCatalog: Sendable {
     public let functions: FunctionStore
     public let code: CodeStore
+    /// The asynchronous queue and event-invoke configurations (a deleted function's go with it).
+    let events: EventStore
     let dispatcher: Dispatcher
     let keys: KeyRing
     let region: String
@@ -18,9 +20,11 @@ public final class FunctionCatalog: Sendable {
     /// Serializes changes of the code blobs' reference counts.
     private let codeLock = Mutex(())
 
-    public init(functions: FunctionStore, code: CodeStore, dispatcher: Dispatcher, keys: KeyRing, region: String, logger: Logger) {
+    public init(functions: FunctionStore, code: CodeStore, events: EventStore, dispatcher: Dispatcher, keys: KeyRing, region: String,
+                logger: Logger) {
         self.functions = functions
         self.code = code
+        self.events = events
         self.dispatcher = dispatcher
         self.keys = keys
         self.region = region
@@ -192,7 +196,10 @@ public final class FunctionCatalog: Sendable {
             try dropCodeIfUnused(gone.codeDigestHex)
         }
         await dispatcher.retire(current.key, newRevision: nil)
-        logger.info("function deleted", metadata: ["function.name": "\(current.name)"])
+        // Its waiting events and their configuration go too: a new function of that name starts clean.
+        let dropped = try events.dropEvents(account: current.account, function: current.name)
+        try events.updateConfig(account: current.account, function: current.name) { _ in nil }
+        logger.info("function deleted", metadata: ["function.name": "\(current.name)", "events.dropped": "\(dropped)"])
     }
 
     /// PutFunctionConcurrency / DeleteFunctionConcurrency (nil).

@@ -41,12 +41,7 @@ extension LambdaAPI {
 
     func invokeAsync(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
         let f = try catalog.resolve(try name(ctx), caller: call.caller, action: "lambda:InvokeFunction")
-        var payload = try await Self.body(req, limit: Self.maxInvokePayload, operation: "InvokeAsync")
-        if payload.readableBytes == 0 { payload = ByteBuffer(string: "{}") }
-        guard (try? JSONSerialization.jsonObject(with: Data(payload.readableBytesView), options: [.fragmentsAllowed])) != nil else {
-            throw LambdaError(.invalidRequestContent, "Could not parse request body into json: InvokeArgs is not valid JSON")
-        }
-        var r = try await enqueueEvent(f, payload: payload, call: call)
+        var r = try await enqueueEvent(f, payload: try Self.payload(call.body, field: "InvokeArgs"), call: call)
         r.body = ResponseBody(byteBuffer: ByteBuffer(string: "{\"Status\":202}"))
         r.headers[.contentType] = "application/json"
         return r
@@ -109,7 +104,7 @@ extension LambdaAPI {
     }
 
     func putEventConfig(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
-        let input = try await Self.decode(EventConfigInput.self, req, operation: "PutFunctionEventInvokeConfig")
+        let input = try Self.decode(EventConfigInput.self, call.body)
         let f = try ownFunction(req, ctx, call)
         let c = try applyEventConfig(input, over: EventInvokeConfig(), function: f)
         try events.store.updateConfig(account: f.account, function: f.name) { _ in c }
@@ -117,7 +112,7 @@ extension LambdaAPI {
     }
 
     func updateEventConfig(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
-        let input = try await Self.decode(EventConfigInput.self, req, operation: "UpdateFunctionEventInvokeConfig")
+        let input = try Self.decode(EventConfigInput.self, call.body)
         let f = try ownFunction(req, ctx, call)
         let c = try events.store.updateConfig(account: f.account, function: f.name) { old in
             try applyEventConfig(input, over: old ?? EventInvokeConfig(), function: f)

@@ -54,7 +54,7 @@ extension LambdaAPI {
     }
 
     func createSchedule(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
-        let input = try await Self.decode(ScheduleInput.self, req, operation: "CreateSchedule")
+        let input = try Self.decode(ScheduleInput.self, call.body)
         guard let name = input.Name, ScheduleRecord.isValidName(name) else {
             throw LambdaError(.invalidParameterValue, "Name is required: 1 to 64 letters, digits, '-', '_' or '.'.")
         }

@@ -64,10 +64,12 @@ public struct LambdaAPI: Sendable {
         registerSchedules(on: router)
     }
 
-    /// What an operation gets: its request id and the account that called.
+    /// What an operation gets: its request id, the account that called, and the body
+    /// (read once, within the operation's limit, before the signature was checked).
     struct Call: Sendable {
         var id: String
         var caller: Caller
+        var body: ByteBuffer
     }
 
     typealias Operation = @Sendable (Request, PetrelRequestContext, Call) async throws -> Response
@@ -88,9 +90,7 @@ public struct LambdaAPI: Sendable {
             let buffer = try await Self.body(req, limit: limit, operation: action == "Invoke" ? "InvokeFunction" : action)
             body = buffer
             caller = try gate.authenticate(req, body: buffer, service: "lambda")
-            var request = req
-            request.body = RequestBody(buffer: buffer)
-            var r = try await op(request, ctx, Call(id: requestID, caller: caller!))
+            var r = try await op(req, ctx, Call(id: requestID, caller: caller!, body: buffer))
             r.headers[.amzRequestID] = requestID
             log.debug("ok", metadata: ["http.status": "\(r.status.code)"])
             response = r
@@ -134,16 +134,24 @@ public struct LambdaAPI: Sendable {
             : LambdaError(.requestEntityTooLarge, "Request must be smaller than \(limit) bytes for the \(operation) operation")
     }
 
-    static func decode<T: Decodable>(_ type: T.Type, _ req: Request, limit: Int = 1_048_576, operation: String) async throws -> T {
-        let buf = try await body(req, limit: limit, operation: operation)
+    static func decode<T: Decodable>(_ type: T.Type, _ body: ByteBuffer) throws -> T {
         do {
-            return try JSONDecoder().decode(T.self, from: Data(buffer: buf))
+            return try JSONDecoder().decode(T.self, from: Data(buffer: body))
         } catch let DecodingError.typeMismatch(_, ctx), let DecodingError.valueNotFound(_, ctx) {
             let field = ctx.codingPath.map(\.stringValue).joined(separator: ".")
             throw LambdaError(.invalidRequestContent, "Could not parse request body into json: the value of \(field) has the wrong type")
         } catch {
             throw LambdaError(.invalidRequestContent, "Could not parse request body into json: the body is not a JSON object of the expected shape")
         }
+    }
+
+    /// An invocation's event: the body, `{}` when empty; it must be JSON.
+    static func payload(_ body: ByteBuffer, field: String) throws -> ByteBuffer {
+        if body.readableBytes == 0 { return ByteBuffer(string: "{}") }
+        guard (try? JSONSerialization.jsonObject(with: Data(buffer: body), options: [.fragmentsAllowed])) != nil else {
+            throw LambdaError(.invalidRequestContent, "Could not parse request body into json: \(field) is not valid JSON")
+        }
+        return body
     }
 
     func name(_ ctx: PetrelRequestContext) throws -> String {
@@ -158,7 +166,7 @@ public struct LambdaAPI: Sendable {
     // MARK: - operations
 
     func createFunction(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
-        let input = try await Self.decode(CreateFunctionInput.self, req, limit: Self.maxCodeRequest, operation: "CreateFunction")
+        let input = try Self.decode(CreateFunctionInput.self, call.body)
         let f = try catalog.create(input, caller: call.caller)
         return APIResponse.json(configuration(f), status: .created)
     }
@@ -199,22 +207,17 @@ public struct LambdaAPI: Sendable {
     }
 
     func updateConfiguration(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
-        let input = try await Self.decode(UpdateFunctionConfigurationInput.self, req, operation: "UpdateFunctionConfiguration")
+        let input = try Self.decode(UpdateFunctionConfigurationInput.self, call.body)
         return APIResponse.json(configuration(try await catalog.updateConfiguration(try name(ctx), input, caller: call.caller)))
     }
 
     func updateCode(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
-        let input = try await Self.decode(UpdateFunctionCodeInput.self, req, limit: Self.maxCodeRequest, operation: "UpdateFunctionCode")
+        let input = try Self.decode(UpdateFunctionCodeInput.self, call.body)
         return APIResponse.json(configuration(try await catalog.updateCode(try name(ctx), input, caller: call.caller)))
     }
 
     func deleteFunction(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
-        let f = try catalog.resolve(try name(ctx), caller: call.caller)
         try await catalog.delete(try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init), caller: call.caller)
-        // Its waiting events and their configuration go with it (a new function of that name starts clean).
-        let dropped = try events.store.dropEvents(account: f.account, function: f.name)
-        try events.store.updateConfig(account: f.account, function: f.name) { _ in nil }
-        if dropped > 0 { logger.notice("dropped the deleted function's queued events", metadata: ["function.name": "\(f.name)", "events": "\(dropped)"]) }
         return Response(status: .noContent)
     }
 
@@ -231,7 +234,7 @@ public struct LambdaAPI: Sendable {
     struct ConcurrencyShape: Codable { var ReservedConcurrentExecutions: Int? }
 
     func putConcurrency(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
-        let input = try await Self.decode(ConcurrencyShape.self, req, operation: "PutFunctionConcurrency")
+        let input = try Self.decode(ConcurrencyShape.self, call.body)
         guard let value = input.ReservedConcurrentExecutions else {
             throw LambdaError(.invalidParameterValue, "ReservedConcurrentExecutions is required.")
         }
@@ -271,7 +274,7 @@ public struct LambdaAPI: Sendable {
     }
 
     func putProvisioned(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
-        let input = try await Self.decode(ProvisionedInput.self, req, operation: "PutProvisionedConcurrencyConfig")
+        let input = try Self.decode(ProvisionedInput.self, call.body)
         guard let n = input.ProvisionedConcurrentExecutions else {
             throw LambdaError(.invalidParameterValue, "ProvisionedConcurrentExecutions is required.")
         }
@@ -328,7 +331,7 @@ public struct LambdaAPI: Sendable {
     // MARK: - permissions and tags
 
     func addPermission(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
-        let input = try await Self.decode(FunctionCatalog.PermissionInput.self, req, operation: "AddPermission")
+        let input = try Self.decode(FunctionCatalog.PermissionInput.self, call.body)
         let (f, statement) = try catalog.addPermission(try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init), input,
                                                        caller: call.caller)
         let resource = FunctionARN(region: region, account: f.account, name: f.name).description
@@ -357,7 +360,7 @@ public struct LambdaAPI: Sendable {
     struct TagsShape: Codable { var Tags: [String: String]? }
 
     func tagResource(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
-        let input = try await Self.decode(TagsShape.self, req, operation: "TagResource")
+        let input = try Self.decode(TagsShape.self, call.body)
         guard let tags = input.Tags else { throw LambdaError(.invalidParameterValue, "Tags is required.") }
         try catalog.tag(resourceARN(ctx), tags, caller: call.caller)
         return Response(status: .noContent)
@@ -387,11 +390,7 @@ public struct LambdaAPI: Sendable {
         let raw = try name(ctx)
         let ref = try FunctionReference(parsing: raw)
         let f = try catalog.resolve(ref, qualifier: qualifier, caller: call.caller, action: "lambda:InvokeFunction")
-        var payload = try await Self.body(req, limit: Self.maxInvokePayload, operation: "InvokeFunction")
-        if payload.readableBytes == 0 { payload = ByteBuffer(string: "{}") }
-        guard (try? JSONSerialization.jsonObject(with: Data(buffer: payload), options: [.fragmentsAllowed])) != nil else {
-            throw LambdaError(.invalidRequestContent, "Could not parse request body into json: the payload is not valid JSON")
-        }
+        let payload = try Self.payload(call.body, field: "the payload")
         var clientContext: String?
         if let cc = req.headers[.amzClientContext] {
             guard let decoded = Data(base64Encoded: cc), decoded.count <= 3583 else {

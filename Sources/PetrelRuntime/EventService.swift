@@ -150,7 +150,7 @@ public final class EventService: Service, Sendable {
             guard let f = try functions.get(account: e.account, e.function) else {
                 logger.notice("dropped an event: its function no longer exists",
                               metadata: ["invocation.id": "\(e.id)", "function.name": "\(e.function)"])
-                Counter(label: "petrel_async_events_total", dimensions: RuntimeMetrics.dims(e.account + ":" + e.function) + [("outcome", "dropped")]).increment()
+                count(e, "dropped")
                 try await store.finish(e, then: .none)
                 return
             }
@@ -197,7 +197,7 @@ public final class EventService: Service, Sendable {
     }
 
     private func count(_ e: QueuedEvent, _ outcome: String) {
-        Counter(label: "petrel_async_events_total", dimensions: RuntimeMetrics.dims(e.account + ":" + e.function) + [("outcome", outcome)]).increment()
+        dispatcher.metrics.asyncEvent(e.account + ":" + e.function, outcome: outcome)
     }
 
     private func giveUp(_ e: QueuedEvent, _ f: FunctionRecord, _ config: EventInvokeConfig, condition: String, attempts: Int,

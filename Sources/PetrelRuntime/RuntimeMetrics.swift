@@ -49,6 +49,11 @@ final class RuntimeMetrics: Sendable {
         Counter(label: "petrel_cold_starts_total", dimensions: Self.dims(function) + [("reason", reason.rawValue)]).increment()
     }
 
+    /// An asynchronous event's step: succeeded, retried, failed, expired, throttled or dropped.
+    func asyncEvent(_ function: String, outcome: String) {
+        Counter(label: "petrel_async_events_total", dimensions: Self.dims(function) + [("outcome", outcome)]).increment()
+    }
+
     func evicted(_ function: String) {
         Counter(label: "petrel_evictions_total", dimensions: Self.dims(function)).increment()
     }

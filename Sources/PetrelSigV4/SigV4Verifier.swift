@@ -61,13 +61,22 @@ public struct SigV4Verifier: Sendable {
             guard auth.hasPrefix(SigV4.algorithm + " ") else {
                 throw .incomplete("Only \(SigV4.algorithm) signatures are accepted; the Authorization header starts with '\(auth.prefix(20))'.")
             }
-            var fields: [String: String] = [:]
+            // `Credential=…, SignedHeaders=…, Signature=…` (every request: no Foundation trimming, no dictionary).
+            var credential: Substring?, signedHeaders: Substring?, signature: Substring?
             for part in auth.dropFirst(SigV4.algorithm.count + 1).split(separator: ",") {
-                let kv = part.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
-                if kv.count == 2 { fields[String(kv[0])] = String(kv[1]) }
+                let item = part.drop { $0 == " " || $0 == "\t" }
+                guard let eq = item.firstIndex(of: "=") else { continue }
+                var value = item[item.index(after: eq)...]
+                while let last = value.last, last == " " || last == "\t" { value = value.dropLast() }
+                switch item[..<eq] {
+                case "Credential": credential = value
+                case "SignedHeaders": signedHeaders = value
+                case "Signature": signature = value
+                default: break
+                }
             }
             var missing: [String] = []
-            for name in ["Credential", "SignedHeaders", "Signature"] where fields[name] == nil {
+            for (name, value) in [("Credential", credential), ("SignedHeaders", signedHeaders), ("Signature", signature)] where value == nil {
                 missing.append("Authorization header requires '\(name)' parameter.")
             }
             guard let amzDate = r.header("x-amz-date") else {
@@ -75,8 +84,8 @@ public struct SigV4Verifier: Sendable {
                 throw .incomplete(missing.joined(separator: " ") + " Authorization=\(SigV4.algorithm)")
             }
             guard missing.isEmpty else { throw .incomplete(missing.joined(separator: " ") + " Authorization=\(SigV4.algorithm)") }
-            return try make(credential: fields["Credential"]!, amzDate: amzDate, signedHeaders: fields["SignedHeaders"]!,
-                            signature: fields["Signature"]!, expires: nil)
+            return try make(credential: String(credential!), amzDate: amzDate, signedHeaders: String(signedHeaders!),
+                            signature: String(signature!), expires: nil)
         }
         let q = Dictionary(SigV4.queryPairs(r.rawQuery), uniquingKeysWith: { a, _ in a })
         guard let algorithm = q["X-Amz-Algorithm"] else { throw .missing }

@@ -130,11 +130,6 @@ public struct EventStore: Sendable {
         try db.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM events") ?? 0 }
     }
 
-    public func event(account: String, id: String) throws -> QueuedEvent? {
-        try db.pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM events WHERE account = ? AND id = ?", arguments: [account, id]) }
-            .map(decodeEvent)
-    }
-
     /// What happens to a finished event's record.
     public enum Handoff: Sendable {
         case none

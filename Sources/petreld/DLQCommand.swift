@@ -16,9 +16,10 @@ struct DLQCommand: ParsableCommand {
         @Option(help: "The function's account (default: the admin account).") var account: String?
         @Argument(help: "The function's name.") var function: String
 
-        func open() throws -> (EventStore, String, LocalStore) {
+        /// The queue, and the account whose function is meant.
+        func open() throws -> (EventStore, String) {
             let s = try store.open()
-            return (EventStore(s.db, keys: s.keys), account ?? s.configuration.accountID, s)
+            return (EventStore(s.db, keys: s.keys), account ?? s.configuration.accountID)
         }
     }
 
@@ -36,7 +37,7 @@ struct DLQCommand: ParsableCommand {
 
         func run() throws {
             do {
-                let (events, account, _) = try target.open()
+                let (events, account) = try target.open()
                 let letters = try events.deadLetters(account: account, function: target.function, limit: Int.max)
                 if json {
                     for l in letters {
@@ -60,7 +61,7 @@ struct DLQCommand: ParsableCommand {
 
         func run() throws {
             do {
-                let (events, account, _) = try target.open()
+                let (events, account) = try target.open()
                 guard let l = try events.deadLetter(account: account, id: id), l.function == target.function else {
                     throw StoreError("the dead-letter queue of \(target.function) has no record \(id)")
                 }
@@ -79,7 +80,7 @@ struct DLQCommand: ParsableCommand {
 
         func run() throws {
             do {
-                let (events, account, _) = try target.open()
+                let (events, account) = try target.open()
                 let now = PlatformClock().nowMillis()
                 let queued = try events.redrive(account: account, function: target.function, ids: ids.isEmpty ? nil : ids, now: now)
                 for e in queued { print(e.id) }

@@ -100,9 +100,9 @@ struct ServeCommand: AsyncParsableCommand {
                                                  memoryBudgetMB: c.memoryBudgetMB ?? RuntimeConfiguration.defaultMemoryBudgetMB())
         let runtime = RuntimeService(engine: engine, code: code, logs: LogStore(db), configuration: runtimeConfig,
                                      group: group, logger: logger)
-        let catalog = FunctionCatalog(functions: try FunctionStore(db, keys: store.keys), code: code, dispatcher: runtime.dispatcher,
-                                      keys: store.keys, region: c.region, logger: logger)
         let eventStore = EventStore(db, keys: store.keys)
+        let catalog = FunctionCatalog(functions: try FunctionStore(db, keys: store.keys), code: code, events: eventStore,
+                                      dispatcher: runtime.dispatcher, keys: store.keys, region: c.region, logger: logger)
         let events = EventService(store: eventStore, schedules: ScheduleStore(db, events: eventStore), functions: catalog.functions,
                                   dispatcher: runtime.dispatcher,
                                   settings: EventSettings(workers: c.eventWorkers, retryDelaySeconds: c.eventRetryDelaySeconds,

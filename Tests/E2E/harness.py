@@ -12,11 +12,16 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import zipfile
+from unittest import mock
 
 import boto3
 import botocore.config
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -207,6 +212,27 @@ def metric(daemon, name, **labels):
             total += float(m.group(4))
             found = True
     return total if found else None
+
+
+def raw_request(method, url, body=b"", headers=None):
+    req = urllib.request.Request(url, data=body if method != "GET" else None, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def signed(method, url, keys, body=b"", headers=None, when=None, service="lambda"):
+    """Signs with botocore's own SigV4 code (optionally at another time)."""
+    req = AWSRequest(method=method, url=url, data=body, headers=dict(headers or {}))
+    auth = SigV4Auth(Credentials(*keys), service, "us-east-1")
+    if when is None:
+        auth.add_auth(req)
+    else:
+        with mock.patch("botocore.auth.get_current_datetime", return_value=when):
+            auth.add_auth(req)
+    return raw_request(method, url, body, dict(req.headers.items()))
 
 
 def parse_credentials(text):

@@ -16,7 +16,7 @@ import boto3
 import botocore.config
 from botocore.exceptions import ClientError
 
-from harness import PETRELD, ROLE, Daemon, assert_client_error, make_zip, metric
+from harness import PETRELD, ROLE, Daemon, assert_client_error, make_zip, metric, parse_credentials, signed
 
 OK = '''
 def handler(event, context):
@@ -157,6 +157,7 @@ class AsyncCase(unittest.TestCase):
         assert_client_error(self, "InvalidRequestContentException", lambda: self.lam.invoke(FunctionName="ev-bad", InvocationType="Event", Payload=b"{not json"), 400)
         assert_client_error(self, "ResourceNotFoundException", lambda: self.lam.invoke(FunctionName="ev-missing", InvocationType="Event", Payload=b"{}"), 404)
         assert_client_error(self, "ResourceNotFoundException", lambda: self.lam.invoke_async(FunctionName="ev-missing", InvokeArgs=b"{}"), 404)
+        assert_client_error(self, "InvalidRequestContentException", lambda: self.lam.invoke_async(FunctionName="ev-bad", InvokeArgs=b"{not json"), 400)
         self.assertEqual(self.queued(), before)
         # Just under the limit is accepted.
         ok = b'"' + b"x" * (262_144 - 2) + b'"'
@@ -210,6 +211,8 @@ class AsyncCase(unittest.TestCase):
         got = self.lam.get_function_event_invoke_config(FunctionName="ev-cfg")
         self.assertEqual((got["MaximumRetryAttempts"], got["MaximumEventAgeInSeconds"]), (2, 60))
         assert_client_error(self, "ResourceNotFoundException", lambda: self.lam.put_function_event_invoke_config(FunctionName="ev-none", MaximumRetryAttempts=0), 404)
+        assert_client_error(self, "ResourceNotFoundException", lambda: self.lam.put_function_event_invoke_config(FunctionName="ev-cfg", Qualifier="3", MaximumRetryAttempts=0), 404)
+        assert_client_error(self, "ValidationException", lambda: self.raw.list_function_event_invoke_configs(FunctionName="ev-cfg", MaxItems=51), 400)
         self.lam.delete_function_event_invoke_config(FunctionName="ev-cfg")
         assert_client_error(self, "ResourceNotFoundException", lambda: self.lam.delete_function_event_invoke_config(FunctionName="ev-cfg"), 404)
         self.assertEqual(self.lam.list_function_event_invoke_configs(FunctionName="ev-cfg")["FunctionEventInvokeConfigs"], [])
@@ -535,6 +538,14 @@ class ScheduleCase(unittest.TestCase):
             self.assertIn(words, r.stderr, expr)
         r = cli("schedule", "create", "bad", "--function", "nope", "--expression", "rate(1 minute)", check=False)
         self.assertIn("ResourceNotFoundException", r.stderr)
+        for args, words in [(["bad name!"], "Name is required"), (["x" * 65], "Name is required"),
+                            (["ok", "--input", "{not json"], "Input must be valid JSON"),
+                            (["ok", "--input", json.dumps({"k": "v" * 8200})], "at most 8192 bytes"),
+                            (["ok", "--description", "d" * 513], "at most 512 characters")]:
+            r = cli("schedule", "create", *args, "--function", "tick", "--expression", "rate(1 minute)", check=False)
+            self.assertNotEqual(r.returncode, 0, args)
+            self.assertIn("InvalidParameterValueException", r.stderr, args)
+            self.assertIn(words, r.stderr, args)
         self.assertIn("no schedules yet", cli("schedule", "list").stdout)
 
         cli("schedule", "create", "every-minute", "--function", "tick", "--expression", "rate(1 minute)")
@@ -544,6 +555,30 @@ class ScheduleCase(unittest.TestCase):
         listing = cli("schedule", "list").stdout
         self.assertIn("every-minute", listing)
         self.assertIn("cron(0/5 * * * ? *)", listing)
+        keys = daemon.admin_keys()
+        status, _, body = signed("GET", daemon.endpoint + "/petrel/schedules/at-five", keys)
+        self.assertEqual(status, 200)
+        one = json.loads(body)
+        self.assertEqual((one["Name"], one["Input"], one["State"]), ("at-five", '{"fixed": 1}', "ENABLED"))
+        self.assertTrue(one["FunctionArn"].endswith(":function:tick"))
+        self.assertEqual(signed("GET", daemon.endpoint + "/petrel/schedules/nope", keys)[0], 404)
+        self.assertEqual(signed("GET", daemon.endpoint + "/petrel/schedules", (keys[0], "x" * 40))[0], 403)
+
+        # Another account sees none of them, cannot delete them, and cannot target this account's function.
+        other = daemon.petreld("accounts", "create", "--name", "other").stdout.strip()
+        other_keys = parse_credentials(daemon.petreld("keys", "create", "--account", other).stdout)
+        other_env = daemon.tool_env(keys=other_keys)
+
+        def other_cli(*args):
+            return subprocess.run([petrel] + list(args) + ["--endpoint", daemon.endpoint], capture_output=True, text=True,
+                                  env=other_env, timeout=60)
+        self.assertIn("no schedules yet", other_cli("schedule", "list").stdout)
+        self.assertIn("ResourceNotFoundException", other_cli("schedule", "delete", "at-five").stderr)
+        r = other_cli("schedule", "create", "steal", "--function", "arn:aws:lambda:us-east-1:000000000000:function:tick",
+                      "--expression", "rate(1 minute)")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("AccessDeniedException", r.stderr)
+        self.assertIn("at-five", cli("schedule", "list").stdout)
 
         def fired(name=None):
             out = daemon.petreld("dlq", "list", "tick", "--json").stdout

@@ -15,7 +15,6 @@ import unittest
 import urllib.error
 import urllib.request
 import zipfile
-from unittest import mock
 
 import boto3
 import botocore.config
@@ -24,7 +23,7 @@ from botocore.auth import SigV4Auth, SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from harness import ROLE, Daemon, assert_client_error, parse_credentials, payload_json
+from harness import ROLE, Daemon, assert_client_error, parse_credentials, payload_json, raw_request, signed
 
 APP = '''
 import os
@@ -47,27 +46,6 @@ def stored_zip(files):
             info.external_attr = (0o100644) << 16
             z.writestr(info, text)
     return buf.getvalue()
-
-
-def raw_request(method, url, body=b"", headers=None):
-    req = urllib.request.Request(url, data=body if method != "GET" else None, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
-
-
-def signed(method, url, keys, body=b"", headers=None, when=None, service="lambda"):
-    """Signs with botocore's own SigV4 code (optionally at another time)."""
-    req = AWSRequest(method=method, url=url, data=body, headers=dict(headers or {}))
-    auth = SigV4Auth(Credentials(*keys), service, "us-east-1")
-    if when is None:
-        auth.add_auth(req)
-    else:
-        with mock.patch("botocore.auth.get_current_datetime", return_value=when):
-            auth.add_auth(req)
-    return raw_request(method, url, body, dict(req.headers.items()))
 
 
 def error_type(resp):

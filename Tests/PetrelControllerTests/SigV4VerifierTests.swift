@@ -44,6 +44,32 @@ struct SigV4VerifierTests {
         #expect(throws: SigV4Verifier.Failure.self) { try verify(request("POST", url, broken), body: body) }
     }
 
+    @Test("the Authorization header: spacing between its parts does not matter; a missing part is named")
+    func authorizationHeader() throws {
+        let url = URL(string: "http://127.0.0.1:9000/2015-03-31/functions")!
+        let signer = SigV4Signer(accessKey: "AKIDEXAMPLE", secretKey: secret, region: "us-east-1", service: "lambda")
+        let headers = signer.sign(method: "GET", url: url, headers: [:], body: [])
+        let auth = try #require(headers["Authorization"])
+        let parts = auth.dropFirst("AWS4-HMAC-SHA256 ".count).components(separatedBy: ", ")
+        #expect(parts.count == 3)
+        for spaced in [parts.joined(separator: ","), parts.joined(separator: " ,\t "), parts.reversed().joined(separator: ", ") + " "] {
+            var h = headers
+            h["Authorization"] = "AWS4-HMAC-SHA256 " + spaced
+            try verify(request("GET", url, h), body: [])
+        }
+        for (i, name) in ["Credential", "SignedHeaders", "Signature"].enumerated() {
+            var h = headers
+            h["Authorization"] = "AWS4-HMAC-SHA256 " + parts.enumerated().filter { $0.offset != i }.map(\.element).joined(separator: ", ")
+            do {
+                try verify(request("GET", url, h), body: [])
+                Issue.record("accepted without \(name)")
+            } catch {
+                guard case .incomplete(let message) = error else { Issue.record("\(error)"); continue }
+                #expect(message.contains("requires '\(name)' parameter"), "\(message)")
+            }
+        }
+    }
+
     @Test("dates parse back to the instant they name")
     func dates() {
         let now = Date(timeIntervalSince1970: 1_795_000_000)
