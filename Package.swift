@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "petreld", targets: ["petreld"]),
         .executable(name: "petrel", targets: ["petrel"]),
+        .executable(name: "petrel-init", targets: ["petrel-init"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -25,8 +26,20 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
+        // What the daemon and a sandbox's init say to each other (records, the start message).
+        .target(name: "CPetrelInitProtocol", cSettings: [.unsafeFlags(["-Wall"])]),
+        // PID 1 of every sandbox: a small C program, so that init is not a copy of the daemon.
+        // Linked statically (swiftc links even a C executable against the Swift runtime),
+        // so that it runs in any sandbox root without a dynamic loader or libraries.
+        .executableTarget(
+            name: "petrel-init",
+            dependencies: ["CPetrelInitProtocol"],
+            cSettings: [.unsafeFlags(["-Wall"])],
+            linkerSettings: [.unsafeFlags(["-static-executable"])]
+        ),
         .target(
             name: "CPetrelLinux",
+            dependencies: ["CPetrelInitProtocol"],
             cSettings: [.unsafeFlags(["-Wall", "-Wno-unused-function"])],
             linkerSettings: [.linkedLibrary("seccomp"), .linkedLibrary("nftables")]
         ),
@@ -115,13 +128,13 @@ let package = Package(
         ),
         .testTarget(
             name: "PetrelSandboxTests",
-            dependencies: ["PetrelSandbox", "PetrelCore", "PetrelTOML", "CPetrelLinux", "petreld"],
+            dependencies: ["PetrelSandbox", "PetrelCore", "PetrelTOML", "CPetrelLinux", "petreld", "petrel-init"],
             // Tests/Probe/main.c is compiled by the tests (cc -static) and run inside sandboxes.
             exclude: []
         ),
         .testTarget(
             name: "PetrelControllerTests",
-            dependencies: ["PetrelCore", "PetrelStore", "PetrelClient", "PetrelAPI", "petreld"]
+            dependencies: ["PetrelCore", "PetrelStore", "PetrelClient", "PetrelAPI", "petreld", "petrel-init"]
         ),
     ],
     swiftLanguageModes: [.v6]

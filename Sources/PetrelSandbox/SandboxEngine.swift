@@ -17,10 +17,15 @@ public struct SandboxEngineConfiguration: Sendable {
     public var hostNetwork: IPv4CIDR
     /// Prepared sandboxes kept ready per policy, network mode and /tmp size.
     public var preparedPoolSize: Int
+    /// The sandbox's PID 1 (the `petrel-init` product). nil: $PETREL_INIT, else
+    /// `petrel-init` beside the running executable (where `swift build` puts it).
+    public var initExecutable: String?
 
     public init(stateDirectory: String = "/var/lib/petrel", runDirectory: String = "/run/petrel",
                 rootfsSkeleton: String, uidRange: ClosedRange<UInt32> = 200_000...1_199_999,
-                hostNetwork: IPv4CIDR = IPv4CIDR("10.213.0.0/16")!, preparedPoolSize: Int = 2) {
+                hostNetwork: IPv4CIDR = IPv4CIDR("10.213.0.0/16")!, preparedPoolSize: Int = 2,
+                initExecutable: String? = nil) {
+        self.initExecutable = initExecutable
         self.stateDirectory = stateDirectory
         self.runDirectory = runDirectory
         self.rootfsSkeleton = rootfsSkeleton
@@ -43,6 +48,8 @@ public final class SandboxEngine: Sendable {
     let hostCPUs = CgroupHost.hostCPUs()
     /// Write end of the lifeline: every sandbox's init dies when it closes (the daemon is gone).
     let lifeline: (read: Int32, write: Int32)
+    /// petrel-init, held open (O_PATH) for execveat in every new sandbox.
+    let initFD: Int32
     private let state = Mutex<State>(State())
     /// Names this engine's sandboxes: `sb-<pid>-<engine>` (the pid lets a later
     /// daemon sweep what a dead one left; the engine number keeps two engines
@@ -66,13 +73,19 @@ public final class SandboxEngine: Sendable {
         instanceName = "sb-\(getpid())-\(Self.instances.withLock { $0 += 1; return $0 })"
         self.cgroups = try cgroups ?? CgroupDrivers.detect()
         networks = SandboxNetworks(subnet: configuration.hostNetwork)
-        disks = try ScratchDisks(directory: configuration.stateDirectory + "/scratch")
+        // Spare disks only where sandboxes are pooled: with no pool, every disk is detached at once.
+        disks = try ScratchDisks(directory: configuration.stateDirectory + "/scratch", spareLimit: 2 * configuration.preparedPoolSize)
         prepared = SandboxPool(target: configuration.preparedPoolSize)
         rootDirectory = configuration.runDirectory + "/root"
         try Sys.mkdirs(rootDirectory, 0o755)
         var fds: [Int32] = [-1, -1]
         try Sys.call("pipe2") { petrel_pipe_cloexec(&fds) }
         lifeline = (fds[0], fds[1])
+        let initPath = configuration.initExecutable ?? Self.defaultInitExecutable()
+        guard access(initPath, X_OK) == 0 else {
+            throw SandboxError(.unsupportedHost, "the sandbox init \(initPath) is missing or not executable: build it with `swift build --product petrel-init`, or set PETREL_INIT")
+        }
+        initFD = try Sys.open(initPath, O_RDONLY)
         guard Sys.exists(configuration.rootfsSkeleton + "/etc/passwd") else {
             throw SandboxError(.unsupportedHost, "the rootfs skeleton \(configuration.rootfsSkeleton) has no etc/passwd")
         }
@@ -183,6 +196,7 @@ public final class SandboxEngine: Sendable {
                         cfg.rlimit_nofile = UInt64(key.openFiles)
                         cfg.rlimit_nproc = UInt64(key.processes)
                         cfg.lifeline_fd = lifeline.read
+                        cfg.init_fd = initFD
                         return petrel_spawn(&cfg, &result, &err, 512)
                     }
                 }
@@ -225,9 +239,20 @@ public final class SandboxEngine: Sendable {
     /// Releases everything pooled. Sandboxes still running are not touched.
     public func shutdown() {
         prepared.drain()
+        disks.drain()
     }
 
     // MARK: internals
+
+    /// $PETREL_INIT, else `petrel-init` in the directory of the running executable.
+    static func defaultInitExecutable() -> String {
+        if let env = getenv("PETREL_INIT"), env.pointee != 0 { return String(cString: env) }
+        var buf = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
+        let exe = n > 0 ? String(cBuffer: buf) : ""
+        let dir = exe.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        return dir + "/petrel-init"
+    }
 
     func seccomp(_ seccomp: SandboxPolicy.Seccomp) throws -> SeccompProgram {
         if let p = state.withLock({ $0.programs[seccomp] }) { return p }

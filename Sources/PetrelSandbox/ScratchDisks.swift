@@ -1,5 +1,6 @@
 import CPetrelLinux
 import Glibc
+import Synchronization
 
 /// A sandbox's /tmp: a sparse ext4 image on a loop device. Its size is exactly
 /// the function's ephemeral storage, and its pages are a disk's, not memory
@@ -28,11 +29,19 @@ public final class ScratchDisk: Sendable {
 
 /// Makes scratch disks and gives them back; made off the request path, as
 /// part of a prepared sandbox.
+///
+/// Detaching a loop device is slow (its rundown freezes the device's queue, a
+/// millisecond or more), so up to `spareLimit` released disks are kept attached
+/// and formatted again, with their old blocks discarded, for the next sandbox.
 final class ScratchDisks: Sendable {
     let directory: String
+    let spareLimit: Int
+    /// Spare disks, and whether more may be kept (not after `drain`).
+    private let spares = Mutex<(disks: [ScratchDisk], open: Bool)>(([], true))
 
-    init(directory: String) throws {
+    init(directory: String, spareLimit: Int) throws {
         self.directory = directory
+        self.spareLimit = spareLimit
         try Sys.mkdirs(directory, 0o700)
         // Images are named <pid>-<random>.img and unlinked as soon as they are attached;
         // one still here belongs to a daemon that died in between. Only those go:
@@ -44,6 +53,10 @@ final class ScratchDisks: Sendable {
     }
 
     func make(sizeMB: Int) throws -> ScratchDisk {
+        while let spare = takeSpare(sizeMB: sizeMB) {
+            if reformat(spare) { return spare }
+            detach(spare)
+        }
         let path = directory + "/\(getpid())-\(UInt64.random(in: 0...UInt64.max)).img"
         let fd = try Sys.open(path, O_CREAT | O_EXCL | O_WRONLY, 0o600)
         defer { try? Sys.unlink(path) }
@@ -54,9 +67,7 @@ final class ScratchDisks: Sendable {
             Sys.close(fd)
             throw error
         }
-        // No journal (the disk dies with the sandbox), no reserved blocks (all of it is the function's).
-        try Sys.run(["/usr/sbin/mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal",
-                     "-E", "lazy_itable_init=1,nodiscard", "-L", "petrel-tmp", path])
+        try Self.format(path, discard: false) // a new sparse file has nothing to discard
         var dev = [CChar](repeating: 0, count: 64)
         var err = [CChar](repeating: 0, count: 512)
         let lfd = petrel_loop_attach(path, &dev, 64, &err, 512)
@@ -64,9 +75,50 @@ final class ScratchDisks: Sendable {
         return ScratchDisk(loopFD: lfd, device: String(cBuffer: dev), sizeMB: sizeMB, image: path)
     }
 
+    /// No journal (the disk dies with the sandbox), no reserved blocks (all of it is the function's).
+    /// With `discard`, every block of the device is discarded first: the loop device punches
+    /// them out of its image, so nothing a previous sandbox wrote survives, even on the raw device.
+    static func format(_ target: String, discard: Bool) throws {
+        try Sys.run(["/usr/sbin/mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal",
+                     "-E", "lazy_itable_init=1," + (discard ? "discard" : "nodiscard"), "-L", "petrel-tmp", target])
+    }
+
+    /// Keeps the disk for another sandbox when there is room, otherwise detaches it.
+    /// Its sandbox must be gone (its mount namespace, and with it the mount, ended with its init).
+    func release(_ disk: ScratchDisk) {
+        let kept = spares.withLock { s -> Bool in
+            guard s.open, s.disks.count < spareLimit else { return false }
+            s.disks.append(disk)
+            return true
+        }
+        if !kept { detach(disk) }
+    }
+
+    /// Detaches every spare disk (the engine is shutting down).
+    func drain() {
+        spares.withLock { s -> [ScratchDisk] in
+            defer { s = ([], false) }
+            return s.disks
+        }.forEach(detach)
+    }
+
+    var spareCount: Int { spares.withLock { $0.disks.count } }
+
+    private func takeSpare(sizeMB: Int) -> ScratchDisk? {
+        spares.withLock { s in s.disks.firstIndex { $0.sizeMB == sizeMB }.map { s.disks.remove(at: $0) } }
+    }
+
+    /// Formats a spare again, unless something still has it open exclusively (mounted somewhere).
+    private func reformat(_ disk: ScratchDisk) -> Bool {
+        let probe = open(disk.device, O_RDONLY | O_EXCL | O_CLOEXEC)
+        guard probe >= 0 else { return false }
+        close(probe)
+        return (try? Self.format(disk.device, discard: true)) != nil
+    }
+
     /// Detaches the device. The kernel finishes a loop device's rundown
     /// asynchronously (a few ms later); nothing here waits for it.
-    func release(_ disk: ScratchDisk) {
+    private func detach(_ disk: ScratchDisk) {
         _ = petrel_loop_detach(disk.loopFD)
     }
 }

@@ -65,6 +65,7 @@ struct SandboxBench: AsyncParsableCommand {
         print("Petrel's isolation: PID/mount/IPC/UTS/cgroup/network namespaces, cgroup limits, seccomp, nftables firewall, read-only root, ext4 /tmp, no capabilities.")
         print("bwrap --unshare-all: namespaces only (no cgroup, no seccomp, no firewall).")
         print("prepared sandboxes: the pool is refilled between runs, untimed; preparing one is the 'on demand' row's cost, paid off the request path.")
+        print("  A released /tmp disk stays attached and is formatted again (its blocks discarded) when the pool is refilled.")
     }
 
     static func time(_ n: Int, _ warmup: Int, between: () -> Void = {}, _ body: () async throws -> Void) async throws -> [Double] {

@@ -93,13 +93,70 @@ struct PreparedPoolTests {
         let report = await sandbox.wait()
         #expect(report.exitCode == 0)
         #expect(reader.finish() == "pooled\npetrel-init\n")
-        Fixtures.expectReleased(sandbox.resources)
-        // The ones still waiting in the pool go away with the engine's shutdown.
+        // The ones still waiting in the pool go away with the engine's shutdown,
+        // and so does the ended sandbox's /tmp disk, which the engine kept as a spare.
         engine.replenishPools()
         #expect(engine.preparedCount == 2)
         engine.shutdown()
         #expect(engine.preparedCount == 0)
+        Fixtures.expectReleased(sandbox.resources)
         let leftovers = EngineTests.cgroups(of: engine)
         #expect(leftovers.isEmpty, "cgroups of discarded prepared sandboxes: \(leftovers)")
+    }
+
+    @Test("a released /tmp disk serves the next sandbox formatted afresh: nothing of the last one is left, not even on the raw device")
+    func recycledDisk() async throws {
+        _ = try Fixtures.engine()
+        let engine = try SandboxEngine(configuration: SandboxEngineConfiguration(
+            stateDirectory: "/var/tmp/petrel-tests/state", runDirectory: "/var/tmp/petrel-tests/run",
+            rootfsSkeleton: Fixtures.repo + "/rootfs", preparedPoolSize: 1))
+        defer { engine.shutdown() }
+        try engine.prewarm()
+        let marker = "petrel-secret-\(UInt64.random(in: 1...UInt64.max))"
+        let first = try engine.spawn(SandboxSpec(command: ["sh", "-c", "printf %s \(marker) > /tmp/secret"]))
+        #expect(await first.wait().exitCode == 0)
+        let device = first.resources.loopDevice
+        // Kept attached, unmounted, and still holding what the sandbox wrote (so the check below can fail).
+        #expect(ScratchDisk.isAttached(device: device, image: first.resources.scratchImage))
+        #expect(!Fixtures.mountedHere(device))
+        #expect(try Self.rawDevice(device, contains: marker), "the marker never reached \(device)")
+
+        engine.replenishPools() // the spare is formatted again for the next prepared sandbox
+        #expect(try !Self.rawDevice(device, contains: marker), "\(device) still holds the last sandbox's data after it was formatted again")
+        var fds: [Int32] = [-1, -1]
+        _ = petrel_pipe_cloexec(&fds)
+        let second = try engine.spawn(SandboxSpec(command: ["sh", "-c", "ls -A /tmp; cat /tmp/secret 2>&1; df -m /tmp | tail -1"],
+                                                  stdout: fds[1], stderr: fds[1]))
+        close(fds[1])
+        let reader = PipeReader(fd: fds[0])
+        _ = await second.wait()
+        let out = reader.finish()
+        #expect(second.resources.loopDevice == device, "the second sandbox did not get the recycled disk")
+        #expect(out.hasPrefix("lost+found\n"), "\(out)")
+        #expect(out.contains("No such file"), "\(out)")
+        #expect(!out.contains(marker), "\(out)")
+
+        engine.shutdown()
+        Fixtures.expectReleased(first.resources)
+        Fixtures.expectReleased(second.resources)
+    }
+
+    /// Reads the whole block device looking for `text`.
+    static func rawDevice(_ device: String, contains text: String) throws -> Bool {
+        let fd = open(device, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw Fixtures.Failure(description: "cannot open \(device): \(errno)") }
+        defer { close(fd) }
+        let needle = Array(text.utf8)
+        let chunk = 4 << 20, overlap = needle.count - 1
+        var buf = [UInt8](repeating: 0, count: overlap + chunk)
+        var kept = 0 // bytes carried over from the last chunk, at the start of buf
+        while true {
+            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress! + kept, chunk) }
+            guard n > 0 else { return false }
+            if Data(buf[0..<(kept + n)]).range(of: Data(needle)) != nil { return true }
+            let end = kept + n
+            kept = min(overlap, end)
+            buf.withUnsafeMutableBytes { b in _ = memmove(b.baseAddress!, b.baseAddress! + end - kept, kept) }
+        }
     }
 }

@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <CPetrelInitProtocol.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -53,6 +55,7 @@ struct petrel_spawn_config {
     uint64_t rlimit_nofile;
     uint64_t rlimit_nproc;
     int lifeline_fd;                 // read end of a pipe the daemon holds; EOF kills the sandbox
+    int init_fd;                     // petrel-init, opened for execveat (the sandbox's PID 1 after setup)
 };
 
 struct petrel_spawn_result {
@@ -62,26 +65,9 @@ struct petrel_spawn_result {
     int control_fd;  // our end of the control socket (CLOEXEC); closing it before start discards the sandbox
 };
 
-// Record kinds written on the status pipe by the sandbox's init.
-enum petrel_record_kind {
-    PETREL_RECORD_SETUP_ERROR = 1, // setup failed before exec: message + errno
-    PETREL_RECORD_EXEC_ERROR = 2,  // execve of the command failed: message + errno
-    PETREL_RECORD_STARTED = 3,     // the command was forked; `value` is its pid inside the sandbox
-    PETREL_RECORD_EXITED = 4,      // the command ended; `value` is its wait status
-    PETREL_RECORD_READY = 5        // set up and waiting for its command
-};
-
-struct petrel_record {
-    int32_t kind;
-    int32_t err;
-    int32_t value;
-    int32_t reserved;
-    char message[240];
-};
-
-// Prepares a sandbox: its init (PID 1 of new PID, mount, IPC, UTS and cgroup
-// namespaces, in the given network namespace and cgroups) builds the root,
-// then reports READY and waits for petrel_start. Returns 0, or -1 with a
+// Prepares a sandbox: its first process (PID 1 of new PID, mount, IPC, UTS and
+// cgroup namespaces, in the given network namespace and cgroups) builds the
+// root, then execs petrel-init, which reports READY and waits for petrel_start. Returns 0, or -1 with a
 // message in errbuf (errno kept).
 int petrel_spawn(const struct petrel_spawn_config *cfg, struct petrel_spawn_result *out,
                  char *errbuf, size_t errlen);
