@@ -84,7 +84,11 @@ public final class Gatekeeper: Sendable {
             if name == "host" { return req.head.authority }
             guard let field = HTTPField.Name(name) else { return nil }
             let values = headers[values: field]
-            return values.isEmpty ? nil : values.joined(separator: ",")
+            switch values.count {
+            case 0: return nil
+            case 1: return values[0]
+            default: return values.joined(separator: ",")
+            }
         }
     }
 

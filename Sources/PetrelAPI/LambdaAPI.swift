@@ -17,6 +17,8 @@ public struct LambdaAPI: Sendable {
     let codeLinks: CodeLinks
     let region: String
     let logger: Logger
+    /// The event loops' executors: invocations run their task on their connection's loop.
+    let loops: LoopExecutors?
 
     /// Sync payloads: 6 MB each way.
     static let maxInvokePayload = 6_291_456
@@ -24,7 +26,8 @@ public struct LambdaAPI: Sendable {
     static let maxCodeRequest = 69_905_067
 
     public init(catalog: FunctionCatalog, dispatcher: Dispatcher, events: EventService, gate: Gatekeeper, codeLinks: CodeLinks,
-                region: String, logger: Logger) {
+                region: String, loops: LoopExecutors? = nil, logger: Logger) {
+        self.loops = loops
         self.catalog = catalog
         self.dispatcher = dispatcher
         self.events = events
@@ -78,10 +81,24 @@ public struct LambdaAPI: Sendable {
     /// signature, runs it, maps every failure to Lambda's error shape, logs it with
     /// its request id and records it in the audit trail.
     func handle(_ req: Request, _ ctx: PetrelRequestContext, _ action: String, limit: Int = 1_048_576, _ op: Operation) async -> Response {
+        // Invocations stay where the server runs them (on the event loops); everything else may
+        // block (SQLite writes, unzipping code) and moves to the global executor.
+        guard action == "Invoke" || action == "InvokeAsync" else {
+            return await withTaskExecutorPreference(globalConcurrentExecutor) { await run(req, ctx, action, limit: limit, op) }
+        }
+        // An invocation stays on its connection's loop (see LoopAffineExecutor).
+        guard let here = loops?.executor(for: ctx.eventLoop) else { return await run(req, ctx, action, limit: limit, op) }
+        return await withTaskExecutorPreference(here) { await run(req, ctx, action, limit: limit, op) }
+    }
+
+    private func run(_ req: Request, _ ctx: PetrelRequestContext, _ action: String, limit: Int, _ op: Operation) async -> Response {
         let requestID = FastIDs.uuid()
-        var log = logger
-        log[metadataKey: "request.id"] = "\(requestID)"
-        log[metadataKey: "api.action"] = "\(action)"
+        // The request's metadata is attached only when something is logged: setting a
+        // logger's metadata formats it again, on every request.
+        func log(_ level: Logger.Level, _ message: @autoclosure () -> Logger.Message, _ metadata: Logger.Metadata) {
+            guard logger.logLevel <= level else { return }
+            logger.log(level: level, message(), metadata: metadata.merging(["request.id": "\(requestID)", "api.action": "\(action)"]) { a, _ in a })
+        }
         var caller: Caller?
         var body: ByteBuffer?
         let response: Response
@@ -92,14 +109,14 @@ public struct LambdaAPI: Sendable {
             caller = try gate.authenticate(req, body: buffer, service: "lambda")
             var r = try await op(req, ctx, Call(id: requestID, caller: caller!, body: buffer))
             r.headers[.amzRequestID] = requestID
-            log.debug("ok", metadata: ["http.status": "\(r.status.code)"])
+            log(.debug, "ok", ["http.status": "\(r.status.code)"])
             response = r
         } catch let e as LambdaError {
-            log.info("refused", metadata: ["error.type": "\(e.code.rawValue)", "error.message": "\(e.message)"])
+            log(.info, "refused", ["error.type": "\(e.code.rawValue)", "error.message": "\(e.message)"])
             errorCode = e.code.rawValue
             response = APIResponse.error(e, requestID: requestID)
         } catch {
-            log.error("failed", metadata: ["error": "\(error)"])
+            log(.error, "failed", ["error": "\(error)"])
             errorCode = LambdaError.Code.service.rawValue
             response = APIResponse.error(LambdaError(.service, "Petrel could not complete \(action): \(error)"), requestID: requestID)
         }

@@ -22,17 +22,22 @@ public struct LogsAPI: Sendable {
 
     public func register(on router: Router<PetrelRequestContext>) {
         router.post("/") { req, ctx in
-            let target = req.headers[.amzTarget] ?? ""
-            let op = target.hasPrefix("Logs_20140328.") ? String(target.dropFirst("Logs_20140328.".count)) : "Unknown"
-            var caller: Caller?
-            var buf: ByteBuffer?
-            let response = await self.dispatch(req, op: op, caller: &caller, buffer: &buf)
-            let error = response.status.code >= 300 ? response.headers[HTTPField.Name("X-Amzn-ErrorType")!] : nil
-            gate.record(req, ctx, action: op, caller: caller, resource: nil,
-                        parameters: AuditParameters.describe(query: [], path: [:], body: buf, payloadIsData: false),
-                        status: Int(response.status.code), error: error)
-            return response
+            // Log queries read SQLite: off the event loops (see LambdaAPI.handle).
+            await withTaskExecutorPreference(globalConcurrentExecutor) { await self.serve(req, ctx) }
         }
+    }
+
+    func serve(_ req: Request, _ ctx: PetrelRequestContext) async -> Response {
+        let target = req.headers[.amzTarget] ?? ""
+        let op = target.hasPrefix("Logs_20140328.") ? String(target.dropFirst("Logs_20140328.".count)) : "Unknown"
+        var caller: Caller?
+        var buf: ByteBuffer?
+        let response = await self.dispatch(req, op: op, caller: &caller, buffer: &buf)
+        let error = response.status.code >= 300 ? response.headers[HTTPField.Name("X-Amzn-ErrorType")!] : nil
+        gate.record(req, ctx, action: op, caller: caller, resource: nil,
+                    parameters: AuditParameters.describe(query: [], path: [:], body: buf, payloadIsData: false),
+                    status: Int(response.status.code), error: error)
+        return response
     }
 
     func dispatch(_ req: Request, op: String, caller: inout Caller?, buffer: inout ByteBuffer?) async -> Response {

@@ -7,9 +7,12 @@ public struct PetrelRequestContext: RequestContext {
     /// The peer's IP address (the audit trail's source).
     public let remoteAddress: String
     public let fromLoopback: Bool
+    /// The loop of the request's connection (invocations run their task there).
+    public let eventLoop: any EventLoop
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
+        eventLoop = source.channel.eventLoop
         let peer = source.channel.remoteAddress
         remoteAddress = peer?.ipAddress ?? "unknown"
         fromLoopback = Self.isLoopback(remoteAddress)

@@ -47,6 +47,8 @@ public actor Dispatcher {
     private var provisioned: [String: Provisioned] = [:]
     /// Instances that belong to a function's provisioned set.
     private var provisionedIDs: Set<ObjectIdentifier> = []
+    /// Those of them that finished their init and joined the pool (what "allocated" counts).
+    private var provisionedReady: Set<ObjectIdentifier> = []
 
     /// New instances to watch (the runtime service owns the watching tasks).
     nonisolated let launches: AsyncStream<Instance>
@@ -249,6 +251,7 @@ public actor Dispatcher {
         let id = ObjectIdentifier(instance)
         live[id] = nil
         provisionedIDs.remove(id)
+        provisionedReady.remove(id)
         if let mb = charged.removeValue(forKey: id) { admission.uncharge(memoryMB: mb) }
         if var list = idle[instance.function.key] {
             list.removeAll { $0.instance === instance }
@@ -291,9 +294,10 @@ public actor Dispatcher {
 
     public func provisionedStatus(_ name: String) -> ProvisionedStatus? {
         guard let p = provisioned[name] else { return nil }
-        // Allocated: initialized (an instance still in its init does not count yet).
-        let mine = live.values.filter { $0.function.key == name && isProvisioned($0) && $0.function.revisionId == p.function.revisionId
-                                        && $0.initDurationMs != nil && $0.isUsable }
+        // Allocated: initialized and in the pool (an instance still in its init does not count yet;
+        // counting it as soon as its runtime is up would report READY before it is available).
+        let mine = live.values.filter { $0.function.key == name && provisionedReady.contains(ObjectIdentifier($0))
+                                        && $0.function.revisionId == p.function.revisionId && $0.isUsable }
         let allocated = mine.count
         let available = idle[name]?.filter { isProvisioned($0.instance) }.count ?? 0
         let status = p.failure != nil ? "FAILED" : (allocated >= p.requested ? "READY" : "IN_PROGRESS")
@@ -345,6 +349,7 @@ public actor Dispatcher {
             return
         }
         idle[function.key, default: []].append(Idle(instance: instance, since: .now))
+        provisionedReady.insert(ObjectIdentifier(instance))
         trimProvisioned(function.key)
         metrics.instances(snapshot)
     }
@@ -361,6 +366,7 @@ public actor Dispatcher {
                 return false
             }
             provisionedIDs.remove(ObjectIdentifier(i.instance))
+            provisionedReady.remove(ObjectIdentifier(i.instance))
             retire(i.instance, because: nil)
             return true
         }
@@ -407,6 +413,15 @@ public actor Dispatcher {
     }
 
     private func takeIdle(_ f: FunctionRecord) -> Instance? {
+        // Among the most recently used few, one on this thread's event loop saves the
+        // invocation two thread hand-offs (see LoopAffineExecutor).
+        if let here = CurrentLoop.loop, var list = idle[f.key], list.count > 1,
+           let i = list.indices.reversed().prefix(8).first(where: { list[$0].instance.loop === here }),
+           list[i].instance.function.revisionId == f.revisionId, list[i].instance.isUsable {
+            let hit = list.remove(at: i)
+            idle[f.key] = list
+            return hit.instance
+        }
         while var list = idle[f.key], let last = list.popLast() {
             idle[f.key] = list.isEmpty ? nil : list
             if last.instance.function.revisionId == f.revisionId, last.instance.isUsable { return last.instance }
@@ -416,7 +431,9 @@ public actor Dispatcher {
     }
 
     private func start(_ function: FunctionRecord, charge: Int) async throws(LambdaError) -> Instance {
-        let loop = group.next()
+        // The instance serves its Runtime API on the loop of the request that started it,
+        // which is where the same caller's next requests will most likely arrive.
+        let loop = CurrentLoop.loop ?? group.next()
         let launcher = self.launcher
         let code = self.code
         let result: Result<Instance, LambdaError> = await withCheckedContinuation { cont in

@@ -125,12 +125,17 @@ final class Instance: RuntimeAPIDelegate, Sendable {
             case .failed(let f):
                 cont.resume(returning: .failed(f))
             case .deliver(let respond):
-                // One hop to the instance's loop: arm the timer there and answer the parked `next`
-                // (its write is then a local task, not a second cross-thread wake-up).
+                // On the instance's loop (at most one hop to it): arm the timer there and answer
+                // the parked `next` (its write is then local, not a second cross-thread wake-up).
                 let response = Self.nextResponse(request, deadlineMs: deadlineMs)
-                loop.execute { [self] in
+                if loop.inEventLoop {
                     arm(loop.scheduleTask(deadline: deadline, onTimeout), for: rid)
                     respond(response)
+                } else {
+                    loop.execute { [self] in
+                        arm(loop.scheduleTask(deadline: deadline, onTimeout), for: rid)
+                        respond(response)
+                    }
                 }
             case .wait:
                 arm(loop.scheduleTask(deadline: deadline, onTimeout), for: rid)

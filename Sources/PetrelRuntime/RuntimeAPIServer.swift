@@ -87,7 +87,11 @@ final class RuntimeAPIHandler: ChannelInboundHandler {
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
         let loop = context.eventLoop
         let respond: RuntimeResponder = { response in
-            loop.execute { Self.write(response, keepAlive: keepAlive, context: bound.value) }
+            if loop.inEventLoop {
+                Self.write(response, keepAlive: keepAlive, context: bound.value)
+            } else {
+                loop.execute { Self.write(response, keepAlive: keepAlive, context: bound.value) }
+            }
         }
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
         let parts = path.split(separator: "/").map(String.init)

@@ -13,8 +13,32 @@ public enum SigV4 {
     /// The canonical URI: the path as sent (percent-encoded), with dot segments and
     /// repeated slashes removed, each segment encoded once more (every service but S3).
     public static func canonicalURI(wirePath: String) -> String {
+        // Every request: a plain path (unreserved bytes and single slashes, no dot segment)
+        // is its own canonical form.
+        if isPlainPath(wirePath) { return wirePath }
         let normalized = removeDotSegments(wirePath.isEmpty ? "/" : wirePath)
-        return normalized.split(separator: "/", omittingEmptySubsequences: false).map { encode(String($0)) }.joined(separator: "/")
+        return normalized.split(separator: "/", omittingEmptySubsequences: false).map { encode($0) }.joined(separator: "/")
+    }
+
+    static func isPlainPath(_ path: String) -> Bool {
+        var previous: UInt8 = 0, segmentDots = 0, segmentLength = 0
+        var any = false
+        for b in path.utf8 {
+            any = true
+            if b == UInt8(ascii: "/") {
+                if previous == UInt8(ascii: "/") { return false }
+                if segmentLength > 0, segmentDots == segmentLength, segmentLength <= 2 { return false }
+                segmentDots = 0
+                segmentLength = 0
+            } else {
+                guard isUnreserved(b) else { return false }
+                segmentLength += 1
+                if b == UInt8(ascii: ".") { segmentDots += 1 }
+            }
+            previous = b
+        }
+        if segmentLength > 0, segmentDots == segmentLength, segmentLength <= 2 { return false }
+        return any && path.utf8.first == UInt8(ascii: "/")
     }
 
     /// RFC 3986 section 5.2.4, plus the collapsing of empty segments AWS asks for.
@@ -47,24 +71,38 @@ public enum SigV4 {
 
     /// A header's value as signed: trimmed, inner runs of spaces collapsed.
     public static func canonicalHeaderValue(_ v: String) -> String {
-        var out = ""
-        var lastSpace = false
-        for ch in v.trimmingCharacters(in: .whitespaces) {
-            if ch == " " || ch == "\t" {
-                if !lastSpace { out.append(" ") }
-                lastSpace = true
+        func blank(_ b: UInt8) -> Bool { b == UInt8(ascii: " ") || b == UInt8(ascii: "\t") }
+        // Every request: most values have nothing to trim or collapse.
+        var clean = true, previous: UInt8 = 0
+        for b in v.utf8 {
+            if b == UInt8(ascii: "\t") || (b == UInt8(ascii: " ") && previous == UInt8(ascii: " ")) { clean = false; break }
+            previous = b
+        }
+        if clean, let first = v.utf8.first, let last = v.utf8.last, !blank(first), !blank(last) { return v }
+        var out: [UInt8] = []
+        out.reserveCapacity(v.utf8.count)
+        var pendingSpace = false
+        for b in v.utf8 {
+            if blank(b) {
+                pendingSpace = !out.isEmpty
             } else {
-                out.append(ch)
-                lastSpace = false
+                if pendingSpace { out.append(UInt8(ascii: " ")) }
+                pendingSpace = false
+                out.append(b)
             }
         }
-        return out
+        return String(decoding: out, as: UTF8.self)
     }
 
     public static func canonicalRequest(method: String, uri: String, query: String, headers: [(String, String)],
                                         signedHeaders: String, payloadHash: String) -> String {
-        let canonicalHeaders = headers.map { "\($0.0):\($0.1)\n" }.joined()
-        return [method, uri, query, canonicalHeaders, signedHeaders, payloadHash].joined(separator: "\n")
+        var out = ""
+        out.reserveCapacity(method.utf8.count + uri.utf8.count + query.utf8.count + signedHeaders.utf8.count + 160
+                            + headers.reduce(0) { $0 + $1.0.utf8.count + $1.1.utf8.count + 2 })
+        out += method; out += "\n"; out += uri; out += "\n"; out += query; out += "\n"
+        for (name, value) in headers { out += name; out += ":"; out += value; out += "\n" }
+        out += "\n"; out += signedHeaders; out += "\n"; out += payloadHash
+        return out
     }
 
     public static func scope(day: Substring, region: String, service: String) -> String {
@@ -85,18 +123,25 @@ public enum SigV4 {
     }
 
     public static func signature(key: SymmetricKey, amzDate: String, region: String, service: String, canonicalRequest: String) -> String {
-        let toSign = [algorithm, amzDate, scope(day: amzDate.prefix(8), region: region, service: service),
-                      hex(SHA256.hash(data: Array(canonicalRequest.utf8)))].joined(separator: "\n")
-        return hex(HMAC<SHA256>.authenticationCode(for: Array(toSign.utf8), using: key))
+        var toSign = algorithm + "\n" + amzDate + "\n" + scope(day: amzDate.prefix(8), region: region, service: service) + "\n"
+        toSign += sha256Hex(canonicalRequest)
+        return toSign.withUTF8 { hex(HMAC<SHA256>.authenticationCode(for: UnsafeRawBufferPointer($0), using: key)) }
     }
 
+    static func sha256Hex(_ s: String) -> String {
+        var s = s
+        return s.withUTF8 { hex(SHA256.hash(data: UnsafeRawBufferPointer($0))) }
+    }
+
+    private static let hexDigits = Array("0123456789abcdef".utf8)
+    private static let upperHexDigits = Array("0123456789ABCDEF".utf8)
+
     public static func hex<S: Sequence>(_ bytes: S) -> String where S.Element == UInt8 {
-        let digits = Array("0123456789abcdef".utf8)
         var out: [UInt8] = []
         out.reserveCapacity(64)
         for b in bytes {
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 0x0f)])
+            out.append(hexDigits[Int(b >> 4)])
+            out.append(hexDigits[Int(b & 0x0f)])
         }
         return String(decoding: out, as: UTF8.self)
     }
@@ -136,19 +181,31 @@ public enum SigV4 {
         return Date(timeIntervalSince1970: TimeInterval(timegm(&tm)))
     }
 
+    static func isUnreserved(_ b: UInt8) -> Bool {
+        switch b {
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+             UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "~"):
+            return true
+        default:
+            return false
+        }
+    }
+
     /// RFC 3986 unreserved characters stay; everything else is percent-encoded.
-    public static func encode(_ s: String) -> String {
-        var out = ""
+    public static func encode<S: StringProtocol>(_ s: S) -> String {
+        if s.utf8.allSatisfy(isUnreserved) { return String(s) }
+        var out: [UInt8] = []
+        out.reserveCapacity(s.utf8.count * 3)
         for b in s.utf8 {
-            switch b {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                 UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "~"):
-                out.append(Character(UnicodeScalar(b)))
-            default:
-                out += String(format: "%%%02X", b)
+            if isUnreserved(b) {
+                out.append(b)
+            } else {
+                out.append(UInt8(ascii: "%"))
+                out.append(upperHexDigits[Int(b >> 4)])
+                out.append(upperHexDigits[Int(b & 0x0f)])
             }
         }
-        return out
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// Compares two signatures in time that does not depend on where they differ.

@@ -4,6 +4,7 @@ import Glibc
 import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
+import NIOCore
 import NIOSSL
 import Logging
 import Metrics
@@ -93,7 +94,10 @@ struct ServeCommand: AsyncParsableCommand {
         let engine = try SandboxEngine(configuration: SandboxEngineConfiguration(
             stateDirectory: c.dataDirectory, runDirectory: c.runDirectory, rootfsSkeleton: Locations.rootfs(),
             preparedPoolSize: c.preparedSandboxes), logger: logger)
-        let group = MultiThreadedEventLoopGroup.singleton
+        // The API's and the instances' loops, one per core. A group of its own: the loops of
+        // new connections then go round robin (the singleton's `next()` is everybody's),
+        // so concurrent callers spread evenly over the loops (see LoopAffineExecutor).
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let runtimeConfig = RuntimeConfiguration(region: c.region, accountID: c.accountID, policy: policy,
                                                  keepAlive: .seconds(c.keepAliveSeconds), initTimeout: .seconds(c.initTimeoutSeconds),
                                                  concurrencyLimit: c.concurrencyLimit,
@@ -120,7 +124,8 @@ struct ServeCommand: AsyncParsableCommand {
         let router = Router(context: PetrelRequestContext.self)
         router.add(middleware: UnknownRouteMiddleware(gate: gate))
         LambdaAPI(catalog: catalog, dispatcher: runtime.dispatcher, events: events, gate: gate,
-                  codeLinks: try CodeLinks(keys: store.keys, scheme: c.tlsCertificate == nil ? "http" : "https"), region: c.region, logger: logger)
+                  codeLinks: try CodeLinks(keys: store.keys, scheme: c.tlsCertificate == nil ? "http" : "https"), region: c.region,
+                  loops: LoopExecutors(group: group), logger: logger)
             .register(on: router)
         LogsAPI(logs: LogStore(db), gate: gate, region: c.region).register(on: router)
         MetricsAPI(registry: metrics).register(on: router)
@@ -136,12 +141,34 @@ struct ServeCommand: AsyncParsableCommand {
         // Services shut down in reverse order: the API drains first, then the event runner lets running
         // events finish (the rest stay queued), then the runtime stops its instances. The audit writer
         // stops last: it records the calls the API drained.
+        // The API's tasks run on the event loops (LoopAffineExecutor): an invocation stays on its
+        // connection's loop, where its instance most likely lives too.
+        let api = OnExecutor(app, executor: LoopAffineExecutor(group: group))
         var config = ServiceGroupConfiguration(services: [.init(service: AuditService(gate: gate)), .init(service: runtime),
-                                                          .init(service: events), .init(service: app)],
+                                                          .init(service: events), .init(service: api)],
                                                logger: logger)
         config.gracefulShutdownSignals = [.sigterm, .sigint]
         config.maximumGracefulShutdownDuration = .seconds(c.drainTimeoutSeconds + 15)
-        try await ServiceGroup(configuration: config).run()
+        do {
+            try await ServiceGroup(configuration: config).run()
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        try? await group.shutdownGracefully()
         logger.info("petreld stopped")
+    }
+}
+
+/// Runs a service (and every task it makes) with a task executor preference.
+struct OnExecutor<S: Service>: Service {
+    let inner: S
+    let executor: any TaskExecutor
+    init(_ inner: S, executor: any TaskExecutor) {
+        self.inner = inner
+        self.executor = executor
+    }
+    func run() async throws {
+        try await withTaskExecutorPreference(executor) { try await inner.run() }
     }
 }

@@ -53,3 +53,41 @@ struct SigV4Tests {
         #expect(ours["Authorization"] == theirs)
     }
 }
+
+@Suite("SigV4 canonical forms")
+struct SigV4CanonicalTests {
+    @Test("plain paths are their own canonical URI; the rest are normalized and encoded once more")
+    func uris() {
+        #expect(SigV4.canonicalURI(wirePath: "/2015-03-31/functions/noop/invocations") == "/2015-03-31/functions/noop/invocations")
+        #expect(SigV4.canonicalURI(wirePath: "/") == "/")
+        #expect(SigV4.canonicalURI(wirePath: "") == "/")
+        #expect(SigV4.canonicalURI(wirePath: "/a/") == "/a/")
+        #expect(SigV4.canonicalURI(wirePath: "/a//b") == "/a/b")
+        #expect(SigV4.canonicalURI(wirePath: "/a/./b/../c") == "/a/c")
+        #expect(SigV4.canonicalURI(wirePath: "/a/..") == "/")
+        #expect(SigV4.canonicalURI(wirePath: "/a/.../b") == "/a/.../b")
+        #expect(SigV4.canonicalURI(wirePath: "/.x/y.") == "/.x/y.")
+        #expect(SigV4.canonicalURI(wirePath: "/f/arn%3Aaws%3Alambda") == "/f/arn%253Aaws%253Alambda")
+        #expect(SigV4.canonicalURI(wirePath: "/f/a b") == "/f/a%20b")
+    }
+
+    @Test("header values: trimmed, runs of blanks collapsed to one space, clean values unchanged")
+    func headerValues() {
+        #expect(SigV4.canonicalHeaderValue("application/json") == "application/json")
+        #expect(SigV4.canonicalHeaderValue("  a   b\t\tc  ") == "a b c")
+        #expect(SigV4.canonicalHeaderValue("a\tb") == "a b")
+        #expect(SigV4.canonicalHeaderValue(" a") == "a")
+        #expect(SigV4.canonicalHeaderValue("a ") == "a")
+        #expect(SigV4.canonicalHeaderValue("a b") == "a b")
+        #expect(SigV4.canonicalHeaderValue("   ") == "")
+        #expect(SigV4.canonicalHeaderValue("") == "")
+    }
+
+    @Test("RFC 3986 encoding: unreserved bytes stay, the rest become %XX (upper case), UTF-8 byte by byte")
+    func encoding() {
+        #expect(SigV4.encode("AZaz09-_.~") == "AZaz09-_.~")
+        #expect(SigV4.encode("a b/c:d") == "a%20b%2Fc%3Ad")
+        #expect(SigV4.encode("é") == "%C3%A9")
+        #expect(SigV4.encode("100%") == "100%25")
+    }
+}
