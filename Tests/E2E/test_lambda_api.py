@@ -153,6 +153,10 @@ class LambdaAPITest(unittest.TestCase):
         self.assertIsInstance(err["trace"], list)
         self.create("node-cb", make_zip({"index.js": NODE_APP}), runtime="nodejs20.x", handler="index.callbackStyle")
         self.assertEqual(payload_json(self.invoke("node-cb")), {"cb": True})
+        # A large event and answer cross the runtime's own HTTP client in many reads and writes.
+        big = "n" * (1536 * 1024)
+        for _ in range(2):
+            self.assertEqual(payload_json(self.invoke("node-basic", {"big": big}, tail=False))["echo"], {"big": big})
 
     def test_custom_runtime(self):
         z = make_zip({"bootstrap": (CUSTOM_BOOTSTRAP, 0o755)})
