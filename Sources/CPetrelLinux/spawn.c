@@ -141,18 +141,7 @@ _Noreturn static void init_main(const struct petrel_spawn_config *cfg, int sfd, 
     if (unshare(CLONE_NEWCGROUP) < 0) petrel_record_fail(sfd, "unshare", "cgroup");
 
     // Only what petrel-init needs stays open, at the numbers it expects.
-    int sec = -1;
-    if (cfg->seccomp_len > 0) {
-        sec = (int)syscall(SYS_memfd_create, "petrel-seccomp", MFD_CLOEXEC);
-        if (sec < 0) petrel_record_fail(sfd, "memfd_create", "seccomp");
-        size_t want = cfg->seccomp_len * sizeof(struct sock_filter), done = 0;
-        while (done < want) {
-            ssize_t w = write(sec, (const char *)cfg->seccomp_filter + done, want - done);
-            if (w < 0 && errno == EINTR) continue;
-            if (w <= 0) petrel_record_fail(sfd, "write", "seccomp filter");
-            done += (size_t)w;
-        }
-    }
+    int sec = cfg->seccomp_len > 0 ? cfg->seccomp_fd : -1;
     // Copies above the fixed numbers first, so that no dup2 overwrites a source.
     int from[5] = { sfd, ctl, cfg->lifeline_fd, sec, cfg->init_fd };
     for (int i = 0; i < 5; i++) {
@@ -323,4 +312,21 @@ int petrel_overlay_open(const char *const *lower, size_t n, char *errbuf, size_t
     close(fs);
     if (m < 0) { errno = e; return petrel_err(errbuf, errlen, "fsmount", "overlay"); }
     return m;
+}
+
+int petrel_memfd_sealed(const char *name, const void *data, size_t len, char *errbuf, size_t errlen) {
+    int fd = (int)syscall(SYS_memfd_create, name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0) return petrel_err(errbuf, errlen, "memfd_create", name);
+    size_t done = 0;
+    while (done < len) {
+        ssize_t w = write(fd, (const char *)data + done, len - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) { int e = w < 0 ? errno : EIO; close(fd); errno = e; return petrel_err(errbuf, errlen, "write", name); }
+        done += (size_t)w;
+    }
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0) {
+        int e = errno; close(fd); errno = e;
+        return petrel_err(errbuf, errlen, "seal", name);
+    }
+    return fd;
 }

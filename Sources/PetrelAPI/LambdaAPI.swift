@@ -77,13 +77,17 @@ public struct LambdaAPI: Sendable {
 
     typealias Operation = @Sendable (Request, PetrelRequestContext, Call) async throws -> Response
 
+    /// The actions that invoke a function: their bodies are the function's data (the audit
+    /// records their size only), and they run on the event loops, which nothing else may block.
+    static let invocations: Set<String> = ["Invoke", "InvokeAsync"]
+
     /// Runs one operation: reads the body (within the operation's limit), checks the
     /// signature, runs it, maps every failure to Lambda's error shape, logs it with
     /// its request id and records it in the audit trail.
     func handle(_ req: Request, _ ctx: PetrelRequestContext, _ action: String, limit: Int = 1_048_576, _ op: Operation) async -> Response {
         // Invocations stay where the server runs them (on the event loops); everything else may
         // block (SQLite writes, unzipping code) and moves to the global executor.
-        guard action == "Invoke" || action == "InvokeAsync" else {
+        guard Self.invocations.contains(action) else {
             return await withTaskExecutorPreference(globalConcurrentExecutor) { await run(req, ctx, action, limit: limit, op) }
         }
         // An invocation stays on its connection's loop (see LoopAffineExecutor).
@@ -126,7 +130,7 @@ public struct LambdaAPI: Sendable {
         if let sid = ctx.parameters.get("sid") { path["StatementId"] = sid.removingPercentEncoding ?? sid }
         if let s = ctx.parameters.get("schedule") { path["Schedule"] = s.removingPercentEncoding ?? s }
         let parameters = AuditParameters.describe(query: Gatekeeper.query(req), path: path, body: body,
-                                                  payloadIsData: action == "Invoke" || action == "InvokeAsync")
+                                                  payloadIsData: Self.invocations.contains(action))
         gate.record(req, ctx, action: action, caller: caller, resource: path["FunctionName"] ?? path["Resource"] ?? path["Schedule"], parameters: parameters,
                     status: Int(response.status.code), error: errorCode)
         return response

@@ -415,7 +415,7 @@ public actor Dispatcher {
     private func takeIdle(_ f: FunctionRecord) -> Instance? {
         // Among the most recently used few, one on this thread's event loop saves the
         // invocation two thread hand-offs (see LoopAffineExecutor).
-        if let here = CurrentLoop.loop, var list = idle[f.key], list.count > 1,
+        if let here = MultiThreadedEventLoopGroup.currentEventLoop, var list = idle[f.key], list.count > 1,
            let i = list.indices.reversed().prefix(8).first(where: { list[$0].instance.loop === here }),
            list[i].instance.function.revisionId == f.revisionId, list[i].instance.isUsable {
             let hit = list.remove(at: i)
@@ -433,7 +433,7 @@ public actor Dispatcher {
     private func start(_ function: FunctionRecord, charge: Int) async throws(LambdaError) -> Instance {
         // The instance serves its Runtime API on the loop of the request that started it,
         // which is where the same caller's next requests will most likely arrive.
-        let loop = CurrentLoop.loop ?? group.next()
+        let loop = MultiThreadedEventLoopGroup.currentEventLoop ?? group.next()
         let launcher = self.launcher
         let code = self.code
         let result: Result<Instance, LambdaError> = await withCheckedContinuation { cont in

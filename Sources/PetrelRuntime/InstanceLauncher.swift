@@ -71,7 +71,7 @@ struct InstanceLauncher: Sendable {
         case .python311: ["/usr/bin/python3", "-S", "-u", "-X", "utf8", "/var/runtime/python/bootstrap.py"]
         // --interrupt-budget: V8 optimizes hot code after 1/16 of its default budget, so an
         // instance reaches its optimized speed within hundreds of invocations rather than
-        // thousands (runtime CPU per invocation -22% in `Scripts/bench invoke`'s c=8 run).
+        // thousands (see the Node rows' runtime CPU per invocation in `Scripts/bench invoke`).
         case .nodejs20: ["/usr/bin/node", "--interrupt-budget=8192", "/var/runtime/node/bootstrap.js"]
         case .provided, .providedAL2, .providedAL2023: ["/var/task/bootstrap"]
         }

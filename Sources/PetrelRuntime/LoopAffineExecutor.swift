@@ -56,8 +56,3 @@ public final class LoopExecutors: Sendable {
         executors.first { $0.loop === loop }
     }
 }
-
-/// The event loop this code runs on, when it runs on one.
-public enum CurrentLoop {
-    public static var loop: (any EventLoop)? { MultiThreadedEventLoopGroup.currentEventLoop }
-}

@@ -180,25 +180,23 @@ public final class SandboxEngine: Sendable {
             var err = [CChar](repeating: 0, count: 512)
             let rc: Int32 = mounts.mounts.withUnsafeBufferPointer { m in
                 procs.withUnsafeBufferPointer { p in
-                    program.instructions.withUnsafeBufferPointer { f in
-                        var cfg = petrel_spawn_config()
-                        cfg.root_dir = strings.pointer(0)
-                        cfg.mounts = m.baseAddress
-                        cfg.n_mounts = m.count
-                        cfg.hostname = strings.pointer(1)
-                        cfg.netns_fd = network.fd
-                        cfg.cgroup_procs_fds = p.baseAddress
-                        cfg.n_cgroup_fds = p.count
-                        cfg.uid = uid
-                        cfg.gid = uid
-                        cfg.seccomp_filter = UnsafeRawPointer(f.baseAddress)
-                        cfg.seccomp_len = f.count
-                        cfg.rlimit_nofile = UInt64(key.openFiles)
-                        cfg.rlimit_nproc = UInt64(key.processes)
-                        cfg.lifeline_fd = lifeline.read
-                        cfg.init_fd = initFD
-                        return petrel_spawn(&cfg, &result, &err, 512)
-                    }
+                    var cfg = petrel_spawn_config()
+                    cfg.root_dir = strings.pointer(0)
+                    cfg.mounts = m.baseAddress
+                    cfg.n_mounts = m.count
+                    cfg.hostname = strings.pointer(1)
+                    cfg.netns_fd = network.fd
+                    cfg.cgroup_procs_fds = p.baseAddress
+                    cfg.n_cgroup_fds = p.count
+                    cfg.uid = uid
+                    cfg.gid = uid
+                    cfg.seccomp_fd = program.fd
+                    cfg.seccomp_len = program.count
+                    cfg.rlimit_nofile = UInt64(key.openFiles)
+                    cfg.rlimit_nproc = UInt64(key.processes)
+                    cfg.lifeline_fd = lifeline.read
+                    cfg.init_fd = initFD
+                    return petrel_spawn(&cfg, &result, &err, 512)
                 }
             }
             guard rc == 0 else { throw SandboxError(.system, String(cBuffer: err), errno: errno) }

@@ -102,8 +102,6 @@ final class ScratchDisks: Sendable {
         }.forEach(detach)
     }
 
-    var spareCount: Int { spares.withLock { $0.disks.count } }
-
     private func takeSpare(sizeMB: Int) -> ScratchDisk? {
         spares.withLock { s in s.disks.firstIndex { $0.sizeMB == sizeMB }.map { s.disks.remove(at: $0) } }
     }

@@ -1,9 +1,13 @@
 import CPetrelLinux
 import Glibc
 
-/// A policy's seccomp filter, compiled to BPF once and installed as-is by every sandbox.
+/// A policy's seccomp filter, compiled to BPF once and installed as-is by every
+/// sandbox. The program is kept in a sealed memfd that every sandbox's init reads
+/// (petrel-init gets it at a fixed fd number), so preparing a sandbox copies nothing.
 final class SeccompProgram: Sendable {
-    let instructions: [UInt64]   // struct sock_filter is 8 bytes
+    /// Its length in instructions (struct sock_filter, 8 bytes each).
+    let count: Int
+    let fd: Int32
 
     init(_ seccomp: SandboxPolicy.Seccomp, errno deny: Int32) throws {
         var out: UnsafeMutableRawPointer?
@@ -15,6 +19,10 @@ final class SeccompProgram: Sendable {
         }
         guard r == 0, let out else { throw SandboxError(.invalidPolicy, String(cBuffer: err)) }
         defer { free(out) }
-        instructions = Array(UnsafeBufferPointer(start: out.assumingMemoryBound(to: UInt64.self), count: count))
+        self.count = count
+        fd = petrel_memfd_sealed("petrel-seccomp", out, count * 8, &err, 512)
+        guard fd >= 0 else { throw SandboxError(.system, String(cBuffer: err), errno: errno) }
     }
+
+    deinit { Sys.close(fd) }
 }

@@ -47,6 +47,21 @@ struct EscapeTests {
         #expect(Fixtures.result(output, path) == "EROFS", "\(path): \(output)")
     }
 
+    @Test("PID 1 is petrel-init, with no more privilege than the command: its uid, no capabilities, no_new_privs, seccomp, fds hidden")
+    func initPrivileges() async throws {
+        let (_, output) = try await Fixtures.probe(["init"])
+        #expect(output.contains("Name:\tpetrel-init"), "\(output)")
+        for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            #expect(output.contains("\(cap):\t0000000000000000"), "init's \(cap) is not empty: \(output)")
+        }
+        #expect(output.contains("NoNewPrivs:\t1"), "\(output)")
+        #expect(output.contains("Seccomp:\t2"), "\(output)")
+        let uid = output.split(separator: "\n").first { $0.hasPrefix("SELF_UID ") }.map { String($0.dropFirst(9)) }
+        #expect(uid != nil && uid != "0")
+        #expect(output.contains("Uid:\t\(uid ?? "?")\t\(uid ?? "?")\t\(uid ?? "?")\t\(uid ?? "?")"), "init does not run as the command's uid: \(output)")
+        #expect(Fixtures.result(output, "init_fds") == "EACCES", "\(output)")
+    }
+
     @Test("no capabilities, no_new_privs, seccomp on, an unprivileged uid, the per-sandbox rlimits")
     func privileges() async throws {
         let (_, output) = try await Fixtures.probe(["whoami"])

@@ -50,8 +50,8 @@ struct petrel_spawn_config {
     size_t n_cgroup_fds;
     uid_t uid;
     gid_t gid;
-    const void *seccomp_filter;      // struct sock_filter[], may be NULL
-    size_t seccomp_len;              // number of sock_filter instructions
+    int seccomp_fd;                  // sealed memfd of the struct sock_filter[] program (petrel_memfd_sealed)
+    size_t seccomp_len;              // number of sock_filter instructions; 0: no filter
     uint64_t rlimit_nofile;
     uint64_t rlimit_nproc;
     int lifeline_fd;                 // read end of a pipe the daemon holds; EOF kills the sandbox
@@ -79,6 +79,10 @@ int petrel_spawn(const struct petrel_spawn_config *cfg, struct petrel_spawn_resu
 int petrel_start(int control_fd, const char *const *argv, const char *const *envp, const char *cwd,
                  int stdin_fd, int stdout_fd, int stderr_fd, int code_tree, int opt_tree,
                  char *errbuf, size_t errlen);
+
+// A memfd (CLOEXEC) holding len bytes of data, sealed against any change; its
+// readers use pread, so one can be handed to many processes. -1 with a message.
+int petrel_memfd_sealed(const char *name, const void *data, size_t len, char *errbuf, size_t errlen);
 
 // Waits up to timeout_ms for one record. 1 read, 0 timeout or EOF, -1 error.
 int petrel_wait_record(int fd, int timeout_ms, struct petrel_record *rec);
