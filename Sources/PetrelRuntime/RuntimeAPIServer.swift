@@ -58,10 +58,17 @@ final class RuntimeAPIHandler: ChannelInboundHandler {
     private var head: HTTPRequestHead?
     private var body: ByteBuffer?
     private var tooLarge = false
+    /// Inside a read batch (between the first `channelRead` and `channelReadComplete`).
+    private var reading = false
+    /// A `next` has been received and not yet answered.
+    private var nextOpen = false
+    /// An answer was written but not flushed (see `write`).
+    private var held = false
 
     init(delegate: any RuntimeAPIDelegate) { self.delegate = delegate }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        reading = true
         switch unwrapInboundIn(data) {
         case .head(let h):
             head = h
@@ -82,15 +89,29 @@ final class RuntimeAPIHandler: ChannelInboundHandler {
         }
     }
 
+    /// A runtime that sends its `next` right behind its response (ours do: HTTP/1.1
+    /// pipelining) would otherwise be woken twice: once for the 202, once for the
+    /// event. The 202 is held while the `next` is open and goes out with the event;
+    /// for a runtime that waits for the 202 before asking again, it goes out at the
+    /// end of the read, as before.
+    func channelReadComplete(context: ChannelHandlerContext) {
+        reading = false
+        if held && !nextOpen {
+            held = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
     private func route(_ head: HTTPRequestHead, _ body: ByteBuffer, context: ChannelHandlerContext) {
         let keepAlive = head.isKeepAlive
-        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let loop = context.eventLoop
         let respond: RuntimeResponder = { response in
             if loop.inEventLoop {
-                Self.write(response, keepAlive: keepAlive, context: bound.value)
+                bound.value.0.write(response, keepAlive: keepAlive, context: bound.value.1)
             } else {
-                loop.execute { Self.write(response, keepAlive: keepAlive, context: bound.value) }
+                loop.execute { bound.value.0.write(response, keepAlive: keepAlive, context: bound.value.1) }
             }
         }
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
@@ -102,6 +123,7 @@ final class RuntimeAPIHandler: ChannelInboundHandler {
         let errorType = head.headers.first(name: "Lambda-Runtime-Function-Error-Type")
         let rest = Array(parts[2...])
         if head.method == .GET, rest == ["invocation", "next"] {
+            nextOpen = true
             delegate.handle(.next(initStartMs: head.headers.first(name: "Petrel-Init-Start").flatMap(Double.init)), respond: respond)
         } else if head.method == .POST, rest.count == 3, rest[0] == "invocation", rest[2] == "response" {
             delegate.handle(.response(requestID: rest[1], body: body, tooLarge: tooLarge), respond: respond)
@@ -114,13 +136,22 @@ final class RuntimeAPIHandler: ChannelInboundHandler {
         }
     }
 
-    static func write(_ r: RuntimeAPIResponse, keepAlive: Bool, context: ChannelHandlerContext) {
+    private func write(_ r: RuntimeAPIResponse, keepAlive: Bool, context: ChannelHandlerContext) {
         guard context.channel.isActive else { return }
+        // Answers to `next` (the only ones that come later) close it; any answer written
+        // while `next` is open is that one's.
+        nextOpen = false
         var headers = HTTPHeaders(r.headers)
         headers.replaceOrAdd(name: "Content-Length", value: "\(r.body.readableBytes)")
         if !keepAlive { headers.replaceOrAdd(name: "Connection", value: "close") }
         context.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: r.status, headers: headers))), promise: nil)
         context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(r.body))), promise: nil)
+        if reading && keepAlive && r.status == .accepted {
+            context.write(NIOAny(HTTPServerResponsePart.end(nil)), promise: nil)
+            held = true
+            return
+        }
+        held = false
         let done = context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)))
         if !keepAlive {
             let channel = context.channel

@@ -51,15 +51,22 @@ exports.handler = async (event, context) => {
 exports.callbackStyle = (event, context, callback) => { callback(null, { cb: true }); };
 '''
 
+# A runtime like most third-party ones: one keep-alive connection, and it waits for
+# the 202 to its response before it asks for the next invocation (no pipelining).
 CUSTOM_BOOTSTRAP = '''#!/usr/bin/python3
-import json, os, urllib.request
-api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/invocation/"
+import http.client, json, os
+conn = http.client.HTTPConnection(os.environ["AWS_LAMBDA_RUNTIME_API"])
+base = "/2018-06-01/runtime/invocation/"
 while True:
-    with urllib.request.urlopen(api + "next") as r:
-        rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
-        event = json.loads(r.read())
+    conn.request("GET", base + "next")
+    r = conn.getresponse()
+    rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
+    event = json.loads(r.read())
     body = json.dumps({"custom": True, "handler": os.environ["_HANDLER"], "event": event}).encode()
-    urllib.request.urlopen(urllib.request.Request(api + rid + "/response", data=body, method="POST")).read()
+    conn.request("POST", base + rid + "/response", body=body)
+    r = conn.getresponse()
+    assert r.status == 202, r.status
+    r.read()
 '''
 
 
@@ -161,8 +168,9 @@ class LambdaAPITest(unittest.TestCase):
     def test_custom_runtime(self):
         z = make_zip({"bootstrap": (CUSTOM_BOOTSTRAP, 0o755)})
         self.create("custom-basic", z, runtime="provided.al2023", handler="whatever.handler")
-        self.assertEqual(payload_json(self.invoke("custom-basic", {"k": "v"})),
-                         {"custom": True, "handler": "whatever.handler", "event": {"k": "v"}})
+        for i in range(3):  # the same instance: each 202 reaches it before it asks again
+            self.assertEqual(payload_json(self.invoke("custom-basic", {"k": i})),
+                             {"custom": True, "handler": "whatever.handler", "event": {"k": i}})
         # No bootstrap in the ZIP: the instance cannot start, and says so.
         self.create("custom-none", make_zip({"README": "nothing to run"}), runtime="provided.al2023", handler="x")
         r = self.invoke("custom-none")

@@ -12,6 +12,7 @@ const util = require('util');
 
 const [HOST, PORT] = (process.env.AWS_LAMBDA_RUNTIME_API || '127.0.0.1:9001').split(':');
 const BASE = '/2018-06-01/runtime';
+const NEXT = BASE + '/invocation/next';
 const TASK = process.env.LAMBDA_TASK_ROOT || '/var/task';
 
 // A minimal HTTP/1.1 client on one keep-alive connection (the http module's client
@@ -38,7 +39,9 @@ class RuntimeAPI {
           this.parse();
         });
         s.on('close', () => {
-          if (this.sock === s) this.sock = null;
+          // A close we did not ask for (after "Connection: close" parse() lets go first).
+          if (this.sock !== s) return;
+          this.sock = null;
           const w = this.waiter;
           this.waiter = null;
           if (w) w.reject(new Error('the Runtime API closed the connection'));
@@ -50,51 +53,80 @@ class RuntimeAPI {
     });
   }
 
+  // Hands every complete answer in the buffer to the waiter, in order.
   parse() {
-    const w = this.waiter;
-    if (!w) return;
-    const end = this.buf.indexOf('\r\n\r\n');
-    if (end < 0) return;
-    const lines = this.buf.toString('latin1', 0, end).split('\r\n');
-    const status = parseInt(lines[0].split(' ')[1], 10);
-    const headers = {};
-    for (let i = 1; i < lines.length; i++) {
-      const c = lines[i].indexOf(':');
-      if (c > 0) headers[lines[i].slice(0, c).trim().toLowerCase()] = lines[i].slice(c + 1).trim();
+    while (this.waiter) {
+      const end = this.buf.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      const lines = this.buf.toString('latin1', 0, end).split('\r\n');
+      const status = parseInt(lines[0].split(' ')[1], 10);
+      const headers = {};
+      for (let i = 1; i < lines.length; i++) {
+        const c = lines[i].indexOf(':');
+        if (c > 0) headers[lines[i].slice(0, c).trim().toLowerCase()] = lines[i].slice(c + 1).trim();
+      }
+      const length = parseInt(headers['content-length'] || '0', 10);
+      if (this.buf.length < end + 4 + length) return;
+      const body = this.buf.subarray(end + 4, end + 4 + length);
+      this.buf = this.buf.subarray(end + 4 + length);
+      if ((headers.connection || '').toLowerCase() === 'close' && this.sock) {
+        const s = this.sock;
+        this.sock = null;
+        s.destroy();
+      }
+      this.waiter.answer({ status, headers, body });
     }
-    const length = parseInt(headers['content-length'] || '0', 10);
-    if (this.buf.length < end + 4 + length) return;
-    const body = this.buf.subarray(end + 4, end + 4 + length);
-    this.buf = this.buf.subarray(end + 4 + length);
-    this.waiter = null;
-    if ((headers.connection || '').toLowerCase() === 'close' && this.sock) {
-      const s = this.sock;
-      this.sock = null;
-      s.destroy();
-    }
-    w.resolve({ status, headers, body });
   }
 
-  async request(method, urlPath, body, headers) {
+  request(method, urlPath, body, headers) {
+    return this.requests([[method, urlPath, body, headers]]).then((a) => a[0]);
+  }
+
+  // POSTs a result and asks for the next invocation in the same write (HTTP/1.1
+  // pipelining): one wake-up for the 202 and the event together. Answers `next`.
+  postThenNext(urlPath, body, headers) {
+    return this.requests([['POST', urlPath, body, headers], ['GET', NEXT]]).then((a) => a[1]);
+  }
+
+  async requests(reqs) {
     for (let attempt = 0; ; attempt++) {
       try {
         if (!this.sock) await this.connect();
-        return await this.exchange(method, urlPath, body, headers);
+        return await this.exchange(reqs);
       } catch (err) {
-        if (this.sock) { this.sock.destroy(); this.sock = null; }
+        this.waiter = null;
+        if (this.sock) { const s = this.sock; this.sock = null; s.destroy(); }
         if (attempt) throw err;
       }
     }
   }
 
-  exchange(method, urlPath, body, headers) {
-    const data = body === undefined ? null : Buffer.from(body);
-    let head = `${method} ${urlPath} HTTP/1.1\r\nHost: ${this.host}:${this.port}\r\nContent-Length: ${data ? data.length : 0}\r\n`;
-    if (headers) for (const k of Object.keys(headers)) head += `${k}: ${headers[k]}\r\n`;
-    head += '\r\n';
+  exchange(reqs) {
+    const out = [];
+    for (const [method, urlPath, body, headers] of reqs) {
+      const data = body === undefined ? null : Buffer.from(body);
+      let head = `${method} ${urlPath} HTTP/1.1\r\nHost: ${this.host}:${this.port}\r\nContent-Length: ${data ? data.length : 0}\r\n`;
+      if (headers) for (const k of Object.keys(headers)) head += `${k}: ${headers[k]}\r\n`;
+      out.push(Buffer.from(head + '\r\n', 'latin1'));
+      if (data && data.length) out.push(data);
+    }
     return new Promise((resolve, reject) => {
-      this.waiter = { resolve, reject };
-      this.sock.write(data && data.length ? Buffer.concat([Buffer.from(head, 'latin1'), data]) : Buffer.from(head, 'latin1'));
+      const answers = [];
+      this.waiter = {
+        reject,
+        answer: (a) => {
+          answers.push(a);
+          if (answers.length === reqs.length) {
+            this.waiter = null;
+            resolve(answers);
+          } else if (!this.sock) {
+            // The server closed after an answer: ask again for what is left.
+            this.waiter = null;
+            this.requests(reqs.slice(answers.length)).then((rest) => resolve(answers.concat(rest)), reject);
+          }
+        },
+      };
+      this.sock.write(out.length === 1 ? out[0] : Buffer.concat(out));
     });
   }
 }
@@ -231,11 +263,13 @@ function invokeHandler(fn, event, context) {
 async function main() {
   const initStart = (performance.timeOrigin + performance.now()).toFixed(3);
   const fn = await loadHandler();
-  let first = { 'Petrel-Init-Start': initStart };
+  let next = await request('GET', NEXT, undefined, { 'Petrel-Init-Start': initStart });
   for (;;) {
-    const next = await request('GET', BASE + '/invocation/next', undefined, first);
-    first = undefined;
-    if (next.status !== 200) { await new Promise((r) => setTimeout(r, 10)); continue; }
+    if (next.status !== 200) {
+      await new Promise((r) => setTimeout(r, 10));
+      next = await request('GET', NEXT);
+      continue;
+    }
     const requestId = next.headers['lambda-runtime-aws-request-id'];
     currentRequestId = requestId;
     const trace = next.headers['lambda-runtime-trace-id'];
@@ -244,23 +278,34 @@ async function main() {
     try {
       event = next.body.length ? JSON.parse(next.body.toString('utf8')) : {};
     } catch (e) {
-      await postError(requestId, { errorType: 'Runtime.UnmarshalError', errorMessage: `Unable to parse event: ${e.message}`, trace: [] });
+      next = await postError(requestId, { errorType: 'Runtime.UnmarshalError', errorMessage: `Unable to parse event: ${e.message}`, trace: [] });
       continue;
     }
+    let result;
     try {
-      const result = await invokeHandler(fn, event, makeContext(next.headers, requestId));
-      const body = result === undefined ? 'null' : JSON.stringify(result);
-      await request('POST', `${BASE}/invocation/${requestId}/response`, body, { 'Content-Type': 'application/json' });
+      result = await invokeHandler(fn, event, makeContext(next.headers, requestId));
     } catch (err) {
       const doc = errorDocument(err);
       process.stderr.write(`${new Date().toISOString()}\t${requestId}\tERROR\tInvoke Error \t${JSON.stringify(doc)}\n`);
-      await postError(requestId, doc);
+      next = await postError(requestId, doc);
+      continue;
     }
+    let body;
+    try {
+      body = result === undefined ? 'null' : JSON.stringify(result);
+    } catch (err) {
+      const doc = errorDocument(err);
+      process.stderr.write(`${new Date().toISOString()}\t${requestId}\tERROR\tInvoke Error \t${JSON.stringify(doc)}\n`);
+      next = await postError(requestId, doc);
+      continue;
+    }
+    next = await api.postThenNext(`${BASE}/invocation/${requestId}/response`, body, { 'Content-Type': 'application/json' });
   }
 }
 
+// Posts an invocation's error; answers the next `next`.
 function postError(requestId, doc) {
-  return request('POST', `${BASE}/invocation/${requestId}/error`, JSON.stringify(doc),
+  return api.postThenNext(`${BASE}/invocation/${requestId}/error`, JSON.stringify(doc),
     { 'Content-Type': 'application/json', 'Lambda-Runtime-Function-Error-Type': doc.errorType });
 }
 

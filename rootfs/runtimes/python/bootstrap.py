@@ -55,6 +55,7 @@ except ImportError:  # another Python: the plain modules
 
 API = os.environ.get("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")
 BASE = "/2018-06-01/runtime"
+NEXT = BASE + "/invocation/next"
 
 
 class RuntimeAPI:
@@ -73,20 +74,41 @@ class RuntimeAPI:
         self.buf = b""
 
     def request(self, method, path, body=b"", headers=None):
+        return self._retrying(lambda: self._exchange([(method, path, body, headers or {})])[0])
+
+    def post_then_next(self, path, body, headers):
+        """POSTs a result and asks for the next invocation in the same write
+        (HTTP/1.1 pipelining): one wake-up for the 202 and the event together.
+        Returns the answer to `next`."""
+        return self._retrying(lambda: self._exchange([("POST", path, body, headers), ("GET", NEXT, b"", {})])[-1])
+
+    def _retrying(self, exchange):
         for attempt in (0, 1):
             try:
                 if self.sock is None:
                     self._connect()
-                return self._exchange(method, path, body, headers or {})
+                return exchange()
             except (ConnectionError, OSError):
                 self.sock = None
                 if attempt:
                     raise
 
-    def _exchange(self, method, path, body, headers):
-        lines = ["%s %s HTTP/1.1" % (method, path), "Host: " + API, "Content-Length: %d" % len(body)]
-        lines += ["%s: %s" % kv for kv in headers.items()]
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+    def _exchange(self, requests):
+        out = []
+        for method, path, body, headers in requests:
+            lines = ["%s %s HTTP/1.1" % (method, path), "Host: " + API, "Content-Length: %d" % len(body)]
+            lines += ["%s: %s" % kv for kv in headers.items()]
+            out.append(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        self.sock.sendall(b"".join(out))
+        answers = []
+        for i in range(len(requests)):
+            if self.sock is None:  # the server closed after an answer: ask again for what is left
+                self._connect()
+                return answers + self._exchange(requests[i:])
+            answers.append(self._read())
+        return answers
+
+    def _read(self):
         while b"\r\n\r\n" not in self.buf:
             self._fill()
         head, _, self.buf = self.buf.partition(b"\r\n\r\n")
@@ -198,14 +220,14 @@ def main():
     api = RuntimeAPI(API)
     init_start = "%.3f" % (time.time() * 1000)
     fn = load_handler(api)
-    first = {"Petrel-Init-Start": init_start}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    answer = api.request("GET", NEXT, headers={"Petrel-Init-Start": init_start})
     while True:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        status, headers, body = api.request("GET", BASE + "/invocation/next", headers=first)
-        first = None
+        status, headers, body = answer
         if status != 200:
             time.sleep(0.01)
+            answer = api.request("GET", NEXT)
             continue
         rid = headers.get("lambda-runtime-aws-request-id", "")
         trace = headers.get("lambda-runtime-trace-id")
@@ -216,32 +238,33 @@ def main():
         try:
             event = json_loads(body.decode("utf-8")) if body else {}
         except ValueError as e:
-            post_error(api, rid, {"errorMessage": "Unable to unmarshal input: %s" % e,
-                                  "errorType": "Runtime.UnmarshalError", "requestId": rid, "stackTrace": []})
+            answer = post_error(api, rid, {"errorMessage": "Unable to unmarshal input: %s" % e,
+                                           "errorType": "Runtime.UnmarshalError", "requestId": rid, "stackTrace": []})
             continue
         try:
             result = fn(event, LambdaContext(rid, headers))
         except Exception as e:
             doc = error_document(e, rid)
             log_error(doc)
-            post_error(api, rid, doc)
+            answer = post_error(api, rid, doc)
             continue
         try:
             out = json_dumps(result).encode()
         except (TypeError, ValueError, RecursionError) as e:
-            post_error(api, rid, {"errorMessage": "Unable to marshal response: %s" % e,
-                                  "errorType": "Runtime.MarshalError", "requestId": rid, "stackTrace": []})
+            answer = post_error(api, rid, {"errorMessage": "Unable to marshal response: %s" % e,
+                                           "errorType": "Runtime.MarshalError", "requestId": rid, "stackTrace": []})
             continue
         sys.stdout.flush()
         sys.stderr.flush()
-        api.request("POST", BASE + "/invocation/%s/response" % rid, out, {"Content-Type": "application/json"})
+        answer = api.post_then_next(BASE + "/invocation/%s/response" % rid, out, {"Content-Type": "application/json"})
 
 
 def post_error(api, rid, doc):
+    """Posts an invocation's error; returns the answer to the next `next`."""
     sys.stdout.flush()
     sys.stderr.flush()
-    api.request("POST", BASE + "/invocation/%s/error" % rid, json_dumps(doc).encode(),
-                {"Content-Type": "application/json", "Lambda-Runtime-Function-Error-Type": doc["errorType"]})
+    return api.post_then_next(BASE + "/invocation/%s/error" % rid, json_dumps(doc).encode(),
+                              {"Content-Type": "application/json", "Lambda-Runtime-Function-Error-Type": doc["errorType"]})
 
 
 if __name__ == "__main__":
