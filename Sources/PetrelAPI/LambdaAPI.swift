@@ -46,7 +46,8 @@ public struct LambdaAPI: Sendable {
         router.put(RouterPath(fn + "/{name}/configuration")) { req, ctx in await handle(req, ctx, "UpdateFunctionConfiguration", self.updateConfiguration) }
         router.put(RouterPath(fn + "/{name}/code")) { req, ctx in await handle(req, ctx, "UpdateFunctionCode", limit: Self.maxCodeRequest, self.updateCode) }
         router.delete(RouterPath(fn + "/{name}")) { req, ctx in await handle(req, ctx, "DeleteFunction", self.deleteFunction) }
-        router.post(RouterPath(fn + "/{name}/invocations")) { req, ctx in await handle(req, ctx, "Invoke", limit: Self.maxInvokePayload, self.invoke) }
+        // Served by InvokeChannelHandler where it is in the pipeline (petreld's server); the route stays for other servers.
+        router.post(RouterPath(fn + "/{name}/invocations")) { req, ctx in await answerInvoke(req, ctx) }
         router.get(RouterPath("/2016-08-19/account-settings")) { req, ctx in await handle(req, ctx, "GetAccountSettings", self.accountSettings) }
         router.put(RouterPath("/2017-10-31/functions/{name}/concurrency")) { req, ctx in await handle(req, ctx, "PutFunctionConcurrency", self.putConcurrency) }
         router.get(RouterPath("/2019-09-30/functions/{name}/concurrency")) { req, ctx in await handle(req, ctx, "GetFunctionConcurrency", self.getConcurrency) }
@@ -80,6 +81,14 @@ public struct LambdaAPI: Sendable {
     /// The actions that invoke a function: their bodies are the function's data (the audit
     /// records their size only), and they run on the event loops, which nothing else may block.
     static let invocations: Set<String> = ["Invoke", "InvokeAsync"]
+
+    /// Invoke, as the router and `InvokeChannelHandler` run it.
+    func answerInvoke(_ req: Request, _ ctx: PetrelRequestContext) async -> Response {
+        await handle(req, ctx, "Invoke", limit: Self.maxInvokePayload, self.invoke)
+    }
+
+    /// The handler that answers Invoke in a connection's pipeline (see `InvokeChannelHandler`).
+    public func invokeHandler() -> InvokeChannelHandler { InvokeChannelHandler(api: self, logger: logger) }
 
     /// Runs one operation: reads the body (within the operation's limit), checks the
     /// signature, runs it, maps every failure to Lambda's error shape, logs it with
@@ -125,7 +134,7 @@ public struct LambdaAPI: Sendable {
             response = APIResponse.error(LambdaError(.service, "Petrel could not complete \(action): \(error)"), requestID: requestID)
         }
         var path: [String: String] = [:]
-        if let n = ctx.parameters.get("name") { path["FunctionName"] = n.removingPercentEncoding ?? n }
+        if let n = ctx.rawFunctionName { path["FunctionName"] = Self.percentDecoded(n) }
         if let a = ctx.parameters.get("arn") { path["Resource"] = a.removingPercentEncoding ?? a }
         if let sid = ctx.parameters.get("sid") { path["StatementId"] = sid.removingPercentEncoding ?? sid }
         if let s = ctx.parameters.get("schedule") { path["Schedule"] = s.removingPercentEncoding ?? s }
@@ -176,7 +185,13 @@ public struct LambdaAPI: Sendable {
     }
 
     func name(_ ctx: PetrelRequestContext) throws -> String {
-        guard let raw = ctx.parameters.get("name") else { throw LambdaError(.invalidParameterValue, "FunctionName is required.") }
+        guard let raw = ctx.rawFunctionName else { throw LambdaError(.invalidParameterValue, "FunctionName is required.") }
+        return Self.percentDecoded(raw)
+    }
+
+    /// A path segment decoded; most have nothing to decode (and Foundation's decoding is slow).
+    static func percentDecoded(_ raw: String) -> String {
+        guard raw.utf8.contains(UInt8(ascii: "%")) else { return raw }
         return raw.removingPercentEncoding ?? raw
     }
 

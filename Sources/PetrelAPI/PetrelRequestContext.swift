@@ -10,13 +10,24 @@ public struct PetrelRequestContext: RequestContext {
     /// The loop of the request's connection (invocations run their task there).
     public let eventLoop: any EventLoop
 
+    /// The function named in the path, when the request did not come through the router
+    /// (`InvokeChannelHandler`); the router's requests have it in `parameters`.
+    var functionName: Substring?
+
     public init(source: ApplicationRequestContextSource) {
+        self.init(source: source, remoteAddress: source.channel.remoteAddress?.ipAddress ?? "unknown")
+    }
+
+    /// With the peer's address already known (it is the same for every request of a connection).
+    init(source: ApplicationRequestContextSource, remoteAddress: String) {
         coreContext = .init(source: source)
         eventLoop = source.channel.eventLoop
-        let peer = source.channel.remoteAddress
-        remoteAddress = peer?.ipAddress ?? "unknown"
+        self.remoteAddress = remoteAddress
         fromLoopback = Self.isLoopback(remoteAddress)
     }
+
+    /// The raw `{name}` of the path.
+    var rawFunctionName: String? { functionName.map(String.init) ?? parameters.get("name") }
 
     /// 127.0.0.0/8, ::1 and IPv4-mapped 127.0.0.0/8.
     public static func isLoopback(_ ip: String) -> Bool {

@@ -114,26 +114,42 @@ final class RuntimeAPIHandler: ChannelInboundHandler {
                 loop.execute { bound.value.0.write(response, keepAlive: keepAlive, context: bound.value.1) }
             }
         }
-        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
-        let parts = path.split(separator: "/").map(String.init)
-        // /2018-06-01/runtime/invocation/next, …/invocation/ID/response|error, …/init/error
-        guard parts.count >= 3, parts[0] == "2018-06-01", parts[1] == "runtime" else {
-            return respond(.json(.notFound, #"{"errorMessage":"unknown path \#(path)","errorType":"InvalidRequest"}"#))
-        }
-        let errorType = head.headers.first(name: "Lambda-Runtime-Function-Error-Type")
-        let rest = Array(parts[2...])
-        if head.method == .GET, rest == ["invocation", "next"] {
+        // /2018-06-01/runtime/invocation/next, …/invocation/ID/response|error, …/init/error,
+        // matched as bytes (this runs twice per invocation).
+        let uri = head.uri.utf8
+        let path = uri.firstIndex(of: UInt8(ascii: "?")).map { uri[..<$0] } ?? uri[...]
+        let base = "/2018-06-01/runtime/".utf8
+        guard path.starts(with: base) else { return respond(Self.unknown(path)) }
+        let rest = path.dropFirst(base.count)
+        if head.method == .GET, rest.elementsEqual("invocation/next".utf8) {
             nextOpen = true
             delegate.handle(.next(initStartMs: head.headers.first(name: "Petrel-Init-Start").flatMap(Double.init)), respond: respond)
-        } else if head.method == .POST, rest.count == 3, rest[0] == "invocation", rest[2] == "response" {
-            delegate.handle(.response(requestID: rest[1], body: body, tooLarge: tooLarge), respond: respond)
-        } else if head.method == .POST, rest.count == 3, rest[0] == "invocation", rest[2] == "error" {
-            delegate.handle(.error(requestID: rest[1], body: body, errorType: errorType), respond: respond)
-        } else if head.method == .POST, rest == ["init", "error"] {
-            delegate.handle(.initError(body: body, errorType: errorType), respond: respond)
-        } else {
-            respond(.json(.notFound, #"{"errorMessage":"unknown path \#(path)","errorType":"InvalidRequest"}"#))
+            return
         }
+        guard head.method == .POST else { return respond(Self.unknown(path)) }
+        if rest.elementsEqual("init/error".utf8) {
+            return delegate.handle(.initError(body: body, errorType: head.headers.first(name: "Lambda-Runtime-Function-Error-Type")), respond: respond)
+        }
+        let invocation = "invocation/".utf8
+        guard rest.starts(with: invocation) else { return respond(Self.unknown(path)) }
+        let idAndVerb = rest.dropFirst(invocation.count)
+        guard let slash = idAndVerb.firstIndex(of: UInt8(ascii: "/")) else { return respond(Self.unknown(path)) }
+        let id = String(Substring(idAndVerb[..<slash]))
+        let verb = idAndVerb[idAndVerb.index(after: slash)...]
+        if id.isEmpty {
+            respond(Self.unknown(path))
+        } else if verb.elementsEqual("response".utf8) {
+            delegate.handle(.response(requestID: id, body: body, tooLarge: tooLarge), respond: respond)
+        } else if verb.elementsEqual("error".utf8) {
+            delegate.handle(.error(requestID: id, body: body, errorType: head.headers.first(name: "Lambda-Runtime-Function-Error-Type")),
+                            respond: respond)
+        } else {
+            respond(Self.unknown(path))
+        }
+    }
+
+    static func unknown(_ path: Substring.UTF8View) -> RuntimeAPIResponse {
+        .json(.notFound, #"{"errorMessage":"unknown path \#(String(Substring(path)))","errorType":"InvalidRequest"}"#)
     }
 
     private func write(_ r: RuntimeAPIResponse, keepAlive: Bool, context: ChannelHandlerContext) {

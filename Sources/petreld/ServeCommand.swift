@@ -113,22 +113,24 @@ struct ServeCommand: AsyncParsableCommand {
                                                           drainTimeout: .seconds(c.drainTimeoutSeconds), region: c.region),
                                   logger: logger)
         let gate = Gatekeeper(accounts: store.accounts, audit: AuditStore(db), region: c.region, logger: logger)
-        var server = HTTPServerBuilder.http1()
-        if let cert = c.tlsCertificate, let key = c.tlsKey {
-            let chain = try NIOSSLCertificate.fromPEMFile(cert).map { NIOSSLCertificateSource.certificate($0) }
-            let tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
-            server = try .tls(.http1(), tlsConfiguration: tls)
-        }
         await runtime.dispatcher.loadReservations(try catalog.reservations())
         for f in try catalog.provisionedSets() { await runtime.dispatcher.setProvisioned(f, f.provisionedConcurrency) }
         let router = Router(context: PetrelRequestContext.self)
         router.add(middleware: UnknownRouteMiddleware(gate: gate))
-        LambdaAPI(catalog: catalog, dispatcher: runtime.dispatcher, events: events, gate: gate,
-                  codeLinks: try CodeLinks(keys: store.keys, scheme: c.tlsCertificate == nil ? "http" : "https"), region: c.region,
-                  loops: LoopExecutors(group: group), logger: logger)
-            .register(on: router)
+        let lambda = LambdaAPI(catalog: catalog, dispatcher: runtime.dispatcher, events: events, gate: gate,
+                               codeLinks: try CodeLinks(keys: store.keys, scheme: c.tlsCertificate == nil ? "http" : "https"), region: c.region,
+                               loops: LoopExecutors(group: group), logger: logger)
+        lambda.register(on: router)
         LogsAPI(logs: LogStore(db), gate: gate, region: c.region).register(on: router)
         MetricsAPI(registry: metrics).register(on: router)
+        // Invoke is answered in each connection's pipeline, before Hummingbird (see InvokeChannelHandler).
+        let http1 = HTTPServerBuilder.http1(configuration: .init(additionalChannelHandlers: [lambda.invokeHandler()]))
+        var server = http1
+        if let cert = c.tlsCertificate, let key = c.tlsKey {
+            let chain = try NIOSSLCertificate.fromPEMFile(cert).map { NIOSSLCertificateSource.certificate($0) }
+            let tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+            server = try .tls(http1, tlsConfiguration: tls)
+        }
         let app = Application(
             router: router,
             server: server,

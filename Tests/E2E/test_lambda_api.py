@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 import unittest
 
 from botocore.exceptions import ClientError
@@ -176,6 +177,62 @@ class LambdaAPITest(unittest.TestCase):
         r = self.invoke("custom-none")
         self.assertEqual(r["FunctionError"], "Unhandled")
         self.assertEqual(payload_json(r)["errorType"], "Runtime.InvalidEntrypoint")
+
+    def test_one_connection_keeps_order(self):
+        """Invoke is answered in the connection's pipeline, the rest by the router: requests
+        pipelined on one keep-alive connection are still answered in order."""
+        import socket
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+        self.create("order-fn")
+        creds = Credentials(*self.daemon.admin_keys())
+        host = self.daemon.endpoint.split("//", 1)[1]
+
+        def signed(method, path, body=b"", close=False):
+            r = AWSRequest(method=method, url=self.daemon.endpoint + path, data=body)
+            SigV4Auth(creds, "lambda", "us-east-1").add_auth(r)
+            lines = ["%s %s HTTP/1.1" % (method, path), "Host: " + host, "Content-Length: %d" % len(body)]
+            lines += ["%s: %s" % (k, v) for k, v in r.headers.items() if k.lower() not in ("host", "content-length")]
+            if close:
+                lines.append("Connection: close")
+            return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+        def read_answers(sock, n):
+            buf, answers = b"", []
+            while len(answers) < n:
+                while b"\r\n\r\n" not in buf:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        return answers, True
+                    buf += chunk
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                status = int(head.split(b" ", 2)[1])
+                length = int([l.split(b":", 1)[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0])
+                while len(buf) < length:
+                    buf += sock.recv(65536)
+                answers.append((status, json.loads(buf[:length] or b"null")))
+                buf = buf[length:]
+            return answers, False
+
+        invoke = "/2015-03-31/functions/order-fn/invocations"
+        with socket.create_connection(tuple(host.rsplit(":", 1)[0:1]) + (int(host.rsplit(":", 1)[1]),)) as sock:
+            sock.settimeout(30)
+            sock.sendall(signed("GET", "/2015-03-31/functions/order-fn/configuration")
+                         + signed("POST", invoke, b'{"n": 1, "sleep": 0.5}'))
+            time.sleep(0.2)  # the rest arrives while the invocation runs
+            sock.sendall(signed("GET", "/2016-08-19/account-settings")
+                         + signed("POST", invoke, b'{"n": 2}')
+                         + signed("POST", invoke, b'{"n": 3}', close=True))
+            answers, closed = read_answers(sock, 5)
+            self.assertEqual([a[0] for a in answers], [200] * 5, answers)
+            self.assertEqual(answers[0][1]["FunctionName"], "order-fn")
+            self.assertEqual(answers[1][1]["echo"], {"n": 1, "sleep": 0.5})
+            self.assertIn("AccountLimit", answers[2][1])
+            self.assertEqual(answers[3][1]["echo"], {"n": 2})
+            self.assertEqual(answers[4][1]["echo"], {"n": 3})
+            # "Connection: close" on the last one: the server closes after answering it.
+            self.assertEqual(sock.recv(1), b"")
 
     # --- failures ---------------------------------------------------------------------
 

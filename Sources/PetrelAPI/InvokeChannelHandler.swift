@@ -1,0 +1,227 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import NIOHTTPTypes
+import PetrelRuntime
+import Synchronization
+
+/// Synchronous Invoke, answered from the connection's pipeline.
+///
+/// It sits in every API connection's pipeline after the HTTP codec and before
+/// Hummingbird's connection handling. It takes `POST /2015-03-31/functions/NAME/invocations`
+/// requests and runs them through the same `LambdaAPI.handle` as the router's
+/// route (signature check, errors, audit), as one task on the connection's loop.
+/// Everything else passes through to Hummingbird. On a warm invocation this saves
+/// the async channel's streams and writer, the router and the response writer:
+/// a good part of what the daemon spends per invocation.
+///
+/// Order on a connection is kept: a request behind one still being answered (by
+/// either side) waits, reads included, until that answer has been written.
+public final class InvokeChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    public typealias InboundIn = HTTPRequestPart
+    public typealias InboundOut = HTTPRequestPart
+    public typealias OutboundIn = HTTPResponsePart
+    public typealias OutboundOut = HTTPResponsePart
+
+    let api: LambdaAPI
+    let logger: Logger
+
+    /// An invocation being read (`collecting`) or run (its answer not written yet).
+    private var own: (head: HTTPRequest, name: String, body: ByteBuffer, running: Bool)?
+    /// Requests handed to Hummingbird whose answers have not ended yet.
+    private var passed = 0
+    /// Parts that arrived while an earlier request was still being answered.
+    private var held = CircularBuffer<HTTPRequestPart>()
+    /// A `read` held back while requests are held.
+    private var readPending = false
+    /// The peer's address, formatted once per connection.
+    private var peer: String?
+    /// Graceful shutdown asked to close the connection while an invocation ran.
+    private var quiesce: Any?
+
+    public init(api: LambdaAPI, logger: Logger) {
+        self.api = api
+        self.logger = logger
+    }
+
+    static let prefix = "/2015-03-31/functions/"
+    static let suffix = "/invocations"
+
+    /// The raw function name segment when `head` is a synchronous Invoke.
+    static func invokeName(_ head: HTTPRequest) -> String? {
+        guard head.method == .post, let full = head.path else { return nil }
+        let path = full.utf8.firstIndex(of: UInt8(ascii: "?")).map { full[..<$0] } ?? full[...]
+        guard path.count > prefix.count + suffix.count, path.hasPrefix(prefix), path.hasSuffix(suffix) else { return nil }
+        let name = path.dropFirst(prefix.count).dropLast(suffix.count)
+        guard !name.isEmpty, !name.contains("/") else { return nil }
+        return String(name)
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        if !held.isEmpty || (own?.running ?? false) || !process(part, context: context) {
+            held.append(part)
+        }
+    }
+
+    /// One part, in order. Returns false when it must wait (an invocation behind
+    /// Hummingbird's answers).
+    private func process(_ part: HTTPRequestPart, context: ChannelHandlerContext) -> Bool {
+        switch part {
+        case .head(let head):
+            if let name = Self.invokeName(head) {
+                if passed > 0 { return false }
+                own = (head, name, context.channel.allocator.buffer(capacity: 0), false)
+            } else {
+                passed += 1
+                context.fireChannelRead(wrapInboundOut(part))
+            }
+        case .body(var chunk):
+            if own != nil {
+                // Past the limit the rest is dropped; `handle` then answers RequestTooLargeException.
+                let room = LambdaAPI.maxInvokePayload + 1 - own!.body.readableBytes
+                if room > 0 {
+                    if chunk.readableBytes > room { chunk.moveWriterIndex(to: chunk.readerIndex + room) }
+                    own!.body.writeBuffer(&chunk)
+                }
+            } else {
+                context.fireChannelRead(wrapInboundOut(part))
+            }
+        case .end:
+            if own != nil {
+                own!.running = true
+                run(context: context)
+            } else {
+                context.fireChannelRead(wrapInboundOut(part))
+            }
+        }
+        return true
+    }
+
+    private func run(context: ChannelHandlerContext) {
+        guard let (head, name, body, _) = own else { return }
+        if peer == nil { peer = context.channel.remoteAddress?.ipAddress ?? "unknown" }
+        var ctx = PetrelRequestContext(source: ApplicationRequestContextSource(channel: context.channel, logger: logger), remoteAddress: peer!)
+        ctx.functionName = Substring(name)
+        let requestContext = ctx
+        let request = Request(head: head, body: RequestBody(buffer: body))
+        let api = self.api
+        let loop = context.eventLoop
+        let bound = NIOLoopBound((self, context), eventLoop: loop)
+        let close = head.headerFields[.connection]?.lowercased() == "close"
+        let task: @Sendable () async -> Void = {
+            let response = await api.answerInvoke(request, requestContext)
+            let collector = Collector()
+            try? await response.body.write(collector)
+            var head = response.head
+            head.headerFields[.date] = HTTPDate.now()
+            head.headerFields[.server] = "petreld"
+            head.headerFields[.contentLength] = String(collector.buffer.readableBytes)
+            let out = (head, collector.buffer)
+            if loop.inEventLoop {
+                bound.value.0.answer(out.0, out.1, close: close, context: bound.value.1)
+            } else {
+                loop.execute { bound.value.0.answer(out.0, out.1, close: close, context: bound.value.1) }
+            }
+        }
+        if let here = api.loops?.executor(for: loop) {
+            Task(executorPreference: here, operation: task)
+        } else {
+            Task(operation: task)
+        }
+    }
+
+    private func answer(_ head: HTTPResponse, _ body: ByteBuffer, close: Bool, context: ChannelHandlerContext) {
+        own = nil
+        guard context.channel.isActive else { return }
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if body.readableBytes > 0 { context.write(wrapOutboundOut(.body(body)), promise: nil) }
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        if close {
+            context.close(promise: nil)
+            return
+        }
+        if let event = quiesce {
+            quiesce = nil
+            context.fireUserInboundEventTriggered(event)
+        }
+        resume(context: context)
+    }
+
+    /// Hands on what was held, as far as order allows, then lets reading go on.
+    private func resume(context: ChannelHandlerContext) {
+        var delivered = false
+        while let part = held.first, !(own?.running ?? false), process(part, context: context) {
+            held.removeFirst()
+            delivered = true
+        }
+        if delivered { context.fireChannelReadComplete() }
+        if held.isEmpty, readPending {
+            readPending = false
+            context.read()
+        }
+    }
+
+    public func channelReadComplete(context: ChannelHandlerContext) {
+        context.fireChannelReadComplete()
+    }
+
+    public func read(context: ChannelHandlerContext) {
+        // Only a client that pipelines has requests held: stop reading from it until they
+        // are answered. (Holding reads during every invocation would cost two epoll_ctl each.)
+        if !held.isEmpty {
+            readPending = true
+            return
+        }
+        context.read()
+    }
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        // Hummingbird's answers pass here; the end of one lets held requests go on.
+        let isEnd: Bool
+        if case .end = unwrapOutboundIn(data) { isEnd = true } else { isEnd = false }
+        context.write(data, promise: promise)
+        if isEnd, passed > 0 {
+            passed -= 1
+            if passed == 0 { resume(context: context) }
+        }
+    }
+
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent, own != nil {
+            // Hummingbird would close the connection at once (it sees no request in progress).
+            quiesce = event
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+}
+
+/// Collects a response body that is already in memory.
+private final class Collector: ResponseBodyWriter, @unchecked Sendable {
+    var buffer = ByteBuffer()
+    func write(_ b: ByteBuffer) async throws {
+        if buffer.readableBytes == 0 { buffer = b } else { var b = b; buffer.writeBuffer(&b) }
+    }
+    func finish(_ trailingHeaders: HTTPFields?) async throws {}
+}
+
+/// The `Date` header's value, made once a second.
+enum HTTPDate {
+    private static let cache = Mutex<(second: Int, text: String)>((-1, ""))
+
+    static func now() -> String {
+        var t = time(nil)
+        let second = Int(t)
+        if let hit = cache.withLock({ $0.second == second ? $0.text : nil }) { return hit }
+        var tm = tm()
+        gmtime_r(&t, &tm)
+        var buf = [CChar](repeating: 0, count: 40)
+        let n = strftime(&buf, buf.count, "%a, %d %b %Y %H:%M:%S GMT", &tm)
+        let text = String(decoding: buf.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        cache.withLock { $0 = (second, text) }
+        return text
+    }
+}
