@@ -126,6 +126,8 @@ public final class InvokeChannelHandler: ChannelDuplexHandler, RemovableChannelH
                 loop.execute { bound.value.0.answer(out.0, out.1, close: close, context: bound.value.1) }
             }
         }
+        // The task belongs to its connection: the connection is not closed (not even by
+        // graceful shutdown, see `userInboundEventTriggered`) before the task has answered.
         if let here = api.loops?.executor(for: loop) {
             Task(executorPreference: here, operation: task)
         } else {
