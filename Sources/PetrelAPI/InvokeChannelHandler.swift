@@ -11,14 +11,16 @@ import Synchronization
 ///
 /// It sits in every API connection's pipeline after the HTTP codec and before
 /// Hummingbird's connection handling. It takes `POST /2015-03-31/functions/NAME/invocations`
-/// requests and runs them through the same `LambdaAPI.handle` as the router's
-/// route (signature check, errors, audit), as one task on the connection's loop.
-/// Everything else passes through to Hummingbird. On a warm invocation this saves
-/// the async channel's streams and writer, the router and the response writer:
-/// a good part of what the daemon spends per invocation.
+/// (the router has no route for it) and runs it through the same `LambdaAPI.run` as
+/// every routed operation (signature check, errors, audit), as one task on the
+/// connection's loop. Everything else passes through to Hummingbird. A warm
+/// invocation skips the async channel's streams and writer, the router and the
+/// response writer. (In the A/B of commit 3b33997 this alone differed from the
+/// router path by less than the noise; `Scripts/bench invoke` is the measure.)
 ///
 /// Order on a connection is kept: a request behind one still being answered (by
-/// either side) waits, reads included, until that answer has been written.
+/// either side) waits until that answer has been written; for a client that
+/// pipelines, reading stops too while requests are held.
 public final class InvokeChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public typealias InboundIn = HTTPRequestPart
     public typealias InboundOut = HTTPRequestPart
@@ -28,7 +30,7 @@ public final class InvokeChannelHandler: ChannelDuplexHandler, RemovableChannelH
     let api: LambdaAPI
     let logger: Logger
 
-    /// An invocation being read (`collecting`) or run (its answer not written yet).
+    /// An invocation being read (`running` false) or run (its answer not written yet).
     private var own: (head: HTTPRequest, name: String, body: ByteBuffer, running: Bool)?
     /// Requests handed to Hummingbird whose answers have not ended yet.
     private var passed = 0
@@ -46,7 +48,7 @@ public final class InvokeChannelHandler: ChannelDuplexHandler, RemovableChannelH
         self.logger = logger
     }
 
-    static let prefix = "/2015-03-31/functions/"
+    static let prefix = LambdaAPI.functionsPath + "/"
     static let suffix = "/invocations"
 
     /// The raw function name segment when `head` is a synchronous Invoke.
@@ -117,7 +119,7 @@ public final class InvokeChannelHandler: ChannelDuplexHandler, RemovableChannelH
             try? await response.body.write(collector)
             var head = response.head
             head.headerFields[.date] = HTTPDate.now()
-            head.headerFields[.server] = "petreld"
+            head.headerFields[.server] = LambdaAPI.serverName
             head.headerFields[.contentLength] = String(collector.buffer.readableBytes)
             let out = (head, collector.buffer)
             if loop.inEventLoop {
@@ -164,10 +166,6 @@ public final class InvokeChannelHandler: ChannelDuplexHandler, RemovableChannelH
             readPending = false
             context.read()
         }
-    }
-
-    public func channelReadComplete(context: ChannelHandlerContext) {
-        context.fireChannelReadComplete()
     }
 
     public func read(context: ChannelHandlerContext) {

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import PetrelCore
 import PetrelRuntime
+import PetrelSigV4
 import PetrelStore
 
 /// Schedules, a small REST resource of Petrel's own (signed like the Lambda API):
@@ -49,8 +50,7 @@ extension LambdaAPI {
     }
 
     func scheduleName(_ ctx: PetrelRequestContext) -> String {
-        let raw = ctx.parameters.get("schedule") ?? ""
-        return raw.removingPercentEncoding ?? raw
+        SigV4.percentDecoded(ctx.parameters.get("schedule") ?? "")
     }
 
     func createSchedule(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {

@@ -22,6 +22,10 @@ public struct LambdaAPI: Sendable {
 
     /// Sync payloads: 6 MB each way.
     static let maxInvokePayload = 6_291_456
+    /// Where functions live in the API's paths.
+    static let functionsPath = "/2015-03-31/functions"
+    /// The `Server` header of every answer.
+    public static let serverName = "petreld"
     /// CreateFunction / UpdateFunctionCode requests (50 MB of ZIP, base64 in JSON).
     static let maxCodeRequest = 69_905_067
 
@@ -38,7 +42,7 @@ public struct LambdaAPI: Sendable {
     }
 
     public func register(on router: Router<PetrelRequestContext>) {
-        let fn = "/2015-03-31/functions"
+        let fn = Self.functionsPath
         router.post(RouterPath(fn)) { req, ctx in await handle(req, ctx, "CreateFunction", limit: Self.maxCodeRequest, self.createFunction) }
         router.get(RouterPath(fn)) { req, ctx in await handle(req, ctx, "ListFunctions", self.listFunctions) }
         router.get(RouterPath(fn + "/{name}")) { req, ctx in await handle(req, ctx, "GetFunction", self.getFunction) }
@@ -46,8 +50,8 @@ public struct LambdaAPI: Sendable {
         router.put(RouterPath(fn + "/{name}/configuration")) { req, ctx in await handle(req, ctx, "UpdateFunctionConfiguration", self.updateConfiguration) }
         router.put(RouterPath(fn + "/{name}/code")) { req, ctx in await handle(req, ctx, "UpdateFunctionCode", limit: Self.maxCodeRequest, self.updateCode) }
         router.delete(RouterPath(fn + "/{name}")) { req, ctx in await handle(req, ctx, "DeleteFunction", self.deleteFunction) }
-        // Served by InvokeChannelHandler where it is in the pipeline (petreld's server); the route stays for other servers.
-        router.post(RouterPath(fn + "/{name}/invocations")) { req, ctx in await answerInvoke(req, ctx) }
+        // Invoke (POST …/{name}/invocations) has no route: InvokeChannelHandler answers it in the
+        // connection's pipeline, before the router (see `invokeHandler`).
         router.get(RouterPath("/2016-08-19/account-settings")) { req, ctx in await handle(req, ctx, "GetAccountSettings", self.accountSettings) }
         router.put(RouterPath("/2017-10-31/functions/{name}/concurrency")) { req, ctx in await handle(req, ctx, "PutFunctionConcurrency", self.putConcurrency) }
         router.get(RouterPath("/2019-09-30/functions/{name}/concurrency")) { req, ctx in await handle(req, ctx, "GetFunctionConcurrency", self.getConcurrency) }
@@ -82,9 +86,9 @@ public struct LambdaAPI: Sendable {
     /// records their size only), and they run on the event loops, which nothing else may block.
     static let invocations: Set<String> = ["Invoke", "InvokeAsync"]
 
-    /// Invoke, as the router and `InvokeChannelHandler` run it.
+    /// Invoke, as `InvokeChannelHandler` runs it: its task already runs on the connection's loop.
     func answerInvoke(_ req: Request, _ ctx: PetrelRequestContext) async -> Response {
-        await handle(req, ctx, "Invoke", limit: Self.maxInvokePayload, self.invoke)
+        await run(req, ctx, "Invoke", limit: Self.maxInvokePayload, self.invoke)
     }
 
     /// The handler that answers Invoke in a connection's pipeline (see `InvokeChannelHandler`).
@@ -94,8 +98,8 @@ public struct LambdaAPI: Sendable {
     /// signature, runs it, maps every failure to Lambda's error shape, logs it with
     /// its request id and records it in the audit trail.
     func handle(_ req: Request, _ ctx: PetrelRequestContext, _ action: String, limit: Int = 1_048_576, _ op: Operation) async -> Response {
-        // Invocations stay where the server runs them (on the event loops); everything else may
-        // block (SQLite writes, unzipping code) and moves to the global executor.
+        // Invocations (here InvokeAsync; Invoke comes from InvokeChannelHandler) stay on the event
+        // loops; everything else may block (SQLite writes, unzipping code) and moves to the global executor.
         guard Self.invocations.contains(action) else {
             return await withTaskExecutorPreference(globalConcurrentExecutor) { await run(req, ctx, action, limit: limit, op) }
         }
@@ -134,10 +138,10 @@ public struct LambdaAPI: Sendable {
             response = APIResponse.error(LambdaError(.service, "Petrel could not complete \(action): \(error)"), requestID: requestID)
         }
         var path: [String: String] = [:]
-        if let n = ctx.rawFunctionName { path["FunctionName"] = Self.percentDecoded(n) }
-        if let a = ctx.parameters.get("arn") { path["Resource"] = a.removingPercentEncoding ?? a }
-        if let sid = ctx.parameters.get("sid") { path["StatementId"] = sid.removingPercentEncoding ?? sid }
-        if let s = ctx.parameters.get("schedule") { path["Schedule"] = s.removingPercentEncoding ?? s }
+        if let n = ctx.rawFunctionName { path["FunctionName"] = SigV4.percentDecoded(n) }
+        if let a = ctx.parameters.get("arn") { path["Resource"] = SigV4.percentDecoded(a) }
+        if let sid = ctx.parameters.get("sid") { path["StatementId"] = SigV4.percentDecoded(sid) }
+        if let s = ctx.parameters.get("schedule") { path["Schedule"] = SigV4.percentDecoded(s) }
         let parameters = AuditParameters.describe(query: Gatekeeper.query(req), path: path, body: body,
                                                   payloadIsData: Self.invocations.contains(action))
         gate.record(req, ctx, action: action, caller: caller, resource: path["FunctionName"] ?? path["Resource"] ?? path["Schedule"], parameters: parameters,
@@ -186,13 +190,7 @@ public struct LambdaAPI: Sendable {
 
     func name(_ ctx: PetrelRequestContext) throws -> String {
         guard let raw = ctx.rawFunctionName else { throw LambdaError(.invalidParameterValue, "FunctionName is required.") }
-        return Self.percentDecoded(raw)
-    }
-
-    /// A path segment decoded; most have nothing to decode (and Foundation's decoding is slow).
-    static func percentDecoded(_ raw: String) -> String {
-        guard raw.utf8.contains(UInt8(ascii: "%")) else { return raw }
-        return raw.removingPercentEncoding ?? raw
+        return SigV4.percentDecoded(raw)
     }
 
     func configuration(_ f: FunctionRecord) -> FunctionConfigurationShape {
@@ -216,7 +214,7 @@ public struct LambdaAPI: Sendable {
             }
             limit = n
         }
-        let marker = q["Marker"].map { String($0).removingPercentEncoding ?? String($0) }
+        let marker = q["Marker"].map { SigV4.percentDecoded(String($0)) }
         if let marker, !marker.isEmpty, !FunctionReference.isValidName(marker) {
             throw LambdaError(.invalidParameterValue, "The Marker \(marker) is not valid; pass the NextMarker of the previous page.")
         }
@@ -381,7 +379,7 @@ public struct LambdaAPI: Sendable {
     }
 
     func removePermission(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
-        let sid = ctx.parameters.get("sid").map { $0.removingPercentEncoding ?? $0 } ?? ""
+        let sid = ctx.parameters.get("sid").map(SigV4.percentDecoded) ?? ""
         let q = req.uri.queryParameters
         try catalog.removePermission(try name(ctx), sid: sid, qualifier: q["Qualifier"].map(String.init), revision: q["RevisionId"].map(String.init),
                                      caller: call.caller)
@@ -389,8 +387,7 @@ public struct LambdaAPI: Sendable {
     }
 
     func resourceARN(_ ctx: PetrelRequestContext) -> String {
-        let raw = ctx.parameters.get("arn") ?? ""
-        return raw.removingPercentEncoding ?? raw
+        SigV4.percentDecoded(ctx.parameters.get("arn") ?? "")
     }
 
     struct TagsShape: Codable { var Tags: [String: String]? }

@@ -62,7 +62,7 @@ final class RuntimeAPIHandler: ChannelInboundHandler {
     private var reading = false
     /// A `next` has been received and not yet answered.
     private var nextOpen = false
-    /// An answer was written but not flushed (see `write`).
+    /// Answers written during the read and not flushed yet (see `channelReadComplete`).
     private var held = false
 
     init(delegate: any RuntimeAPIDelegate) { self.delegate = delegate }
@@ -89,11 +89,11 @@ final class RuntimeAPIHandler: ChannelInboundHandler {
         }
     }
 
-    /// A runtime that sends its `next` right behind its response (ours do: HTTP/1.1
-    /// pipelining) would otherwise be woken twice: once for the 202, once for the
-    /// event. The 202 is held while the `next` is open and goes out with the event;
-    /// for a runtime that waits for the 202 before asking again, it goes out at the
-    /// end of the read, as before.
+    /// Answers written during a read go out at its end, unless a `next` is open then:
+    /// a runtime that sends its `next` right behind its response (ours do: HTTP/1.1
+    /// pipelining) gets the 202 together with the next event, one wake-up instead of
+    /// two. A runtime that waits for the 202 before asking again gets it at the end of
+    /// the read.
     func channelReadComplete(context: ChannelHandlerContext) {
         reading = false
         if held && !nextOpen {
@@ -149,7 +149,7 @@ final class RuntimeAPIHandler: ChannelInboundHandler {
     }
 
     static func unknown(_ path: Substring.UTF8View) -> RuntimeAPIResponse {
-        .json(.notFound, #"{"errorMessage":"unknown path \#(String(Substring(path)))","errorType":"InvalidRequest"}"#)
+        .json(.notFound, #"{"errorMessage":"# + EventDocuments.string("unknown path " + String(Substring(path))) + #","errorType":"InvalidRequest"}"#)
     }
 
     private func write(_ r: RuntimeAPIResponse, keepAlive: Bool, context: ChannelHandlerContext) {
@@ -162,7 +162,7 @@ final class RuntimeAPIHandler: ChannelInboundHandler {
         if !keepAlive { headers.replaceOrAdd(name: "Connection", value: "close") }
         context.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: r.status, headers: headers))), promise: nil)
         context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(r.body))), promise: nil)
-        if reading && keepAlive && r.status == .accepted {
+        if reading && keepAlive {
             context.write(NIOAny(HTTPServerResponsePart.end(nil)), promise: nil)
             held = true
             return

@@ -64,9 +64,16 @@ public enum SigV4 {
         guard let raw, !raw.isEmpty else { return [] }
         return raw.split(separator: "&", omittingEmptySubsequences: true).map { pair in
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            let name = String(parts[0]), value = parts.count > 1 ? String(parts[1]) : ""
-            return (name.removingPercentEncoding ?? name, value.removingPercentEncoding ?? value)
+            return (percentDecoded(String(parts[0])), parts.count > 1 ? percentDecoded(String(parts[1])) : "")
         }
+    }
+
+    /// A URI component decoded (kept as it is when it is not valid percent-encoding). Most
+    /// have nothing to decode, and Foundation's decoding is slow: it is asked only when
+    /// there is a `%`.
+    public static func percentDecoded(_ raw: String) -> String {
+        guard raw.utf8.contains(UInt8(ascii: "%")) else { return raw }
+        return raw.removingPercentEncoding ?? raw
     }
 
     /// A header's value as signed: trimmed, inner runs of spaces collapsed.

@@ -62,7 +62,7 @@ public struct SigV4Verifier: Sendable {
                 throw .incomplete("Only \(SigV4.algorithm) signatures are accepted; the Authorization header starts with '\(auth.prefix(20))'.")
             }
             // `Credential=…, SignedHeaders=…, Signature=…`, read as bytes: this runs on every
-            // request, and Character-wise slicing of the header cost more than the HMACs.
+            // request, and Character-wise slicing of the header stood out in the daemon's profile.
             var credential: Substring?, signedHeaders: Substring?, signature: Substring?
             let bytes = auth.utf8
             func blank(_ b: UInt8) -> Bool { b == UInt8(ascii: " ") || b == UInt8(ascii: "\t") }

@@ -134,7 +134,7 @@ struct ServeCommand: AsyncParsableCommand {
         let app = Application(
             router: router,
             server: server,
-            configuration: .init(address: .hostname(c.listenHost, port: c.listenPort), serverName: "petreld"),
+            configuration: .init(address: .hostname(c.listenHost, port: c.listenPort), serverName: LambdaAPI.serverName),
             onServerRunning: { channel in
                 logger.info("petreld is serving the Lambda API", metadata: ["api.address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
             },

@@ -63,6 +63,13 @@ while True:
     r = conn.getresponse()
     rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
     event = json.loads(r.read())
+    if "probe" in event:  # asks the Runtime API what the test names, answers what it said
+        said = []
+        for method, path in event["probe"]:
+            conn.request(method, path, body=b"" if method == "POST" else None)
+            r = conn.getresponse()
+            said.append([r.status, json.loads(r.read())])
+        event = {"said": said}
     body = json.dumps({"custom": True, "handler": os.environ["_HANDLER"], "event": event}).encode()
     conn.request("POST", base + rid + "/response", body=body)
     r = conn.getresponse()
@@ -172,6 +179,16 @@ class LambdaAPITest(unittest.TestCase):
         for i in range(3):  # the same instance: each 202 reaches it before it asks again
             self.assertEqual(payload_json(self.invoke("custom-basic", {"k": i})),
                              {"custom": True, "handler": "whatever.handler", "event": {"k": i}})
+        # Paths the Runtime API does not serve get a 404 in its JSON shape (whatever they hold),
+        # a response for another request id a 400; the invocation itself is unharmed.
+        api = "/2018-06-01/runtime/"
+        said = payload_json(self.invoke("custom-basic", {"probe": [
+            ["GET", api + 'nope"\\x'], ["POST", api + "invocation//response"], ["POST", api + "invocation/abc/bogus"],
+            ["GET", api + "invocation/next/"], ["POST", api + "invocation/not-this-one/response"]]}))["event"]["said"]
+        self.assertEqual([s[0] for s in said], [404, 404, 404, 404, 400], said)
+        self.assertEqual(said[0][1], {"errorMessage": 'unknown path ' + api + 'nope"\\x', "errorType": "InvalidRequest"})
+        self.assertEqual(said[4][1]["errorType"], "InvalidRequestID")
+        self.assertEqual(payload_json(self.invoke("custom-basic", {"k": "after"}))["event"], {"k": "after"})
         # No bootstrap in the ZIP: the instance cannot start, and says so.
         self.create("custom-none", make_zip({"README": "nothing to run"}), runtime="provided.al2023", handler="x")
         r = self.invoke("custom-none")

@@ -90,4 +90,13 @@ struct SigV4CanonicalTests {
         #expect(SigV4.encode("é") == "%C3%A9")
         #expect(SigV4.encode("100%") == "100%25")
     }
+
+    @Test("decoding: %XX back to UTF-8 bytes; text without % as it is; bad encoding kept as sent")
+    func decoding() {
+        #expect(SigV4.percentDecoded("arn%3Aaws%3Alambda%3Aus-east-1%3A1%3Afunction%3Af") == "arn:aws:lambda:us-east-1:1:function:f")
+        #expect(SigV4.percentDecoded("%C3%A9t%C3%A9") == "été")
+        #expect(SigV4.percentDecoded("plain-name_1") == "plain-name_1")
+        #expect(SigV4.percentDecoded("100%zz") == "100%zz")
+        #expect(SigV4.queryPairs("Qualifier=%24LATEST&tagKeys=a%20b&empty").map { $0.0 + "=" + $0.1 } == ["Qualifier=$LATEST", "tagKeys=a b", "empty="])
+    }
 }
