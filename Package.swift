@@ -134,7 +134,8 @@ let package = Package(
         ),
         .testTarget(
             name: "PetrelControllerTests",
-            dependencies: ["PetrelCore", "PetrelStore", "PetrelClient", "PetrelAPI", "petreld", "petrel-init"]
+            dependencies: ["PetrelCore", "PetrelStore", "PetrelClient", "PetrelAPI", "petreld", "petrel-init",
+                           .product(name: "GRDB", package: "GRDB.swift")]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -157,6 +157,42 @@ public final class PetrelDatabase: Sendable {
                 );
                 """)
         }
+        m.registerMigration("v4-log-stream-ids") { db in
+            // Events name their stream by its id, not by group and stream names: a row and
+            // its index entries shrink from ~90 bytes of names to a few bytes of integers,
+            // so the log store writes about half as much per line. Ids and order are kept.
+            try db.execute(sql: """
+                CREATE TABLE log_streams_v4 (
+                    id INTEGER PRIMARY KEY,
+                    log_group TEXT NOT NULL,
+                    log_stream TEXT NOT NULL,
+                    created INTEGER NOT NULL,
+                    last_event INTEGER NOT NULL,
+                    UNIQUE (log_group, log_stream)
+                );
+                INSERT INTO log_streams_v4 (log_group, log_stream, created, last_event)
+                    SELECT log_group, log_stream, created, last_event FROM log_streams ORDER BY created, log_group, log_stream;
+                INSERT OR IGNORE INTO log_streams_v4 (log_group, log_stream, created, last_event)
+                    SELECT log_group, log_stream, MIN(timestamp), MAX(timestamp) FROM log_events GROUP BY log_group, log_stream;
+                CREATE TABLE log_events_v4 (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    stream INTEGER NOT NULL,
+                    timestamp INTEGER NOT NULL,
+                    ingested INTEGER NOT NULL,
+                    message TEXT NOT NULL
+                );
+                INSERT INTO log_events_v4 (id, stream, timestamp, ingested, message)
+                    SELECT e.id, s.id, e.timestamp, e.ingested, e.message
+                    FROM log_events e JOIN log_streams_v4 s ON s.log_group = e.log_group AND s.log_stream = e.log_stream
+                    ORDER BY e.id;
+                DROP TABLE log_events;
+                DROP TABLE log_streams;
+                ALTER TABLE log_streams_v4 RENAME TO log_streams;
+                ALTER TABLE log_events_v4 RENAME TO log_events;
+                CREATE INDEX log_events_by_stream ON log_events (stream, id);
+                CREATE INDEX log_events_by_time ON log_events (stream, timestamp);
+                """)
+        }
         return m
     }
 }

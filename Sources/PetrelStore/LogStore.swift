@@ -27,18 +27,39 @@ public struct LogStore: Sendable {
         try append([(group: group, stream: stream, lines: lines)])
     }
 
-    /// Several batches in one transaction, in order.
+    /// Several batches in one transaction, in order. A stream's row is looked up (or
+    /// made) once per transaction, however many of its batches the transaction holds.
     public func append(_ batches: [(group: String, stream: String, lines: [(timestamp: Int64, message: String)])]) throws {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         try db.pool.write { db in
             let streamStmt = try db.cachedStatement(sql: """
                 INSERT INTO log_streams (log_group, log_stream, created, last_event) VALUES (?, ?, ?, ?)
-                ON CONFLICT (log_group, log_stream) DO UPDATE SET last_event = excluded.last_event
+                ON CONFLICT (log_group, log_stream) DO UPDATE SET last_event = max(last_event, excluded.last_event)
+                RETURNING id
                 """)
-            let stmt = try db.cachedStatement(sql: "INSERT INTO log_events (log_group, log_stream, timestamp, ingested, message) VALUES (?, ?, ?, ?, ?)")
+            let stmt = try db.cachedStatement(sql: "INSERT INTO log_events (stream, timestamp, ingested, message) VALUES (?, ?, ?, ?)")
+            /// Stream ids met in this transaction, with the last timestamp written since.
+            var seen: [String: [String: (id: Int64, last: Int64, dirty: Bool)]] = [:]
             for b in batches where !b.lines.isEmpty {
-                try streamStmt.execute(arguments: [b.group, b.stream, b.lines[0].timestamp, b.lines[b.lines.count - 1].timestamp])
-                for l in b.lines { try stmt.execute(arguments: [b.group, b.stream, l.timestamp, now, l.message]) }
+                let last = b.lines[b.lines.count - 1].timestamp
+                let id: Int64
+                if var known = seen[b.group]?[b.stream] {
+                    id = known.id
+                    if last > known.last { known.last = last; known.dirty = true }
+                    seen[b.group]![b.stream] = known
+                } else {
+                    guard let made = try Int64.fetchOne(streamStmt, arguments: [b.group, b.stream, b.lines[0].timestamp, last]) else {
+                        throw StoreError("log stream \(b.stream) could not be stored")
+                    }
+                    id = made
+                    seen[b.group, default: [:]][b.stream] = (made, last, false)
+                }
+                for l in b.lines { try stmt.execute(arguments: [id, l.timestamp, now, l.message]) }
+            }
+            for streams in seen.values {
+                for s in streams.values where s.dirty {
+                    try db.execute(sql: "UPDATE log_streams SET last_event = max(last_event, ?) WHERE id = ?", arguments: [s.last, s.id])
+                }
             }
         }
     }
@@ -76,17 +97,20 @@ public struct LogStore: Sendable {
     /// Events in order, optionally of some streams, in a time window, containing `pattern`, after `afterID`.
     public func events(account: String, group: String, streams: [String]?, start: Int64?, end: Int64?, contains pattern: String?,
                        afterID: Int64?, limit: Int) throws -> [Event] {
-        var sql = "SELECT id, log_stream, timestamp, ingested, message FROM log_events WHERE log_group = ?"
+        var sql = """
+            SELECT e.id, s.log_stream, e.timestamp, e.ingested, e.message
+            FROM log_streams s JOIN log_events e ON e.stream = s.id WHERE s.log_group = ?
+            """
         var args: [any DatabaseValueConvertible] = [Self.stored(account: account, group: group)]
         if let streams, !streams.isEmpty {
-            sql += " AND log_stream IN (\(streams.map { _ in "?" }.joined(separator: ",")))"
+            sql += " AND s.log_stream IN (\(streams.map { _ in "?" }.joined(separator: ",")))"
             args += streams as [any DatabaseValueConvertible]
         }
-        if let start { sql += " AND timestamp >= ?"; args.append(start) }
-        if let end { sql += " AND timestamp < ?"; args.append(end) }
-        if let pattern, !pattern.isEmpty { sql += " AND instr(message, ?) > 0"; args.append(pattern) }
-        if let afterID { sql += " AND id > ?"; args.append(afterID) }
-        sql += " ORDER BY id LIMIT ?"
+        if let start { sql += " AND e.timestamp >= ?"; args.append(start) }
+        if let end { sql += " AND e.timestamp < ?"; args.append(end) }
+        if let pattern, !pattern.isEmpty { sql += " AND instr(e.message, ?) > 0"; args.append(pattern) }
+        if let afterID { sql += " AND e.id > ?"; args.append(afterID) }
+        sql += " ORDER BY e.id LIMIT ?"
         args.append(limit)
         return try db.pool.read { db in
             try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args))
