@@ -42,7 +42,10 @@ enum RuntimeAPIServer {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    // No pipelining assistance: RuntimeAPIHandler keeps answers in order itself. NIO's
+                    // handler stops reading while any request is unanswered, and `next` is unanswered
+                    // until the event comes: two epoll_ctl on every invocation.
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true)
                     try channel.pipeline.syncOperations.addHandler(RuntimeAPIHandler(delegate: delegate))
                 }
             }
@@ -50,8 +53,13 @@ enum RuntimeAPIServer {
     }
 }
 
-final class RuntimeAPIHandler: ChannelInboundHandler {
+/// Answers in the order the requests came (HTTP/1.1): every answer but `next`'s is
+/// written at once; a request that arrives while `next` waits for its event waits
+/// behind it, and reading stops while one does (only a runtime that sends more
+/// behind its `next` meets that).
+final class RuntimeAPIHandler: ChannelDuplexHandler {
     typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
     let delegate: any RuntimeAPIDelegate
@@ -64,6 +72,10 @@ final class RuntimeAPIHandler: ChannelInboundHandler {
     private var nextOpen = false
     /// Answers written during the read and not flushed yet (see `channelReadComplete`).
     private var held = false
+    /// Requests that came while `next` was open, in order, with their too-large flag.
+    private var waiting: [(HTTPRequestHead, ByteBuffer, Bool)] = []
+    /// A read asked for while requests were waiting.
+    private var readPending = false
 
     init(delegate: any RuntimeAPIDelegate) { self.delegate = delegate }
 
@@ -85,7 +97,31 @@ final class RuntimeAPIHandler: ChannelInboundHandler {
         case .end:
             guard let head else { return }
             self.head = nil
-            route(head, body ?? ByteBuffer(), context: context)
+            if nextOpen || !waiting.isEmpty {
+                waiting.append((head, body ?? ByteBuffer(), tooLarge))
+                return
+            }
+            route(head, body ?? ByteBuffer(), tooLarge: tooLarge, context: context)
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if !waiting.isEmpty {
+            readPending = true
+            return
+        }
+        context.read()
+    }
+
+    /// Routes the requests that waited for `next`'s answer, until another `next` waits.
+    private func routeWaiting(context: ChannelHandlerContext) {
+        while !nextOpen, !waiting.isEmpty {
+            let (head, body, tooLarge) = waiting.removeFirst()
+            route(head, body, tooLarge: tooLarge, context: context)
+        }
+        if waiting.isEmpty, readPending {
+            readPending = false
+            context.read()
         }
     }
 
@@ -103,7 +139,7 @@ final class RuntimeAPIHandler: ChannelInboundHandler {
         context.fireChannelReadComplete()
     }
 
-    private func route(_ head: HTTPRequestHead, _ body: ByteBuffer, context: ChannelHandlerContext) {
+    private func route(_ head: HTTPRequestHead, _ body: ByteBuffer, tooLarge: Bool, context: ChannelHandlerContext) {
         let keepAlive = head.isKeepAlive
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let loop = context.eventLoop
@@ -155,8 +191,10 @@ final class RuntimeAPIHandler: ChannelInboundHandler {
     private func write(_ r: RuntimeAPIResponse, keepAlive: Bool, context: ChannelHandlerContext) {
         guard context.channel.isActive else { return }
         // Answers to `next` (the only ones that come later) close it; any answer written
-        // while `next` is open is that one's.
+        // while `next` is open is that one's. Requests that waited behind it go on after it.
+        let wasNext = nextOpen
         nextOpen = false
+        defer { if wasNext { routeWaiting(context: context) } }
         var headers = HTTPHeaders(r.headers)
         headers.replaceOrAdd(name: "Content-Length", value: "\(r.body.readableBytes)")
         if !keepAlive { headers.replaceOrAdd(name: "Connection", value: "close") }

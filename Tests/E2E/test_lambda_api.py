@@ -77,6 +77,49 @@ while True:
     r.read()
 '''
 
+# A runtime on a raw socket that pipelines: asked to, it sends its response, `next` and
+# one more request in one write, and reports the order the three answers came in.
+PIPELINING_BOOTSTRAP = '''#!/usr/bin/python3
+import json, os, socket
+host, port = os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")
+s = socket.create_connection((host, int(port)))
+buf = b""
+def request(method, path, body=b""):
+    return ("%s %s HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: %d\\r\\n\\r\\n" % (method, path, len(body))).encode() + body
+def answer():
+    global buf
+    while b"\\r\\n\\r\\n" not in buf:
+        buf += s.recv(65536)
+    head, _, buf = buf.partition(b"\\r\\n\\r\\n")
+    lines = head.decode().split("\\r\\n")
+    headers = {k.lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+    n = int(headers.get("content-length", "0"))
+    while len(buf) < n:
+        buf += s.recv(65536)
+    body, buf = buf[:n], buf[n:]
+    return int(lines[0].split()[1]), headers, body
+base = "/2018-06-01/runtime/invocation/"
+s.sendall(request("GET", base + "next"))
+status, headers, body = answer()
+order = None
+while True:
+    rid = headers["lambda-runtime-aws-request-id"]
+    event = json.loads(body)
+    out = json.dumps({"event": event, "order": order}).encode()
+    if event.get("pipeline"):
+        s.sendall(request("POST", base + rid + "/response", out) + request("GET", base + "next")
+                  + request("GET", "/2018-06-01/runtime/after-next"))
+        first = answer()
+        status, headers, body = answer()
+        third = answer()
+        order = [first[0], status, third[0], json.loads(third[2])["errorType"]]
+        continue
+    s.sendall(request("POST", base + rid + "/response", out) + request("GET", base + "next"))
+    assert answer()[0] == 202
+    status, headers, body = answer()
+    order = None
+'''
+
 
 class LambdaAPITest(unittest.TestCase):
     @classmethod
@@ -194,6 +237,17 @@ class LambdaAPITest(unittest.TestCase):
         r = self.invoke("custom-none")
         self.assertEqual(r["FunctionError"], "Unhandled")
         self.assertEqual(payload_json(r)["errorType"], "Runtime.InvalidEntrypoint")
+
+    def test_runtime_api_answers_in_order_behind_next(self):
+        """A request a runtime sends behind its `next` is answered after the event `next`
+        waits for, as HTTP/1.1 requires, whatever order the answers were ready in."""
+        self.create("custom-pipelining", make_zip({"bootstrap": (PIPELINING_BOOTSTRAP, 0o755)}), runtime="provided.al2023",
+                    handler="x")
+        self.assertEqual(payload_json(self.invoke("custom-pipelining", {"pipeline": True})), {"event": {"pipeline": True}, "order": None})
+        # The runtime read the 202, then this event, then the 404 that had waited behind it.
+        self.assertEqual(payload_json(self.invoke("custom-pipelining", {"k": 2})),
+                         {"event": {"k": 2}, "order": [202, 200, 404, "InvalidRequest"]})
+        self.assertEqual(payload_json(self.invoke("custom-pipelining", {"k": 3})), {"event": {"k": 3}, "order": None})
 
     def test_one_connection_keeps_order(self):
         """Invoke is answered in the connection's pipeline, the rest by the router: requests
