@@ -1,6 +1,8 @@
 """Scripts/bench invoke: Petrel's invoke path on this machine, in one run,
-beside the references (the same Python handler as a bare process and inside
-bwrap --unshare-all). Prints a table; --json for machines."""
+beside the references: for cold starts, the same Python handler as a bare
+process and inside bwrap --unshare-all; for warm invocations, the same
+handlers behind a bare HTTP server in one process (bare_server.py/.js), driven
+by the same load tool. Prints a table; --json for machines."""
 
 import argparse
 import json
@@ -71,6 +73,54 @@ def load(d, petrel, function, concurrency, seconds):
     r = subprocess.run([petrel, "load", "--function", function, "--concurrency", str(concurrency), "--duration", str(seconds),
                         "--json", "--endpoint", d.endpoint], capture_output=True, text=True, check=True, env=d.tool_env())
     return json.loads(r.stdout)
+
+
+def bare_peer(petrel, kind, handler_source, seconds):
+    """The same handler behind a bare single-process HTTP server (no sandbox, no
+    signature check, no logs): `petrel load` at concurrency 1 and 8 against it,
+    with the server's CPU per invocation."""
+    import resource
+    import socket
+    work = tempfile.mkdtemp(prefix="petrel-bench-peer-", dir="/var/tmp")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    here = os.path.dirname(os.path.abspath(__file__))
+    if kind == "py":
+        with open(os.path.join(work, "app.py"), "w") as f:
+            f.write(handler_source)
+        argv = ["/usr/bin/python3", os.path.join(here, "bare_server.py"), work, str(port)]
+    else:
+        with open(os.path.join(work, "index.js"), "w") as f:
+            f.write(handler_source)
+        argv = ["/usr/bin/node", os.path.join(here, "bare_server.js"), work, str(port)]
+    server = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ACCESS_KEY_ID="AKIAPEERPEERPEERPEER", AWS_SECRET_ACCESS_KEY="peer", AWS_DEFAULT_REGION="us-east-1")
+
+    def run(c, secs):
+        r = subprocess.run([petrel, "load", "--function", "peer", "--concurrency", str(c), "--duration", str(secs), "--json",
+                            "--endpoint", "http://127.0.0.1:%d" % port], capture_output=True, text=True, check=True, env=env)
+        return json.loads(r.stdout)
+    try:
+        if server.stdout.readline().strip() != "READY":
+            raise RuntimeError("the peer server %s did not start" % argv[1])
+        run(8, 1)
+        c1 = run(1, seconds)
+        s0, t0 = cpu_seconds(server.pid), resource.getrusage(resource.RUSAGE_CHILDREN)
+        c8 = run(8, seconds)
+        s1, t1 = cpu_seconds(server.pid), resource.getrusage(resource.RUSAGE_CHILDREN)
+        n = max(1, c8["requests"])
+        c8["cpuMicrosPerInvocation"] = {"server": (s1 - s0) * 1e6 / n,
+                                        "loadTool": ((t1.ru_utime + t1.ru_stime) - (t0.ru_utime + t0.ru_stime)) * 1e6 / n}
+        for r in (c1, c8):
+            if r["requests"] == 0 or r.get("errors"):
+                raise RuntimeError("the peer server answered with errors: %s" % r.get("errors"))
+        return {"c1": c1, "c8": c8}
+    finally:
+        server.terminate()
+        server.wait()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def pids_in_uid_range():
@@ -221,6 +271,8 @@ def main():
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["ref"] = {"bare_python_ms": median(bare), "bwrap_python_ms": median(bwrap)}
+    results["peer_py"] = bare_peer(petrel, "py", PY_NOOP, a.seconds)
+    results["peer_node"] = bare_peer(petrel, "node", NODE_NOOP, a.seconds)
     if a.json:
         print(json.dumps(results, indent=2, sort_keys=True))
         return
@@ -236,15 +288,20 @@ def main():
     ]
     for name, label in (("py", "Python 128 MB"), ("node", "Node 128 MB"), ("py1cpu", "Python 1769 MB"), ("node1cpu", "Node 1769 MB")):
         c1, c8 = results[name + "_c1"], results[name + "_c8"]
+        peer = results["peer_" + name.replace("1cpu", "")]
+        server = "bare python3 server" if name.startswith("py") else "bare node http server"
         rows.append(("warm invoke %s, concurrency 1: p50 / p99" % label,
-                     "%.3f / %.3f ms" % (c1["latencyMs"]["p50"], c1["latencyMs"]["p99"]), "", "<= 0.5 / <= 2 ms"))
+                     "%.3f / %.3f ms" % (c1["latencyMs"]["p50"], c1["latencyMs"]["p99"]),
+                     "%s %.3f / %.3f ms" % (server, peer["c1"]["latencyMs"]["p50"], peer["c1"]["latencyMs"]["p99"]), "<= 0.5 / <= 2 ms"))
         rows.append(("throughput %s, concurrency 8" % label, "%.0f /s" % c8["throughputPerSecond"],
-                     "p50 %.2f ms, p99 %.2f ms" % (c8["latencyMs"]["p50"], c8["latencyMs"]["p99"]), ">= 5000 /s"))
+                     "%s %.0f /s; p50 %.2f ms, p99 %.2f ms (peer %.2f, %.2f)" % (
+                         server, peer["c8"]["throughputPerSecond"], c8["latencyMs"]["p50"], c8["latencyMs"]["p99"],
+                         peer["c8"]["latencyMs"]["p50"], peer["c8"]["latencyMs"]["p99"]), ">= 5000 /s"))
         cpu = c8["cpuMicrosPerInvocation"]
         rows.append(("  CPU per invocation at concurrency 8", "petreld %.0f us" % cpu["petreld"],
-                     "runtime %.0f us; load tool %.0f us (%d CPUs: %.0f us in all allows %.0f/s)" % (
+                     "runtime %.0f us; load tool %.0f us (%d CPUs: %.0f us in all allows %.0f/s); peer server %.0f us" % (
                          cpu["runtime"], cpu["loadTool"], os.cpu_count(), sum(cpu.values()),
-                         os.cpu_count() * 1e6 / max(1, sum(cpu.values()))), ""))
+                         os.cpu_count() * 1e6 / max(1, sum(cpu.values())), peer["c8"]["cpuMicrosPerInvocation"]["server"]), ""))
     i = results["idle"]
     rows.append(("platform memory per idle instance (%d instances)" % i["instances"],
                  "%.0f KiB" % (i["init_uss_kib"] + max(0, i["daemon_growth_kib_per_instance"])),
