@@ -70,8 +70,13 @@ def cold_starts(d, n):
 
 
 def load(d, petrel, function, concurrency, seconds):
+    return load_at(d.endpoint, d.tool_env(), petrel, function, concurrency, seconds)
+
+
+def load_at(endpoint, env, petrel, function, concurrency, seconds):
+    """`petrel load` against any endpoint (petreld, or a peer server)."""
     r = subprocess.run([petrel, "load", "--function", function, "--concurrency", str(concurrency), "--duration", str(seconds),
-                        "--json", "--endpoint", d.endpoint], capture_output=True, text=True, check=True, env=d.tool_env())
+                        "--json", "--endpoint", endpoint], capture_output=True, text=True, check=True, env=env)
     return json.loads(r.stdout)
 
 
@@ -79,7 +84,6 @@ def bare_peer(petrel, kind, handler_source, seconds):
     """The same handler behind a bare single-process HTTP server (no sandbox, no
     signature check, no logs): `petrel load` at concurrency 1 and 8 against it,
     with the server's CPU per invocation."""
-    import resource
     import socket
     work = tempfile.mkdtemp(prefix="petrel-bench-peer-", dir="/var/tmp")
     with socket.socket() as s:
@@ -97,22 +101,13 @@ def bare_peer(petrel, kind, handler_source, seconds):
     server = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(AWS_ACCESS_KEY_ID="AKIAPEERPEERPEERPEER", AWS_SECRET_ACCESS_KEY="peer", AWS_DEFAULT_REGION="us-east-1")
-
-    def run(c, secs):
-        r = subprocess.run([petrel, "load", "--function", "peer", "--concurrency", str(c), "--duration", str(secs), "--json",
-                            "--endpoint", "http://127.0.0.1:%d" % port], capture_output=True, text=True, check=True, env=env)
-        return json.loads(r.stdout)
+    endpoint = "http://127.0.0.1:%d" % port
     try:
         if server.stdout.readline().strip() != "READY":
             raise RuntimeError("the peer server %s did not start" % argv[1])
-        run(8, 1)
-        c1 = run(1, seconds)
-        s0, t0 = cpu_seconds(server.pid), resource.getrusage(resource.RUSAGE_CHILDREN)
-        c8 = run(8, seconds)
-        s1, t1 = cpu_seconds(server.pid), resource.getrusage(resource.RUSAGE_CHILDREN)
-        n = max(1, c8["requests"])
-        c8["cpuMicrosPerInvocation"] = {"server": (s1 - s0) * 1e6 / n,
-                                        "loadTool": ((t1.ru_utime + t1.ru_stime) - (t0.ru_utime + t0.ru_stime)) * 1e6 / n}
+        load_at(endpoint, env, petrel, "peer", 8, 1)
+        c1 = load_at(endpoint, env, petrel, "peer", 1, seconds)
+        c8 = measured_cpu(lambda: load_at(endpoint, env, petrel, "peer", 8, seconds), {"server": lambda: {server.pid: cpu_seconds(server.pid)}})
         for r in (c1, c8):
             if r["requests"] == 0 or r.get("errors"):
                 raise RuntimeError("the peer server answered with errors: %s" % r.get("errors"))
@@ -145,27 +140,71 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measured_cpu(d, run):
+def measured_cpu(run, parties):
     """Runs `run` (a load run) and returns its result with the CPU each party spent per
-    invocation, in microseconds: petreld, the runtimes in the sandboxes, the load tool.
-    On a shared machine this is steadier than throughput: it is what to judge changes by."""
+    invocation, in microseconds, and the load tool's. A party is a function answering
+    {pid: CPU seconds so far} for its processes; processes that come or go during the
+    run are left out. On a shared machine this is steadier than throughput: it is what
+    to judge changes by."""
     import resource
-    def runtimes():
-        out = {}
-        for pid in pids_in_uid_range():
-            try:
-                out[pid] = cpu_seconds(pid)
-            except OSError:
-                pass
-        return out
-    d0, r0, t0 = cpu_seconds(d.proc.pid), runtimes(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    before = {name: f() for name, f in parties.items()}
+    t0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = run()
-    d1, r1, t1 = cpu_seconds(d.proc.pid), runtimes(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    t1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    after = {name: f() for name, f in parties.items()}
     n = max(1, result["requests"])
-    runtime = sum(r1[p] - r0[p] for p in r1 if p in r0)
-    tool = (t1.ru_utime + t1.ru_stime) - (t0.ru_utime + t0.ru_stime)
-    result["cpuMicrosPerInvocation"] = {"petreld": (d1 - d0) * 1e6 / n, "runtime": runtime * 1e6 / n, "loadTool": tool * 1e6 / n}
+    cpu = {name: sum(after[name][p] - before[name][p] for p in after[name] if p in before[name]) * 1e6 / n for name in parties}
+    cpu["loadTool"] = ((t1.ru_utime + t1.ru_stime) - (t0.ru_utime + t0.ru_stime)) * 1e6 / n
+    result["cpuMicrosPerInvocation"] = cpu
     return result
+
+
+def stored_bytes(d, run):
+    """Runs `run` (a load run) and returns its result with what petreld's database grew
+    by per invocation (measured after a checkpoint, so the WAL is in the file) beside
+    the text the rows it added hold (log lines, audit records)."""
+    import sqlite3
+    path = os.path.join(d.data, "petrel.sqlite")
+
+    def settled():
+        time.sleep(0.5)  # the writers' last batch (they gather for 20 ms)
+        c = sqlite3.connect(path, timeout=10)
+        try:
+            for _ in range(50):
+                if c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0:
+                    break
+                time.sleep(0.1)
+            marks = c.execute("SELECT (SELECT coalesce(max(id), 0) FROM log_events), (SELECT coalesce(max(seq), 0) FROM audit)").fetchone()
+        finally:
+            c.close()
+        wal = path + "-wal"
+        return os.path.getsize(path) + (os.path.getsize(wal) if os.path.exists(wal) else 0), marks
+
+    size0, (log0, audit0) = settled()
+    result = run()
+    size1, (log1, audit1) = settled()
+    c = sqlite3.connect(path, timeout=10)
+    try:
+        text = c.execute("SELECT coalesce(sum(length(message)), 0) FROM log_events WHERE id > ? AND id <= ?", (log0, log1)).fetchone()[0]
+        text += c.execute("""SELECT coalesce(sum(length(source) + length(action) + length(parameters) + coalesce(length(account), 0)
+                             + coalesce(length(key_id), 0) + coalesce(length(resource), 0) + coalesce(length(error), 0)), 0)
+                             FROM audit WHERE seq > ? AND seq <= ?""", (audit0, audit1)).fetchone()[0]
+    finally:
+        c.close()
+    n = max(1, result["requests"])
+    result["storedBytesPerInvocation"] = {"database": (size1 - size0) / n, "text": text / n}
+    return result
+
+
+def sandboxed_runtimes():
+    """{pid: CPU seconds} of every process running under a sandbox's uid."""
+    out = {}
+    for pid in pids_in_uid_range():
+        try:
+            out[pid] = cpu_seconds(pid)
+        except OSError:
+            pass
+    return out
 
 
 def uss_kib(pid):
@@ -252,7 +291,9 @@ def main():
                                 Code={"ZipFile": make_zip(files)}, MemorySize=mem)
             load(d, petrel, "bench-" + name, 8, 1)  # warm eight instances
             results[name + "_c1"] = load(d, petrel, "bench-" + name, 1, a.seconds)
-            results[name + "_c8"] = measured_cpu(d, lambda: load(d, petrel, "bench-" + name, 8, a.seconds))
+            run = lambda: measured_cpu(lambda: load(d, petrel, "bench-" + name, 8, a.seconds),  # noqa: E731
+                                       {"petreld": lambda: {d.proc.pid: cpu_seconds(d.proc.pid)}, "runtime": sandboxed_runtimes})
+            results[name + "_c8"] = stored_bytes(d, run) if name == "py1cpu" else run()
         results["idle"] = idle_memory(d, a.idle)
     finally:
         d.stop()
@@ -302,6 +343,9 @@ def main():
                      "runtime %.0f us; load tool %.0f us (%d CPUs: %.0f us in all allows %.0f/s); peer server %.0f us" % (
                          cpu["runtime"], cpu["loadTool"], os.cpu_count(), sum(cpu.values()),
                          os.cpu_count() * 1e6 / max(1, sum(cpu.values())), peer["c8"]["cpuMicrosPerInvocation"]["server"]), ""))
+    stored = results["py1cpu_c8"]["storedBytesPerInvocation"]
+    rows.append(("log store per warm invocation (Python 1769 MB, c=8)", "%.0f bytes" % stored["database"],
+                 "the text it holds: %.0f bytes (log lines, audit record)" % stored["text"], ""))
     i = results["idle"]
     rows.append(("platform memory per idle instance (%d instances)" % i["instances"],
                  "%.0f KiB" % (i["init_uss_kib"] + max(0, i["daemon_growth_kib_per_instance"])),

@@ -36,8 +36,7 @@ public final class InvokeChannelHandler: ChannelDuplexHandler, RemovableChannelH
     private var passed = 0
     /// Parts that arrived while an earlier request was still being answered.
     private var held = CircularBuffer<HTTPRequestPart>()
-    /// A `read` held back while requests are held.
-    private var readPending = false
+    private var reads = HeldReads()
     /// The peer's address, formatted once per connection.
     private var peer: String?
     /// Graceful shutdown asked to close the connection while an invocation ran.
@@ -162,20 +161,13 @@ public final class InvokeChannelHandler: ChannelDuplexHandler, RemovableChannelH
             delivered = true
         }
         if delivered { context.fireChannelReadComplete() }
-        if held.isEmpty, readPending {
-            readPending = false
-            context.read()
-        }
+        if held.isEmpty { reads.released(context: context) }
     }
 
     public func read(context: ChannelHandlerContext) {
-        // Only a client that pipelines has requests held: stop reading from it until they
-        // are answered. (Holding reads during every invocation would cost two epoll_ctl each.)
-        if !held.isEmpty {
-            readPending = true
-            return
-        }
-        context.read()
+        // Only while requests are held: holding reads during every invocation would cost
+        // two epoll_ctl each.
+        reads.read(context: context, holding: !held.isEmpty)
     }
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {

@@ -74,8 +74,7 @@ final class RuntimeAPIHandler: ChannelDuplexHandler {
     private var held = false
     /// Requests that came while `next` was open, in order, with their too-large flag.
     private var waiting: [(HTTPRequestHead, ByteBuffer, Bool)] = []
-    /// A read asked for while requests were waiting.
-    private var readPending = false
+    private var reads = HeldReads()
 
     init(delegate: any RuntimeAPIDelegate) { self.delegate = delegate }
 
@@ -106,11 +105,7 @@ final class RuntimeAPIHandler: ChannelDuplexHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        if !waiting.isEmpty {
-            readPending = true
-            return
-        }
-        context.read()
+        reads.read(context: context, holding: !waiting.isEmpty)
     }
 
     /// Routes the requests that waited for `next`'s answer, until another `next` waits.
@@ -119,10 +114,7 @@ final class RuntimeAPIHandler: ChannelDuplexHandler {
             let (head, body, tooLarge) = waiting.removeFirst()
             route(head, body, tooLarge: tooLarge, context: context)
         }
-        if waiting.isEmpty, readPending {
-            readPending = false
-            context.read()
-        }
+        if waiting.isEmpty { reads.released(context: context) }
     }
 
     /// Answers written during a read go out at its end, unless a `next` is open then:

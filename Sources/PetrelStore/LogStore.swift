@@ -17,6 +17,11 @@ public struct LogStore: Sendable {
         public var message: String
     }
 
+    struct StreamKey: Hashable {
+        var group: String
+        var stream: String
+    }
+
     public struct Stream: Sendable, Equatable {
         public var name: String
         public var created: Int64
@@ -38,28 +43,26 @@ public struct LogStore: Sendable {
                 RETURNING id
                 """)
             let stmt = try db.cachedStatement(sql: "INSERT INTO log_events (stream, timestamp, ingested, message) VALUES (?, ?, ?, ?)")
-            /// Stream ids met in this transaction, with the last timestamp written since.
-            var seen: [String: [String: (id: Int64, last: Int64, dirty: Bool)]] = [:]
+            /// The streams met in this transaction: their row id, the last timestamp the row
+            /// holds and the last one written since.
+            var seen: [StreamKey: (id: Int64, stored: Int64, last: Int64)] = [:]
             for b in batches where !b.lines.isEmpty {
-                let last = b.lines[b.lines.count - 1].timestamp
+                let key = StreamKey(group: b.group, stream: b.stream), last = b.lines[b.lines.count - 1].timestamp
                 let id: Int64
-                if var known = seen[b.group]?[b.stream] {
+                if let known = seen[key] {
                     id = known.id
-                    if last > known.last { known.last = last; known.dirty = true }
-                    seen[b.group]![b.stream] = known
+                    seen[key]!.last = max(known.last, last)
                 } else {
                     guard let made = try Int64.fetchOne(streamStmt, arguments: [b.group, b.stream, b.lines[0].timestamp, last]) else {
                         throw StoreError("log stream \(b.stream) could not be stored")
                     }
                     id = made
-                    seen[b.group, default: [:]][b.stream] = (made, last, false)
+                    seen[key] = (made, last, last)
                 }
                 for l in b.lines { try stmt.execute(arguments: [id, l.timestamp, now, l.message]) }
             }
-            for streams in seen.values {
-                for s in streams.values where s.dirty {
-                    try db.execute(sql: "UPDATE log_streams SET last_event = max(last_event, ?) WHERE id = ?", arguments: [s.last, s.id])
-                }
+            for s in seen.values where s.last > s.stored {
+                try db.execute(sql: "UPDATE log_streams SET last_event = max(last_event, ?) WHERE id = ?", arguments: [s.last, s.id])
             }
         }
     }

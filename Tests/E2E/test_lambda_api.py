@@ -5,7 +5,9 @@ import base64
 import json
 import os
 import shutil
+import inspect
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -118,6 +120,41 @@ while True:
     assert answer()[0] == 202
     status, headers, body = answer()
     order = None
+'''
+
+def send_for(sock, data, seconds):
+    """Sends `data` until the peer stops taking it for `seconds`; returns the bytes sent."""
+    sock.settimeout(seconds)
+    view, sent = memoryview(data), 0
+    try:
+        while view:
+            n = sock.send(view)
+            sent += n
+            view = view[n:]
+    except socket.timeout:
+        pass
+    sock.settimeout(30)
+    return sent
+
+
+# A runtime that asks for its next invocation and, while that waits, sends 64 MB of
+# requests behind it on the same connection for 2 s; it reports how much the
+# connection took, then the first answer that waited behind the event.
+FLOODING_BOOTSTRAP = PIPELINING_BOOTSTRAP.split("base = ")[0] + inspect.getsource(send_for) + '''base = "/2018-06-01/runtime/invocation/"
+s.sendall(request("GET", base + "next"))
+status, headers, body = answer()
+s.sendall(request("POST", base + headers["lambda-runtime-aws-request-id"] + "/response", b'"first"') + request("GET", base + "next"))
+flood = request("POST", "/2018-06-01/runtime/flood", b"f" * (1 << 20)) * 64
+total, sent = len(flood), send_for(s, flood, 2)
+assert answer()[0] == 202  # held while `next` waits, as for our own runtimes
+status, headers, body = answer()
+held = answer()
+out = json.dumps({"sent": sent, "total": total, "held": [held[0], json.loads(held[2])["errorType"]]}).encode()
+c = socket.create_connection((host, int(port)))
+c.sendall(request("POST", base + headers["lambda-runtime-aws-request-id"] + "/response", out))
+c.recv(65536)
+import time
+time.sleep(3600)
 '''
 
 
@@ -249,46 +286,51 @@ class LambdaAPITest(unittest.TestCase):
                          {"event": {"k": 2}, "order": [202, 200, 404, "InvalidRequest"]})
         self.assertEqual(payload_json(self.invoke("custom-pipelining", {"k": 3})), {"event": {"k": 3}, "order": None})
 
-    def test_one_connection_keeps_order(self):
-        """Invoke is answered in the connection's pipeline, the rest by the router: requests
-        pipelined on one keep-alive connection are still answered in order."""
-        import socket
+    def signed(self, method, path, body=b"", close=False):
+        """A request signed as the admin, as bytes for a raw socket."""
         from botocore.auth import SigV4Auth
         from botocore.awsrequest import AWSRequest
         from botocore.credentials import Credentials
+        r = AWSRequest(method=method, url=self.daemon.endpoint + path, data=body)
+        SigV4Auth(Credentials(*self.daemon.admin_keys()), "lambda", "us-east-1").add_auth(r)
+        lines = ["%s %s HTTP/1.1" % (method, path), "Host: " + self.daemon.endpoint.split("//", 1)[1], "Content-Length: %d" % len(body)]
+        lines += ["%s: %s" % (k, v) for k, v in r.headers.items() if k.lower() not in ("host", "content-length")]
+        if close:
+            lines.append("Connection: close")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+    @staticmethod
+    def read_answers(sock, n):
+        """n answers off a raw socket: [(status, JSON body)], and whether it closed first."""
+        buf, answers = b"", []
+        while len(answers) < n:
+            while b"\r\n\r\n" not in buf:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return answers, True
+                buf += chunk
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = int([l.split(b":", 1)[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0])
+            while len(buf) < length:
+                buf += sock.recv(65536)
+            answers.append((status, json.loads(buf[:length] or b"null")))
+            buf = buf[length:]
+        return answers, False
+
+    def raw_connection(self):
+        host, port = self.daemon.endpoint.split("//", 1)[1].rsplit(":", 1)
+        sock = socket.create_connection((host, int(port)))
+        sock.settimeout(30)
+        return sock
+
+    def test_one_connection_keeps_order(self):
+        """Invoke is answered in the connection's pipeline, the rest by the router: requests
+        pipelined on one keep-alive connection are still answered in order."""
         self.create("order-fn")
-        creds = Credentials(*self.daemon.admin_keys())
-        host = self.daemon.endpoint.split("//", 1)[1]
-
-        def signed(method, path, body=b"", close=False):
-            r = AWSRequest(method=method, url=self.daemon.endpoint + path, data=body)
-            SigV4Auth(creds, "lambda", "us-east-1").add_auth(r)
-            lines = ["%s %s HTTP/1.1" % (method, path), "Host: " + host, "Content-Length: %d" % len(body)]
-            lines += ["%s: %s" % (k, v) for k, v in r.headers.items() if k.lower() not in ("host", "content-length")]
-            if close:
-                lines.append("Connection: close")
-            return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-        def read_answers(sock, n):
-            buf, answers = b"", []
-            while len(answers) < n:
-                while b"\r\n\r\n" not in buf:
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        return answers, True
-                    buf += chunk
-                head, _, buf = buf.partition(b"\r\n\r\n")
-                status = int(head.split(b" ", 2)[1])
-                length = int([l.split(b":", 1)[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0])
-                while len(buf) < length:
-                    buf += sock.recv(65536)
-                answers.append((status, json.loads(buf[:length] or b"null")))
-                buf = buf[length:]
-            return answers, False
-
+        signed, read_answers = self.signed, self.read_answers
         invoke = "/2015-03-31/functions/order-fn/invocations"
-        with socket.create_connection(tuple(host.rsplit(":", 1)[0:1]) + (int(host.rsplit(":", 1)[1]),)) as sock:
-            sock.settimeout(30)
+        with self.raw_connection() as sock:
             sock.sendall(signed("GET", "/2015-03-31/functions/order-fn/configuration")
                          + signed("POST", invoke, b'{"n": 1, "sleep": 0.5}'))
             time.sleep(0.2)  # the rest arrives while the invocation runs
@@ -304,6 +346,34 @@ class LambdaAPITest(unittest.TestCase):
             self.assertEqual(answers[4][1]["echo"], {"n": 3})
             # "Connection: close" on the last one: the server closes after answering it.
             self.assertEqual(sock.recv(1), b"")
+
+    def test_one_connection_stops_reading_behind_an_invocation(self):
+        """A client that pipelines requests behind a running invocation is not read from
+        until it has been answered: what it sends ahead stays in the kernel's buffers, not
+        in the daemon's memory."""
+        self.create("flood-fn")
+        invoke = "/2015-03-31/functions/flood-fn/invocations"
+        pad = b"f" * (1 << 20)  # unsigned: once read, each is refused at once
+        flood = (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (invoke.encode(), len(pad)) + pad) * 64
+        with self.raw_connection() as sock:
+            sock.sendall(self.signed("POST", invoke, b'{"sleep": 2.5}'))
+            time.sleep(0.3)
+            sent = send_for(sock, flood, 1.5)
+            self.assertLess(sent, len(flood) / 2, "the daemon read %d of %d bytes sent behind a running invocation" % (sent, len(flood)))
+            (first,), _ = self.read_answers(sock, 1)
+            self.assertEqual(first[1]["echo"], {"sleep": 2.5})
+
+    def test_runtime_api_stops_reading_behind_next(self):
+        """A runtime that sends requests behind its waiting `next` is not read from until
+        the event has gone out; then the requests that waited are answered in order."""
+        self.create("custom-flooding", make_zip({"bootstrap": (FLOODING_BOOTSTRAP, 0o755)}), runtime="provided.al2023", handler="x",
+                    MemorySize=512)
+        self.assertEqual(payload_json(self.invoke("custom-flooding")), "first")
+        time.sleep(2.5)  # the runtime sends behind its `next` for 2 s
+        said = payload_json(self.invoke("custom-flooding"))
+        self.assertLess(said["sent"], said["total"] / 2, "the daemon read %d of %d bytes sent behind next" % (said["sent"], said["total"]))
+        self.assertEqual(said["held"], [404, "InvalidRequest"])
+        self.lam.delete_function(FunctionName="custom-flooding")
 
     # --- failures ---------------------------------------------------------------------
 
