@@ -135,7 +135,8 @@ let package = Package(
         .testTarget(
             name: "PetrelControllerTests",
             dependencies: ["PetrelCore", "PetrelStore", "PetrelClient", "PetrelAPI", "petreld", "petrel-init",
-                           .product(name: "GRDB", package: "GRDB.swift")]
+                           .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Crypto", package: "swift-crypto"),
+                           .product(name: "Logging", package: "swift-log")]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -32,22 +32,22 @@ public final class Gatekeeper: Sendable {
     private let cache = Mutex(KeyCache())
 
     /// Active keys seen lately, with their signing keys per day, region and service
-    /// (deriving one costs four HMACs). Emptied whenever the store's key generation
-    /// changes, i.e. after any revocation, by this process or an operator command.
+    /// (deriving one costs four HMACs), ready to sign with. Emptied whenever the store's key
+    /// generation changes, i.e. after any revocation, by this process or an operator command.
     struct KeyCache {
         struct Entry {
             var account: String
-            var signing: [String: [UInt8]] = [:]
+            var signing: [String: SigV4.MACKey] = [:]
         }
         var generation: AccountStore.Generation?
         var entries: [String: Entry] = [:]
     }
 
     /// The signing key of a claim, or nil when its key is unknown or revoked.
-    func signingKey(_ claim: SigV4Verifier.Claim) throws -> (account: String, key: SymmetricKey)? {
+    func signingKey(_ claim: SigV4Verifier.Claim) throws -> (account: String, key: SigV4.MACKey)? {
         let generation = accounts.generation()
         let scope = claim.day + "/" + claim.region + "/" + claim.service
-        let hit = cache.withLock { c -> (String, [UInt8]?)? in
+        let hit = cache.withLock { c -> (String, SigV4.MACKey?)? in
             if c.generation != generation {
                 c = KeyCache(generation: generation)
                 return nil
@@ -55,16 +55,15 @@ public final class Gatekeeper: Sendable {
             guard let e = c.entries[claim.accessKey] else { return nil }
             return (e.account, e.signing[scope])
         }
-        if let (account, bytes) = hit, let bytes { return (account, SymmetricKey(data: bytes)) }
+        if let (account, prepared) = hit, let prepared { return (account, prepared) }
         guard let key = try accounts.activeKey(claim.accessKey) else { return nil }
-        let derived = SigV4.signingKey(secret: key.secret, day: claim.day[...], region: claim.region, service: claim.service)
-        let bytes = derived.withUnsafeBytes { Array($0) }
+        let derived = SigV4.MACKey(SigV4.signingKey(secret: key.secret, day: claim.day[...], region: claim.region, service: claim.service))
         cache.withLock { c in
             guard c.generation == generation else { return }
             if c.entries.count > 10_000 { c.entries.removeAll() }
             var e = c.entries[claim.accessKey] ?? KeyCache.Entry(account: key.account)
             if e.signing.count > 8 { e.signing.removeAll() }
-            e.signing[scope] = bytes
+            e.signing[scope] = derived
             c.entries[claim.accessKey] = e
         }
         return (key.account, derived)

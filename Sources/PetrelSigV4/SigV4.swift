@@ -101,14 +101,22 @@ public enum SigV4 {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// The canonical request, as the bytes that are hashed.
     public static func canonicalRequest(method: String, uri: String, query: String, headers: [(String, String)],
-                                        signedHeaders: String, payloadHash: String) -> String {
-        var out = ""
+                                        signedHeaders: String, payloadHash: String) -> [UInt8] {
+        var out: [UInt8] = []
         out.reserveCapacity(method.utf8.count + uri.utf8.count + query.utf8.count + signedHeaders.utf8.count + 160
                             + headers.reduce(0) { $0 + $1.0.utf8.count + $1.1.utf8.count + 2 })
-        out += method; out += "\n"; out += uri; out += "\n"; out += query; out += "\n"
-        for (name, value) in headers { out += name; out += ":"; out += value; out += "\n" }
-        out += "\n"; out += signedHeaders; out += "\n"; out += payloadHash
+        let newline = UInt8(ascii: "\n")
+        out.append(contentsOf: method.utf8); out.append(newline)
+        out.append(contentsOf: uri.utf8); out.append(newline)
+        out.append(contentsOf: query.utf8); out.append(newline)
+        for (name, value) in headers {
+            out.append(contentsOf: name.utf8); out.append(UInt8(ascii: ":")); out.append(contentsOf: value.utf8); out.append(newline)
+        }
+        out.append(newline)
+        out.append(contentsOf: signedHeaders.utf8); out.append(newline)
+        out.append(contentsOf: payloadHash.utf8)
         return out
     }
 
@@ -124,20 +132,89 @@ public enum SigV4 {
         return key
     }
 
-    public static func signature(secret: String, amzDate: String, region: String, service: String, canonicalRequest: String) -> String {
-        signature(key: signingKey(secret: secret, day: amzDate.prefix(8), region: region, service: service),
-                  amzDate: amzDate, region: region, service: service, canonicalRequest: canonicalRequest)
+    public static func signature(secret: String, amzDate: String, region: String, service: String, canonicalRequest: [UInt8]) -> String {
+        let key = MACKey(signingKey(secret: secret, day: amzDate.prefix(8), region: region, service: service))
+        var canonical = canonicalRequest
+        return hex(signatureDigest(key: key, amzDate: amzDate, region: region, service: service, canonicalRequest: &canonical))
     }
 
-    public static func signature(key: SymmetricKey, amzDate: String, region: String, service: String, canonicalRequest: String) -> String {
-        var toSign = algorithm + "\n" + amzDate + "\n" + scope(day: amzDate.prefix(8), region: region, service: service) + "\n"
-        toSign += sha256Hex(canonicalRequest)
-        return toSign.withUTF8 { hex(HMAC<SHA256>.authenticationCode(for: UnsafeRawBufferPointer($0), using: key)) }
+    /// The signature's 32 bytes: HMAC of the string to sign (algorithm, date, scope and the
+    /// canonical request's hash). `canonicalRequest` is taken as bytes and reused as scratch.
+    static func signatureDigest(key: MACKey, amzDate: String, region: String, service: String,
+                                canonicalRequest: inout [UInt8]) -> SHA256Digest {
+        let requestHash = canonicalRequest.withUnsafeBytes { sha256($0) }
+        canonicalRequest.removeAll(keepingCapacity: true)
+        for part in [algorithm, "\n", amzDate, "\n"] { canonicalRequest.append(contentsOf: part.utf8) }
+        canonicalRequest.append(contentsOf: amzDate.utf8.prefix(8))
+        for part in ["/", region, "/", service, "/aws4_request\n"] { canonicalRequest.append(contentsOf: part.utf8) }
+        appendHex(requestHash, to: &canonicalRequest)
+        return canonicalRequest.withUnsafeBytes { key.authenticationCode($0) }
     }
 
-    static func sha256Hex(_ s: String) -> String {
-        var s = s
-        return s.withUTF8 { hex(SHA256.hash(data: UnsafeRawBufferPointer($0))) }
+    static func sha256(_ bytes: UnsafeRawBufferPointer) -> SHA256Digest {
+        var h = SHA256()
+        h.update(bufferPointer: bytes)
+        return h.finalize()
+    }
+
+    /// HMAC-SHA256 with the key's two padded blocks hashed once. The daemon keeps one per
+    /// signing key, so checking a signature costs two SHA-256 finishes, not a key set-up.
+    /// Shared read-only: SHA256 is copy-on-write, and every use copies before it updates.
+    public struct MACKey: @unchecked Sendable {
+        let inner: SHA256
+        let outer: SHA256
+
+        public init(_ key: SymmetricKey) {
+            var block = [UInt8](repeating: 0, count: 64)
+            key.withUnsafeBytes { raw in
+                if raw.count > 64 {
+                    sha256(raw).withUnsafeBytes { for (i, b) in $0.enumerated() { block[i] = b } }
+                } else {
+                    for (i, b) in raw.enumerated() { block[i] = b }
+                }
+            }
+            var i = SHA256(), o = SHA256()
+            i.update(data: block.map { $0 ^ 0x36 })
+            o.update(data: block.map { $0 ^ 0x5c })
+            inner = i
+            outer = o
+        }
+
+        public func authenticationCode(_ message: UnsafeRawBufferPointer) -> SHA256Digest {
+            var i = inner
+            i.update(bufferPointer: message)
+            let innerDigest = i.finalize()
+            var o = outer
+            innerDigest.withUnsafeBytes { o.update(bufferPointer: $0) }
+            return o.finalize()
+        }
+    }
+
+    /// Whether `signature` (hex, either case) spells `digest`, in time that does not depend
+    /// on where they differ.
+    static func signatureMatches(_ digest: SHA256Digest, _ signature: String) -> Bool {
+        var signature = signature
+        return signature.withUTF8 { s in
+            guard s.count == 2 * SHA256Digest.byteCount else { return false }
+            // ASCII letters fold to lower case; digits are unchanged by the OR.
+            func lower(_ b: UInt8) -> UInt8 { b >= UInt8(ascii: "A") && b <= UInt8(ascii: "Z") ? b | 0x20 : b }
+            var diff: UInt8 = 0, i = 0
+            digest.withUnsafeBytes { d in
+                for b in d {
+                    diff |= hexDigits[Int(b >> 4)] ^ lower(s[i])
+                    diff |= hexDigits[Int(b & 0x0f)] ^ lower(s[i + 1])
+                    i += 2
+                }
+            }
+            return diff == 0
+        }
+    }
+
+    static func appendHex<S: Sequence>(_ bytes: S, to out: inout [UInt8]) where S.Element == UInt8 {
+        for b in bytes {
+            out.append(hexDigits[Int(b >> 4)])
+            out.append(hexDigits[Int(b & 0x0f)])
+        }
     }
 
     private static let hexDigits = Array("0123456789abcdef".utf8)
@@ -154,6 +231,9 @@ public enum SigV4 {
     }
 
     public static func payloadHash<D: DataProtocol>(_ body: D) -> String { hex(SHA256.hash(data: body)) }
+
+    /// The same for bytes in memory, without the generic walk over a DataProtocol's regions.
+    public static func payloadHash(_ body: UnsafeRawBufferPointer) -> String { hex(sha256(body)) }
 
     /// `yyyyMMdd'T'HHmmss'Z'` in UTC (DateFormatter is slow to make, and this runs per request).
     public static func amzDate(_ date: Date) -> String {

@@ -36,8 +36,10 @@ public struct AccountStore: Sendable {
     }
 
     /// Changes whenever a key is revoked or an account deleted, by this process or
-    /// another: the daemon's cache of keys checks it (one stat) on every request.
-    var generationPath: String { db.directory + "/keys.generation" }
+    /// another: the daemon's cache of keys checks it (one stat, from the data directory's
+    /// descriptor) on every request.
+    static let generationFile = "keys.generation"
+    var generationPath: String { db.directory + "/" + Self.generationFile }
 
     public struct Generation: Equatable, Sendable {
         var inode: UInt64
@@ -46,7 +48,8 @@ public struct AccountStore: Sendable {
 
     public func generation() -> Generation {
         var st = stat()
-        guard stat(generationPath, &st) == 0 else { return Generation(inode: 0, nanoseconds: 0) }
+        let found = db.directoryFD >= 0 ? fstatat(db.directoryFD, Self.generationFile, &st, 0) : stat(generationPath, &st)
+        guard found == 0 else { return Generation(inode: 0, nanoseconds: 0) }
         return Generation(inode: UInt64(st.st_ino), nanoseconds: Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec))
     }
 

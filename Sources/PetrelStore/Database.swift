@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Glibc
 import PetrelCore
 import Synchronization
 
@@ -8,10 +9,14 @@ public final class PetrelDatabase: Sendable {
     public let pool: DatabasePool
     /// The directory the database lives in (the data directory).
     public let directory: String
+    /// That directory, held open: a file in it is looked up from here in one step
+    /// (the key generation is checked on every request).
+    let directoryFD: Int32
 
     /// `adminAccount` owns what a data directory from before accounts holds.
     public init(path: String, adminAccount: String = "000000000000") throws {
         directory = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
+        directoryFD = open(directory, O_DIRECTORY | O_RDONLY | O_CLOEXEC)
         var config = Configuration()
         config.busyMode = .timeout(10)
         config.prepareDatabase { db in
@@ -21,6 +26,10 @@ public final class PetrelDatabase: Sendable {
         }
         pool = try DatabasePool(path: path, configuration: config)
         try Self.migrator(adminAccount: adminAccount).migrate(pool)
+    }
+
+    deinit {
+        if directoryFD >= 0 { close(directoryFD) }
     }
 
     static func migrator(adminAccount: String) -> DatabaseMigrator {
