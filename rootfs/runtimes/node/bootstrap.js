@@ -220,6 +220,31 @@ const ENV = {
   logStreamName: process.env.AWS_LAMBDA_LOG_STREAM_NAME,
 };
 
+// process.env._X_AMZN_TRACE_ID, per invocation, without setenv(): glibc keeps every
+// distinct value ever set until the process ends (about 200 bytes per invocation, since
+// each has its own id). process.env becomes a proxy of itself that answers that one name
+// from here; every other name goes to the real environment, and child processes, which
+// start with process.env by default, see the trace id too.
+const traceEnv = (() => {
+  const KEY = '_X_AMZN_TRACE_ID';
+  const real = process.env;
+  let value;
+  const set = (v) => { value = v ? String(v) : undefined; };
+  delete real[KEY];
+  process.env = new Proxy(real, {
+    get: (t, k) => (k === KEY ? value : t[k]),
+    set: (t, k, v) => { if (k === KEY) set(v); else t[k] = v; return true; },
+    has: (t, k) => (k === KEY ? value !== undefined : k in t),
+    deleteProperty: (t, k) => { if (k === KEY) { value = undefined; return true; } return delete t[k]; },
+    ownKeys: (t) => (value === undefined ? Reflect.ownKeys(t) : Reflect.ownKeys(t).concat(KEY)),
+    getOwnPropertyDescriptor: (t, k) => (k === KEY
+      ? (value === undefined ? undefined : { value, writable: true, enumerable: true, configurable: true })
+      : Reflect.getOwnPropertyDescriptor(t, k)),
+    defineProperty: (t, k, d) => { if (k === KEY) { set(d.value); return true; } return Reflect.defineProperty(t, k, d); },
+  });
+  return { set };
+})();
+
 function makeContext(headers, requestId) {
   const deadline = Number(headers['lambda-runtime-deadline-ms'] || 0);
   const cc = headers['lambda-runtime-client-context'];
@@ -272,8 +297,7 @@ async function main() {
     }
     const requestId = next.headers['lambda-runtime-aws-request-id'];
     currentRequestId = requestId;
-    const trace = next.headers['lambda-runtime-trace-id'];
-    if (trace) process.env._X_AMZN_TRACE_ID = trace; else delete process.env._X_AMZN_TRACE_ID;
+    traceEnv.set(next.headers['lambda-runtime-trace-id']);
     let event;
     try {
       event = next.body.length ? JSON.parse(next.body.toString('utf8')) : {};

@@ -216,6 +216,29 @@ def load_handler(api):
     return fn
 
 
+TRACE_KEY = "_X_AMZN_TRACE_ID"
+
+
+def set_trace_id(trace):
+    """The invocation's trace header, in os.environ for the handler. Only Python's view
+    of the environment changes: os.environ[...] = v calls setenv(), and glibc keeps every
+    distinct value ever set until the process ends (about 140 bytes per invocation, since
+    each one has its own id). Processes the handler starts with the inherited environment
+    do not see it; pass env=os.environ to hand it on."""
+    env = os.environ
+    data = getattr(env, "_data", None)
+    if data is None:  # not CPython's os._Environ: the plain way
+        if trace:
+            env[TRACE_KEY] = trace
+        else:
+            env.pop(TRACE_KEY, None)
+        return
+    if trace:
+        data[env.encodekey(TRACE_KEY)] = env.encodevalue(trace)
+    else:
+        data.pop(env.encodekey(TRACE_KEY), None)
+
+
 def main():
     api = RuntimeAPI(API)
     init_start = "%.3f" % (time.time() * 1000)
@@ -230,11 +253,7 @@ def main():
             answer = api.request("GET", NEXT)
             continue
         rid = headers.get("lambda-runtime-aws-request-id", "")
-        trace = headers.get("lambda-runtime-trace-id")
-        if trace:
-            os.environ["_X_AMZN_TRACE_ID"] = trace
-        else:
-            os.environ.pop("_X_AMZN_TRACE_ID", None)
+        set_trace_id(headers.get("lambda-runtime-trace-id"))
         try:
             event = json_loads(body.decode("utf-8")) if body else {}
         except ValueError as e:
