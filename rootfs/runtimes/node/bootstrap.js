@@ -21,6 +21,7 @@ class RuntimeAPI {
   constructor(host, port) {
     this.host = host;
     this.port = port;
+    this.hostPort = `${host}:${port}`;
     this.sock = null;
     this.buf = Buffer.alloc(0);
     this.waiter = null;
@@ -88,27 +89,30 @@ class RuntimeAPI {
     return this.requests([['POST', urlPath, body, headers], ['GET', NEXT]]).then((a) => a[1]);
   }
 
-  async requests(reqs) {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        if (!this.sock) await this.connect();
-        return await this.exchange(reqs);
-      } catch (err) {
-        this.waiter = null;
-        if (this.sock) { const s = this.sock; this.sock = null; s.destroy(); }
-        if (attempt) throw err;
-      }
-    }
+  // Two attempts, the second on a new connection. Plain promises, no async frame: this
+  // runs twice per invocation.
+  requests(reqs) {
+    const first = this.sock ? this.exchange(reqs) : this.connect().then(() => this.exchange(reqs));
+    return first.catch(() => {
+      this.drop();
+      return this.connect().then(() => this.exchange(reqs)).catch((err) => { this.drop(); throw err; });
+    });
+  }
+
+  drop() {
+    this.waiter = null;
+    if (this.sock) { const s = this.sock; this.sock = null; s.destroy(); }
   }
 
   exchange(reqs) {
-    const out = [];
+    // One string, written as UTF-8: heads are ASCII, bodies are JSON text.
+    let out = '';
     for (const [method, urlPath, body, headers] of reqs) {
-      const data = body === undefined ? null : Buffer.from(body);
-      let head = `${method} ${urlPath} HTTP/1.1\r\nHost: ${this.host}:${this.port}\r\nContent-Length: ${data ? data.length : 0}\r\n`;
-      if (headers) for (const k of Object.keys(headers)) head += `${k}: ${headers[k]}\r\n`;
-      out.push(Buffer.from(head + '\r\n', 'latin1'));
-      if (data && data.length) out.push(data);
+      const length = body === undefined ? 0 : Buffer.byteLength(body);
+      out += `${method} ${urlPath} HTTP/1.1\r\nHost: ${this.hostPort}\r\nContent-Length: ${length}\r\n`;
+      if (headers) for (const k of Object.keys(headers)) out += `${k}: ${headers[k]}\r\n`;
+      out += '\r\n';
+      if (length) out += body;
     }
     return new Promise((resolve, reject) => {
       const answers = [];
@@ -126,7 +130,7 @@ class RuntimeAPI {
           }
         },
       };
-      this.sock.write(out.length === 1 ? out[0] : Buffer.concat(out));
+      this.sock.write(out, 'utf8');
     });
   }
 }
