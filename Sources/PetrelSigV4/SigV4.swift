@@ -134,21 +134,20 @@ public enum SigV4 {
 
     public static func signature(secret: String, amzDate: String, region: String, service: String, canonicalRequest: [UInt8]) -> String {
         let key = MACKey(signingKey(secret: secret, day: amzDate.prefix(8), region: region, service: service))
-        var canonical = canonicalRequest
-        return hex(signatureDigest(key: key, amzDate: amzDate, region: region, service: service, canonicalRequest: &canonical))
+        return hex(signatureDigest(key: key, amzDate: amzDate, region: region, service: service, canonicalRequest: canonicalRequest))
     }
 
     /// The signature's 32 bytes: HMAC of the string to sign (algorithm, date, scope and the
-    /// canonical request's hash). `canonicalRequest` is taken as bytes and reused as scratch.
+    /// canonical request's hash).
     static func signatureDigest(key: MACKey, amzDate: String, region: String, service: String,
-                                canonicalRequest: inout [UInt8]) -> SHA256Digest {
-        let requestHash = canonicalRequest.withUnsafeBytes { sha256($0) }
-        canonicalRequest.removeAll(keepingCapacity: true)
-        for part in [algorithm, "\n", amzDate, "\n"] { canonicalRequest.append(contentsOf: part.utf8) }
-        canonicalRequest.append(contentsOf: amzDate.utf8.prefix(8))
-        for part in ["/", region, "/", service, "/aws4_request\n"] { canonicalRequest.append(contentsOf: part.utf8) }
-        appendHex(requestHash, to: &canonicalRequest)
-        return canonicalRequest.withUnsafeBytes { key.authenticationCode($0) }
+                                canonicalRequest: [UInt8]) -> HashedAuthenticationCode<SHA256> {
+        var toSign: [UInt8] = []
+        toSign.reserveCapacity(algorithm.utf8.count + amzDate.utf8.count + region.utf8.count + service.utf8.count + 96)
+        for part in [algorithm, "\n", amzDate, "\n"] { toSign.append(contentsOf: part.utf8) }
+        toSign.append(contentsOf: amzDate.utf8.prefix(8))
+        for part in ["/", region, "/", service, "/aws4_request\n"] { toSign.append(contentsOf: part.utf8) }
+        appendHex(canonicalRequest.withUnsafeBytes { sha256($0) }, to: &toSign)
+        return toSign.withUnsafeBytes { key.authenticationCode($0) }
     }
 
     static func sha256(_ bytes: UnsafeRawBufferPointer) -> SHA256Digest {
@@ -157,45 +156,27 @@ public enum SigV4 {
         return h.finalize()
     }
 
-    /// HMAC-SHA256 with the key's two padded blocks hashed once. The daemon keeps one per
-    /// signing key, so checking a signature costs two SHA-256 finishes, not a key set-up.
-    /// Shared read-only: SHA256 is copy-on-write, and every use copies before it updates.
+    /// HMAC-SHA256 set up once for a key (swift-crypto's HMAC, its padded key blocks hashed);
+    /// each message works on a copy. The daemon keeps one per signing key.
+    /// Shared read-only: the hashers are copy-on-write, and every use copies before it updates.
     public struct MACKey: @unchecked Sendable {
-        let inner: SHA256
-        let outer: SHA256
+        let prepared: HMAC<SHA256>
 
-        public init(_ key: SymmetricKey) {
-            var block = [UInt8](repeating: 0, count: 64)
-            key.withUnsafeBytes { raw in
-                if raw.count > 64 {
-                    sha256(raw).withUnsafeBytes { for (i, b) in $0.enumerated() { block[i] = b } }
-                } else {
-                    for (i, b) in raw.enumerated() { block[i] = b }
-                }
-            }
-            var i = SHA256(), o = SHA256()
-            i.update(data: block.map { $0 ^ 0x36 })
-            o.update(data: block.map { $0 ^ 0x5c })
-            inner = i
-            outer = o
-        }
+        public init(_ key: SymmetricKey) { prepared = HMAC<SHA256>(key: key) }
 
-        public func authenticationCode(_ message: UnsafeRawBufferPointer) -> SHA256Digest {
-            var i = inner
-            i.update(bufferPointer: message)
-            let innerDigest = i.finalize()
-            var o = outer
-            innerDigest.withUnsafeBytes { o.update(bufferPointer: $0) }
-            return o.finalize()
+        public func authenticationCode(_ message: UnsafeRawBufferPointer) -> HashedAuthenticationCode<SHA256> {
+            var h = prepared
+            h.update(data: message)
+            return h.finalize()
         }
     }
 
     /// Whether `signature` (hex, either case) spells `digest`, in time that does not depend
     /// on where they differ.
-    static func signatureMatches(_ digest: SHA256Digest, _ signature: String) -> Bool {
+    static func signatureMatches(_ digest: HashedAuthenticationCode<SHA256>, _ signature: String) -> Bool {
         var signature = signature
         return signature.withUTF8 { s in
-            guard s.count == 2 * SHA256Digest.byteCount else { return false }
+            guard s.count == 2 * SHA256.byteCount else { return false }
             // ASCII letters fold to lower case; digits are unchanged by the OR.
             func lower(_ b: UInt8) -> UInt8 { b >= UInt8(ascii: "A") && b <= UInt8(ascii: "Z") ? b | 0x20 : b }
             var diff: UInt8 = 0, i = 0
@@ -223,10 +204,7 @@ public enum SigV4 {
     public static func hex<S: Sequence>(_ bytes: S) -> String where S.Element == UInt8 {
         var out: [UInt8] = []
         out.reserveCapacity(64)
-        for b in bytes {
-            out.append(hexDigits[Int(b >> 4)])
-            out.append(hexDigits[Int(b & 0x0f)])
-        }
+        appendHex(bytes, to: &out)
         return String(decoding: out, as: UTF8.self)
     }
 

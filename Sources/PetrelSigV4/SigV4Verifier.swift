@@ -194,10 +194,10 @@ public struct SigV4Verifier: Sendable {
         let uri = SigV4.canonicalURI(wirePath: r.rawPath), canonicalQuery = SigV4.canonicalQuery(query)
         let signed = signedNames.joined(separator: ";")
         for hash in hashes {
-            var canonical = SigV4.canonicalRequest(method: r.method, uri: uri, query: canonicalQuery, headers: headers,
+            let canonical = SigV4.canonicalRequest(method: r.method, uri: uri, query: canonicalQuery, headers: headers,
                                                    signedHeaders: signed, payloadHash: hash)
             let expected = SigV4.signatureDigest(key: signingKey, amzDate: claim.amzDate, region: claim.region, service: claim.service,
-                                                 canonicalRequest: &canonical)
+                                                 canonicalRequest: canonical)
             if SigV4.signatureMatches(expected, claim.signature) { return }
         }
         throw .invalid(Self.mismatchMessage)

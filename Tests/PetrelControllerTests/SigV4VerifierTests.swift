@@ -23,6 +23,14 @@ struct SigV4VerifierTests {
         try SigV4Verifier(region: "us-east-1").verify(claim, r, secret: secret, service: "lambda", now: now) { SigV4.payloadHash(body) }
     }
 
+    /// A signed ListFunctions: its URL, the headers the signer added, and its Authorization.
+    func signedList() throws -> (URL, [String: String], String) {
+        let url = URL(string: "http://127.0.0.1:9000/2015-03-31/functions")!
+        let signer = SigV4Signer(accessKey: "AKIDEXAMPLE", secretKey: secret, region: "us-east-1", service: "lambda")
+        let headers = signer.sign(method: "GET", url: url, headers: [:], body: [])
+        return (url, headers, try #require(headers["Authorization"]))
+    }
+
     @Test("signed requests verify; changed ones do not")
     func roundTrip() throws {
         let url = URL(string: "http://127.0.0.1:9000/2015-03-31/functions/my%20fn/invocations?Qualifier=%24LATEST")!
@@ -47,10 +55,7 @@ struct SigV4VerifierTests {
 
     @Test("the Authorization header: spacing between its parts does not matter; a missing part is named")
     func authorizationHeader() throws {
-        let url = URL(string: "http://127.0.0.1:9000/2015-03-31/functions")!
-        let signer = SigV4Signer(accessKey: "AKIDEXAMPLE", secretKey: secret, region: "us-east-1", service: "lambda")
-        let headers = signer.sign(method: "GET", url: url, headers: [:], body: [])
-        let auth = try #require(headers["Authorization"])
+        let (url, headers, auth) = try signedList()
         let parts = auth.dropFirst("AWS4-HMAC-SHA256 ".count).components(separatedBy: ", ")
         #expect(parts.count == 3)
         for spaced in [parts.joined(separator: ","), parts.joined(separator: " ,\t "), parts.reversed().joined(separator: ", ") + " "] {
@@ -101,10 +106,7 @@ struct SigV4VerifierTests {
 
     @Test("the signature's hex may be in either case; a changed, short or long one is refused")
     func signatureSpelling() throws {
-        let url = URL(string: "http://127.0.0.1:9000/2015-03-31/functions")!
-        let signer = SigV4Signer(accessKey: "AKIDEXAMPLE", secretKey: secret, region: "us-east-1", service: "lambda")
-        let headers = signer.sign(method: "GET", url: url, headers: [:], body: [])
-        let auth = try #require(headers["Authorization"])
+        let (url, headers, auth) = try signedList()
         let range = try #require(auth.range(of: "Signature="))
         let signature = String(auth[range.upperBound...])
         #expect(signature.count == 64)
@@ -123,10 +125,7 @@ struct SigV4VerifierTests {
 
     @Test("a Credential of other than five parts ending in aws4_request is incomplete")
     func credentialShapes() throws {
-        let url = URL(string: "http://127.0.0.1:9000/2015-03-31/functions")!
-        let signer = SigV4Signer(accessKey: "AKIDEXAMPLE", secretKey: secret, region: "us-east-1", service: "lambda")
-        let headers = signer.sign(method: "GET", url: url, headers: [:], body: [])
-        let auth = try #require(headers["Authorization"])
+        let (url, headers, auth) = try signedList()
         let day = String(try #require(headers["X-Amz-Date"]).prefix(8))
         let good = "AKIDEXAMPLE/\(day)/us-east-1/lambda/aws4_request"
         #expect(auth.contains("Credential=\(good),"))
