@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <nftables/libnftables.h>
 #include <pthread.h>
@@ -32,9 +33,12 @@ struct ns_job {
     const char *nft_rules;
     const char *const *argv;  // a command to run inside, may be NULL
     const char *stdin_text;
-    int listen_port;          // > 0: open a TCP listener on 127.0.0.1:listen_port inside
+    const int *listen_ports;  // TCP listeners to open on 127.0.0.1 inside
+    size_t n_ports;
+    const char *const *listen_names; // AF_UNIX stream listeners to open at these abstract names inside
+    size_t n_names;
     // out
-    int listen_fd;
+    int *listen_fds;          // n_ports + n_names fds, in that order
     int ns_fd;
     int status;
     char err[512];
@@ -117,21 +121,40 @@ static void *ns_thread(void *arg) {
     }
     if (j->nft_rules && load_rules(j->nft_rules, j->err, sizeof j->err) < 0) goto fail;
     if (j->argv && run_here(j->argv, j->stdin_text, &j->status, j->err, sizeof j->err) < 0) goto fail;
-    if (j->listen_port > 0) {
-        int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    for (size_t i = 0; i < j->n_ports + j->n_names; i++) {
+        int tcp = i < j->n_ports;
+        int s = socket(tcp ? AF_INET : AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (s < 0) { petrel_err(j->err, sizeof j->err, "socket", "listener"); goto fail; }
-        int one = 1;
-        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)j->listen_port),
-                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        if (bind(s, (struct sockaddr *)&a, sizeof a) < 0 || listen(s, 128) < 0) {
-            int e = errno;
-            close(s);
-            errno = e;
-            petrel_err(j->err, sizeof j->err, "bind/listen", "127.0.0.1 in the sandbox");
+        j->listen_fds[i] = s;
+        int r;
+        if (tcp) {
+            int one = 1;
+            setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+            struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)j->listen_ports[i]),
+                                     .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+            r = bind(s, (struct sockaddr *)&a, sizeof a);
+        } else {
+            // An abstract name (sun_path starts with NUL): it belongs to this network
+            // namespace, needs no file and is gone with the last fd. Bound at the full
+            // length of sun_path, NUL-padded, which is how libuv (Node) connects to one;
+            // other clients pad the same way.
+            const char *name = j->listen_names[i - j->n_ports];
+            struct sockaddr_un a;
+            memset(&a, 0, sizeof a);
+            a.sun_family = AF_UNIX;
+            size_t n = strlen(name);
+            if (n == 0 || n >= sizeof a.sun_path - 1) {
+                errno = EINVAL;
+                petrel_err(j->err, sizeof j->err, "bind", "abstract socket name length");
+                goto fail;
+            }
+            memcpy(a.sun_path + 1, name, n);
+            r = bind(s, (struct sockaddr *)&a, (socklen_t)sizeof a);
+        }
+        if (r < 0 || listen(s, 128) < 0) {
+            petrel_err(j->err, sizeof j->err, "bind/listen", tcp ? "127.0.0.1 in the sandbox" : "abstract socket in the sandbox");
             goto fail;
         }
-        j->listen_fd = s;
     }
     if (j->join_fd < 0) {
         j->ns_fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
@@ -140,6 +163,10 @@ static void *ns_thread(void *arg) {
     return NULL;
 fail:
     j->err_no = errno ? errno : EIO;
+    for (size_t i = 0; j->listen_fds && i < j->n_ports + j->n_names; i++) {
+        if (j->listen_fds[i] >= 0) close(j->listen_fds[i]);
+        j->listen_fds[i] = -1;
+    }
     return NULL;
 }
 
@@ -201,14 +228,18 @@ int petrel_run_in_netns(int nsfd, const char *const *argv, const char *stdin_tex
     return j.status;
 }
 
-int petrel_netns_listen(int nsfd, int port, char *errbuf, size_t errlen) {
+int petrel_netns_listen(int nsfd, const int *ports, size_t n_ports, const char *const *names, size_t n_names,
+                        int *fds, char *errbuf, size_t errlen) {
     struct ns_job j;
     memset(&j, 0, sizeof j);
+    for (size_t i = 0; i < n_ports + n_names; i++) fds[i] = -1;
     j.join_fd = nsfd;
-    j.listen_port = port;
-    j.listen_fd = -1;
-    if (run_job(&j, errbuf, errlen) < 0) return -1;
-    return j.listen_fd;
+    j.listen_ports = ports;
+    j.n_ports = n_ports;
+    j.listen_names = names;
+    j.n_names = n_names;
+    j.listen_fds = fds;
+    return run_job(&j, errbuf, errlen);
 }
 
 int petrel_link_exists(const char *name) { return if_nametoindex(name) != 0; }

@@ -36,7 +36,7 @@ final class Instance: RuntimeAPIDelegate, Sendable {
         var parkedNext: RuntimeResponder?
         var current: Pending?
         var failure: InstanceFailure?
-        var server: (any Channel)?
+        var servers: [any Channel] = []
         var ended = false
         var report: SandboxReport?
         var phases: ColdStartPhases?
@@ -59,19 +59,22 @@ final class Instance: RuntimeAPIDelegate, Sendable {
     var coldStartPhases: ColdStartPhases? { state.withLock { $0.phases } }
     var isUsable: Bool { state.withLock { $0.failure == nil && !$0.ended } }
 
-    func attach(server: EventLoopFuture<any Channel>) {
-        server.whenComplete { [self] result in
-            switch result {
-            case .success(let ch):
-                let close = state.withLock { s -> Bool in
-                    if s.ended { return true }
-                    s.server = ch
-                    return false
+    /// The Runtime API's listeners: each channel owns its fd from here on.
+    func attach(servers: [EventLoopFuture<any Channel>]) {
+        for server in servers {
+            server.whenComplete { [self] result in
+                switch result {
+                case .success(let ch):
+                    let close = state.withLock { s -> Bool in
+                        if s.ended { return true }
+                        s.servers.append(ch)
+                        return false
+                    }
+                    if close { ch.close(promise: nil) }
+                case .failure(let error):
+                    logger.error("the Runtime API could not start", metadata: ["error": "\(error)"])
+                    fail(.startFailed("the Runtime API could not start: \(error)"))
                 }
-                if close { ch.close(promise: nil) }
-            case .failure(let error):
-                logger.error("the Runtime API could not start", metadata: ["error": "\(error)"])
-                fail(.startFailed("the Runtime API could not start: \(error)"))
             }
         }
     }
@@ -178,14 +181,15 @@ final class Instance: RuntimeAPIDelegate, Sendable {
     func ended(_ report: SandboxReport) {
         let ex = InstanceFailure.exited(report: .init(oom: report.oomKilled, exitCode: report.exitCode,
                                                       signal: report.signal, startError: report.startError))
-        let server = state.withLock { s -> (any Channel)? in
+        let servers = state.withLock { s -> [any Channel] in
             s.ended = true
             s.report = report
-            return s.server
+            defer { s.servers = [] }
+            return s.servers
         }
         fail(ex)
-        server?.close(promise: nil)
-        for fd in sandbox.listeners.values where server == nil { close(fd) }
+        // A listener whose channel is not up yet is closed when it comes up (see attach).
+        for server in servers { server.close(promise: nil) }
         log.flush()
     }
 

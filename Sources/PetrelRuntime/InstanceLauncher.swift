@@ -35,7 +35,7 @@ struct InstanceLauncher: Sendable {
             timeout: nil,
             workingDirectory: "/var/task",
             stdin: devnull, stdout: fds[1], stderr: fds[1])
-        spec.listenPorts = [Self.runtimeAPIPort]
+        spec.listen = Self.runtimeAPIAddresses
         spec.boostCPUUntilSettled = true
         let sandbox: Sandbox
         let t0 = DispatchTime.now().uptimeNanoseconds
@@ -51,7 +51,9 @@ struct InstanceLauncher: Sendable {
         l[metadataKey: "instance.id"] = "\(sandbox.id)"
         let instance = Instance(id: sandbox.id, function: function, sandbox: sandbox, log: log, loop: loop, logger: l,
                                 sandboxMs: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
-        instance.attach(server: RuntimeAPIServer.start(listener: sandbox.listeners[Self.runtimeAPIPort]!, on: loop, delegate: instance))
+        instance.attach(servers: sandbox.listeners.map { address, fd in
+            RuntimeAPIServer.start(listener: fd, tcp: address == .tcp(Self.runtimeAPIPort), on: loop, delegate: instance)
+        })
         do {
             try log.start()
         } catch {
@@ -63,6 +65,10 @@ struct InstanceLauncher: Sendable {
         }
         return instance
     }
+
+    /// AWS_LAMBDA_RUNTIME_API (TCP) and PETREL_RUNTIME_API_SOCKET (see RuntimeAPIServer):
+    /// the same API at two addresses, for every runtime; Petrel's own use the second.
+    static let runtimeAPIAddresses: [ListenAddress] = [.tcp(runtimeAPIPort), .abstract(RuntimeAPIServer.abstractName)]
 
     static func command(_ runtime: FunctionRuntime) -> [String] {
         switch runtime {
@@ -88,6 +94,7 @@ struct InstanceLauncher: Sendable {
             "AWS_LAMBDA_LOG_STREAM_NAME": stream,
             "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
             "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:\(Self.runtimeAPIPort)",
+            "PETREL_RUNTIME_API_SOCKET": "@" + RuntimeAPIServer.abstractName,
             "AWS_REGION": configuration.region,
             "AWS_DEFAULT_REGION": configuration.region,
             "AWS_EXECUTION_ENV": "AWS_Lambda_\(f.runtime.rawValue)",

@@ -31,15 +31,23 @@ protocol RuntimeAPIDelegate: Sendable {
     func handle(_ request: RuntimeAPIRequest, respond: @escaping RuntimeResponder)
 }
 
-/// Serves the Runtime API on a listening socket that lives inside one sandbox's
-/// network namespace (127.0.0.1:9001 there), on the instance's event loop.
+/// Serves the Runtime API on listening sockets that live inside one sandbox's
+/// network namespace, on the instance's event loop: 127.0.0.1:9001 there (what
+/// AWS_LAMBDA_RUNTIME_API names, as on Lambda) and an abstract AF_UNIX socket
+/// (`abstractName`, in PETREL_RUNTIME_API_SOCKET), which Petrel's own runtimes
+/// use. Both speak the same HTTP; the socket skips the TCP/IP stack on both sides
+/// of each invocation's round trip (the event out, the response and the next
+/// `next` back).
 enum RuntimeAPIServer {
     static let maxBody = 6 * 1024 * 1024
+    /// The abstract socket's name in every sandbox, in PETREL_RUNTIME_API_SOCKET with a
+    /// leading `@` (as ss prints it); the address is the whole NUL-padded sun_path.
+    static let abstractName = "petrel-runtime-api"
 
-    static func start(listener fd: Int32, on loop: any EventLoop, delegate: any RuntimeAPIDelegate) -> EventLoopFuture<any Channel> {
-        ServerBootstrap(group: loop)
-            .serverChannelOption(.backlog, value: 128)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+    static func start(listener fd: Int32, tcp: Bool, on loop: any EventLoop, delegate: any RuntimeAPIDelegate) -> EventLoopFuture<any Channel> {
+        var bootstrap = ServerBootstrap(group: loop).serverChannelOption(.backlog, value: 128)
+        if tcp { bootstrap = bootstrap.childChannelOption(.socketOption(.tcp_nodelay), value: 1) }
+        return bootstrap
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     // No pipelining assistance: RuntimeAPIHandler keeps answers in order itself. NIO's

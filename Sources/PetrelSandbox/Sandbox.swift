@@ -13,8 +13,8 @@ public final class Sandbox: Sendable {
     /// PID 1 of the sandbox, as the host sees it.
     public var pid: Int32 { prepared.pid }
     public var resources: SandboxResources { prepared.resources }
-    /// Listening sockets opened inside for `SandboxSpec.listenPorts`; the caller owns and closes them.
-    public let listeners: [UInt16: Int32]
+    /// Listening sockets opened inside for `SandboxSpec.listen`; the caller owns and closes them.
+    public let listeners: [ListenAddress: Int32]
 
     /// `waiting`: someone is in wait() and the command still runs (signals still go
     /// through); `releasing`: it has exited and its fds are being closed.
@@ -25,7 +25,7 @@ public final class Sandbox: Sendable {
     private let pendingLimits: Mutex<CgroupLimits?>
     private let peakFD = Mutex<Int32>(-1)
 
-    init(prepared: PreparedSandbox, timeout: Duration?, started: UInt64, listeners: [UInt16: Int32] = [:], settled: CgroupLimits? = nil) {
+    init(prepared: PreparedSandbox, timeout: Duration?, started: UInt64, listeners: [ListenAddress: Int32] = [:], settled: CgroupLimits? = nil) {
         self.prepared = prepared
         self.listeners = listeners
         pendingLimits = Mutex(settled)

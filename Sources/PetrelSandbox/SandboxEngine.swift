@@ -101,15 +101,10 @@ public final class SandboxEngine: Sendable {
                                       ephemeralStorageMB: spec.ephemeralStorageMB)
         let box = try prepared.take(key) ?? prepare(key)
         let started = Sys.monotonicNanoseconds()
-        var listeners: [UInt16: Int32] = [:]
+        var listeners: [ListenAddress: Int32] = [:]
         var settled: CgroupLimits?
         do {
-            for port in spec.listenPorts where listeners[port] == nil {
-                var err = [CChar](repeating: 0, count: 512)
-                let fd = petrel_netns_listen(box.network.fd, Int32(port), &err, 512)
-                guard fd >= 0 else { throw SandboxError(.system, String(cBuffer: err), errno: errno) }
-                listeners[port] = fd
-            }
+            listeners = try Self.listen(in: box.network.fd, spec.listen)
             let limits = CgroupLimits(memoryMB: spec.memoryMB, policy: policy.resources, hostCPUs: hostCPUs)
             var initial = limits
             if spec.boostCPUUntilSettled { initial.cpuQuotaMicros = hostCPUs * CgroupLimits.cpuPeriodMicros }
@@ -152,6 +147,27 @@ public final class SandboxEngine: Sendable {
             throw error
         }
         return Sandbox(prepared: box, timeout: spec.timeout, started: started, listeners: listeners, settled: settled)
+    }
+
+    /// Opens `addresses` (duplicates once) inside the network namespace `netns`, in one trip there.
+    static func listen(in netns: Int32, _ addresses: [ListenAddress]) throws -> [ListenAddress: Int32] {
+        var seen = Set<ListenAddress>()
+        var ports: [Int32] = [], names: [String] = []
+        for a in addresses where seen.insert(a).inserted {
+            switch a {
+            case .tcp(let port): ports.append(Int32(port))
+            case .abstract(let name): names.append(name)
+            }
+        }
+        guard !seen.isEmpty else { return [:] }
+        var fds = [Int32](repeating: -1, count: ports.count + names.count)
+        var err = [CChar](repeating: 0, count: 512)
+        let rc = CStringArray(names).withPointers { petrel_netns_listen(netns, ports, ports.count, $0, names.count, &fds, &err, 512) }
+        guard rc == 0 else { throw SandboxError(.system, String(cBuffer: err), errno: errno) }
+        var out: [ListenAddress: Int32] = [:]
+        for (i, port) in ports.enumerated() { out[.tcp(UInt16(port))] = fds[i] }
+        for (i, name) in names.enumerated() { out[.abstract(name)] = fds[ports.count + i] }
+        return out
     }
 
     /// Builds a sandbox up to the point where it waits for its command.

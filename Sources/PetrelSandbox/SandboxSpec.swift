@@ -1,3 +1,13 @@
+/// A listening socket inside a sandbox's network namespace.
+public enum ListenAddress: Hashable, Sendable {
+    /// TCP on 127.0.0.1:port.
+    case tcp(UInt16)
+    /// An AF_UNIX stream socket at this abstract name (without the leading NUL). Abstract
+    /// names belong to the network namespace: only the sandbox's processes reach it, and
+    /// it needs no file in the sandbox's tree.
+    case abstract(String)
+}
+
 /// What to run in one sandbox and with how much.
 public struct SandboxSpec: Sendable {
     /// argv; argv[0] is looked up in the spec's PATH when it has no slash.
@@ -14,10 +24,10 @@ public struct SandboxSpec: Sendable {
     public var workingDirectory: String
     /// Overrides the policy's network mode.
     public var network: SandboxPolicy.NetworkMode?
-    /// TCP ports to listen on at 127.0.0.1 inside the sandbox before the command
-    /// starts (the daemon serves them; the Runtime API is one). The listening
-    /// fds are handed to the caller in `Sandbox.listeners`.
-    public var listenPorts: [UInt16] = []
+    /// Where to listen inside the sandbox before the command starts (the daemon
+    /// serves them; the Runtime API is one). The listening fds are handed to the
+    /// caller in `Sandbox.listeners`.
+    public var listen: [ListenAddress] = []
     /// Start with all of the host's CPUs (the memory-proportional CPU quota applies
     /// from `Sandbox.settle()` on): a function's init runs at full speed, as the
     /// runtime's start dominates a cold start on small memory sizes.

@@ -122,6 +122,106 @@ while True:
     order = None
 '''
 
+# The kinds of the sockets this process holds ("unix", "tcp"), from /proc: the runtime
+# and its handler are one process, so these include its connection to the Runtime API.
+SOCKET_KINDS_PY = '''
+import os
+def socket_kinds():
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            link = os.readlink("/proc/self/fd/" + fd)
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    kinds = []
+    for kind, path, column in (("unix", "/proc/net/unix", 6), ("tcp", "/proc/net/tcp", 9)):
+        with open(path) as f:
+            for line in f.read().splitlines()[1:]:
+                parts = line.split()
+                if len(parts) > column and parts[column] in inodes:
+                    kinds.append(kind)
+    return sorted(kinds)
+'''
+
+SOCKET_KINDS_NODE = '''
+const fs = require("fs");
+function socketKinds() {
+  const inodes = new Set();
+  for (const fd of fs.readdirSync("/proc/self/fd")) {
+    try {
+      const link = fs.readlinkSync("/proc/self/fd/" + fd);
+      if (link.startsWith("socket:[")) inodes.add(link.slice(8, -1));
+    } catch (e) {}
+  }
+  const kinds = [];
+  for (const [kind, path, column] of [["unix", "/proc/net/unix", 6], ["tcp", "/proc/net/tcp", 9]]) {
+    for (const line of fs.readFileSync(path, "utf8").split("\\n").slice(1)) {
+      const parts = line.trim().split(/\\s+/);
+      if (parts.length > column && inodes.has(parts[column])) kinds.push(kind);
+    }
+  }
+  return kinds.sort();
+}
+'''
+
+# A fake Runtime API on a loopback port of the test's own: hands out the events it is
+# given, one per `next`, and keeps what the runtime answers (pipelined or not).
+class FakeRuntimeAPI:
+    def __init__(self, events):
+        self.events = list(events)
+        self.answers = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = "127.0.0.1:%d" % self.listener.getsockname()[1]
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        self.listener.settimeout(30)
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        conn.settimeout(30)
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                headers = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+                n = int(headers.get("content-length", "0"))
+                while len(buf) < n:
+                    buf += conn.recv(65536)
+                body, buf = buf[:n], buf[n:]
+                if method == "GET" and path.endswith("/invocation/next"):
+                    if not self.events:
+                        self.done.set()
+                        return
+                    payload = json.dumps(self.events.pop(0)).encode()
+                    rid = "req-%d" % len(self.answers)
+                    conn.sendall(("HTTP/1.1 200 OK\r\nLambda-Runtime-Aws-Request-Id: %s\r\n"
+                                  "Lambda-Runtime-Deadline-Ms: %d\r\nContent-Length: %d\r\n\r\n"
+                                  % (rid, int(time.time() * 1000) + 60000, len(payload))).encode() + payload)
+                else:
+                    self.answers.append((method, path, json.loads(body) if body else None))
+                    ok = b'{"status":"OK"}'
+                    conn.sendall(b"HTTP/1.1 202 Accepted\r\nContent-Length: %d\r\n\r\n" % len(ok) + ok)
+        finally:
+            conn.close()
+
+    def close(self):
+        self.listener.close()
+        self.thread.join(10)
+
+
 def send_for(sock, data, seconds):
     """Sends `data` until the peer stops taking it for `seconds`; returns the bytes sent."""
     sock.settimeout(seconds)
@@ -252,6 +352,27 @@ class LambdaAPITest(unittest.TestCase):
         big = "n" * (1536 * 1024)
         for _ in range(2):
             self.assertEqual(payload_json(self.invoke("node-basic", {"big": big}, tail=False))["echo"], {"big": big})
+
+    def test_petrels_runtimes_reach_the_runtime_api_on_the_sandboxs_own_socket(self):
+        # Python and Node talk to the Runtime API over an abstract AF_UNIX socket of the
+        # sandbox's network namespace (no TCP/IP stack in each exchange). Every runtime is
+        # told of it; a custom one that uses AWS_LAMBDA_RUNTIME_API, as on Lambda, still can.
+        py = SOCKET_KINDS_PY + "def handler(e, c):\n    return {'socket': os.environ.get('PETREL_RUNTIME_API_SOCKET'), 'kinds': socket_kinds()}\n"
+        node = SOCKET_KINDS_NODE + "exports.handler = async () => ({socket: process.env.PETREL_RUNTIME_API_SOCKET, kinds: socketKinds()});\n"
+        custom = CUSTOM_BOOTSTRAP.replace("import http.client, json, os\n", "import http.client, json, os\n" + SOCKET_KINDS_PY).replace(
+            '"event": event}', '"event": event, "socket": os.environ.get("PETREL_RUNTIME_API_SOCKET"), "kinds": socket_kinds()}')
+        self.create("transport-py", make_zip({"app.py": py}))
+        self.create("transport-node", make_zip({"index.js": node}), runtime="nodejs20.x", handler="index.handler")
+        self.create("transport-custom", make_zip({"bootstrap": (custom, 0o755)}), runtime="provided.al2023", handler="x")
+        for name in ("transport-py", "transport-node"):
+            for _ in range(2):  # and the same connection stays in use when warm
+                body = payload_json(self.invoke(name, tail=False))
+                self.assertEqual(body["socket"], "@petrel-runtime-api", name)
+                self.assertIn("unix", body["kinds"], name)
+                self.assertNotIn("tcp", body["kinds"], name)
+        body = payload_json(self.invoke("transport-custom", tail=False))
+        self.assertEqual(body["socket"], "@petrel-runtime-api")
+        self.assertEqual(body["kinds"], ["tcp"])
 
     def test_custom_runtime(self):
         z = make_zip({"bootstrap": (CUSTOM_BOOTSTRAP, 0o755)})
@@ -543,6 +664,7 @@ class LambdaAPITest(unittest.TestCase):
             ("ValidationException", dict(FunctionName="v-eph", EphemeralStorage={"Size": 10241})),
             ("InvalidParameterValueException", dict(FunctionName="v-env", Environment={"Variables": {"BIG": "x" * 5000}})),
             ("InvalidParameterValueException", dict(FunctionName="v-env", Environment={"Variables": {"AWS_REGION": "x"}})),
+            ("InvalidParameterValueException", dict(FunctionName="v-env", Environment={"Variables": {"PETREL_RUNTIME_API_SOCKET": "@x"}})),
             ("InvalidParameterValueException", dict(FunctionName="v-rt", Runtime="python2.7")),
             ("InvalidParameterValueException", dict(FunctionName="v-arch", Architectures=["arm64"])),
             ("ValidationException", dict(FunctionName="v-role", Role="not-a-role")),
@@ -724,6 +846,48 @@ def handler(event, context):
         self.assertIn("ResourceNotFoundException", r.stderr)
         self.assertIn("Function not found", r.stderr)
         self.daemon.aws("lambda", "delete-function", "--function-name", "cli-fn")
+
+
+class RuntimeFallbackTest(unittest.TestCase):
+    """Petrel's runtimes on the host, against a fake Runtime API: when the abstract socket
+    they are told of is not there, they use AWS_LAMBDA_RUNTIME_API instead."""
+
+    def run_runtime(self, command, env, api):
+        base = {"PATH": "/usr/bin:/bin", "AWS_LAMBDA_RUNTIME_API": api.address, "AWS_LAMBDA_FUNCTION_NAME": "fallback",
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+                "PETREL_RUNTIME_API_SOCKET": "@petrel-test-absent-%d-%d" % (os.getpid(), time.monotonic_ns())}
+        base.update(env)
+        proc = subprocess.Popen(command, env=base, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            self.assertTrue(api.done.wait(30), "the runtime did not come back for a second event")
+        finally:
+            proc.kill()
+            out = proc.communicate()[0]
+            api.close()
+        return out
+
+    def test_python_falls_back_to_tcp(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as task:
+            with open(os.path.join(task, "app.py"), "w") as f:
+                f.write("def handler(e, c):\n    return {'got': e, 'id': c.aws_request_id}\n")
+            api = FakeRuntimeAPI([{"n": 1}, {"n": 2}])
+            rootfs = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "rootfs")
+            out = self.run_runtime(["/usr/bin/python3", "-S", "-u", os.path.join(rootfs, "runtimes/python/bootstrap.py")],
+                                   {"_HANDLER": "app.handler", "PYTHONPATH": task}, api)
+        self.assertEqual([a[2] for a in api.answers], [{"got": {"n": 1}, "id": "req-0"}, {"got": {"n": 2}, "id": "req-1"}], out)
+        self.assertTrue(all(a[0] == "POST" and a[1].endswith("/response") for a in api.answers), api.answers)
+
+    def test_node_falls_back_to_tcp(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as task:
+            with open(os.path.join(task, "index.js"), "w") as f:
+                f.write("exports.handler = async (e, c) => ({got: e, id: c.awsRequestId});\n")
+            api = FakeRuntimeAPI([{"n": 1}, {"n": 2}])
+            rootfs = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "rootfs")
+            out = self.run_runtime(["/usr/bin/node", os.path.join(rootfs, "runtimes/node/bootstrap.js")],
+                                   {"_HANDLER": "index.handler", "LAMBDA_TASK_ROOT": task}, api)
+        self.assertEqual([a[2] for a in api.answers], [{"got": {"n": 1}, "id": "req-0"}, {"got": {"n": 2}, "id": "req-1"}], out)
 
 
 class RestartTest(unittest.TestCase):

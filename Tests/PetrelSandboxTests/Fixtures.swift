@@ -72,7 +72,7 @@ enum Fixtures {
 
     static func start(_ args: [String], memoryMB: Int = 1769, storageMB: Int = 512, timeout: Duration? = nil,
                       network: SandboxPolicy.NetworkMode? = nil, policy: SandboxPolicy = .default,
-                      probe: Bool = true) throws -> Run {
+                      probe: Bool = true, listen: [ListenAddress] = []) throws -> Run {
         let engine = try engine()
         let code = try probeCode()
         var fds: [Int32] = [-1, -1]
@@ -80,9 +80,10 @@ enum Fixtures {
         let devnull = open("/dev/null", O_RDONLY | O_CLOEXEC)
         defer { close(devnull); close(fds[1]) }
         let command = probe ? ["/var/task/sandbox-probe"] + args : args
-        let spec = SandboxSpec(command: command, environment: ["PATH": "/usr/bin:/bin"], codeDirectory: code,
+        var spec = SandboxSpec(command: command, environment: ["PATH": "/usr/bin:/bin"], codeDirectory: code,
                                memoryMB: memoryMB, ephemeralStorageMB: storageMB, timeout: timeout, network: network,
                                stdin: devnull, stdout: fds[1], stderr: fds[1])
+        spec.listen = listen
         let sandbox = try engine.spawn(spec, policy: policy)
         return Run(sandbox: sandbox, out: PipeReader(fd: fds[0]))
     }

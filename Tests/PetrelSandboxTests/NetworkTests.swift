@@ -67,6 +67,38 @@ struct NetworkTests {
         Fixtures.expectReleased(allowed.sandbox.resources)
     }
 
+    @Test("a listener the daemon opens at an abstract name inside a sandbox is reachable from inside only")
+    func abstractListener() async throws {
+        // Abstract AF_UNIX names belong to a network namespace: the Runtime API's socket
+        // in one sandbox is not reachable from the host, nor from another sandbox.
+        let name = "petrel-test-\(getpid())-\(UInt32.random(in: 0 ... .max))"
+        let run = try Fixtures.start(["/bin/sh", "-c", "sleep 1; /var/task/sandbox-probe connect-abstract \(name)"],
+                                     timeout: .seconds(30), probe: false, listen: [.abstract(name), .tcp(9001), .abstract(name)])
+        let other = try Fixtures.start(["/bin/sh", "-c", "sleep 1; /var/task/sandbox-probe connect-abstract \(name)"],
+                                       timeout: .seconds(30), probe: false)
+        #expect(run.sandbox.listeners.count == 2)
+        #expect(run.sandbox.listeners[.tcp(9001)] != nil)
+        let listener = try #require(run.sandbox.listeners[.abstract(name)])
+        defer { run.sandbox.listeners.values.forEach { _ = close($0) } }
+        #expect(HostSocket.connectAbstract(name) == "ECONNREFUSED", "the host reached a sandbox's abstract socket")
+        var p = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
+        #expect(poll(&p, 1, 15_000) == 1, "nobody connected from inside")
+        let conn = accept(listener, nil, nil)
+        #expect(conn >= 0)
+        if conn >= 0 {
+            _ = "hello".withCString { write(conn, $0, 5) }
+            close(conn)
+        }
+        let (report, output) = await run.finish()
+        let (_, otherOutput) = await other.finish()
+        #expect(report.exitCode == 0)
+        #expect(Fixtures.result(output, "connect") == "ok", "\(output)")
+        #expect(output.contains("READ hello"), "\(output)")
+        #expect(Fixtures.result(otherOutput, "connect") == "ECONNREFUSED", "another sandbox reached it: \(otherOutput)")
+        Fixtures.expectReleased(run.sandbox.resources)
+        Fixtures.expectReleased(other.sandbox.resources)
+    }
+
     @Test("with network none there is no route out")
     func noneMode() async throws {
         let (_, output) = try await Fixtures.probe(["connect", "10.213.0.1", "80"], network: .none)
@@ -111,6 +143,23 @@ enum HostSocket {
         var len = socklen_t(4)
         getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len)
         return err == 0 ? "ok" : String(cString: petrel_errno_name(err))
+    }
+}
+
+extension HostSocket {
+    /// Connects to an abstract AF_UNIX name from the test's own network namespace: "ok" or the errno name.
+    static func connectAbstract(_ name: String) -> String {
+        let s = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        defer { close(s) }
+        var a = sockaddr_un()
+        a.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(name.utf8)
+        withUnsafeMutableBytes(of: &a.sun_path) { path in
+            for (i, b) in bytes.prefix(path.count - 2).enumerated() { path[i + 1] = b }
+        }
+        let len = socklen_t(MemoryLayout<sockaddr_un>.size) // the whole NUL-padded sun_path, as petreld binds
+        let r = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(s, $0, len) } }
+        return r == 0 ? "ok" : String(cString: petrel_errno_name(errno))
     }
 }
 

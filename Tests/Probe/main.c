@@ -26,6 +26,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -137,6 +138,21 @@ int main(int argc, char **argv) {
         int s = tcp_connect(a2, atoi(a3), 3000);
         result("connect", s);
         if (s >= 0) { char b[64] = {0}; ssize_t n = read(s, b, sizeof b - 1); if (n > 0) printf("READ %s\n", b); }
+        return 0;
+    }
+    if (!strcmp(c, "connect-abstract")) {
+        // connect-abstract NAME: an AF_UNIX stream socket at the abstract NAME.
+        int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (s < 0) return result("connect", -1);
+        struct sockaddr_un a;
+        memset(&a, 0, sizeof a);
+        a.sun_family = AF_UNIX;
+        size_t n = strlen(a2);
+        if (n >= sizeof a.sun_path - 1) { errno = ENAMETOOLONG; return result("connect", -1); }
+        memcpy(a.sun_path + 1, a2, n);
+        int r = connect(s, (struct sockaddr *)&a, (socklen_t)sizeof a); // the whole NUL-padded sun_path, as petreld binds
+        result("connect", r < 0 ? -1 : s);
+        if (r == 0) { char b[64] = {0}; ssize_t k = read(s, b, sizeof b - 1); if (k > 0) printf("READ %s\n", b); }
         return 0;
     }
     if (!strcmp(c, "connect-gateway")) {

@@ -119,9 +119,14 @@ int petrel_netns_create(const char *nft_rules, const char *veth_host_name,
 int petrel_run_in_netns(int nsfd, const char *const *argv, const char *stdin_text,
                         char *errbuf, size_t errlen);
 
-// Opens a non-blocking, CLOEXEC TCP listener on 127.0.0.1:port inside the network
-// namespace nsfd (the socket stays in that namespace; the caller owns the fd).
-int petrel_netns_listen(int nsfd, int port, char *errbuf, size_t errlen);
+// Opens non-blocking, CLOEXEC listeners inside the network namespace nsfd, in one trip
+// there: TCP on 127.0.0.1:ports[i], then AF_UNIX stream sockets at the abstract names
+// names[i] (no leading NUL; abstract names belong to the namespace; the address is the
+// whole NUL-padded sun_path, as libuv connects). The sockets stay
+// in that namespace. fds gets n_ports + n_names fds in that order, which the caller
+// owns. 0, or -1 with errno and none left open.
+int petrel_netns_listen(int nsfd, const int *ports, size_t n_ports, const char *const *names, size_t n_names,
+                        int *fds, char *errbuf, size_t errlen);
 
 // Deletes a network link by name in the caller's namespace (rtnetlink). 0, or -1 with errno.
 int petrel_link_delete(const char *name);

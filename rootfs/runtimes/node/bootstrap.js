@@ -16,11 +16,14 @@ const NEXT = BASE + '/invocation/next';
 const TASK = process.env.LAMBDA_TASK_ROOT || '/var/task';
 
 // A minimal HTTP/1.1 client on one keep-alive connection (the http module's client
-// costs several times more CPU per exchange, and every invocation makes two).
+// costs several times more CPU per exchange, and every invocation makes two): to
+// Petrel's abstract socket when PETREL_RUNTIME_API_SOCKET names one (the same API
+// without the TCP/IP stack in every exchange), else to AWS_LAMBDA_RUNTIME_API.
 class RuntimeAPI {
-  constructor(host, port) {
+  constructor(host, port, unix) {
     this.host = host;
     this.port = port;
+    this.unix = unix && unix.length > 1 && unix[0] === '@' ? '\0' + unix.slice(1) : null;
     this.hostPort = `${host}:${port}`;
     this.sock = null;
     this.buf = Buffer.alloc(0);
@@ -28,12 +31,20 @@ class RuntimeAPI {
   }
 
   connect() {
+    if (!this.unix) return this.connectTo({ host: this.host, port: this.port });
+    return this.connectTo({ path: this.unix }).catch(() => {
+      this.unix = null; // not there: TCP from now on
+      return this.connectTo({ host: this.host, port: this.port });
+    });
+  }
+
+  connectTo(address) {
     return new Promise((resolve, reject) => {
-      const s = net.connect({ host: this.host, port: this.port });
+      const s = net.connect(address);
       s.once('error', reject);
       s.once('connect', () => {
         s.removeListener('error', reject);
-        s.setNoDelay(true);
+        if (address.port) s.setNoDelay(true);
         s.on('error', () => {}); // 'close' follows
         s.on('data', (chunk) => {
           this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
@@ -135,7 +146,7 @@ class RuntimeAPI {
   }
 }
 
-const api = new RuntimeAPI(HOST, Number(PORT));
+const api = new RuntimeAPI(HOST, Number(PORT), process.env.PETREL_RUNTIME_API_SOCKET);
 const request = (method, urlPath, body, headers) => api.request(method, urlPath, body, headers);
 
 let currentRequestId = null;
