@@ -9,6 +9,7 @@ import inspect
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import unittest
@@ -976,6 +977,9 @@ class RestartTest(unittest.TestCase):
             d.start()
             self.assertEqual(d.client().list_functions()["Functions"], before)
             self.assertEqual(payload_json(d.client().invoke(FunctionName="keep-2"))["greeting"], "g2")
+        except BaseException:
+            sys.stderr.write("\n--- the end of petreld's log (all runs) ---\n%s\n" % d.read_log()[-8000:])
+            raise
         finally:
             d.stop()
             shutil.rmtree(d.root, ignore_errors=True)

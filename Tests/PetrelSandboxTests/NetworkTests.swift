@@ -101,7 +101,7 @@ struct NetworkTests {
 
     @Test("with network none there is no route out")
     func noneMode() async throws {
-        let (_, output) = try await Fixtures.probe(["connect", "10.213.0.1", "80"], network: .none)
+        let (_, output) = try await Fixtures.probe(["connect", "10.213.0.1", "80"], network: SandboxPolicy.NetworkMode.none)
         #expect(Fixtures.result(output, "connect") == "ENETUNREACH", "\(output)")
     }
 
