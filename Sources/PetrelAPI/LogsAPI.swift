@@ -8,17 +8,25 @@ import PetrelStore
 
 /// The part of the CloudWatch Logs API (JSON 1.1, `POST /` with `X-Amz-Target:
 /// Logs_20140328.…`) that reads function logs back: `aws logs
-/// describe-log-groups|describe-log-streams|get-log-events|filter-log-events|tail`.
+/// describe-log-groups|describe-log-streams|get-log-events|filter-log-events|tail`,
+/// and sets how long they are kept: `put-retention-policy|delete-retention-policy`.
 public struct LogsAPI: Sendable {
     let logs: LogStore
     let gate: Gatekeeper
     let region: String
+    /// The daemon's log_retention_days, for groups without a policy of their own (nil: forever).
+    let defaultRetentionDays: Int?
 
-    public init(logs: LogStore, gate: Gatekeeper, region: String) {
+    public init(logs: LogStore, gate: Gatekeeper, region: String, defaultRetentionDays: Int? = nil) {
         self.logs = logs
         self.gate = gate
         self.region = region
+        self.defaultRetentionDays = defaultRetentionDays
     }
+
+    /// The values CloudWatch Logs accepts for retentionInDays.
+    public static let retentionDays: [Int] = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
+                                              2557, 2922, 3288, 3653]
 
     public func register(on router: Router<PetrelRequestContext>) {
         router.post("/") { req, ctx in
@@ -70,6 +78,8 @@ public struct LogsAPI: Sendable {
             case "DescribeLogStreams": out = try describeStreams(body, account: account)
             case "GetLogEvents": out = try getEvents(body, account: account)
             case "FilterLogEvents": out = try filterEvents(body, account: account)
+            case "PutRetentionPolicy": out = try putRetention(body, account: account)
+            case "DeleteRetentionPolicy": out = try deleteRetention(body, account: account)
             default:
                 return Self.error(LogsError(code: "UnknownOperationException", message: "Petrel does not implement \(op) of CloudWatch Logs."))
             }
@@ -122,11 +132,34 @@ public struct LogsAPI: Sendable {
         let all = try logs.groups(account: account, prefix: body["logGroupNamePrefix"] as? String)
             .filter { after == nil || $0.name > after! }
         let page = all.prefix(limit)
-        var out: [String: Any] = ["logGroups": page.map {
-            ["logGroupName": $0.name, "creationTime": $0.created, "arn": groupARN($0.name, account) + ":*", "storedBytes": 0, "logGroupClass": "STANDARD"] as [String: Any]
+        var out: [String: Any] = ["logGroups": page.map { g -> [String: Any] in
+            var d: [String: Any] = ["logGroupName": g.name, "creationTime": g.created, "arn": groupARN(g.name, account) + ":*",
+                                    "storedBytes": 0, "logGroupClass": "STANDARD"]
+            // What applies: the group's own policy, else the daemon's (absent: kept forever).
+            if let days = g.retentionDays ?? defaultRetentionDays { d["retentionInDays"] = days }
+            return d
         }]
         if all.count > limit, let last = page.last { out["nextToken"] = last.name }
         return out
+    }
+
+    func putRetention(_ body: [String: Any], account: String) throws -> [String: Any] {
+        let g = try requireGroup(body, account: account)
+        guard let days = body["retentionInDays"] as? Int, Self.retentionDays.contains(days) else {
+            throw LogsError(code: "InvalidParameterException", message: "1 validation error detected: Value '\(body["retentionInDays"].map { "\($0)" } ?? "null")' at 'retentionInDays' failed to satisfy constraint: Member must satisfy enum value set: [\(Self.retentionDays.map(String.init).joined(separator: ", "))]")
+        }
+        guard try logs.setRetention(account: account, group: g, days: days) else {
+            throw LogsError(code: "ResourceNotFoundException", message: "The specified log group does not exist.")
+        }
+        return [:]
+    }
+
+    func deleteRetention(_ body: [String: Any], account: String) throws -> [String: Any] {
+        let g = try requireGroup(body, account: account)
+        guard try logs.setRetention(account: account, group: g, days: nil) else {
+            throw LogsError(code: "ResourceNotFoundException", message: "The specified log group does not exist.")
+        }
+        return [:]
     }
 
     func describeStreams(_ body: [String: Any], account: String) throws -> [String: Any] {

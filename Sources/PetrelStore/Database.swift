@@ -202,6 +202,16 @@ public final class PetrelDatabase: Sendable {
                 CREATE INDEX log_events_by_time ON log_events (stream, timestamp);
                 """)
         }
+        m.registerMigration("v5-log-retention") { db in
+            // PutRetentionPolicy: days per log group (as the store files it); groups without
+            // a row keep their events for the daemon's log_retention_days.
+            try db.execute(sql: """
+                CREATE TABLE log_retention (
+                    log_group TEXT PRIMARY KEY NOT NULL,
+                    days INTEGER NOT NULL
+                ) WITHOUT ROWID;
+                """)
+        }
         return m
     }
 }

@@ -70,15 +70,74 @@ public struct LogStore: Sendable {
     /// The name a group is filed under (what `append` takes).
     public static func stored(account: String, group: String) -> String { account + group }
 
-    /// An account's groups, by name.
-    public func groups(account: String, prefix: String?) throws -> [(name: String, created: Int64)] {
+    /// An account's groups, by name, with their own retention (days; nil: the daemon's).
+    public func groups(account: String, prefix: String?) throws -> [(name: String, created: Int64, retentionDays: Int?)] {
         let stored = Self.stored(account: account, group: prefix ?? "")
         return try db.pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT log_group, MIN(created) AS c FROM log_streams WHERE log_group >= ? GROUP BY log_group ORDER BY log_group",
-                             arguments: [stored])
-        }.map { (name: $0["log_group"] as String, created: $0["c"] as Int64) }
+            try Row.fetchAll(db, sql: """
+                SELECT s.log_group, MIN(s.created) AS c, r.days FROM log_streams s LEFT JOIN log_retention r ON r.log_group = s.log_group
+                WHERE s.log_group >= ? GROUP BY s.log_group ORDER BY s.log_group
+                """, arguments: [stored])
+        }.map { (name: $0["log_group"] as String, created: $0["c"] as Int64, retentionDays: $0["days"] as Int?) }
          .filter { $0.name.hasPrefix(stored) }
-         .map { (name: String($0.name.dropFirst(account.count)), created: $0.created) }
+         .map { (name: String($0.name.dropFirst(account.count)), created: $0.created, retentionDays: $0.retentionDays) }
+    }
+
+    /// PutRetentionPolicy (days) and DeleteRetentionPolicy (nil). False when the group has no
+    /// events stored (then nothing changes).
+    public func setRetention(account: String, group: String, days: Int?) throws -> Bool {
+        let stored = Self.stored(account: account, group: group)
+        return try db.pool.write { db in
+            guard try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM log_streams WHERE log_group = ?)", arguments: [stored]) == true else {
+                return false
+            }
+            if let days {
+                try db.execute(sql: "INSERT INTO log_retention (log_group, days) VALUES (?, ?) ON CONFLICT (log_group) DO UPDATE SET days = excluded.days",
+                               arguments: [stored, days])
+            } else {
+                try db.execute(sql: "DELETE FROM log_retention WHERE log_group = ?", arguments: [stored])
+            }
+            return true
+        }
+    }
+
+    /// Deletes events older than their group's retention (its own, else `defaultDays`; nil:
+    /// kept), at most `limit` per transaction so that the log writer never waits long, then
+    /// the streams left without events. Returns how many events went.
+    @discardableResult
+    public func expire(nowMs: Int64, defaultDays: Int?, limit: Int = 5_000) throws -> Int {
+        let groups = try db.pool.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT g.log_group, r.days FROM (SELECT DISTINCT log_group FROM log_streams) g
+                LEFT JOIN log_retention r ON r.log_group = g.log_group
+                """).map { (group: $0["log_group"] as String, days: $0["days"] as Int?) }
+        }
+        var deleted = 0
+        for g in groups {
+            guard let days = g.days ?? defaultDays else { continue }
+            let cutoff = nowMs - Int64(days) * 86_400_000
+            while true {
+                let n = try db.pool.write { db -> Int in
+                    try db.execute(sql: """
+                        DELETE FROM log_events WHERE id IN (
+                            SELECT e.id FROM log_streams s JOIN log_events e ON e.stream = s.id
+                            WHERE s.log_group = ? AND e.timestamp < ? LIMIT ?)
+                        """, arguments: [g.group, cutoff, limit])
+                    return db.changesCount
+                }
+                deleted += n
+                if n < limit { break }
+            }
+            // A group whose streams all went is no longer listed; its policy stays, for
+            // when the function logs again.
+            try db.pool.write { db in
+                try db.execute(sql: """
+                    DELETE FROM log_streams WHERE log_group = ? AND last_event < ?
+                        AND NOT EXISTS (SELECT 1 FROM log_events e WHERE e.stream = log_streams.id)
+                    """, arguments: [g.group, cutoff])
+            }
+        }
+        return deleted
     }
 
     public func hasGroup(account: String, _ group: String) throws -> Bool {

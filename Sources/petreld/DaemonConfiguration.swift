@@ -24,6 +24,9 @@ struct DaemonConfiguration: Sendable {
     var eventWorkers = 32
     /// The first retry of a failed event waits this long (then twice as long each time).
     var eventRetryDelaySeconds = 60
+    /// Function logs older than this are deleted, unless their group has a policy of its
+    /// own (PutRetentionPolicy); nil (0 in the file): kept forever.
+    var logRetentionDays: Int? = 30
     /// PEM files: with both, the API speaks HTTPS.
     var tlsCertificate: String?
     var tlsKey: String?
@@ -70,6 +73,7 @@ struct DaemonConfiguration: Sendable {
         ("memory_budget_mb", { c, v, src in c.memoryBudgetMB = try int(v, src, 0...16_777_216); if c.memoryBudgetMB == 0 { c.memoryBudgetMB = nil } }),
         ("event_workers", { c, v, src in c.eventWorkers = try int(v, src, 1...1_000) }),
         ("event_retry_delay_seconds", { c, v, src in c.eventRetryDelaySeconds = try int(v, src, 1...3_600) }),
+        ("log_retention_days", { c, v, src in let d = try int(v, src, 0...3_653); c.logRetentionDays = d == 0 ? nil : d }),
         ("tls_certificate", { c, v, _ in c.tlsCertificate = v.isEmpty ? nil : v }),
         ("tls_key", { c, v, _ in c.tlsKey = v.isEmpty ? nil : v }),
         ("log_level", { c, v, src in
@@ -83,7 +87,7 @@ struct DaemonConfiguration: Sendable {
         try root.rejectUnknown(["api", "storage", "platform", "instances", "events", "logging"])
         let sections: [String: [String: String]] = [
             "api": ["listen": "listen", "tls_certificate": "tls_certificate", "tls_key": "tls_key"],
-            "storage": ["data_dir": "data_dir", "run_dir": "run_dir"],
+            "storage": ["data_dir": "data_dir", "run_dir": "run_dir", "log_retention_days": "log_retention_days"],
             "platform": ["region": "region", "account_id": "account_id", "policy": "policy"],
             "instances": ["keep_alive_seconds": "keep_alive_seconds", "prepared_sandboxes": "prepared_sandboxes",
                           "init_timeout_seconds": "init_timeout_seconds", "drain_timeout_seconds": "drain_timeout_seconds",

@@ -121,7 +121,7 @@ struct ServeCommand: AsyncParsableCommand {
                                codeLinks: try CodeLinks(keys: store.keys, scheme: c.tlsCertificate == nil ? "http" : "https"), region: c.region,
                                loops: LoopExecutors(group: group), logger: logger)
         lambda.register(on: router)
-        LogsAPI(logs: LogStore(db), gate: gate, region: c.region).register(on: router)
+        LogsAPI(logs: LogStore(db), gate: gate, region: c.region, defaultRetentionDays: c.logRetentionDays).register(on: router)
         MetricsAPI(registry: metrics).register(on: router)
         // Invoke is answered in each connection's pipeline, before Hummingbird (see InvokeChannelHandler).
         let http1 = HTTPServerBuilder.http1(configuration: .init(additionalChannelHandlers: [lambda.invokeHandler()]))
@@ -146,8 +146,9 @@ struct ServeCommand: AsyncParsableCommand {
         // The API's tasks run on the event loops (LoopAffineExecutor): an invocation stays on its
         // connection's loop, where its instance most likely lives too.
         let api = OnExecutor(app, executor: LoopAffineExecutor(group: group))
-        var config = ServiceGroupConfiguration(services: [.init(service: AuditService(gate: gate)), .init(service: runtime),
-                                                          .init(service: events), .init(service: api)],
+        let retention = LogRetentionService(logs: LogStore(db), defaultDays: c.logRetentionDays, logger: logger)
+        var config = ServiceGroupConfiguration(services: [.init(service: AuditService(gate: gate)), .init(service: retention),
+                                                          .init(service: runtime), .init(service: events), .init(service: api)],
                                                logger: logger)
         config.gracefulShutdownSignals = [.sigterm, .sigint]
         config.maximumGracefulShutdownDuration = .seconds(c.drainTimeoutSeconds + 15)

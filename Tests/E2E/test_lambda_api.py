@@ -849,6 +849,87 @@ def handler(event, context):
         self.daemon.aws("lambda", "delete-function", "--function-name", "cli-fn")
 
 
+class LogRetentionTest(unittest.TestCase):
+    """Function logs are kept for their group's retention (PutRetentionPolicy), else the
+    daemon's log_retention_days; older events are deleted (at start, then every 10 minutes)."""
+
+    def test_old_logs_are_deleted_by_their_groups_retention(self):
+        import sqlite3
+        d = Daemon(extra_env={"PETREL_LOG_RETENTION_DAYS": "30"}).start()
+        try:
+            lam, logs = d.client(), d.client("logs")
+            names = ["ret-default", "ret-own", "ret-keep", "ret-reset"]
+            for name in names:
+                lam.create_function(FunctionName=name, Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                                    Code={"ZipFile": make_zip({"app.py": PY_APP})})
+                lam.invoke(FunctionName=name, Payload=b"{}")
+            def messages(name):
+                try:
+                    return [e["message"] for e in logs.filter_log_events(logGroupName="/aws/lambda/" + name)["events"]]
+                except ClientError as e:
+                    self.assertEqual(e.response["Error"]["Code"], "ResourceNotFoundException")
+                    return None
+            def wait(cond, what):
+                deadline = time.time() + 15
+                while time.time() < deadline:
+                    if cond():
+                        return
+                    time.sleep(0.1)
+                self.fail(what)
+            for name in names:
+                wait(lambda: any(m.startswith("REPORT") for m in messages(name) or []), "no REPORT line for " + name)
+            def retention():
+                return {g["logGroupName"].rsplit("/", 1)[1]: g.get("retentionInDays")
+                        for g in logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/ret-")["logGroups"]}
+            self.assertEqual(retention(), dict.fromkeys(names, 30))
+            logs.put_retention_policy(logGroupName="/aws/lambda/ret-own", retentionInDays=7)
+            d.aws("logs", "put-retention-policy", "--log-group-name", "/aws/lambda/ret-keep", "--retention-in-days", "60")
+            logs.put_retention_policy(logGroupName="/aws/lambda/ret-reset", retentionInDays=3653)
+            logs.delete_retention_policy(logGroupName="/aws/lambda/ret-reset")
+            self.assertEqual(retention(), {"ret-default": 30, "ret-own": 7, "ret-keep": 60, "ret-reset": 30})
+            # Refused, changing nothing: a value CloudWatch does not offer, a group that does not exist.
+            raw = d.client("logs", validate=False)
+            for days in (8, 0, "7"):
+                with self.assertRaises(ClientError) as cm:
+                    raw.put_retention_policy(logGroupName="/aws/lambda/ret-own", retentionInDays=days)
+                self.assertEqual(cm.exception.response["Error"]["Code"], "InvalidParameterException")
+                self.assertEqual(cm.exception.response["ResponseMetadata"]["HTTPStatusCode"], 400)
+            for call in (lambda: logs.put_retention_policy(logGroupName="/aws/lambda/nope", retentionInDays=7),
+                         lambda: logs.delete_retention_policy(logGroupName="/aws/lambda/nope")):
+                with self.assertRaises(ClientError) as cm:
+                    call()
+                self.assertEqual(cm.exception.response["Error"]["Code"], "ResourceNotFoundException")
+            self.assertEqual(retention(), {"ret-default": 30, "ret-own": 7, "ret-keep": 60, "ret-reset": 30})
+            kept = messages("ret-keep")
+            # Make the events old: stop the daemon, move their times back, start it again.
+            self.assertEqual(d.stop(), 0)
+            db = sqlite3.connect(os.path.join(d.data, "petrel.sqlite"))
+            day = 86400000
+            for name, days in (("ret-default", 31), ("ret-own", 8), ("ret-keep", 40), ("ret-reset", 29)):
+                group = "000000000000/aws/lambda/" + name
+                db.execute("UPDATE log_events SET timestamp = timestamp - ? WHERE stream IN (SELECT id FROM log_streams WHERE log_group = ?)",
+                           (days * day, group))
+                db.execute("UPDATE log_streams SET created = created - ?, last_event = last_event - ? WHERE log_group = ?",
+                           (days * day, days * day, group))
+            db.commit()
+            db.close()
+            d.start()
+            lam, logs = d.client(), d.client("logs")
+            wait(lambda: messages("ret-default") is None and messages("ret-own") is None, "old events were not deleted")
+            self.assertEqual(messages("ret-keep"), kept)
+            self.assertTrue(any(m.startswith("REPORT") for m in messages("ret-reset")))
+            self.assertEqual(retention(), {"ret-keep": 60, "ret-reset": 30})
+            # A group whose events all went comes back with the next invocation, its policy with it.
+            lam.invoke(FunctionName="ret-own", Payload=b"{}")
+            wait(lambda: any(m.startswith("REPORT") for m in messages("ret-own") or []), "ret-own logs nothing after expiry")
+            self.assertEqual(retention()["ret-own"], 7)
+        except BaseException:
+            sys.stderr.write("\n--- the end of petreld's log ---\n%s\n" % d.read_log()[-6000:])
+            raise
+        finally:
+            d.stop_and_check()
+
+
 class RuntimeFallbackTest(unittest.TestCase):
     """Petrel's runtimes on the host, against a fake Runtime API: when the abstract socket
     they are told of is not there, they use AWS_LAMBDA_RUNTIME_API instead."""

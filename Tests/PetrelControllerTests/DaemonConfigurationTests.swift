@@ -17,6 +17,15 @@ struct DaemonConfigurationTests {
         #expect(c.initTimeoutSeconds == d.initTimeoutSeconds && c.drainTimeoutSeconds == d.drainTimeoutSeconds)
         #expect(c.logLevel == d.logLevel)
         #expect(c.concurrencyLimit == d.concurrencyLimit && c.memoryBudgetMB == nil)
+        #expect(c.logRetentionDays == d.logRetentionDays && d.logRetentionDays == 30)
+    }
+
+    @Test("log retention: days, 0 for forever, out of range refused")
+    func logRetention() throws {
+        #expect(try DaemonConfiguration.load(file: nil, environment: ["PETREL_LOG_RETENTION_DAYS": "7"]).logRetentionDays == 7)
+        #expect(try DaemonConfiguration.load(file: nil, environment: ["PETREL_LOG_RETENTION_DAYS": "0"]).logRetentionDays == nil)
+        #expect(throws: DaemonConfiguration.Invalid.self) { try DaemonConfiguration.load(file: nil, environment: ["PETREL_LOG_RETENTION_DAYS": "3654"]) }
+        #expect(throws: DaemonConfiguration.Invalid.self) { try DaemonConfiguration.load(file: nil, environment: ["PETREL_LOG_RETENTION_DAYS": "-1"]) }
     }
 
     @Test("the environment overrides the file; bad values are refused with the key's name")

@@ -16,6 +16,44 @@ struct LogStoreTests {
         return dir
     }
 
+    @Test("expiry deletes events older than their group's retention, else the default, in bounded batches")
+    func expiry() throws {
+        let dir = try directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = LogStore(try PetrelDatabase(path: dir + "/petrel.sqlite", adminAccount: Self.account))
+        let day: Int64 = 86_400_000, now: Int64 = 1_800_000_000_000
+        func g(_ name: String) -> String { LogStore.stored(account: Self.account, group: "/aws/lambda/" + name) }
+        // Each group: a stream wholly older than 40 days, and one that goes from 40 days ago to now.
+        for name in ["default", "own", "forever"] {
+            try store.append(group: g(name), stream: "old", lines: (0..<7).map { (now - 50 * day + Int64($0), "old \($0)") })
+            try store.append(group: g(name), stream: "mixed", lines: [(now - 40 * day, "40 days"), (now - 2 * day, "2 days"), (now, "now")])
+        }
+        #expect(try store.setRetention(account: Self.account, group: "/aws/lambda/own", days: 1))
+        #expect(try store.setRetention(account: Self.account, group: "/aws/lambda/forever", days: 3653))
+        #expect(try !store.setRetention(account: Self.account, group: "/aws/lambda/none", days: 1), "a group with no events")
+        #expect(try store.groups(account: Self.account, prefix: "/aws/lambda/").map(\.retentionDays) == [nil, 3653, 1])
+        func left(_ name: String) throws -> [String] {
+            try store.events(account: Self.account, group: "/aws/lambda/" + name, streams: nil, start: nil, end: nil, contains: nil,
+                             afterID: nil, limit: 100).map(\.message)
+        }
+        // Batches of 3: every old event still goes.
+        #expect(try store.expire(nowMs: now, defaultDays: 30, limit: 3) == 8 + 9)
+        #expect(try left("default") == ["2 days", "now"])
+        #expect(try left("own") == ["now"])
+        #expect(try left("forever").count == 10)
+        // The stream whose events all went is gone; the others stay.
+        #expect(try store.streams(account: Self.account, group: "/aws/lambda/default", prefix: nil, newestFirst: false, limit: 10).map(\.name) == ["mixed"])
+        #expect(try store.streams(account: Self.account, group: "/aws/lambda/forever", prefix: nil, newestFirst: false, limit: 10).count == 2)
+        // Nothing more to do; with no default, a group without a policy keeps everything.
+        #expect(try store.expire(nowMs: now, defaultDays: 30) == 0)
+        #expect(try store.setRetention(account: Self.account, group: "/aws/lambda/own", days: nil))
+        #expect(try store.expire(nowMs: now + 10 * day, defaultDays: nil) == 0)
+        #expect(try left("own") == ["now"])
+        #expect(try store.expire(nowMs: now + 10 * day, defaultDays: 7) == 1 + 2)
+        #expect(try left("default").isEmpty && left("own").isEmpty)
+        #expect(try store.groups(account: Self.account, prefix: "/aws/lambda/").map(\.name) == ["/aws/lambda/forever"])
+    }
+
     @Test("a store written by the v3 schema keeps its events, ids and streams through the migration")
     func migration() throws {
         let dir = try directory()
