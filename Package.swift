@@ -136,7 +136,8 @@ let package = Package(
             name: "PetrelControllerTests",
             dependencies: ["PetrelCore", "PetrelStore", "PetrelClient", "PetrelAPI", "petreld", "petrel-init",
                            .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Crypto", package: "swift-crypto"),
-                           .product(name: "Logging", package: "swift-log")]
+                           .product(name: "Logging", package: "swift-log"), .product(name: "HTTPTypes", package: "swift-http-types"),
+                           .product(name: "Hummingbird", package: "hummingbird"), .product(name: "NIOCore", package: "swift-nio")]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -37,6 +37,20 @@ enum APIResponse {
     }
 }
 
+extension HTTPFields {
+    /// `self[name]` (several fields of the name: their values joined with ", "), without
+    /// the array that subscript builds for the usual single field: this runs for a few
+    /// headers of every invocation.
+    func value(_ name: HTTPField.Name) -> String? {
+        var found: String?
+        for field in self where field.name == name {
+            if found != nil { return self[name] }
+            found = field.value
+        }
+        return found
+    }
+}
+
 extension HTTPField.Name {
     static let amzRequestID = HTTPField.Name("X-Amzn-RequestId")!
     static let amzInvocationType = HTTPField.Name("X-Amz-Invocation-Type")!

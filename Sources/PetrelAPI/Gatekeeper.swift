@@ -81,14 +81,24 @@ public final class Gatekeeper: Sendable {
         let headers = req.headers
         return SigV4Verifier.Request(method: req.method.rawValue, rawPath: req.uri.path, rawQuery: req.uri.query.map { Substring($0) }) { name in
             if name == "host" { return req.head.authority }
-            guard let field = HTTPField.Name(name) else { return nil }
-            let values = headers[values: field]
-            switch values.count {
-            case 0: return nil
-            case 1: return values[0]
-            default: return values.joined(separator: ",")
+            // The fields of that name (ASCII case aside), several joined with ",": found by
+            // walking the fields rather than through HTTPField.Name(name) and an array of
+            // values, which every signed header of every request paid for.
+            var found: String?, more: [String] = []
+            for field in headers where Self.sameName(field.name.canonicalName, name) {
+                if found == nil { found = field.value } else { more.append(field.value) }
             }
+            guard let first = found else { return nil }
+            return more.isEmpty ? first : ([first] + more).joined(separator: ",")
         }
+    }
+
+    /// `canonical` (lower case) and `name` spell the same header name, ASCII case aside.
+    static func sameName(_ canonical: String, _ name: String) -> Bool {
+        let a = canonical.utf8, b = name.utf8
+        guard a.count == b.count else { return false }
+        for (x, y) in zip(a, b) where x != y && x != (y >= 0x41 && y <= 0x5a ? y | 0x20 : y) { return false }
+        return true
     }
 
     /// The signer of a request whose body has been read, or the error to answer with.

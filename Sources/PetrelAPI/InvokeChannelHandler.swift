@@ -52,12 +52,15 @@ public final class InvokeChannelHandler: ChannelDuplexHandler, RemovableChannelH
 
     /// The raw function name segment when `head` is a synchronous Invoke.
     static func invokeName(_ head: HTTPRequest) -> String? {
+        // As bytes: Substring's hasSuffix and contains("/") went through Character
+        // comparison and Foundation's string search, about 2.5% of a loop's samples.
         guard head.method == .post, let full = head.path else { return nil }
-        let path = full.utf8.firstIndex(of: UInt8(ascii: "?")).map { full[..<$0] } ?? full[...]
-        guard path.count > prefix.count + suffix.count, path.hasPrefix(prefix), path.hasSuffix(suffix) else { return nil }
-        let name = path.dropFirst(prefix.count).dropLast(suffix.count)
-        guard !name.isEmpty, !name.contains("/") else { return nil }
-        return String(name)
+        let u = full.utf8, p = prefix.utf8, s = suffix.utf8
+        let end = u.firstIndex(of: UInt8(ascii: "?")) ?? u.endIndex
+        guard u.distance(from: u.startIndex, to: end) > p.count + s.count, u.starts(with: p) else { return nil }
+        let nameStart = u.index(u.startIndex, offsetBy: p.count), nameEnd = u.index(end, offsetBy: -s.count)
+        guard u[nameEnd..<end].elementsEqual(s), !u[nameStart..<nameEnd].contains(UInt8(ascii: "/")) else { return nil }
+        return String(Substring(u[nameStart..<nameEnd]))
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {

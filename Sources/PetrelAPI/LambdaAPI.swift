@@ -152,7 +152,7 @@ public struct LambdaAPI: Sendable {
     // MARK: - bodies
 
     static func body(_ req: Request, limit: Int, operation: String) async throws -> ByteBuffer {
-        if let len = req.headers[.contentLength].flatMap(Int.init), len > limit {
+        if let len = req.headers.value(.contentLength).flatMap(Int.init), len > limit {
             throw tooLarge(limit, operation)
         }
         do {
@@ -411,9 +411,9 @@ public struct LambdaAPI: Sendable {
     }
 
     func invoke(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
-        let qualifier = req.uri.queryParameters["Qualifier"].map(String.init)
-        let invocationType = req.headers[.amzInvocationType] ?? "RequestResponse"
-        let logType = req.headers[.amzLogType] ?? "None"
+        let qualifier = req.uri.query == nil ? nil : req.uri.queryParameters["Qualifier"].map(String.init)
+        let invocationType = req.headers.value(.amzInvocationType) ?? "RequestResponse"
+        let logType = req.headers.value(.amzLogType) ?? "None"
         guard ["RequestResponse", "Event", "DryRun"].contains(invocationType) else {
             throw LambdaError.constraint(invocationType, at: "invocationType", "Member must satisfy enum value set: [Event, RequestResponse, DryRun]")
         }
@@ -425,7 +425,7 @@ public struct LambdaAPI: Sendable {
         let f = try catalog.resolve(ref, qualifier: qualifier, caller: call.caller, action: "lambda:InvokeFunction")
         let payload = try Self.payload(call.body, field: "the payload")
         var clientContext: String?
-        if let cc = req.headers[.amzClientContext] {
+        if let cc = req.headers.value(.amzClientContext) {
             guard let decoded = Data(base64Encoded: cc), decoded.count <= 3583 else {
                 throw LambdaError(.invalidParameterValue, "Client context must be a valid Base64-encoded JSON object of at most 3583 bytes.")
             }

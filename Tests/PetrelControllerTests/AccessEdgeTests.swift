@@ -1,4 +1,7 @@
 import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
 @testable import PetrelAPI
 import PetrelCore
 import PetrelStore
@@ -13,6 +16,43 @@ struct AccessEdgeTests {
     func loopback() {
         for ip in ["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"] { #expect(PetrelRequestContext.isLoopback(ip), "\(ip)") }
         for ip in ["10.0.0.1", "192.168.127.1", "::ffff:10.0.0.1", "fe80::1", "unknown", ""] { #expect(!PetrelRequestContext.isLoopback(ip), "\(ip)") }
+    }
+
+    @Test("the invoke fast path takes POST …/functions/NAME/invocations only, and hands the rest to the router")
+    func invokePaths() {
+        func name(_ path: String, _ method: HTTPRequest.Method = .post) -> String? {
+            InvokeChannelHandler.invokeName(HTTPRequest(method: method, scheme: nil, authority: "h", path: path))
+        }
+        #expect(name("/2015-03-31/functions/fn/invocations") == "fn")
+        #expect(name("/2015-03-31/functions/fn/invocations?Qualifier=%24LATEST") == "fn")
+        #expect(name("/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A000000000000%3Afunction%3Afn/invocations")
+                == "arn%3Aaws%3Alambda%3Aus-east-1%3A000000000000%3Afunction%3Afn")
+        #expect(name("/2015-03-31/functions/f\u{e9}/invocations") == "f\u{e9}")
+        #expect(name("/2015-03-31/functions/x/invocations", .get) == nil)
+        for path in ["/2015-03-31/functions//invocations", "/2015-03-31/functions/invocations", "/2015-03-31/functions/a/b/invocations",
+                     "/2015-03-31/functions/fn/invocation", "/2015-03-31/functions/fn/invocations/", "/2015-03-31/functions/fn",
+                     "/2015-03-31/function/fn/invocations", "/2015-03-31/functions/?/invocations", "/"] {
+            #expect(name(path) == nil, "\(path)")
+        }
+    }
+
+    @Test("the signature check reads a signed header whatever its case, and several fields of it joined")
+    func signedHeaderLookup() {
+        var fields = HTTPFields()
+        fields[HTTPField.Name("X-Amz-Date")!] = "20261123T000000Z"
+        fields.append(HTTPField(name: HTTPField.Name("X-Multi")!, value: "a"))
+        fields.append(HTTPField(name: HTTPField.Name("x-multi")!, value: "b"))
+        let req = Request(head: HTTPRequest(method: .get, scheme: "http", authority: "127.0.0.1:9000", path: "/x", headerFields: fields),
+                          body: RequestBody(buffer: ByteBuffer()))
+        let r = Gatekeeper.verifierRequest(req)
+        #expect(r.header("x-amz-date") == "20261123T000000Z")
+        #expect(r.header("X-Amz-Date") == "20261123T000000Z")
+        #expect(r.header("x-multi") == "a,b")
+        #expect(r.header("host") == "127.0.0.1:9000")
+        #expect(r.header("x-amz-dat") == nil)
+        #expect(r.header("x-amz-date-") == nil)
+        #expect(r.header("bad name") == nil)
+        #expect(Gatekeeper.sameName("x-amz-date", "X-AMZ-DATE") && !Gatekeeper.sameName("x-amz-date", "x_amz_date"))
     }
 
     @Test("a code link opens only its function's code, and only until it expires")
