@@ -31,8 +31,8 @@ _Noreturn void petrel_record_fail(int fd, const char *what, const char *path) {
 }
 
 void petrel_close_all_but(const int *keep_in, int n) {
-    int keep[8];
-    if (n > 8) n = 8;
+    int keep[PETREL_CLOSE_KEEP_MAX];
+    if (n > PETREL_CLOSE_KEEP_MAX) n = PETREL_CLOSE_KEEP_MAX;
     for (int i = 0; i < n; i++) keep[i] = keep_in[i];
     for (int i = 0; i < n; i++)
         for (int j = i + 1; j < n; j++)

@@ -195,8 +195,22 @@ int petrel_spawn(const struct petrel_spawn_config *cfg, struct petrel_spawn_resu
         return petrel_err(errbuf, errlen, "clone3", NULL);
     }
     if (pid == 0) {
-        close(sp[0]);
-        close(cs[0]);
+        // First, before any setup: let go of every fd of the daemon's but those the setup
+        // uses. The child is a copy of the daemon's fd table, its API listener and client
+        // connections included; held through the mounts, a listener outlived a daemon
+        // killed with SIGKILL by those milliseconds, took connections meant for its
+        // successor and reset them when the copy closed.
+        int keep[PETREL_CLOSE_KEEP_MAX];
+        int n = 0;
+        int fixed[] = { sp[1], cs[1], cfg->netns_fd, cfg->seccomp_fd, cfg->lifeline_fd, cfg->init_fd };
+        for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+            if (fixed[i] >= 0) keep[n++] = fixed[i];
+        if (cfg->n_cgroup_fds > (size_t)(PETREL_CLOSE_KEEP_MAX - n)) {
+            errno = E2BIG;
+            petrel_record_fail(sp[1], "too many cgroup hierarchies to join", NULL);
+        }
+        for (size_t i = 0; i < cfg->n_cgroup_fds; i++) keep[n++] = cfg->cgroup_procs_fds[i];
+        petrel_close_all_but(keep, n);
         init_main(cfg, sp[1], cs[1]);
     }
     close(sp[1]);

@@ -63,7 +63,9 @@ void petrel_record_write(int fd, int kind, int err, int value, const char *a, co
 _Noreturn void petrel_record_fail(int fd, const char *what, const char *path);
 // Writes v in decimal into buf (capacity cap); always terminates.
 void petrel_u64(char *buf, size_t cap, uint64_t v);
-// Closes every fd from 3 up except those in keep (at most 8).
+// Closes every fd from 3 up except those in keep (at most PETREL_CLOSE_KEEP_MAX; any
+// beyond that are closed too).
+#define PETREL_CLOSE_KEEP_MAX 32
 void petrel_close_all_but(const int *keep, int n);
 
 #ifdef __cplusplus
