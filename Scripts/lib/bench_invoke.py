@@ -298,6 +298,54 @@ def idle_memory(d, k):
             "runtime_rss_kib": median(runtime_rss)}
 
 
+def transport_round_trip(kind, n=10000, size=400):
+    """CPU (both processes) per round trip of `size` bytes each way between two processes:
+    over an AF_UNIX stream socket, as Petrel's runtimes reach the Runtime API, or over
+    loopback TCP, as AWS_LAMBDA_RUNTIME_API does. A warm invocation makes one such round
+    trip with its runtime (the event out; the response and the next `next` back)."""
+    import socket
+    if kind == "unix":
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    else:
+        listener = socket.create_server(("127.0.0.1", 0))
+        a = socket.create_connection(listener.getsockname())
+        b, _ = listener.accept()
+        listener.close()
+        for s in (a, b):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    msg = b"x" * size
+
+    def exchange(sock, first):
+        if first:
+            sock.sendall(msg)
+        got = 0
+        while got < size:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise RuntimeError("the peer closed")
+            got += len(chunk)
+        if not first:
+            sock.sendall(msg)
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            a.close()
+            for _ in range(n):
+                exchange(b, False)
+        finally:
+            os._exit(0)
+    b.close()
+    t0 = os.times()
+    for _ in range(n):
+        exchange(a, True)
+    os.waitpid(pid, 0)
+    t1 = os.times()
+    a.close()
+    cpu = (t1.user - t0.user) + (t1.system - t0.system) + (t1.children_user - t0.children_user) + (t1.children_system - t0.children_system)
+    return cpu * 1e6 / n
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cold", type=int, default=20)
@@ -364,6 +412,12 @@ def main():
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["ref"] = {"bare_python_ms": median(bare), "bwrap_python_ms": median(bwrap)}
+    # Alternating rounds, median of each: the two see the same stretches of host load.
+    trips = {"unix": [], "tcp": []}
+    for _ in range(3):
+        for kind in trips:
+            trips[kind].append(transport_round_trip(kind))
+    results["transport"] = {k + "_us": median(v) for k, v in trips.items()}
     if a.json:
         print(json.dumps(results, indent=2, sort_keys=True))
         return
@@ -399,6 +453,9 @@ def main():
                      "runtime %.0f us; load tool %.0f us (%d CPUs: %.0f us in all allows %.0f/s); peer server %.0f us" % (
                          cpu["runtime"], cpu["loadTool"], os.cpu_count(), sum(cpu.values()),
                          os.cpu_count() * 1e6 / max(1, sum(cpu.values())), peer["c8"]["cpuMicrosPerInvocation"]["server"]), ""))
+    t = results["transport"]
+    rows.append(("Runtime API transport: CPU per round trip, 400 B each way", "AF_UNIX %.1f us" % t["unix_us"],
+                 "TCP over loopback %.1f us (what AWS_LAMBDA_RUNTIME_API uses; median of 3 alternating rounds)" % t["tcp_us"], ""))
     stored = results["py1cpu_c8"]["storedBytesPerInvocation"]
     rows.append(("log store per warm invocation (Python 1769 MB, c=8)", "%.0f bytes" % stored["database"],
                  "the text it holds: %.0f bytes (log lines, audit record)" % stored["text"], ""))

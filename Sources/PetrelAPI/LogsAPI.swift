@@ -78,8 +78,8 @@ public struct LogsAPI: Sendable {
             case "DescribeLogStreams": out = try describeStreams(body, account: account)
             case "GetLogEvents": out = try getEvents(body, account: account)
             case "FilterLogEvents": out = try filterEvents(body, account: account)
-            case "PutRetentionPolicy": out = try putRetention(body, account: account)
-            case "DeleteRetentionPolicy": out = try deleteRetention(body, account: account)
+            case "PutRetentionPolicy": out = try setRetention(body, account: account, put: true)
+            case "DeleteRetentionPolicy": out = try setRetention(body, account: account, put: false)
             default:
                 return Self.error(LogsError(code: "UnknownOperationException", message: "Petrel does not implement \(op) of CloudWatch Logs."))
             }
@@ -107,14 +107,20 @@ public struct LogsAPI: Sendable {
 
     func groupARN(_ g: String, _ account: String) -> String { "arn:aws:logs:\(region):\(account):log-group:\(g)" }
 
-    /// The log group a request names, which must be one of the caller's account.
-    func requireGroup(_ body: [String: Any], account: String) throws -> String {
+    static let noSuchGroup = LogsError(code: "ResourceNotFoundException", message: "The specified log group does not exist.")
+
+    /// The log group a request names (whether or not it exists).
+    static func groupName(_ body: [String: Any]) throws -> String {
         guard let g = body["logGroupName"] as? String ?? (body["logGroupIdentifier"] as? String).map({ $0.components(separatedBy: ":log-group:").last! }) else {
             throw LogsError(code: "InvalidParameterException", message: "logGroupName is required.")
         }
-        guard try logs.hasGroup(account: account, g) else {
-            throw LogsError(code: "ResourceNotFoundException", message: "The specified log group does not exist.")
-        }
+        return g
+    }
+
+    /// The log group a request names, which must be one of the caller's account.
+    func requireGroup(_ body: [String: Any], account: String) throws -> String {
+        let g = try Self.groupName(body)
+        guard try logs.hasGroup(account: account, g) else { throw Self.noSuchGroup }
         return g
     }
 
@@ -143,22 +149,18 @@ public struct LogsAPI: Sendable {
         return out
     }
 
-    func putRetention(_ body: [String: Any], account: String) throws -> [String: Any] {
-        let g = try requireGroup(body, account: account)
-        guard let days = body["retentionInDays"] as? Int, Self.retentionDays.contains(days) else {
-            throw LogsError(code: "InvalidParameterException", message: "1 validation error detected: Value '\(body["retentionInDays"].map { "\($0)" } ?? "null")' at 'retentionInDays' failed to satisfy constraint: Member must satisfy enum value set: [\(Self.retentionDays.map(String.init).joined(separator: ", "))]")
+    /// PutRetentionPolicy (`days`) and DeleteRetentionPolicy (nil); the store checks that the
+    /// group exists in the same transaction.
+    func setRetention(_ body: [String: Any], account: String, put: Bool) throws -> [String: Any] {
+        let g = try Self.groupName(body)
+        var days: Int?
+        if put {
+            guard let d = body["retentionInDays"] as? Int, Self.retentionDays.contains(d) else {
+                throw LogsError(code: "InvalidParameterException", message: "1 validation error detected: Value '\(body["retentionInDays"].map { "\($0)" } ?? "null")' at 'retentionInDays' failed to satisfy constraint: Member must satisfy enum value set: [\(Self.retentionDays.map(String.init).joined(separator: ", "))]")
+            }
+            days = d
         }
-        guard try logs.setRetention(account: account, group: g, days: days) else {
-            throw LogsError(code: "ResourceNotFoundException", message: "The specified log group does not exist.")
-        }
-        return [:]
-    }
-
-    func deleteRetention(_ body: [String: Any], account: String) throws -> [String: Any] {
-        let g = try requireGroup(body, account: account)
-        guard try logs.setRetention(account: account, group: g, days: nil) else {
-            throw LogsError(code: "ResourceNotFoundException", message: "The specified log group does not exist.")
-        }
+        guard try logs.setRetention(account: account, group: g, days: days) else { throw Self.noSuchGroup }
         return [:]
     }
 

@@ -51,9 +51,7 @@ struct InstanceLauncher: Sendable {
         l[metadataKey: "instance.id"] = "\(sandbox.id)"
         let instance = Instance(id: sandbox.id, function: function, sandbox: sandbox, log: log, loop: loop, logger: l,
                                 sandboxMs: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
-        instance.attach(servers: sandbox.listeners.map { address, fd in
-            RuntimeAPIServer.start(listener: fd, tcp: address == .tcp(Self.runtimeAPIPort), on: loop, delegate: instance)
-        })
+        instance.attach(servers: sandbox.listeners.values.map { RuntimeAPIServer.start(listener: $0, on: loop, delegate: instance) })
         do {
             try log.start()
         } catch {

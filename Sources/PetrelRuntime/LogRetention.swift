@@ -4,9 +4,9 @@ import PetrelStore
 import ServiceLifecycle
 
 /// Deletes function logs older than their group's retention (PutRetentionPolicy), else
-/// the daemon's log_retention_days: at start, then every `interval`. A load test writes
-/// about 600 bytes of logs per warm invocation; without this, the data directory grows
-/// until the disk is full.
+/// the daemon's log_retention_days: at start, then every `interval`. Without it a load
+/// test's logs (`Scripts/bench invoke`'s log store row, per warm invocation) grow the data
+/// directory until the disk is full.
 public struct LogRetentionService: Service {
     let logs: LogStore
     let defaultDays: Int?

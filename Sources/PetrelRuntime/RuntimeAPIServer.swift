@@ -44,10 +44,11 @@ enum RuntimeAPIServer {
     /// leading `@` (as ss prints it); the address is the whole NUL-padded sun_path.
     static let abstractName = "petrel-runtime-api"
 
-    static func start(listener fd: Int32, tcp: Bool, on loop: any EventLoop, delegate: any RuntimeAPIDelegate) -> EventLoopFuture<any Channel> {
-        var bootstrap = ServerBootstrap(group: loop).serverChannelOption(.backlog, value: 128)
-        if tcp { bootstrap = bootstrap.childChannelOption(.socketOption(.tcp_nodelay), value: 1) }
-        return bootstrap
+    static func start(listener fd: Int32, on loop: any EventLoop, delegate: any RuntimeAPIDelegate) -> EventLoopFuture<any Channel> {
+        // TCP_NODELAY for TCP; NIO leaves it out on an AF_UNIX socket by itself.
+        ServerBootstrap(group: loop)
+            .serverChannelOption(.backlog, value: 128)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     // No pipelining assistance: RuntimeAPIHandler keeps answers in order itself. NIO's

@@ -2,6 +2,7 @@
 nothing behind. The clients are the real ones: boto3 and the AWS CLI."""
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -10,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -147,6 +149,16 @@ class Daemon:
                 raise AssertionError("the daemon left sandbox resources behind: %s" % left)
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def log_on_failure(self):
+        """Prints the end of petreld's log (every run so far) when the block fails: the
+        log goes with the daemon's directory."""
+        try:
+            yield
+        except BaseException:
+            sys.stderr.write("\n--- the end of petreld's log ---\n%s\n" % self.read_log()[-8000:])
+            raise
 
     def read_log(self):
         try:

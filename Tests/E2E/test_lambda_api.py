@@ -9,7 +9,6 @@ import inspect
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import unittest
@@ -857,75 +856,73 @@ class LogRetentionTest(unittest.TestCase):
         import sqlite3
         d = Daemon(extra_env={"PETREL_LOG_RETENTION_DAYS": "30"}).start()
         try:
-            lam, logs = d.client(), d.client("logs")
-            names = ["ret-default", "ret-own", "ret-keep", "ret-reset"]
-            for name in names:
-                lam.create_function(FunctionName=name, Runtime="python3.11", Role=ROLE, Handler="app.handler",
-                                    Code={"ZipFile": make_zip({"app.py": PY_APP})})
-                lam.invoke(FunctionName=name, Payload=b"{}")
-            def messages(name):
-                try:
-                    return [e["message"] for e in logs.filter_log_events(logGroupName="/aws/lambda/" + name)["events"]]
-                except ClientError as e:
-                    self.assertEqual(e.response["Error"]["Code"], "ResourceNotFoundException")
-                    return None
-            def wait(cond, what):
-                deadline = time.time() + 15
-                while time.time() < deadline:
-                    if cond():
-                        return
-                    time.sleep(0.1)
-                self.fail(what)
-            for name in names:
-                wait(lambda: any(m.startswith("REPORT") for m in messages(name) or []), "no REPORT line for " + name)
-            def retention():
-                return {g["logGroupName"].rsplit("/", 1)[1]: g.get("retentionInDays")
-                        for g in logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/ret-")["logGroups"]}
-            self.assertEqual(retention(), dict.fromkeys(names, 30))
-            logs.put_retention_policy(logGroupName="/aws/lambda/ret-own", retentionInDays=7)
-            d.aws("logs", "put-retention-policy", "--log-group-name", "/aws/lambda/ret-keep", "--retention-in-days", "60")
-            logs.put_retention_policy(logGroupName="/aws/lambda/ret-reset", retentionInDays=3653)
-            logs.delete_retention_policy(logGroupName="/aws/lambda/ret-reset")
-            self.assertEqual(retention(), {"ret-default": 30, "ret-own": 7, "ret-keep": 60, "ret-reset": 30})
-            # Refused, changing nothing: a value CloudWatch does not offer, a group that does not exist.
-            raw = d.client("logs", validate=False)
-            for days in (8, 0, "7"):
-                with self.assertRaises(ClientError) as cm:
-                    raw.put_retention_policy(logGroupName="/aws/lambda/ret-own", retentionInDays=days)
-                self.assertEqual(cm.exception.response["Error"]["Code"], "InvalidParameterException")
-                self.assertEqual(cm.exception.response["ResponseMetadata"]["HTTPStatusCode"], 400)
-            for call in (lambda: logs.put_retention_policy(logGroupName="/aws/lambda/nope", retentionInDays=7),
-                         lambda: logs.delete_retention_policy(logGroupName="/aws/lambda/nope")):
-                with self.assertRaises(ClientError) as cm:
-                    call()
-                self.assertEqual(cm.exception.response["Error"]["Code"], "ResourceNotFoundException")
-            self.assertEqual(retention(), {"ret-default": 30, "ret-own": 7, "ret-keep": 60, "ret-reset": 30})
-            kept = messages("ret-keep")
-            # Make the events old: stop the daemon, move their times back, start it again.
-            self.assertEqual(d.stop(), 0)
-            db = sqlite3.connect(os.path.join(d.data, "petrel.sqlite"))
-            day = 86400000
-            for name, days in (("ret-default", 31), ("ret-own", 8), ("ret-keep", 40), ("ret-reset", 29)):
-                group = "000000000000/aws/lambda/" + name
-                db.execute("UPDATE log_events SET timestamp = timestamp - ? WHERE stream IN (SELECT id FROM log_streams WHERE log_group = ?)",
-                           (days * day, group))
-                db.execute("UPDATE log_streams SET created = created - ?, last_event = last_event - ? WHERE log_group = ?",
-                           (days * day, days * day, group))
-            db.commit()
-            db.close()
-            d.start()
-            lam, logs = d.client(), d.client("logs")
-            wait(lambda: messages("ret-default") is None and messages("ret-own") is None, "old events were not deleted")
-            self.assertEqual(messages("ret-keep"), kept)
-            self.assertTrue(any(m.startswith("REPORT") for m in messages("ret-reset")))
-            self.assertEqual(retention(), {"ret-keep": 60, "ret-reset": 30})
-            # A group whose events all went comes back with the next invocation, its policy with it.
-            lam.invoke(FunctionName="ret-own", Payload=b"{}")
-            wait(lambda: any(m.startswith("REPORT") for m in messages("ret-own") or []), "ret-own logs nothing after expiry")
-            self.assertEqual(retention()["ret-own"], 7)
-        except BaseException:
-            sys.stderr.write("\n--- the end of petreld's log ---\n%s\n" % d.read_log()[-6000:])
-            raise
+            with d.log_on_failure():
+                lam, logs = d.client(), d.client("logs")
+                names = ["ret-default", "ret-own", "ret-keep", "ret-reset"]
+                for name in names:
+                    lam.create_function(FunctionName=name, Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                                        Code={"ZipFile": make_zip({"app.py": PY_APP})})
+                    lam.invoke(FunctionName=name, Payload=b"{}")
+                def messages(name):
+                    try:
+                        return [e["message"] for e in logs.filter_log_events(logGroupName="/aws/lambda/" + name)["events"]]
+                    except ClientError as e:
+                        self.assertEqual(e.response["Error"]["Code"], "ResourceNotFoundException")
+                        return None
+                def wait(cond, what):
+                    deadline = time.time() + 15
+                    while time.time() < deadline:
+                        if cond():
+                            return
+                        time.sleep(0.1)
+                    self.fail(what)
+                for name in names:
+                    wait(lambda: any(m.startswith("REPORT") for m in messages(name) or []), "no REPORT line for " + name)
+                def retention():
+                    return {g["logGroupName"].rsplit("/", 1)[1]: g.get("retentionInDays")
+                            for g in logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/ret-")["logGroups"]}
+                self.assertEqual(retention(), dict.fromkeys(names, 30))
+                logs.put_retention_policy(logGroupName="/aws/lambda/ret-own", retentionInDays=7)
+                d.aws("logs", "put-retention-policy", "--log-group-name", "/aws/lambda/ret-keep", "--retention-in-days", "60")
+                logs.put_retention_policy(logGroupName="/aws/lambda/ret-reset", retentionInDays=3653)
+                logs.delete_retention_policy(logGroupName="/aws/lambda/ret-reset")
+                self.assertEqual(retention(), {"ret-default": 30, "ret-own": 7, "ret-keep": 60, "ret-reset": 30})
+                # Refused, changing nothing: a value CloudWatch does not offer, a group that does not exist.
+                raw = d.client("logs", validate=False)
+                for days in (8, 0, "7"):
+                    with self.assertRaises(ClientError) as cm:
+                        raw.put_retention_policy(logGroupName="/aws/lambda/ret-own", retentionInDays=days)
+                    self.assertEqual(cm.exception.response["Error"]["Code"], "InvalidParameterException")
+                    self.assertEqual(cm.exception.response["ResponseMetadata"]["HTTPStatusCode"], 400)
+                for call in (lambda: logs.put_retention_policy(logGroupName="/aws/lambda/nope", retentionInDays=7),
+                             lambda: logs.delete_retention_policy(logGroupName="/aws/lambda/nope")):
+                    with self.assertRaises(ClientError) as cm:
+                        call()
+                    self.assertEqual(cm.exception.response["Error"]["Code"], "ResourceNotFoundException")
+                self.assertEqual(retention(), {"ret-default": 30, "ret-own": 7, "ret-keep": 60, "ret-reset": 30})
+                kept = messages("ret-keep")
+                # Make the events old: stop the daemon, move their times back, start it again.
+                self.assertEqual(d.stop(), 0)
+                db = sqlite3.connect(os.path.join(d.data, "petrel.sqlite"))
+                day = 86400000
+                for name, days in (("ret-default", 31), ("ret-own", 8), ("ret-keep", 40), ("ret-reset", 29)):
+                    group = "000000000000/aws/lambda/" + name
+                    db.execute("UPDATE log_events SET timestamp = timestamp - ? WHERE stream IN (SELECT id FROM log_streams WHERE log_group = ?)",
+                               (days * day, group))
+                    db.execute("UPDATE log_streams SET created = created - ?, last_event = last_event - ? WHERE log_group = ?",
+                               (days * day, days * day, group))
+                db.commit()
+                db.close()
+                d.start()
+                lam, logs = d.client(), d.client("logs")
+                wait(lambda: messages("ret-default") is None and messages("ret-own") is None, "old events were not deleted")
+                self.assertEqual(messages("ret-keep"), kept)
+                self.assertTrue(any(m.startswith("REPORT") for m in messages("ret-reset")))
+                self.assertEqual(retention(), {"ret-keep": 60, "ret-reset": 30})
+                # A group whose events all went comes back with the next invocation, its policy with it.
+                lam.invoke(FunctionName="ret-own", Payload=b"{}")
+                wait(lambda: any(m.startswith("REPORT") for m in messages("ret-own") or []), "ret-own logs nothing after expiry")
+                self.assertEqual(retention()["ret-own"], 7)
         finally:
             d.stop_and_check()
 
@@ -934,42 +931,39 @@ class RuntimeFallbackTest(unittest.TestCase):
     """Petrel's runtimes on the host, against a fake Runtime API: when the abstract socket
     they are told of is not there, they use AWS_LAMBDA_RUNTIME_API instead."""
 
-    def run_runtime(self, command, env, api):
-        base = {"PATH": "/usr/bin:/bin", "AWS_LAMBDA_RUNTIME_API": api.address, "AWS_LAMBDA_FUNCTION_NAME": "fallback",
-                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
-                "PETREL_RUNTIME_API_SOCKET": "@petrel-test-absent-%d-%d" % (os.getpid(), time.monotonic_ns())}
-        base.update(env)
-        proc = subprocess.Popen(command, env=base, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        try:
-            self.assertTrue(api.done.wait(30), "the runtime did not come back for a second event")
-        finally:
-            proc.kill()
-            out = proc.communicate()[0]
-            api.close()
-        return out
-
-    def test_python_falls_back_to_tcp(self):
+    def falls_back(self, handler_file, handler_source, command, env):
+        """Runs `command` (a bootstrap of rootfs/runtimes/, with the handler in a directory of
+        its own) against a fake Runtime API that hands out two events; checks it answered both."""
         import tempfile
+        rootfs = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "rootfs")
+        api = FakeRuntimeAPI([{"n": 1}, {"n": 2}])
         with tempfile.TemporaryDirectory() as task:
-            with open(os.path.join(task, "app.py"), "w") as f:
-                f.write("def handler(e, c):\n    return {'got': e, 'id': c.aws_request_id}\n")
-            api = FakeRuntimeAPI([{"n": 1}, {"n": 2}])
-            rootfs = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "rootfs")
-            out = self.run_runtime(["/usr/bin/python3", "-S", "-u", os.path.join(rootfs, "runtimes/python/bootstrap.py")],
-                                   {"_HANDLER": "app.handler", "PYTHONPATH": task}, api)
+            with open(os.path.join(task, handler_file), "w") as f:
+                f.write(handler_source)
+            base = {"PATH": "/usr/bin:/bin", "AWS_LAMBDA_RUNTIME_API": api.address, "AWS_LAMBDA_FUNCTION_NAME": "fallback",
+                    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+                    "PETREL_RUNTIME_API_SOCKET": "@petrel-test-absent-%d-%d" % (os.getpid(), time.monotonic_ns())}
+            base.update({k: v.replace("{task}", task) for k, v in env.items()})
+            proc = subprocess.Popen([c.replace("{rootfs}", rootfs) for c in command], env=base,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            try:
+                self.assertTrue(api.done.wait(30), "the runtime did not come back for a second event")
+            finally:
+                proc.kill()
+                out = proc.communicate()[0]
+                api.close()
         self.assertEqual([a[2] for a in api.answers], [{"got": {"n": 1}, "id": "req-0"}, {"got": {"n": 2}, "id": "req-1"}], out)
         self.assertTrue(all(a[0] == "POST" and a[1].endswith("/response") for a in api.answers), api.answers)
 
+    def test_python_falls_back_to_tcp(self):
+        self.falls_back("app.py", "def handler(e, c):\n    return {'got': e, 'id': c.aws_request_id}\n",
+                        ["/usr/bin/python3", "-S", "-u", "{rootfs}/runtimes/python/bootstrap.py"],
+                        {"_HANDLER": "app.handler", "PYTHONPATH": "{task}"})
+
     def test_node_falls_back_to_tcp(self):
-        import tempfile
-        with tempfile.TemporaryDirectory() as task:
-            with open(os.path.join(task, "index.js"), "w") as f:
-                f.write("exports.handler = async (e, c) => ({got: e, id: c.awsRequestId});\n")
-            api = FakeRuntimeAPI([{"n": 1}, {"n": 2}])
-            rootfs = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "rootfs")
-            out = self.run_runtime(["/usr/bin/node", os.path.join(rootfs, "runtimes/node/bootstrap.js")],
-                                   {"_HANDLER": "index.handler", "LAMBDA_TASK_ROOT": task}, api)
-        self.assertEqual([a[2] for a in api.answers], [{"got": {"n": 1}, "id": "req-0"}, {"got": {"n": 2}, "id": "req-1"}], out)
+        self.falls_back("index.js", "exports.handler = async (e, c) => ({got: e, id: c.awsRequestId});\n",
+                        ["/usr/bin/node", "{rootfs}/runtimes/node/bootstrap.js"],
+                        {"_HANDLER": "index.handler", "LAMBDA_TASK_ROOT": "{task}"})
 
 
 class RestartTest(unittest.TestCase):
@@ -1039,32 +1033,30 @@ class RestartTest(unittest.TestCase):
     def test_functions_survive_a_restart(self):
         d = Daemon().start()
         try:
-            lam = d.client()
-            z = make_zip({"app.py": PY_APP})
-            for i in range(3):
-                lam.create_function(FunctionName="keep-%d" % i, Runtime="python3.11", Role=ROLE, Handler="app.handler",
-                                    Code={"ZipFile": z}, Environment={"Variables": {"GREETING": "g%d" % i}})
-            before = lam.list_functions()["Functions"]
-            self.assertEqual(payload_json(lam.invoke(FunctionName="keep-1"))["greeting"], "g1")
-            self.assertEqual(d.stop(), 0)
-            d.start()
-            lam = d.client()
-            after = lam.list_functions()["Functions"]
-            self.assertEqual(after, before)
-            for i in range(3):
-                self.assertEqual(payload_json(lam.invoke(FunctionName="keep-%d" % i))["greeting"], "g%d" % i)
-            # A daemon killed outright also keeps them. Its port is closed at once: no
-            # sandbox it was preparing holds a copy of its listener (one did, and took the
-            # next daemon's first connections, then reset them).
-            d.stop(sig=9)
-            with self.assertRaises(OSError, msg="something still accepts on the killed daemon's port"):
-                socket.create_connection(("127.0.0.1", d.port), timeout=1).close()
-            d.start()
-            self.assertEqual(d.client().list_functions()["Functions"], before)
-            self.assertEqual(payload_json(d.client().invoke(FunctionName="keep-2"))["greeting"], "g2")
-        except BaseException:
-            sys.stderr.write("\n--- the end of petreld's log (all runs) ---\n%s\n" % d.read_log()[-8000:])
-            raise
+            with d.log_on_failure():
+                lam = d.client()
+                z = make_zip({"app.py": PY_APP})
+                for i in range(3):
+                    lam.create_function(FunctionName="keep-%d" % i, Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                                        Code={"ZipFile": z}, Environment={"Variables": {"GREETING": "g%d" % i}})
+                before = lam.list_functions()["Functions"]
+                self.assertEqual(payload_json(lam.invoke(FunctionName="keep-1"))["greeting"], "g1")
+                self.assertEqual(d.stop(), 0)
+                d.start()
+                lam = d.client()
+                after = lam.list_functions()["Functions"]
+                self.assertEqual(after, before)
+                for i in range(3):
+                    self.assertEqual(payload_json(lam.invoke(FunctionName="keep-%d" % i))["greeting"], "g%d" % i)
+                # A daemon killed outright also keeps them. Its port is closed at once: no
+                # sandbox it was preparing holds a copy of its listener (one did, and took the
+                # next daemon's first connections, then reset them).
+                d.stop(sig=9)
+                with self.assertRaises(OSError, msg="something still accepts on the killed daemon's port"):
+                    socket.create_connection(("127.0.0.1", d.port), timeout=1).close()
+                d.start()
+                self.assertEqual(d.client().list_functions()["Functions"], before)
+                self.assertEqual(payload_json(d.client().invoke(FunctionName="keep-2"))["greeting"], "g2")
         finally:
             d.stop()
             shutil.rmtree(d.root, ignore_errors=True)

@@ -84,7 +84,8 @@ enum Fixtures {
                                memoryMB: memoryMB, ephemeralStorageMB: storageMB, timeout: timeout, network: network,
                                stdin: devnull, stdout: fds[1], stderr: fds[1])
         spec.listen = listen
-        let sandbox = try engine.spawn(spec, policy: policy)
+        let sandbox: Sandbox
+        do { sandbox = try engine.spawn(spec, policy: policy) } catch { close(fds[0]); throw error }
         return Run(sandbox: sandbox, out: PipeReader(fd: fds[0]))
     }
 

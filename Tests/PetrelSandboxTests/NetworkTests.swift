@@ -99,6 +99,29 @@ struct NetworkTests {
         Fixtures.expectReleased(other.sandbox.resources)
     }
 
+    @Test("an abstract name that is empty or longer than sun_path allows is refused, and nothing opened before it stays open")
+    func abstractNameLimits() async throws {
+        func sockets() -> Int {
+            ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? [])
+                .filter { Fixtures.readlink("/proc/self/fd/" + $0)?.hasPrefix("socket:") == true }.count
+        }
+        let before = sockets()
+        for bad in ["", String(repeating: "n", count: 107)] {
+            #expect(throws: SandboxError.self, "name of \(bad.utf8.count) bytes") {
+                _ = try Fixtures.start(["/bin/true"], probe: false, listen: [.tcp(9001), .abstract(bad)])
+            }
+        }
+        // The TCP listener opened before the bad name is closed again, as is the sandbox's own.
+        #expect(sockets() == before)
+        // 106 bytes is the longest name: it works.
+        let run = try Fixtures.start(["/bin/true"], probe: false, listen: [.abstract(String(repeating: "n", count: 106))])
+        #expect(run.sandbox.listeners.count == 1)
+        run.sandbox.listeners.values.forEach { _ = close($0) }
+        let (report, _) = await run.finish()
+        #expect(report.exitCode == 0)
+        Fixtures.expectReleased(run.sandbox.resources)
+    }
+
     @Test("with network none there is no route out")
     func noneMode() async throws {
         let (_, output) = try await Fixtures.probe(["connect", "10.213.0.1", "80"], network: SandboxPolicy.NetworkMode.none)

@@ -44,7 +44,7 @@ class RuntimeAPI {
       s.once('error', reject);
       s.once('connect', () => {
         s.removeListener('error', reject);
-        if (address.port) s.setNoDelay(true);
+        s.setNoDelay(true); // a no-op on the abstract socket
         s.on('error', () => {}); // 'close' follows
         s.on('data', (chunk) => {
           this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
