@@ -134,7 +134,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PetrelControllerTests",
-            dependencies: ["PetrelCore", "PetrelStore", "PetrelClient", "PetrelAPI", "petreld", "petrel-init",
+            dependencies: ["PetrelCore", "PetrelStore", "PetrelClient", "PetrelAPI", "PetrelRuntime", "petreld", "petrel-init",
                            .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Crypto", package: "swift-crypto"),
                            .product(name: "Logging", package: "swift-log"), .product(name: "HTTPTypes", package: "swift-http-types"),
                            .product(name: "Hummingbird", package: "hummingbird"), .product(name: "NIOCore", package: "swift-nio")]

@@ -298,6 +298,31 @@ def idle_memory(d, k):
             "runtime_rss_kib": median(runtime_rss)}
 
 
+def runtime_module_start(n):
+    """The Python runtime's start, its module read from the bytecode petreld compiles at
+    start (RuntimeFiles) and compiled from source at each start (what a read-only
+    /var/runtime without that bytecode costs): `python3 -S` importing it, median of n, alternating."""
+    work = tempfile.mkdtemp(prefix="petrel-bench-rt-", dir="/var/tmp")
+    try:
+        times = {"bytecode": [], "source": []}
+        for kind in times:
+            d = os.path.join(work, kind)
+            shutil.copytree(os.path.join(REPO, "rootfs", "runtimes", "python"), d, ignore=shutil.ignore_patterns("__pycache__"))
+            if kind == "bytecode":
+                subprocess.run(["/usr/bin/python3", "-S", "-c", "import py_compile, sys; py_compile.compile(sys.argv[1], doraise=True)",
+                                os.path.join(d, "_petrel_runtime.py")], check=True)
+        env = {"PYTHONDONTWRITEBYTECODE": "1", "PATH": "/usr/bin:/bin"}
+        for _ in range(n):
+            for kind in times:
+                env["PYTHONPATH"] = os.path.join(work, kind)
+                t = time.perf_counter()
+                subprocess.run(["/usr/bin/python3", "-S", "-u", "-X", "utf8", "-c", "import _petrel_runtime"], check=True, env=env)
+                times[kind].append((time.perf_counter() - t) * 1000)
+        return {k + "_ms": median(v) for k, v in times.items()}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def transport_round_trip(kind, n=10000, size=400):
     """CPU (both processes) per round trip of `size` bytes each way between two processes:
     over an AF_UNIX stream socket, as Petrel's runtimes reach the Runtime API, or over
@@ -412,6 +437,7 @@ def main():
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["ref"] = {"bare_python_ms": median(bare), "bwrap_python_ms": median(bwrap)}
+    results["runtime_module"] = runtime_module_start(a.cold)
     # Alternating rounds, median of each: the two see the same stretches of host load.
     trips = {"unix": [], "tcp": []}
     for _ in range(3):
@@ -428,6 +454,8 @@ def main():
          "bare python3 %.1f ms; bwrap --unshare-all %.1f ms" % (r["bare_python_ms"], r["bwrap_python_ms"]), "<= 25 ms"),
         ("  sandbox (take a prepared one, start)", "%.2f ms" % c["sandbox"], "", ""),
         ("  runtime start (interpreter + bootstrap)", "%.1f ms" % c["runtime"], "", ""),
+        ("    python3 -S importing the runtime's module (host)", "%.1f ms" % results["runtime_module"]["bytecode_ms"],
+         "compiled from source at each start: %.1f ms (no bytecode in a read-only /var/runtime)" % results["runtime_module"]["source_ms"], ""),
         ("  init (import the handler)", "%.1f ms" % c["init"], "", ""),
         ("  Init Duration (REPORT)", "%.1f ms" % c["init_duration"], "", ""),
     ]

@@ -92,7 +92,8 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let code = try CodeStore(directory: c.dataDirectory + "/code", cacheDirectory: c.runDirectory + "/code", keys: store.keys)
         let engine = try SandboxEngine(configuration: SandboxEngineConfiguration(
-            stateDirectory: c.dataDirectory, runDirectory: c.runDirectory, rootfsSkeleton: Locations.rootfs(),
+            stateDirectory: c.dataDirectory, runDirectory: c.runDirectory,
+            rootfsSkeleton: RuntimeFiles.stage(skeleton: Locations.rootfs(), runDirectory: c.runDirectory, logger: logger),
             preparedPoolSize: c.preparedSandboxes), logger: logger)
         // The API's and the instances' loops, one per core. A group of its own: the loops of
         // new connections then go round robin (the singleton's `next()` is everybody's),

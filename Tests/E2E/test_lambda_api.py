@@ -374,6 +374,30 @@ class LambdaAPITest(unittest.TestCase):
         self.assertEqual(body["socket"], "@petrel-runtime-api")
         self.assertEqual(body["kinds"], ["tcp"])
 
+    def test_the_python_runtime_is_read_from_bytecode_petreld_compiled(self):
+        # /var/runtime is read-only and PYTHONDONTWRITEBYTECODE is set, so the runtime's
+        # module is compiled at every cold start unless petreld compiled it when it started.
+        # What Python checks before it uses a cache: the magic number, the source's
+        # modification time and size in the header (flags 0: not hash-based).
+        src = (
+            "import importlib.util, os, struct, sys\n"
+            "def handler(e, c):\n"
+            "    m = sys.modules['_petrel_runtime']\n"
+            "    with open(m.__cached__, 'rb') as f:\n"
+            "        head = f.read(16)\n"
+            "    flags, mtime, size = struct.unpack('<III', head[4:16])\n"
+            "    st = os.stat(m.__file__)\n"
+            "    return {'file': m.__file__, 'magic': head[:4] == importlib.util.MAGIC_NUMBER, 'flags': flags,\n"
+            "            'fresh': (mtime, size) == (int(st.st_mtime) & 0xFFFFFFFF, st.st_size & 0xFFFFFFFF),\n"
+            "            'writable': os.access(os.path.dirname(m.__cached__), os.W_OK)}\n")
+        self.create("runtime-bytecode", make_zip({"app.py": src}))
+        body = payload_json(self.invoke("runtime-bytecode", tail=False))
+        self.assertEqual(body, {"file": "/var/runtime/python/_petrel_runtime.py", "magic": True, "flags": 0, "fresh": True,
+                                "writable": False})
+        # The copy the instances see lives in the run directory; the checkout stays as it was.
+        staged = os.path.join(self.daemon.run, "rootfs", "runtimes", "python", "__pycache__")
+        self.assertEqual([n for n in os.listdir(staged) if n.startswith("_petrel_runtime.")], ["_petrel_runtime.cpython-311.pyc"])
+
     def test_custom_runtime(self):
         z = make_zip({"bootstrap": (CUSTOM_BOOTSTRAP, 0o755)})
         self.create("custom-basic", z, runtime="provided.al2023", handler="whatever.handler")
@@ -958,7 +982,7 @@ class RuntimeFallbackTest(unittest.TestCase):
     def test_python_falls_back_to_tcp(self):
         self.falls_back("app.py", "def handler(e, c):\n    return {'got': e, 'id': c.aws_request_id}\n",
                         ["/usr/bin/python3", "-S", "-u", "{rootfs}/runtimes/python/bootstrap.py"],
-                        {"_HANDLER": "app.handler", "PYTHONPATH": "{task}"})
+                        {"_HANDLER": "app.handler", "PYTHONPATH": "{task}", "PYTHONDONTWRITEBYTECODE": "1"})
 
     def test_node_falls_back_to_tcp(self):
         self.falls_back("index.js", "exports.handler = async (e, c) => ({got: e, id: c.awsRequestId});\n",

@@ -1,0 +1,56 @@
+import Foundation
+import Logging
+@testable import PetrelRuntime
+import Testing
+
+/// The skeleton instances see: copied into the run directory with the runtime's
+/// Python modules compiled, or the skeleton itself when that cannot be done.
+@Suite("Runtime files")
+struct RuntimeFilesTests {
+    func directory() throws -> String {
+        let dir = NSTemporaryDirectory() + "petrel-runtime-files-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    func write(_ text: String, _ path: String) throws {
+        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try text.write(toFile: path, atomically: false, encoding: .utf8)
+    }
+
+    @Test("the copy holds bytecode for each module but not the entry script, and none brought from the skeleton")
+    func staged() throws {
+        let dir = try directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let skeleton = dir + "/skeleton", run = dir + "/run"
+        try write("root:x:0:0::/:/sbin/nologin\n", skeleton + "/etc/passwd")
+        try write("import mod\nmod.main()\n", skeleton + "/runtimes/python/bootstrap.py")
+        try write("def main():\n    pass\n", skeleton + "/runtimes/python/mod.py")
+        try write("stale", skeleton + "/runtimes/python/__pycache__/old.cpython-311.pyc")
+        try FileManager.default.createDirectory(atPath: run, withIntermediateDirectories: true)
+        // A copy left by an earlier start is replaced.
+        try write("left over", run + "/rootfs/leftover")
+
+        let got = RuntimeFiles.stage(skeleton: skeleton, runDirectory: run, logger: Logger(label: "test"))
+        #expect(got == run + "/rootfs")
+        let cache = run + "/rootfs/runtimes/python/__pycache__"
+        let names = try FileManager.default.contentsOfDirectory(atPath: cache)
+        #expect(names.count == 1 && names[0].hasPrefix("mod.cpython-") && names[0].hasSuffix(".pyc"), "\(names)")
+        #expect(FileManager.default.fileExists(atPath: run + "/rootfs/etc/passwd"))
+        #expect(!FileManager.default.fileExists(atPath: run + "/rootfs/leftover"))
+        // The skeleton itself is not touched.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: skeleton + "/runtimes/python/__pycache__") == ["old.cpython-311.pyc"])
+    }
+
+    @Test("a module that does not compile leaves the instances on the skeleton itself")
+    func fallsBack() throws {
+        let dir = try directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let skeleton = dir + "/skeleton", run = dir + "/run"
+        try write("def broken(:\n", skeleton + "/runtimes/python/bad.py")
+        try FileManager.default.createDirectory(atPath: run, withIntermediateDirectories: true)
+        #expect(RuntimeFiles.stage(skeleton: skeleton, runDirectory: run, logger: Logger(label: "test")) == skeleton)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: run) == [], "the half-made copy is removed")
+        #expect(RuntimeFiles.stage(skeleton: dir + "/absent", runDirectory: run, logger: Logger(label: "test")) == dir + "/absent")
+    }
+}
