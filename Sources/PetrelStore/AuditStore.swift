@@ -2,7 +2,8 @@ import Foundation
 import GRDB
 
 /// The audit trail: one row per API call, refused ones included. The table
-/// refuses UPDATE and DELETE (triggers), so records are only ever added.
+/// refuses UPDATE, and DELETE of any record at or after its horizon (triggers):
+/// records are only ever added, and leave only by age (`expire`).
 public struct AuditStore: Sendable {
     let db: PetrelDatabase
     public init(_ db: PetrelDatabase) { self.db = db }
@@ -45,6 +46,37 @@ public struct AuditStore: Sendable {
                 try stmt.execute(arguments: [r.time, r.account, r.accessKey, r.source, r.action, r.resource, r.parameters, r.status, r.errorCode])
             }
         }
+    }
+
+    /// Where the trail now begins: records older than this (milliseconds since the epoch) have expired.
+    public func horizon() throws -> Int64 {
+        try db.pool.read { db in try Int64.fetchOne(db, sql: "SELECT time FROM audit_horizon WHERE id = 1") ?? 0 }
+    }
+
+    /// Moves the horizon to `days` before `nowMs` (never back) and deletes the records
+    /// older than it, `limit` to a transaction. When any went, the trail records that
+    /// itself (action `ExpireAuditRecords`, source `petreld`). Returns how many went.
+    public func expire(nowMs: Int64, days: Int, limit: Int = 5_000) throws -> Int {
+        let cutoff = nowMs - Int64(days) * 86_400_000
+        let horizon = try db.pool.write { db -> Int64 in
+            try db.execute(sql: "UPDATE audit_horizon SET time = max(time, ?) WHERE id = 1", arguments: [cutoff])
+            return try Int64.fetchOne(db, sql: "SELECT time FROM audit_horizon WHERE id = 1") ?? 0
+        }
+        var deleted = 0
+        while true {
+            let n = try db.pool.write { db -> Int in
+                try db.execute(sql: "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE time < ? ORDER BY time LIMIT ?)",
+                               arguments: [horizon, limit])
+                return db.changesCount
+            }
+            deleted += n
+            if n < limit { break }
+        }
+        if deleted > 0 {
+            try append([Record(time: nowMs, account: nil, accessKey: nil, source: "petreld", action: "ExpireAuditRecords", resource: nil,
+                               parameters: #"{"before":\#(horizon),"days":\#(days),"deleted":\#(deleted)}"#, status: 200, errorCode: nil)])
+        }
+        return deleted
     }
 
     /// Records in order, optionally since a time, of one account, of one action.

@@ -212,6 +212,26 @@ public final class PetrelDatabase: Sendable {
                 ) WITHOUT ROWID;
                 """)
         }
+        m.registerMigration("v6-audit-retention") { db in
+            // The trail may lose records only by age: those older than its horizon, a time that
+            // only moves forward. Every record at or after it still refuses DELETE, as before.
+            try db.execute(sql: """
+                CREATE TABLE audit_horizon (
+                    id INTEGER PRIMARY KEY CHECK (id = 1),
+                    time INTEGER NOT NULL
+                );
+                INSERT INTO audit_horizon (id, time) VALUES (1, 0);
+                CREATE TRIGGER audit_horizon_moves_forward BEFORE UPDATE ON audit_horizon
+                    WHEN new.time < old.time OR new.id != old.id
+                    BEGIN SELECT RAISE(ABORT, 'the audit horizon only moves forward'); END;
+                CREATE TRIGGER audit_horizon_stays BEFORE DELETE ON audit_horizon
+                    BEGIN SELECT RAISE(ABORT, 'the audit horizon only moves forward'); END;
+                DROP TRIGGER audit_is_append_only_d;
+                CREATE TRIGGER audit_is_append_only_d BEFORE DELETE ON audit
+                    WHEN old.time >= (SELECT time FROM audit_horizon WHERE id = 1)
+                    BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only; only records older than its horizon expire'); END;
+                """)
+        }
         return m
     }
 }

@@ -27,6 +27,9 @@ struct DaemonConfiguration: Sendable {
     /// Function logs older than this are deleted, unless their group has a policy of its
     /// own (PutRetentionPolicy); nil (0 in the file): kept forever.
     var logRetentionDays: Int? = 30
+    /// Audit records older than this are deleted (90 days, as CloudTrail's event history
+    /// keeps); nil (0 in the file): kept forever.
+    var auditRetentionDays: Int? = 90
     /// PEM files: with both, the API speaks HTTPS.
     var tlsCertificate: String?
     var tlsKey: String?
@@ -74,6 +77,7 @@ struct DaemonConfiguration: Sendable {
         ("event_workers", { c, v, src in c.eventWorkers = try int(v, src, 1...1_000) }),
         ("event_retry_delay_seconds", { c, v, src in c.eventRetryDelaySeconds = try int(v, src, 1...3_600) }),
         ("log_retention_days", { c, v, src in let d = try int(v, src, 0...3_653); c.logRetentionDays = d == 0 ? nil : d }),
+        ("audit_retention_days", { c, v, src in let d = try int(v, src, 0...3_653); c.auditRetentionDays = d == 0 ? nil : d }),
         ("tls_certificate", { c, v, _ in c.tlsCertificate = v.isEmpty ? nil : v }),
         ("tls_key", { c, v, _ in c.tlsKey = v.isEmpty ? nil : v }),
         ("log_level", { c, v, src in
@@ -87,7 +91,8 @@ struct DaemonConfiguration: Sendable {
         try root.rejectUnknown(["api", "storage", "platform", "instances", "events", "logging"])
         let sections: [String: [String: String]] = [
             "api": ["listen": "listen", "tls_certificate": "tls_certificate", "tls_key": "tls_key"],
-            "storage": ["data_dir": "data_dir", "run_dir": "run_dir", "log_retention_days": "log_retention_days"],
+            "storage": ["data_dir": "data_dir", "run_dir": "run_dir", "log_retention_days": "log_retention_days",
+                        "audit_retention_days": "audit_retention_days"],
             "platform": ["region": "region", "account_id": "account_id", "policy": "policy"],
             "instances": ["keep_alive_seconds": "keep_alive_seconds", "prepared_sandboxes": "prepared_sandboxes",
                           "init_timeout_seconds": "init_timeout_seconds", "drain_timeout_seconds": "drain_timeout_seconds",

@@ -147,7 +147,8 @@ struct ServeCommand: AsyncParsableCommand {
         // The API's tasks run on the event loops (LoopAffineExecutor): an invocation stays on its
         // connection's loop, where its instance most likely lives too.
         let api = OnExecutor(app, executor: LoopAffineExecutor(group: group))
-        let retention = LogRetentionService(logs: LogStore(db), defaultDays: c.logRetentionDays, logger: logger)
+        let retention = RetentionService(logs: LogStore(db), logDays: c.logRetentionDays, audit: AuditStore(db),
+                                         auditDays: c.auditRetentionDays, logger: logger)
         var config = ServiceGroupConfiguration(services: [.init(service: AuditService(gate: gate)), .init(service: retention),
                                                           .init(service: runtime), .init(service: events), .init(service: api)],
                                                logger: logger)

@@ -345,6 +345,51 @@ class AuthTest(unittest.TestCase):
             db.close()
 
 
+class AuditRetentionTest(unittest.TestCase):
+    """Audit records older than audit_retention_days are deleted (at start, then every
+    10 minutes); the trail records the expiry, and its younger records stay undeletable."""
+
+    def test_old_audit_records_expire(self):
+        d = Daemon(extra_env={"PETREL_AUDIT_RETENTION_DAYS": "30"}).start()
+        try:
+            with d.log_on_failure():
+                d.client().list_functions()
+                self.assertEqual(d.stop(), 0)
+                # Records from before the retention (INSERT is all the trail allows by hand).
+                db = sqlite3.connect(os.path.join(d.data, "petrel.sqlite"))
+                old = int(time.time() * 1000) - 40 * 86400000
+                for i in range(3):
+                    db.execute("INSERT INTO audit (time, source, action, parameters, status) VALUES (?, 'test', 'OldCall', '{}', 200)",
+                               (old + i,))
+                db.commit()
+                db.close()
+                d.start()
+                d.client().list_functions()
+
+                def audit(*args):
+                    return [json.loads(line) for line in d.petreld("audit", "--json", *args).stdout.splitlines()]
+                deadline = time.time() + 15
+                while audit("--action", "OldCall") and time.time() < deadline:
+                    time.sleep(0.1)
+                self.assertEqual(audit("--action", "OldCall"), [])
+                expiry = audit("--action", "ExpireAuditRecords")
+                self.assertEqual(len(expiry), 1, expiry)
+                self.assertEqual((expiry[0]["source"], expiry[0]["parameters"]["deleted"], expiry[0]["parameters"]["days"]),
+                                 ("petreld", 3, 30))
+                time.sleep(0.2)  # the audit writer gathers records for 20 ms
+                self.assertEqual(len(audit("--action", "ListFunctions")), 2)
+                # Younger records still cannot be deleted.
+                db = sqlite3.connect(os.path.join(d.data, "petrel.sqlite"), timeout=10)
+                try:
+                    with self.assertRaises(sqlite3.DatabaseError) as cm:
+                        db.execute("DELETE FROM audit WHERE action = 'ListFunctions'")
+                    self.assertIn("append-only", str(cm.exception))
+                finally:
+                    db.close()
+        finally:
+            d.stop_and_check()
+
+
 class TLSTest(unittest.TestCase):
     def test_https_with_a_configured_certificate(self):
         d = Daemon()

@@ -18,14 +18,18 @@ struct DaemonConfigurationTests {
         #expect(c.logLevel == d.logLevel)
         #expect(c.concurrencyLimit == d.concurrencyLimit && c.memoryBudgetMB == nil)
         #expect(c.logRetentionDays == d.logRetentionDays && d.logRetentionDays == 30)
+        #expect(c.auditRetentionDays == d.auditRetentionDays && d.auditRetentionDays == 90)
     }
 
-    @Test("log retention: days, 0 for forever, out of range refused")
-    func logRetention() throws {
-        #expect(try DaemonConfiguration.load(file: nil, environment: ["PETREL_LOG_RETENTION_DAYS": "7"]).logRetentionDays == 7)
-        #expect(try DaemonConfiguration.load(file: nil, environment: ["PETREL_LOG_RETENTION_DAYS": "0"]).logRetentionDays == nil)
-        #expect(throws: DaemonConfiguration.Invalid.self) { try DaemonConfiguration.load(file: nil, environment: ["PETREL_LOG_RETENTION_DAYS": "3654"]) }
-        #expect(throws: DaemonConfiguration.Invalid.self) { try DaemonConfiguration.load(file: nil, environment: ["PETREL_LOG_RETENTION_DAYS": "-1"]) }
+    @Test("log and audit retention: days, 0 for forever, out of range refused", arguments: [
+        ("PETREL_LOG_RETENTION_DAYS", \DaemonConfiguration.logRetentionDays),
+        ("PETREL_AUDIT_RETENTION_DAYS", \DaemonConfiguration.auditRetentionDays),
+    ] as [(String, KeyPath<DaemonConfiguration, Int?> & Sendable)])
+    func retention(_ variable: String, _ field: KeyPath<DaemonConfiguration, Int?> & Sendable) throws {
+        #expect(try DaemonConfiguration.load(file: nil, environment: [variable: "7"])[keyPath: field] == 7)
+        #expect(try DaemonConfiguration.load(file: nil, environment: [variable: "0"])[keyPath: field] == nil)
+        #expect(throws: DaemonConfiguration.Invalid.self) { try DaemonConfiguration.load(file: nil, environment: [variable: "3654"]) }
+        #expect(throws: DaemonConfiguration.Invalid.self) { try DaemonConfiguration.load(file: nil, environment: [variable: "-1"]) }
     }
 
     @Test("the environment overrides the file; bad values are refused with the key's name")
