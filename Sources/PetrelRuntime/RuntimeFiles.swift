@@ -53,7 +53,8 @@ public enum RuntimeFiles {
         guard FileManager.default.isExecutableFile(atPath: python) else { throw CompileFailed(description: "\(python) is not there") }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: python)
-        p.arguments = ["-S", "-c", "import py_compile, sys\nfor f in sys.argv[1:]:\n    py_compile.compile(f, doraise=True)"] + modules
+        // umask 022 whatever the daemon's: the instances' unprivileged users read the bytecode.
+        p.arguments = ["-S", "-c", "import os, py_compile, sys\nos.umask(0o022)\nfor f in sys.argv[1:]:\n    py_compile.compile(f, doraise=True)"] + modules
         let errors = Pipe()
         p.standardError = errors
         p.standardOutput = FileHandle.nullDevice

@@ -31,11 +31,19 @@ struct RuntimeFilesTests {
         // A copy left by an earlier start is replaced.
         try write("left over", run + "/rootfs/leftover")
 
+        // Under the tightest umask the bytecode is still readable by the instances' users. (The
+        // umask is the process's, for the ~50 ms of this call; Scripts/test runs tests one at a time.)
+        let mask = umask(0o077)
         let got = RuntimeFiles.stage(skeleton: skeleton, runDirectory: run, logger: Logger(label: "test"))
+        umask(mask)
         #expect(got == run + "/rootfs")
         let cache = run + "/rootfs/runtimes/python/__pycache__"
         let names = try FileManager.default.contentsOfDirectory(atPath: cache)
         #expect(names.count == 1 && names[0].hasPrefix("mod.cpython-") && names[0].hasSuffix(".pyc"), "\(names)")
+        for path in [cache, cache + "/" + names[0]] {
+            let mode = try #require(FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int)
+            #expect(mode & 0o004 != 0, "\(path) is not readable by others: \(String(mode, radix: 8))")
+        }
         #expect(FileManager.default.fileExists(atPath: run + "/rootfs/etc/passwd"))
         #expect(!FileManager.default.fileExists(atPath: run + "/rootfs/leftover"))
         // The skeleton itself is not touched.
