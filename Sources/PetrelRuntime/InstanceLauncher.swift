@@ -72,7 +72,8 @@ struct InstanceLauncher: Sendable {
         switch runtime {
         // -S: no `site` (~3.5 ms of every cold start), so the host's dist-packages stay out of
         // functions, as on Lambda: a function sees the standard library, /var/task and /opt/python.
-        case .python311: ["/usr/bin/python3", "-S", "-u", "-X", "utf8", "/var/runtime/python/bootstrap.py"]
+        // The interpreter that compiled the runtime's bytecode (RuntimeFiles), so that it reads it.
+        case .python311: [RuntimeFiles.python, "-S", "-u", "-X", "utf8", "/var/runtime/python/bootstrap.py"]
         // --interrupt-budget: V8 optimizes hot code after 1/16 of its default budget, so an
         // instance reaches its optimized speed within hundreds of invocations rather than
         // thousands (see the Node rows' runtime CPU per invocation in `Scripts/bench invoke`).

@@ -7,7 +7,8 @@ import Logging
 /// cold start would compile the runtime's source again (`Scripts/bench invoke`
 /// prints the module's start both ways, under its runtime-start row).
 public enum RuntimeFiles {
-    /// The interpreter the Python runtime runs (bound from the host): its bytecode is what it reads.
+    /// The interpreter the Python runtime runs (bound from the host; InstanceLauncher starts
+    /// it): bytecode is read only by the interpreter version that wrote it.
     static let python = "/usr/bin/python3"
 
     /// Copies `skeleton` to `runDirectory/rootfs` (made afresh) and compiles its

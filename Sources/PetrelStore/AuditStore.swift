@@ -62,16 +62,8 @@ public struct AuditStore: Sendable {
             try db.execute(sql: "UPDATE audit_horizon SET time = max(time, ?) WHERE id = 1", arguments: [cutoff])
             return try Int64.fetchOne(db, sql: "SELECT time FROM audit_horizon WHERE id = 1") ?? 0
         }
-        var deleted = 0
-        while true {
-            let n = try db.pool.write { db -> Int in
-                try db.execute(sql: "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE time < ? ORDER BY time LIMIT ?)",
-                               arguments: [horizon, limit])
-                return db.changesCount
-            }
-            deleted += n
-            if n < limit { break }
-        }
+        let deleted = try db.deleteInBatches("DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE time < ? ORDER BY time LIMIT ?)",
+                                             [horizon], limit: limit)
         if deleted > 0 {
             try append([Record(time: nowMs, account: nil, accessKey: nil, source: "petreld", action: "ExpireAuditRecords", resource: nil,
                                parameters: #"{"before":\#(horizon),"days":\#(days),"deleted":\#(deleted)}"#, status: 200, errorCode: nil)])

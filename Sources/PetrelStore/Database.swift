@@ -32,6 +32,21 @@ public final class PetrelDatabase: Sendable {
         if directoryFD >= 0 { close(directoryFD) }
     }
 
+    /// Runs `sql`, a DELETE whose last parameter is the most rows it may take, with
+    /// `values` and then `limit`, one transaction at a time until a round takes fewer:
+    /// the writer never waits long behind an expiry. Returns how many rows went.
+    func deleteInBatches(_ sql: String, _ values: [(any DatabaseValueConvertible)?], limit: Int) throws -> Int {
+        var deleted = 0
+        while true {
+            let n = try pool.write { db -> Int in
+                try db.execute(sql: sql, arguments: StatementArguments(values + [limit]))
+                return db.changesCount
+            }
+            deleted += n
+            if n < limit { return deleted }
+        }
+    }
+
     static func migrator(adminAccount: String) -> DatabaseMigrator {
         var m = DatabaseMigrator()
         m.registerMigration("v1") { db in

@@ -116,18 +116,11 @@ public struct LogStore: Sendable {
         for g in groups {
             guard let days = g.days ?? defaultDays else { continue }
             let cutoff = nowMs - Int64(days) * 86_400_000
-            while true {
-                let n = try db.pool.write { db -> Int in
-                    try db.execute(sql: """
-                        DELETE FROM log_events WHERE id IN (
-                            SELECT e.id FROM log_streams s JOIN log_events e ON e.stream = s.id
-                            WHERE s.log_group = ? AND e.timestamp < ? LIMIT ?)
-                        """, arguments: [g.group, cutoff, limit])
-                    return db.changesCount
-                }
-                deleted += n
-                if n < limit { break }
-            }
+            deleted += try db.deleteInBatches("""
+                DELETE FROM log_events WHERE id IN (
+                    SELECT e.id FROM log_streams s JOIN log_events e ON e.stream = s.id
+                    WHERE s.log_group = ? AND e.timestamp < ? LIMIT ?)
+                """, [g.group, cutoff], limit: limit)
             // A group whose streams all went is no longer listed; its policy stays, for
             // when the function logs again.
             try db.pool.write { db in

@@ -57,8 +57,7 @@ struct AccessEdgeTests {
 
     @Test("a code link opens only its function's code, and only until it expires")
     func codeLinks() throws {
-        let dir = NSTemporaryDirectory() + "petrel-links-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try makeScratchDirectory("links")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let keys = try KeyRing(directory: dir, db: try PetrelDatabase(path: dir + "/petrel.sqlite"))
         let links = try CodeLinks(keys: keys, scheme: "http")

@@ -17,8 +17,7 @@ struct AuditStoreTests {
 
     @Test("expiry deletes records older than the horizon in bounded batches, records itself, and never moves the horizon back")
     func expiry() throws {
-        let dir = NSTemporaryDirectory() + "petrel-audit-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try makeScratchDirectory("audit")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let db = try PetrelDatabase(path: dir + "/petrel.sqlite", adminAccount: Self.account)
         let audit = AuditStore(db)

@@ -9,8 +9,7 @@ import Testing
 @Suite("Event store")
 struct EventStoreTests {
     func open() throws -> (EventStore, String) {
-        let dir = NSTemporaryDirectory() + "petrel-events-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try makeScratchDirectory("events")
         let db = try PetrelDatabase(path: dir + "/petrel.sqlite")
         return (EventStore(db, keys: try KeyRing(directory: dir, db: db)), dir)
     }

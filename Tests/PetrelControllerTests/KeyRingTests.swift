@@ -6,11 +6,7 @@ import Testing
 /// at each of its steps: nothing sealed may become unreadable.
 @Suite("Key ring")
 struct KeyRingTests {
-    func scratch() throws -> String {
-        let dir = NSTemporaryDirectory() + "petrel-keyring-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        return dir
-    }
+    func scratch() throws -> String { try makeScratchDirectory("keyring") }
 
     func open(_ dir: String) throws -> (PetrelDatabase, KeyRing) {
         let db = try PetrelDatabase(path: dir + "/petrel.sqlite")

@@ -10,11 +10,7 @@ import Testing
 struct LogStoreTests {
     static let account = "000000000000"
 
-    func directory() throws -> String {
-        let dir = NSTemporaryDirectory() + "petrel-logs-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        return dir
-    }
+    func directory() throws -> String { try makeScratchDirectory("logs") }
 
     @Test("expiry deletes events older than their group's retention, else the default, in bounded batches")
     func expiry() throws {

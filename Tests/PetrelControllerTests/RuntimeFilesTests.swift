@@ -7,10 +7,13 @@ import Testing
 /// Python modules compiled, or the skeleton itself when that cannot be done.
 @Suite("Runtime files")
 struct RuntimeFilesTests {
-    func directory() throws -> String {
-        let dir = NSTemporaryDirectory() + "petrel-runtime-files-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        return dir
+    /// A scratch directory with an empty run directory in it (`dir/run`) and room for a
+    /// skeleton (`dir/skeleton`), removed afterwards.
+    func scratch(_ body: (_ dir: String, _ skeleton: String, _ run: String) throws -> Void) throws {
+        let dir = try makeScratchDirectory("runtime-files")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir + "/run", withIntermediateDirectories: true)
+        try body(dir, dir + "/skeleton", dir + "/run")
     }
 
     func write(_ text: String, _ path: String) throws {
@@ -19,15 +22,11 @@ struct RuntimeFilesTests {
     }
 
     @Test("the copy holds bytecode for each module but not the entry script, and none brought from the skeleton")
-    func staged() throws {
-        let dir = try directory()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let skeleton = dir + "/skeleton", run = dir + "/run"
+    func staged() throws { try scratch { _, skeleton, run in
         try write("root:x:0:0::/:/sbin/nologin\n", skeleton + "/etc/passwd")
         try write("import mod\nmod.main()\n", skeleton + "/runtimes/python/bootstrap.py")
         try write("def main():\n    pass\n", skeleton + "/runtimes/python/mod.py")
         try write("stale", skeleton + "/runtimes/python/__pycache__/old.cpython-311.pyc")
-        try FileManager.default.createDirectory(atPath: run, withIntermediateDirectories: true)
         // A copy left by an earlier start is replaced.
         try write("left over", run + "/rootfs/leftover")
 
@@ -48,17 +47,13 @@ struct RuntimeFilesTests {
         #expect(!FileManager.default.fileExists(atPath: run + "/rootfs/leftover"))
         // The skeleton itself is not touched.
         #expect(try FileManager.default.contentsOfDirectory(atPath: skeleton + "/runtimes/python/__pycache__") == ["old.cpython-311.pyc"])
-    }
+    } }
 
     @Test("a module that does not compile leaves the instances on the skeleton itself")
-    func fallsBack() throws {
-        let dir = try directory()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let skeleton = dir + "/skeleton", run = dir + "/run"
+    func fallsBack() throws { try scratch { dir, skeleton, run in
         try write("def broken(:\n", skeleton + "/runtimes/python/bad.py")
-        try FileManager.default.createDirectory(atPath: run, withIntermediateDirectories: true)
         #expect(RuntimeFiles.stage(skeleton: skeleton, runDirectory: run, logger: Logger(label: "test")) == skeleton)
         #expect(try FileManager.default.contentsOfDirectory(atPath: run) == [], "the half-made copy is removed")
         #expect(RuntimeFiles.stage(skeleton: dir + "/absent", runDirectory: run, logger: Logger(label: "test")) == dir + "/absent")
-    }
+    } }
 }
