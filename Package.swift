@@ -13,6 +13,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
@@ -43,19 +44,21 @@ let package = Package(
             cSettings: [.unsafeFlags(["-Wall", "-Wno-unused-function"])],
             linkerSettings: [.linkedLibrary("seccomp"), .linkedLibrary("nftables")]
         ),
+        // The one syscall layer every Swift target uses (libc only).
+        .target(name: "PetrelSystem"),
         .target(name: "PetrelTOML"),
         .target(name: "PetrelCore"),
         .target(
             name: "PetrelSandbox",
             dependencies: [
-                "CPetrelLinux", "PetrelTOML",
+                "CPetrelLinux", "PetrelTOML", "PetrelSystem",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .target(
             name: "PetrelStore",
             dependencies: [
-                "PetrelCore",
+                "PetrelCore", "PetrelSystem",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
@@ -65,20 +68,25 @@ let package = Package(
         .target(
             name: "PetrelRuntime",
             dependencies: [
-                "PetrelCore", "PetrelStore", "PetrelSandbox",
+                "PetrelCore", "PetrelStore", "PetrelSandbox", "PetrelSystem",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ]
         ),
         .target(
             name: "PetrelAPI",
             dependencies: [
-                "PetrelCore", "PetrelStore", "PetrelRuntime", "PetrelSigV4",
+                "PetrelCore", "PetrelStore", "PetrelRuntime", "PetrelSigV4", "PetrelSystem",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -103,9 +111,12 @@ let package = Package(
         .executableTarget(
             name: "petreld",
             dependencies: [
-                "PetrelSandbox", "PetrelCore", "PetrelStore", "PetrelRuntime", "PetrelAPI", "PetrelTOML",
+                "PetrelSandbox", "PetrelCore", "PetrelStore", "PetrelRuntime", "PetrelAPI", "PetrelTOML", "PetrelSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),

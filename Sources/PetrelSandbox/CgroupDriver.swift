@@ -127,19 +127,19 @@ enum CgroupHost {
 
     /// Removes a cgroup directory, retrying while the last processes finish leaving.
     static func removeDirectory(_ path: String) throws {
-        var lastError: (any Error)?
+        var lastError: SystemError?
         for attempt in 0..<200 {
             do {
                 try Sys.rmdir(path)
                 return
-            } catch let e as SandboxError where e.errno == ENOENT {
-                return
-            } catch let e as SandboxError where e.errno == EBUSY {
-                lastError = e
+            } catch {
+                if error.errno == ENOENT { return }
+                guard error.errno == EBUSY else { throw error }
+                lastError = error
                 Sys.sleep(milliseconds: attempt < 20 ? 1 : 10)
             }
         }
-        throw lastError ?? SandboxError(.system, "rmdir \(path): busy")
+        throw lastError ?? SystemError("rmdir", path, errno: EBUSY)
     }
 
     /// Cgroups named sb-<pid>-… whose daemon is gone: kill what is left and remove them.

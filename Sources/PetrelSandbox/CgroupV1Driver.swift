@@ -29,7 +29,7 @@ public final class CgroupV1Driver: CgroupDriver {
         self.base = base
         for dir in Set(base.values) {
             do { try Sys.mkdir(dir) } catch {
-                throw SandboxError(.unsupportedHost, "cannot create the daemon's cgroup \(dir); petreld must run as root with the cgroup it started in writable", cause: error as? SandboxError)
+                throw SandboxError(.unsupportedHost, "cannot create the daemon's cgroup \(dir); petreld must run as root with the cgroup it started in writable", cause: error)
             }
         }
         if let mem = base["memory"], let h = try? Sys.read(mem + "/memory.use_hierarchy"), h.hasPrefix("0") {

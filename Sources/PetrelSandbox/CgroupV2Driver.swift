@@ -27,7 +27,8 @@ public final class CgroupV2Driver: CgroupDriver {
         let enable = Self.controllers.map { "+" + $0 }.joined(separator: " ")
         do {
             try Sys.write(start + "/cgroup.subtree_control", enable)
-        } catch let e as SandboxError where e.errno == EBUSY {
+        } catch {
+            guard error.errno == EBUSY else { throw error }
             // Processes in `start`: move ourselves into a leaf and try again.
             let leaf = start + "/petreld"
             try Sys.mkdir(leaf)
@@ -35,7 +36,7 @@ public final class CgroupV2Driver: CgroupDriver {
             do {
                 try Sys.write(start + "/cgroup.subtree_control", enable)
             } catch {
-                throw SandboxError(.unsupportedHost, "cannot enable \(enable) in \(start): other processes live there; start petreld in a cgroup of its own", cause: error as? SandboxError)
+                throw SandboxError(.unsupportedHost, "cannot enable \(enable) in \(start): other processes live there; start petreld in a cgroup of its own", cause: error)
             }
         }
         base = start + "/petrel"
