@@ -7,6 +7,7 @@ import NIOCore
 import PetrelCore
 import PetrelSigV4
 import PetrelStore
+import PetrelSystem
 import ServiceLifecycle
 import Synchronization
 
@@ -33,36 +34,47 @@ public final class Gatekeeper: Sendable {
 
     /// Active keys seen lately, with their signing keys per day, region and service
     /// (deriving one costs four HMACs), ready to sign with. Emptied whenever the store's key
-    /// generation changes, i.e. after any revocation, by this process or an operator command.
+    /// generation changes, i.e. after any revocation, by this process or an operator command;
+    /// never trusted when that generation cannot be read; and each key is checked against
+    /// the store again once its last check is `AccountStore.revalidateSeconds` old, so a
+    /// revocation whose announcement failed still counts within that time.
     struct KeyCache {
         struct Entry {
             var account: String
+            var checked: UInt64
             var signing: [String: SigV4.MACKey] = [:]
         }
         var generation: AccountStore.Generation?
         var entries: [String: Entry] = [:]
     }
 
+    static let revalidateNanos = UInt64(AccountStore.revalidateSeconds) * 1_000_000_000
+
     /// The signing key of a claim, or nil when its key is unknown or revoked.
     func signingKey(_ claim: SigV4Verifier.Claim) throws -> (account: String, key: SigV4.MACKey)? {
         let generation = accounts.generation()
+        let now = Sys.monotonicNanoseconds()
         let scope = claim.day + "/" + claim.region + "/" + claim.service
         let hit = cache.withLock { c -> (String, SigV4.MACKey?)? in
-            if c.generation != generation {
+            guard let generation, c.generation == generation else {
                 c = KeyCache(generation: generation)
                 return nil
             }
-            guard let e = c.entries[claim.accessKey] else { return nil }
+            guard let e = c.entries[claim.accessKey], now &- e.checked < Self.revalidateNanos else { return nil }
             return (e.account, e.signing[scope])
         }
         if let (account, prepared) = hit, let prepared { return (account, prepared) }
-        guard let key = try accounts.activeKey(claim.accessKey) else { return nil }
+        guard let key = try accounts.activeKey(claim.accessKey) else {
+            cache.withLock { _ = $0.entries.removeValue(forKey: claim.accessKey) }
+            return nil
+        }
         let derived = SigV4.MACKey(SigV4.signingKey(secret: key.secret, day: claim.day[...], region: claim.region, service: claim.service))
         cache.withLock { c in
-            guard c.generation == generation else { return }
+            guard let generation, c.generation == generation else { return }
             if c.entries.count > 10_000 { c.entries.removeAll() }
-            var e = c.entries[claim.accessKey] ?? KeyCache.Entry(account: key.account)
+            var e = c.entries[claim.accessKey] ?? KeyCache.Entry(account: key.account, checked: now)
             if e.signing.count > 8 { e.signing.removeAll() }
+            e.checked = now
             e.signing[scope] = derived
             c.entries[claim.accessKey] = e
         }

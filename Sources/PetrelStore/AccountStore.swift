@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Glibc
+import PetrelSystem
 
 /// Accounts and their access keys. A key's secret is kept sealed under the
 /// platform key (SigV4 needs the secret itself to check a signature) and shown
@@ -46,19 +47,43 @@ public struct AccountStore: Sendable {
         var nanoseconds: Int64
     }
 
-    public func generation() -> Generation {
+    /// The current generation, or nil when the file cannot be looked at (then nothing
+    /// cached may be trusted: every request goes to the store).
+    public func generation() -> Generation? {
         var st = stat()
         let found = db.directoryFD >= 0 ? fstatat(db.directoryFD, Self.generationFile, &st, 0) : stat(generationPath, &st)
-        guard found == 0 else { return Generation(inode: 0, nanoseconds: 0) }
+        guard found == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
         return Generation(inode: UInt64(st.st_ino), nanoseconds: Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec))
     }
 
-    /// A new file each time (a new inode), so even two changes in one clock tick differ.
-    func bumpGeneration() {
-        let tmp = generationPath + ".\(getpid()).\(UInt32.random(in: 0...UInt32.max))"
-        FileManager.default.createFile(atPath: tmp, contents: Data("\(Date().timeIntervalSince1970)\n".utf8), attributes: [.posixPermissions: 0o600])
-        rename(tmp, generationPath)
+    /// Makes the generation file when there is none (the daemon, at start).
+    public func ensureGeneration() throws {
+        if generation() == nil { try bumpGeneration() }
     }
+
+    /// A new file each time (a new inode), so even two changes in one clock tick differ.
+    /// Throws when the file could not be replaced: a running daemon may then still trust
+    /// its cached keys (until it checks them again, see `Gatekeeper`).
+    func bumpGeneration() throws {
+        do {
+            try Sys.atomicWrite(generationPath, Array("\(Date().timeIntervalSince1970)\n".utf8), mode: 0o600)
+        } catch {
+            throw StoreError("cannot tell a running petreld that its keys changed (\(error))", cause: error)
+        }
+    }
+
+    /// After a change to keys or accounts is committed: tells running daemons, or says
+    /// plainly that the change is stored but not yet seen by them.
+    func announce(_ change: String) throws {
+        do { try bumpGeneration() } catch let e as StoreError {
+            throw StoreError("\(change) in the store, but \(e.message); a running petreld stops trusting its cached keys within "
+                             + "\(AccountStore.revalidateSeconds) s", cause: e.cause)
+        }
+    }
+
+    /// How long a running daemon may trust a key it has checked against the store
+    /// without checking again, whatever the generation file says.
+    public static let revalidateSeconds = 1
 
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
     static func date(_ ms: Int64) -> Date { Date(timeIntervalSince1970: Double(ms) / 1000) }
@@ -106,7 +131,7 @@ public struct AccountStore: Sendable {
             try db.execute(sql: "DELETE FROM access_keys WHERE account = ?", arguments: [id])
             try db.execute(sql: "DELETE FROM accounts WHERE id = ?", arguments: [id])
         }
-        bumpGeneration()
+        try announce("the account \(id) is deleted")
     }
 
     static let keyAlphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
@@ -145,7 +170,7 @@ public struct AccountStore: Sendable {
                 throw StoreError(known ? "the key \(id) is revoked already" : "there is no key \(id)")
             }
         }
-        bumpGeneration()
+        try announce("the key \(id) is revoked")
     }
 
     /// The active key `id` with its secret; nil when unknown or revoked.

@@ -61,9 +61,3 @@ public struct MasterKey: Sendable {
         try AES.GCM.open(AES.GCM.SealedBox(combined: sealed), using: key, authenticating: Data(context.utf8))
     }
 }
-
-/// A failure of the store: a sentence naming what failed.
-public struct StoreError: Error, CustomStringConvertible, Sendable {
-    public var description: String
-    public init(_ description: String) { self.description = description }
-}

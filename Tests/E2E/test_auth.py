@@ -22,6 +22,7 @@ from botocore import UNSIGNED
 from botocore.auth import SigV4Auth, SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
 
 from harness import ROLE, Daemon, assert_client_error, parse_credentials, payload_json, raw_request, signed
 
@@ -120,6 +121,38 @@ class AuthTest(unittest.TestCase):
         self.assertNotIn(keys[1], listed)
         self.daemon.petreld("keys", "revoke", keys[0])
         self.assertRefused("UnrecognizedClientException", c.list_functions, 403)
+
+    def test_a_revocation_the_daemon_cannot_be_told_of_fails_loudly_and_still_counts(self):
+        # The revocation is committed, then the daemon is told through the key generation
+        # file. When that cannot be replaced (here: a directory in its place), the command
+        # must say so and fail, and the daemon must stop trusting the key it cached anyway.
+        keys = self.parse_keys(self.daemon.petreld("keys", "create", "--account", self.b_account).stdout)
+        c = self.daemon.client(keys=keys)
+        c.list_functions()  # cached now
+        generation = os.path.join(self.daemon.data, "keys.generation")
+        saved = generation + ".saved"
+        os.rename(generation, saved)
+        os.mkdir(generation)
+        try:
+            r = self.daemon.petreld("keys", "revoke", keys[0], check=False)
+            self.assertNotEqual(r.returncode, 0, r.stdout)
+            self.assertIn("the key %s is revoked in the store, but cannot tell a running petreld" % keys[0], r.stderr)
+            # Refused within the daemon's revalidation time (1 s), whatever the generation file says.
+            deadline = time.time() + 5
+            while True:
+                try:
+                    c.list_functions()
+                except ClientError as e:
+                    self.assertEqual(e.response["Error"]["Code"], "UnrecognizedClientException")
+                    break
+                self.assertLess(time.time(), deadline, "a revoked key is still accepted")
+                time.sleep(0.1)
+            self.assertLess(time.time(), deadline - 3.5, "accepted for longer than the revalidation time")
+            # While the generation cannot be read, nothing is cached: a good key still works.
+            self.b.list_functions()
+        finally:
+            os.rmdir(generation)
+            os.rename(saved, generation)
 
     def test_clock_skew_over_five_minutes_is_refused(self):
         url = self.daemon.endpoint + "/2015-03-31/functions"
