@@ -14,6 +14,7 @@ import PetrelCore
 import PetrelRuntime
 import PetrelSandbox
 import PetrelStore
+import PetrelSystem
 import Prometheus
 import ServiceLifecycle
 
@@ -75,18 +76,31 @@ struct ServeCommand: AsyncParsableCommand {
         try await Self.serve(c, logger: logger, metrics: registry)
     }
 
+    /// The lock that makes a directory this daemon's alone, or the error that says who has it.
+    static func lock(_ dir: String, _ what: String) throws -> FileLock {
+        do {
+            return try FileLock(path: dir + "/petreld.lock")
+        } catch {
+            guard error.errno == EWOULDBLOCK else { throw ValidationError("cannot lock the \(what) directory \(dir): \(error)") }
+            let holder = FileLock.holder(of: dir + "/petreld.lock").map { " (pid \($0))" } ?? ""
+            throw ValidationError("another petreld\(holder) is using the \(what) directory \(dir); give this one its own "
+                                  + "(--\(what)-dir or \(what)_dir in petreld.toml)")
+        }
+    }
+
     static func serve(_ c: DaemonConfiguration, logger: Logger, metrics: PrometheusCollectorRegistry) async throws {
         let fm = FileManager.default
         try fm.createDirectory(atPath: c.dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         try fm.createDirectory(atPath: c.runDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o711])
-        // One daemon per data directory: the lock is held until the process ends.
-        let lock = open(c.dataDirectory + "/petreld.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard lock >= 0, flock(lock, LOCK_EX | LOCK_NB) == 0 else {
-            throw ValidationError("another petreld is using \(c.dataDirectory) (or its lock file cannot be opened)")
-        }
+        // One daemon per data directory and per run directory (staged runtimes, sandbox roots,
+        // unpacked code): each lock is held until the process ends.
+        let locks = try [(c.dataDirectory, "data"), (c.runDirectory, "run")].map(Self.lock)
+        defer { withExtendedLifetime(locks) {} }
         let policy = try Locations.policy(c.policyPath)
         let store = try LocalStore(c)
         let db = store.db
+        // The file that tells this daemon its cached keys are stale; without it none are cached.
+        try store.accounts.ensureGeneration()
         if let made = try store.ensureAdmin() {
             logger.notice("made the admin account and its key", metadata: ["account": "\(made.account)", "credentials": "\(made.path)"])
         }
@@ -137,7 +151,8 @@ struct ServeCommand: AsyncParsableCommand {
             server: server,
             configuration: .init(address: .hostname(c.listenHost, port: c.listenPort), serverName: LambdaAPI.serverName),
             onServerRunning: { channel in
-                logger.info("petreld is serving the Lambda API", metadata: ["api.address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
+                logger.info("petreld is serving the Lambda API", metadata: ["api.address": "\(channel.localAddress.map { "\($0)" } ?? "?")",
+                                                                      "petreld.version": "\(Build.version)", "petreld.build": "\(Build.configuration)"])
             },
             eventLoopGroupProvider: .shared(group),
             logger: logger)

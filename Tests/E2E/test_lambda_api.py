@@ -9,13 +9,14 @@ import inspect
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import unittest
 
 from botocore.exceptions import ClientError
 
-from harness import ROLE, Daemon, assert_client_error, b64, log_tail, make_zip, payload_json, sandbox_leftovers
+from harness import PETRELD, ROLE, Daemon, free_port, assert_client_error, b64, log_tail, make_zip, payload_json, sandbox_leftovers
 
 PY_APP = '''
 import os, json
@@ -395,7 +396,9 @@ class LambdaAPITest(unittest.TestCase):
         self.assertEqual(body, {"file": "/var/runtime/python/_petrel_runtime.py", "magic": True, "flags": 0, "fresh": True,
                                 "writable": False})
         # The copy the instances see lives in the run directory; the checkout stays as it was.
-        staged = os.path.join(self.daemon.run, "rootfs", "runtimes", "python", "__pycache__")
+        copies = [n for n in os.listdir(self.daemon.run) if n.startswith("rootfs")]
+        self.assertEqual(len(copies), 1, copies)
+        staged = os.path.join(self.daemon.run, copies[0], "runtimes", "python", "__pycache__")
         self.assertEqual([n for n in os.listdir(staged) if n.startswith("_petrel_runtime.")], ["_petrel_runtime.cpython-311.pyc"])
 
     def test_custom_runtime(self):
@@ -1048,7 +1051,43 @@ class RestartTest(unittest.TestCase):
             second = subprocess.run([d.proc.args[0], "serve", "--listen", "127.0.0.1:1", "--data-dir", d.data, "--run-dir", d.run + "2"],
                                     capture_output=True, text=True, timeout=60)
             self.assertNotEqual(second.returncode, 0)
-            self.assertIn("another petreld is using", second.stderr)
+            self.assertIn("another petreld (pid %d) is using the data directory" % d.proc.pid, second.stderr)
+        finally:
+            d.stop()
+            shutil.rmtree(d.root, ignore_errors=True)
+
+    def test_one_daemon_per_run_directory(self):
+        # A second daemon with a data directory of its own but the first one's run directory
+        # would stage the runtimes over the files the first one's sandboxes bind.
+        d = Daemon().start()
+        try:
+            with d.log_on_failure():
+                lam = d.client()
+                lam.create_function(FunctionName="staged", Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                                    Code={"ZipFile": make_zip({"app.py": PY_APP})})
+                self.assertEqual(payload_json(lam.invoke(FunctionName="staged"))["echo"], {})
+                def staged_files():
+                    out = {}
+                    for top, _, files in os.walk(d.run):
+                        if os.path.relpath(top, d.run).split(os.sep)[0].startswith("rootfs"):
+                            for f in files:
+                                out[os.path.join(top, f)] = os.stat(os.path.join(top, f)).st_ino
+                    return out
+                before = staged_files()
+                self.assertTrue(before)
+                other = tempfile.mkdtemp(prefix="petrel-e2e-", dir="/var/tmp")
+                try:
+                    second = subprocess.run([PETRELD, "serve", "--listen", "127.0.0.1:%d" % free_port(),
+                                             "--data-dir", os.path.join(other, "data"), "--run-dir", d.run],
+                                            capture_output=True, text=True, timeout=60)
+                finally:
+                    shutil.rmtree(other, ignore_errors=True)
+                self.assertNotEqual(second.returncode, 0)
+                self.assertIn("another petreld (pid %d) is using the run directory %s" % (d.proc.pid, d.run), second.stderr)
+                # The first daemon's staged files are the same files, and its cold starts still work.
+                self.assertEqual(staged_files(), before)
+                lam.update_function_configuration(FunctionName="staged", Environment={"Variables": {"GREETING": "again"}})
+                self.assertEqual(payload_json(lam.invoke(FunctionName="staged"))["greeting"], "again")
         finally:
             d.stop()
             shutil.rmtree(d.root, ignore_errors=True)
