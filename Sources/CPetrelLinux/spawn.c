@@ -14,11 +14,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/filter.h>
+#include <linux/fscrypt.h>
 #include <linux/sched.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
@@ -50,6 +52,69 @@ static int mkdir_parent(char *path) {
     path[n - 1] = 0;
     int r = mkdir_p(path, 0755);
     path[n - 1] = '/';
+    return r;
+}
+
+// ---- the scratch disk ------------------------------------------------------------
+
+// The name of the encrypted directory on the scratch disk that becomes /tmp.
+#define SCRATCH_DIR "tmp"
+
+// Makes the scratch disk mounted at `mnt` unreadable at rest: a fresh random key
+// (64 bytes from getrandom) goes into the filesystem's keyring and is wiped from
+// this process at once; a directory encrypted under it (fscrypt v2: AES-256-XTS
+// contents, AES-256-CTS names) is bound over `mnt`, so /tmp is that directory.
+// The key never leaves the kernel: it goes with the filesystem when the sandbox's
+// mount namespace ends, and a recycled disk is formatted and given a new one.
+// Returns 0, or -1 with `*what` naming the step that failed (errno kept).
+static int encrypt_scratch(const char *mnt, const char **what) {
+    // The argument with the key after it (`raw` is its flexible array member).
+    _Alignas(struct fscrypt_add_key_arg) unsigned char buf[sizeof(struct fscrypt_add_key_arg) + FSCRYPT_MAX_KEY_SIZE];
+    struct fscrypt_add_key_arg *arg = (struct fscrypt_add_key_arg *)buf;
+    int dir = -1, sub = -1, r = -1, e = 0;
+    memset(buf, 0, sizeof buf);
+    *what = "open scratch disk";
+    dir = open(mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0) goto out;
+    *what = "getrandom (scratch key)";
+    for (size_t got = 0; got < FSCRYPT_MAX_KEY_SIZE;) {
+        long n = syscall(SYS_getrandom, arg->raw + got, FSCRYPT_MAX_KEY_SIZE - got, 0);
+        if (n < 0) { if (errno == EINTR) continue; goto out; }
+        got += (size_t)n;
+    }
+    arg->key_spec.type = FSCRYPT_KEY_SPEC_TYPE_IDENTIFIER;
+    arg->raw_size = FSCRYPT_MAX_KEY_SIZE;
+    *what = "FS_IOC_ADD_ENCRYPTION_KEY (Petrel encrypts /tmp: the kernel needs CONFIG_FS_ENCRYPTION)";
+    if (ioctl(dir, FS_IOC_ADD_ENCRYPTION_KEY, arg) < 0) goto out;
+    explicit_bzero(arg->raw, FSCRYPT_MAX_KEY_SIZE);
+    *what = "mkdir scratch directory";
+    if (mkdirat(dir, SCRATCH_DIR, 0700) < 0) goto out;
+    sub = openat(dir, SCRATCH_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (sub < 0) goto out;
+    struct fscrypt_policy_v2 policy;
+    memset(&policy, 0, sizeof policy);
+    policy.version = FSCRYPT_POLICY_V2;
+    policy.contents_encryption_mode = FSCRYPT_MODE_AES_256_XTS;
+    policy.filenames_encryption_mode = FSCRYPT_MODE_AES_256_CTS;
+    policy.flags = FSCRYPT_POLICY_FLAGS_PAD_32;
+    memcpy(policy.master_key_identifier, arg->key_spec.u.identifier, FSCRYPT_KEY_IDENTIFIER_SIZE);
+    *what = "FS_IOC_SET_ENCRYPTION_POLICY";
+    if (ioctl(sub, FS_IOC_SET_ENCRYPTION_POLICY, &policy) < 0) goto out;
+    // The function's: world-writable with the sticky bit, like /tmp.
+    *what = "chmod scratch directory";
+    if (fchmod(sub, 01777) < 0) goto out;
+    char src[4096] = {0};
+    petrel_s_cat(src, sizeof src, mnt);
+    petrel_s_cat(src, sizeof src, "/" SCRATCH_DIR);
+    *what = "bind the encrypted directory over /tmp";
+    if (mount(src, mnt, NULL, MS_BIND, NULL) < 0) goto out;
+    r = 0;
+out:
+    e = errno;
+    explicit_bzero(buf, sizeof buf);
+    if (sub >= 0) close(sub);
+    if (dir >= 0) close(dir);
+    errno = e;
     return r;
 }
 
@@ -102,8 +167,8 @@ static void do_mount(int sfd, const struct petrel_spawn_config *cfg, const struc
     case PETREL_MOUNT_EXT4:
         if (mkdir_p(t, 0755) < 0) petrel_record_fail(sfd, "mkdir", m->target);
         if (mount(m->source, t, "ext4", MS_NOSUID | MS_NODEV, m->data) < 0) petrel_record_fail(sfd, "mount ext4", m->source);
-        // the scratch disk is the function's: world-writable with the sticky bit, like /tmp
-        if (chmod(t, 01777) < 0) petrel_record_fail(sfd, "chmod", m->target);
+        const char *what = NULL;
+        if (encrypt_scratch(t, &what) < 0) petrel_record_fail(sfd, what, m->target);
         return;
     case PETREL_MOUNT_OVERLAY_RO:
         if (mkdir_p(t, 0755) < 0) petrel_record_fail(sfd, "mkdir", m->target);

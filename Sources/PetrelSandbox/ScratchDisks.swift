@@ -4,7 +4,8 @@ import Synchronization
 
 /// A sandbox's /tmp: a sparse ext4 image on a loop device. Its size is exactly
 /// the function's ephemeral storage, and its pages are a disk's, not memory
-/// the function is charged for. The image file is unlinked as soon as the loop
+/// the function is charged for. What a function writes there is encrypted at
+/// rest under a key that only the kernel holds (see `encrypt_scratch` in spawn.c). The image file is unlinked as soon as the loop
 /// device holds it, so nothing stays on disk whatever happens to the daemon.
 public final class ScratchDisk: Sendable {
     let loopFD: Int32
@@ -75,11 +76,13 @@ final class ScratchDisks: Sendable {
         return ScratchDisk(loopFD: lfd, device: String(cBuffer: dev), sizeMB: sizeMB, image: path)
     }
 
-    /// No journal (the disk dies with the sandbox), no reserved blocks (all of it is the function's).
+    /// No journal (the disk dies with the sandbox), no reserved blocks (all of it is the function's),
+    /// fscrypt on (the sandbox's child encrypts /tmp under a key of its own; blocks of the page
+    /// size, which fscrypt wants on older kernels).
     /// With `discard`, every block of the device is discarded first: the loop device punches
     /// them out of its image, so nothing a previous sandbox wrote survives, even on the raw device.
     static func format(_ target: String, discard: Bool) throws {
-        try Sys.run(["/usr/sbin/mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal",
+        try Sys.run(["/usr/sbin/mkfs.ext4", "-q", "-F", "-m", "0", "-b", "4096", "-O", "^has_journal,encrypt",
                      "-E", "lazy_itable_init=1," + (discard ? "discard" : "nodiscard"), "-L", "petrel-tmp", target])
     }
 

@@ -18,6 +18,9 @@ struct SandboxBench: AsyncParsableCommand {
     @Option(help: "Untimed runs first.")
     var warmup = 20
 
+    @Option(name: .customLong("tmp-rounds"), help: "Rounds of the /tmp rows (0: none).")
+    var tmpRounds = 3
+
     @OptionGroup var engineOptions: EngineOptions
 
     func run() async throws {
@@ -76,7 +79,7 @@ struct SandboxBench: AsyncParsableCommand {
                           reference.map { String(format: "%.2fx", med / $0) } ?? "-"])
         }
         Self.printTable(header, table)
-        print("Petrel's isolation: PID/mount/IPC/UTS/cgroup/network namespaces, cgroup limits, seccomp, nftables firewall, read-only root, ext4 /tmp, no capabilities.")
+        print("Petrel's isolation: PID/mount/IPC/UTS/cgroup/network namespaces, cgroup limits, seccomp, nftables firewall, read-only root, ext4 /tmp encrypted with a key of its own, no capabilities.")
         print("1769 MB: one CPU, as the peers have. 128 MB: 0.07 CPU (\(CgroupLimits(memoryMB: 128, policy: SandboxPolicy.default.resources, hostCPUs: 1).cpuQuotaMicros) us per \(CgroupLimits.cpuPeriodMicros) us);")
         print(String(format: "  a run cost the sandbox's cgroup %.2f ms of CPU (median, this run: fork, exec, exit, and unmounting its", Self.percentile(cgroupCPU, 50)))
         print("  root and /tmp at the end are all charged to it); when that overruns the quota it waits for the next period:")
@@ -84,6 +87,10 @@ struct SandboxBench: AsyncParsableCommand {
         print("bwrap --unshare-all: namespaces only (no cgroup, no seccomp, no firewall).")
         print("prepared sandboxes: the pool is refilled between runs, untimed; preparing one is the 'on demand' row's cost, paid off the request path.")
         print("  A released /tmp disk stays attached and is formatted again (its blocks discarded) when the pool is refilled.")
+        if tmpRounds > 0 {
+            try await ScratchBench.report(engine: cold, stateDirectory: engineOptions.dataDirectory, rounds: tmpRounds)
+        }
+        cold.shutdown()
     }
 
     static func time(_ n: Int, _ warmup: Int, between: () -> Void = {}, _ body: () async throws -> Void) async throws -> [Double] {

@@ -72,8 +72,8 @@ enum Fixtures {
 
     static func start(_ args: [String], memoryMB: Int = 1769, storageMB: Int = 512, timeout: Duration? = nil,
                       network: SandboxPolicy.NetworkMode? = nil, policy: SandboxPolicy = .default,
-                      probe: Bool = true, listen: [ListenAddress] = []) throws -> Run {
-        let engine = try engine()
+                      probe: Bool = true, listen: [ListenAddress] = [], engine own: SandboxEngine? = nil) throws -> Run {
+        let engine = try own ?? engine()
         let code = try probeCode()
         var fds: [Int32] = [-1, -1]
         guard petrel_pipe_cloexec(&fds) == 0 else { throw Failure(description: "pipe2 failed") }

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/bpf.h>
+#include <linux/fscrypt.h>
 #include <linux/io_uring.h>
 #include <linux/netlink.h>
 #include <linux/sched.h>
@@ -211,6 +212,38 @@ int main(int argc, char **argv) {
         printf("WROTE %lld\n", total);
         errno = e;
         return result("fill", -1);
+    }
+    if (!strcmp(c, "scratch")) {
+        // Lists /tmp, fills 16 MiB of /tmp/marker with the text a2 and fsyncs it, prints /tmp's
+        // encryption policy, then waits to be killed (the test reads the raw disk meanwhile).
+        DIR *d = opendir("/tmp");
+        printf("TMP_ENTRIES");
+        for (struct dirent *e; d && (e = readdir(d));) if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) printf(" %s", e->d_name);
+        printf("\n");
+        if (d) closedir(d);
+        int fd = open("/tmp/marker", O_CREAT | O_WRONLY | O_TRUNC, 0644);
+        if (fd < 0) return result("scratch_open", -1);
+        static char block[1 << 20];
+        size_t n = strlen(a2);
+        for (size_t i = 0; i + n <= sizeof block; i += n) memcpy(block + i, a2, n);
+        for (int i = 0; i < 16; i++) if (write(fd, block, sizeof block) != sizeof block) return result("scratch_write", -1);
+        if (fsync(fd) < 0) return result("scratch_fsync", -1);
+        close(fd);
+        struct fscrypt_get_policy_ex_arg arg;
+        memset(&arg, 0, sizeof arg);
+        arg.policy_size = sizeof arg.policy;
+        int t = open("/tmp", O_RDONLY | O_DIRECTORY);
+        if (ioctl(t, FS_IOC_GET_ENCRYPTION_POLICY_EX, &arg) < 0) {
+            result("policy", -1);
+        } else {
+            printf("POLICY v%d contents %d names %d key ", arg.policy.version, arg.policy.v2.contents_encryption_mode,
+                   arg.policy.v2.filenames_encryption_mode);
+            for (int i = 0; i < FSCRYPT_KEY_IDENTIFIER_SIZE; i++) printf("%02x", arg.policy.v2.master_key_identifier[i]);
+            printf("\n");
+        }
+        printf("WRITTEN\n");
+        fflush(stdout);
+        for (;;) pause();
     }
     if (!strcmp(c, "alloc")) {
         long mb = atol(a2);
