@@ -44,6 +44,8 @@ let package = Package(
             cSettings: [.unsafeFlags(["-Wall", "-Wno-unused-function"])],
             linkerSettings: [.linkedLibrary("seccomp"), .linkedLibrary("nftables")]
         ),
+        // zlib (Debian's zlib1g-dev): the log store compresses its chunks.
+        .systemLibrary(name: "CPetrelZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // The one syscall layer every Swift target uses (libc only).
         .target(name: "PetrelSystem"),
         .target(name: "PetrelTOML"),
@@ -58,7 +60,7 @@ let package = Package(
         .target(
             name: "PetrelStore",
             dependencies: [
-                "PetrelCore", "PetrelSystem",
+                "PetrelCore", "PetrelSystem", "CPetrelZlib",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
@@ -145,7 +147,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PetrelControllerTests",
-            dependencies: ["PetrelCore", "PetrelStore", "PetrelClient", "PetrelAPI", "PetrelRuntime", "petreld", "petrel-init",
+            dependencies: ["PetrelCore", "PetrelStore", "PetrelClient", "PetrelAPI", "PetrelRuntime", "PetrelSystem", "petreld", "petrel-init",
                            .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Crypto", package: "swift-crypto"),
                            .product(name: "Logging", package: "swift-log"), .product(name: "HTTPTypes", package: "swift-http-types"),
                            .product(name: "Hummingbird", package: "hummingbird"), .product(name: "NIOCore", package: "swift-nio")]

@@ -209,7 +209,7 @@ def stored_bytes(d, run):
                 if c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0:
                     break
                 time.sleep(0.1)
-            marks = c.execute("SELECT (SELECT coalesce(max(id), 0) FROM log_events), (SELECT coalesce(max(seq), 0) FROM audit)").fetchone()
+            marks = c.execute("SELECT (SELECT coalesce(max(first_id), 0) FROM log_chunks), (SELECT coalesce(max(seq), 0) FROM audit)").fetchone()
         finally:
             c.close()
         wal = path + "-wal"
@@ -220,7 +220,7 @@ def stored_bytes(d, run):
     size1, (log1, audit1) = settled()
     c = sqlite3.connect(path, timeout=10)
     try:
-        text = c.execute("SELECT coalesce(sum(length(message)), 0) FROM log_events WHERE id > ? AND id <= ?", (log0, log1)).fetchone()[0]
+        text = c.execute("SELECT coalesce(sum(text_bytes), 0) FROM log_chunks WHERE first_id > ? AND first_id <= ?", (log0, log1)).fetchone()[0]
         text += c.execute("""SELECT coalesce(sum(length(source) + length(action) + length(parameters) + coalesce(length(account), 0)
                              + coalesce(length(key_id), 0) + coalesce(length(resource), 0) + coalesce(length(error), 0)), 0)
                              FROM audit WHERE seq > ? AND seq <= ?""", (audit0, audit1)).fetchone()[0]

@@ -3,6 +3,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
+import Metrics
 import NIOCore
 import PetrelCore
 import PetrelSigV4
@@ -84,7 +85,8 @@ public final class Gatekeeper: Sendable {
     public init(accounts: AccountStore, audit: AuditStore, region: String, logger: Logger) {
         self.accounts = accounts
         verifier = SigV4Verifier(region: region)
-        self.audit = BatchWriter("audit records", logger: logger) { try audit.append($0) }
+        let dropped = Counter(label: "petrel_audit_records_dropped_total")
+        self.audit = BatchWriter("audit records", logger: logger, onLoss: { dropped.increment(by: Int64($0)) }) { try audit.append($0) }
         self.logger = logger
     }
 

@@ -140,7 +140,7 @@ public struct LogsAPI: Sendable {
         let page = all.prefix(limit)
         var out: [String: Any] = ["logGroups": page.map { g -> [String: Any] in
             var d: [String: Any] = ["logGroupName": g.name, "creationTime": g.created, "arn": groupARN(g.name, account) + ":*",
-                                    "storedBytes": 0, "logGroupClass": "STANDARD"]
+                                    "storedBytes": g.storedBytes, "logGroupClass": "STANDARD"]
             // What applies: the group's own policy, else the daemon's (absent: kept forever).
             if let days = g.retentionDays ?? defaultRetentionDays { d["retentionInDays"] = days }
             return d
@@ -171,7 +171,7 @@ public struct LogsAPI: Sendable {
         let streams = try logs.streams(account: account, group: g, prefix: body["logStreamNamePrefix"] as? String, newestFirst: newest, limit: limit)
         return ["logStreams": streams.map {
             ["logStreamName": $0.name, "creationTime": $0.created, "firstEventTimestamp": $0.created,
-             "lastEventTimestamp": $0.lastEvent, "lastIngestionTime": $0.lastEvent, "storedBytes": 0,
+             "lastEventTimestamp": $0.lastEvent, "lastIngestionTime": $0.lastEvent, "storedBytes": $0.storedBytes,
              "arn": groupARN(g, account) + ":log-stream:" + $0.name] as [String: Any]
         }]
     }

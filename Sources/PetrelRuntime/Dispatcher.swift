@@ -14,6 +14,8 @@ import PetrelStore
 /// finish what they run and are then torn down.
 public actor Dispatcher {
     let launcher: InstanceLauncher
+    /// Where instances' output goes (journaled, then stored).
+    nonisolated var logs: LogSink { launcher.sink }
     let code: CodeStore
     let configuration: RuntimeConfiguration
     let group: any EventLoopGroup
@@ -342,7 +344,7 @@ public actor Dispatcher {
             provisioned[function.key]?.failure = "The function's init failed: \(error)"
             return
         }
-        _ = instance.log.endTail(build: false)
+        _ = instance.log.endTail(build: false).tail
         // Still wanted (the same revision, the set not shrunk meanwhile)?
         guard let p = provisioned[function.key], p.function.revisionId == function.revisionId, !stopping else {
             retire(instance, because: nil)
@@ -486,8 +488,8 @@ public actor Dispatcher {
         if let initMs { report += "\tInit Duration: \(FastIDs.twoDecimals(initMs)) ms" }
         if let status { report += "\tStatus: \(status)" }
         instance.log.platform(report)
-        let tail = instance.log.endTail(build: request.wantsLogTail)
-        return InvocationResult(payload: payload, functionError: functionError, errorType: errorType, logTail: tail,
+        let (tail, logSeq) = instance.log.endTail(build: request.wantsLogTail)
+        return InvocationResult(payload: payload, functionError: functionError, errorType: errorType, logTail: tail, logSequence: logSeq,
                                 executedVersion: "$LATEST", coldStart: cold, durationMs: durationMs, initDurationMs: initMs,
                                 phases: cold ? instance.coldStartPhases : nil)
     }

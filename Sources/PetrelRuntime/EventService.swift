@@ -167,6 +167,13 @@ public final class EventService: Service, Sendable {
             do {
                 let result = try await dispatcher.invokeWhenAdmitted(f, request)
                 outcome = .init(payload: Data(result.payload.readableBytesView), functionError: result.functionError)
+                // What the invocation printed is journaled already (it survives the daemon's death);
+                // before its outcome is committed, make it survive the machine's too.
+                if let seq = result.logSequence {
+                    do { try dispatcher.logs.sync(through: seq) } catch {
+                        logger.warning("cannot sync the log journal", metadata: ["invocation.id": "\(e.id)", "error": "\(error)"])
+                    }
+                }
             } catch where error.code == .tooManyRequests && !stopping {
                 // No capacity for this function now: it waits its turn (not an attempt), while other work runs.
                 try await store.postpone(e, due: settings.clock.nowMillis() + 250)

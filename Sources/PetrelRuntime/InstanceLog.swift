@@ -1,5 +1,6 @@
 import Foundation
 import PetrelSandbox
+import PetrelStore
 import Synchronization
 
 /// Everything an instance writes to stdout/stderr, plus the platform's own
@@ -14,8 +15,10 @@ final class InstanceLog: Sendable {
     private struct State {
         var fd: Int32
         var partial: [UInt8] = []
-        var batch: [(timestamp: Int64, message: String)] = []
+        var batch: [LogChunk.Line] = []
         var tail: [String]? = nil
+        /// The journal sequence number of the last batch handed on.
+        var lastSeq: UInt64?
     }
     private let state: Mutex<State>
 
@@ -97,16 +100,17 @@ final class InstanceLog: Sendable {
         }
     }
 
-    /// Ends the invocation's tail: its last 4 KB (when `build`), and flushes the batch.
-    func endTail(build: Bool = true) -> String {
+    /// Ends the invocation's tail: its last 4 KB (when `build`), and flushes the batch; with
+    /// the journal sequence number of the invocation's last batch (nil when it has none).
+    func endTail(build: Bool = true) -> (tail: String, seq: UInt64?) {
         state.withLock { s in
             let lines = s.tail ?? []
             s.tail = nil
             flushLocked(&s)
-            guard build, !lines.isEmpty else { return "" }
+            guard build, !lines.isEmpty else { return ("", s.lastSeq) }
             let text = lines.map { $0 + "\n" }.joined()
             let bytes = Array(text.utf8)
-            return bytes.count <= 4096 ? text : String(decoding: bytes.suffix(4096), as: UTF8.self)
+            return (bytes.count <= 4096 ? text : String(decoding: bytes.suffix(4096), as: UTF8.self), s.lastSeq)
         }
     }
 
@@ -123,12 +127,12 @@ final class InstanceLog: Sendable {
 
     private func flushLocked(_ s: inout State) {
         guard !s.batch.isEmpty else { return }
-        sink.write(group: group, stream: stream, lines: s.batch)
+        if let seq = sink.write(group: group, stream: stream, lines: s.batch) { s.lastSeq = seq }
         s.batch.removeAll(keepingCapacity: true)
     }
 
     private static func emit(_ s: inout State, _ line: String) {
-        s.batch.append((now(), line))
+        s.batch.append(LogChunk.Line(now(), line))
         if s.tail != nil {
             s.tail!.append(line)
             if s.tail!.count > 2_000 { s.tail!.removeFirst(s.tail!.count - 1_000) }

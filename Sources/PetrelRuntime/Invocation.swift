@@ -42,6 +42,8 @@ public struct InvocationResult: Sendable {
     public var errorType: String?
     /// The invocation's log (START … REPORT), at most its last 4 KB.
     public var logTail: String
+    /// The journal sequence number of the invocation's last log batch (see `LogSink.sync`).
+    public var logSequence: UInt64?
     public var executedVersion: String
     public var coldStart: Bool
     public var durationMs: Double

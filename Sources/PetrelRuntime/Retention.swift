@@ -1,51 +1,90 @@
 import Foundation
 import Logging
+import Metrics
 import PetrelStore
 import ServiceLifecycle
 
-/// Deletes what the data directory keeps per call once it is old enough, at start,
-/// then every `interval`:
+/// Bounds what the data directory keeps per call:
 /// - function logs older than their group's retention (PutRetentionPolicy), else the
-///   daemon's log_retention_days;
-/// - audit records older than audit_retention_days (`AuditStore.expire`: the trail's
-///   horizon moves forward, and the expiry is itself recorded).
+///   daemon's log_retention_days, and audit records older than audit_retention_days
+///   (`AuditStore.expire`: the trail's horizon moves forward, and the expiry is itself
+///   recorded): at start, then every `interval`;
+/// - function logs beyond `logBudget` bytes (`LogStore.evict`: the oldest events of the
+///   group that holds the most go first, down to 90% of the budget): every `budgetInterval`.
 /// Without it a load test's logs and audit records (`Scripts/bench invoke`'s log store
 /// row, per warm invocation) grow the data directory until the disk is full. nil days:
 /// kept forever.
 public struct RetentionService: Service {
     let logs: LogStore
     let logDays: Int?
+    let logBudget: Int64
     let audit: AuditStore
     let auditDays: Int?
     let interval: Duration
+    let budgetInterval: Duration
     let logger: Logger
+    let storedBytes = Gauge(label: "petrel_log_stored_bytes")
+    let evicted = Counter(label: "petrel_log_events_evicted_total")
 
-    public init(logs: LogStore, logDays: Int?, audit: AuditStore, auditDays: Int?, interval: Duration = .seconds(600), logger: Logger) {
+    public init(logs: LogStore, logDays: Int?, logBudget: Int64, audit: AuditStore, auditDays: Int?, interval: Duration = .seconds(600),
+                budgetInterval: Duration = .seconds(2), logger: Logger) {
         self.logs = logs
         self.logDays = logDays
+        self.logBudget = logBudget
         self.audit = audit
         self.auditDays = auditDays
         self.interval = interval
+        self.budgetInterval = budgetInterval
         self.logger = logger
     }
 
     public func run() async throws {
+        var nextExpiry = ContinuousClock.now
         while !Task.isCancelled {
-            let (logs, logDays, audit, auditDays) = (self.logs, self.logDays, self.audit, self.auditDays)
-            let now = Int64(Date().timeIntervalSince1970 * 1000)
-            let rounds: [(what: String, result: Result<Int, any Error>)] = await blocking {
-                [("function logs", Result { try logs.expire(nowMs: now, defaultDays: logDays) }),
-                 ("audit records", Result { try auditDays.map { try audit.expire(nowMs: now, days: $0) } ?? 0 })]
+            if ContinuousClock.now >= nextExpiry {
+                await expire()
+                nextExpiry = .now + interval
             }
-            for (what, result) in rounds {
-                switch result {
-                case .success(let n) where n > 0: logger.info("expired \(what)", metadata: ["records": "\(n)"])
-                case .success: break
-                case .failure(let error): logger.error("could not expire \(what)", metadata: ["error": "\(error)"])
-                }
-            }
+            await keepWithinBudget()
             // Until the next round, or the daemon's shutdown.
-            do { try await cancelWhenGracefulShutdown { try await Task.sleep(for: self.interval) } } catch { return }
+            do { try await cancelWhenGracefulShutdown { try await Task.sleep(for: self.budgetInterval) } } catch { return }
+        }
+    }
+
+    func expire() async {
+        let (logs, logDays, audit, auditDays) = (self.logs, self.logDays, self.audit, self.auditDays)
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        let rounds: [(what: String, result: Result<Int, any Error>)] = await blocking {
+            [("function logs", Result { try logs.expire(nowMs: now, defaultDays: logDays) }),
+             ("audit records", Result { try auditDays.map { try audit.expire(nowMs: now, days: $0) } ?? 0 })]
+        }
+        for (what, result) in rounds {
+            switch result {
+            case .success(let n) where n > 0: logger.info("expired \(what)", metadata: ["records": "\(n)"])
+            case .success: break
+            case .failure(let error): logger.error("could not expire \(what)", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    func keepWithinBudget() async {
+        let (logs, budget) = (self.logs, self.logBudget)
+        let result = await blocking {
+            Result { () throws -> (events: Int, bytes: Int64, left: Int64) in
+                let (events, bytes) = try logs.evict(budget: budget, target: budget / 10 * 9)
+                return (events, bytes, try logs.storedBytes())
+            }
+        }
+        switch result {
+        case .success(let r):
+            storedBytes.record(r.left)
+            if r.events > 0 {
+                evicted.increment(by: Int64(r.events))
+                logger.info("the function logs reached their size budget: the oldest events went",
+                            metadata: ["events": "\(r.events)", "bytes": "\(r.bytes)", "budget.bytes": "\(budget)"])
+            }
+        case .failure(let error):
+            logger.error("could not keep the function logs within their size budget", metadata: ["error": "\(error)"])
         }
     }
 }

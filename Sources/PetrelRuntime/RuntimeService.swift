@@ -19,12 +19,12 @@ public final class RuntimeService: Service, Sendable {
     let logger: Logger
     private let stopped = Mutex(false)
 
-    public init(engine: SandboxEngine, code: CodeStore, logs: LogStore, configuration: RuntimeConfiguration,
+    public init(engine: SandboxEngine, code: CodeStore, logs: LogStore, journal: LogJournal?, configuration: RuntimeConfiguration,
                 group: any EventLoopGroup, logger: Logger) {
         self.engine = engine
         self.configuration = configuration
         self.logger = logger
-        sink = LogSink(store: logs, logger: logger)
+        sink = LogSink(store: logs, journal: journal, logger: logger)
         let launcher = InstanceLauncher(engine: engine, configuration: configuration, sink: sink, logger: logger)
         dispatcher = Dispatcher(launcher: launcher, code: code, configuration: configuration, group: group, logger: logger)
     }

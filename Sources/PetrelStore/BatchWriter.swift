@@ -9,21 +9,39 @@ import Synchronization
 /// more) it waits `busyGather` instead: SQLite rewrites every page a
 /// transaction touches, so bigger transactions write fewer half-filled pages
 /// again, and there are fewer transactions to pay for.
+///
+/// A write that fails (a full disk) loses its items: `lost` counts them (and the
+/// caller's `onLoss` hears of each loss, for a metric); the daemon's log says so
+/// at the first failure, then at most every 10 s while writes keep failing, and
+/// once more when they succeed again, with how many went.
 public final class BatchWriter<Item: Sendable>: Sendable {
     let write: @Sendable ([Item]) throws -> Void
+    let weight: @Sendable (Item) -> Int
+    let onLoss: @Sendable (Int) -> Void
     let what: String
     let gather: Duration
     let busyGather: Duration
     let busyItems: Int
     let logger: Logger
     private let queue = Mutex<[Item]>([])
+    private struct Losses {
+        var total = 0
+        var sinceReport = 0
+        var failing = false
+        var lastReport: ContinuousClock.Instant?
+    }
+    private let losses = Mutex(Losses())
     /// Rung when the queue goes from empty to not empty.
     private let doorbell: AsyncStream<Void>
     private let ring: AsyncStream<Void>.Continuation
 
+    /// `weight`: how many of `what` an item holds (lines of a batch); `onLoss`: told how many were lost.
     public init(_ what: String, gather: Duration = .milliseconds(20), busyGather: Duration = .milliseconds(100), busyItems: Int = 64,
-                logger: Logger, write: @escaping @Sendable ([Item]) throws -> Void) {
+                logger: Logger, weight: @escaping @Sendable (Item) -> Int = { _ in 1 }, onLoss: @escaping @Sendable (Int) -> Void = { _ in },
+                write: @escaping @Sendable ([Item]) throws -> Void) {
         self.what = what
+        self.weight = weight
+        self.onLoss = onLoss
         self.gather = gather
         self.busyGather = busyGather
         self.busyItems = busyItems
@@ -61,9 +79,44 @@ public final class BatchWriter<Item: Sendable>: Sendable {
             }
             guard !items.isEmpty else { return largest }
             largest = max(largest, items.count)
-            do { try write(items) } catch {
-                logger.error("cannot store \(what)", metadata: ["error": "\(error)"])
+            do {
+                try write(items)
+                recovered()
+            } catch {
+                lost(items.reduce(0) { $0 + weight($1) }, error)
             }
+        }
+    }
+
+    /// How many of `what` could not be stored since the start.
+    public var lostCount: Int { losses.withLock { $0.total } }
+
+    private func lost(_ n: Int, _ error: any Error) {
+        onLoss(n)
+        let report = losses.withLock { l -> (first: Bool, count: Int)? in
+            l.total += n
+            l.sinceReport += n
+            let now = ContinuousClock.now
+            if !l.failing || l.lastReport.map({ now - $0 >= .seconds(10) }) ?? true {
+                defer { l.failing = true; l.lastReport = now; l.sinceReport = 0 }
+                return (!l.failing, l.sinceReport)
+            }
+            return nil
+        }
+        if let report {
+            logger.error(report.first ? "cannot store \(what); they are lost until writes succeed again" : "still cannot store \(what)",
+                         metadata: ["lost": "\(report.count)", "lost.total": "\(lostCount)", "error": "\(error)"])
+        }
+    }
+
+    private func recovered() {
+        let report = losses.withLock { l -> (Int, Int)? in
+            guard l.failing else { return nil }
+            defer { l.failing = false; l.sinceReport = 0; l.lastReport = nil }
+            return (l.sinceReport, l.total)
+        }
+        if let (recent, total) = report {
+            logger.notice("storing \(what) again", metadata: ["lost": "\(recent)", "lost.total": "\(total)"])
         }
     }
 

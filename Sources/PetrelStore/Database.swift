@@ -247,6 +247,61 @@ public final class PetrelDatabase: Sendable {
                     BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only; only records older than its horizon expire'); END;
                 """)
         }
+        m.registerMigration("v7-log-chunks") { db in
+            // Lines are stored a chunk (a batch, compressed) per row instead of a row per line;
+            // events keep their ids (a chunk's are first_id ..< first_id + count). Each stream
+            // row counts the bytes its chunks take, for the store's size budget.
+            try db.execute(sql: """
+                CREATE TABLE log_chunks (
+                    first_id INTEGER PRIMARY KEY,
+                    stream INTEGER NOT NULL,
+                    count INTEGER NOT NULL,
+                    base_ts INTEGER NOT NULL,
+                    min_ts INTEGER NOT NULL,
+                    max_ts INTEGER NOT NULL,
+                    ingested INTEGER NOT NULL,
+                    text_bytes INTEGER NOT NULL,
+                    data BLOB NOT NULL
+                );
+                CREATE INDEX log_chunks_by_stream ON log_chunks (stream, first_id);
+                ALTER TABLE log_streams ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+                CREATE TRIGGER log_chunks_charged AFTER INSERT ON log_chunks
+                    BEGIN UPDATE log_streams SET bytes = bytes + length(new.data) + \(LogStore.chunkOverhead) WHERE id = new.stream; END;
+                CREATE TRIGGER log_chunks_refunded AFTER DELETE ON log_chunks
+                    BEGIN UPDATE log_streams SET bytes = bytes - length(old.data) - \(LogStore.chunkOverhead) WHERE id = old.stream; END;
+                CREATE TABLE log_meta (
+                    id INTEGER PRIMARY KEY CHECK (id = 1),
+                    next_event_id INTEGER NOT NULL,
+                    journal_applied INTEGER NOT NULL
+                );
+                """)
+            // Each run of events with consecutive ids, one stream and one ingestion time (what one
+            // transaction wrote of one batch) becomes a chunk.
+            var run: (first: Int64, last: Int64, stream: Int64, ingested: Int64, lines: [LogChunk.Line])?
+            func flush() throws {
+                guard let r = run else { return }
+                run = nil
+                try LogStore.insertChunk(db, first: r.first, stream: r.stream, lines: r.lines, ingested: r.ingested)
+            }
+            let rows = try Row.fetchCursor(db, sql: "SELECT id, stream, timestamp, ingested, message FROM log_events ORDER BY id")
+            while let row = try rows.next() {
+                let (id, stream, ingested): (Int64, Int64, Int64) = (row["id"], row["stream"], row["ingested"])
+                let line = LogChunk.Line(row["timestamp"], row["message"])
+                if let r = run, r.last + 1 == id, r.stream == stream, r.ingested == ingested, r.lines.count < LogStore.chunkLines {
+                    run!.last = id
+                    run!.lines.append(line)
+                } else {
+                    try flush()
+                    run = (id, id, stream, ingested, [line])
+                }
+            }
+            try flush()
+            // New events continue after every id the old table ever gave (AUTOINCREMENT's high-water mark).
+            let high = max(try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'log_events'") ?? 0,
+                           try Int64.fetchOne(db, sql: "SELECT max(id) FROM log_events") ?? 0)
+            try db.execute(sql: "INSERT INTO log_meta (id, next_event_id, journal_applied) VALUES (1, ?, 0)", arguments: [high + 1])
+            try db.execute(sql: "DROP TABLE log_events")
+        }
         return m
     }
 }

@@ -5,6 +5,11 @@ import GRDB
 /// stream per instance. Groups belong to an account: the store files them as
 /// `ACCOUNT/aws/lambda/NAME` (`stored(account:group:)`), and every read names the
 /// account and answers in the names its callers use.
+///
+/// Lines are stored in chunks (`LogChunk`): the lines of one batch, compressed
+/// into one row whose events have the ids `first_id ..< first_id + count`. Each
+/// stream row counts the bytes its chunks take (triggers keep it), which is what
+/// the size budget (`evict(toBytes:)`) weighs.
 public struct LogStore: Sendable {
     let db: PetrelDatabase
     public init(_ db: PetrelDatabase) { self.db = db }
@@ -26,15 +31,42 @@ public struct LogStore: Sendable {
         public var name: String
         public var created: Int64
         public var lastEvent: Int64
+        public var storedBytes: Int64
+
+        public init(name: String, created: Int64, lastEvent: Int64, storedBytes: Int64 = 0) {
+            self.name = name
+            self.created = created
+            self.lastEvent = lastEvent
+            self.storedBytes = storedBytes
+        }
+
+        /// Equal in what a caller sees of the stream (its name and times).
+        public static func == (a: Stream, b: Stream) -> Bool {
+            a.name == b.name && a.created == b.created && a.lastEvent == b.lastEvent
+        }
     }
+
+    /// What a stream row is charged per chunk beyond its blob: the row's other columns and its index entries.
+    static let chunkOverhead = 64
+    /// The most lines in one chunk (a batch with more is split).
+    static let chunkLines = 4096
+
+    public typealias Batch = (group: String, stream: String, lines: [LogChunk.Line])
 
     public func append(group: String, stream: String, lines: [(timestamp: Int64, message: String)]) throws {
         try append([(group: group, stream: stream, lines: lines)])
     }
 
-    /// Several batches in one transaction, in order. A stream's row is looked up (or
-    /// made) once per transaction, however many of its batches the transaction holds.
+    /// `append` with the lines as (timestamp, message) pairs.
     public func append(_ batches: [(group: String, stream: String, lines: [(timestamp: Int64, message: String)])]) throws {
+        try append(batches.map { (group: $0.group, stream: $0.stream, lines: $0.lines.map { LogChunk.Line($0.timestamp, $0.message) }) })
+    }
+
+    /// Several batches in one transaction, in order; `journaled` is the highest journal
+    /// sequence number among them (recorded as applied in the same transaction). A stream's
+    /// row is looked up (or made) once per transaction, however many of its batches it holds,
+    /// and consecutive batches of one stream share a chunk.
+    public func append(_ batches: [Batch], journaled: UInt64? = nil) throws {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         try db.pool.write { db in
             let streamStmt = try db.cachedStatement(sql: """
@@ -42,45 +74,81 @@ public struct LogStore: Sendable {
                 ON CONFLICT (log_group, log_stream) DO UPDATE SET last_event = max(last_event, excluded.last_event)
                 RETURNING id
                 """)
-            let stmt = try db.cachedStatement(sql: "INSERT INTO log_events (stream, timestamp, ingested, message) VALUES (?, ?, ?, ?)")
+            let chunkStmt = try db.cachedStatement(sql: """
+                INSERT INTO log_chunks (first_id, stream, count, base_ts, min_ts, max_ts, ingested, text_bytes, data)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """)
+            var nextID = try Int64.fetchOne(db, sql: "SELECT next_event_id FROM log_meta WHERE id = 1") ?? 1
             /// The streams met in this transaction: their row id, the last timestamp the row
             /// holds and the last one written since.
             var seen: [StreamKey: (id: Int64, stored: Int64, last: Int64)] = [:]
+            var pending: (key: StreamKey, lines: [LogChunk.Line])?
+            func flush() throws {
+                guard let (key, lines) = pending, let stream = seen[key]?.id else { return }
+                pending = nil
+                var start = 0
+                while start < lines.count {
+                    let part = lines[start..<min(lines.count, start + Self.chunkLines)]
+                    let base = part.first!.timestamp
+                    var lo = base, hi = base, text = 0
+                    for l in part {
+                        lo = min(lo, l.timestamp)
+                        hi = max(hi, l.timestamp)
+                        text += l.message.utf8.count
+                    }
+                    try chunkStmt.execute(arguments: [nextID, stream, part.count, base, lo, hi, now, text,
+                                                      Data(LogChunk.encode(part, base: base))])
+                    nextID += Int64(part.count)
+                    start += part.count
+                }
+            }
             for b in batches where !b.lines.isEmpty {
-                let key = StreamKey(group: b.group, stream: b.stream), last = b.lines[b.lines.count - 1].timestamp
-                let id: Int64
+                let key = StreamKey(group: b.group, stream: b.stream)
+                let last = b.lines.map(\.timestamp).max()!
                 if let known = seen[key] {
-                    id = known.id
                     seen[key]!.last = max(known.last, last)
                 } else {
                     guard let made = try Int64.fetchOne(streamStmt, arguments: [b.group, b.stream, b.lines[0].timestamp, last]) else {
                         throw StoreError("log stream \(b.stream) could not be stored")
                     }
-                    id = made
                     seen[key] = (made, last, last)
                 }
-                for l in b.lines { try stmt.execute(arguments: [id, l.timestamp, now, l.message]) }
+                if pending?.key == key {
+                    pending!.lines += b.lines
+                } else {
+                    try flush()
+                    pending = (key, b.lines)
+                }
             }
+            try flush()
             for s in seen.values where s.last > s.stored {
                 try db.execute(sql: "UPDATE log_streams SET last_event = max(last_event, ?) WHERE id = ?", arguments: [s.last, s.id])
             }
+            try db.execute(sql: "UPDATE log_meta SET next_event_id = ?, journal_applied = max(journal_applied, ?) WHERE id = 1",
+                           arguments: [nextID, Int64(journaled ?? 0)])
         }
+    }
+
+    /// The highest journal sequence number whose batch the store holds.
+    public func journalApplied() throws -> UInt64 {
+        UInt64(try db.pool.read { db in try Int64.fetchOne(db, sql: "SELECT journal_applied FROM log_meta WHERE id = 1") } ?? 0)
     }
 
     /// The name a group is filed under (what `append` takes).
     public static func stored(account: String, group: String) -> String { account + group }
 
-    /// An account's groups, by name, with their own retention (days; nil: the daemon's).
-    public func groups(account: String, prefix: String?) throws -> [(name: String, created: Int64, retentionDays: Int?)] {
+    /// An account's groups, by name, with their own retention (days; nil: the daemon's) and the bytes they hold.
+    public func groups(account: String, prefix: String?) throws -> [(name: String, created: Int64, retentionDays: Int?, storedBytes: Int64)] {
         let stored = Self.stored(account: account, group: prefix ?? "")
         return try db.pool.read { db in
             try Row.fetchAll(db, sql: """
-                SELECT s.log_group, MIN(s.created) AS c, r.days FROM log_streams s LEFT JOIN log_retention r ON r.log_group = s.log_group
+                SELECT s.log_group, MIN(s.created) AS c, r.days, SUM(s.bytes) AS b FROM log_streams s
+                LEFT JOIN log_retention r ON r.log_group = s.log_group
                 WHERE s.log_group >= ? GROUP BY s.log_group ORDER BY s.log_group
                 """, arguments: [stored])
-        }.map { (name: $0["log_group"] as String, created: $0["c"] as Int64, retentionDays: $0["days"] as Int?) }
+        }.map { (name: $0["log_group"] as String, created: $0["c"] as Int64, retentionDays: $0["days"] as Int?, storedBytes: $0["b"] as Int64) }
          .filter { $0.name.hasPrefix(stored) }
-         .map { (name: String($0.name.dropFirst(account.count)), created: $0.created, retentionDays: $0.retentionDays) }
+         .map { (name: String($0.name.dropFirst(account.count)), created: $0.created, retentionDays: $0.retentionDays, storedBytes: $0.storedBytes) }
     }
 
     /// PutRetentionPolicy (days) and DeleteRetentionPolicy (nil). False when the group has no
@@ -101,9 +169,17 @@ public struct LogStore: Sendable {
         }
     }
 
+    /// The stream ids of a stored group.
+    static func streamIDs(_ db: Database, group: String) throws -> [Int64] {
+        try Int64.fetchAll(db, sql: "SELECT id FROM log_streams WHERE log_group = ?", arguments: [group])
+    }
+
+    static func list(_ ids: [Int64]) -> String { ids.map(String.init).joined(separator: ",") }
+
     /// Deletes events older than their group's retention (its own, else `defaultDays`; nil:
-    /// kept), at most `limit` per transaction so that the log writer never waits long, then
-    /// the streams left without events. Returns how many events went.
+    /// kept), at most `limit` chunks per transaction so that the log writer never waits long,
+    /// then the streams left without events. A chunk with lines on both sides of the cutoff
+    /// keeps its newer lines, under their ids. Returns how many events went.
     @discardableResult
     public func expire(nowMs: Int64, defaultDays: Int?, limit: Int = 5_000) throws -> Int {
         let groups = try db.pool.read { db in
@@ -116,21 +192,98 @@ public struct LogStore: Sendable {
         for g in groups {
             guard let days = g.days ?? defaultDays else { continue }
             let cutoff = nowMs - Int64(days) * 86_400_000
-            deleted += try db.deleteInBatches("""
-                DELETE FROM log_events WHERE id IN (
-                    SELECT e.id FROM log_streams s JOIN log_events e ON e.stream = s.id
-                    WHERE s.log_group = ? AND e.timestamp < ? LIMIT ?)
-                """, [g.group, cutoff], limit: limit)
+            // Whole chunks first, in bounded transactions.
+            while true {
+                let n = try db.pool.write { db -> (chunks: Int, events: Int) in
+                    let ids = Self.list(try Self.streamIDs(db, group: g.group))
+                    let rows = try Row.fetchAll(db, sql: "SELECT first_id, count FROM log_chunks WHERE stream IN (\(ids)) AND max_ts < ? LIMIT ?",
+                                                arguments: [cutoff, limit])
+                    for r in rows { try db.execute(sql: "DELETE FROM log_chunks WHERE first_id = ?", arguments: [r["first_id"] as Int64]) }
+                    return (rows.count, rows.reduce(0) { $0 + ($1["count"] as Int) })
+                }
+                deleted += n.events
+                if n.chunks < limit { break }
+            }
+            // Then the chunks that straddle the cutoff: their newer lines stay, as chunks of their own.
+            deleted += try db.pool.write { db -> Int in
+                let ids = Self.list(try Self.streamIDs(db, group: g.group))
+                var gone = 0
+                for r in try Row.fetchAll(db, sql: "SELECT * FROM log_chunks WHERE stream IN (\(ids)) AND min_ts < ?", arguments: [cutoff]) {
+                    let lines = try LogChunk.decode([UInt8](r["data"] as Data), base: r["base_ts"])
+                    try db.execute(sql: "DELETE FROM log_chunks WHERE first_id = ?", arguments: [r["first_id"] as Int64])
+                    gone += lines.count
+                    var run: (first: Int64, lines: [LogChunk.Line])?
+                    func keep() throws {
+                        guard let (first, kept) = run else { return }
+                        run = nil
+                        gone -= kept.count
+                        try Self.insertChunk(db, first: first, stream: r["stream"], lines: kept, ingested: r["ingested"])
+                    }
+                    for (k, line) in lines.enumerated() {
+                        if line.timestamp >= cutoff {
+                            if run == nil { run = (r["first_id"] as Int64 + Int64(k), []) }
+                            run!.lines.append(line)
+                        } else {
+                            try keep()
+                        }
+                    }
+                    try keep()
+                }
+                return gone
+            }
             // A group whose streams all went is no longer listed; its policy stays, for
             // when the function logs again.
             try db.pool.write { db in
                 try db.execute(sql: """
                     DELETE FROM log_streams WHERE log_group = ? AND last_event < ?
-                        AND NOT EXISTS (SELECT 1 FROM log_events e WHERE e.stream = log_streams.id)
+                        AND NOT EXISTS (SELECT 1 FROM log_chunks c WHERE c.stream = log_streams.id)
                     """, arguments: [g.group, cutoff])
             }
         }
         return deleted
+    }
+
+    static func insertChunk(_ db: Database, first: Int64, stream: Int64, lines: [LogChunk.Line], ingested: Int64) throws {
+        let base = lines[0].timestamp
+        try db.execute(sql: """
+            INSERT INTO log_chunks (first_id, stream, count, base_ts, min_ts, max_ts, ingested, text_bytes, data)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """, arguments: [first, stream, lines.count, base, lines.map(\.timestamp).min()!, lines.map(\.timestamp).max()!, ingested,
+                             lines.reduce(0) { $0 + $1.message.utf8.count }, Data(LogChunk.encode(lines[...], base: base))])
+    }
+
+    /// The bytes the stored events take (their chunks and what each row and index entry adds).
+    public func storedBytes() throws -> Int64 {
+        try db.pool.read { db in try Int64.fetchOne(db, sql: "SELECT coalesce(SUM(bytes), 0) FROM log_streams") } ?? 0
+    }
+
+    /// Keeps the store within `budget` bytes: while it holds more, the oldest chunks of the
+    /// group that holds the most go (a batch at a time), down to `target` bytes. One noisy
+    /// function's group shrinks to the size of the others before theirs lose anything.
+    /// Streams left without events go too. Returns the events and bytes that went.
+    @discardableResult
+    public func evict(budget: Int64, target: Int64, batch: Int = 500) throws -> (events: Int, bytes: Int64) {
+        var events = 0, bytes: Int64 = 0
+        guard try storedBytes() > budget else { return (0, 0) }
+        while true {
+            let round = try db.pool.write { db -> (events: Int, bytes: Int64)? in
+                let usage = try Row.fetchAll(db, sql: "SELECT log_group, SUM(bytes) AS b FROM log_streams GROUP BY log_group ORDER BY b DESC")
+                let total = usage.reduce(Int64(0)) { $0 + ($1["b"] as Int64) }
+                guard total > target, let top = usage.first else { return nil }
+                let ids = Self.list(try Self.streamIDs(db, group: top["log_group"]))
+                let before = total
+                let rows = try Row.fetchAll(db, sql: "SELECT first_id, count FROM log_chunks WHERE stream IN (\(ids)) ORDER BY first_id LIMIT ?",
+                                            arguments: [batch])
+                for r in rows { try db.execute(sql: "DELETE FROM log_chunks WHERE first_id = ?", arguments: [r["first_id"] as Int64]) }
+                try db.execute(sql: "DELETE FROM log_streams WHERE id IN (\(ids)) AND NOT EXISTS (SELECT 1 FROM log_chunks c WHERE c.stream = log_streams.id)")
+                let after = try Int64.fetchOne(db, sql: "SELECT coalesce(SUM(bytes), 0) FROM log_streams") ?? 0
+                return (rows.reduce(0) { $0 + ($1["count"] as Int) }, before - after)
+            }
+            guard let round else { return (events, bytes) }
+            events += round.events
+            bytes += round.bytes
+            if round.events == 0 { return (events, bytes) }
+        }
     }
 
     public func hasGroup(account: String, _ group: String) throws -> Bool {
@@ -142,9 +295,9 @@ public struct LogStore: Sendable {
 
     public func streams(account: String, group: String, prefix: String?, newestFirst: Bool, limit: Int) throws -> [Stream] {
         try db.pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT log_stream, created, last_event FROM log_streams WHERE log_group = ? AND log_stream >= ? ORDER BY \(newestFirst ? "last_event DESC" : "log_stream") LIMIT ?",
+            try Row.fetchAll(db, sql: "SELECT log_stream, created, last_event, bytes FROM log_streams WHERE log_group = ? AND log_stream >= ? ORDER BY \(newestFirst ? "last_event DESC" : "log_stream") LIMIT ?",
                              arguments: [Self.stored(account: account, group: group), prefix ?? "", newestFirst ? Int.max : limit])
-        }.map { Stream(name: $0["log_stream"], created: $0["created"], lastEvent: $0["last_event"]) }
+        }.map { Stream(name: $0["log_stream"], created: $0["created"], lastEvent: $0["last_event"], storedBytes: $0["bytes"]) }
          .filter { prefix == nil || $0.name.hasPrefix(prefix!) }
          .prefix(limit).map { $0 }
     }
@@ -152,23 +305,58 @@ public struct LogStore: Sendable {
     /// Events in order, optionally of some streams, in a time window, containing `pattern`, after `afterID`.
     public func events(account: String, group: String, streams: [String]?, start: Int64?, end: Int64?, contains pattern: String?,
                        afterID: Int64?, limit: Int) throws -> [Event] {
-        var sql = """
-            SELECT e.id, s.log_stream, e.timestamp, e.ingested, e.message
-            FROM log_streams s JOIN log_events e ON e.stream = s.id WHERE s.log_group = ?
-            """
-        var args: [any DatabaseValueConvertible] = [Self.stored(account: account, group: group)]
-        if let streams, !streams.isEmpty {
-            sql += " AND s.log_stream IN (\(streams.map { _ in "?" }.joined(separator: ",")))"
-            args += streams as [any DatabaseValueConvertible]
+        try db.pool.read { db in
+            var sql = "SELECT id, log_stream FROM log_streams WHERE log_group = ?"
+            var args: [any DatabaseValueConvertible] = [Self.stored(account: account, group: group)]
+            if let streams, !streams.isEmpty {
+                sql += " AND log_stream IN (\(streams.map { _ in "?" }.joined(separator: ",")))"
+                args += streams as [any DatabaseValueConvertible]
+            }
+            var names: [Int64: String] = [:]
+            for r in try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args)) { names[r["id"]] = r["log_stream"] }
+            guard !names.isEmpty else { return [] }
+            var out: [Event] = []
+            let after = afterID ?? 0
+            var lastChunk: Int64 = -1
+            var chunkSQL = "SELECT first_id, count, stream, base_ts, ingested, data FROM log_chunks WHERE stream IN (\(Self.list(Array(names.keys))))"
+                + " AND first_id + count > ? AND first_id > ?"
+            if start != nil { chunkSQL += " AND max_ts >= \(start!)" }
+            if end != nil { chunkSQL += " AND min_ts < \(end!)" }
+            chunkSQL += " ORDER BY first_id LIMIT 256"
+            let pattern = pattern.flatMap { $0.isEmpty ? nil : Array($0.utf8) }
+            while out.count < limit {
+                let chunks = try Row.fetchAll(db, sql: chunkSQL, arguments: [after + 1, lastChunk])
+                for c in chunks {
+                    let first: Int64 = c["first_id"]
+                    let lines = try LogChunk.decode([UInt8](c["data"] as Data), base: c["base_ts"])
+                    for (k, l) in lines.enumerated() {
+                        let id = first + Int64(k)
+                        guard id > after else { continue }
+                        if let start, l.timestamp < start { continue }
+                        if let end, l.timestamp >= end { continue }
+                        if let pattern, !Self.contains(l.message, pattern) { continue }
+                        out.append(Event(id: id, stream: names[c["stream"]] ?? "", timestamp: l.timestamp, ingested: c["ingested"], message: l.message))
+                        if out.count == limit { return out }
+                    }
+                    lastChunk = first
+                }
+                if chunks.count < 256 { break }
+            }
+            return out
         }
-        if let start { sql += " AND e.timestamp >= ?"; args.append(start) }
-        if let end { sql += " AND e.timestamp < ?"; args.append(end) }
-        if let pattern, !pattern.isEmpty { sql += " AND instr(e.message, ?) > 0"; args.append(pattern) }
-        if let afterID { sql += " AND e.id > ?"; args.append(afterID) }
-        sql += " ORDER BY e.id LIMIT ?"
-        args.append(limit)
-        return try db.pool.read { db in
-            try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args))
-        }.map { Event(id: $0["id"], stream: $0["log_stream"], timestamp: $0["timestamp"], ingested: $0["ingested"], message: $0["message"]) }
+    }
+
+    /// Whether `message` holds `needle` as bytes (what SQLite's instr did).
+    static func contains(_ message: String, _ needle: [UInt8]) -> Bool {
+        var m = message
+        return m.withUTF8 { hay in
+            guard needle.count <= hay.count else { return false }
+            var i = 0
+            while i + needle.count <= hay.count {
+                if hay[i] == needle[0] && (1..<needle.count).allSatisfy({ hay[i + $0] == needle[$0] }) { return true }
+                i += 1
+            }
+            return false
+        }
     }
 }

@@ -27,6 +27,10 @@ struct DaemonConfiguration: Sendable {
     /// Function logs older than this are deleted, unless their group has a policy of its
     /// own (PutRetentionPolicy); nil (0 in the file): kept forever.
     var logRetentionDays: Int? = 30
+    /// The most bytes the stored function logs may take (oldest first go, from the
+    /// group that holds the most); nil (0 in the file): a tenth of the disk that holds
+    /// the data directory.
+    var logStorageMB: Int?
     /// Audit records older than this are deleted (90 days, as CloudTrail's event history
     /// keeps); nil (0 in the file): kept forever.
     var auditRetentionDays: Int? = 90
@@ -78,6 +82,7 @@ struct DaemonConfiguration: Sendable {
         ("event_retry_delay_seconds", { c, v, src in c.eventRetryDelaySeconds = try int(v, src, 1...3_600) }),
         ("log_retention_days", { c, v, src in let d = try int(v, src, 0...3_653); c.logRetentionDays = d == 0 ? nil : d }),
         ("audit_retention_days", { c, v, src in let d = try int(v, src, 0...3_653); c.auditRetentionDays = d == 0 ? nil : d }),
+        ("log_storage_mb", { c, v, src in let d = try int(v, src, 0...16_777_216); c.logStorageMB = d == 0 ? nil : d }),
         ("tls_certificate", { c, v, _ in c.tlsCertificate = v.isEmpty ? nil : v }),
         ("tls_key", { c, v, _ in c.tlsKey = v.isEmpty ? nil : v }),
         ("log_level", { c, v, src in
@@ -92,7 +97,7 @@ struct DaemonConfiguration: Sendable {
         let sections: [String: [String: String]] = [
             "api": ["listen": "listen", "tls_certificate": "tls_certificate", "tls_key": "tls_key"],
             "storage": ["data_dir": "data_dir", "run_dir": "run_dir", "log_retention_days": "log_retention_days",
-                        "audit_retention_days": "audit_retention_days"],
+                        "audit_retention_days": "audit_retention_days", "log_storage_mb": "log_storage_mb"],
             "platform": ["region": "region", "account_id": "account_id", "policy": "policy"],
             "instances": ["keep_alive_seconds": "keep_alive_seconds", "prepared_sandboxes": "prepared_sandboxes",
                           "init_timeout_seconds": "init_timeout_seconds", "drain_timeout_seconds": "drain_timeout_seconds",
@@ -140,6 +145,15 @@ struct DaemonConfiguration: Sendable {
             throw Invalid(description: "\(source): \(v) is not a whole number in \(range.lowerBound)…\(range.upperBound)")
         }
         return i
+    }
+
+    /// The log store's budget in bytes: `log_storage_mb`, else a tenth of the filesystem
+    /// that holds the data directory (which must exist).
+    func logStorageBytes() -> Int64 {
+        if let mb = logStorageMB { return Int64(mb) << 20 }
+        var fs = statvfs()
+        guard statvfs(dataDirectory, &fs) == 0 else { return 1 << 30 }
+        return Int64(fs.f_blocks) * Int64(fs.f_frsize) / 10
     }
 
     /// TLS needs both files or neither.

@@ -39,7 +39,31 @@ def handler(event, context):
     return {"requestId": context.aws_request_id, "event": event}
 '''
 
+# SLOW, printing its request id first: every event that ran must have that line in its log group.
+SLOW_PRINTING = '''
+import time
+def handler(event, context):
+    print("ran", context.aws_request_id)
+    time.sleep(0.02)
+    return {"requestId": context.aws_request_id, "event": event}
+'''
+
 DLQ = "arn:aws:sqs:::petrel-dlq"
+
+
+def logged_lines(daemon, group, pattern):
+    """Every message of the log group that contains `pattern` (all pages)."""
+    logs = daemon.client("logs")
+    out, token = [], None
+    while True:
+        kw = {"logGroupName": group, "filterPattern": '"%s"' % pattern}
+        if token:
+            kw["nextToken"] = token
+        page = logs.filter_log_events(**kw)
+        out += [e["message"] for e in page["events"]]
+        token = page.get("nextToken")
+        if not token:
+            return out
 
 
 def wait_for(what, predicate, timeout=60, interval=0.1):
@@ -382,7 +406,7 @@ class CrashCase(unittest.TestCase):
     def burst(self, daemon):
         lam = daemon.client()
         lam.create_function(FunctionName="burst", Runtime="python3.11", Role=ROLE, Handler="app.handler",
-                            Code={"ZipFile": make_zip({"app.py": SLOW})}, MemorySize=128, Timeout=10)
+                            Code={"ZipFile": make_zip({"app.py": SLOW_PRINTING})}, MemorySize=128, Timeout=10)
         lam.put_function_event_invoke_config(FunctionName="burst", DestinationConfig={"OnSuccess": {"Destination": DLQ}})
         keys = daemon.admin_keys()
         accepted = {}
@@ -457,6 +481,12 @@ class CrashCase(unittest.TestCase):
         self.assertLessEqual(len(extra), 16)
         for r in extra:
             self.assertIn(r["record"]["requestPayload"]["i"], resent)
+        # An event's outcome is never stored before what its invocation printed: every event
+        # accounted for has its line in the log group, those that ran across the kill included.
+        def all_logged():
+            ran = {m.split()[1] for m in logged_lines(daemon, "/aws/lambda/burst", "ran ")}
+            return [rid for rid in accepted.values() if rid not in ran] == []
+        wait_for("every event's printed line in its log group", all_logged, timeout=30, interval=0.5)
 
 
     def test_events_running_at_shutdown_stay_queued(self):

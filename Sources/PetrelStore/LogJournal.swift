@@ -1,0 +1,206 @@
+import Foundation
+import Glibc
+import PetrelSystem
+import Synchronization
+
+/// Function output on its way to the log store, written where a `kill -9` of
+/// the daemon cannot take it: each batch of lines is appended (one write) to a
+/// journal segment before the invocation that printed it is answered, and the
+/// store's transaction that takes the batch records its sequence number as
+/// applied. At the next start, what the journal holds beyond that number is put
+/// in the store first. Segments (`<seq>.journal`, about 4 MiB each) go once
+/// everything in them is applied, so the journal stays small.
+///
+/// A batch that cannot be journaled (a full disk) still goes to the store; only
+/// a crash before its transaction loses it. `sync(through:)` makes batches
+/// durable against the machine's crash too (asynchronous events call it before
+/// their outcome is committed).
+public final class LogJournal: Sendable {
+    public let directory: String
+    static let segmentLimit = 4 << 20
+    static let magic: UInt32 = 0x504c_4a31 // "PLJ1"
+
+    public struct Entry: Sendable, Equatable {
+        public var seq: UInt64
+        public var group: String
+        public var stream: String
+        public var lines: [LogChunk.Line]
+    }
+
+    private struct State {
+        var fd: Int32 = -1
+        var path = ""
+        var size = 0
+        var nextSeq: UInt64
+        /// The last sequence number written to the current segment.
+        var lastInSegment: UInt64 = 0
+        /// Closed segments and the last sequence number each holds.
+        var closed: [(path: String, last: UInt64)] = []
+        var syncedThrough: UInt64 = 0
+        var failures = 0
+    }
+    private let state: Mutex<State>
+
+    /// Opens the journal in `directory` (made when missing) with nothing in it:
+    /// call `recover` first to move what an earlier process left into the store.
+    public init(directory: String, nextSeq: UInt64) throws {
+        self.directory = directory
+        try Sys.mkdirs(directory, 0o700)
+        state = Mutex(State(nextSeq: max(nextSeq, 1)))
+    }
+
+    deinit { state.withLock { Sys.close($0.fd) } }
+
+    /// What earlier processes journaled after `applied` (in order), the highest sequence
+    /// number seen, and the segments that held them (to remove once the store has them).
+    public static func recover(directory: String, after applied: UInt64) -> (entries: [Entry], last: UInt64, segments: [String]) {
+        var entries: [Entry] = [], last = applied
+        let segments = Sys.listDirectory(directory).filter { $0.hasSuffix(".journal") }.map { directory + "/" + $0 }
+        for path in segments {
+            guard let data = FileManager.default.contents(atPath: path) else { continue }
+            for e in parse([UInt8](data)) {
+                last = max(last, e.seq)
+                if e.seq > applied { entries.append(e) }
+            }
+        }
+        entries.sort { $0.seq < $1.seq }
+        return (entries, last, segments)
+    }
+
+    /// Records in `bytes`, up to the first that is cut short or damaged.
+    static func parse(_ bytes: [UInt8]) -> [Entry] {
+        var out: [Entry] = []
+        var at = 0
+        func u32(_ i: Int) -> UInt32 { bytes[i..<i + 4].enumerated().reduce(0) { $0 | UInt32($1.element) << (8 * UInt32($1.offset)) } }
+        while at + 12 <= bytes.count, u32(at) == magic {
+            let length = Int(u32(at + 4)), crc = u32(at + 8)
+            let start = at + 12
+            guard length <= bytes.count - start else { break }
+            let body = bytes[start..<start + length]
+            guard body.withUnsafeBytes({ LogChunk.crc32($0) }) == crc, let e = decode(body) else { break }
+            out.append(e)
+            at = start + length
+        }
+        return out
+    }
+
+    static func decode(_ body: ArraySlice<UInt8>) -> Entry? {
+        var i = body.startIndex
+        func string() -> String? {
+            guard let n = LogChunk.readVarint(body, &i), Int(n) <= body.endIndex - i else { return nil }
+            defer { i += Int(n) }
+            return String(decoding: body[i..<i + Int(n)], as: UTF8.self)
+        }
+        guard let seq = LogChunk.readVarint(body, &i), let group = string(), let stream = string(),
+              let base = LogChunk.readVarint(body, &i), let count = LogChunk.readVarint(body, &i), count < 1 << 24 else { return nil }
+        var lines: [LogChunk.Line] = []
+        var ts = LogChunk.unzigzag(base)
+        for _ in 0..<count {
+            guard let delta = LogChunk.readVarint(body, &i), let message = string() else { return nil }
+            ts = ts &+ LogChunk.unzigzag(delta)
+            lines.append(LogChunk.Line(ts, message))
+        }
+        return Entry(seq: seq, group: group, stream: stream, lines: lines)
+    }
+
+    static func record(seq: UInt64, group: String, stream: String, lines: [LogChunk.Line]) -> [UInt8] {
+        var body: [UInt8] = []
+        body.reserveCapacity(group.utf8.count + stream.utf8.count + lines.reduce(16) { $0 + $1.message.utf8.count + 4 })
+        func string(_ s: String) {
+            LogChunk.appendVarint(&body, UInt64(s.utf8.count))
+            body.append(contentsOf: s.utf8)
+        }
+        LogChunk.appendVarint(&body, seq)
+        string(group)
+        string(stream)
+        let base = lines.first?.timestamp ?? 0
+        LogChunk.appendVarint(&body, LogChunk.zigzag(base))
+        LogChunk.appendVarint(&body, UInt64(lines.count))
+        var previous = base
+        for l in lines {
+            LogChunk.appendVarint(&body, LogChunk.zigzag(l.timestamp &- previous))
+            previous = l.timestamp
+            string(l.message)
+        }
+        var out: [UInt8] = []
+        out.reserveCapacity(body.count + 12)
+        func put(_ v: UInt32) { for k in 0..<4 { out.append(UInt8(truncatingIfNeeded: v >> (8 * UInt32(k)))) } }
+        put(magic)
+        put(UInt32(body.count))
+        put(body.withUnsafeBytes { LogChunk.crc32($0) })
+        return out + body
+    }
+
+    /// Journals a batch and, under the same lock (so that the store sees batches in the
+    /// order of their numbers), hands it on with its sequence number, or nil when it
+    /// could not be journaled (`failed` counts those).
+    public func append(group: String, stream: String, lines: [LogChunk.Line], then handOn: (UInt64?) -> Void) {
+        state.withLock { s in
+            let seq = s.nextSeq
+            let bytes = Self.record(seq: seq, group: group, stream: stream, lines: lines)
+            if write(bytes, seq: seq, &s) {
+                s.nextSeq += 1
+                handOn(seq)
+            } else {
+                s.failures += 1
+                handOn(nil)
+            }
+        }
+    }
+
+    /// Batches that could not be journaled so far.
+    public var failures: Int { state.withLock { $0.failures } }
+
+    private func write(_ bytes: [UInt8], seq: UInt64, _ s: inout State) -> Bool {
+        if s.fd < 0 {
+            let path = directory + "/" + String(format: "%016llx", seq) + ".journal"
+            guard let fd = try? Sys.open(path, O_WRONLY | O_CREAT | O_APPEND, 0o600) else { return false }
+            (s.fd, s.path, s.size) = (fd, path, 0)
+        }
+        let ok = bytes.withUnsafeBytes { b in (try? Sys.writeAll(s.fd, b, path: s.path)) != nil }
+        guard ok else {
+            // Whatever part of the record went in is cut off again: the records after it stay readable.
+            _ = ftruncate(s.fd, off_t(s.size))
+            return false
+        }
+        s.size += bytes.count
+        s.lastInSegment = seq
+        if s.size >= Self.segmentLimit {
+            Sys.close(s.fd)
+            s.closed.append((s.path, seq))
+            s.fd = -1
+        }
+        return true
+    }
+
+    /// The store has every batch up to `seq`: segments holding nothing later go.
+    public func applied(through seq: UInt64) {
+        let gone = state.withLock { s -> [String] in
+            let (done, keep) = (s.closed.filter { $0.last <= seq }, s.closed.filter { $0.last > seq })
+            s.closed = keep
+            return done.map(\.path)
+        }
+        for path in gone { try? Sys.unlink(path) }
+    }
+
+    /// Makes every batch up to `seq` durable on disk (fdatasync), unless it is already.
+    public func sync(through seq: UInt64) throws {
+        let (fd, path, closed, target) = state.withLock { s -> (Int32, String, [String], UInt64) in
+            guard seq > s.syncedThrough else { return (-1, "", [], 0) }
+            return (s.fd >= 0 ? dup(s.fd) : -1, s.path, s.closed.map(\.path), s.nextSeq - 1)
+        }
+        guard target > 0 else { return }
+        // A segment closed since the last sync may still hold unsynced batches.
+        for path in closed {
+            if let f = try? Sys.open(path, O_RDONLY) {
+                defer { Sys.close(f) }
+                try Sys.call("fdatasync", path) { fdatasync(f) }
+            }
+        }
+        if fd >= 0 {
+            defer { Sys.close(fd) }
+            try Sys.call("fdatasync", path) { fdatasync(fd) }
+        }
+        state.withLock { $0.syncedThrough = max($0.syncedThrough, target) }
+    }
+}
