@@ -23,11 +23,12 @@ public struct RetentionService: Service {
     let interval: Duration
     let budgetInterval: Duration
     let logger: Logger
+    let budgetFailures: FailureLog
     let storedBytes = Gauge(label: "petrel_log_stored_bytes")
     let evicted = Counter(label: "petrel_log_events_evicted_total")
 
     public init(logs: LogStore, logDays: Int?, logBudget: Int64, audit: AuditStore, auditDays: Int?, interval: Duration = .seconds(600),
-                budgetInterval: Duration = .seconds(2), logger: Logger) {
+                budgetInterval: Duration = .milliseconds(500), logger: Logger) {
         self.logs = logs
         self.logDays = logDays
         self.logBudget = logBudget
@@ -36,6 +37,7 @@ public struct RetentionService: Service {
         self.interval = interval
         self.budgetInterval = budgetInterval
         self.logger = logger
+        budgetFailures = FailureLog("keep the function logs within their size budget", logger: logger, every: .seconds(60))
     }
 
     public func run() async throws {
@@ -77,6 +79,7 @@ public struct RetentionService: Service {
         }
         switch result {
         case .success(let r):
+            budgetFailures.succeeded()
             storedBytes.record(r.left)
             if r.events > 0 {
                 evicted.increment(by: Int64(r.events))
@@ -84,7 +87,7 @@ public struct RetentionService: Service {
                             metadata: ["events": "\(r.events)", "bytes": "\(r.bytes)", "budget.bytes": "\(budget)"])
             }
         case .failure(let error):
-            logger.error("could not keep the function logs within their size budget", metadata: ["error": "\(error)"])
+            budgetFailures.failed(error)
         }
     }
 }

@@ -24,13 +24,7 @@ public final class BatchWriter<Item: Sendable>: Sendable {
     let busyItems: Int
     let logger: Logger
     private let queue = Mutex<[Item]>([])
-    private struct Losses {
-        var total = 0
-        var sinceReport = 0
-        var failing = false
-        var lastReport: ContinuousClock.Instant?
-    }
-    private let losses = Mutex(Losses())
+    private let failures: FailureLog
     /// Rung when the queue goes from empty to not empty.
     private let doorbell: AsyncStream<Void>
     private let ring: AsyncStream<Void>.Continuation
@@ -40,6 +34,7 @@ public final class BatchWriter<Item: Sendable>: Sendable {
                 logger: Logger, weight: @escaping @Sendable (Item) -> Int = { _ in 1 }, onLoss: @escaping @Sendable (Int) -> Void = { _ in },
                 write: @escaping @Sendable ([Item]) throws -> Void) {
         self.what = what
+        failures = FailureLog("store \(what)", logger: logger)
         self.weight = weight
         self.onLoss = onLoss
         self.gather = gather
@@ -81,44 +76,17 @@ public final class BatchWriter<Item: Sendable>: Sendable {
             largest = max(largest, items.count)
             do {
                 try write(items)
-                recovered()
+                failures.succeeded()
             } catch {
-                lost(items.reduce(0) { $0 + weight($1) }, error)
+                let n = items.reduce(0) { $0 + weight($1) }
+                onLoss(n)
+                failures.failed(error, lost: n)
             }
         }
     }
 
     /// How many of `what` could not be stored since the start.
-    public var lostCount: Int { losses.withLock { $0.total } }
-
-    private func lost(_ n: Int, _ error: any Error) {
-        onLoss(n)
-        let report = losses.withLock { l -> (first: Bool, count: Int)? in
-            l.total += n
-            l.sinceReport += n
-            let now = ContinuousClock.now
-            if !l.failing || l.lastReport.map({ now - $0 >= .seconds(10) }) ?? true {
-                defer { l.failing = true; l.lastReport = now; l.sinceReport = 0 }
-                return (!l.failing, l.sinceReport)
-            }
-            return nil
-        }
-        if let report {
-            logger.error(report.first ? "cannot store \(what); they are lost until writes succeed again" : "still cannot store \(what)",
-                         metadata: ["lost": "\(report.count)", "lost.total": "\(lostCount)", "error": "\(error)"])
-        }
-    }
-
-    private func recovered() {
-        let report = losses.withLock { l -> (Int, Int)? in
-            guard l.failing else { return nil }
-            defer { l.failing = false; l.sinceReport = 0; l.lastReport = nil }
-            return (l.sinceReport, l.total)
-        }
-        if let (recent, total) = report {
-            logger.notice("storing \(what) again", metadata: ["lost": "\(recent)", "lost.total": "\(total)"])
-        }
-    }
+    public var lostCount: Int { failures.lostTotal }
 
     public func finish() { ring.finish() }
 }

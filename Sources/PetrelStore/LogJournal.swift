@@ -17,7 +17,7 @@ import Synchronization
 /// their outcome is committed).
 public final class LogJournal: Sendable {
     public let directory: String
-    static let segmentLimit = 4 << 20
+    static let segmentLimit = 1 << 20
     static let magic: UInt32 = 0x504c_4a31 // "PLJ1"
 
     public struct Entry: Sendable, Equatable {

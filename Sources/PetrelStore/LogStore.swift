@@ -258,8 +258,9 @@ public struct LogStore: Sendable {
     }
 
     /// Keeps the store within `budget` bytes: while it holds more, the oldest chunks of the
-    /// group that holds the most go (a batch at a time), down to `target` bytes. One noisy
-    /// function's group shrinks to the size of the others before theirs lose anything.
+    /// group that holds the most go, down to `target` bytes (at most `batch` chunks per
+    /// transaction, and never more of the top group than takes it below the next one). One
+    /// noisy function's group shrinks to the size of the others before theirs lose anything.
     /// Streams left without events go too. Returns the events and bytes that went.
     @discardableResult
     public func evict(budget: Int64, target: Int64, batch: Int = 500) throws -> (events: Int, bytes: Int64) {
@@ -270,19 +271,28 @@ public struct LogStore: Sendable {
                 let usage = try Row.fetchAll(db, sql: "SELECT log_group, SUM(bytes) AS b FROM log_streams GROUP BY log_group ORDER BY b DESC")
                 let total = usage.reduce(Int64(0)) { $0 + ($1["b"] as Int64) }
                 guard total > target, let top = usage.first else { return nil }
+                let next: Int64 = usage.count > 1 ? usage[1]["b"] : 0
+                // Enough to reach the target, but not below the next group (then that one is the top).
+                let want = max(1, min(total - target, (top["b"] as Int64) - next))
                 let ids = Self.list(try Self.streamIDs(db, group: top["log_group"]))
-                let before = total
-                let rows = try Row.fetchAll(db, sql: "SELECT first_id, count FROM log_chunks WHERE stream IN (\(ids)) ORDER BY first_id LIMIT ?",
-                                            arguments: [batch])
-                for r in rows { try db.execute(sql: "DELETE FROM log_chunks WHERE first_id = ?", arguments: [r["first_id"] as Int64]) }
+                var freed: Int64 = 0, gone = 0, chunks = 0
+                let rows = try Row.fetchCursor(db, sql: """
+                    SELECT first_id, count, length(data) AS n FROM log_chunks WHERE stream IN (\(ids)) ORDER BY first_id LIMIT ?
+                    """, arguments: [batch])
+                var doomed: [Int64] = []
+                while freed < want, let r = try rows.next() {
+                    doomed.append(r["first_id"])
+                    freed += (r["n"] as Int64) + Int64(Self.chunkOverhead)
+                    gone += r["count"] as Int
+                    chunks += 1
+                }
+                for id in doomed { try db.execute(sql: "DELETE FROM log_chunks WHERE first_id = ?", arguments: [id]) }
                 try db.execute(sql: "DELETE FROM log_streams WHERE id IN (\(ids)) AND NOT EXISTS (SELECT 1 FROM log_chunks c WHERE c.stream = log_streams.id)")
-                let after = try Int64.fetchOne(db, sql: "SELECT coalesce(SUM(bytes), 0) FROM log_streams") ?? 0
-                return (rows.reduce(0) { $0 + ($1["count"] as Int) }, before - after)
+                return chunks == 0 ? nil : (gone, freed)
             }
             guard let round else { return (events, bytes) }
             events += round.events
             bytes += round.bytes
-            if round.events == 0 { return (events, bytes) }
         }
     }
 

@@ -126,7 +126,8 @@ class AuthTest(unittest.TestCase):
         # The revocation is committed, then the daemon is told through the key generation
         # file. When that cannot be replaced (here: a directory in its place), the command
         # must say so and fail, and the daemon must stop trusting the key it cached anyway.
-        keys = self.parse_keys(self.daemon.petreld("keys", "create", "--account", self.b_account).stdout)
+        account = self.daemon.petreld("accounts", "create", "--name", "unannounced").stdout.strip()
+        keys = self.parse_keys(self.daemon.petreld("keys", "create", "--account", account).stdout)
         c = self.daemon.client(keys=keys)
         c.list_functions()  # cached now
         generation = os.path.join(self.daemon.data, "keys.generation")
