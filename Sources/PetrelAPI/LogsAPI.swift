@@ -16,8 +16,10 @@ public struct LogsAPI: Sendable {
     let region: String
     /// The daemon's log_retention_days, for groups without a policy of their own (nil: forever).
     let defaultRetentionDays: Int?
+    let logger: Logger
 
-    public init(logs: LogStore, gate: Gatekeeper, region: String, defaultRetentionDays: Int? = nil) {
+    public init(logs: LogStore, gate: Gatekeeper, region: String, defaultRetentionDays: Int? = nil, logger: Logger) {
+        self.logger = logger
         self.logs = logs
         self.gate = gate
         self.region = region
@@ -38,81 +40,56 @@ public struct LogsAPI: Sendable {
     func serve(_ req: Request, _ ctx: PetrelRequestContext) async -> Response {
         let target = req.headers[.amzTarget] ?? ""
         let op = target.hasPrefix("Logs_20140328.") ? String(target.dropFirst("Logs_20140328.".count)) : "Unknown"
-        var caller: Caller?
-        var buf: ByteBuffer?
-        let response = await self.dispatch(req, op: op, caller: &caller, buffer: &buf)
-        let error = response.status.code >= 300 ? response.headers[HTTPField.Name("X-Amzn-ErrorType")!] : nil
-        gate.record(req, ctx, action: op, caller: caller, resource: nil,
-                    parameters: AuditParameters.describe(query: [], path: [:], body: buf, payloadIsData: false),
-                    status: Int(response.status.code), error: error)
-        return response
+        return await RequestPipeline(gate: gate, logger: logger).run(
+            req, ctx, action: op, limit: 1_048_576, service: "logs", style: .json11,
+            tooLarge: { _ in Self.error("SerializationException", "The request body is larger than 1 MB.") },
+            audit: { body in .init(resource: nil, parameters: AuditParameters.describe(query: [], path: [:], body: body, payloadIsData: false)) }
+        ) { call in
+            try self.dispatch(op, call.body, account: call.caller.account)
+        }
     }
 
-    func dispatch(_ req: Request, op: String, caller: inout Caller?, buffer: inout ByteBuffer?) async -> Response {
-        let buf: ByteBuffer
-        do { buf = try await req.body.collect(upTo: 1_048_576) } catch {
-            return Self.error(LogsError(code: "SerializationException", message: "The request body is larger than 1 MB."))
-        }
-        buffer = buf
-        do {
-            caller = try gate.authenticate(req, body: buf, service: "logs")
-        } catch let e as LambdaError {
-            return Self.error(LogsError(code: e.code.rawValue, message: e.message), status: e.code.status)
-        } catch {
-            return Self.error(LogsError(code: "ServiceUnavailableException", message: "\(error)"), status: 500)
-        }
+    func dispatch(_ op: String, _ buf: ByteBuffer, account: String) throws -> Response {
         guard op != "Unknown" else {
-            return Self.error(LogsError(code: "UnknownOperationException", message: "Petrel serves the Lambda REST API and CloudWatch Logs (X-Amz-Target: Logs_20140328.*) only."), status: 404)
+            throw Self.error("UnknownOperationException", "Petrel serves the Lambda REST API and CloudWatch Logs (X-Amz-Target: Logs_20140328.*) only.",
+                             status: 404)
         }
         let body: [String: Any]
         do {
             body = (buf.readableBytes == 0 ? [:] : try JSONSerialization.jsonObject(with: Data(buffer: buf)) as? [String: Any]) ?? [:]
         } catch {
-            return Self.error(LogsError(code: "SerializationException", message: "The request body is not a JSON object."))
+            throw Self.error("SerializationException", "The request body is not a JSON object.")
         }
-        let account = caller!.account
-        do {
-            let out: [String: Any]
-            switch op {
-            case "DescribeLogGroups": out = try describeGroups(body, account: account)
-            case "DescribeLogStreams": out = try describeStreams(body, account: account)
-            case "GetLogEvents": out = try getEvents(body, account: account)
-            case "FilterLogEvents": out = try filterEvents(body, account: account)
-            case "PutRetentionPolicy": out = try setRetention(body, account: account, put: true)
-            case "DeleteRetentionPolicy": out = try setRetention(body, account: account, put: false)
-            default:
-                return Self.error(LogsError(code: "UnknownOperationException", message: "Petrel does not implement \(op) of CloudWatch Logs."))
-            }
-            let data = try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys])
-            var h = HTTPFields()
-            h[.contentType] = "application/x-amz-json-1.1"
-            return Response(status: .ok, headers: h, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
-        } catch let e as LogsError {
-            return Self.error(e)
-        } catch {
-            return Self.error(LogsError(code: "ServiceUnavailableException", message: "\(error)"), status: 500)
+        let out: [String: Any]
+        switch op {
+        case "DescribeLogGroups": out = try describeGroups(body, account: account)
+        case "DescribeLogStreams": out = try describeStreams(body, account: account)
+        case "GetLogEvents": out = try getEvents(body, account: account)
+        case "FilterLogEvents": out = try filterEvents(body, account: account)
+        case "PutRetentionPolicy": out = try setRetention(body, account: account, put: true)
+        case "DeleteRetentionPolicy": out = try setRetention(body, account: account, put: false)
+        default:
+            throw Self.error("UnknownOperationException", "Petrel does not implement \(op) of CloudWatch Logs.")
         }
+        let data = try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys])
+        var h = HTTPFields()
+        h[.contentType] = "application/x-amz-json-1.1"
+        return Response(status: .ok, headers: h, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
     }
 
-    static func error(_ e: LogsError, status: Int = 400) -> Response {
-        var r = APIResponse.json11Error(e.code, e.message, status: status)
-        r.headers[HTTPField.Name("X-Amzn-ErrorType")!] = e.code
-        return r
-    }
-
-    struct LogsError: Error {
-        var code: String
-        var message: String
+    /// An error of CloudWatch Logs (its own exception names; written as JSON 1.1 by the pipeline).
+    static func error(_ code: String, _ message: String, status: Int = 400) -> LambdaError {
+        LambdaError(LambdaError.Code(code, status: status), message)
     }
 
     func groupARN(_ g: String, _ account: String) -> String { "arn:aws:logs:\(region):\(account):log-group:\(g)" }
 
-    static let noSuchGroup = LogsError(code: "ResourceNotFoundException", message: "The specified log group does not exist.")
+    static let noSuchGroup = error("ResourceNotFoundException", "The specified log group does not exist.")
 
     /// The log group a request names (whether or not it exists).
     static func groupName(_ body: [String: Any]) throws -> String {
         guard let g = body["logGroupName"] as? String ?? (body["logGroupIdentifier"] as? String).map({ $0.components(separatedBy: ":log-group:").last! }) else {
-            throw LogsError(code: "InvalidParameterException", message: "logGroupName is required.")
+            throw Self.error("InvalidParameterException", "logGroupName is required.")
         }
         return g
     }
@@ -127,7 +104,7 @@ public struct LogsAPI: Sendable {
     static func limit(_ body: [String: Any], default d: Int, max m: Int) throws -> Int {
         guard let l = body["limit"] else { return d }
         guard let n = l as? Int, (1...m).contains(n) else {
-            throw LogsError(code: "InvalidParameterException", message: "limit must be between 1 and \(m).")
+            throw Self.error("InvalidParameterException", "limit must be between 1 and \(m).")
         }
         return n
     }
@@ -156,7 +133,7 @@ public struct LogsAPI: Sendable {
         var days: Int?
         if put {
             guard let d = body["retentionInDays"] as? Int, Self.retentionDays.contains(d) else {
-                throw LogsError(code: "InvalidParameterException", message: "1 validation error detected: Value '\(body["retentionInDays"].map { "\($0)" } ?? "null")' at 'retentionInDays' failed to satisfy constraint: Member must satisfy enum value set: [\(Self.retentionDays.map(String.init).joined(separator: ", "))]")
+                throw Self.error("InvalidParameterException", "1 validation error detected: Value '\(body["retentionInDays"].map { "\($0)" } ?? "null")' at 'retentionInDays' failed to satisfy constraint: Member must satisfy enum value set: [\(Self.retentionDays.map(String.init).joined(separator: ", "))]")
             }
             days = d
         }
@@ -184,7 +161,7 @@ public struct LogsAPI: Sendable {
     func getEvents(_ body: [String: Any], account: String) throws -> [String: Any] {
         let g = try requireGroup(body, account: account)
         guard let stream = body["logStreamName"] as? String else {
-            throw LogsError(code: "InvalidParameterException", message: "logStreamName is required.")
+            throw Self.error("InvalidParameterException", "logStreamName is required.")
         }
         let limit = try Self.limit(body, default: 10_000, max: 10_000)
         let after = Self.token(body["nextToken"])

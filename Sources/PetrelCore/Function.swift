@@ -135,33 +135,33 @@ public struct FunctionSettings: Sendable, Equatable {
     /// Checks every field that is present, in Lambda's words.
     public func validate() throws {
         if let r = runtime, FunctionRuntime(rawValue: r) == nil {
-            throw LambdaError(.invalidParameterValue, "The runtime parameter of \(r) is not supported by Petrel. Supported runtimes: \(FunctionRuntime.supportedList).")
+            throw DomainError(.invalidParameter, "The runtime parameter of \(r) is not supported by Petrel. Supported runtimes: \(FunctionRuntime.supportedList).")
         }
         if let h = handler {
             guard (1...128).contains(h.count), !h.contains(where: \.isWhitespace) else {
-                throw LambdaError.constraint(h, at: "handler", "Member must satisfy regular expression pattern: [^\\s]+ and have length between 1 and 128")
+                throw DomainError.constraint(h, at: "handler", "Member must satisfy regular expression pattern: [^\\s]+ and have length between 1 and 128")
             }
         }
         if let role {
             guard Self.isRoleARN(role) else {
-                throw LambdaError.constraint(role, at: "role", "Member must satisfy regular expression pattern: arn:(aws[a-zA-Z-]*)?:iam::\\d{12}:role/?[a-zA-Z_0-9+=,.@\\-_/]+")
+                throw DomainError.constraint(role, at: "role", "Member must satisfy regular expression pattern: arn:(aws[a-zA-Z-]*)?:iam::\\d{12}:role/?[a-zA-Z_0-9+=,.@\\-_/]+")
             }
         }
         if let d = description, d.count > 256 {
-            throw LambdaError.constraint(d, at: "description", "Member must have length less than or equal to 256")
+            throw DomainError.constraint(d, at: "description", "Member must have length less than or equal to 256")
         }
         if let m = memoryMB, !FunctionLimits.memoryMB.contains(m) {
-            throw LambdaError.constraint("\(m)", at: "memorySize", m < FunctionLimits.memoryMB.lowerBound
+            throw DomainError.constraint("\(m)", at: "memorySize", m < FunctionLimits.memoryMB.lowerBound
                 ? "Member must have value greater than or equal to \(FunctionLimits.memoryMB.lowerBound)"
                 : "Member must have value less than or equal to \(FunctionLimits.memoryMB.upperBound)")
         }
         if let t = timeoutSeconds, !FunctionLimits.timeoutSeconds.contains(t) {
-            throw LambdaError.constraint("\(t)", at: "timeout", t < 1
+            throw DomainError.constraint("\(t)", at: "timeout", t < 1
                 ? "Member must have value greater than or equal to 1"
                 : "Member must have value less than or equal to \(FunctionLimits.timeoutSeconds.upperBound)")
         }
         if let e = ephemeralStorageMB, !FunctionLimits.ephemeralStorageMB.contains(e) {
-            throw LambdaError.constraint("\(e)", at: "ephemeralStorage.size", e < FunctionLimits.ephemeralStorageMB.lowerBound
+            throw DomainError.constraint("\(e)", at: "ephemeralStorage.size", e < FunctionLimits.ephemeralStorageMB.lowerBound
                 ? "Member must have value greater than or equal to \(FunctionLimits.ephemeralStorageMB.lowerBound)"
                 : "Member must have value less than or equal to \(FunctionLimits.ephemeralStorageMB.upperBound)")
         }
@@ -184,20 +184,20 @@ public struct FunctionSettings: Sendable, Equatable {
             let ok = key.utf8.count >= 2 && key.utf8.first.map { ($0 | 0x20) >= 0x61 && ($0 | 0x20) <= 0x7a } == true
                 && key.utf8.allSatisfy { FunctionReference.isNameByte($0) && $0 != 0x2d }
             guard ok else {
-                throw LambdaError.constraint(key, at: "environment.variables", "Member must satisfy regular expression pattern: [a-zA-Z]([a-zA-Z0-9_])+")
+                throw DomainError.constraint(key, at: "environment.variables", "Member must satisfy regular expression pattern: [a-zA-Z]([a-zA-Z0-9_])+")
             }
         }
         let reserved = env.keys.filter(reservedVariables.contains).sorted()
         if !reserved.isEmpty {
-            throw LambdaError(.invalidParameterValue, "Lambda was unable to configure your environment variables because the environment variables you have provided contains reserved keys that are currently not supported for modification. Reserved keys used in this request: \(reserved.joined(separator: ", "))")
+            throw DomainError(.invalidParameter, "Lambda was unable to configure your environment variables because the environment variables you have provided contains reserved keys that are currently not supported for modification. Reserved keys used in this request: \(reserved.joined(separator: ", "))")
         }
         if env.values.contains(where: { $0.contains("\0") }) {
-            throw LambdaError(.invalidParameterValue, "Environment variable values may not contain NUL characters.")
+            throw DomainError(.invalidParameter, "Environment variable values may not contain NUL characters.")
         }
         // Lambda measures the variables as JSON.
         let data = (try? JSONSerialization.data(withJSONObject: env, options: [.sortedKeys])) ?? Data()
         if data.count > environmentLimitBytes {
-            throw LambdaError(.invalidParameterValue, "Lambda was unable to configure your environment variables because the environment variables you have provided exceeded the 4KB limit. String measured: \(data.count) bytes")
+            throw DomainError(.invalidParameter, "Lambda was unable to configure your environment variables because the environment variables you have provided exceeded the 4KB limit. String measured: \(data.count) bytes")
         }
     }
 

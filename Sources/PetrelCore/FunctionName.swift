@@ -6,9 +6,9 @@ public struct FunctionReference: Sendable, Equatable {
     public var account: String?
     public var region: String?
 
-    /// Parses and validates; throws Lambda's validation error when it is none of the forms.
+    /// Parses and validates; throws the domain's validation error when it is none of the forms.
     public init(parsing raw: String, field: String = "functionName") throws {
-        func bad() -> LambdaError {
+        func bad() -> DomainError {
             .constraint(raw, at: field, "Member must satisfy regular expression pattern: (arn:(aws[a-zA-Z-]*)?:lambda:)?([a-z]{2}(-gov)?-[a-z]+-\\d{1}:)?(\\d{12}:)?(function:)?([a-zA-Z0-9-_\\.]+)(:(\\$LATEST|[a-zA-Z0-9-_]+))?")
         }
         guard !raw.isEmpty, raw.utf8.count <= 170 else { throw bad() }

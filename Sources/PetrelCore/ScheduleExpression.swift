@@ -15,10 +15,10 @@ public enum ScheduleExpression: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    public init(parsing raw: String) throws(LambdaError) {
+    public init(parsing raw: String) throws(DomainError) {
         let s = raw.trimmingCharacters(in: .whitespaces)
-        func invalid(_ why: String) -> LambdaError {
-            LambdaError(.invalidParameterValue, "ScheduleExpression \(raw) is not valid: \(why). Use rate(5 minutes) or cron(0 12 * * ? *).")
+        func invalid(_ why: String) -> DomainError {
+            DomainError(.invalidParameter, "ScheduleExpression \(raw) is not valid: \(why). Use rate(5 minutes) or cron(0 12 * * ? *).")
         }
         guard s.hasSuffix(")") else { throw invalid("it must be rate(…) or cron(…)") }
         if s.hasPrefix("rate(") {

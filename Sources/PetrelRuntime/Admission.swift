@@ -34,13 +34,13 @@ struct Admission: Sendable {
             }
         }
 
-        var error: LambdaError {
+        var error: RuntimeError {
             let message = switch self {
             case .account: "Rate Exceeded. The account's concurrency limit is reached."
             case .reserved: "Rate Exceeded. The function's reserved concurrency is reached."
             case .capacity: "Rate Exceeded. The host's memory budget for instances is used up and no idle instance can be evicted."
             }
-            return LambdaError(.tooManyRequests, message, reason: reason)
+            return RuntimeError(.throttled, message, reason: reason)
         }
     }
 
@@ -66,14 +66,14 @@ struct Admission: Sendable {
 
     /// Sets (or with nil removes) a function's reserved concurrency; refuses what would
     /// leave the unreserved pool below its minimum.
-    mutating func setReserved(_ function: String, _ value: Int?) throws(LambdaError) {
+    mutating func setReserved(_ function: String, _ value: Int?) throws(DomainError) {
         if let value {
             guard value >= 0 else {
-                throw LambdaError.constraint("\(value)", at: "reservedConcurrentExecutions", "Member must have value greater than or equal to 0")
+                throw DomainError.constraint("\(value)", at: "reservedConcurrentExecutions", "Member must have value greater than or equal to 0")
             }
             let others = reservedSum - (reserved[function] ?? 0)
             guard accountLimit - others - value >= minimumUnreserved else {
-                throw LambdaError(.invalidParameterValue, "Specified ReservedConcurrentExecutions for function decreases account's UnreservedConcurrentExecution below its minimum value of [\(minimumUnreserved)].")
+                throw DomainError(.invalidParameter, "Specified ReservedConcurrentExecutions for function decreases account's UnreservedConcurrentExecution below its minimum value of [\(minimumUnreserved)].")
             }
         }
         reserved[function] = value

@@ -92,12 +92,12 @@ public actor Dispatcher {
     }
 
     /// Checks a reservation without keeping it (the caller stores it, then calls `setReserved`).
-    public func checkReserved(_ function: String, _ value: Int?) throws(LambdaError) {
+    public func checkReserved(_ function: String, _ value: Int?) throws(DomainError) {
         var copy = admission
         try copy.setReserved(function, value)
     }
 
-    public func setReserved(_ function: String, _ value: Int?) throws(LambdaError) {
+    public func setReserved(_ function: String, _ value: Int?) throws(DomainError) {
         try admission.setReserved(function, value)
     }
 
@@ -110,7 +110,7 @@ public actor Dispatcher {
     /// answering 429 at once (asynchronous events; the caller postpones an event
     /// still throttled after that, so one function's queue cannot hold every worker).
     public func invokeWhenAdmitted(_ function: FunctionRecord, _ request: InvocationRequest,
-                                   patience: Duration = .seconds(1)) async throws(LambdaError) -> InvocationResult {
+                                   patience: Duration = .seconds(1)) async throws(RuntimeError) -> InvocationResult {
         let deadline = ContinuousClock.now + patience
         while !stopping {
             var trial = admission
@@ -133,8 +133,8 @@ public actor Dispatcher {
     }
 
     /// Invokes `function` synchronously; throttles at once (429) when it may not run now.
-    public func invoke(_ function: FunctionRecord, _ request: InvocationRequest) async throws(LambdaError) -> InvocationResult {
-        guard !stopping else { throw LambdaError(.service, "Petrel is shutting down; try again shortly.") }
+    public func invoke(_ function: FunctionRecord, _ request: InvocationRequest) async throws(RuntimeError) -> InvocationResult {
+        guard !stopping else { throw RuntimeError(.unavailable, "Petrel is shutting down; try again shortly.") }
         noteRevision(function)
         let ticket: Admission.Ticket
         switch admission.admit(function.key) {
@@ -432,21 +432,24 @@ public actor Dispatcher {
         return nil
     }
 
-    private func start(_ function: FunctionRecord, charge: Int) async throws(LambdaError) -> Instance {
+    private func start(_ function: FunctionRecord, charge: Int) async throws(RuntimeError) -> Instance {
         // The instance serves its Runtime API on the loop of the request that started it,
         // which is where the same caller's next requests will most likely arrive.
         let loop = MultiThreadedEventLoopGroup.currentEventLoop ?? group.next()
         let launcher = self.launcher
         let code = self.code
-        let result: Result<Instance, LambdaError> = await withCheckedContinuation { cont in
+        let result: Result<Instance, RuntimeError> = await withCheckedContinuation { cont in
             DispatchQueue.global().async {
                 do {
                     let dir = try code.unpacked(hex: function.codeDigestHex)
                     cont.resume(returning: .success(try launcher.launch(function, codeDirectory: dir, on: loop)))
-                } catch let e as LambdaError {
+                } catch let e as RuntimeError {
                     cont.resume(returning: .failure(e))
+                } catch let e as StoreError {
+                    // The code's own sentence (missing, altered, not unpacked) is what the caller needs.
+                    cont.resume(returning: .failure(RuntimeError(.startFailed, e.message, cause: e)))
                 } catch {
-                    cont.resume(returning: .failure(LambdaError(.service, "Petrel could not start an instance: \(error)")))
+                    cont.resume(returning: .failure(RuntimeError(.startFailed, "Petrel could not start an instance: \(error)", cause: error)))
                 }
             }
         }

@@ -174,14 +174,15 @@ public final class EventService: Service, Sendable {
                         logger.warning("cannot sync the log journal", metadata: ["invocation.id": "\(e.id)", "error": "\(error)"])
                     }
                 }
-            } catch where error.code == .tooManyRequests && !stopping {
+            } catch where error.code == .throttled && !stopping {
                 // No capacity for this function now: it waits its turn (not an attempt), while other work runs.
                 try await store.postpone(e, due: settings.clock.nowMillis() + 250)
                 count(e, "throttled")
                 return
             } catch {
                 if stopping { return } // the platform is going down: the event stays queued
-                outcome = .init(payload: Data("{\"errorType\":\"\(error.code.rawValue)\",\"errorMessage\":\(EventDocuments.string(error.message))}".utf8),
+                // The platform could not run it: in the record, as Lambda names a failure of its own.
+                outcome = .init(payload: Data("{\"errorType\":\"ServiceException\",\"errorMessage\":\(EventDocuments.string(error.message))}".utf8),
                                 functionError: "Unhandled")
             }
             if state.withLock({ $0.abandoned }) { return }

@@ -5,6 +5,7 @@ import NIOCore
 import PetrelCore
 import PetrelSandbox
 import PetrelStore
+import PetrelSystem
 
 /// Starts instances: the runtime's command and environment, the sandbox, the
 /// Runtime API inside it and the capture of its output.
@@ -19,7 +20,7 @@ struct InstanceLauncher: Sendable {
     /// Blocking (spawning is); call off the cooperative pool.
     func launch(_ function: FunctionRecord, codeDirectory: String, on loop: any EventLoop) throws -> Instance {
         var fds: [Int32] = [-1, -1]
-        guard pipe(&fds) == 0 else { throw LambdaError(.service, "pipe: \(String(cString: strerror(errno)))") }
+        guard pipe(&fds) == 0 else { throw SystemError("pipe", errno: errno) }
         _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
         _ = fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK)
         _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
@@ -43,7 +44,7 @@ struct InstanceLauncher: Sendable {
             sandbox = try engine.spawn(spec, policy: configuration.policy)
         } catch {
             close(fds[0])
-            throw LambdaError(.service, "Petrel could not start an instance: \(error)")
+            throw RuntimeError(.startFailed, "Petrel could not start an instance: \(error)", cause: error)
         }
         let log = InstanceLog(group: LogStore.stored(account: function.account, group: function.logGroup()), stream: stream, sink: sink, fd: fds[0])
         var l = logger

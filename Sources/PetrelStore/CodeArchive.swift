@@ -31,7 +31,7 @@ public enum CodeArchive {
         }
     }
 
-    static let unreadable = LambdaError(.invalidParameterValue, "Could not unzip uploaded file. Please check your file, then try to upload again.")
+    static let unreadable = StoreError(code: .invalid, "Could not unzip uploaded file. Please check your file, then try to upload again.")
 
     private static func unpack(_ archive: Archive, into root: String, limit: Int) throws -> Int {
         var total = 0
@@ -40,7 +40,7 @@ public enum CodeArchive {
         for entry in archive {
             count += 1
             guard count <= maxEntries else {
-                throw LambdaError(.invalidParameterValue, "The ZIP has more than \(maxEntries) entries.")
+                throw StoreError(code: .invalid, "The ZIP has more than \(maxEntries) entries.")
             }
             let rel = try safeRelativePath(entry.path)
             if rel.isEmpty { continue }
@@ -59,7 +59,7 @@ public enum CodeArchive {
                 let mode = UInt16(truncatingIfNeeded: entryMode(entry))
                 let fd = open(dest, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, (mode & 0o111) != 0 ? 0o755 : 0o644)
                 guard fd >= 0 else {
-                    throw LambdaError(.invalidParameterValue, "The ZIP holds \(rel) twice or under a file's name.")
+                    throw StoreError(code: .invalid, "The ZIP holds \(rel) twice or under a file's name.")
                 }
                 defer { close(fd) }
                 do {
@@ -75,10 +75,10 @@ public enum CodeArchive {
                             }
                         }
                     }
-                } catch let e as LambdaError {
+                } catch let e as StoreError {
                     throw e
                 } catch is POSIXError {
-                    throw LambdaError(.service, "Petrel could not write the unzipped code.")
+                    throw StoreError("Petrel could not write the unzipped code.")
                 } catch {
                     throw unreadable
                 }
@@ -92,14 +92,14 @@ public enum CodeArchive {
             let parent = parentPath(link.path)
             if !parent.isEmpty { try makeDirectories(root: root, rel: parent) }
             guard symlink(link.target, dest) == 0 else {
-                throw LambdaError(.invalidParameterValue, "The ZIP holds \(link.path) twice or under a file's name.")
+                throw StoreError(code: .invalid, "The ZIP holds \(link.path) twice or under a file's name.")
             }
         }
         let realRoot = (try? resolved(root)) ?? root
         for link in links {
             guard let real = try? resolved(root + "/" + link.path),
                   real == realRoot || real.hasPrefix(realRoot + "/") else {
-                throw LambdaError(.invalidParameterValue, "The link \(link.path) in the ZIP points outside the package or to nothing (\(link.target)); links must point to a file or directory inside it.")
+                throw StoreError(code: .invalid, "The link \(link.path) in the ZIP points outside the package or to nothing (\(link.target)); links must point to a file or directory inside it.")
             }
         }
         return total
@@ -110,18 +110,18 @@ public enum CodeArchive {
         rel.split(separator: "/").dropLast().joined(separator: "/")
     }
 
-    static func tooLarge(_ limit: Int) -> LambdaError {
-        LambdaError(.invalidParameterValue, "Unzipped size must be smaller than \(limit) bytes")
+    static func tooLarge(_ limit: Int) -> StoreError {
+        StoreError(code: .invalid, "Unzipped size must be smaller than \(limit) bytes")
     }
 
     /// The entry's path made relative and checked: no absolute path, no `..`, no NUL.
     static func safeRelativePath(_ path: String) throws -> String {
         guard !path.hasPrefix("/"), !path.hasPrefix("\\"), !path.contains("\0"), !path.contains("\\") else {
-            throw LambdaError(.invalidParameterValue, "The ZIP entry \"\(path)\" has an absolute or malformed path; every path must be relative and inside the package.")
+            throw StoreError(code: .invalid, "The ZIP entry \"\(path)\" has an absolute or malformed path; every path must be relative and inside the package.")
         }
         let parts = path.split(separator: "/").filter { $0 != "." }
         guard !parts.contains("..") else {
-            throw LambdaError(.invalidParameterValue, "The ZIP entry \"\(path)\" leaves the package (\"..\"); every path must stay inside it.")
+            throw StoreError(code: .invalid, "The ZIP entry \"\(path)\" leaves the package (\"..\"); every path must stay inside it.")
         }
         return parts.joined(separator: "/")
     }
@@ -129,13 +129,13 @@ public enum CodeArchive {
     /// A link's target, read lexically from the link's directory, must stay inside.
     static func checkLinkTarget(_ target: String, from linkPath: String) throws {
         guard !target.hasPrefix("/") else {
-            throw LambdaError(.invalidParameterValue, "The link \(linkPath) in the ZIP points to the absolute path \(target); links must stay inside the package.")
+            throw StoreError(code: .invalid, "The link \(linkPath) in the ZIP points to the absolute path \(target); links must stay inside the package.")
         }
         var stack = linkPath.split(separator: "/").dropLast().map(String.init)
         for part in target.split(separator: "/") where part != "." {
             if part == ".." {
                 guard !stack.isEmpty else {
-                    throw LambdaError(.invalidParameterValue, "The link \(linkPath) in the ZIP points outside the package (\(target)).")
+                    throw StoreError(code: .invalid, "The link \(linkPath) in the ZIP points outside the package (\(target)).")
                 }
                 stack.removeLast()
             } else {
@@ -151,7 +151,7 @@ public enum CodeArchive {
             if mkdir(path, 0o755) != 0 {
                 var st = stat()
                 guard errno == EEXIST, lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
-                    throw LambdaError(.invalidParameterValue, "The ZIP uses \(rel) both as a directory and as a file or link.")
+                    throw StoreError(code: .invalid, "The ZIP uses \(rel) both as a directory and as a file or link.")
                 }
             }
         }

@@ -40,7 +40,7 @@ public final class CodeStore: Sendable {
     /// then sealed and written. Nothing is left behind when it is refused.
     public func put(zip: Data) throws -> Stored {
         guard zip.count <= CodeArchive.maxZippedBytes else {
-            throw LambdaError(.requestEntityTooLarge, "Zipped code must be smaller than \(CodeArchive.maxZippedBytes) bytes")
+            throw StoreError(code: .tooLarge, "Zipped code must be smaller than \(CodeArchive.maxZippedBytes) bytes")
         }
         let digest = SHA256.hash(data: zip)
         let hex = digest.map { String(format: "%02x", $0) }.joined()
@@ -62,15 +62,15 @@ public final class CodeStore: Sendable {
     /// The ZIP itself, decrypted and checked.
     public func zip(hex: String) throws -> Data {
         guard let sealed = FileManager.default.contents(atPath: blobPath(hex)) else {
-            throw LambdaError(.service, "The code \(hex) is missing from the store.")
+            throw StoreError("The code \(hex) is missing from the store.")
         }
         let zip: Data
         do { zip = try keys.unseal(sealed, context: hex) } catch {
-            throw LambdaError(.service, "The stored code \(hex) does not decrypt under the platform key; it was altered or the key changed.")
+            throw StoreError("The stored code \(hex) does not decrypt under the platform key; it was altered or the key changed.")
         }
         let actual = SHA256.hash(data: zip).map { String(format: "%02x", $0) }.joined()
         guard actual == hex else {
-            throw LambdaError(.service, "The stored code \(hex) does not match its SHA-256 (\(actual)).")
+            throw StoreError("The stored code \(hex) does not match its SHA-256 (\(actual)).")
         }
         return zip
     }
@@ -101,7 +101,7 @@ public final class CodeStore: Sendable {
         try CodeArchive.extract(zip, into: staging)
         guard rename(staging, final) == 0 else {
             try? FileManager.default.removeItem(atPath: staging)
-            throw LambdaError(.service, "Petrel could not place the unpacked code: \(String(cString: strerror(errno)))")
+            throw StoreError("Petrel could not place the unpacked code: \(String(cString: strerror(errno)))")
         }
         return final
     }

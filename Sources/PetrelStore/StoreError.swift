@@ -22,6 +22,10 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
     public var message: String
     public var cause: (any Error)?
 
+    public init(code: Code, _ message: String, cause: (any Error)? = nil) {
+        self.init(message, code: code, cause: cause)
+    }
+
     public init(_ message: String, code: Code = .failed, cause: (any Error)? = nil) {
         self.code = code
         self.message = message

@@ -163,7 +163,7 @@ struct ServeCommand: AsyncParsableCommand {
                                codeLinks: try CodeLinks(keys: store.keys, scheme: c.tlsCertificate == nil ? "http" : "https"), region: c.region,
                                loops: LoopExecutors(group: group), logger: logger)
         lambda.register(on: router)
-        LogsAPI(logs: LogStore(db), gate: gate, region: c.region, defaultRetentionDays: c.logRetentionDays).register(on: router)
+        LogsAPI(logs: LogStore(db), gate: gate, region: c.region, defaultRetentionDays: c.logRetentionDays, logger: logger).register(on: router)
         MetricsAPI(registry: metrics).register(on: router)
         // Invoke is answered in each connection's pipeline, before Hummingbird (see InvokeChannelHandler).
         let http1 = HTTPServerBuilder.http1(configuration: .init(additionalChannelHandlers: [lambda.invokeHandler()]))

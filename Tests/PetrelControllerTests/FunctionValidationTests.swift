@@ -1,3 +1,4 @@
+import PetrelAPI
 import PetrelCore
 import Testing
 
@@ -13,7 +14,7 @@ struct FunctionValidationTests {
         #expect(plain.name == "fn" && plain.qualifier == "prod")
         for bad in ["", "a b", String(repeating: "x", count: 65), "arn:aws:lambda:us-east-1:12:function:x",
                     "arn:aws:s3:us-east-1:123456789012:function:x", "x:y:z", "fn:", "../x", "fn:$NOPE"] {
-            #expect(throws: LambdaError.self, "\(bad) must be refused") { try FunctionReference(parsing: bad) }
+            #expect(throws: DomainError.self, "\(bad) must be refused") { try FunctionReference(parsing: bad) }
         }
     }
 
@@ -22,7 +23,8 @@ struct FunctionValidationTests {
         try FunctionSettings(runtime: "python3.11", handler: "app.handler", role: "arn:aws:iam::123456789012:role/x",
                              memoryMB: 128, timeoutSeconds: 900, ephemeralStorageMB: 10_240, environment: ["A_1": "v"]).validate()
         func code(_ s: FunctionSettings) -> String? {
-            do { try s.validate(); return nil } catch let e as LambdaError { return e.code.rawValue } catch { return "\(error)" }
+            // The domain's error, as the API edge names it.
+            do { try s.validate(); return nil } catch let e as DomainError { return LambdaError.from(e).code.rawValue } catch { return "\(error)" }
         }
         #expect(code(FunctionSettings(memoryMB: 127)) == "ValidationException")
         #expect(code(FunctionSettings(memoryMB: 10_241)) == "ValidationException")

@@ -103,7 +103,7 @@ struct ScheduleExpressionTests {
             _ = try ScheduleExpression(parsing: expr)
             Issue.record("\(expr) was accepted")
         } catch {
-            #expect(error.code == .invalidParameterValue)
+            #expect(error.code == .invalidParameter)
             #expect(error.message.contains(words), "\(expr): \(error.message)")
         }
     }
@@ -129,7 +129,7 @@ struct ScheduleExpressionTests {
                 == .function(account: "000000000000", name: "sink"))
         for bad in ["arn:aws:lambda:us-east-1:111111111111:function:sink", "arn:aws:lambda:eu-west-1:000000000000:function:sink",
                     "arn:aws:sns:us-east-1:000000000000:t", "arn:aws:lambda:us-east-1:000000000000:function:bad name", "sink"] {
-            #expect(throws: LambdaError.self, "\(bad)") { try Destination(parsing: bad, account: "000000000000", region: "us-east-1") }
+            #expect(throws: DomainError.self, "\(bad)") { try Destination(parsing: bad, account: "000000000000", region: "us-east-1") }
         }
     }
 }

@@ -1,6 +1,11 @@
+import PetrelCore
+import PetrelRuntime
+import PetrelStore
+import PetrelSystem
+
 /// An error the API answers with: Lambda's exception name, its HTTP status and
 /// a sentence for the user. Everything that fails below the API edge is mapped
-/// to one of these there.
+/// to one of these here, in `from(_:)`, and nowhere else.
 public struct LambdaError: Error, Sendable, Equatable, CustomStringConvertible {
     public struct Code: RawRepresentable, Hashable, Sendable {
         public let rawValue: String
@@ -48,25 +53,46 @@ public struct LambdaError: Error, Sendable, Equatable, CustomStringConvertible {
 
     /// The "1 validation error detected: …" sentence Lambda uses for constraint failures.
     public static func constraint(_ value: String, at field: String, _ constraint: String) -> LambdaError {
-        LambdaError(.validation, "1 validation error detected: Value '\(value)' at '\(field)' failed to satisfy constraint: \(constraint)")
-    }
-}
-
-/// `arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]`.
-public struct FunctionARN: Sendable, Hashable, CustomStringConvertible {
-    public var region: String
-    public var account: String
-    public var name: String
-    public var qualifier: String?
-
-    public init(region: String, account: String, name: String, qualifier: String? = nil) {
-        self.region = region
-        self.account = account
-        self.name = name
-        self.qualifier = qualifier
+        from(DomainError.constraint(value, at: field, constraint))
     }
 
-    public var description: String {
-        "arn:aws:lambda:\(region):\(account):function:\(name)" + (qualifier.map { ":" + $0 } ?? "")
+    /// What any error of the layers below is in Lambda's terms: the layers' codes mapped
+    /// to exception names and statuses, their messages kept. `action` names the operation
+    /// for a failure that has no sentence of its own.
+    public static func from(_ error: any Error, action: String = "the request") -> LambdaError {
+        switch error {
+        case let e as LambdaError:
+            return e
+        case let e as DomainError:
+            let code: Code = switch e.code {
+            case .invalidParameter: .invalidParameterValue
+            case .constraint: .validation
+            case .invalidContent: .invalidRequestContent
+            case .notFound: .resourceNotFound
+            case .conflict: .resourceConflict
+            case .preconditionFailed: .preconditionFailed
+            case .tooLarge: .requestEntityTooLarge
+            default: .service
+            }
+            return LambdaError(code, e.message)
+        case let e as StoreError:
+            let code: Code = switch e.code {
+            case .invalid: .invalidParameterValue
+            case .tooLarge: .requestEntityTooLarge
+            case .notFound: .resourceNotFound
+            case .conflict: .resourceConflict
+            default: .service
+            }
+            return LambdaError(code, e.message)
+        case let e as RuntimeError:
+            switch e.code {
+            case .throttled: return LambdaError(.tooManyRequests, e.message, reason: e.reason)
+            default: return LambdaError(.service, e.message)
+            }
+        case let e as SystemError:
+            return LambdaError(.service, "Petrel could not complete \(action): \(e)")
+        default:
+            return LambdaError(.service, "Petrel could not complete \(action): \(error)")
+        }
     }
 }
