@@ -19,13 +19,15 @@ struct InstanceLauncher: Sendable {
 
     /// Blocking (spawning is); call off the cooperative pool.
     func launch(_ function: FunctionRecord, codeDirectory: String, on loop: any EventLoop) throws -> Instance {
-        var fds: [Int32] = [-1, -1]
-        guard pipe(&fds) == 0 else { throw SystemError("pipe", errno: errno) }
-        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
-        _ = fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK)
-        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
-        let devnull = open("/dev/null", O_RDONLY | O_CLOEXEC)
-        defer { close(devnull); close(fds[1]) }
+        // The instance's stdout and stderr: one pipe, read without blocking by the fd watcher.
+        let (outRead, outWrite) = try Sys.pipe(nonBlockingRead: true)
+        let devnull: Int32
+        do { devnull = try Sys.open("/dev/null", O_RDONLY) } catch {
+            Sys.close(outRead)
+            Sys.close(outWrite)
+            throw error
+        }
+        defer { Sys.close(devnull); Sys.close(outWrite) }
         let stream = Self.streamName()
         var spec = SandboxSpec(
             command: Self.command(function.runtime),
@@ -35,7 +37,7 @@ struct InstanceLauncher: Sendable {
             ephemeralStorageMB: function.ephemeralStorageMB,
             timeout: nil,
             workingDirectory: "/var/task",
-            stdin: devnull, stdout: fds[1], stderr: fds[1])
+            stdin: devnull, stdout: outWrite, stderr: outWrite)
         spec.listen = Self.runtimeAPIAddresses
         spec.boostCPUUntilSettled = true
         let sandbox: Sandbox
@@ -43,10 +45,10 @@ struct InstanceLauncher: Sendable {
         do {
             sandbox = try engine.spawn(spec, policy: configuration.policy)
         } catch {
-            close(fds[0])
+            Sys.close(outRead)
             throw RuntimeError(.startFailed, "Petrel could not start an instance: \(error)", cause: error)
         }
-        let log = InstanceLog(group: LogStore.stored(account: function.account, group: function.logGroup()), stream: stream, sink: sink, fd: fds[0])
+        let log = InstanceLog(group: LogStore.stored(account: function.account, group: function.logGroup()), stream: stream, sink: sink, fd: outRead)
         var l = logger
         l[metadataKey: "function.name"] = "\(function.name)"
         l[metadataKey: "instance.id"] = "\(sandbox.id)"
@@ -58,7 +60,7 @@ struct InstanceLauncher: Sendable {
         } catch {
             // Without its output read, the instance would block on a full pipe: it fails
             // at once (and is watched, waited for and torn down like any other).
-            close(fds[0])
+            Sys.close(outRead)
             l.error("cannot watch the instance's output", metadata: ["error": "\(error)"])
             instance.fail(.startFailed("Petrel could not watch the instance's output: \(error)"))
         }

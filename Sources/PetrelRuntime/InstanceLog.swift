@@ -1,4 +1,5 @@
 import Foundation
+import PetrelSystem
 import PetrelSandbox
 import PetrelStore
 import Synchronization
@@ -43,12 +44,13 @@ final class InstanceLog: Sendable {
           state.withLock { s in
             guard s.fd >= 0 else { return false }
             while true {
-                let n = read(s.fd, buf.baseAddress, buf.count)
+                let n: Int?
+                do { n = try Sys.readSome(s.fd, into: buf) } catch { n = 0 } // a read error ends the log as its end would
+                guard let n else { return true } // nothing more for now
                 if n > 0 {
                     received(UnsafeRawBufferPointer(rebasing: buf[0..<n]), &s)
                     continue
                 }
-                if n < 0 && (errno == EAGAIN || errno == EINTR) { return true }
                 // End of file (every process in the sandbox is gone) or an error: done.
                 if !s.partial.isEmpty {
                     Self.emit(&s, String(decoding: s.partial, as: UTF8.self))

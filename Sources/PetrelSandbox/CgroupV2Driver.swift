@@ -48,58 +48,13 @@ public final class CgroupV2Driver: CgroupDriver {
     public func create(name: String, limits: CgroupLimits) throws -> any SandboxCgroup {
         let dir = base + "/" + name
         try Sys.mkdirNew(dir)
-        let cgroup = CgroupV2Cgroup(dir: dir)
         do {
+            let cgroup = try CgroupV2Cgroup(dir: dir)
             try cgroup.apply(limits)
+            return cgroup
         } catch {
             try? CgroupHost.removeDirectory(dir)
             throw error
         }
-        return cgroup
     }
-}
-
-final class CgroupV2Cgroup: SandboxCgroup {
-    let dir: String
-    var paths: [String] { [dir] }
-    var peakMemoryPath: String { dir + "/memory.peak" }
-    init(dir: String) { self.dir = dir }
-
-    func apply(_ limits: CgroupLimits) throws {
-        try Sys.write(dir + "/memory.max", "\(limits.memoryBytes)")
-        try Sys.write(dir + "/memory.swap.max", "0")
-        try Sys.write(dir + "/memory.oom.group", "1")
-        if Sys.exists(dir + "/cpu.max.burst") { try Sys.write(dir + "/cpu.max.burst", "0") }
-        try Sys.write(dir + "/cpu.max", "\(limits.cpuQuotaMicros) \(CgroupLimits.cpuPeriodMicros)")
-        if Sys.exists(dir + "/cpu.max.burst") { try Sys.write(dir + "/cpu.max.burst", "\(limits.cpuBurstMicros)") }
-        try Sys.write(dir + "/cpu.weight", "\(limits.cpuWeight)")
-        try Sys.write(dir + "/pids.max", "\(limits.pidsMax)")
-    }
-
-    func openProcsFiles() throws -> [Int32] { [try Sys.open(dir + "/cgroup.procs", O_WRONLY)] }
-
-    func stats() -> CgroupStats {
-        let peak = Int((try? Sys.read(dir + "/memory.peak"))?.trimmed ?? "") ?? 0
-        var cpu = 0
-        for line in ((try? Sys.read(dir + "/cpu.stat")) ?? "").split(separator: "\n") where line.hasPrefix("usage_usec ") {
-            cpu = (Int(line.dropFirst("usage_usec ".count)) ?? 0) * 1000
-        }
-        var ooms = 0
-        for line in ((try? Sys.read(dir + "/memory.events")) ?? "").split(separator: "\n") where line.hasPrefix("oom_kill ") {
-            ooms = Int(line.dropFirst("oom_kill ".count)) ?? 0
-        }
-        return CgroupStats(peakMemoryBytes: peak, cpuNanoseconds: cpu, oomKills: ooms)
-    }
-
-    func processes() -> [Int32] { CgroupHost.pids(in: dir + "/cgroup.procs") }
-
-    func killAll() {
-        for _ in 0..<100 {
-            if processes().isEmpty { return }
-            try? Sys.write(dir + "/cgroup.kill", "1")
-            Sys.sleep(milliseconds: 2)
-        }
-    }
-
-    func remove() throws { try CgroupHost.removeDirectory(dir) }
 }

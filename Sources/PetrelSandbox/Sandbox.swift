@@ -54,7 +54,7 @@ public final class Sandbox: Sendable {
         guard let limits = pendingLimits.withLock({ p -> CgroupLimits? in defer { p = nil }; return p }) else { return }
         try phase.withLock { p in
             switch p {
-            case .running, .waiting: try prepared.cgroup.apply(limits)
+            case .running, .waiting: try prepared.cgroup.applyCPUQuota(limits)
             case .releasing, .ended: break
             }
         }

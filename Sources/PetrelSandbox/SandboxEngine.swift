@@ -107,6 +107,7 @@ public final class SandboxEngine: Sendable {
             listeners = try Self.listen(in: box.network.fd, spec.listen)
             let limits = CgroupLimits(memoryMB: spec.memoryMB, policy: policy.resources, hostCPUs: hostCPUs)
             var initial = limits
+            // A boost raises the quota alone; the burst is already the settled one (settle lowers the quota only).
             if spec.boostCPUUntilSettled { initial.cpuQuotaMicros = hostCPUs * CgroupLimits.cpuPeriodMicros }
             try box.cgroup.apply(initial)
             settled = spec.boostCPUUntilSettled ? limits : nil

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import PetrelSystem
 import PetrelCore
 import Synchronization
 
@@ -77,7 +78,7 @@ public final class CodeStore: Sendable {
 
     /// Removes a blob and its unpacked tree (the caller checked nobody uses it).
     public func remove(hex: String) {
-        unlink(blobPath(hex))
+        try? Sys.unlink(blobPath(hex))
         try? FileManager.default.removeItem(atPath: cacheDirectory + "/" + hex)
     }
 
@@ -92,37 +93,23 @@ public final class CodeStore: Sendable {
             if FileManager.default.fileExists(atPath: final) { return final }
             let mine = unpacking.withLock { set in set.insert(hex).inserted }
             if mine { break }
-            usleep(2_000)
+            Sys.sleep(milliseconds: 2)
         }
         defer { _ = unpacking.withLock { $0.remove(hex) } }
         if FileManager.default.fileExists(atPath: final) { return final }
         let zip = try given ?? self.zip(hex: hex)
         let staging = cacheDirectory + "/.staging-\(hex)-\(UInt32.random(in: 0...UInt32.max))"
         try CodeArchive.extract(zip, into: staging)
-        guard rename(staging, final) == 0 else {
+        do { try Sys.rename(staging, final) } catch {
             try? FileManager.default.removeItem(atPath: staging)
-            throw StoreError("Petrel could not place the unpacked code: \(String(cString: strerror(errno)))")
+            throw StoreError("Petrel could not place the unpacked code", cause: error)
         }
         return final
     }
 
     static func writeAtomically(_ data: Data, to path: String) throws {
-        let tmp = path + ".tmp-\(UInt32.random(in: 0...UInt32.max))"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw StoreError("cannot create \(tmp): \(String(cString: strerror(errno)))") }
-        let ok = data.withUnsafeBytes { buf -> Bool in
-            var off = 0
-            while off < buf.count {
-                let n = write(fd, buf.baseAddress! + off, buf.count - off)
-                if n < 0 { if errno == EINTR { continue }; return false }
-                off += n
-            }
-            return true
-        } && fsync(fd) == 0
-        close(fd)
-        guard ok, rename(tmp, path) == 0 else {
-            unlink(tmp)
-            throw StoreError("cannot write \(path): \(String(cString: strerror(errno)))")
+        do { try Sys.atomicWrite(path, [UInt8](data), mode: 0o600) } catch {
+            throw StoreError("cannot write \(path)", cause: error)
         }
     }
 }

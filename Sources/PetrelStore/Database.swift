@@ -1,4 +1,5 @@
 import Foundation
+import PetrelSystem
 import GRDB
 import Glibc
 import PetrelCore
@@ -16,7 +17,7 @@ public final class PetrelDatabase: Sendable {
     /// `adminAccount` owns what a data directory from before accounts holds.
     public init(path: String, adminAccount: String = "000000000000") throws {
         directory = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
-        directoryFD = open(directory, O_DIRECTORY | O_RDONLY | O_CLOEXEC)
+        directoryFD = try Sys.open(directory, O_DIRECTORY | O_RDONLY)
         var config = Configuration()
         config.busyMode = .timeout(10)
         config.prepareDatabase { db in
@@ -32,7 +33,7 @@ public final class PetrelDatabase: Sendable {
     }
 
     deinit {
-        if directoryFD >= 0 { close(directoryFD) }
+        Sys.close(directoryFD)
     }
 
     /// Runs `sql`, a DELETE whose last parameter is the most rows it may take, with

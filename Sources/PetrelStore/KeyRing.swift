@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import PetrelSystem
 import GRDB
 import Glibc
 import Synchronization
@@ -58,16 +59,16 @@ public final class KeyRing: Sendable {
             try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM data_keys WHERE master_id = ?", arguments: [next.id]) ?? 0
         }
         if underNext > 0 {
-            guard rename(nextPath, masterPath) == 0 else { throw StoreError("cannot finish the master key rotation: \(String(cString: strerror(errno)))") }
-            syncDirectory()
+            do { try Sys.rename(nextPath, masterPath) } catch { throw StoreError("cannot finish the master key rotation", cause: error) }
+            try syncDirectory()
         } else {
-            unlink(nextPath)
+            try Sys.unlink(nextPath)
         }
     }
 
-    func syncDirectory() {
-        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if fd >= 0 { fsync(fd); close(fd) }
+    /// The master key's renames reach the disk with the directory.
+    func syncDirectory() throws {
+        do { try Sys.fsyncDirectory(directory) } catch { throw StoreError("cannot sync \(directory)", cause: error) }
     }
 
     private func insertKey(id: String, account: String?, material: SymmetricKey, description: String, under master: MasterKey) throws {
@@ -162,11 +163,11 @@ public final class KeyRing: Sendable {
                 }
             }
         } catch {
-            unlink(nextPath)
+            try? Sys.unlink(nextPath)
             throw error
         }
-        guard rename(nextPath, masterPath) == 0 else { throw StoreError("cannot replace \(masterPath): \(String(cString: strerror(errno)))") }
-        syncDirectory()
+        do { try Sys.rename(nextPath, masterPath) } catch { throw StoreError("cannot replace \(masterPath)", cause: error) }
+        try syncDirectory()
         return (old.id, next.id)
     }
 }

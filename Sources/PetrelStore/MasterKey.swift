@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Glibc
 import PetrelCore
+import PetrelSystem
 
 /// The platform's root key: 32 random bytes in `<data>/master.key`, created at
 /// first start with mode 0600. It wraps the data keys (see `KeyRing`) and is
@@ -28,20 +29,8 @@ public struct MasterKey: Sendable {
     }
 
     public static func loadOrCreate(at path: String) throws -> MasterKey {
-        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        if fd >= 0 {
-            let key = SymmetricKey(size: .bits256)
-            let ok = key.withUnsafeBytes { buf in write(fd, buf.baseAddress, buf.count) == buf.count } && fsync(fd) == 0
-            close(fd)
-            guard ok else {
-                unlink(path)
-                throw StoreError("cannot write the master key \(path): \(String(cString: strerror(errno)))")
-            }
-            return MasterKey(key: key)
-        }
-        guard errno == EEXIST else { throw StoreError("cannot create the master key \(path): \(String(cString: strerror(errno)))") }
-        var st = stat()
-        guard stat(path, &st) == 0 else { throw StoreError("cannot read the master key \(path)") }
+        if let made = try create(path) { return made }
+        guard let st = try Sys.status(path) else { throw StoreError("cannot read the master key \(path)") }
         guard st.st_mode & 0o077 == 0 else {
             throw StoreError("the master key \(path) is readable by others (mode \(String(st.st_mode & 0o777, radix: 8))); it must be 0600")
         }
@@ -49,6 +38,26 @@ public struct MasterKey: Sendable {
             throw StoreError("the master key \(path) is not 32 bytes")
         }
         return MasterKey(key: SymmetricKey(data: data))
+    }
+
+    /// A new random key in a file that did not exist; nil when it exists already.
+    private static func create(_ path: String) throws -> MasterKey? {
+        let fd: Int32
+        do { fd = try Sys.open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600) } catch {
+            if error.errno == EEXIST { return nil }
+            throw StoreError("cannot create the master key \(path)", cause: error)
+        }
+        defer { Sys.close(fd) }
+        let key = SymmetricKey(size: .bits256)
+        do {
+            let written = key.withUnsafeBytes { b in Result { () throws(SystemError) in try Sys.writeAll(fd, b, path: path) } }
+            try written.get()
+            try Sys.fsync(fd, path: path)
+        } catch {
+            try? Sys.unlink(path)
+            throw StoreError("cannot write the master key \(path)", cause: error)
+        }
+        return MasterKey(key: key)
     }
 
     public init(key: SymmetricKey) { bytes = key.withUnsafeBytes { Array($0) } }

@@ -20,10 +20,7 @@ extension Sys {
         }
         if durable, let parent = parentDirectory(path) {
             // The rename itself reaches the disk with its directory.
-            if let dfd = try? open(parent, O_RDONLY | O_DIRECTORY) {
-                _ = Glibc.fsync(dfd)
-                close(dfd)
-            }
+            try fsyncDirectory(parent)
         }
     }
 

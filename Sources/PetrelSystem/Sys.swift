@@ -171,4 +171,53 @@ public enum Sys {
         var left = timespec()
         while nanosleep(&want, &left) < 0 && Glibc.errno == EINTR { want = left }
     }
+
+    /// Reads what is there now into `buffer`: the count, 0 at the end, nil when a
+    /// non-blocking descriptor has nothing (EAGAIN).
+    public static func readSome(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, path: String? = nil) throws(SystemError) -> Int? {
+        while true {
+            let n = Glibc.read(fd, buffer.baseAddress, buffer.count)
+            if n >= 0 { return n }
+            let e = Glibc.errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { return nil }
+            throw SystemError("read", path, errno: e)
+        }
+    }
+
+    /// A pipe, both ends close-on-exec; the read end non-blocking when asked.
+    public static func pipe(nonBlockingRead: Bool = false) throws(SystemError) -> (read: Int32, write: Int32) {
+        var fds: [Int32] = [-1, -1]
+        try call("pipe") { Glibc.pipe(&fds) }
+        do {
+            for fd in fds { try call("fcntl", "F_SETFD") { fcntl(fd, F_SETFD, FD_CLOEXEC) } }
+            if nonBlockingRead {
+                let flags = try call("fcntl", "F_GETFL") { fcntl(fds[0], F_GETFL) }
+                try call("fcntl", "F_SETFL") { fcntl(fds[0], F_SETFL, flags | O_NONBLOCK) }
+            }
+        } catch {
+            fds.forEach(close)
+            throw error
+        }
+        return (fds[0], fds[1])
+    }
+
+    /// Flushes a directory's entries (a rename or a new file in it) to the disk.
+    public static func fsyncDirectory(_ path: String) throws(SystemError) {
+        let fd = try open(path, O_RDONLY | O_DIRECTORY)
+        defer { close(fd) }
+        try fsync(fd, path: path)
+    }
+
+    /// The file's status, or nil when it is not there (any other failure throws).
+    public static func status(_ path: String) throws(SystemError) -> Glibc.stat? {
+        var st = Glibc.stat()
+        while true {
+            if fstatat(AT_FDCWD, path, &st, 0) == 0 { return st }
+            let e = Glibc.errno
+            if e == EINTR { continue }
+            if e == ENOENT { return nil }
+            throw SystemError("stat", path, errno: e)
+        }
+    }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import PetrelSystem
 import Glibc
 import PetrelStore
 
@@ -37,12 +38,9 @@ struct LocalStore {
             aws_secret_access_key = \(key.secret)
 
             """
-        let fd = open(credentialsPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw StoreError("cannot write \(credentialsPath): \(String(cString: strerror(errno)))") }
-        fchmod(fd, 0o600)
-        let ok = text.utf8CString.withUnsafeBufferPointer { buf in write(fd, buf.baseAddress, buf.count - 1) == buf.count - 1 } && fsync(fd) == 0
-        close(fd)
-        guard ok else { throw StoreError("cannot write \(credentialsPath)") }
+        do { try Sys.atomicWrite(credentialsPath, Array(text.utf8), mode: 0o600) } catch {
+            throw StoreError("cannot write \(credentialsPath)", cause: error)
+        }
         return (account.id, credentialsPath)
     }
 }

@@ -25,7 +25,7 @@ struct SandboxBench: AsyncParsableCommand {
 
     func run() async throws {
         var rows: [(String, [Double])] = []
-        let devnull = open("/dev/null", O_RDWR | O_CLOEXEC)
+        let devnull = try Sys.open("/dev/null", O_RDWR)
         // Sized as a function with one full CPU (1,769 MB, as on Lambda), like the peers, which
         // have no CPU limit; the 128 MB row shows what the CPU quota of the smallest size adds.
         func spec(_ memoryMB: Int) -> SandboxSpec {

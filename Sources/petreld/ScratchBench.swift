@@ -38,7 +38,7 @@ enum ScratchBench {
     static func inSandbox(_ engine: SandboxEngine) async throws -> Sample {
         var fds: [Int32] = [-1, -1]
         guard petrel_pipe_cloexec(&fds) == 0 else { throw ValidationError("pipe2 failed") }
-        let devnull = open("/dev/null", O_RDWR | O_CLOEXEC)
+        let devnull = try Sys.open("/dev/null", O_RDWR)
         defer { close(devnull) }
         let spec = SandboxSpec(command: ["/bin/sh", "-c", script, "sh", "/tmp"], memoryMB: 1769, ephemeralStorageMB: 512,
                                stdin: devnull, stdout: fds[1], stderr: fds[1])

@@ -30,6 +30,31 @@ struct CgroupTests {
         }
     }
 
+    @Test("a boosted start runs with the host's CPUs; settling lowers the quota alone, to the memory's share")
+    func boostAndSettle() async throws {
+        let run = try Fixtures.start(["sleep", "30"], memoryMB: 256, timeout: .seconds(60), boost: true)
+        defer { run.sandbox.kill() }
+        let paths = run.sandbox.resources.cgroupPaths
+        func read(_ file: String) -> String? {
+            for p in paths { if let s = try? String(contentsOfFile: p + "/" + file, encoding: .utf8) { return s.trimmingCharacters(in: .whitespacesAndNewlines) } }
+            return nil
+        }
+        let settled = Int(256.0 / 1769.0 * 20_000), boosted = ProcessInfo.processInfo.activeProcessorCount * 20_000
+        let v2 = read("cpu.max") != nil
+        func quota() -> String? { v2 ? read("cpu.max") : read("cpu.cfs_quota_us") }
+        func burst() -> String? { read(v2 ? "cpu.max.burst" : "cpu.cfs_burst_us") }
+        let memory = read(v2 ? "memory.max" : "memory.limit_in_bytes")
+        #expect(quota() == (v2 ? "\(boosted) 20000" : "\(boosted)"))
+        // The burst is the settled one from the start: lowering the quota to it is then allowed.
+        if let b = burst() { #expect(b == "\(settled)") }
+        try run.sandbox.settle()
+        #expect(quota() == (v2 ? "\(settled) 20000" : "\(settled)"))
+        if let b = burst() { #expect(b == "\(settled)") }
+        #expect(read(v2 ? "memory.max" : "memory.limit_in_bytes") == memory && memory == "\(256 << 20)")
+        try run.sandbox.settle() // idempotent
+        #expect(quota() == (v2 ? "\(settled) 20000" : "\(settled)"))
+    }
+
     @Test("limits follow the memory size: memory, swap, CPU proportional at 1,769 MB per CPU, pids")
     func limits() async throws {
         let run = try Fixtures.start(["sleep", "30"], memoryMB: 512, timeout: .seconds(60))

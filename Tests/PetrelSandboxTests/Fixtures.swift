@@ -72,7 +72,7 @@ enum Fixtures {
 
     static func start(_ args: [String], memoryMB: Int = 1769, storageMB: Int = 512, timeout: Duration? = nil,
                       network: SandboxPolicy.NetworkMode? = nil, policy: SandboxPolicy = .default,
-                      probe: Bool = true, listen: [ListenAddress] = [], engine own: SandboxEngine? = nil) throws -> Run {
+                      probe: Bool = true, listen: [ListenAddress] = [], boost: Bool = false, engine own: SandboxEngine? = nil) throws -> Run {
         let engine = try own ?? engine()
         let code = try probeCode()
         var fds: [Int32] = [-1, -1]
@@ -84,6 +84,7 @@ enum Fixtures {
                                memoryMB: memoryMB, ephemeralStorageMB: storageMB, timeout: timeout, network: network,
                                stdin: devnull, stdout: fds[1], stderr: fds[1])
         spec.listen = listen
+        spec.boostCPUUntilSettled = boost
         let sandbox: Sandbox
         do { sandbox = try engine.spawn(spec, policy: policy) } catch { close(fds[0]); throw error }
         return Run(sandbox: sandbox, out: PipeReader(fd: fds[0]))
