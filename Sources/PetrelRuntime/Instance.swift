@@ -29,17 +29,36 @@ final class Instance: RuntimeAPIDelegate, Sendable {
         var timer: Scheduled<Void>?
     }
 
+    /// Where the instance is in its life. Every transition happens under the state's
+    /// lock, and every waiter (init, an invocation, the final report) is a continuation
+    /// resumed by the transition it waits for: nothing polls.
+    private enum Phase {
+        /// Started; the runtime has not asked for work yet. `waiter`: `waitInitialized`.
+        case initializing(waiter: CheckedContinuation<Void, any Error>?)
+        /// Initialized, no invocation.
+        case ready
+        /// An invocation, delivered to the runtime or waiting for its `next`.
+        case busy(Pending)
+        /// Done for (killed, crashed, timed out): every later call gets this.
+        case failed(InstanceFailure)
+    }
+
     private struct State {
-        var initDone = false
-        var initDurationMs: Double?
-        var initWaiter: CheckedContinuation<Void, any Error>?
+        var phase = Phase.initializing(waiter: nil)
+        /// The runtime's `next`, while it waits for work.
         var parkedNext: RuntimeResponder?
-        var current: Pending?
-        var failure: InstanceFailure?
-        var servers: [any Channel] = []
-        var ended = false
-        var report: SandboxReport?
+        var initDurationMs: Double?
         var phases: ColdStartPhases?
+        var servers: [any Channel] = []
+        /// The sandbox's last report, once it has ended and been torn down.
+        var report: SandboxReport?
+        var reportWaiters: [Int: CheckedContinuation<SandboxReport?, Never>] = [:]
+        var nextWaiter = 0
+
+        var failure: InstanceFailure? {
+            if case .failed(let f) = phase { return f }
+            return nil
+        }
     }
     private let state = Mutex(State())
 
@@ -57,7 +76,7 @@ final class Instance: RuntimeAPIDelegate, Sendable {
 
     var initDurationMs: Double? { state.withLock { $0.initDurationMs } }
     var coldStartPhases: ColdStartPhases? { state.withLock { $0.phases } }
-    var isUsable: Bool { state.withLock { $0.failure == nil && !$0.ended } }
+    var isUsable: Bool { state.withLock { $0.failure == nil && $0.report == nil } }
 
     /// The Runtime API's listeners: each channel owns its fd from here on.
     func attach(servers: [EventLoopFuture<any Channel>]) {
@@ -66,7 +85,7 @@ final class Instance: RuntimeAPIDelegate, Sendable {
                 switch result {
                 case .success(let ch):
                     let close = state.withLock { s -> Bool in
-                        if s.ended { return true }
+                        if s.report != nil { return true }
                         s.servers.append(ch)
                         return false
                     }
@@ -83,21 +102,30 @@ final class Instance: RuntimeAPIDelegate, Sendable {
 
     /// Waits until the runtime has initialized (its first `next`), at most `timeout`.
     func waitInitialized(timeout: Duration) async throws {
-        let timer = loop.scheduleTask(in: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)) { [self] in
-            let seconds = Double(timeout.components.seconds)
-            let fire = state.withLock { !$0.initDone && $0.failure == nil }
-            if fire { fail(.initTimedOut(seconds: seconds)) }
+        let timer = loop.scheduleTask(in: Self.nanoseconds(timeout)) { [self] in
+            let fire = state.withLock { s -> Bool in
+                if case .initializing = s.phase { return true }
+                return false
+            }
+            if fire { fail(.initTimedOut(seconds: Double(timeout.components.seconds))) }
         }
         defer { timer.cancel() }
         try await withCheckedThrowingContinuation { (cont: CheckedContinuation<Void, any Error>) in
             let resume: Result<Void, InstanceFailure>? = state.withLock { s in
-                if let f = s.failure { return .failure(f) }
-                if s.initDone { return .success(()) }
-                s.initWaiter = cont
-                return nil
+                switch s.phase {
+                case .failed(let f): return .failure(f)
+                case .ready, .busy: return .success(())
+                case .initializing:
+                    s.phase = .initializing(waiter: cont)
+                    return nil
+                }
             }
             if let resume { cont.resume(with: resume.mapError { $0 as any Error }) }
         }
+    }
+
+    static func nanoseconds(_ d: Duration) -> TimeAmount {
+        .nanoseconds(Int64(d.components.seconds) * 1_000_000_000 + d.components.attoseconds / 1_000_000_000)
     }
 
     /// Runs one invocation; the instance is killed when it times out.
@@ -106,22 +134,25 @@ final class Instance: RuntimeAPIDelegate, Sendable {
         let deadline = NIODeadline.now() + .seconds(Int64(timeoutSeconds))
         let rid = request.requestID
         let onTimeout: @Sendable () -> Void = { [self] in
-            let mine = state.withLock { $0.current?.request.requestID == rid }
-            if mine { fail(.timedOut(seconds: Double(timeoutSeconds))) }
+            if running(rid) { fail(.timedOut(seconds: Double(timeoutSeconds))) }
         }
         return await withCheckedContinuation { (cont: CheckedContinuation<InvocationOutcome, Never>) in
             enum Next { case failed(InstanceFailure), deliver(RuntimeResponder), wait }
             let next: Next = state.withLock { s in
-                if let f = s.failure { return .failed(f) }
-                precondition(s.current == nil, "an instance runs one invocation at a time")
+                switch s.phase {
+                case .failed(let f): return .failed(f)
+                case .initializing: return .failed(.startFailed("invoked before its runtime initialized"))
+                case .busy: preconditionFailure("an instance runs one invocation at a time")
+                case .ready: break
+                }
                 var p = Pending(request: request, deadlineMs: deadlineMs, delivered: false, continuation: cont)
                 if let parked = s.parkedNext {
                     s.parkedNext = nil
                     p.delivered = true
-                    s.current = p
+                    s.phase = .busy(p)
                     return .deliver(parked)
                 }
-                s.current = p
+                s.phase = .busy(p)
                 return .wait
             }
             switch next {
@@ -149,22 +180,37 @@ final class Instance: RuntimeAPIDelegate, Sendable {
     /// Keeps the timer with its invocation (or cancels it when that already ended).
     private func arm(_ timer: Scheduled<Void>, for rid: String) {
         let keep = state.withLock { s -> Bool in
-            guard s.current?.request.requestID == rid else { return false }
-            s.current!.timer = timer
+            guard case .busy(var p) = s.phase, p.request.requestID == rid else { return false }
+            p.timer = timer
+            s.phase = .busy(p)
             return true
         }
         if !keep { timer.cancel() }
     }
 
-    /// Ends the instance (idempotent): every waiter gets `failure`.
+    /// The invocation running now, if it is `rid`.
+    private func running(_ rid: String) -> Bool {
+        state.withLock { s in
+            if case .busy(let p) = s.phase { return p.request.requestID == rid }
+            return false
+        }
+    }
+
+    /// Ends the instance (the first failure is the one it keeps): every waiter gets it.
     func fail(_ failure: InstanceFailure) {
         let (waiter, pending) = state.withLock { s -> (CheckedContinuation<Void, any Error>?, Pending?) in
-            if s.failure == nil { s.failure = failure }
-            let w = s.initWaiter
-            s.initWaiter = nil
-            let p = s.current
-            s.current = nil
-            return (w, p)
+            switch s.phase {
+            case .failed: return (nil, nil)
+            case .initializing(let w):
+                s.phase = .failed(failure)
+                return (w, nil)
+            case .busy(let p):
+                s.phase = .failed(failure)
+                return (nil, p)
+            case .ready:
+                s.phase = .failed(failure)
+                return (nil, nil)
+            }
         }
         sandbox.kill()
         waiter?.resume(throwing: failure)
@@ -181,26 +227,32 @@ final class Instance: RuntimeAPIDelegate, Sendable {
     func ended(_ report: SandboxReport) {
         let ex = InstanceFailure.exited(report: .init(oom: report.oomKilled, exitCode: report.exitCode,
                                                       signal: report.signal, startError: report.startError))
-        let servers = state.withLock { s -> [any Channel] in
-            s.ended = true
+        let (servers, waiters) = state.withLock { s -> ([any Channel], [CheckedContinuation<SandboxReport?, Never>]) in
             s.report = report
-            defer { s.servers = [] }
-            return s.servers
+            defer { s.servers = []; s.reportWaiters = [:] }
+            return (s.servers, Array(s.reportWaiters.values))
         }
         fail(ex)
         // A listener whose channel is not up yet is closed when it comes up (see attach).
         for server in servers { server.close(promise: nil) }
+        for w in waiters { w.resume(returning: report) }
         log.flush()
     }
 
-    /// The sandbox's final report, once it has ended (waits at most `limit`).
+    /// The sandbox's final report, once it has ended (waits at most `limit`; nil then).
     func finalReport(within limit: Duration) async -> SandboxReport? {
-        let deadline = ContinuousClock.now + limit
-        while ContinuousClock.now < deadline {
-            if let r = state.withLock({ $0.report }) { return r }
-            try? await Task.sleep(for: .milliseconds(5))
+        await withCheckedContinuation { (cont: CheckedContinuation<SandboxReport?, Never>) in
+            let (ready, id) = state.withLock { s -> (SandboxReport??, Int) in
+                if let r = s.report { return (.some(r), 0) }
+                s.nextWaiter += 1
+                s.reportWaiters[s.nextWaiter] = cont
+                return (nil, s.nextWaiter)
+            }
+            if let ready { cont.resume(returning: ready); return }
+            loop.scheduleTask(in: Self.nanoseconds(limit)) { [self] in
+                state.withLock { $0.reportWaiters.removeValue(forKey: id) }?.resume(returning: nil)
+            }
         }
-        return nil
     }
 
     /// Peak memory so far in MB: from the live cgroup, or from the final report once it is gone.
@@ -216,10 +268,11 @@ final class Instance: RuntimeAPIDelegate, Sendable {
         case .next(let initStartMs):
             var initJustDone = false
             let (waiter, deliver, old) = state.withLock { s -> (CheckedContinuation<Void, any Error>?, RuntimeAPIResponse?, RuntimeResponder?) in
-                var waiter: CheckedContinuation<Void, any Error>?
-                if !s.initDone {
+                switch s.phase {
+                case .failed:
+                    return (nil, nil, nil)
+                case .initializing(let waiter):
                     initJustDone = true
-                    s.initDone = true
                     s.initDurationMs = Double(DispatchTime.now().uptimeNanoseconds - launchedNanos) / 1e6
                     if let initStartMs, initStartMs >= launchedEpochMs {
                         s.phases = ColdStartPhases(sandboxMs: sandboxMs, runtimeStartMs: initStartMs - launchedEpochMs,
@@ -227,21 +280,21 @@ final class Instance: RuntimeAPIDelegate, Sendable {
                     } else {
                         s.phases = ColdStartPhases(sandboxMs: sandboxMs, runtimeStartMs: nil, functionInitMs: nil)
                     }
-                    waiter = s.initWaiter
-                    s.initWaiter = nil
-                }
-                if s.failure != nil { return (waiter, nil, nil) }
-                if var p = s.current, !p.delivered {
+                    s.phase = .ready
+                    s.parkedNext = respond
+                    return (waiter, nil, nil)
+                case .busy(var p) where !p.delivered:
                     p.delivered = true
-                    s.current = p
-                    return (waiter, Self.nextResponse(p.request, deadlineMs: p.deadlineMs), nil)
+                    s.phase = .busy(p)
+                    return (nil, Self.nextResponse(p.request, deadlineMs: p.deadlineMs), nil)
+                case .ready, .busy:
+                    let old = s.parkedNext
+                    s.parkedNext = respond
+                    return (nil, nil, old)
                 }
-                let old = s.parkedNext
-                s.parkedNext = respond
-                return (waiter, nil, old)
             }
             old?(.json(.conflict, #"{"errorMessage":"another next request replaced this one","errorType":"InvalidStateTransition"}"#))
-            if waiter != nil || initJustDone {
+            if initJustDone {
                 // Init ran with the host's CPUs; invocations get the memory-proportional share.
                 do { try sandbox.settle() } catch {
                     logger.error("cannot apply the instance's CPU limit; stopping it", metadata: ["error": "\(error)"])
@@ -263,7 +316,12 @@ final class Instance: RuntimeAPIDelegate, Sendable {
             respond(complete(id, .functionError(body, type: type)) ? .accepted : Self.invalidID)
         case .initError(let body, let type):
             log.drain()
-            let initializing = state.withLock { !$0.initDone || $0.current != nil }
+            let initializing = state.withLock { s -> Bool in
+                switch s.phase {
+                case .initializing, .busy: return true
+                case .ready, .failed: return false
+                }
+            }
             respond(.accepted)
             if initializing {
                 // Fail the waiter (or the invocation that is waiting on init) with the runtime's own document.
@@ -276,8 +334,8 @@ final class Instance: RuntimeAPIDelegate, Sendable {
 
     private func complete(_ id: String, _ outcome: InvocationOutcome) -> Bool {
         let pending = state.withLock { s -> Pending? in
-            guard let p = s.current, p.delivered, p.request.requestID == id else { return nil }
-            s.current = nil
+            guard case .busy(let p) = s.phase, p.delivered, p.request.requestID == id else { return nil }
+            s.phase = .ready
             return p
         }
         guard let pending else { return false }
