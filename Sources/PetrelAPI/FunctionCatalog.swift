@@ -98,7 +98,8 @@ public final class FunctionCatalog: Sendable {
         let settings = FunctionSettings(runtime: runtimeName, handler: input.Handler, role: role, description: input.Description,
                                         memoryMB: input.MemorySize, timeoutSeconds: input.Timeout,
                                         ephemeralStorageMB: input.EphemeralStorage?.Size, environment: input.Environment?.Variables)
-        try settings.validate()
+        // Checked and built once, from the settings; its code is filled in once stored.
+        var record = try settings.newRecord(account: caller.account, name: ref.name, codeSha256: "", codeSize: 0)
         let tags = try Self.checkTags(input.Tags ?? [:], adding: [:])
         try checkKMSKey(input.KMSKeyArn, caller: caller)
         let zip = try Self.zipFile(input.Code?.ZipFile, s3: input.Code?.S3Bucket ?? input.Code?.ImageUri)
@@ -107,12 +108,8 @@ public final class FunctionCatalog: Sendable {
         }
         return try codeLock.withLock { _ in
             let stored = try code.put(zip: zip)
-            var record = FunctionRecord(
-                account: caller.account, name: ref.name, runtime: FunctionRuntime(rawValue: runtimeName)!, handler: input.Handler, role: role,
-                description: input.Description ?? "", memoryMB: input.MemorySize ?? FunctionLimits.defaultMemoryMB,
-                timeoutSeconds: input.Timeout ?? FunctionLimits.defaultTimeoutSeconds,
-                ephemeralStorageMB: input.EphemeralStorage?.Size ?? FunctionLimits.defaultEphemeralStorageMB,
-                environment: input.Environment?.Variables ?? [:], codeSha256: stored.sha256Base64, codeSize: stored.size)
+            record.codeSha256 = stored.sha256Base64
+            record.codeSize = stored.size
             record.tags = tags.isEmpty ? nil : tags
             record.kmsKeyArn = input.KMSKeyArn.flatMap { $0.isEmpty ? nil : $0 }
             guard try functions.insert(record) else {
@@ -161,22 +158,16 @@ public final class FunctionCatalog: Sendable {
         if let layers = input.Layers, !layers.isEmpty {
             throw LambdaError(.invalidParameterValue, "Layers are not supported by Petrel yet; put the layer's files in the function's ZIP.")
         }
+        // An Environment without Variables clears them.
         let settings = FunctionSettings(runtime: input.Runtime, handler: input.Handler, role: input.Role, description: input.Description,
                                         memoryMB: input.MemorySize, timeoutSeconds: input.Timeout,
-                                        ephemeralStorageMB: input.EphemeralStorage?.Size, environment: input.Environment?.Variables)
+                                        ephemeralStorageMB: input.EphemeralStorage?.Size, environment: input.Environment.map { $0.Variables ?? [:] })
         try settings.validate()
         try checkKMSKey(input.KMSKeyArn, caller: caller)
         try checkRevision(input.RevisionId, current)
         guard let updated = try functions.update(account: current.account, current.name, { f in
             try checkRevision(input.RevisionId, f)
-            if let r = input.Runtime { f.runtime = FunctionRuntime(rawValue: r)! }
-            if let h = input.Handler { f.handler = h }
-            if let r = input.Role { f.role = r }
-            if let d = input.Description { f.description = d }
-            if let m = input.MemorySize { f.memoryMB = m }
-            if let t = input.Timeout { f.timeoutSeconds = t }
-            if let e = input.EphemeralStorage?.Size { f.ephemeralStorageMB = e }
-            if let env = input.Environment { f.environment = env.Variables ?? [:] }
+            settings.apply(to: &f)
             if let k = input.KMSKeyArn { f.kmsKeyArn = k.isEmpty ? nil : k }
             if !f.runtime.isCustom, f.handler == nil {
                 throw LambdaError(.invalidParameterValue, "Runtime and Handler are mandatory parameters for functions created with deployment packages.")

@@ -168,6 +168,33 @@ public struct FunctionSettings: Sendable, Equatable {
         if let env = environment { try Self.validateEnvironment(env) }
     }
 
+    /// A new function's record (CreateFunction) from these settings, checked first; Lambda's
+    /// defaults fill what they leave out, here and nowhere else. Runtime and role are required.
+    public func newRecord(account: String, name: String, codeSha256: String, codeSize: Int) throws -> FunctionRecord {
+        try validate()
+        guard let runtime = runtime.flatMap(FunctionRuntime.init(rawValue:)) else {
+            throw DomainError(.invalidParameter, "Runtime is required.")
+        }
+        guard let role else { throw DomainError(.invalidParameter, "Role is required.") }
+        var record = FunctionRecord(account: account, name: name, runtime: runtime, handler: handler, role: role, codeSha256: codeSha256,
+                                    codeSize: codeSize)
+        apply(to: &record)
+        return record
+    }
+
+    /// Puts the settings that are present into `record` (UpdateFunctionConfiguration;
+    /// CreateFunction through `newRecord`). Call after `validate()`.
+    public func apply(to record: inout FunctionRecord) {
+        if let r = runtime.flatMap(FunctionRuntime.init(rawValue:)) { record.runtime = r }
+        if let h = handler { record.handler = h }
+        if let r = role { record.role = r }
+        if let d = description { record.description = d }
+        if let m = memoryMB { record.memoryMB = m }
+        if let t = timeoutSeconds { record.timeoutSeconds = t }
+        if let e = ephemeralStorageMB { record.ephemeralStorageMB = e }
+        if let env = environment { record.environment = env }
+    }
+
     /// Keys the platform sets itself; a function may not override them.
     public static let reservedVariables: Set<String> = [
         "_HANDLER", "_X_AMZN_TRACE_ID", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EXECUTION_ENV",
