@@ -35,11 +35,15 @@ public struct CodeLinks: Sendable {
     /// The code digest a link names, when its signature holds and it has not expired.
     func check(account: String, name: String, hex: String?, expires: String?, signature: String?, now: Date = Date()) throws -> String {
         guard let hex, let expires, let signature, let until = Int(expires),
-              SigV4.constantTimeEqual(mac(account, name, hex, expires), signature) else {
+            SigV4.constantTimeEqual(mac(account, name, hex, expires), signature)
+        else {
             throw LambdaError(.accessDenied, "This code link is not valid: ask GetFunction for a new Code.Location.")
         }
         guard Double(until) >= now.timeIntervalSince1970 else {
-            throw LambdaError(.accessDenied, "This code link expired at \(SigV4.amzDate(Date(timeIntervalSince1970: Double(until)))); ask GetFunction for a new Code.Location.")
+            throw LambdaError(
+                .accessDenied,
+                "This code link expired at \(SigV4.amzDate(Date(timeIntervalSince1970: Double(until)))); ask GetFunction for a new Code.Location."
+            )
         }
         return hex
     }

@@ -13,7 +13,10 @@ extension FunctionCatalog {
             throw LambdaError(.invalidParameterValue, "The resource ARN \(rawARN) is not a function ARN.")
         }
         guard ref.account != nil, ref.qualifier == nil else {
-            throw LambdaError(.invalidParameterValue, "Tags belong to a function: pass its unqualified ARN (arn:aws:lambda:\(region):\(caller.account):function:NAME), not \(rawARN).")
+            throw LambdaError(
+                .invalidParameterValue,
+                "Tags belong to a function: pass its unqualified ARN (arn:aws:lambda:\(region):\(caller.account):function:NAME), not \(rawARN)."
+            )
         }
         return try resolve(ref, caller: caller)
     }
@@ -39,19 +42,27 @@ extension FunctionCatalog {
 
     func tag(_ rawARN: String, _ tags: [String: String], caller: Caller) throws {
         let f = try resolveTagged(rawARN, caller: caller)
-        guard try functions.update(account: f.account, f.name, { r in
-            let merged = try Self.checkTags(tags, adding: r.tags ?? [:])
-            r.tags = merged.isEmpty ? nil : merged
-        }) != nil else { throw notFound(f.account, f.name) }
+        guard
+            try functions.update(
+                account: f.account, f.name,
+                { r in
+                    let merged = try Self.checkTags(tags, adding: r.tags ?? [:])
+                    r.tags = merged.isEmpty ? nil : merged
+                }) != nil
+        else { throw notFound(f.account, f.name) }
     }
 
     func untag(_ rawARN: String, keys: [String], caller: Caller) throws {
         let f = try resolveTagged(rawARN, caller: caller)
-        guard try functions.update(account: f.account, f.name, { r in
-            var t = r.tags ?? [:]
-            for k in keys { t[k] = nil }
-            r.tags = t.isEmpty ? nil : t
-        }) != nil else { throw notFound(f.account, f.name) }
+        guard
+            try functions.update(
+                account: f.account, f.name,
+                { r in
+                    var t = r.tags ?? [:]
+                    for k in keys { t[k] = nil }
+                    r.tags = t.isEmpty ? nil : t
+                }) != nil
+        else { throw notFound(f.account, f.name) }
     }
 
     func tags(_ rawARN: String, caller: Caller) throws -> [String: String] {
@@ -74,12 +85,17 @@ extension FunctionCatalog {
 
     static func checkQualifier(_ q: String?, _ f: FunctionRecord, region: String) throws {
         if let q, q != "$LATEST" {
-            throw LambdaError(.resourceNotFound, "Function not found: \(FunctionARN(region: region, account: f.account, name: f.name, qualifier: q)) (Petrel has no published versions or aliases yet; policies apply to the function)")
+            throw LambdaError(
+                .resourceNotFound,
+                "Function not found: \(FunctionARN(region: region, account: f.account, name: f.name, qualifier: q)) (Petrel has no published versions or aliases yet; policies apply to the function)"
+            )
         }
     }
 
     /// Adds a statement; answers it with the function it now guards.
-    func addPermission(_ raw: String, qualifier: String?, _ input: PermissionInput, caller: Caller) throws -> (FunctionRecord, PolicyStatement) {
+    func addPermission(_ raw: String, qualifier: String?, _ input: PermissionInput, caller: Caller) throws -> (
+        FunctionRecord, PolicyStatement
+    ) {
         let f = try resolve(raw, caller: caller)
         try Self.checkQualifier(qualifier, f, region: region)
         guard let sid = input.StatementId else { throw LambdaError(.invalidParameterValue, "StatementId is required.") }
@@ -87,30 +103,45 @@ extension FunctionCatalog {
             throw LambdaError.constraint(sid, at: "statementId", "Member must satisfy regular expression pattern: ([a-zA-Z0-9-_.]+)")
         }
         guard let action = input.Action else { throw LambdaError(.invalidParameterValue, "Action is required.") }
-        let actionOK = action == "*" || action == "lambda:*"
+        let actionOK =
+            action == "*" || action == "lambda:*"
             || (action.hasPrefix("lambda:") && action.count > 7 && action.dropFirst(7).allSatisfy { $0.isASCII && $0.isLetter })
         guard actionOK else {
-            throw LambdaError.constraint(action, at: "action", "Member must satisfy regular expression pattern: (lambda:[*]|lambda:[a-zA-Z]+|[*])")
+            throw LambdaError.constraint(
+                action, at: "action", "Member must satisfy regular expression pattern: (lambda:[*]|lambda:[a-zA-Z]+|[*])")
         }
         guard let principal = input.Principal, !principal.isEmpty, !principal.contains(where: \.isWhitespace) else {
-            throw LambdaError(.invalidParameterValue, "Principal is required and has no spaces: an account id, an IAM ARN of an account, a service principal or *.")
+            throw LambdaError(
+                .invalidParameterValue,
+                "Principal is required and has no spaces: an account id, an IAM ARN of an account, a service principal or *.")
         }
         if input.PrincipalOrgID != nil || input.EventSourceToken != nil || input.FunctionUrlAuthType != nil {
-            throw LambdaError(.invalidParameterValue, "Petrel's policies take StatementId, Action, Principal, SourceArn and SourceAccount; PrincipalOrgID, EventSourceToken and FunctionUrlAuthType are not supported.")
+            throw LambdaError(
+                .invalidParameterValue,
+                "Petrel's policies take StatementId, Action, Principal, SourceArn and SourceAccount; PrincipalOrgID, EventSourceToken and FunctionUrlAuthType are not supported."
+            )
         }
         if let a = input.SourceAccount, !FunctionReference.isAccount(a) {
             throw LambdaError.constraint(a, at: "sourceAccount", "Member must satisfy regular expression pattern: \\d{12}")
         }
-        let statement = PolicyStatement(sid: sid, action: action, principal: principal, sourceArn: input.SourceArn, sourceAccount: input.SourceAccount)
-        guard let updated = try functions.update(account: f.account, f.name, { r in
-            try checkRevision(input.RevisionId, r)
-            var list = r.policy ?? []
-            guard !list.contains(where: { $0.sid == sid }) else {
-                throw LambdaError(.resourceConflict, "The statement id (\(sid)) provided already exists. Please provide a new statement id, or remove the existing statement.")
-            }
-            list.append(statement)
-            r.policy = list
-        }) else { throw notFound(f.account, f.name) }
+        let statement = PolicyStatement(
+            sid: sid, action: action, principal: principal, sourceArn: input.SourceArn, sourceAccount: input.SourceAccount)
+        guard
+            let updated = try functions.update(
+                account: f.account, f.name,
+                { r in
+                    try checkRevision(input.RevisionId, r)
+                    var list = r.policy ?? []
+                    guard !list.contains(where: { $0.sid == sid }) else {
+                        throw LambdaError(
+                            .resourceConflict,
+                            "The statement id (\(sid)) provided already exists. Please provide a new statement id, or remove the existing statement."
+                        )
+                    }
+                    list.append(statement)
+                    r.policy = list
+                })
+        else { throw notFound(f.account, f.name) }
         logger.info("permission added", metadata: ["function.name": "\(f.name)", "account": "\(f.account)", "policy.sid": "\(sid)"])
         return (updated, statement)
     }
@@ -118,15 +149,19 @@ extension FunctionCatalog {
     func removePermission(_ raw: String, sid: String, qualifier: String?, revision: String?, caller: Caller) throws {
         let f = try resolve(raw, caller: caller)
         try Self.checkQualifier(qualifier, f, region: region)
-        guard try functions.update(account: f.account, f.name, { r in
-            try checkRevision(revision, r)
-            var list = r.policy ?? []
-            guard let i = list.firstIndex(where: { $0.sid == sid }) else {
-                throw LambdaError(.resourceNotFound, "Statement \(sid) is not found in resource policy.")
-            }
-            list.remove(at: i)
-            r.policy = list.isEmpty ? nil : list
-        }) != nil else { throw notFound(f.account, f.name) }
+        guard
+            try functions.update(
+                account: f.account, f.name,
+                { r in
+                    try checkRevision(revision, r)
+                    var list = r.policy ?? []
+                    guard let i = list.firstIndex(where: { $0.sid == sid }) else {
+                        throw LambdaError(.resourceNotFound, "Statement \(sid) is not found in resource policy.")
+                    }
+                    list.remove(at: i)
+                    r.policy = list.isEmpty ? nil : list
+                }) != nil
+        else { throw notFound(f.account, f.name) }
         logger.info("permission removed", metadata: ["function.name": "\(f.name)", "account": "\(f.account)", "policy.sid": "\(sid)"])
     }
 

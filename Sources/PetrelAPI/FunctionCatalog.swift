@@ -20,8 +20,10 @@ public final class FunctionCatalog: Sendable {
     /// Serializes changes of the code blobs' reference counts.
     private let codeLock = Mutex(())
 
-    public init(functions: FunctionStore, code: CodeStore, events: EventStore, dispatcher: Dispatcher, keys: KeyRing, region: String,
-                logger: Logger) {
+    public init(
+        functions: FunctionStore, code: CodeStore, events: EventStore, dispatcher: Dispatcher, keys: KeyRing, region: String,
+        logger: Logger
+    ) {
         self.functions = functions
         self.code = code
         self.events = events
@@ -32,11 +34,15 @@ public final class FunctionCatalog: Sendable {
     }
 
     func notFound(_ account: String, _ name: String, qualifier: String? = nil) -> LambdaError {
-        LambdaError(.resourceNotFound, "Function not found: \(FunctionARN(region: region, account: account, name: name, qualifier: qualifier))")
+        LambdaError(
+            .resourceNotFound, "Function not found: \(FunctionARN(region: region, account: account, name: name, qualifier: qualifier))")
     }
 
     func accessDenied(_ caller: Caller, _ action: String, _ arn: FunctionARN) -> LambdaError {
-        LambdaError(.accessDenied, "User: \(caller.arn) is not authorized to perform: \(action) on resource: \(arn) because no resource-based policy allows the \(action) action")
+        LambdaError(
+            .accessDenied,
+            "User: \(caller.arn) is not authorized to perform: \(action) on resource: \(arn) because no resource-based policy allows the \(action) action"
+        )
     }
 
     /// Resolves a FunctionName parameter to a stored function (`$LATEST` only, for now).
@@ -52,7 +58,8 @@ public final class FunctionCatalog: Sendable {
         if owner != caller.account {
             let arn = FunctionARN(region: region, account: owner, name: ref.name, qualifier: qualifier ?? ref.qualifier)
             guard let action, let f = try functions.get(account: owner, ref.name),
-                  (f.policy ?? []).contains(where: { $0.allows(account: caller.account, action: action) }) else {
+                (f.policy ?? []).contains(where: { $0.allows(account: caller.account, action: action) })
+            else {
                 throw accessDenied(caller, action ?? "lambda:*", arn)
             }
             if let q = qualifier ?? ref.qualifier, q != "$LATEST" { throw notFound(owner, ref.name, qualifier: q) }
@@ -69,9 +76,12 @@ public final class FunctionCatalog: Sendable {
         let p = arn.split(separator: ":", maxSplits: 5, omittingEmptySubsequences: false)
         let id = FunctionStore.keyID(kmsKeyArn: arn)
         guard p.count == 6, p[0] == "arn", p[2] == "kms", p[3] == region, p[4] == caller.account, p[5] == "key/\(id)",
-              try keys.owner(ofKey: id) == caller.account else {
-            throw LambdaError(LambdaError.Code("KMSNotFoundException", status: 502),
-                              "Lambda was unable to configure access to your environment variables because the KMS key \(arn) was not found or is not a key of account \(caller.account). Create one with `petreld kms create --account \(caller.account)`.")
+            try keys.owner(ofKey: id) == caller.account
+        else {
+            throw LambdaError(
+                LambdaError.Code("KMSNotFoundException", status: 502),
+                "Lambda was unable to configure access to your environment variables because the KMS key \(arn) was not found or is not a key of account \(caller.account). Create one with `petreld kms create --account \(caller.account)`."
+            )
         }
     }
 
@@ -89,15 +99,18 @@ public final class FunctionCatalog: Sendable {
         }
         try Self.checkArchitectures(input.Architectures)
         if let layers = input.Layers, !layers.isEmpty {
-            throw LambdaError(.invalidParameterValue, "Layers are not supported by Petrel yet; put the layer's files in the function's ZIP.")
+            throw LambdaError(
+                .invalidParameterValue, "Layers are not supported by Petrel yet; put the layer's files in the function's ZIP.")
         }
         guard let role = input.Role else { throw LambdaError(.invalidParameterValue, "Role is required.") }
         guard let runtimeName = input.Runtime, input.Handler != nil || FunctionRuntime(rawValue: runtimeName)?.isCustom == true else {
-            throw LambdaError(.invalidParameterValue, "Runtime and Handler are mandatory parameters for functions created with deployment packages.")
+            throw LambdaError(
+                .invalidParameterValue, "Runtime and Handler are mandatory parameters for functions created with deployment packages.")
         }
-        let settings = FunctionSettings(runtime: runtimeName, handler: input.Handler, role: role, description: input.Description,
-                                        memoryMB: input.MemorySize, timeoutSeconds: input.Timeout,
-                                        ephemeralStorageMB: input.EphemeralStorage?.Size, environment: input.Environment?.Variables)
+        let settings = FunctionSettings(
+            runtime: runtimeName, handler: input.Handler, role: role, description: input.Description,
+            memoryMB: input.MemorySize, timeoutSeconds: input.Timeout,
+            ephemeralStorageMB: input.EphemeralStorage?.Size, environment: input.Environment?.Variables)
         // Checked and built once, from the settings; its code is filled in once stored.
         var record = try settings.newRecord(account: caller.account, name: ref.name, codeSha256: "", codeSize: 0)
         let tags = try Self.checkTags(input.Tags ?? [:], adding: [:])
@@ -116,7 +129,9 @@ public final class FunctionCatalog: Sendable {
                 try dropCodeIfUnused(stored.hex)
                 throw LambdaError(.resourceConflict, "Function already exist: \(ref.name)")
             }
-            logger.info("function created", metadata: ["function.name": "\(record.name)", "account": "\(record.account)", "code.sha256": "\(stored.hex)"])
+            logger.info(
+                "function created",
+                metadata: ["function.name": "\(record.name)", "account": "\(record.account)", "code.sha256": "\(stored.hex)"])
             return record
         }
     }
@@ -135,13 +150,17 @@ public final class FunctionCatalog: Sendable {
         let updated = try codeLock.withLock { _ -> FunctionRecord in
             let stored = try code.put(zip: zip)
             let oldHex = current.codeDigestHex
-            guard let f = try functions.update(account: current.account, current.name, { f in
-                try checkRevision(input.RevisionId, f)
-                f.codeSha256 = stored.sha256Base64
-                f.codeSize = stored.size
-                f.lastModified = Date()
-                f.revisionId = UUID().uuidString.lowercased()
-            }) else {
+            guard
+                let f = try functions.update(
+                    account: current.account, current.name,
+                    { f in
+                        try checkRevision(input.RevisionId, f)
+                        f.codeSha256 = stored.sha256Base64
+                        f.codeSize = stored.size
+                        f.lastModified = Date()
+                        f.revisionId = UUID().uuidString.lowercased()
+                    })
+            else {
                 try dropCodeIfUnused(stored.hex)
                 throw notFound(current.account, current.name)
             }
@@ -156,25 +175,33 @@ public final class FunctionCatalog: Sendable {
     func updateConfiguration(_ raw: String, _ input: UpdateFunctionConfigurationInput, caller: Caller) async throws -> FunctionRecord {
         let current = try resolve(raw, caller: caller)
         if let layers = input.Layers, !layers.isEmpty {
-            throw LambdaError(.invalidParameterValue, "Layers are not supported by Petrel yet; put the layer's files in the function's ZIP.")
+            throw LambdaError(
+                .invalidParameterValue, "Layers are not supported by Petrel yet; put the layer's files in the function's ZIP.")
         }
         // An Environment without Variables clears them.
-        let settings = FunctionSettings(runtime: input.Runtime, handler: input.Handler, role: input.Role, description: input.Description,
-                                        memoryMB: input.MemorySize, timeoutSeconds: input.Timeout,
-                                        ephemeralStorageMB: input.EphemeralStorage?.Size, environment: input.Environment.map { $0.Variables ?? [:] })
+        let settings = FunctionSettings(
+            runtime: input.Runtime, handler: input.Handler, role: input.Role, description: input.Description,
+            memoryMB: input.MemorySize, timeoutSeconds: input.Timeout,
+            ephemeralStorageMB: input.EphemeralStorage?.Size, environment: input.Environment.map { $0.Variables ?? [:] })
         try settings.validate()
         try checkKMSKey(input.KMSKeyArn, caller: caller)
         try checkRevision(input.RevisionId, current)
-        guard let updated = try functions.update(account: current.account, current.name, { f in
-            try checkRevision(input.RevisionId, f)
-            settings.apply(to: &f)
-            if let k = input.KMSKeyArn { f.kmsKeyArn = k.isEmpty ? nil : k }
-            if !f.runtime.isCustom, f.handler == nil {
-                throw LambdaError(.invalidParameterValue, "Runtime and Handler are mandatory parameters for functions created with deployment packages.")
-            }
-            f.lastModified = Date()
-            f.revisionId = UUID().uuidString.lowercased()
-        }) else { throw notFound(current.account, current.name) }
+        guard
+            let updated = try functions.update(
+                account: current.account, current.name,
+                { f in
+                    try checkRevision(input.RevisionId, f)
+                    settings.apply(to: &f)
+                    if let k = input.KMSKeyArn { f.kmsKeyArn = k.isEmpty ? nil : k }
+                    if !f.runtime.isCustom, f.handler == nil {
+                        throw LambdaError(
+                            .invalidParameterValue,
+                            "Runtime and Handler are mandatory parameters for functions created with deployment packages.")
+                    }
+                    f.lastModified = Date()
+                    f.revisionId = UUID().uuidString.lowercased()
+                })
+        else { throw notFound(current.account, current.name) }
         await dispatcher.retire(updated.key, newRevision: updated.revisionId, record: updated)
         logger.info("function configuration updated", metadata: ["function.name": "\(updated.name)"])
         return updated
@@ -183,7 +210,9 @@ public final class FunctionCatalog: Sendable {
     func delete(_ raw: String, qualifier: String?, caller: Caller) async throws {
         let current = try resolve(raw, qualifier: qualifier, caller: caller)
         try codeLock.withLock { _ in
-            guard let gone = try functions.delete(account: current.account, current.name) else { throw notFound(current.account, current.name) }
+            guard let gone = try functions.delete(account: current.account, current.name) else {
+                throw notFound(current.account, current.name)
+            }
             try dropCodeIfUnused(gone.codeDigestHex)
         }
         await dispatcher.retire(current.key, newRevision: nil)
@@ -206,7 +235,8 @@ public final class FunctionCatalog: Sendable {
             _ = try? functions.update(account: current.account, current.name, { $0.reservedConcurrency = current.reservedConcurrency })
             throw error
         }
-        logger.info("reserved concurrency set", metadata: ["function.name": "\(current.name)", "reserved": "\(value.map(String.init) ?? "none")"])
+        logger.info(
+            "reserved concurrency set", metadata: ["function.name": "\(current.name)", "reserved": "\(value.map(String.init) ?? "none")"])
         return updated
     }
 
@@ -214,20 +244,28 @@ public final class FunctionCatalog: Sendable {
     func setProvisionedConcurrency(_ raw: String, qualifier: String?, _ value: Int?, caller: Caller) async throws -> FunctionRecord {
         guard let qualifier else { throw LambdaError(.invalidParameterValue, "Qualifier is required.") }
         guard qualifier == "$LATEST" else {
-            throw LambdaError(.resourceNotFound, "Function not found: \(FunctionARN(region: region, account: caller.account, name: (try? FunctionReference(parsing: raw).name) ?? raw, qualifier: qualifier)) (Petrel has no published versions or aliases yet; use $LATEST)")
+            throw LambdaError(
+                .resourceNotFound,
+                "Function not found: \(FunctionARN(region: region, account: caller.account, name: (try? FunctionReference(parsing: raw).name) ?? raw, qualifier: qualifier)) (Petrel has no published versions or aliases yet; use $LATEST)"
+            )
         }
         let current = try resolve(raw, caller: caller)
         if let value, value < 1 {
-            throw LambdaError.constraint("\(value)", at: "provisionedConcurrentExecutions", "Member must have value greater than or equal to 1")
+            throw LambdaError.constraint(
+                "\(value)", at: "provisionedConcurrentExecutions", "Member must have value greater than or equal to 1")
         }
         if let value, let reserved = current.reservedConcurrency, value > reserved {
-            throw LambdaError(.invalidParameterValue, "Requested Provisioned Concurrency should not be greater than the reservedConcurrentExecution for function")
+            throw LambdaError(
+                .invalidParameterValue,
+                "Requested Provisioned Concurrency should not be greater than the reservedConcurrentExecution for function")
         }
         guard let updated = try functions.update(account: current.account, current.name, { $0.provisionedConcurrency = value }) else {
             throw notFound(current.account, current.name)
         }
         await dispatcher.setProvisioned(updated, value)
-        logger.info("provisioned concurrency set", metadata: ["function.name": "\(current.name)", "provisioned": "\(value.map(String.init) ?? "none")"])
+        logger.info(
+            "provisioned concurrency set",
+            metadata: ["function.name": "\(current.name)", "provisioned": "\(value.map(String.init) ?? "none")"])
         return updated
     }
 
@@ -249,8 +287,10 @@ public final class FunctionCatalog: Sendable {
 
     func checkRevision(_ wanted: String?, _ f: FunctionRecord) throws {
         if let wanted, wanted != f.revisionId {
-            throw LambdaError(.preconditionFailed,
-                              "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id")
+            throw LambdaError(
+                .preconditionFailed,
+                "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
+            )
         }
     }
 

@@ -93,12 +93,14 @@ public final class Gatekeeper: Sendable {
     /// A request as the verifier reads it.
     static func verifierRequest(_ req: Request) -> SigV4Verifier.Request {
         let headers = req.headers
-        return SigV4Verifier.Request(method: req.method.rawValue, rawPath: req.uri.path, rawQuery: req.uri.query.map { Substring($0) }) { name in
+        return SigV4Verifier.Request(method: req.method.rawValue, rawPath: req.uri.path, rawQuery: req.uri.query.map { Substring($0) }) {
+            name in
             if name == "host" { return req.head.authority }
             // The fields of that name (ASCII case aside), several joined with ",": found by
             // walking the fields rather than through HTTPField.Name(name) and an array of
             // values, which every signed header of every request paid for.
-            var found: String?, more: [String] = []
+            var found: String?
+            var more: [String] = []
             for field in headers where Self.sameName(field.name.canonicalName, name) {
                 if found == nil { found = field.value } else { more.append(field.value) }
             }
@@ -109,7 +111,8 @@ public final class Gatekeeper: Sendable {
 
     /// `canonical` (lower case) and `name` spell the same header name, ASCII case aside.
     static func sameName(_ canonical: String, _ name: String) -> Bool {
-        let a = canonical.utf8, b = name.utf8
+        let a = canonical.utf8
+        let b = name.utf8
         guard a.count == b.count else { return false }
         for (x, y) in zip(a, b) where x != y && x != (y >= 0x41 && y <= 0x5a ? y | 0x20 : y) { return false }
         return true
@@ -143,12 +146,15 @@ public final class Gatekeeper: Sendable {
 
     static func query(_ req: Request) -> [(String, String)] { SigV4.queryPairs(req.uri.query.map { Substring($0) }) }
 
-    func record(_ req: Request, _ ctx: PetrelRequestContext, action: String, caller: Caller?, resource: String?,
-                parameters: String, status: Int, error: String?) {
-        audit.append(AuditStore.Record(
-            time: Int64(Date().timeIntervalSince1970 * 1000), account: caller?.account,
-            accessKey: caller?.accessKey ?? Self.claimedKey(req), source: ctx.remoteAddress, action: action, resource: resource,
-            parameters: parameters, status: status, errorCode: error))
+    func record(
+        _ req: Request, _ ctx: PetrelRequestContext, action: String, caller: Caller?, resource: String?,
+        parameters: String, status: Int, error: String?
+    ) {
+        audit.append(
+            AuditStore.Record(
+                time: Int64(Date().timeIntervalSince1970 * 1000), account: caller?.account,
+                accessKey: caller?.accessKey ?? Self.claimedKey(req), source: ctx.remoteAddress, action: action, resource: resource,
+                parameters: parameters, status: status, errorCode: error))
     }
 
     func run() async { await audit.run() }

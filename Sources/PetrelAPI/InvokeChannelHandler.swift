@@ -55,10 +55,13 @@ public final class InvokeChannelHandler: ChannelDuplexHandler, RemovableChannelH
         // As bytes: Substring's hasSuffix and contains("/") go through Character
         // comparison and Foundation's string search, and this runs for every request.
         guard head.method == .post, let full = head.path else { return nil }
-        let u = full.utf8, p = prefix.utf8, s = suffix.utf8
+        let u = full.utf8
+        let p = prefix.utf8
+        let s = suffix.utf8
         let end = u.firstIndex(of: UInt8(ascii: "?")) ?? u.endIndex
         guard u.distance(from: u.startIndex, to: end) > p.count + s.count, u.starts(with: p) else { return nil }
-        let nameStart = u.index(u.startIndex, offsetBy: p.count), nameEnd = u.index(end, offsetBy: -s.count)
+        let nameStart = u.index(u.startIndex, offsetBy: p.count)
+        let nameEnd = u.index(end, offsetBy: -s.count)
         guard u[nameEnd..<end].elementsEqual(s), !u[nameStart..<nameEnd].contains(UInt8(ascii: "/")) else { return nil }
         return String(Substring(u[nameStart..<nameEnd]))
     }
@@ -107,7 +110,8 @@ public final class InvokeChannelHandler: ChannelDuplexHandler, RemovableChannelH
     private func run(context: ChannelHandlerContext) {
         guard let (head, name, body, _) = own else { return }
         if peer == nil { peer = context.channel.remoteAddress?.ipAddress ?? "unknown" }
-        var ctx = PetrelRequestContext(source: ApplicationRequestContextSource(channel: context.channel, logger: logger), remoteAddress: peer!)
+        var ctx = PetrelRequestContext(
+            source: ApplicationRequestContextSource(channel: context.channel, logger: logger), remoteAddress: peer!)
         ctx.functionName = Substring(name)
         let requestContext = ctx
         let request = Request(head: head, body: RequestBody(buffer: body))
@@ -198,7 +202,12 @@ public final class InvokeChannelHandler: ChannelDuplexHandler, RemovableChannelH
 private final class Collector: ResponseBodyWriter, @unchecked Sendable {
     var buffer = ByteBuffer()
     func write(_ b: ByteBuffer) async throws {
-        if buffer.readableBytes == 0 { buffer = b } else { var b = b; buffer.writeBuffer(&b) }
+        if buffer.readableBytes == 0 {
+            buffer = b
+        } else {
+            var b = b
+            buffer.writeBuffer(&b)
+        }
     }
     func finish(_ trailingHeaders: HTTPFields?) async throws {}
 }

@@ -44,12 +44,14 @@ extension LambdaAPI {
 
     func provisionedShape(_ name: String) async throws -> ProvisionedShape {
         guard let s = await dispatcher.provisionedStatus(name) else {
-            throw LambdaError(LambdaError.Code("ProvisionedConcurrencyConfigNotFoundException", status: 404),
-                              "No Provisioned Concurrency Config found for this function")
+            throw LambdaError(
+                LambdaError.Code("ProvisionedConcurrencyConfigNotFoundException", status: 404),
+                "No Provisioned Concurrency Config found for this function")
         }
-        return ProvisionedShape(RequestedProvisionedConcurrentExecutions: s.requested, AvailableProvisionedConcurrentExecutions: s.available,
-                                AllocatedProvisionedConcurrentExecutions: s.allocated, Status: s.status, StatusReason: s.reason,
-                                LastModified: FunctionRecord.lambdaTimestamp(s.lastModified))
+        return ProvisionedShape(
+            RequestedProvisionedConcurrentExecutions: s.requested, AvailableProvisionedConcurrentExecutions: s.available,
+            AllocatedProvisionedConcurrentExecutions: s.allocated, Status: s.status, StatusReason: s.reason,
+            LastModified: FunctionRecord.lambdaTimestamp(s.lastModified))
     }
 
     func putProvisioned(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
@@ -57,16 +59,18 @@ extension LambdaAPI {
         guard let n = input.ProvisionedConcurrentExecutions else {
             throw LambdaError(.invalidParameterValue, "ProvisionedConcurrentExecutions is required.")
         }
-        let f = try await catalog.setProvisionedConcurrency(try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init), n,
-                                                            caller: call.caller)
+        let f = try await catalog.setProvisionedConcurrency(
+            try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init), n,
+            caller: call.caller)
         return APIResponse.json(try await provisionedShape(f.key), status: .accepted)
     }
 
     func getProvisioned(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
         let q = req.uri.queryParameters["Qualifier"].map(String.init)
         guard q == "$LATEST" else {
-            throw LambdaError(LambdaError.Code("ProvisionedConcurrencyConfigNotFoundException", status: 404),
-                              "No Provisioned Concurrency Config found for this function (Petrel configures $LATEST only)")
+            throw LambdaError(
+                LambdaError.Code("ProvisionedConcurrencyConfigNotFoundException", status: 404),
+                "No Provisioned Concurrency Config found for this function (Petrel configures $LATEST only)")
         }
         let f = try catalog.resolve(try name(ctx), caller: call.caller)
         return APIResponse.json(try await provisionedShape(f.key))
@@ -75,8 +79,9 @@ extension LambdaAPI {
     func deleteProvisioned(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
         let f = try catalog.resolve(try name(ctx), caller: call.caller)
         _ = try await provisionedShape(f.key) // 404 when there is none
-        _ = try await catalog.setProvisionedConcurrency(f.name, qualifier: req.uri.queryParameters["Qualifier"].map(String.init), nil,
-                                                        caller: call.caller)
+        _ = try await catalog.setProvisionedConcurrency(
+            f.name, qualifier: req.uri.queryParameters["Qualifier"].map(String.init), nil,
+            caller: call.caller)
         return Response(status: .noContent)
     }
 }

@@ -21,16 +21,19 @@ extension LambdaAPI {
         router.post(RouterPath(eic)) { req, ctx in await handle(req, ctx, "UpdateFunctionEventInvokeConfig", self.updateEventConfig) }
         router.get(RouterPath(eic)) { req, ctx in await handle(req, ctx, "GetFunctionEventInvokeConfig", self.getEventConfig) }
         router.delete(RouterPath(eic)) { req, ctx in await handle(req, ctx, "DeleteFunctionEventInvokeConfig", self.deleteEventConfig) }
-        router.get(RouterPath(eic + "/list")) { req, ctx in await handle(req, ctx, "ListFunctionEventInvokeConfigs", self.listEventConfigs) }
+        router.get(RouterPath(eic + "/list")) { req, ctx in await handle(req, ctx, "ListFunctionEventInvokeConfigs", self.listEventConfigs)
+        }
     }
 
     /// Queues an event durably and answers 202 with its request id.
     func enqueueEvent(_ f: FunctionRecord, payload: ByteBuffer, call: Call) async throws -> Response {
         guard payload.readableBytes <= Self.maxEventPayload else {
-            throw LambdaError(.requestTooLarge, "Request must be smaller than \(Self.maxEventPayload) bytes for the InvokeFunction operation")
+            throw LambdaError(
+                .requestTooLarge, "Request must be smaller than \(Self.maxEventPayload) bytes for the InvokeFunction operation")
         }
-        let event = QueuedEvent(id: call.id, account: f.account, function: f.name, payload: Data(payload.readableBytesView),
-                                created: events.settings.clock.nowMillis(), source: "invoke")
+        let event = QueuedEvent(
+            id: call.id, account: f.account, function: f.name, payload: Data(payload.readableBytesView),
+            created: events.settings.clock.nowMillis(), source: "invoke")
         do {
             try await events.accept([event])
         } catch {
@@ -68,10 +71,11 @@ extension LambdaAPI {
     }
 
     func eventConfigShape(_ f: FunctionRecord, _ c: EventInvokeConfig) -> EventConfigShape {
-        EventConfigShape(LastModified: c.lastModified.timeIntervalSince1970,
-                         FunctionArn: FunctionARN(region: region, account: f.account, name: f.name, qualifier: "$LATEST").description,
-                         MaximumRetryAttempts: c.maximumRetryAttempts, MaximumEventAgeInSeconds: c.maximumEventAgeSeconds,
-                         DestinationConfig: .init(OnSuccess: .init(Destination: c.onSuccess), OnFailure: .init(Destination: c.onFailure)))
+        EventConfigShape(
+            LastModified: c.lastModified.timeIntervalSince1970,
+            FunctionArn: FunctionARN(region: region, account: f.account, name: f.name, qualifier: "$LATEST").description,
+            MaximumRetryAttempts: c.maximumRetryAttempts, MaximumEventAgeInSeconds: c.maximumEventAgeSeconds,
+            DestinationConfig: .init(OnSuccess: .init(Destination: c.onSuccess), OnFailure: .init(Destination: c.onFailure)))
     }
 
     /// The caller's own function ($LATEST: Petrel has no versions or aliases yet).
@@ -122,7 +126,9 @@ extension LambdaAPI {
 
     func storedEventConfig(_ f: FunctionRecord) throws -> EventInvokeConfig {
         guard let c = try events.store.config(account: f.account, function: f.name) else {
-            throw LambdaError(.resourceNotFound, "The function \(FunctionARN(region: region, account: f.account, name: f.name)) doesn't have an EventInvokeConfig")
+            throw LambdaError(
+                .resourceNotFound,
+                "The function \(FunctionARN(region: region, account: f.account, name: f.name)) doesn't have an EventInvokeConfig")
         }
         return c
     }
@@ -147,7 +153,8 @@ extension LambdaAPI {
     func listEventConfigs(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
         if let m = req.uri.queryParameters["MaxItems"] {
             guard let n = Int(m), (1...50).contains(n) else {
-                throw LambdaError.constraint(String(m), at: "maxItems", "Member must have value less than or equal to 50 and greater than or equal to 1")
+                throw LambdaError.constraint(
+                    String(m), at: "maxItems", "Member must have value less than or equal to 50 and greater than or equal to 1")
             }
         }
         let f = try catalog.resolve(try name(ctx), caller: call.caller)

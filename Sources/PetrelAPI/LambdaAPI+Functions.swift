@@ -31,23 +31,29 @@ extension LambdaAPI {
         }
         let page = try catalog.functions.list(account: call.caller.account, after: marker, limit: limit + 1)
         let shown = page.prefix(limit)
-        return APIResponse.json(ListFunctionsShape(Functions: shown.map(configuration),
-                                                   NextMarker: page.count > limit ? shown.last?.name : nil))
+        return APIResponse.json(
+            ListFunctionsShape(
+                Functions: shown.map(configuration),
+                NextMarker: page.count > limit ? shown.last?.name : nil))
     }
 
     func getFunction(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
-        let f = try catalog.resolve(try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init),
-                                    caller: call.caller, action: "lambda:GetFunction")
+        let f = try catalog.resolve(
+            try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init),
+            caller: call.caller, action: "lambda:GetFunction")
         let base = "\(codeLinks.scheme)://\(req.head.authority ?? "127.0.0.1:9000")"
-        return APIResponse.json(GetFunctionShape(Configuration: configuration(f),
-                                                 Code: .init(Location: base + codeLinks.path(for: f)),
-                                                 Concurrency: f.reservedConcurrency.map { .init(ReservedConcurrentExecutions: $0) },
-                                                 Tags: f.account == call.caller.account ? (f.tags ?? [:]) : nil))
+        return APIResponse.json(
+            GetFunctionShape(
+                Configuration: configuration(f),
+                Code: .init(Location: base + codeLinks.path(for: f)),
+                Concurrency: f.reservedConcurrency.map { .init(ReservedConcurrentExecutions: $0) },
+                Tags: f.account == call.caller.account ? (f.tags ?? [:]) : nil))
     }
 
     func getConfiguration(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
-        let f = try catalog.resolve(try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init),
-                                    caller: call.caller, action: "lambda:GetFunctionConfiguration")
+        let f = try catalog.resolve(
+            try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init),
+            caller: call.caller, action: "lambda:GetFunctionConfiguration")
         return APIResponse.json(configuration(f))
     }
 
@@ -68,11 +74,14 @@ extension LambdaAPI {
 
     func accountSettings(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
         let s = await dispatcher.snapshot
-        return APIResponse.json(AccountSettingsShape(
-            AccountLimit: .init(TotalCodeSize: 80_530_636_800, CodeSizeUnzipped: CodeArchive.maxUnzippedBytes,
-                                CodeSizeZipped: CodeArchive.maxZippedBytes, ConcurrentExecutions: s.accountLimit,
-                                UnreservedConcurrentExecutions: s.unreservedLimit),
-            AccountUsage: .init(TotalCodeSize: try catalog.functions.totalCodeSize(account: call.caller.account),
-                                FunctionCount: try catalog.functions.count(account: call.caller.account))))
+        return APIResponse.json(
+            AccountSettingsShape(
+                AccountLimit: .init(
+                    TotalCodeSize: 80_530_636_800, CodeSizeUnzipped: CodeArchive.maxUnzippedBytes,
+                    CodeSizeZipped: CodeArchive.maxZippedBytes, ConcurrentExecutions: s.accountLimit,
+                    UnreservedConcurrentExecutions: s.unreservedLimit),
+                AccountUsage: .init(
+                    TotalCodeSize: try catalog.functions.totalCodeSize(account: call.caller.account),
+                    FunctionCount: try catalog.functions.count(account: call.caller.account))))
     }
 }

@@ -33,7 +33,8 @@ extension LambdaAPI {
         let invocationType = req.headers.value(.amzInvocationType) ?? "RequestResponse"
         let logType = req.headers.value(.amzLogType) ?? "None"
         guard ["RequestResponse", "Event", "DryRun"].contains(invocationType) else {
-            throw LambdaError.constraint(invocationType, at: "invocationType", "Member must satisfy enum value set: [Event, RequestResponse, DryRun]")
+            throw LambdaError.constraint(
+                invocationType, at: "invocationType", "Member must satisfy enum value set: [Event, RequestResponse, DryRun]")
         }
         guard ["None", "Tail"].contains(logType) else {
             throw LambdaError.constraint(logType, at: "logType", "Member must satisfy enum value set: [Tail, None]")
@@ -45,7 +46,8 @@ extension LambdaAPI {
         var clientContext: String?
         if let cc = req.headers.value(.amzClientContext) {
             guard let decoded = Data(base64Encoded: cc), decoded.count <= 3583 else {
-                throw LambdaError(.invalidParameterValue, "Client context must be a valid Base64-encoded JSON object of at most 3583 bytes.")
+                throw LambdaError(
+                    .invalidParameterValue, "Client context must be a valid Base64-encoded JSON object of at most 3583 bytes.")
             }
             clientContext = String(decoding: decoded, as: UTF8.self)
         }

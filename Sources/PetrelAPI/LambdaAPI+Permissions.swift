@@ -12,14 +12,17 @@ import PetrelStore
 extension LambdaAPI {
     func addPermission(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
         let input = try Self.decode(FunctionCatalog.PermissionInput.self, call.body)
-        let (f, statement) = try catalog.addPermission(try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init), input,
-                                                       caller: call.caller)
+        let (f, statement) = try catalog.addPermission(
+            try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init), input,
+            caller: call.caller)
         let resource = FunctionARN(region: region, account: f.account, name: f.name).description
-        return APIResponse.json(["Statement": PolicyDocument.json(PolicyDocument.statement(statement, resource: resource))], status: .created)
+        return APIResponse.json(
+            ["Statement": PolicyDocument.json(PolicyDocument.statement(statement, resource: resource))], status: .created)
     }
 
     func getPolicy(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
-        let (f, list) = try catalog.policy(try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init), caller: call.caller)
+        let (f, list) = try catalog.policy(
+            try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init), caller: call.caller)
         let resource = FunctionARN(region: region, account: f.account, name: f.name).description
         return APIResponse.json(["Policy": PolicyDocument.document(list, resource: resource), "RevisionId": f.revisionId])
     }
@@ -27,8 +30,9 @@ extension LambdaAPI {
     func removePermission(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
         let sid = ctx.parameters.get("sid").map(SigV4.percentDecoded) ?? ""
         let q = req.uri.queryParameters
-        try catalog.removePermission(try name(ctx), sid: sid, qualifier: q["Qualifier"].map(String.init), revision: q["RevisionId"].map(String.init),
-                                     caller: call.caller)
+        try catalog.removePermission(
+            try name(ctx), sid: sid, qualifier: q["Qualifier"].map(String.init), revision: q["RevisionId"].map(String.init),
+            caller: call.caller)
         return Response(status: .noContent)
     }
 

@@ -14,7 +14,9 @@ extension LambdaAPI {
         router.post(RouterPath(Self.schedulesPath)) { req, ctx in await handle(req, ctx, "CreateSchedule", self.createSchedule) }
         router.get(RouterPath(Self.schedulesPath)) { req, ctx in await handle(req, ctx, "ListSchedules", self.listSchedules) }
         router.get(RouterPath(Self.schedulesPath + "/{schedule}")) { req, ctx in await handle(req, ctx, "GetSchedule", self.getSchedule) }
-        router.delete(RouterPath(Self.schedulesPath + "/{schedule}")) { req, ctx in await handle(req, ctx, "DeleteSchedule", self.deleteSchedule) }
+        router.delete(RouterPath(Self.schedulesPath + "/{schedule}")) { req, ctx in
+            await handle(req, ctx, "DeleteSchedule", self.deleteSchedule)
+        }
     }
 
     struct ScheduleInput: Codable {
@@ -42,11 +44,12 @@ extension LambdaAPI {
         func iso(_ seconds: Int64) -> String { FunctionRecord.lambdaTimestamp(Date(timeIntervalSince1970: Double(seconds))) }
         let now = events.settings.clock.nowMillis() / 1000
         let next = s.parsed?.next(after: max(now, s.lastSlot ?? 0), anchor: s.created / 1000)
-        return ScheduleShape(Name: s.name, Arn: "arn:aws:events:\(region):\(s.account):rule/\(s.name)", ScheduleExpression: s.expression,
-                             FunctionArn: FunctionARN(region: region, account: s.account, name: s.function).description, Input: s.input,
-                             Description: s.description, State: "ENABLED",
-                             CreationTime: FunctionRecord.lambdaTimestamp(Date(timeIntervalSince1970: Double(s.created) / 1000)),
-                             LastFired: s.lastSlot.map(iso), NextFire: next.map(iso))
+        return ScheduleShape(
+            Name: s.name, Arn: "arn:aws:events:\(region):\(s.account):rule/\(s.name)", ScheduleExpression: s.expression,
+            FunctionArn: FunctionARN(region: region, account: s.account, name: s.function).description, Input: s.input,
+            Description: s.description, State: "ENABLED",
+            CreationTime: FunctionRecord.lambdaTimestamp(Date(timeIntervalSince1970: Double(s.created) / 1000)),
+            LastFired: s.lastSlot.map(iso), NextFire: next.map(iso))
     }
 
     func scheduleName(_ ctx: PetrelRequestContext) -> String {
@@ -69,8 +72,9 @@ extension LambdaAPI {
         }
         let description = input.Description ?? ""
         guard description.count <= 512 else { throw LambdaError(.invalidParameterValue, "Description has at most 512 characters.") }
-        let record = ScheduleRecord(account: call.caller.account, name: name, function: f.name, expression: expression.description,
-                                    input: input.Input, description: description, created: events.settings.clock.nowMillis())
+        let record = ScheduleRecord(
+            account: call.caller.account, name: name, function: f.name, expression: expression.description,
+            input: input.Input, description: description, created: events.settings.clock.nowMillis())
         guard try events.schedules.create(record) else {
             throw LambdaError(.resourceConflict, "A schedule named \(name) exists already in account \(call.caller.account).")
         }

@@ -30,8 +30,10 @@ public struct LambdaAPI: Sendable {
     /// CreateFunction / UpdateFunctionCode requests (50 MB of ZIP, base64 in JSON).
     static let maxCodeRequest = 69_905_067
 
-    public init(catalog: FunctionCatalog, dispatcher: Dispatcher, events: EventService, gate: Gatekeeper, codeLinks: CodeLinks,
-                region: String, loops: LoopExecutors? = nil, logger: Logger) {
+    public init(
+        catalog: FunctionCatalog, dispatcher: Dispatcher, events: EventService, gate: Gatekeeper, codeLinks: CodeLinks,
+        region: String, loops: LoopExecutors? = nil, logger: Logger
+    ) {
         self.loops = loops
         self.catalog = catalog
         self.dispatcher = dispatcher
@@ -45,26 +47,43 @@ public struct LambdaAPI: Sendable {
 
     public func register(on router: Router<PetrelRequestContext>) {
         let fn = Self.functionsPath
-        router.post(RouterPath(fn)) { req, ctx in await handle(req, ctx, "CreateFunction", limit: Self.maxCodeRequest, self.createFunction) }
+        router.post(RouterPath(fn)) { req, ctx in await handle(req, ctx, "CreateFunction", limit: Self.maxCodeRequest, self.createFunction)
+        }
         router.get(RouterPath(fn)) { req, ctx in await handle(req, ctx, "ListFunctions", self.listFunctions) }
         router.get(RouterPath(fn + "/{name}")) { req, ctx in await handle(req, ctx, "GetFunction", self.getFunction) }
-        router.get(RouterPath(fn + "/{name}/configuration")) { req, ctx in await handle(req, ctx, "GetFunctionConfiguration", self.getConfiguration) }
-        router.put(RouterPath(fn + "/{name}/configuration")) { req, ctx in await handle(req, ctx, "UpdateFunctionConfiguration", self.updateConfiguration) }
-        router.put(RouterPath(fn + "/{name}/code")) { req, ctx in await handle(req, ctx, "UpdateFunctionCode", limit: Self.maxCodeRequest, self.updateCode) }
+        router.get(RouterPath(fn + "/{name}/configuration")) { req, ctx in
+            await handle(req, ctx, "GetFunctionConfiguration", self.getConfiguration)
+        }
+        router.put(RouterPath(fn + "/{name}/configuration")) { req, ctx in
+            await handle(req, ctx, "UpdateFunctionConfiguration", self.updateConfiguration)
+        }
+        router.put(RouterPath(fn + "/{name}/code")) { req, ctx in
+            await handle(req, ctx, "UpdateFunctionCode", limit: Self.maxCodeRequest, self.updateCode)
+        }
         router.delete(RouterPath(fn + "/{name}")) { req, ctx in await handle(req, ctx, "DeleteFunction", self.deleteFunction) }
         // Invoke (POST …/{name}/invocations) has no route: InvokeChannelHandler answers it in the
         // connection's pipeline, before the router (see `invokeHandler`).
-        router.get(RouterPath("/2016-08-19/account-settings")) { req, ctx in await handle(req, ctx, "GetAccountSettings", self.accountSettings) }
-        router.put(RouterPath("/2017-10-31/functions/{name}/concurrency")) { req, ctx in await handle(req, ctx, "PutFunctionConcurrency", self.putConcurrency) }
-        router.get(RouterPath("/2019-09-30/functions/{name}/concurrency")) { req, ctx in await handle(req, ctx, "GetFunctionConcurrency", self.getConcurrency) }
-        router.delete(RouterPath("/2017-10-31/functions/{name}/concurrency")) { req, ctx in await handle(req, ctx, "DeleteFunctionConcurrency", self.deleteConcurrency) }
+        router.get(RouterPath("/2016-08-19/account-settings")) { req, ctx in
+            await handle(req, ctx, "GetAccountSettings", self.accountSettings)
+        }
+        router.put(RouterPath("/2017-10-31/functions/{name}/concurrency")) { req, ctx in
+            await handle(req, ctx, "PutFunctionConcurrency", self.putConcurrency)
+        }
+        router.get(RouterPath("/2019-09-30/functions/{name}/concurrency")) { req, ctx in
+            await handle(req, ctx, "GetFunctionConcurrency", self.getConcurrency)
+        }
+        router.delete(RouterPath("/2017-10-31/functions/{name}/concurrency")) { req, ctx in
+            await handle(req, ctx, "DeleteFunctionConcurrency", self.deleteConcurrency)
+        }
         let pc = "/2019-09-30/functions/{name}/provisioned-concurrency"
         router.put(RouterPath(pc)) { req, ctx in await handle(req, ctx, "PutProvisionedConcurrencyConfig", self.putProvisioned) }
         router.get(RouterPath(pc)) { req, ctx in await handle(req, ctx, "GetProvisionedConcurrencyConfig", self.getProvisioned) }
         router.delete(RouterPath(pc)) { req, ctx in await handle(req, ctx, "DeleteProvisionedConcurrencyConfig", self.deleteProvisioned) }
         router.post(RouterPath(fn + "/{name}/policy")) { req, ctx in await handle(req, ctx, "AddPermission", self.addPermission) }
         router.get(RouterPath(fn + "/{name}/policy")) { req, ctx in await handle(req, ctx, "GetPolicy", self.getPolicy) }
-        router.delete(RouterPath(fn + "/{name}/policy/{sid}")) { req, ctx in await handle(req, ctx, "RemovePermission", self.removePermission) }
+        router.delete(RouterPath(fn + "/{name}/policy/{sid}")) { req, ctx in
+            await handle(req, ctx, "RemovePermission", self.removePermission)
+        }
         let tags = "/2017-03-31/tags/{arn}"
         router.post(RouterPath(tags)) { req, ctx in await handle(req, ctx, "TagResource", self.tagResource) }
         router.delete(RouterPath(tags)) { req, ctx in await handle(req, ctx, "UntagResource", self.untagResource) }
@@ -94,9 +113,11 @@ public struct LambdaAPI: Sendable {
     }
 
     func run(_ req: Request, _ ctx: PetrelRequestContext, _ action: String, limit: Int, _ op: Operation) async -> Response {
-        await pipeline.run(req, ctx, action: action, limit: limit, service: "lambda", style: .restJSON,
-                           tooLarge: { Self.tooLarge($0, action == "Invoke" ? "InvokeFunction" : action) },
-                           audit: { body in Self.audit(req, ctx, action: action, body: body) }) { call in
+        await pipeline.run(
+            req, ctx, action: action, limit: limit, service: "lambda", style: .restJSON,
+            tooLarge: { Self.tooLarge($0, action == "Invoke" ? "InvokeFunction" : action) },
+            audit: { body in Self.audit(req, ctx, action: action, body: body) }
+        ) { call in
             try await op(req, ctx, call)
         }
     }
@@ -108,8 +129,9 @@ public struct LambdaAPI: Sendable {
         if let a = ctx.parameters.get("arn") { path["Resource"] = SigV4.percentDecoded(a) }
         if let sid = ctx.parameters.get("sid") { path["StatementId"] = SigV4.percentDecoded(sid) }
         if let s = ctx.parameters.get("schedule") { path["Schedule"] = SigV4.percentDecoded(s) }
-        let parameters = AuditParameters.describe(query: Gatekeeper.query(req), path: path, body: body,
-                                                  payloadIsData: invocations.contains(action))
+        let parameters = AuditParameters.describe(
+            query: Gatekeeper.query(req), path: path, body: body,
+            payloadIsData: invocations.contains(action))
         return RequestPipeline.Audit(resource: path["FunctionName"] ?? path["Resource"] ?? path["Schedule"], parameters: parameters)
     }
 
@@ -128,7 +150,8 @@ public struct LambdaAPI: Sendable {
             let field = ctx.codingPath.map(\.stringValue).joined(separator: ".")
             throw LambdaError(.invalidRequestContent, "Could not parse request body into json: the value of \(field) has the wrong type")
         } catch {
-            throw LambdaError(.invalidRequestContent, "Could not parse request body into json: the body is not a JSON object of the expected shape")
+            throw LambdaError(
+                .invalidRequestContent, "Could not parse request body into json: the body is not a JSON object of the expected shape")
         }
     }
 

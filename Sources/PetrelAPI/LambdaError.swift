@@ -11,7 +11,10 @@ public struct LambdaError: Error, Sendable, Equatable, CustomStringConvertible {
         public let rawValue: String
         public let status: Int
         public init(rawValue: String) { self.init(rawValue, status: 400) }
-        public init(_ name: String, status: Int) { rawValue = name; self.status = status }
+        public init(_ name: String, status: Int) {
+            rawValue = name
+            self.status = status
+        }
 
         public static let resourceNotFound = Code("ResourceNotFoundException", status: 404)
         public static let resourceConflict = Code("ResourceConflictException", status: 409)
@@ -64,25 +67,27 @@ public struct LambdaError: Error, Sendable, Equatable, CustomStringConvertible {
         case let e as LambdaError:
             return e
         case let e as DomainError:
-            let code: Code = switch e.code {
-            case .invalidParameter: .invalidParameterValue
-            case .constraint: .validation
-            case .invalidContent: .invalidRequestContent
-            case .notFound: .resourceNotFound
-            case .conflict: .resourceConflict
-            case .preconditionFailed: .preconditionFailed
-            case .tooLarge: .requestEntityTooLarge
-            default: .service
-            }
+            let code: Code =
+                switch e.code {
+                case .invalidParameter: .invalidParameterValue
+                case .constraint: .validation
+                case .invalidContent: .invalidRequestContent
+                case .notFound: .resourceNotFound
+                case .conflict: .resourceConflict
+                case .preconditionFailed: .preconditionFailed
+                case .tooLarge: .requestEntityTooLarge
+                default: .service
+                }
             return LambdaError(code, e.message)
         case let e as StoreError:
-            let code: Code = switch e.code {
-            case .invalid: .invalidParameterValue
-            case .tooLarge: .requestEntityTooLarge
-            case .notFound: .resourceNotFound
-            case .conflict: .resourceConflict
-            default: .service
-            }
+            let code: Code =
+                switch e.code {
+                case .invalid: .invalidParameterValue
+                case .tooLarge: .requestEntityTooLarge
+                case .notFound: .resourceNotFound
+                case .conflict: .resourceConflict
+                default: .service
+                }
             return LambdaError(code, e.message)
         case let e as RuntimeError:
             switch e.code {

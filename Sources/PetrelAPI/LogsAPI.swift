@@ -27,8 +27,10 @@ public struct LogsAPI: Sendable {
     }
 
     /// The values CloudWatch Logs accepts for retentionInDays.
-    public static let retentionDays: [Int] = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
-                                              2557, 2922, 3288, 3653]
+    public static let retentionDays: [Int] = [
+        1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
+        2557, 2922, 3288, 3653,
+    ]
 
     public func register(on router: Router<PetrelRequestContext>) {
         router.post("/") { req, ctx in
@@ -43,7 +45,9 @@ public struct LogsAPI: Sendable {
         return await RequestPipeline(gate: gate, logger: logger).run(
             req, ctx, action: op, limit: 1_048_576, service: "logs", style: .json11,
             tooLarge: { _ in Self.error("SerializationException", "The request body is larger than 1 MB.") },
-            audit: { body in .init(resource: nil, parameters: AuditParameters.describe(query: [], path: [:], body: body, payloadIsData: false)) }
+            audit: { body in
+                .init(resource: nil, parameters: AuditParameters.describe(query: [], path: [:], body: body, payloadIsData: false))
+            }
         ) { call in
             try self.dispatch(op, call.body, account: call.caller.account)
         }
@@ -51,8 +55,9 @@ public struct LogsAPI: Sendable {
 
     func dispatch(_ op: String, _ buf: ByteBuffer, account: String) throws -> Response {
         guard op != "Unknown" else {
-            throw Self.error("UnknownOperationException", "Petrel serves the Lambda REST API and CloudWatch Logs (X-Amz-Target: Logs_20140328.*) only.",
-                             status: 404)
+            throw Self.error(
+                "UnknownOperationException", "Petrel serves the Lambda REST API and CloudWatch Logs (X-Amz-Target: Logs_20140328.*) only.",
+                status: 404)
         }
         let body: [String: Any]
         do {
@@ -88,7 +93,10 @@ public struct LogsAPI: Sendable {
 
     /// The log group a request names (whether or not it exists).
     static func groupName(_ body: [String: Any]) throws -> String {
-        guard let g = body["logGroupName"] as? String ?? (body["logGroupIdentifier"] as? String).map({ $0.components(separatedBy: ":log-group:").last! }) else {
+        guard
+            let g = body["logGroupName"] as? String
+                ?? (body["logGroupIdentifier"] as? String).map({ $0.components(separatedBy: ":log-group:").last! })
+        else {
             throw Self.error("InvalidParameterException", "logGroupName is required.")
         }
         return g
@@ -115,13 +123,17 @@ public struct LogsAPI: Sendable {
         let all = try logs.groups(account: account, prefix: body["logGroupNamePrefix"] as? String)
             .filter { after == nil || $0.name > after! }
         let page = all.prefix(limit)
-        var out: [String: Any] = ["logGroups": page.map { g -> [String: Any] in
-            var d: [String: Any] = ["logGroupName": g.name, "creationTime": g.created, "arn": groupARN(g.name, account) + ":*",
-                                    "storedBytes": g.storedBytes, "logGroupClass": "STANDARD"]
-            // What applies: the group's own policy, else the daemon's (absent: kept forever).
-            if let days = g.retentionDays ?? defaultRetentionDays { d["retentionInDays"] = days }
-            return d
-        }]
+        var out: [String: Any] = [
+            "logGroups": page.map { g -> [String: Any] in
+                var d: [String: Any] = [
+                    "logGroupName": g.name, "creationTime": g.created, "arn": groupARN(g.name, account) + ":*",
+                    "storedBytes": g.storedBytes, "logGroupClass": "STANDARD",
+                ]
+                // What applies: the group's own policy, else the daemon's (absent: kept forever).
+                if let days = g.retentionDays ?? defaultRetentionDays { d["retentionInDays"] = days }
+                return d
+            }
+        ]
         if all.count > limit, let last = page.last { out["nextToken"] = last.name }
         return out
     }
@@ -133,7 +145,10 @@ public struct LogsAPI: Sendable {
         var days: Int?
         if put {
             guard let d = body["retentionInDays"] as? Int, Self.retentionDays.contains(d) else {
-                throw Self.error("InvalidParameterException", "1 validation error detected: Value '\(body["retentionInDays"].map { "\($0)" } ?? "null")' at 'retentionInDays' failed to satisfy constraint: Member must satisfy enum value set: [\(Self.retentionDays.map(String.init).joined(separator: ", "))]")
+                throw Self.error(
+                    "InvalidParameterException",
+                    "1 validation error detected: Value '\(body["retentionInDays"].map { "\($0)" } ?? "null")' at 'retentionInDays' failed to satisfy constraint: Member must satisfy enum value set: [\(Self.retentionDays.map(String.init).joined(separator: ", "))]"
+                )
             }
             days = d
         }
@@ -145,12 +160,17 @@ public struct LogsAPI: Sendable {
         let g = try requireGroup(body, account: account)
         let limit = try Self.limit(body, default: 50, max: 50)
         let newest = (body["orderBy"] as? String) == "LastEventTime" && (body["descending"] as? Bool) == true
-        let streams = try logs.streams(account: account, group: g, prefix: body["logStreamNamePrefix"] as? String, newestFirst: newest, limit: limit)
-        return ["logStreams": streams.map {
-            ["logStreamName": $0.name, "creationTime": $0.created, "firstEventTimestamp": $0.created,
-             "lastEventTimestamp": $0.lastEvent, "lastIngestionTime": $0.lastEvent, "storedBytes": $0.storedBytes,
-             "arn": groupARN(g, account) + ":log-stream:" + $0.name] as [String: Any]
-        }]
+        let streams = try logs.streams(
+            account: account, group: g, prefix: body["logStreamNamePrefix"] as? String, newestFirst: newest, limit: limit)
+        return [
+            "logStreams": streams.map {
+                [
+                    "logStreamName": $0.name, "creationTime": $0.created, "firstEventTimestamp": $0.created,
+                    "lastEventTimestamp": $0.lastEvent, "lastIngestionTime": $0.lastEvent, "storedBytes": $0.storedBytes,
+                    "arn": groupARN(g, account) + ":log-stream:" + $0.name,
+                ] as [String: Any]
+            }
+        ]
     }
 
     static func token(_ t: Any?) -> Int64? {
@@ -165,11 +185,14 @@ public struct LogsAPI: Sendable {
         }
         let limit = try Self.limit(body, default: 10_000, max: 10_000)
         let after = Self.token(body["nextToken"])
-        let events = try logs.events(account: account, group: g, streams: [stream], start: (body["startTime"] as? Int).map(Int64.init),
-                                     end: (body["endTime"] as? Int).map(Int64.init), contains: nil, afterID: after, limit: limit)
+        let events = try logs.events(
+            account: account, group: g, streams: [stream], start: (body["startTime"] as? Int).map(Int64.init),
+            end: (body["endTime"] as? Int).map(Int64.init), contains: nil, afterID: after, limit: limit)
         let last = events.last?.id ?? after ?? 0
-        return ["events": events.map { ["timestamp": $0.timestamp, "message": $0.message, "ingestionTime": $0.ingested] as [String: Any] },
-                "nextForwardToken": "f/\(last)", "nextBackwardToken": "b/\(last)"]
+        return [
+            "events": events.map { ["timestamp": $0.timestamp, "message": $0.message, "ingestionTime": $0.ingested] as [String: Any] },
+            "nextForwardToken": "f/\(last)", "nextBackwardToken": "b/\(last)",
+        ]
     }
 
     func filterEvents(_ body: [String: Any], account: String) throws -> [String: Any] {
@@ -177,12 +200,18 @@ public struct LogsAPI: Sendable {
         let limit = try Self.limit(body, default: 10_000, max: 10_000)
         var pattern = body["filterPattern"] as? String
         if let p = pattern, p.hasPrefix("\""), p.hasSuffix("\""), p.count >= 2 { pattern = String(p.dropFirst().dropLast()) }
-        let events = try logs.events(account: account, group: g, streams: body["logStreamNames"] as? [String],
-                                     start: (body["startTime"] as? Int).map(Int64.init), end: (body["endTime"] as? Int).map(Int64.init),
-                                     contains: pattern, afterID: Self.token(body["nextToken"]), limit: limit + 1)
-        var out: [String: Any] = ["events": events.prefix(limit).map {
-            ["logStreamName": $0.stream, "timestamp": $0.timestamp, "message": $0.message, "ingestionTime": $0.ingested, "eventId": "\($0.id)"] as [String: Any]
-        }, "searchedLogStreams": [] as [Any]]
+        let events = try logs.events(
+            account: account, group: g, streams: body["logStreamNames"] as? [String],
+            start: (body["startTime"] as? Int).map(Int64.init), end: (body["endTime"] as? Int).map(Int64.init),
+            contains: pattern, afterID: Self.token(body["nextToken"]), limit: limit + 1)
+        var out: [String: Any] = [
+            "events": events.prefix(limit).map {
+                [
+                    "logStreamName": $0.stream, "timestamp": $0.timestamp, "message": $0.message, "ingestionTime": $0.ingested,
+                    "eventId": "\($0.id)",
+                ] as [String: Any]
+            }, "searchedLogStreams": [] as [Any],
+        ]
         if events.count > limit, let last = events.prefix(limit).last { out["nextToken"] = "n/\(last.id)" }
         return out
     }

@@ -1,5 +1,5 @@
-import Hummingbird
 import HTTPTypes
+import Hummingbird
 import NIOCore
 import PetrelCore
 import Prometheus
@@ -15,8 +15,10 @@ public struct MetricsAPI: Sendable {
     public func register(on router: Router<PetrelRequestContext>) {
         router.get("/metrics") { _, ctx in
             guard ctx.fromLoopback else {
-                return APIResponse.error(LambdaError(.accessDenied, "The metrics are served to the host itself only (a loopback address), not to \(ctx.remoteAddress)."),
-                                         requestID: FastIDs.uuid())
+                return APIResponse.error(
+                    LambdaError(
+                        .accessDenied, "The metrics are served to the host itself only (a loopback address), not to \(ctx.remoteAddress)."),
+                    requestID: FastIDs.uuid())
             }
             var h = HTTPFields()
             h[.contentType] = "text/plain; version=0.0.4; charset=utf-8"

@@ -59,9 +59,11 @@ public struct RequestPipeline: Sendable {
 
     /// Runs a signed operation. `tooLarge` is the protocol's answer to a body over `limit`;
     /// `audit` describes the call from its body (nil when it could not be read).
-    func run(_ req: Request, _ ctx: PetrelRequestContext, action: String, limit: Int, service: String, style: ErrorStyle,
-             tooLarge: @Sendable (Int) -> LambdaError, audit: (ByteBuffer?) -> Audit,
-             _ op: (Call) async throws -> Response) async -> Response {
+    func run(
+        _ req: Request, _ ctx: PetrelRequestContext, action: String, limit: Int, service: String, style: ErrorStyle,
+        tooLarge: @Sendable (Int) -> LambdaError, audit: (ByteBuffer?) -> Audit,
+        _ op: (Call) async throws -> Response
+    ) async -> Response {
         await execute(req, ctx, action: action, style: style, audit: audit) { requestID, body, caller in
             let buffer = try await Self.body(req, limit: limit, tooLarge: tooLarge)
             body = buffer
@@ -72,19 +74,25 @@ public struct RequestPipeline: Sendable {
 
     /// Runs an operation that carries its own proof (a link the daemon signed): no body,
     /// no SigV4; failures, logging and the audit trail as for every other call.
-    func runUnsigned(_ req: Request, _ ctx: PetrelRequestContext, action: String, style: ErrorStyle, audit: Audit,
-                     _ op: (String) async throws -> Response) async -> Response {
+    func runUnsigned(
+        _ req: Request, _ ctx: PetrelRequestContext, action: String, style: ErrorStyle, audit: Audit,
+        _ op: (String) async throws -> Response
+    ) async -> Response {
         await execute(req, ctx, action: action, style: style, audit: { _ in audit }) { requestID, _, _ in try await op(requestID) }
     }
 
-    private func execute(_ req: Request, _ ctx: PetrelRequestContext, action: String, style: ErrorStyle, audit: (ByteBuffer?) -> Audit,
-                         _ body: (String, inout ByteBuffer?, inout Caller?) async throws -> Response) async -> Response {
+    private func execute(
+        _ req: Request, _ ctx: PetrelRequestContext, action: String, style: ErrorStyle, audit: (ByteBuffer?) -> Audit,
+        _ body: (String, inout ByteBuffer?, inout Caller?) async throws -> Response
+    ) async -> Response {
         let requestID = FastIDs.uuid()
         // The request's metadata is attached only when something is logged: setting a
         // logger's metadata formats it again, on every request.
         func log(_ level: Logger.Level, _ message: @autoclosure () -> Logger.Message, _ metadata: Logger.Metadata) {
             guard logger.logLevel <= level else { return }
-            logger.log(level: level, message(), metadata: metadata.merging(["request.id": "\(requestID)", "api.action": "\(action)"]) { a, _ in a })
+            logger.log(
+                level: level, message(),
+                metadata: metadata.merging(["request.id": "\(requestID)", "api.action": "\(action)"]) { a, _ in a })
         }
         var caller: Caller?
         var buffer: ByteBuffer?
@@ -106,8 +114,9 @@ public struct RequestPipeline: Sendable {
             response = style.response(e, requestID: requestID)
         }
         let a = audit(buffer)
-        gate.record(req, ctx, action: action, caller: caller, resource: a.resource, parameters: a.parameters,
-                    status: Int(response.status.code), error: errorCode)
+        gate.record(
+            req, ctx, action: action, caller: caller, resource: a.resource, parameters: a.parameters,
+            status: Int(response.status.code), error: errorCode)
         return response
     }
 

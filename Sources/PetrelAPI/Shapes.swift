@@ -59,8 +59,14 @@ struct FunctionConfigurationShape: Encodable {
     struct EnvironmentOut: Encodable { var Variables: [String: String] }
     struct Tracing: Encodable { var Mode = "PassThrough" }
     struct Ephemeral: Encodable { var Size: Int }
-    struct Logging: Encodable { var LogFormat = "Text"; var LogGroup: String }
-    struct SnapStart: Encodable { var ApplyOn = "None"; var OptimizationStatus = "Off" }
+    struct Logging: Encodable {
+        var LogFormat = "Text"
+        var LogGroup: String
+    }
+    struct SnapStart: Encodable {
+        var ApplyOn = "None"
+        var OptimizationStatus = "Off"
+    }
 
     var FunctionName: String
     var FunctionArn: String
@@ -108,7 +114,10 @@ struct FunctionConfigurationShape: Encodable {
 }
 
 struct GetFunctionShape: Encodable {
-    struct CodeLocation: Encodable { var RepositoryType = "S3"; var Location: String }
+    struct CodeLocation: Encodable {
+        var RepositoryType = "S3"
+        var Location: String
+    }
     struct Reserved: Encodable { var ReservedConcurrentExecutions: Int }
     var Configuration: FunctionConfigurationShape
     var Code: CodeLocation

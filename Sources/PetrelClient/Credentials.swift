@@ -28,7 +28,8 @@ public struct Credentials: Sendable {
             if line.hasPrefix("[") && line.hasSuffix("]") {
                 section = String(line.dropFirst().dropLast()).trimmingCharacters(in: .whitespaces)
             } else if section == name, let eq = line.firstIndex(of: "=") {
-                values[line[..<eq].trimmingCharacters(in: .whitespaces)] = line[line.index(after: eq)...].trimmingCharacters(in: .whitespaces)
+                values[line[..<eq].trimmingCharacters(in: .whitespaces)] = line[line.index(after: eq)...].trimmingCharacters(
+                    in: .whitespaces)
             }
         }
         guard let a = values["aws_access_key_id"], let s = values["aws_secret_access_key"] else { return nil }

@@ -12,8 +12,9 @@ public struct LambdaClient: Sendable {
 
     public init(endpoint: URL, credentials: Credentials, region: String, http: HTTPClient = .shared) {
         self.endpoint = endpoint
-        signer = SigV4Signer(accessKey: credentials.accessKey, secretKey: credentials.secretKey,
-                             sessionToken: credentials.sessionToken, region: region, service: "lambda")
+        signer = SigV4Signer(
+            accessKey: credentials.accessKey, secretKey: credentials.secretKey,
+            sessionToken: credentials.sessionToken, region: region, service: "lambda")
         self.http = http
     }
 
@@ -41,7 +42,10 @@ public struct LambdaClient: Sendable {
             }
             ai = a.pointee.ai_next
         }
-        throw APIError(code: "Unreachable", message: "cannot reach petreld at \(endpoint.absoluteString): nothing answers there; is it running? Start it with Scripts/run.", status: 0)
+        throw APIError(
+            code: "Unreachable",
+            message: "cannot reach petreld at \(endpoint.absoluteString): nothing answers there; is it running? Start it with Scripts/run.",
+            status: 0)
     }
 
     public struct Response: Sendable {
@@ -68,8 +72,10 @@ public struct LambdaClient: Sendable {
         return comps.url!
     }
 
-    public func send(_ method: String, _ path: String, query: [String: String] = [:], headers: [String: String] = [:],
-                     body: [UInt8] = [], service: String = "lambda", timeout: TimeAmount = .seconds(960)) async throws -> Response {
+    public func send(
+        _ method: String, _ path: String, query: [String: String] = [:], headers: [String: String] = [:],
+        body: [UInt8] = [], service: String = "lambda", timeout: TimeAmount = .seconds(960)
+    ) async throws -> Response {
         let url = url(path, query: query)
         var s = signer
         s.service = service
@@ -85,7 +91,10 @@ public struct LambdaClient: Sendable {
         do {
             response = try await http.execute(request, timeout: timeout)
         } catch {
-            throw APIError(code: "Unreachable", message: "cannot reach petreld at \(endpoint.absoluteString) (\(error)); is it running? Start it with Scripts/run.", status: 0)
+            throw APIError(
+                code: "Unreachable",
+                message: "cannot reach petreld at \(endpoint.absoluteString) (\(error)); is it running? Start it with Scripts/run.",
+                status: 0)
         }
         let bytes = Array(buffer: try await response.body.collect(upTo: 64 * 1024 * 1024))
         var h: [String: String] = [:]

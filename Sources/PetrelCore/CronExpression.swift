@@ -40,7 +40,8 @@ public struct CronExpression: Sendable, Equatable {
     public init(fields text: String) throws(Invalid) {
         let f = text.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
         guard f.count == 6 else {
-            throw Invalid(description: "a cron expression has six fields (minutes hours day-of-month month day-of-week year), not \(f.count)")
+            throw Invalid(
+                description: "a cron expression has six fields (minutes hours day-of-month month day-of-week year), not \(f.count)")
         }
         minutes = try Self.field(f[0], "minutes", 0...59)
         hours = try Self.field(f[1], "hours", 0...23)
@@ -59,7 +60,10 @@ public struct CronExpression: Sendable, Equatable {
     static func number(_ s: Substring, _ name: String, _ range: ClosedRange<Int>, names: [String] = []) throws(Invalid) -> Int {
         if let i = names.firstIndex(of: s.uppercased()) { return i + range.lowerBound }
         guard let n = Int(s), range.contains(n) else {
-            throw Invalid(description: "\(name): \(s) is not a value in \(range.lowerBound)–\(range.upperBound)\(names.isEmpty ? "" : " or a name like \(names[0])")")
+            throw Invalid(
+                description:
+                    "\(name): \(s) is not a value in \(range.lowerBound)–\(range.upperBound)\(names.isEmpty ? "" : " or a name like \(names[0])")"
+            )
         }
         return n
     }
@@ -89,7 +93,8 @@ public struct CronExpression: Sendable, Equatable {
                 step = n
             }
             let base = parts[0]
-            var lo: Int, hi: Int
+            var lo: Int
+            var hi: Int
             if base == "*" {
                 (lo, hi) = (range.lowerBound, range.upperBound)
             } else if let dash = base.firstIndex(of: "-") {

@@ -12,8 +12,10 @@ public struct EventInvokeConfig: Sendable, Codable, Equatable {
     public static let defaultRetries = 2
     public static let defaultAgeSeconds = 21_600
 
-    public init(maximumRetryAttempts: Int = EventInvokeConfig.defaultRetries, maximumEventAgeSeconds: Int = EventInvokeConfig.defaultAgeSeconds,
-                onSuccess: String? = nil, onFailure: String? = nil, lastModified: Date = Date()) {
+    public init(
+        maximumRetryAttempts: Int = EventInvokeConfig.defaultRetries, maximumEventAgeSeconds: Int = EventInvokeConfig.defaultAgeSeconds,
+        onSuccess: String? = nil, onFailure: String? = nil, lastModified: Date = Date()
+    ) {
         self.maximumRetryAttempts = maximumRetryAttempts
         self.maximumEventAgeSeconds = maximumEventAgeSeconds
         self.onSuccess = onSuccess
@@ -23,13 +25,16 @@ public struct EventInvokeConfig: Sendable, Codable, Equatable {
 
     public static func checkRetries(_ n: Int) throws(DomainError) {
         guard (0...2).contains(n) else {
-            throw DomainError.constraint("\(n)", at: "maximumRetryAttempts", "Member must have value less than or equal to 2 and greater than or equal to 0")
+            throw DomainError.constraint(
+                "\(n)", at: "maximumRetryAttempts", "Member must have value less than or equal to 2 and greater than or equal to 0")
         }
     }
 
     public static func checkAge(_ n: Int) throws(DomainError) {
         guard (60...21_600).contains(n) else {
-            throw DomainError.constraint("\(n)", at: "maximumEventAgeInSeconds", "Member must have value less than or equal to 21600 and greater than or equal to 60")
+            throw DomainError.constraint(
+                "\(n)", at: "maximumEventAgeInSeconds", "Member must have value less than or equal to 21600 and greater than or equal to 60"
+            )
         }
     }
 }
@@ -48,7 +53,10 @@ public enum Destination: Sendable, Equatable {
     public init(parsing arn: String, account: String, region: String) throws(DomainError) {
         let p = arn.split(separator: ":", maxSplits: 6, omittingEmptySubsequences: false).map(String.init)
         func refuse(_ why: String) -> DomainError {
-            DomainError(.invalidParameter, "The destination ARN \(arn) is not valid: \(why). Name a function of this account (arn:aws:lambda:\(region):\(account):function:NAME) or Petrel's dead-letter queue (arn:aws:sqs:::\(Self.queueName)).")
+            DomainError(
+                .invalidParameter,
+                "The destination ARN \(arn) is not valid: \(why). Name a function of this account (arn:aws:lambda:\(region):\(account):function:NAME) or Petrel's dead-letter queue (arn:aws:sqs:::\(Self.queueName))."
+            )
         }
         guard p.count >= 6, p[0] == "arn", p[1] == "aws" else { throw refuse("it is not an ARN") }
         guard p[3].isEmpty || p[3] == region, p[4].isEmpty || p[4] == account else {

@@ -31,7 +31,8 @@ public enum FastIDs {
 
     /// A lower-case UUID (version 4 layout).
     public static func uuid() -> String {
-        let a = next(), b = next()
+        let a = next()
+        let b = next()
         let hi = (a & 0xFFFF_FFFF_FFFF_0FFF) | 0x4000
         let lo = (b & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000
         return hex(hi >> 32, 8) + "-" + hex(hi >> 16, 4) + "-" + hex(hi, 4) + "-" + hex(lo >> 48, 4) + "-" + hex(lo, 12)

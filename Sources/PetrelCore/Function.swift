@@ -31,11 +31,13 @@ public struct FunctionRecord: Sendable, Codable, Equatable {
     /// The account key that seals the environment variables (nil: the platform's key).
     public var kmsKeyArn: String?
 
-    public init(account: String, name: String, runtime: FunctionRuntime, handler: String?, role: String, description: String = "",
-                memoryMB: Int = FunctionLimits.defaultMemoryMB, timeoutSeconds: Int = FunctionLimits.defaultTimeoutSeconds,
-                ephemeralStorageMB: Int = FunctionLimits.defaultEphemeralStorageMB, environment: [String: String] = [:],
-                codeSha256: String, codeSize: Int, lastModified: Date = Date(), revisionId: String = UUID().uuidString.lowercased(),
-                architectures: [String] = ["x86_64"]) {
+    public init(
+        account: String, name: String, runtime: FunctionRuntime, handler: String?, role: String, description: String = "",
+        memoryMB: Int = FunctionLimits.defaultMemoryMB, timeoutSeconds: Int = FunctionLimits.defaultTimeoutSeconds,
+        ephemeralStorageMB: Int = FunctionLimits.defaultEphemeralStorageMB, environment: [String: String] = [:],
+        codeSha256: String, codeSize: Int, lastModified: Date = Date(), revisionId: String = UUID().uuidString.lowercased(),
+        architectures: [String] = ["x86_64"]
+    ) {
         self.account = account
         self.name = name
         self.runtime = runtime
@@ -119,9 +121,11 @@ public struct FunctionSettings: Sendable, Equatable {
     public var ephemeralStorageMB: Int?
     public var environment: [String: String]?
 
-    public init(runtime: String? = nil, handler: String? = nil, role: String? = nil, description: String? = nil,
-                memoryMB: Int? = nil, timeoutSeconds: Int? = nil, ephemeralStorageMB: Int? = nil,
-                environment: [String: String]? = nil) {
+    public init(
+        runtime: String? = nil, handler: String? = nil, role: String? = nil, description: String? = nil,
+        memoryMB: Int? = nil, timeoutSeconds: Int? = nil, ephemeralStorageMB: Int? = nil,
+        environment: [String: String]? = nil
+    ) {
         self.runtime = runtime
         self.handler = handler
         self.role = role
@@ -135,35 +139,46 @@ public struct FunctionSettings: Sendable, Equatable {
     /// Checks every field that is present, in Lambda's words.
     public func validate() throws {
         if let r = runtime, FunctionRuntime(rawValue: r) == nil {
-            throw DomainError(.invalidParameter, "The runtime parameter of \(r) is not supported by Petrel. Supported runtimes: \(FunctionRuntime.supportedList).")
+            throw DomainError(
+                .invalidParameter,
+                "The runtime parameter of \(r) is not supported by Petrel. Supported runtimes: \(FunctionRuntime.supportedList).")
         }
         if let h = handler {
             guard (1...128).contains(h.count), !h.contains(where: \.isWhitespace) else {
-                throw DomainError.constraint(h, at: "handler", "Member must satisfy regular expression pattern: [^\\s]+ and have length between 1 and 128")
+                throw DomainError.constraint(
+                    h, at: "handler", "Member must satisfy regular expression pattern: [^\\s]+ and have length between 1 and 128")
             }
         }
         if let role {
             guard Self.isRoleARN(role) else {
-                throw DomainError.constraint(role, at: "role", "Member must satisfy regular expression pattern: arn:(aws[a-zA-Z-]*)?:iam::\\d{12}:role/?[a-zA-Z_0-9+=,.@\\-_/]+")
+                throw DomainError.constraint(
+                    role, at: "role",
+                    "Member must satisfy regular expression pattern: arn:(aws[a-zA-Z-]*)?:iam::\\d{12}:role/?[a-zA-Z_0-9+=,.@\\-_/]+")
             }
         }
         if let d = description, d.count > 256 {
             throw DomainError.constraint(d, at: "description", "Member must have length less than or equal to 256")
         }
         if let m = memoryMB, !FunctionLimits.memoryMB.contains(m) {
-            throw DomainError.constraint("\(m)", at: "memorySize", m < FunctionLimits.memoryMB.lowerBound
-                ? "Member must have value greater than or equal to \(FunctionLimits.memoryMB.lowerBound)"
-                : "Member must have value less than or equal to \(FunctionLimits.memoryMB.upperBound)")
+            throw DomainError.constraint(
+                "\(m)", at: "memorySize",
+                m < FunctionLimits.memoryMB.lowerBound
+                    ? "Member must have value greater than or equal to \(FunctionLimits.memoryMB.lowerBound)"
+                    : "Member must have value less than or equal to \(FunctionLimits.memoryMB.upperBound)")
         }
         if let t = timeoutSeconds, !FunctionLimits.timeoutSeconds.contains(t) {
-            throw DomainError.constraint("\(t)", at: "timeout", t < 1
-                ? "Member must have value greater than or equal to 1"
-                : "Member must have value less than or equal to \(FunctionLimits.timeoutSeconds.upperBound)")
+            throw DomainError.constraint(
+                "\(t)", at: "timeout",
+                t < 1
+                    ? "Member must have value greater than or equal to 1"
+                    : "Member must have value less than or equal to \(FunctionLimits.timeoutSeconds.upperBound)")
         }
         if let e = ephemeralStorageMB, !FunctionLimits.ephemeralStorageMB.contains(e) {
-            throw DomainError.constraint("\(e)", at: "ephemeralStorage.size", e < FunctionLimits.ephemeralStorageMB.lowerBound
-                ? "Member must have value greater than or equal to \(FunctionLimits.ephemeralStorageMB.lowerBound)"
-                : "Member must have value less than or equal to \(FunctionLimits.ephemeralStorageMB.upperBound)")
+            throw DomainError.constraint(
+                "\(e)", at: "ephemeralStorage.size",
+                e < FunctionLimits.ephemeralStorageMB.lowerBound
+                    ? "Member must have value greater than or equal to \(FunctionLimits.ephemeralStorageMB.lowerBound)"
+                    : "Member must have value less than or equal to \(FunctionLimits.ephemeralStorageMB.upperBound)")
         }
         if let env = environment { try Self.validateEnvironment(env) }
     }
@@ -176,8 +191,9 @@ public struct FunctionSettings: Sendable, Equatable {
             throw DomainError(.invalidParameter, "Runtime is required.")
         }
         guard let role else { throw DomainError(.invalidParameter, "Role is required.") }
-        var record = FunctionRecord(account: account, name: name, runtime: runtime, handler: handler, role: role, codeSha256: codeSha256,
-                                    codeSize: codeSize)
+        var record = FunctionRecord(
+            account: account, name: name, runtime: runtime, handler: handler, role: role, codeSha256: codeSha256,
+            codeSize: codeSize)
         apply(to: &record)
         return record
     }
@@ -208,15 +224,20 @@ public struct FunctionSettings: Sendable, Equatable {
 
     static func validateEnvironment(_ env: [String: String]) throws {
         for key in env.keys.sorted() {
-            let ok = key.utf8.count >= 2 && key.utf8.first.map { ($0 | 0x20) >= 0x61 && ($0 | 0x20) <= 0x7a } == true
+            let ok =
+                key.utf8.count >= 2 && key.utf8.first.map { ($0 | 0x20) >= 0x61 && ($0 | 0x20) <= 0x7a } == true
                 && key.utf8.allSatisfy { FunctionReference.isNameByte($0) && $0 != 0x2d }
             guard ok else {
-                throw DomainError.constraint(key, at: "environment.variables", "Member must satisfy regular expression pattern: [a-zA-Z]([a-zA-Z0-9_])+")
+                throw DomainError.constraint(
+                    key, at: "environment.variables", "Member must satisfy regular expression pattern: [a-zA-Z]([a-zA-Z0-9_])+")
             }
         }
         let reserved = env.keys.filter(reservedVariables.contains).sorted()
         if !reserved.isEmpty {
-            throw DomainError(.invalidParameter, "Lambda was unable to configure your environment variables because the environment variables you have provided contains reserved keys that are currently not supported for modification. Reserved keys used in this request: \(reserved.joined(separator: ", "))")
+            throw DomainError(
+                .invalidParameter,
+                "Lambda was unable to configure your environment variables because the environment variables you have provided contains reserved keys that are currently not supported for modification. Reserved keys used in this request: \(reserved.joined(separator: ", "))"
+            )
         }
         if env.values.contains(where: { $0.contains("\0") }) {
             throw DomainError(.invalidParameter, "Environment variable values may not contain NUL characters.")
@@ -224,14 +245,18 @@ public struct FunctionSettings: Sendable, Equatable {
         // Lambda measures the variables as JSON.
         let data = (try? JSONSerialization.data(withJSONObject: env, options: [.sortedKeys])) ?? Data()
         if data.count > environmentLimitBytes {
-            throw DomainError(.invalidParameter, "Lambda was unable to configure your environment variables because the environment variables you have provided exceeded the 4KB limit. String measured: \(data.count) bytes")
+            throw DomainError(
+                .invalidParameter,
+                "Lambda was unable to configure your environment variables because the environment variables you have provided exceeded the 4KB limit. String measured: \(data.count) bytes"
+            )
         }
     }
 
     static func isRoleARN(_ s: String) -> Bool {
         let p = s.split(separator: ":", maxSplits: 5, omittingEmptySubsequences: false)
         guard p.count == 6, p[0] == "arn", p[1].hasPrefix("aws"), p[2] == "iam", p[3].isEmpty,
-              FunctionReference.isAccount(String(p[4])), p[5].hasPrefix("role/"), p[5].count > 5 else { return false }
+            FunctionReference.isAccount(String(p[4])), p[5].hasPrefix("role/"), p[5].count > 5
+        else { return false }
         let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+=,.@-_/")
         return p[5].allSatisfy(allowed.contains)
     }

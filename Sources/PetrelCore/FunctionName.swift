@@ -9,14 +9,18 @@ public struct FunctionReference: Sendable, Equatable {
     /// Parses and validates; throws the domain's validation error when it is none of the forms.
     public init(parsing raw: String, field: String = "functionName") throws {
         func bad() -> DomainError {
-            .constraint(raw, at: field, "Member must satisfy regular expression pattern: (arn:(aws[a-zA-Z-]*)?:lambda:)?([a-z]{2}(-gov)?-[a-z]+-\\d{1}:)?(\\d{12}:)?(function:)?([a-zA-Z0-9-_\\.]+)(:(\\$LATEST|[a-zA-Z0-9-_]+))?")
+            .constraint(
+                raw, at: field,
+                "Member must satisfy regular expression pattern: (arn:(aws[a-zA-Z-]*)?:lambda:)?([a-z]{2}(-gov)?-[a-z]+-\\d{1}:)?(\\d{12}:)?(function:)?([a-zA-Z0-9-_\\.]+)(:(\\$LATEST|[a-zA-Z0-9-_]+))?"
+            )
         }
         guard !raw.isEmpty, raw.utf8.count <= 170 else { throw bad() }
         var parts = raw.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
         if parts.first == "arn" {
             // arn:PARTITION:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]
             guard parts.count == 7 || parts.count == 8, parts[1].hasPrefix("aws"), parts[2] == "lambda", parts[5] == "function",
-                  Self.isRegion(parts[3]), Self.isAccount(parts[4]) else { throw bad() }
+                Self.isRegion(parts[3]), Self.isAccount(parts[4])
+            else { throw bad() }
             region = parts[3]
             account = parts[4]
             parts = Array(parts[6...])

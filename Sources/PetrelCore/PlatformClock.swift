@@ -17,7 +17,8 @@ public struct PlatformClock: Sendable {
     public func nowMillis() -> Int64 {
         let real = Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
         guard let offsetFile, let text = try? String(contentsOfFile: offsetFile, encoding: .utf8),
-              let offset = Int64(text.trimmingCharacters(in: .whitespacesAndNewlines)) else { return real }
+            let offset = Int64(text.trimmingCharacters(in: .whitespacesAndNewlines))
+        else { return real }
         return real + offset
     }
 }

@@ -29,7 +29,8 @@ public enum ScheduleExpression: Sendable, Equatable, CustomStringConvertible {
             let singular = word.hasSuffix("s") ? String(word.dropLast()) : word
             guard let unit = RateUnit(rawValue: singular) else { throw invalid("the unit must be minute(s), hour(s) or day(s)") }
             guard (n == 1) == (word == singular) else {
-                throw invalid(n == 1 ? "a value of 1 takes the singular unit (\(singular))" : "a value above 1 takes the plural unit (\(singular)s)")
+                throw invalid(
+                    n == 1 ? "a value of 1 takes the singular unit (\(singular))" : "a value above 1 takes the plural unit (\(singular)s)")
             }
             self = .rate(amount: n, unit: unit)
         } else if s.hasPrefix("cron(") {

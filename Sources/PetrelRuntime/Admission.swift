@@ -35,11 +35,12 @@ struct Admission: Sendable {
         }
 
         var error: RuntimeError {
-            let message = switch self {
-            case .account: "Rate Exceeded. The account's concurrency limit is reached."
-            case .reserved: "Rate Exceeded. The function's reserved concurrency is reached."
-            case .capacity: "Rate Exceeded. The host's memory budget for instances is used up and no idle instance can be evicted."
-            }
+            let message =
+                switch self {
+                case .account: "Rate Exceeded. The account's concurrency limit is reached."
+                case .reserved: "Rate Exceeded. The function's reserved concurrency is reached."
+                case .capacity: "Rate Exceeded. The host's memory budget for instances is used up and no idle instance can be evicted."
+                }
             return RuntimeError(.throttled, message, reason: reason)
         }
     }
@@ -69,11 +70,15 @@ struct Admission: Sendable {
     mutating func setReserved(_ function: String, _ value: Int?) throws(DomainError) {
         if let value {
             guard value >= 0 else {
-                throw DomainError.constraint("\(value)", at: "reservedConcurrentExecutions", "Member must have value greater than or equal to 0")
+                throw DomainError.constraint(
+                    "\(value)", at: "reservedConcurrentExecutions", "Member must have value greater than or equal to 0")
             }
             let others = reservedSum - (reserved[function] ?? 0)
             guard accountLimit - others - value >= minimumUnreserved else {
-                throw DomainError(.invalidParameter, "Specified ReservedConcurrentExecutions for function decreases account's UnreservedConcurrentExecution below its minimum value of [\(minimumUnreserved)].")
+                throw DomainError(
+                    .invalidParameter,
+                    "Specified ReservedConcurrentExecutions for function decreases account's UnreservedConcurrentExecution below its minimum value of [\(minimumUnreserved)]."
+                )
             }
         }
         reserved[function] = value

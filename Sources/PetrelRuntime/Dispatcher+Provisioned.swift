@@ -34,19 +34,24 @@ extension Dispatcher {
         guard let p = provisioned[name] else { return nil }
         // Allocated: initialized and in the pool (an instance still in its init does not count yet;
         // counting it as soon as its runtime is up would report READY before it is available).
-        let mine = live.values.filter { $0.function.key == name && provisionedReady.contains(ObjectIdentifier($0))
-                                        && $0.function.revisionId == p.function.revisionId && $0.isUsable }
+        let mine = live.values.filter {
+            $0.function.key == name && provisionedReady.contains(ObjectIdentifier($0))
+                && $0.function.revisionId == p.function.revisionId && $0.isUsable
+        }
         let allocated = mine.count
         let available = idle.members(of: name).filter { isProvisioned($0) }.count
         let status = p.failure != nil ? "FAILED" : (allocated >= p.requested ? "READY" : "IN_PROGRESS")
-        return ProvisionedStatus(requested: p.requested, allocated: min(allocated, p.requested), available: min(available, p.requested),
-                                 status: status, reason: p.failure, lastModified: p.lastModified)
+        return ProvisionedStatus(
+            requested: p.requested, allocated: min(allocated, p.requested), available: min(available, p.requested),
+            status: status, reason: p.failure, lastModified: p.lastModified)
     }
 
     /// Starts what is missing of every provisioned set (one round; the maintenance loop repeats it).
     public func maintainProvisioned() async {
         for (name, p) in provisioned where p.failure == nil && !stopping {
-            let have = live.values.filter { $0.function.key == name && isProvisioned($0) && $0.function.revisionId == p.function.revisionId }.count
+            let have = live.values.filter {
+                $0.function.key == name && isProvisioned($0) && $0.function.revisionId == p.function.revisionId
+            }.count
             let missing = p.requested - have - p.starting
             guard missing > 0 else { continue }
             provisioned[name]?.starting += missing
@@ -62,7 +67,8 @@ extension Dispatcher {
         do {
             instance = try await start(function)
         } catch {
-            provisioned[function.key]?.failure = error.code == .throttled
+            provisioned[function.key]?.failure =
+                error.code == .throttled
                 ? "The host's memory budget for instances cannot hold the provisioned instances."
                 : "An instance could not start: \(error)"
             return

@@ -74,9 +74,10 @@ public actor Dispatcher {
     }
 
     public var snapshot: Snapshot {
-        return Snapshot(live: live.count, idle: idle.count, memoryInUseMB: admission.memoryInUseMB,
-                        memoryBudgetMB: admission.memoryBudgetMB, concurrentExecutions: admission.totalInFlight,
-                        accountLimit: admission.accountLimit, unreservedLimit: admission.unreservedLimit)
+        return Snapshot(
+            live: live.count, idle: idle.count, memoryInUseMB: admission.memoryInUseMB,
+            memoryBudgetMB: admission.memoryBudgetMB, concurrentExecutions: admission.totalInFlight,
+            accountLimit: admission.accountLimit, unreservedLimit: admission.unreservedLimit)
     }
 
     // MARK: - reserved concurrency
@@ -104,8 +105,10 @@ public actor Dispatcher {
     /// Invokes like `invoke`, but waits up to `patience` for capacity instead of
     /// answering 429 at once (asynchronous events; the caller postpones an event
     /// still throttled after that, so one function's queue cannot hold every worker).
-    public func invokeWhenAdmitted(_ function: FunctionRecord, _ request: InvocationRequest,
-                                   patience: Duration = .seconds(1)) async throws(RuntimeError) -> InvocationResult {
+    public func invokeWhenAdmitted(
+        _ function: FunctionRecord, _ request: InvocationRequest,
+        patience: Duration = .seconds(1)
+    ) async throws(RuntimeError) -> InvocationResult {
         let deadline = ContinuousClock.now + patience
         while !stopping {
             var trial = admission
@@ -287,8 +290,9 @@ public actor Dispatcher {
         // Among the most recently used few, one on this thread's event loop saves the
         // invocation two thread hand-offs (see LoopAffineExecutor).
         let here = MultiThreadedEventLoopGroup.currentEventLoop
-        let (taken, stale) = idle.take(f.key, preferred: { here != nil && $0.loop === here },
-                                       usable: { $0.function.revisionId == f.revisionId && $0.isUsable })
+        let (taken, stale) = idle.take(
+            f.key, preferred: { here != nil && $0.loop === here },
+            usable: { $0.function.revisionId == f.revisionId && $0.isUsable })
         for i in stale { retire(i, because: .afterCrash) }
         return taken
     }
@@ -327,7 +331,8 @@ public actor Dispatcher {
                     // The code's own sentence (missing, altered, not unpacked) is what the caller needs.
                     cont.resume(returning: .failure(RuntimeError(.startFailed, e.message, cause: e)))
                 } catch {
-                    cont.resume(returning: .failure(RuntimeError(.startFailed, "Petrel could not start an instance: \(error)", cause: error)))
+                    cont.resume(
+                        returning: .failure(RuntimeError(.startFailed, "Petrel could not start an instance: \(error)", cause: error)))
                 }
             }
         }
@@ -340,8 +345,10 @@ public actor Dispatcher {
         return instance
     }
 
-    private func finish(_ instance: Instance, _ request: InvocationRequest, _ outcome: InvocationOutcome,
-                        cold: Bool, startedNanos: UInt64) -> InvocationResult {
+    private func finish(
+        _ instance: Instance, _ request: InvocationRequest, _ outcome: InvocationOutcome,
+        cold: Bool, startedNanos: UInt64
+    ) -> InvocationResult {
         let durationMs = Double(DispatchTime.now().uptimeNanoseconds - startedNanos) / 1e6
         let peakMB = instance.peakMemoryMB()
         let initMs = cold ? instance.initDurationMs : nil
@@ -364,12 +371,15 @@ public actor Dispatcher {
             status = f.reportStatus
         }
         instance.log.platform(PlatformLines.end(request.requestID))
-        instance.log.platform(PlatformLines.report(request.requestID, durationMs: durationMs, memoryMB: instance.function.memoryMB,
-                                                   maxMemoryUsedMB: peakMB, initDurationMs: initMs, status: status))
+        instance.log.platform(
+            PlatformLines.report(
+                request.requestID, durationMs: durationMs, memoryMB: instance.function.memoryMB,
+                maxMemoryUsedMB: peakMB, initDurationMs: initMs, status: status))
         let (tail, logSeq) = instance.log.endTail(build: request.wantsLogTail)
-        return InvocationResult(payload: payload, functionError: functionError, errorType: errorType, logTail: tail, logSequence: logSeq,
-                                executedVersion: "$LATEST", coldStart: cold, durationMs: durationMs, initDurationMs: initMs,
-                                phases: cold ? instance.coldStartPhases : nil)
+        return InvocationResult(
+            payload: payload, functionError: functionError, errorType: errorType, logTail: tail, logSequence: logSeq,
+            executedVersion: "$LATEST", coldStart: cold, durationMs: durationMs, initDurationMs: initMs,
+            phases: cold ? instance.coldStartPhases : nil)
     }
 }
 

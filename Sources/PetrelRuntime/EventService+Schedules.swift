@@ -44,12 +44,15 @@ extension EventService {
 
     private func fire(_ s: ScheduleRecord, slot: Int64) async throws {
         let id = FastIDs.uuid()
-        let payload = s.input.map { Data($0.utf8) }
+        let payload =
+            s.input.map { Data($0.utf8) }
             ?? EventDocuments.scheduledEvent(id: id, account: s.account, region: settings.region, schedule: s.name, slot: slot)
-        let event = QueuedEvent(id: id, account: s.account, function: s.function, payload: payload, created: settings.clock.nowMillis(),
-                                source: "schedule")
+        let event = QueuedEvent(
+            id: id, account: s.account, function: s.function, payload: payload, created: settings.clock.nowMillis(),
+            source: "schedule")
         if try await schedules.fire(s, slot: slot, event: event) {
-            logger.debug("fired a schedule", metadata: ["schedule.name": "\(s.name)", "schedule.slot": "\(slot)", "invocation.id": "\(id)"])
+            logger.debug(
+                "fired a schedule", metadata: ["schedule.name": "\(s.name)", "schedule.slot": "\(slot)", "invocation.id": "\(id)"])
             wakeup.ring()
         }
     }

@@ -18,8 +18,10 @@ public struct EventSettings: Sendable {
     public var region: String
     public var clock: PlatformClock
 
-    public init(workers: Int = 32, retryDelaySeconds: Int = 60, drainTimeout: Duration = .seconds(30), region: String = "us-east-1",
-                clock: PlatformClock = PlatformClock()) {
+    public init(
+        workers: Int = 32, retryDelaySeconds: Int = 60, drainTimeout: Duration = .seconds(30), region: String = "us-east-1",
+        clock: PlatformClock = PlatformClock()
+    ) {
         self.workers = workers
         self.retryDelaySeconds = retryDelaySeconds
         self.drainTimeout = drainTimeout
@@ -52,8 +54,10 @@ public final class EventService: Service, Sendable {
     }
     private let state = Mutex(State())
 
-    public init(store: EventStore, schedules: ScheduleStore, functions: FunctionStore, dispatcher: Dispatcher,
-                settings: EventSettings, logger: Logger) {
+    public init(
+        store: EventStore, schedules: ScheduleStore, functions: FunctionStore, dispatcher: Dispatcher,
+        settings: EventSettings, logger: Logger
+    ) {
         self.store = store
         self.schedules = schedules
         self.functions = functions
@@ -148,8 +152,9 @@ public final class EventService: Service, Sendable {
     func attempt(_ e: QueuedEvent) async {
         do {
             guard let f = try functions.get(account: e.account, e.function) else {
-                logger.notice("dropped an event: its function no longer exists",
-                              metadata: ["invocation.id": "\(e.id)", "function.name": "\(e.function)"])
+                logger.notice(
+                    "dropped an event: its function no longer exists",
+                    metadata: ["invocation.id": "\(e.id)", "function.name": "\(e.function)"])
                 count(e, "dropped")
                 try await store.finish(e, then: .none)
                 return
@@ -174,7 +179,7 @@ public final class EventService: Service, Sendable {
                         logger.warning("cannot sync the log journal", metadata: ["invocation.id": "\(e.id)", "error": "\(error)"])
                     }
                 }
-            } catch where error.code == .throttled && !stopping {
+            } catch  where error.code == .throttled && !stopping {
                 // No capacity for this function now: it waits its turn (not an attempt), while other work runs.
                 try await store.postpone(e, due: settings.clock.nowMillis() + 250)
                 count(e, "throttled")
@@ -182,8 +187,9 @@ public final class EventService: Service, Sendable {
             } catch {
                 if stopping { return } // the platform is going down: the event stays queued
                 // The platform could not run it: in the record, as Lambda names a failure of its own.
-                outcome = .init(payload: Data("{\"errorType\":\"ServiceException\",\"errorMessage\":\(EventDocuments.string(error.message))}".utf8),
-                                functionError: "Unhandled")
+                outcome = .init(
+                    payload: Data("{\"errorType\":\"ServiceException\",\"errorMessage\":\(EventDocuments.string(error.message))}".utf8),
+                    functionError: "Unhandled")
             }
             if state.withLock({ $0.abandoned }) { return }
             let attempts = e.attempts + 1
@@ -192,8 +198,9 @@ public final class EventService: Service, Sendable {
                 count(e, "succeeded")
             } else if attempts <= config.maximumRetryAttempts {
                 let delay = Int64(settings.retryDelaySeconds) * 1000 << Int64(attempts - 1)
-                try await store.retry(e, attempts: attempts, due: settings.clock.nowMillis() + delay, response: outcome.payload,
-                                      error: outcome.functionError ?? "Unhandled")
+                try await store.retry(
+                    e, attempts: attempts, due: settings.clock.nowMillis() + delay, response: outcome.payload,
+                    error: outcome.functionError ?? "Unhandled")
                 count(e, "retried")
             } else {
                 try await giveUp(e, f, config, condition: "RetriesExhausted", attempts: attempts, response: outcome)
@@ -208,30 +215,43 @@ public final class EventService: Service, Sendable {
         dispatcher.metrics.asyncEvent(e.account + ":" + e.function, outcome: outcome)
     }
 
-    private func giveUp(_ e: QueuedEvent, _ f: FunctionRecord, _ config: EventInvokeConfig, condition: String, attempts: Int,
-                        response: EventDocuments.Response?) async throws {
-        logger.notice("an event failed for good", metadata: ["invocation.id": "\(e.id)", "function.name": "\(f.name)",
-                                                             "event.condition": "\(condition)", "event.attempts": "\(attempts)"])
+    private func giveUp(
+        _ e: QueuedEvent, _ f: FunctionRecord, _ config: EventInvokeConfig, condition: String, attempts: Int,
+        response: EventDocuments.Response?
+    ) async throws {
+        logger.notice(
+            "an event failed for good",
+            metadata: [
+                "invocation.id": "\(e.id)", "function.name": "\(f.name)",
+                "event.condition": "\(condition)", "event.attempts": "\(attempts)",
+            ])
         try await handOff(e, f, destination: config.onFailure, condition: condition, attempts: attempts, response: response)
         count(e, condition == "EventAgeExceeded" ? "expired" : "failed")
     }
 
     /// Removes the event and, in the same transaction, hands its record to `destination`.
-    private func handOff(_ e: QueuedEvent, _ f: FunctionRecord, destination: String?, condition: String, attempts: Int,
-                         response: EventDocuments.Response?) async throws {
+    private func handOff(
+        _ e: QueuedEvent, _ f: FunctionRecord, destination: String?, condition: String, attempts: Int,
+        response: EventDocuments.Response?
+    ) async throws {
         let handoff: EventStore.Handoff
         let now = settings.clock.nowMillis()
         if let destination, let target = try? Destination(parsing: destination, account: f.account, region: settings.region) {
             let arn = FunctionARN(region: settings.region, account: f.account, name: f.name, qualifier: "$LATEST").description
-            let record = EventDocuments.invocationRecord(requestID: e.id, functionARN: arn, condition: condition, attempts: attempts,
-                                                         now: now, requestPayload: e.payload, response: response)
+            let record = EventDocuments.invocationRecord(
+                requestID: e.id, functionARN: arn, condition: condition, attempts: attempts,
+                now: now, requestPayload: e.payload, response: response)
             switch target {
             case .deadLetterQueue:
-                handoff = .deadLetter(DeadLetter(account: f.account, function: f.name, requestID: e.id, condition: condition,
-                                                 created: now, record: record, payload: e.payload))
+                handoff = .deadLetter(
+                    DeadLetter(
+                        account: f.account, function: f.name, requestID: e.id, condition: condition,
+                        created: now, record: record, payload: e.payload))
             case .function(let account, let name):
-                handoff = .event(QueuedEvent(id: FastIDs.uuid(), account: account, function: name, payload: record, created: now,
-                                             source: "destination"))
+                handoff = .event(
+                    QueuedEvent(
+                        id: FastIDs.uuid(), account: account, function: name, payload: record, created: now,
+                        source: "destination"))
             }
         } else {
             handoff = .none

@@ -21,12 +21,15 @@ struct IdlePool<Member: AnyObject> {
     /// The member for the next invocation: among the `nearby` most recently used, the most
     /// recent one `preferred` accepts (when there is a choice at all), else the most recently
     /// used. Members on the way that `usable` refuses are taken out and handed back as `stale`.
-    mutating func take(_ function: String, nearby: Int = 8, preferred: (Member) -> Bool,
-                       usable: (Member) -> Bool) -> (member: Member?, stale: [Member]) {
+    mutating func take(
+        _ function: String, nearby: Int = 8, preferred: (Member) -> Bool,
+        usable: (Member) -> Bool
+    ) -> (member: Member?, stale: [Member]) {
         guard var list = entries[function] else { return (nil, []) }
         defer { entries[function] = list.isEmpty ? nil : list }
         if list.count > 1, let i = list.indices.reversed().prefix(nearby).first(where: { preferred(list[$0].member) }),
-           usable(list[i].member) {
+            usable(list[i].member)
+        {
             return (list.remove(at: i).member, [])
         }
         var stale: [Member] = []
@@ -48,7 +51,8 @@ struct IdlePool<Member: AnyObject> {
     /// asking it once per member, least recently used first.
     mutating func removeAll(_ function: String, where match: (Member) -> Bool = { _ in true }) -> [Member] {
         guard let list = entries[function] else { return [] }
-        var gone: [Member] = [], kept: [Entry] = []
+        var gone: [Member] = []
+        var kept: [Entry] = []
         for e in list {
             if match(e.member) { gone.append(e.member) } else { kept.append(e) }
         }

@@ -137,7 +137,11 @@ final class Instance: RuntimeAPIDelegate, Sendable {
             if running(rid) { fail(.timedOut(seconds: Double(timeoutSeconds))) }
         }
         return await withCheckedContinuation { (cont: CheckedContinuation<InvocationOutcome, Never>) in
-            enum Next { case failed(InstanceFailure), deliver(RuntimeResponder), wait }
+            enum Next {
+                case failed(InstanceFailure)
+                case deliver(RuntimeResponder)
+                case wait
+            }
             let next: Next = state.withLock { s in
                 switch s.phase {
                 case .failed(let f): return .failed(f)
@@ -225,11 +229,16 @@ final class Instance: RuntimeAPIDelegate, Sendable {
 
     /// Called once the sandbox has ended and been torn down.
     func ended(_ report: SandboxReport) {
-        let ex = InstanceFailure.exited(report: .init(oom: report.oomKilled, exitCode: report.exitCode,
-                                                      signal: report.signal, startError: report.startError))
+        let ex = InstanceFailure.exited(
+            report: .init(
+                oom: report.oomKilled, exitCode: report.exitCode,
+                signal: report.signal, startError: report.startError))
         let (servers, waiters) = state.withLock { s -> ([any Channel], [CheckedContinuation<SandboxReport?, Never>]) in
             s.report = report
-            defer { s.servers = []; s.reportWaiters = [:] }
+            defer {
+                s.servers = []
+                s.reportWaiters = [:]
+            }
             return (s.servers, Array(s.reportWaiters.values))
         }
         fail(ex)
@@ -248,7 +257,10 @@ final class Instance: RuntimeAPIDelegate, Sendable {
                 s.reportWaiters[s.nextWaiter] = cont
                 return (nil, s.nextWaiter)
             }
-            if let ready { cont.resume(returning: ready); return }
+            if let ready {
+                cont.resume(returning: ready)
+                return
+            }
             loop.scheduleTask(in: Self.nanoseconds(limit)) { [self] in
                 state.withLock { $0.reportWaiters.removeValue(forKey: id) }?.resume(returning: nil)
             }
@@ -267,7 +279,8 @@ final class Instance: RuntimeAPIDelegate, Sendable {
         switch request {
         case .next(let initStartMs):
             var initJustDone = false
-            let (waiter, deliver, old) = state.withLock { s -> (CheckedContinuation<Void, any Error>?, RuntimeAPIResponse?, RuntimeResponder?) in
+            let (waiter, deliver, old) = state.withLock {
+                s -> (CheckedContinuation<Void, any Error>?, RuntimeAPIResponse?, RuntimeResponder?) in
                 switch s.phase {
                 case .failed:
                     return (nil, nil, nil)
@@ -275,8 +288,9 @@ final class Instance: RuntimeAPIDelegate, Sendable {
                     initJustDone = true
                     s.initDurationMs = Double(DispatchTime.now().uptimeNanoseconds - launchedNanos) / 1e6
                     if let initStartMs, initStartMs >= launchedEpochMs {
-                        s.phases = ColdStartPhases(sandboxMs: sandboxMs, runtimeStartMs: initStartMs - launchedEpochMs,
-                                                   functionInitMs: InstanceLog.nowMs() - initStartMs)
+                        s.phases = ColdStartPhases(
+                            sandboxMs: sandboxMs, runtimeStartMs: initStartMs - launchedEpochMs,
+                            functionInitMs: InstanceLog.nowMs() - initStartMs)
                     } else {
                         s.phases = ColdStartPhases(sandboxMs: sandboxMs, runtimeStartMs: nil, functionInitMs: nil)
                     }
@@ -306,7 +320,10 @@ final class Instance: RuntimeAPIDelegate, Sendable {
         case .response(let id, let body, let tooLarge):
             log.drain()
             if tooLarge {
-                respond(.json(.payloadTooLarge, #"{"errorMessage":"Exceeded maximum allowed payload size (6291556 bytes).","errorType":"RequestEntityTooLarge"}"#))
+                respond(
+                    .json(
+                        .payloadTooLarge,
+                        #"{"errorMessage":"Exceeded maximum allowed payload size (6291556 bytes).","errorType":"RequestEntityTooLarge"}"#))
                 if complete(id, .failed(.responseTooLarge)) == false { return }
                 return
             }

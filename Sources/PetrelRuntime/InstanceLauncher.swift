@@ -27,7 +27,10 @@ struct InstanceLauncher: Sendable {
             Sys.close(outWrite)
             throw error
         }
-        defer { Sys.close(devnull); Sys.close(outWrite) }
+        defer {
+            Sys.close(devnull)
+            Sys.close(outWrite)
+        }
         let stream = Self.streamName()
         var spec = SandboxSpec(
             command: Self.command(function.runtime),
@@ -48,12 +51,14 @@ struct InstanceLauncher: Sendable {
             Sys.close(outRead)
             throw RuntimeError(.startFailed, "Petrel could not start an instance: \(error)", cause: error)
         }
-        let log = InstanceLog(group: LogStore.stored(account: function.account, group: function.logGroup()), stream: stream, sink: sink, fd: outRead)
+        let log = InstanceLog(
+            group: LogStore.stored(account: function.account, group: function.logGroup()), stream: stream, sink: sink, fd: outRead)
         var l = logger
         l[metadataKey: "function.name"] = "\(function.name)"
         l[metadataKey: "instance.id"] = "\(sandbox.id)"
-        let instance = Instance(id: sandbox.id, function: function, sandbox: sandbox, log: log, loop: loop, logger: l,
-                                sandboxMs: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+        let instance = Instance(
+            id: sandbox.id, function: function, sandbox: sandbox, log: log, loop: loop, logger: l,
+            sandboxMs: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
         instance.attach(servers: sandbox.listeners.values.map { RuntimeAPIServer.start(listener: $0, on: loop, delegate: instance) })
         do {
             try log.start()

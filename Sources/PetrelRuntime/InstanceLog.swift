@@ -1,7 +1,7 @@
 import Foundation
-import PetrelSystem
 import PetrelSandbox
 import PetrelStore
+import PetrelSystem
 import Synchronization
 
 /// Everything an instance writes to stdout/stderr, plus the platform's own
@@ -41,26 +41,26 @@ final class InstanceLog: Sendable {
     func readAvailable() -> Bool {
         // Runs at every response (drain): a stack buffer, not a zeroed heap array each time.
         withUnsafeTemporaryAllocation(byteCount: 16_384, alignment: 1) { buf in
-          state.withLock { s in
-            guard s.fd >= 0 else { return false }
-            while true {
-                let n: Int?
-                do { n = try Sys.readSome(s.fd, into: buf) } catch { n = 0 } // a read error ends the log as its end would
-                guard let n else { return true } // nothing more for now
-                if n > 0 {
-                    received(UnsafeRawBufferPointer(rebasing: buf[0..<n]), &s)
-                    continue
+            state.withLock { s in
+                guard s.fd >= 0 else { return false }
+                while true {
+                    let n: Int?
+                    do { n = try Sys.readSome(s.fd, into: buf) } catch { n = 0 } // a read error ends the log as its end would
+                    guard let n else { return true } // nothing more for now
+                    if n > 0 {
+                        received(UnsafeRawBufferPointer(rebasing: buf[0..<n]), &s)
+                        continue
+                    }
+                    // End of file (every process in the sandbox is gone) or an error: done.
+                    if !s.partial.isEmpty {
+                        Self.emit(&s, String(decoding: s.partial, as: UTF8.self))
+                        s.partial.removeAll()
+                    }
+                    flushLocked(&s)
+                    s.fd = -1
+                    return false
                 }
-                // End of file (every process in the sandbox is gone) or an error: done.
-                if !s.partial.isEmpty {
-                    Self.emit(&s, String(decoding: s.partial, as: UTF8.self))
-                    s.partial.removeAll()
-                }
-                flushLocked(&s)
-                s.fd = -1
-                return false
             }
-          }
         }
     }
 
@@ -141,4 +141,3 @@ final class InstanceLog: Sendable {
         }
     }
 }
-

@@ -13,8 +13,10 @@ public struct InvocationRequest: Sendable {
     /// Whether the caller wants the log's tail (LogType: Tail); building it costs.
     public var wantsLogTail = true
 
-    public init(requestID: String = FastIDs.uuid(), payload: ByteBuffer, invokedARN: String,
-                clientContext: String? = nil, cognitoIdentity: String? = nil, traceID: String = InvocationRequest.newTraceID()) {
+    public init(
+        requestID: String = FastIDs.uuid(), payload: ByteBuffer, invokedARN: String,
+        clientContext: String? = nil, cognitoIdentity: String? = nil, traceID: String = InvocationRequest.newTraceID()
+    ) {
         self.requestID = requestID
         self.payload = payload
         self.invokedARN = invokedARN

@@ -34,8 +34,10 @@ enum EventDocuments {
         var functionError: String?
     }
 
-    static func invocationRecord(requestID: String, functionARN: String, condition: String, attempts: Int, now: Int64,
-                                 requestPayload: Data, response: Response?) -> Data {
+    static func invocationRecord(
+        requestID: String, functionARN: String, condition: String, attempts: Int, now: Int64,
+        requestPayload: Data, response: Response?
+    ) -> Data {
         var json = "{\"version\":\"1.0\",\"timestamp\":\(string(isoMillis(now)))"
         json += ",\"requestContext\":{\"requestId\":\(string(requestID)),\"functionArn\":\(string(functionARN))"
         json += ",\"condition\":\(string(condition)),\"approximateInvokeCount\":\(attempts)}"
@@ -51,7 +53,8 @@ enum EventDocuments {
 
     static func scheduledEvent(id: String, account: String, region: String, schedule: String, slot: Int64) -> Data {
         let rule = "arn:aws:events:\(region):\(account):rule/\(schedule)"
-        let json = "{\"version\":\"0\",\"id\":\(string(id)),\"detail-type\":\"Scheduled Event\",\"source\":\"aws.events\""
+        let json =
+            "{\"version\":\"0\",\"id\":\(string(id)),\"detail-type\":\"Scheduled Event\",\"source\":\"aws.events\""
             + ",\"account\":\(string(account)),\"time\":\(string(isoSeconds(slot))),\"region\":\(string(region))"
             + ",\"resources\":[\(string(rule))],\"detail\":{}}"
         return Data(json.utf8)

@@ -20,7 +20,8 @@ public final class LogSink: Sendable {
     public init(store: LogStore, journal: LogJournal?, logger: Logger) {
         self.journal = journal
         let dropped = Counter(label: "petrel_log_lines_dropped_total")
-        writer = BatchWriter("log lines", logger: logger, weight: { $0.lines.count }, onLoss: { dropped.increment(by: Int64($0)) }) { batches in
+        writer = BatchWriter("log lines", logger: logger, weight: { $0.lines.count }, onLoss: { dropped.increment(by: Int64($0)) }) {
+            batches in
             let seq = batches.compactMap(\.seq).max()
             try store.append(batches.map { (group: $0.group, stream: $0.stream, lines: $0.lines) }, journaled: seq)
             if let seq { journal?.applied(through: seq) }

@@ -25,7 +25,8 @@ public final class LoopAffineExecutor: TaskExecutor {
 
     public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
-        let loop = MultiThreadedEventLoopGroup.currentEventLoop
+        let loop =
+            MultiThreadedEventLoopGroup.currentEventLoop
             ?? loops[turn.wrappingAdd(1, ordering: .relaxed).oldValue % loops.count]
         loop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
     }

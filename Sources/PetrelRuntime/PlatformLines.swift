@@ -15,9 +15,12 @@ enum PlatformLines {
 
     /// `REPORT`: duration (and what is billed: whole milliseconds up), memory size and
     /// peak, the init duration of a cold start, and the status of a failed one.
-    static func report(_ requestID: String, durationMs: Double, memoryMB: Int, maxMemoryUsedMB: Int, initDurationMs: Double?,
-                       status: String?) -> String {
-        var line = "REPORT RequestId: \(requestID)\tDuration: \(FastIDs.twoDecimals(durationMs)) ms\tBilled Duration: \(Int(durationMs.rounded(.up))) ms"
+    static func report(
+        _ requestID: String, durationMs: Double, memoryMB: Int, maxMemoryUsedMB: Int, initDurationMs: Double?,
+        status: String?
+    ) -> String {
+        var line =
+            "REPORT RequestId: \(requestID)\tDuration: \(FastIDs.twoDecimals(durationMs)) ms\tBilled Duration: \(Int(durationMs.rounded(.up))) ms"
             + "\tMemory Size: \(memoryMB) MB\tMax Memory Used: \(maxMemoryUsedMB) MB"
         if let initDurationMs { line += "\tInit Duration: \(FastIDs.twoDecimals(initDurationMs)) ms" }
         if let status { line += "\tStatus: \(status)" }

@@ -27,8 +27,10 @@ public struct RetentionService: Service {
     let storedBytes = Gauge(label: "petrel_log_stored_bytes")
     let evicted = Counter(label: "petrel_log_events_evicted_total")
 
-    public init(logs: LogStore, logDays: Int?, logBudget: Int64, audit: AuditStore, auditDays: Int?, interval: Duration = .seconds(600),
-                budgetInterval: Duration = .milliseconds(500), logger: Logger) {
+    public init(
+        logs: LogStore, logDays: Int?, logBudget: Int64, audit: AuditStore, auditDays: Int?, interval: Duration = .seconds(600),
+        budgetInterval: Duration = .milliseconds(500), logger: Logger
+    ) {
         self.logs = logs
         self.logDays = logDays
         self.logBudget = logBudget
@@ -57,8 +59,10 @@ public struct RetentionService: Service {
         let (logs, logDays, audit, auditDays) = (self.logs, self.logDays, self.audit, self.auditDays)
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         let rounds: [(what: String, result: Result<Int, any Error>)] = await blocking {
-            [("function logs", Result { try logs.expire(nowMs: now, defaultDays: logDays) }),
-             ("audit records", Result { try auditDays.map { try audit.expire(nowMs: now, days: $0) } ?? 0 })]
+            [
+                ("function logs", Result { try logs.expire(nowMs: now, defaultDays: logDays) }),
+                ("audit records", Result { try auditDays.map { try audit.expire(nowMs: now, days: $0) } ?? 0 }),
+            ]
         }
         for (what, result) in rounds {
             switch result {
@@ -83,8 +87,9 @@ public struct RetentionService: Service {
             storedBytes.record(r.left)
             if r.events > 0 {
                 evicted.increment(by: Int64(r.events))
-                logger.info("the function logs reached their size budget: the oldest events went",
-                            metadata: ["events": "\(r.events)", "bytes": "\(r.bytes)", "budget.bytes": "\(budget)"])
+                logger.info(
+                    "the function logs reached their size budget: the oldest events went",
+                    metadata: ["events": "\(r.events)", "bytes": "\(r.bytes)", "budget.bytes": "\(budget)"])
             }
         case .failure(let error):
             budgetFailures.failed(error)

@@ -54,7 +54,8 @@ enum RuntimeAPIServer {
                     // No pipelining assistance: RuntimeAPIHandler keeps answers in order itself. NIO's
                     // handler stops reading while any request is unanswered, and `next` is unanswered
                     // until the event comes: two epoll_ctl on every invocation.
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true)
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+                        withPipeliningAssistance: false, withErrorHandling: true)
                     try channel.pipeline.syncOperations.addHandler(RuntimeAPIHandler(delegate: delegate))
                 }
             }
@@ -165,7 +166,8 @@ final class RuntimeAPIHandler: ChannelDuplexHandler {
         }
         guard head.method == .POST else { return respond(Self.unknown(path)) }
         if rest.elementsEqual("init/error".utf8) {
-            return delegate.handle(.initError(body: body, errorType: head.headers.first(name: "Lambda-Runtime-Function-Error-Type")), respond: respond)
+            return delegate.handle(
+                .initError(body: body, errorType: head.headers.first(name: "Lambda-Runtime-Function-Error-Type")), respond: respond)
         }
         let invocation = "invocation/".utf8
         guard rest.starts(with: invocation) else { return respond(Self.unknown(path)) }
@@ -178,15 +180,18 @@ final class RuntimeAPIHandler: ChannelDuplexHandler {
         } else if verb.elementsEqual("response".utf8) {
             delegate.handle(.response(requestID: id, body: body, tooLarge: tooLarge), respond: respond)
         } else if verb.elementsEqual("error".utf8) {
-            delegate.handle(.error(requestID: id, body: body, errorType: head.headers.first(name: "Lambda-Runtime-Function-Error-Type")),
-                            respond: respond)
+            delegate.handle(
+                .error(requestID: id, body: body, errorType: head.headers.first(name: "Lambda-Runtime-Function-Error-Type")),
+                respond: respond)
         } else {
             respond(Self.unknown(path))
         }
     }
 
     static func unknown(_ path: Substring.UTF8View) -> RuntimeAPIResponse {
-        .json(.notFound, #"{"errorMessage":"# + EventDocuments.string("unknown path " + String(Substring(path))) + #","errorType":"InvalidRequest"}"#)
+        .json(
+            .notFound,
+            #"{"errorMessage":"# + EventDocuments.string("unknown path " + String(Substring(path))) + #","errorType":"InvalidRequest"}"#)
     }
 
     private func write(_ r: RuntimeAPIResponse, keepAlive: Bool, context: ChannelHandlerContext) {
@@ -199,7 +204,8 @@ final class RuntimeAPIHandler: ChannelDuplexHandler {
         var headers = HTTPHeaders(r.headers)
         headers.replaceOrAdd(name: "Content-Length", value: "\(r.body.readableBytes)")
         if !keepAlive { headers.replaceOrAdd(name: "Connection", value: "close") }
-        context.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: r.status, headers: headers))), promise: nil)
+        context.write(
+            NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: r.status, headers: headers))), promise: nil)
         context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(r.body))), promise: nil)
         if reading && keepAlive {
             context.write(NIOAny(HTTPServerResponsePart.end(nil)), promise: nil)

@@ -16,9 +16,11 @@ public struct RuntimeConfiguration: Sendable {
     /// Memory the instances may take together (each counts its function's memory size).
     public var memoryBudgetMB: Int
 
-    public init(region: String = "us-east-1", accountID: String = "000000000000", policy: SandboxPolicy = .default,
-                keepAlive: Duration = .seconds(600), initTimeout: Duration = .seconds(10), concurrencyLimit: Int = 1000,
-                memoryBudgetMB: Int = RuntimeConfiguration.defaultMemoryBudgetMB()) {
+    public init(
+        region: String = "us-east-1", accountID: String = "000000000000", policy: SandboxPolicy = .default,
+        keepAlive: Duration = .seconds(600), initTimeout: Duration = .seconds(10), concurrencyLimit: Int = 1000,
+        memoryBudgetMB: Int = RuntimeConfiguration.defaultMemoryBudgetMB()
+    ) {
         self.concurrencyLimit = concurrencyLimit
         self.memoryBudgetMB = memoryBudgetMB
         self.region = region
@@ -33,8 +35,9 @@ extension RuntimeConfiguration {
     /// Most of the machine: 80% of MemTotal.
     public static func defaultMemoryBudgetMB() -> Int {
         guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
-              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemTotal:") }),
-              let kb = Int(line.split(separator: " ").dropFirst().first ?? "") else { return 4096 }
+            let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemTotal:") }),
+            let kb = Int(line.split(separator: " ").dropFirst().first ?? "")
+        else { return 4096 }
         return kb / 1024 * 8 / 10
     }
 }

@@ -38,14 +38,16 @@ public enum RuntimeFiles {
                 }
                 building = nil
             }
-            for name in Sys.listDirectory(runDirectory) where (name.hasPrefix("rootfs") || name.hasPrefix(".rootfs-")) && runDirectory + "/" + name != staged {
+            for name in Sys.listDirectory(runDirectory)
+            where (name.hasPrefix("rootfs") || name.hasPrefix(".rootfs-")) && runDirectory + "/" + name != staged {
                 try? fm.removeItem(atPath: runDirectory + "/" + name)
             }
             return staged
         } catch {
             if let building { try? fm.removeItem(atPath: building) }
-            logger.warning("the runtimes' Python modules are not precompiled; every Python cold start compiles them",
-                           metadata: ["skeleton": "\(skeleton)", "error": "\(error)"])
+            logger.warning(
+                "the runtimes' Python modules are not precompiled; every Python cold start compiles them",
+                metadata: ["skeleton": "\(skeleton)", "error": "\(error)"])
             return skeleton
         }
     }
@@ -60,7 +62,10 @@ public enum RuntimeFiles {
         var paths: [String] = []
         if let walk = fm.enumerator(atPath: skeleton) {
             for case let path as String in walk {
-                if (path as NSString).lastPathComponent == "__pycache__" { walk.skipDescendants(); continue }
+                if (path as NSString).lastPathComponent == "__pycache__" {
+                    walk.skipDescendants()
+                    continue
+                }
                 paths.append(path)
             }
         }
@@ -113,7 +118,9 @@ public enum RuntimeFiles {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: python)
         // umask 022 whatever the daemon's: the instances' unprivileged users read the bytecode.
-        p.arguments = ["-S", "-c", "import os, py_compile, sys\nos.umask(0o022)\nfor f in sys.argv[1:]:\n    py_compile.compile(f, doraise=True)"] + modules
+        p.arguments =
+            ["-S", "-c", "import os, py_compile, sys\nos.umask(0o022)\nfor f in sys.argv[1:]:\n    py_compile.compile(f, doraise=True)"]
+            + modules
         let errors = Pipe()
         p.standardError = errors
         p.standardOutput = FileHandle.nullDevice
@@ -121,7 +128,8 @@ public enum RuntimeFiles {
         let message = errors.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         guard p.terminationStatus == 0 else {
-            throw CompileFailed(description: "\(python) py_compile exited with \(p.terminationStatus): \(String(decoding: message, as: UTF8.self))")
+            throw CompileFailed(
+                description: "\(python) py_compile exited with \(p.terminationStatus): \(String(decoding: message, as: UTF8.self))")
         }
     }
 }

@@ -1,6 +1,5 @@
 import CoreMetrics
 import Metrics
-
 import Synchronization
 
 /// The runtime's metrics through swift-metrics (the daemon bootstraps a

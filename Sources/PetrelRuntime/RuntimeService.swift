@@ -19,8 +19,10 @@ public final class RuntimeService: Service, Sendable {
     let logger: Logger
     private let stopped = Mutex(false)
 
-    public init(engine: SandboxEngine, code: CodeStore, logs: LogStore, journal: LogJournal?, configuration: RuntimeConfiguration,
-                group: any EventLoopGroup, logger: Logger) {
+    public init(
+        engine: SandboxEngine, code: CodeStore, logs: LogStore, journal: LogJournal?, configuration: RuntimeConfiguration,
+        group: any EventLoopGroup, logger: Logger
+    ) {
         self.engine = engine
         self.configuration = configuration
         self.logger = logger

@@ -3,7 +3,12 @@ import Glibc
 
 /// Reading /proc/self/mountinfo and /proc/self/cgroup.
 enum CgroupHost {
-    struct Mount { var root: String; var mountPoint: String; var fsType: String; var superOptions: [String] }
+    struct Mount {
+        var root: String
+        var mountPoint: String
+        var fsType: String
+        var superOptions: [String]
+    }
 
     static func mounts() -> [Mount] {
         guard let text = try? Sys.read("/proc/self/mountinfo") else { return [] }
@@ -14,8 +19,10 @@ enum CgroupHost {
             let left = halves[0].split(separator: " ")
             let right = halves[1].split(separator: " ")
             guard left.count >= 5, right.count >= 3 else { continue }
-            out.append(Mount(root: unescape(String(left[3])), mountPoint: unescape(String(left[4])),
-                             fsType: String(right[0]), superOptions: right[2].split(separator: ",").map(String.init)))
+            out.append(
+                Mount(
+                    root: unescape(String(left[3])), mountPoint: unescape(String(left[4])),
+                    fsType: String(right[0]), superOptions: right[2].split(separator: ",").map(String.init)))
         }
         return out
     }

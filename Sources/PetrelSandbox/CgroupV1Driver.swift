@@ -19,7 +19,8 @@ public final class CgroupV1Driver: CgroupDriver {
         var base: [String: String] = [:]
         for c in Self.controllers {
             guard let m = mounts.first(where: { $0.superOptions.contains(c) }) else {
-                throw SandboxError(.unsupportedHost, "the cgroup v1 \(c) controller is not mounted; Petrel needs memory, cpu, cpuacct, pids and freezer")
+                throw SandboxError(
+                    .unsupportedHost, "the cgroup v1 \(c) controller is not mounted; Petrel needs memory, cpu, cpuacct, pids and freezer")
             }
             guard let mine = own.first(where: { $0.controllers.contains(c) }) else {
                 throw SandboxError(.unsupportedHost, "/proc/self/cgroup has no \(c) hierarchy")
@@ -29,7 +30,10 @@ public final class CgroupV1Driver: CgroupDriver {
         self.base = base
         for dir in Set(base.values) {
             do { try Sys.mkdir(dir) } catch {
-                throw SandboxError(.unsupportedHost, "cannot create the daemon's cgroup \(dir); petreld must run as root with the cgroup it started in writable", cause: error)
+                throw SandboxError(
+                    .unsupportedHost,
+                    "cannot create the daemon's cgroup \(dir); petreld must run as root with the cgroup it started in writable",
+                    cause: error)
             }
         }
         if let mem = base["memory"], let h = try? Sys.read(mem + "/memory.use_hierarchy"), h.hasPrefix("0") {

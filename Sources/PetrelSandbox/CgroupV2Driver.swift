@@ -20,9 +20,11 @@ public final class CgroupV2Driver: CgroupDriver {
         var start = CgroupHost.join(mountPoint, root, own.path)
         // A daemon restarted inside its own leaf: its subtree is beside it.
         if start.hasSuffix("/petreld") { start = String(start.dropLast("/petreld".count)) }
-        let available = ((try? Sys.read(start + "/cgroup.controllers")) ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init)
+        let available = ((try? Sys.read(start + "/cgroup.controllers")) ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" }).map(
+            String.init)
         for c in Self.controllers where !available.contains(c) {
-            throw SandboxError(.unsupportedHost, "the cgroup v2 \(c) controller is not available in \(start) (delegate memory, cpu and pids to petreld)")
+            throw SandboxError(
+                .unsupportedHost, "the cgroup v2 \(c) controller is not available in \(start) (delegate memory, cpu and pids to petreld)")
         }
         let enable = Self.controllers.map { "+" + $0 }.joined(separator: " ")
         do {
@@ -36,7 +38,9 @@ public final class CgroupV2Driver: CgroupDriver {
             do {
                 try Sys.write(start + "/cgroup.subtree_control", enable)
             } catch {
-                throw SandboxError(.unsupportedHost, "cannot enable \(enable) in \(start): other processes live there; start petreld in a cgroup of its own", cause: error)
+                throw SandboxError(
+                    .unsupportedHost,
+                    "cannot enable \(enable) in \(start): other processes live there; start petreld in a cgroup of its own", cause: error)
             }
         }
         base = start + "/petrel"

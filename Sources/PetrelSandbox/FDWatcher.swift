@@ -47,7 +47,10 @@ public final class FDWatcher: Sendable {
         var tokens = [UInt64](repeating: 0, count: 64)
         while true {
             let n = petrel_epoll_wait(epfd, &tokens, 64, -1)
-            if n < 0 { Thread.sleep(forTimeInterval: 0.01); continue }
+            if n < 0 {
+                Thread.sleep(forTimeInterval: 0.01)
+                continue
+            }
             for t in tokens.prefix(Int(n)) {
                 guard let e = entries.withLock({ $0.byToken[t] }) else { continue }
                 if !e.onReadable() {

@@ -39,8 +39,10 @@ public final class PreparedSandbox: Sendable {
         }
     }
 
-    init(engine: SandboxEngine, id: String, key: Key, result: petrel_spawn_result,
-         cgroup: any SandboxCgroup, network: SandboxNetwork, disk: ScratchDisk, resources: SandboxResources) {
+    init(
+        engine: SandboxEngine, id: String, key: Key, result: petrel_spawn_result,
+        cgroup: any SandboxCgroup, network: SandboxNetwork, disk: ScratchDisk, resources: SandboxResources
+    ) {
         self.engine = engine
         self.id = id
         self.key = key

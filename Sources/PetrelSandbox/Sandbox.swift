@@ -18,14 +18,20 @@ public final class Sandbox: Sendable {
 
     /// `waiting`: someone is in wait() and the command still runs (signals still go
     /// through); `releasing`: it has exited and its fds are being closed.
-    private enum Phase { case running, waiting, releasing, ended(SandboxReport) }
+    private enum Phase {
+        case running, waiting, releasing
+        case ended(SandboxReport)
+    }
     private let phase = Mutex<Phase>(.running)
     private let timedOut = Mutex<Bool>(false)
 
     private let pendingLimits: Mutex<CgroupLimits?>
     private let peakFD = Mutex<Int32>(-1)
 
-    init(prepared: PreparedSandbox, timeout: Duration?, started: UInt64, listeners: [ListenAddress: Int32] = [:], settled: CgroupLimits? = nil) {
+    init(
+        prepared: PreparedSandbox, timeout: Duration?, started: UInt64, listeners: [ListenAddress: Int32] = [:],
+        settled: CgroupLimits? = nil
+    ) {
         self.prepared = prepared
         self.listeners = listeners
         pendingLimits = Mutex(settled)
@@ -51,7 +57,12 @@ public final class Sandbox: Sendable {
     /// Ends a CPU boost (`SandboxSpec.boostCPUUntilSettled`): the memory-proportional
     /// limits apply from now on. Idempotent.
     public func settle() throws {
-        guard let limits = pendingLimits.withLock({ p -> CgroupLimits? in defer { p = nil }; return p }) else { return }
+        guard
+            let limits = pendingLimits.withLock({ p -> CgroupLimits? in
+                defer { p = nil }
+                return p
+            })
+        else { return }
         try phase.withLock { p in
             switch p {
             case .running, .waiting: try prepared.cgroup.applyCPUQuota(limits)
@@ -88,7 +99,10 @@ public final class Sandbox: Sendable {
     /// Waits for the end (killing the sandbox at its timeout), then tears it down.
     public func wait() async -> SandboxReport {
         let first: Bool = phase.withLock { p in
-            if case .running = p { p = .waiting; return true }
+            if case .running = p {
+                p = .waiting
+                return true
+            }
             return false
         }
         if !first {
@@ -100,7 +114,10 @@ public final class Sandbox: Sendable {
         }
         let pidfd = prepared.pidfd
         await withTaskGroup(of: Bool.self) { group in
-            group.addTask { await Reaper.exited(pidfd); return true }
+            group.addTask {
+                await Reaper.exited(pidfd)
+                return true
+            }
             if let timeout {
                 group.addTask { [self] in
                     do { try await Task.sleep(for: timeout) } catch { return false }
@@ -110,7 +127,10 @@ public final class Sandbox: Sendable {
                 }
             }
             while let exited = await group.next() {
-                if exited { group.cancelAll(); break }
+                if exited {
+                    group.cancelAll()
+                    break
+                }
             }
         }
         phase.withLock { $0 = .releasing }
@@ -152,7 +172,10 @@ public final class Sandbox: Sendable {
         } else {
             report.signal = Int(status & 0x7f)
         }
-        if startError != nil && !execFailed && commandStatus == nil { report.exitCode = 126; report.signal = nil }
+        if startError != nil && !execFailed && commandStatus == nil {
+            report.exitCode = 126
+            report.signal = nil
+        }
         return report
     }
 }

@@ -21,10 +21,12 @@ public struct SandboxEngineConfiguration: Sendable {
     /// `petrel-init` beside the running executable (where `swift build` puts it).
     public var initExecutable: String?
 
-    public init(stateDirectory: String = "/var/lib/petrel", runDirectory: String = "/run/petrel",
-                rootfsSkeleton: String, uidRange: ClosedRange<UInt32> = 200_000...1_199_999,
-                hostNetwork: IPv4CIDR = IPv4CIDR("10.213.0.0/16")!, preparedPoolSize: Int = 2,
-                initExecutable: String? = nil) {
+    public init(
+        stateDirectory: String = "/var/lib/petrel", runDirectory: String = "/run/petrel",
+        rootfsSkeleton: String, uidRange: ClosedRange<UInt32> = 200_000...1_199_999,
+        hostNetwork: IPv4CIDR = IPv4CIDR("10.213.0.0/16")!, preparedPoolSize: Int = 2,
+        initExecutable: String? = nil
+    ) {
         self.initExecutable = initExecutable
         self.stateDirectory = stateDirectory
         self.runDirectory = runDirectory
@@ -64,13 +66,19 @@ public final class SandboxEngine: Sendable {
         var bases: [SandboxPolicy.Rootfs: [MountEntry]] = [:]
     }
 
-    public init(configuration: SandboxEngineConfiguration, cgroups: (any CgroupDriver)? = nil, logger: Logger = Logger(label: "petrel.sandbox")) throws {
+    public init(
+        configuration: SandboxEngineConfiguration, cgroups: (any CgroupDriver)? = nil, logger: Logger = Logger(label: "petrel.sandbox")
+    ) throws {
         guard geteuid() == 0 else {
             throw SandboxError(.unsupportedHost, "the sandbox engine needs root (namespaces, cgroups, loop devices, nftables)")
         }
         self.configuration = configuration
         self.logger = logger
-        instanceName = "sb-\(getpid())-\(Self.instances.withLock { $0 += 1; return $0 })"
+        let number = Self.instances.withLock { n -> Int in
+            n += 1
+            return n
+        }
+        instanceName = "sb-\(getpid())-\(number)"
         self.cgroups = try cgroups ?? CgroupDrivers.detect()
         networks = SandboxNetworks(subnet: configuration.hostNetwork)
         // Spare disks only where sandboxes are pooled: with no pool, every disk is detached at once.
@@ -83,7 +91,10 @@ public final class SandboxEngine: Sendable {
         lifeline = (fds[0], fds[1])
         let initPath = configuration.initExecutable ?? Self.defaultInitExecutable()
         guard access(initPath, X_OK) == 0 else {
-            throw SandboxError(.unsupportedHost, "the sandbox init \(initPath) is missing or not executable: build it with `swift build --product petrel-init`, or set PETREL_INIT")
+            throw SandboxError(
+                .unsupportedHost,
+                "the sandbox init \(initPath) is missing or not executable: build it with `swift build --product petrel-init`, or set PETREL_INIT"
+            )
         }
         initFD = try Sys.open(initPath, O_RDONLY)
         guard Sys.exists(configuration.rootfsSkeleton + "/etc/passwd") else {
@@ -97,8 +108,9 @@ public final class SandboxEngine: Sendable {
     public func spawn(_ spec: SandboxSpec, policy: SandboxPolicy = .default) throws -> Sandbox {
         try spec.validate()
         try policy.validate()
-        let key = PreparedSandbox.Key(policy: policy, mode: spec.network ?? policy.network.mode,
-                                      ephemeralStorageMB: spec.ephemeralStorageMB)
+        let key = PreparedSandbox.Key(
+            policy: policy, mode: spec.network ?? policy.network.mode,
+            ephemeralStorageMB: spec.ephemeralStorageMB)
         let box = try prepared.take(key) ?? prepare(key)
         let started = Sys.monotonicNanoseconds()
         var listeners: [ListenAddress: Int32] = [:]
@@ -114,7 +126,8 @@ public final class SandboxEngine: Sendable {
             var trees: [Int32] = []
             defer { trees.forEach(Sys.close) }
             var err = [CChar](repeating: 0, count: 512)
-            var code: Int32 = -1, opt: Int32 = -1
+            var code: Int32 = -1
+            var opt: Int32 = -1
             if let dir = spec.codeDirectory {
                 code = petrel_tree_open(dir, &err, 512)
                 guard code >= 0 else { throw SandboxError(.system, "code directory: \(String(cBuffer: err))", errno: errno) }
@@ -137,8 +150,9 @@ public final class SandboxEngine: Sendable {
             let envp = CStringArray(env.keys.sorted().map { "\($0)=\(env[$0]!)" })
             let rc = argv.withPointers { a in
                 envp.withPointers { e in
-                    petrel_start(box.controlFD, a, e, spec.workingDirectory, spec.stdin, spec.stdout, spec.stderr,
-                                 code, opt, &err, 512)
+                    petrel_start(
+                        box.controlFD, a, e, spec.workingDirectory, spec.stdin, spec.stdout, spec.stderr,
+                        code, opt, &err, 512)
                 }
             }
             guard rc == 0 else { throw SandboxError(.system, String(cBuffer: err), errno: errno) }
@@ -153,7 +167,8 @@ public final class SandboxEngine: Sendable {
     /// Opens `addresses` (duplicates once) inside the network namespace `netns`, in one trip there.
     static func listen(in netns: Int32, _ addresses: [ListenAddress]) throws -> [ListenAddress: Int32] {
         var seen = Set<ListenAddress>()
-        var ports: [Int32] = [], names: [String] = []
+        var ports: [Int32] = []
+        var names: [String] = []
         for a in addresses where seen.insert(a).inserted {
             switch a {
             case .tcp(let port): ports.append(Int32(port))
@@ -185,9 +200,14 @@ public final class SandboxEngine: Sendable {
             cleanup.append { self.disks.release(disk) }
             let id = "\(instanceName)-\(number)"
             // Until its command starts, a prepared sandbox holds only its init: the smallest limits.
-            let cgroup = try cgroups.create(name: id, limits: CgroupLimits(
-                memoryMB: SandboxSpec.memoryRange.lowerBound, policy: SandboxPolicy.default.resources, hostCPUs: hostCPUs))
-            cleanup.append { cgroup.killAll(); try? cgroup.remove() }
+            let cgroup = try cgroups.create(
+                name: id,
+                limits: CgroupLimits(
+                    memoryMB: SandboxSpec.memoryRange.lowerBound, policy: SandboxPolicy.default.resources, hostCPUs: hostCPUs))
+            cleanup.append {
+                cgroup.killAll()
+                try? cgroup.remove()
+            }
             let procs = try cgroup.openProcsFiles()
             defer { procs.forEach(Sys.close) }
 
@@ -221,8 +241,9 @@ public final class SandboxEngine: Sendable {
                 uid: uid, cgroupPaths: cgroup.paths, loopDevice: disk.device, scratchImage: disk.image,
                 netnsInode: network.inode, hostInterface: network.hostInterface, gateway: network.gateway,
                 address: network.address)
-            let box = PreparedSandbox(engine: self, id: id, key: key, result: result, cgroup: cgroup,
-                                      network: network, disk: disk, resources: resources)
+            let box = PreparedSandbox(
+                engine: self, id: id, key: key, result: result, cgroup: cgroup,
+                network: network, disk: disk, resources: resources)
             cleanup = []
             try box.awaitReady() // releases everything itself when it throws
             return box
@@ -271,7 +292,9 @@ public final class SandboxEngine: Sendable {
 
     func seccomp(_ seccomp: SandboxPolicy.Seccomp) throws -> SeccompProgram {
         if let p = state.withLock({ $0.programs[seccomp] }) { return p }
-        guard let e = SandboxPolicy.errnoValues[seccomp.errno] else { throw SandboxError(.invalidPolicy, "unknown seccomp.errno \(seccomp.errno)") }
+        guard let e = SandboxPolicy.errnoValues[seccomp.errno] else {
+            throw SandboxError(.invalidPolicy, "unknown seccomp.errno \(seccomp.errno)")
+        }
         let p = try SeccompProgram(seccomp, errno: e)
         state.withLock { $0.programs[seccomp] = p }
         return p
@@ -298,7 +321,6 @@ public final class SandboxEngine: Sendable {
 
     func freeUID(_ u: UInt32) { _ = state.withLock { $0.uids.remove(u) } }
 }
-
 
 /// What a sandbox holds on the host, so that tests can prove it is all gone afterwards.
 public struct SandboxResources: Sendable, Equatable {

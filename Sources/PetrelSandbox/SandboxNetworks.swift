@@ -51,9 +51,13 @@ final class SandboxNetworks: Sendable {
             let slot = try allocateSlot()
             let net = subnet.address & (subnet.prefix == 0 ? 0 : ~UInt32(0) << (32 - subnet.prefix))
             let base = net &+ UInt32(slot * 4)
-            let gateway = IPv4CIDR.format(base + 1), inside = IPv4CIDR.format(base + 2)
+            let gateway = IPv4CIDR.format(base + 1)
+            let inside = IPv4CIDR.format(base + 2)
             let name = "petrel\(slot)"
-            if petrel_link_exists(name) != 0 { freeSlot(slot); continue } // another daemon's
+            if petrel_link_exists(name) != 0 {
+                freeSlot(slot)
+                continue
+            } // another daemon's
             let fd = petrel_netns_create(rules, name, "\(inside)/30", gateway, &err, 512)
             guard fd >= 0 else {
                 freeSlot(slot)

@@ -62,9 +62,11 @@ public struct SandboxPolicy: Sendable, Equatable {
         network: Network(mode: .none, denyTCPPorts: [25], denyCIDRs: []),
         resources: Resources(mbPerCPU: 1769, pidsMax: 1024, openFiles: 1024, processes: 1024),
         rootfs: Rootfs(
-            hostPaths: ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
-                        "/etc/ssl", "/etc/ca-certificates", "/etc/alternatives", "/etc/ld.so.cache",
-                        "/etc/localtime"],
+            hostPaths: [
+                "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+                "/etc/ssl", "/etc/ca-certificates", "/etc/alternatives", "/etc/ld.so.cache",
+                "/etc/localtime",
+            ],
             hostname: "localhost"
         )
     )
@@ -139,7 +141,9 @@ public struct SandboxPolicy: Sendable, Equatable {
         }
         guard resources.mbPerCPU >= 64 else { throw SandboxError(.invalidPolicy, "resources.mb_per_cpu must be at least 64") }
         guard (16...65536).contains(resources.pidsMax) else { throw SandboxError(.invalidPolicy, "resources.pids_max must be 16–65536") }
-        guard (16...1_048_576).contains(resources.openFiles) else { throw SandboxError(.invalidPolicy, "resources.open_files must be 16–1048576") }
+        guard (16...1_048_576).contains(resources.openFiles) else {
+            throw SandboxError(.invalidPolicy, "resources.open_files must be 16–1048576")
+        }
         guard (16...65536).contains(resources.processes) else { throw SandboxError(.invalidPolicy, "resources.processes must be 16–65536") }
         for p in rootfs.hostPaths {
             guard p.hasPrefix("/"), !p.split(separator: "/").contains(".."), p != "/" else {
@@ -164,7 +168,8 @@ public struct IPv4CIDR: Sendable, Equatable, CustomStringConvertible {
     public init?(_ text: String) {
         let parts = text.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count == 2, let prefix = Int(parts[1]), (0...32).contains(prefix),
-              let a = IPv4CIDR.parseAddress(String(parts[0])) else { return nil }
+            let a = IPv4CIDR.parseAddress(String(parts[0]))
+        else { return nil }
         self.address = a
         self.prefix = prefix
     }

@@ -37,11 +37,13 @@ public struct SandboxSpec: Sendable {
     public var stdout: Int32
     public var stderr: Int32
 
-    public init(command: [String], environment: [String: String] = [:], codeDirectory: String? = nil,
-                layers: [String] = [], memoryMB: Int = 128, ephemeralStorageMB: Int = 512,
-                timeout: Duration? = nil, workingDirectory: String = "/var/task",
-                network: SandboxPolicy.NetworkMode? = nil,
-                stdin: Int32 = 0, stdout: Int32 = 1, stderr: Int32 = 2) {
+    public init(
+        command: [String], environment: [String: String] = [:], codeDirectory: String? = nil,
+        layers: [String] = [], memoryMB: Int = 128, ephemeralStorageMB: Int = 512,
+        timeout: Duration? = nil, workingDirectory: String = "/var/task",
+        network: SandboxPolicy.NetworkMode? = nil,
+        stdin: Int32 = 0, stdout: Int32 = 1, stderr: Int32 = 2
+    ) {
         self.command = command
         self.environment = environment
         self.codeDirectory = codeDirectory
@@ -64,10 +66,14 @@ public struct SandboxSpec: Sendable {
             throw SandboxError(.invalidSpec, "no command to run")
         }
         guard Self.memoryRange.contains(memoryMB) else {
-            throw SandboxError(.invalidSpec, "memory must be \(Self.memoryRange.lowerBound)–\(Self.memoryRange.upperBound) MB, not \(memoryMB)")
+            throw SandboxError(
+                .invalidSpec, "memory must be \(Self.memoryRange.lowerBound)–\(Self.memoryRange.upperBound) MB, not \(memoryMB)")
         }
         guard Self.ephemeralStorageRange.contains(ephemeralStorageMB) else {
-            throw SandboxError(.invalidSpec, "ephemeral storage must be \(Self.ephemeralStorageRange.lowerBound)–\(Self.ephemeralStorageRange.upperBound) MB, not \(ephemeralStorageMB)")
+            throw SandboxError(
+                .invalidSpec,
+                "ephemeral storage must be \(Self.ephemeralStorageRange.lowerBound)–\(Self.ephemeralStorageRange.upperBound) MB, not \(ephemeralStorageMB)"
+            )
         }
         if let timeout, timeout <= .zero { throw SandboxError(.invalidSpec, "timeout must be positive") }
         for (k, _) in environment where k.isEmpty || k.contains("=") || k.contains("\0") {

@@ -82,8 +82,10 @@ final class ScratchDisks: Sendable {
     /// With `discard`, every block of the device is discarded first: the loop device punches
     /// them out of its image, so nothing a previous sandbox wrote survives, even on the raw device.
     static func format(_ target: String, discard: Bool) throws {
-        try Sys.run(["/usr/sbin/mkfs.ext4", "-q", "-F", "-m", "0", "-b", "4096", "-O", "^has_journal,encrypt",
-                     "-E", "lazy_itable_init=1," + (discard ? "discard" : "nodiscard"), "-L", "petrel-tmp", target])
+        try Sys.run([
+            "/usr/sbin/mkfs.ext4", "-q", "-F", "-m", "0", "-b", "4096", "-O", "^has_journal,encrypt",
+            "-E", "lazy_itable_init=1," + (discard ? "discard" : "nodiscard"), "-L", "petrel-tmp", target,
+        ])
     }
 
     /// Keeps the disk for another sandbox when there is room, otherwise detaches it.

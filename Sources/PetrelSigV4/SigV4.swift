@@ -21,7 +21,9 @@ public enum SigV4 {
     }
 
     static func isPlainPath(_ path: String) -> Bool {
-        var previous: UInt8 = 0, segmentDots = 0, segmentLength = 0
+        var previous: UInt8 = 0
+        var segmentDots = 0
+        var segmentLength = 0
         var any = false
         for b in path.utf8 {
             any = true
@@ -80,9 +82,13 @@ public enum SigV4 {
     public static func canonicalHeaderValue(_ v: String) -> String {
         func blank(_ b: UInt8) -> Bool { b == UInt8(ascii: " ") || b == UInt8(ascii: "\t") }
         // Every request: most values have nothing to trim or collapse.
-        var clean = true, previous: UInt8 = 0
+        var clean = true
+        var previous: UInt8 = 0
         for b in v.utf8 {
-            if b == UInt8(ascii: "\t") || (b == UInt8(ascii: " ") && previous == UInt8(ascii: " ")) { clean = false; break }
+            if b == UInt8(ascii: "\t") || (b == UInt8(ascii: " ") && previous == UInt8(ascii: " ")) {
+                clean = false
+                break
+            }
             previous = b
         }
         if clean, let first = v.utf8.first, let last = v.utf8.last, !blank(first), !blank(last) { return v }
@@ -102,20 +108,30 @@ public enum SigV4 {
     }
 
     /// The canonical request, as the bytes that are hashed.
-    public static func canonicalRequest(method: String, uri: String, query: String, headers: [(String, String)],
-                                        signedHeaders: String, payloadHash: String) -> [UInt8] {
+    public static func canonicalRequest(
+        method: String, uri: String, query: String, headers: [(String, String)],
+        signedHeaders: String, payloadHash: String
+    ) -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(method.utf8.count + uri.utf8.count + query.utf8.count + signedHeaders.utf8.count + 160
-                            + headers.reduce(0) { $0 + $1.0.utf8.count + $1.1.utf8.count + 2 })
+        out.reserveCapacity(
+            method.utf8.count + uri.utf8.count + query.utf8.count + signedHeaders.utf8.count + 160
+                + headers.reduce(0) { $0 + $1.0.utf8.count + $1.1.utf8.count + 2 })
         let newline = UInt8(ascii: "\n")
-        out.append(contentsOf: method.utf8); out.append(newline)
-        out.append(contentsOf: uri.utf8); out.append(newline)
-        out.append(contentsOf: query.utf8); out.append(newline)
+        out.append(contentsOf: method.utf8)
+        out.append(newline)
+        out.append(contentsOf: uri.utf8)
+        out.append(newline)
+        out.append(contentsOf: query.utf8)
+        out.append(newline)
         for (name, value) in headers {
-            out.append(contentsOf: name.utf8); out.append(UInt8(ascii: ":")); out.append(contentsOf: value.utf8); out.append(newline)
+            out.append(contentsOf: name.utf8)
+            out.append(UInt8(ascii: ":"))
+            out.append(contentsOf: value.utf8)
+            out.append(newline)
         }
         out.append(newline)
-        out.append(contentsOf: signedHeaders.utf8); out.append(newline)
+        out.append(contentsOf: signedHeaders.utf8)
+        out.append(newline)
         out.append(contentsOf: payloadHash.utf8)
         return out
     }
@@ -139,8 +155,10 @@ public enum SigV4 {
 
     /// The signature's 32 bytes: HMAC of the string to sign (algorithm, date, scope and the
     /// canonical request's hash).
-    static func signatureDigest(key: MACKey, amzDate: String, region: String, service: String,
-                                canonicalRequest: [UInt8]) -> HashedAuthenticationCode<SHA256> {
+    static func signatureDigest(
+        key: MACKey, amzDate: String, region: String, service: String,
+        canonicalRequest: [UInt8]
+    ) -> HashedAuthenticationCode<SHA256> {
         var toSign: [UInt8] = []
         toSign.reserveCapacity(algorithm.utf8.count + amzDate.utf8.count + region.utf8.count + service.utf8.count + 96)
         for part in [algorithm, "\n", amzDate, "\n"] { toSign.append(contentsOf: part.utf8) }
@@ -179,7 +197,8 @@ public enum SigV4 {
             guard s.count == 2 * SHA256.byteCount else { return false }
             // ASCII letters fold to lower case; digits are unchanged by the OR.
             func lower(_ b: UInt8) -> UInt8 { b >= UInt8(ascii: "A") && b <= UInt8(ascii: "Z") ? b | 0x20 : b }
-            var diff: UInt8 = 0, i = 0
+            var diff: UInt8 = 0
+            var i = 0
             digest.withUnsafeBytes { d in
                 for b in d {
                     diff |= hexDigits[Int(b >> 4)] ^ lower(s[i])
@@ -234,8 +253,10 @@ public enum SigV4 {
             }
             return v
         }
-        guard let y = num(0..<4), let mo = num(4..<6), let d = num(6..<8), let h = num(9..<11), let mi = num(11..<13), let se = num(13..<15),
-              (1...12).contains(mo), (1...31).contains(d), h < 24, mi < 60, se < 61 else { return nil }
+        guard let y = num(0..<4), let mo = num(4..<6), let d = num(6..<8), let h = num(9..<11), let mi = num(11..<13),
+            let se = num(13..<15),
+            (1...12).contains(mo), (1...31).contains(d), h < 24, mi < 60, se < 61
+        else { return nil }
         var tm = tm()
         tm.tm_year = y - 1900
         tm.tm_mon = mo - 1
@@ -249,7 +270,7 @@ public enum SigV4 {
     static func isUnreserved(_ b: UInt8) -> Bool {
         switch b {
         case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-             UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "~"):
+            UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "~"):
             return true
         default:
             return false
@@ -275,7 +296,8 @@ public enum SigV4 {
 
     /// Compares two signatures in time that does not depend on where they differ.
     public static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
-        let x = Array(a.utf8), y = Array(b.utf8)
+        let x = Array(a.utf8)
+        let y = Array(b.utf8)
         guard x.count == y.count else { return false }
         var diff: UInt8 = 0
         for i in 0..<x.count { diff |= x[i] ^ y[i] }

@@ -19,8 +19,10 @@ public struct SigV4Signer: Sendable {
     /// Headers to add to a request: `Authorization`, `X-Amz-Date` (and the token). The payload's
     /// hash is always signed; it is sent as `X-Amz-Content-Sha256` only when asked (S3 style),
     /// as botocore does for Lambda.
-    public func sign(method: String, url: URL, headers: [String: String], body: [UInt8], date: Date = Date(),
-                     contentHashHeader: Bool = false) -> [String: String] {
+    public func sign(
+        method: String, url: URL, headers: [String: String], body: [UInt8], date: Date = Date(),
+        contentHashHeader: Bool = false
+    ) -> [String: String] {
         let amzDate = SigV4.amzDate(date)
         let payloadHash = SigV4.payloadHash(body)
         var all = headers
@@ -39,8 +41,10 @@ public struct SigV4Signer: Sendable {
             signedHeaders: signedHeaders, payloadHash: payloadHash)
         let signature = SigV4.signature(secret: secretKey, amzDate: amzDate, region: region, service: service, canonicalRequest: canonical)
         let scope = SigV4.scope(day: amzDate.prefix(8), region: region, service: service)
-        var out = ["X-Amz-Date": amzDate,
-                   "Authorization": "\(SigV4.algorithm) Credential=\(accessKey)/\(scope), SignedHeaders=\(signedHeaders), Signature=\(signature)"]
+        var out = [
+            "X-Amz-Date": amzDate,
+            "Authorization": "\(SigV4.algorithm) Credential=\(accessKey)/\(scope), SignedHeaders=\(signedHeaders), Signature=\(signature)",
+        ]
         if let sessionToken { out["X-Amz-Security-Token"] = sessionToken }
         if contentHashHeader { out["X-Amz-Content-Sha256"] = payloadHash }
         return out

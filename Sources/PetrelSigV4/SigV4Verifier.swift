@@ -53,18 +53,22 @@ public struct SigV4Verifier: Sendable {
         case invalid(String)
     }
 
-    public static let mismatchMessage = "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details."
+    public static let mismatchMessage =
+        "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details."
 
     /// Reads the claim from the `Authorization` header or the presigned query.
     public static func claim(_ r: Request) throws(Failure) -> Claim {
         if let auth = r.header("authorization") {
             guard auth.hasPrefix(SigV4.algorithm + " ") else {
-                throw .incomplete("Only \(SigV4.algorithm) signatures are accepted; the Authorization header starts with '\(auth.prefix(20))'.")
+                throw .incomplete(
+                    "Only \(SigV4.algorithm) signatures are accepted; the Authorization header starts with '\(auth.prefix(20))'.")
             }
             // `Credential=…, SignedHeaders=…, Signature=…`, read as bytes in one pass: this runs
             // on every request, and slicing the header (Character-wise, later by `split`) stood
             // out in the daemon's profile.
-            var credential: Substring?, signedHeaders: Substring?, signature: Substring?
+            var credential: Substring?
+            var signedHeaders: Substring?
+            var signature: Substring?
             let bytes = auth.utf8
             func blank(_ b: UInt8) -> Bool { b == UInt8(ascii: " ") || b == UInt8(ascii: "\t") }
             var next = bytes.index(bytes.startIndex, offsetBy: SigV4.algorithm.utf8.count + 1)
@@ -78,12 +82,17 @@ public struct SigV4Verifier: Sendable {
                 item = item[item.index(after: eq)...]
                 while let last = item.last, blank(last) { item = item.dropLast() }
                 let value = Substring(item)
-                if key.elementsEqual("Credential".utf8) { credential = value }
-                else if key.elementsEqual("SignedHeaders".utf8) { signedHeaders = value }
-                else if key.elementsEqual("Signature".utf8) { signature = value }
+                if key.elementsEqual("Credential".utf8) {
+                    credential = value
+                } else if key.elementsEqual("SignedHeaders".utf8) {
+                    signedHeaders = value
+                } else if key.elementsEqual("Signature".utf8) {
+                    signature = value
+                }
             }
             var missing: [String] = []
-            for (name, value) in [("Credential", credential), ("SignedHeaders", signedHeaders), ("Signature", signature)] where value == nil {
+            for (name, value) in [("Credential", credential), ("SignedHeaders", signedHeaders), ("Signature", signature)] where value == nil
+            {
                 missing.append("Authorization header requires '\(name)' parameter.")
             }
             guard let amzDate = r.header("x-amz-date") else {
@@ -91,8 +100,9 @@ public struct SigV4Verifier: Sendable {
                 throw .incomplete(missing.joined(separator: " ") + " Authorization=\(SigV4.algorithm)")
             }
             guard missing.isEmpty else { throw .incomplete(missing.joined(separator: " ") + " Authorization=\(SigV4.algorithm)") }
-            return try make(credential: String(credential!), amzDate: amzDate, signedHeaders: String(signedHeaders!),
-                            signature: String(signature!), expires: nil)
+            return try make(
+                credential: String(credential!), amzDate: amzDate, signedHeaders: String(signedHeaders!),
+                signature: String(signature!), expires: nil)
         }
         let q = Dictionary(SigV4.queryPairs(r.rawQuery), uniquingKeysWith: { a, _ in a })
         guard let algorithm = q["X-Amz-Algorithm"] else { throw .missing }
@@ -105,16 +115,19 @@ public struct SigV4Verifier: Sendable {
         guard let expires = Int(q["X-Amz-Expires"]!), (1...maxPresignedSeconds).contains(expires) else {
             throw .incomplete("X-Amz-Expires must be a number of seconds from 1 to \(maxPresignedSeconds).")
         }
-        return try make(credential: q["X-Amz-Credential"]!, amzDate: q["X-Amz-Date"]!, signedHeaders: q["X-Amz-SignedHeaders"]!,
-                        signature: q["X-Amz-Signature"]!, expires: expires)
+        return try make(
+            credential: q["X-Amz-Credential"]!, amzDate: q["X-Amz-Date"]!, signedHeaders: q["X-Amz-SignedHeaders"]!,
+            signature: q["X-Amz-Signature"]!, expires: expires)
     }
 
-    static func make(credential: String, amzDate: String, signedHeaders: String, signature: String, expires: Int?) throws(Failure) -> Claim {
+    static func make(credential: String, amzDate: String, signedHeaders: String, signature: String, expires: Int?) throws(Failure) -> Claim
+    {
         // keyid/date/region/service/aws4_request
         var parts: [Substring] = []
         parts.reserveCapacity(6)
         let c = credential.utf8
-        var start = c.startIndex, more = true
+        var start = c.startIndex
+        var more = true
         while more, parts.count <= 5 {
             let slash = c[start...].firstIndex(of: UInt8(ascii: "/")) ?? c.endIndex
             parts.append(Substring(c[start..<slash]))
@@ -122,7 +135,8 @@ public struct SigV4Verifier: Sendable {
             if more { start = c.index(after: slash) }
         }
         guard parts.count == 5, !more, parts[4] == "aws4_request", !parts[0].isEmpty else {
-            throw .incomplete("Credential must have exactly 5 slash-delimited elements, e.g. keyid/date/region/service/term, got '\(credential)'")
+            throw .incomplete(
+                "Credential must have exactly 5 slash-delimited elements, e.g. keyid/date/region/service/term, got '\(credential)'")
         }
         guard let date = SigV4.parseAmzDate(amzDate) else {
             throw .incomplete("Date must be in ISO-8601 'basic format'. Got '\(amzDate)'. See http://en.wikipedia.org/wiki/ISO_8601")
@@ -135,25 +149,32 @@ public struct SigV4Verifier: Sendable {
             h = semicolon < h.endIndex ? h[h.index(after: semicolon)...] : h[h.endIndex...]
         }
         guard !headers.isEmpty, !signature.isEmpty else { throw .incomplete("SignedHeaders and Signature must not be empty.") }
-        return Claim(accessKey: String(parts[0]), amzDate: amzDate, date: date, day: String(parts[1]), region: String(parts[2]),
-                     service: String(parts[3]), signedHeaders: headers, signature: signature, expires: expires)
+        return Claim(
+            accessKey: String(parts[0]), amzDate: amzDate, date: date, day: String(parts[1]), region: String(parts[2]),
+            service: String(parts[3]), signedHeaders: headers, signature: signature, expires: expires)
     }
 
     /// Checks the claim's scope, time and signature against the key's secret. `payloadHash`
     /// is asked only when the request does not name its own (`X-Amz-Content-Sha256`).
-    public func verify(_ claim: Claim, _ r: Request, secret: String, service: String, now: Date = Date(),
-                       payloadHash: () -> String) throws(Failure) {
+    public func verify(
+        _ claim: Claim, _ r: Request, secret: String, service: String, now: Date = Date(),
+        payloadHash: () -> String
+    ) throws(Failure) {
         let key = SigV4.signingKey(secret: secret, day: claim.day[...], region: claim.region, service: claim.service)
         try verify(claim, r, signingKey: SigV4.MACKey(key), service: service, now: now, payloadHash: payloadHash)
     }
 
     /// The same, with the signing key of the claim's day, region and service derived already.
-    public func verify(_ claim: Claim, _ r: Request, signingKey: SigV4.MACKey, service: String, now: Date = Date(),
-                       payloadHash: () -> String) throws(Failure) {
+    public func verify(
+        _ claim: Claim, _ r: Request, signingKey: SigV4.MACKey, service: String, now: Date = Date(),
+        payloadHash: () -> String
+    ) throws(Failure) {
         guard claim.region == region else { throw .invalid("Credential should be scoped to a valid region. ") }
         guard claim.service == service else { throw .invalid("Credential should be scoped to correct service: '\(service)'. ") }
         guard claim.day.utf8.elementsEqual(claim.amzDate.utf8.prefix(8)) else {
-            throw .invalid("Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '\(claim.day)' != '\(claim.amzDate.prefix(8))', from '\(claim.amzDate)'.")
+            throw .invalid(
+                "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '\(claim.day)' != '\(claim.amzDate.prefix(8))', from '\(claim.amzDate)'."
+            )
         }
         let signedNames = claim.signedHeaders.sorted()
         guard signedNames.contains("host") else {
@@ -161,15 +182,23 @@ public struct SigV4Verifier: Sendable {
         }
         if let expires = claim.expires {
             if now.timeIntervalSince(claim.date) > TimeInterval(expires) {
-                throw .invalid("Signature expired: the presigned request was valid for \(expires) seconds from \(claim.amzDate); it is now \(SigV4.amzDate(now)).")
+                throw .invalid(
+                    "Signature expired: the presigned request was valid for \(expires) seconds from \(claim.amzDate); it is now \(SigV4.amzDate(now))."
+                )
             }
             if claim.date.timeIntervalSince(now) > maxSkew {
-                throw .invalid("Signature not yet current: \(claim.amzDate) is still later than \(SigV4.amzDate(now.addingTimeInterval(maxSkew))) (\(SigV4.amzDate(now)) + 5 min.)")
+                throw .invalid(
+                    "Signature not yet current: \(claim.amzDate) is still later than \(SigV4.amzDate(now.addingTimeInterval(maxSkew))) (\(SigV4.amzDate(now)) + 5 min.)"
+                )
             }
         } else if now.timeIntervalSince(claim.date) > maxSkew {
-            throw .invalid("Signature expired: \(claim.amzDate) is now earlier than \(SigV4.amzDate(now.addingTimeInterval(-maxSkew))) (\(SigV4.amzDate(now)) - 5 min.)")
+            throw .invalid(
+                "Signature expired: \(claim.amzDate) is now earlier than \(SigV4.amzDate(now.addingTimeInterval(-maxSkew))) (\(SigV4.amzDate(now)) - 5 min.)"
+            )
         } else if claim.date.timeIntervalSince(now) > maxSkew {
-            throw .invalid("Signature not yet current: \(claim.amzDate) is still later than \(SigV4.amzDate(now.addingTimeInterval(maxSkew))) (\(SigV4.amzDate(now)) + 5 min.)")
+            throw .invalid(
+                "Signature not yet current: \(claim.amzDate) is still later than \(SigV4.amzDate(now.addingTimeInterval(maxSkew))) (\(SigV4.amzDate(now)) + 5 min.)"
+            )
         }
         var headers: [(String, String)] = []
         for name in signedNames {
@@ -191,13 +220,16 @@ public struct SigV4Verifier: Sendable {
             hashes = [payloadHash()]
             if claim.expires != nil { hashes.append(SigV4.unsignedPayload) }
         }
-        let uri = SigV4.canonicalURI(wirePath: r.rawPath), canonicalQuery = SigV4.canonicalQuery(query)
+        let uri = SigV4.canonicalURI(wirePath: r.rawPath)
+        let canonicalQuery = SigV4.canonicalQuery(query)
         let signed = signedNames.joined(separator: ";")
         for hash in hashes {
-            let canonical = SigV4.canonicalRequest(method: r.method, uri: uri, query: canonicalQuery, headers: headers,
-                                                   signedHeaders: signed, payloadHash: hash)
-            let expected = SigV4.signatureDigest(key: signingKey, amzDate: claim.amzDate, region: claim.region, service: claim.service,
-                                                 canonicalRequest: canonical)
+            let canonical = SigV4.canonicalRequest(
+                method: r.method, uri: uri, query: canonicalQuery, headers: headers,
+                signedHeaders: signed, payloadHash: hash)
+            let expected = SigV4.signatureDigest(
+                key: signingKey, amzDate: claim.amzDate, region: claim.region, service: claim.service,
+                canonicalRequest: canonical)
             if SigV4.signatureMatches(expected, claim.signature) { return }
         }
         throw .invalid(Self.mismatchMessage)

@@ -76,8 +76,9 @@ public struct AccountStore: Sendable {
     /// plainly that the change is stored but not yet seen by them.
     func announce(_ change: String) throws {
         do { try bumpGeneration() } catch let e as StoreError {
-            throw StoreError("\(change) in the store, but \(e.message); a running petreld stops trusting its cached keys within "
-                             + "\(AccountStore.revalidateSeconds) s", cause: e.cause)
+            throw StoreError(
+                "\(change) in the store, but \(e.message); a running petreld stops trusting its cached keys within "
+                    + "\(AccountStore.revalidateSeconds) s", cause: e.cause)
         }
     }
 
@@ -99,12 +100,14 @@ public struct AccountStore: Sendable {
         return try db.pool.write { db in
             var chosen = id ?? ""
             if id == nil {
-                repeat { chosen = String((0..<12).map { _ in Character(String(Int.random(in: 0...9))) }) }
-                while try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM accounts WHERE id = ?)", arguments: [chosen]) == true
+                repeat {
+                    chosen = String((0..<12).map { _ in Character(String(Int.random(in: 0...9))) })
+                } while try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM accounts WHERE id = ?)", arguments: [chosen]) == true
             }
             let created = Self.now()
-            try db.execute(sql: "INSERT OR IGNORE INTO accounts (id, name, admin, created) VALUES (?, ?, ?, ?)",
-                           arguments: [chosen, name, admin, created])
+            try db.execute(
+                sql: "INSERT OR IGNORE INTO accounts (id, name, admin, created) VALUES (?, ?, ?, ?)",
+                arguments: [chosen, name, admin, created])
             guard db.changesCount == 1 else { throw StoreError("the account \(chosen) exists already") }
             return Account(id: chosen, name: name, admin: admin, created: Self.date(created))
         }
@@ -147,24 +150,32 @@ public struct AccountStore: Sendable {
             guard try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM accounts WHERE id = ?)", arguments: [account]) == true else {
                 throw StoreError("there is no account \(account)")
             }
-            try db.execute(sql: "INSERT INTO access_keys (id, account, secret_sealed, status, created) VALUES (?, ?, ?, 'Active', ?)",
-                           arguments: [id, account, sealed, Self.now()])
+            try db.execute(
+                sql: "INSERT INTO access_keys (id, account, secret_sealed, status, created) VALUES (?, ?, ?, 'Active', ?)",
+                arguments: [id, account, sealed, Self.now()])
         }
         return (id, secret)
     }
 
     public func accessKeys(account: String? = nil) throws -> [AccessKey] {
         try db.pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT id, account, status, created, revoked FROM access_keys WHERE ? IS NULL OR account = ? ORDER BY created, id",
-                             arguments: [account, account])
-        }.map { AccessKey(id: $0["id"], account: $0["account"], status: $0["status"], created: Self.date($0["created"]),
-                          revoked: ($0["revoked"] as Int64?).map(Self.date)) }
+            try Row.fetchAll(
+                db,
+                sql: "SELECT id, account, status, created, revoked FROM access_keys WHERE ? IS NULL OR account = ? ORDER BY created, id",
+                arguments: [account, account])
+        }.map {
+            AccessKey(
+                id: $0["id"], account: $0["account"], status: $0["status"], created: Self.date($0["created"]),
+                revoked: ($0["revoked"] as Int64?).map(Self.date))
+        }
     }
 
     /// Revokes a key at once: requests signed with it are refused from now on.
     public func revokeKey(_ id: String) throws {
         try db.pool.write { db in
-            try db.execute(sql: "UPDATE access_keys SET status = 'Inactive', revoked = ? WHERE id = ? AND status = 'Active'", arguments: [Self.now(), id])
+            try db.execute(
+                sql: "UPDATE access_keys SET status = 'Inactive', revoked = ? WHERE id = ? AND status = 'Active'",
+                arguments: [Self.now(), id])
             guard db.changesCount == 1 else {
                 let known = try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM access_keys WHERE id = ?)", arguments: [id]) ?? false
                 throw StoreError(known ? "the key \(id) is revoked already" : "there is no key \(id)")
@@ -175,9 +186,12 @@ public struct AccountStore: Sendable {
 
     /// The active key `id` with its secret; nil when unknown or revoked.
     public func activeKey(_ id: String) throws -> ActiveKey? {
-        guard let row = try db.pool.read({ db in
-            try Row.fetchOne(db, sql: "SELECT account, secret_sealed FROM access_keys WHERE id = ? AND status = 'Active'", arguments: [id])
-        }) else { return nil }
+        guard
+            let row = try db.pool.read({ db in
+                try Row.fetchOne(
+                    db, sql: "SELECT account, secret_sealed FROM access_keys WHERE id = ? AND status = 'Active'", arguments: [id])
+            })
+        else { return nil }
         let secret = try keys.unseal(row["secret_sealed"], context: "access-key:\(id)")
         return ActiveKey(id: id, account: row["account"], secret: String(decoding: secret, as: UTF8.self))
     }

@@ -22,8 +22,10 @@ public struct AuditStore: Sendable {
         public var status: Int
         public var errorCode: String?
 
-        public init(time: Int64, account: String?, accessKey: String?, source: String, action: String, resource: String?,
-                    parameters: String, status: Int, errorCode: String?) {
+        public init(
+            time: Int64, account: String?, accessKey: String?, source: String, action: String, resource: String?,
+            parameters: String, status: Int, errorCode: String?
+        ) {
             self.time = time
             self.account = account
             self.accessKey = accessKey
@@ -38,12 +40,15 @@ public struct AuditStore: Sendable {
 
     public func append(_ records: [Record]) throws {
         try db.pool.write { db in
-            let stmt = try db.cachedStatement(sql: """
-                INSERT INTO audit (time, account, key_id, source, action, resource, parameters, status, error)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """)
+            let stmt = try db.cachedStatement(
+                sql: """
+                    INSERT INTO audit (time, account, key_id, source, action, resource, parameters, status, error)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """)
             for r in records {
-                try stmt.execute(arguments: [r.time, r.account, r.accessKey, r.source, r.action, r.resource, r.parameters, r.status, r.errorCode])
+                try stmt.execute(arguments: [
+                    r.time, r.account, r.accessKey, r.source, r.action, r.resource, r.parameters, r.status, r.errorCode,
+                ])
             }
         }
     }
@@ -62,11 +67,15 @@ public struct AuditStore: Sendable {
             try db.execute(sql: "UPDATE audit_horizon SET time = max(time, ?) WHERE id = 1", arguments: [cutoff])
             return try Int64.fetchOne(db, sql: "SELECT time FROM audit_horizon WHERE id = 1") ?? 0
         }
-        let deleted = try db.deleteInBatches("DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE time < ? ORDER BY time LIMIT ?)",
-                                             [horizon], limit: limit)
+        let deleted = try db.deleteInBatches(
+            "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE time < ? ORDER BY time LIMIT ?)",
+            [horizon], limit: limit)
         if deleted > 0 {
-            try append([Record(time: nowMs, account: nil, accessKey: nil, source: "petreld", action: "ExpireAuditRecords", resource: nil,
-                               parameters: #"{"before":\#(horizon),"days":\#(days),"deleted":\#(deleted)}"#, status: 200, errorCode: nil)])
+            try append([
+                Record(
+                    time: nowMs, account: nil, accessKey: nil, source: "petreld", action: "ExpireAuditRecords", resource: nil,
+                    parameters: #"{"before":\#(horizon),"days":\#(days),"deleted":\#(deleted)}"#, status: 200, errorCode: nil)
+            ])
         }
         return deleted
     }
@@ -74,13 +83,16 @@ public struct AuditStore: Sendable {
     /// Records in order, optionally since a time, of one account, of one action.
     public func records(since: Int64? = nil, account: String? = nil, action: String? = nil, limit: Int = Int.max) throws -> [Record] {
         try db.pool.read { db in
-            try Row.fetchAll(db, sql: """
-                SELECT * FROM audit WHERE time >= ? AND (? IS NULL OR account = ?) AND (? IS NULL OR action = ?)
-                ORDER BY seq LIMIT ?
-                """, arguments: [since ?? 0, account, account, action, action, limit])
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT * FROM audit WHERE time >= ? AND (? IS NULL OR account = ?) AND (? IS NULL OR action = ?)
+                    ORDER BY seq LIMIT ?
+                    """, arguments: [since ?? 0, account, account, action, action, limit])
         }.map { row in
-            var r = Record(time: row["time"], account: row["account"], accessKey: row["key_id"], source: row["source"], action: row["action"],
-                           resource: row["resource"], parameters: row["parameters"], status: row["status"], errorCode: row["error"])
+            var r = Record(
+                time: row["time"], account: row["account"], accessKey: row["key_id"], source: row["source"], action: row["action"],
+                resource: row["resource"], parameters: row["parameters"], status: row["status"], errorCode: row["error"])
             r.seq = row["seq"]
             return r
         }

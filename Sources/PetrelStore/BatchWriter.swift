@@ -30,9 +30,11 @@ public final class BatchWriter<Item: Sendable>: Sendable {
     private let ring: AsyncStream<Void>.Continuation
 
     /// `weight`: how many of `what` an item holds (lines of a batch); `onLoss`: told how many were lost.
-    public init(_ what: String, gather: Duration = .milliseconds(20), busyGather: Duration = .milliseconds(100), busyItems: Int = 64,
-                logger: Logger, weight: @escaping @Sendable (Item) -> Int = { _ in 1 }, onLoss: @escaping @Sendable (Int) -> Void = { _ in },
-                write: @escaping @Sendable ([Item]) throws -> Void) {
+    public init(
+        _ what: String, gather: Duration = .milliseconds(20), busyGather: Duration = .milliseconds(100), busyItems: Int = 64,
+        logger: Logger, weight: @escaping @Sendable (Item) -> Int = { _ in 1 }, onLoss: @escaping @Sendable (Int) -> Void = { _ in },
+        write: @escaping @Sendable ([Item]) throws -> Void
+    ) {
         self.what = what
         failures = FailureLog("store \(what)", logger: logger)
         self.weight = weight

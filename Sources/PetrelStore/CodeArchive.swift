@@ -70,7 +70,10 @@ public enum CodeArchive {
                             var off = 0
                             while off < buf.count {
                                 let n = write(fd, buf.baseAddress! + off, buf.count - off)
-                                if n < 0 { if errno == EINTR { continue }; throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+                                if n < 0 {
+                                    if errno == EINTR { continue }
+                                    throw POSIXError(.init(rawValue: errno) ?? .EIO)
+                                }
                                 off += n
                             }
                         }
@@ -98,8 +101,12 @@ public enum CodeArchive {
         let realRoot = (try? resolved(root)) ?? root
         for link in links {
             guard let real = try? resolved(root + "/" + link.path),
-                  real == realRoot || real.hasPrefix(realRoot + "/") else {
-                throw StoreError(code: .invalid, "The link \(link.path) in the ZIP points outside the package or to nothing (\(link.target)); links must point to a file or directory inside it.")
+                real == realRoot || real.hasPrefix(realRoot + "/")
+            else {
+                throw StoreError(
+                    code: .invalid,
+                    "The link \(link.path) in the ZIP points outside the package or to nothing (\(link.target)); links must point to a file or directory inside it."
+                )
             }
         }
         return total
@@ -117,7 +124,9 @@ public enum CodeArchive {
     /// The entry's path made relative and checked: no absolute path, no `..`, no NUL.
     static func safeRelativePath(_ path: String) throws -> String {
         guard !path.hasPrefix("/"), !path.hasPrefix("\\"), !path.contains("\0"), !path.contains("\\") else {
-            throw StoreError(code: .invalid, "The ZIP entry \"\(path)\" has an absolute or malformed path; every path must be relative and inside the package.")
+            throw StoreError(
+                code: .invalid,
+                "The ZIP entry \"\(path)\" has an absolute or malformed path; every path must be relative and inside the package.")
         }
         let parts = path.split(separator: "/").filter { $0 != "." }
         guard !parts.contains("..") else {
@@ -129,7 +138,9 @@ public enum CodeArchive {
     /// A link's target, read lexically from the link's directory, must stay inside.
     static func checkLinkTarget(_ target: String, from linkPath: String) throws {
         guard !target.hasPrefix("/") else {
-            throw StoreError(code: .invalid, "The link \(linkPath) in the ZIP points to the absolute path \(target); links must stay inside the package.")
+            throw StoreError(
+                code: .invalid, "The link \(linkPath) in the ZIP points to the absolute path \(target); links must stay inside the package."
+            )
         }
         var stack = linkPath.split(separator: "/").dropLast().map(String.init)
         for part in target.split(separator: "/") where part != "." {

@@ -1,7 +1,7 @@
 import Crypto
 import Foundation
-import PetrelSystem
 import PetrelCore
+import PetrelSystem
 import Synchronization
 
 /// Function code: each ZIP is kept encrypted (AES-256-GCM under the platform data key)

@@ -1,8 +1,8 @@
 import Foundation
-import PetrelSystem
 import GRDB
 import Glibc
 import PetrelCore
+import PetrelSystem
 import Synchronization
 
 /// The metadata store: one SQLite database in WAL mode (`<data>/petrel.sqlite`).
@@ -54,231 +54,238 @@ public final class PetrelDatabase: Sendable {
     static func migrator(adminAccount: String) -> DatabaseMigrator {
         var m = DatabaseMigrator()
         m.registerMigration("v1") { db in
-            try db.execute(sql: """
-                CREATE TABLE functions (
-                    name TEXT PRIMARY KEY NOT NULL,
-                    record TEXT NOT NULL,
-                    code_hex TEXT NOT NULL
-                );
-                CREATE TABLE log_streams (
-                    log_group TEXT NOT NULL,
-                    log_stream TEXT NOT NULL,
-                    created INTEGER NOT NULL,
-                    last_event INTEGER NOT NULL,
-                    PRIMARY KEY (log_group, log_stream)
-                );
-                CREATE TABLE log_events (
-                    id INTEGER PRIMARY KEY AUTOINCREMENT,
-                    log_group TEXT NOT NULL,
-                    log_stream TEXT NOT NULL,
-                    timestamp INTEGER NOT NULL,
-                    ingested INTEGER NOT NULL,
-                    message TEXT NOT NULL
-                );
-                CREATE INDEX log_events_by_stream ON log_events (log_group, log_stream, id);
-                CREATE INDEX log_events_by_time ON log_events (log_group, timestamp, id);
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TABLE functions (
+                        name TEXT PRIMARY KEY NOT NULL,
+                        record TEXT NOT NULL,
+                        code_hex TEXT NOT NULL
+                    );
+                    CREATE TABLE log_streams (
+                        log_group TEXT NOT NULL,
+                        log_stream TEXT NOT NULL,
+                        created INTEGER NOT NULL,
+                        last_event INTEGER NOT NULL,
+                        PRIMARY KEY (log_group, log_stream)
+                    );
+                    CREATE TABLE log_events (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        log_group TEXT NOT NULL,
+                        log_stream TEXT NOT NULL,
+                        timestamp INTEGER NOT NULL,
+                        ingested INTEGER NOT NULL,
+                        message TEXT NOT NULL
+                    );
+                    CREATE INDEX log_events_by_stream ON log_events (log_group, log_stream, id);
+                    CREATE INDEX log_events_by_time ON log_events (log_group, timestamp, id);
+                    """)
         }
         m.registerMigration("v2-accounts") { db in
             precondition(adminAccount.utf8.allSatisfy { (48...57).contains($0) })
-            try db.execute(sql: """
-                CREATE TABLE accounts (
-                    id TEXT PRIMARY KEY NOT NULL,
-                    name TEXT NOT NULL,
-                    admin INTEGER NOT NULL DEFAULT 0,
-                    created INTEGER NOT NULL
-                );
-                CREATE TABLE access_keys (
-                    id TEXT PRIMARY KEY NOT NULL,
-                    account TEXT NOT NULL,
-                    secret_sealed BLOB NOT NULL,
-                    status TEXT NOT NULL,
-                    created INTEGER NOT NULL,
-                    revoked INTEGER
-                );
-                CREATE INDEX access_keys_by_account ON access_keys (account);
-                CREATE TABLE data_keys (
-                    id TEXT PRIMARY KEY NOT NULL,
-                    account TEXT,
-                    wrapped BLOB NOT NULL,
-                    master_id TEXT NOT NULL,
-                    created INTEGER NOT NULL,
-                    description TEXT NOT NULL DEFAULT ''
-                );
-                CREATE TABLE audit (
-                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                    time INTEGER NOT NULL,
-                    account TEXT,
-                    key_id TEXT,
-                    source TEXT NOT NULL,
-                    action TEXT NOT NULL,
-                    resource TEXT,
-                    parameters TEXT NOT NULL,
-                    status INTEGER NOT NULL,
-                    error TEXT
-                );
-                CREATE INDEX audit_by_time ON audit (time);
-                CREATE TRIGGER audit_is_append_only_u BEFORE UPDATE ON audit
-                    BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
-                CREATE TRIGGER audit_is_append_only_d BEFORE DELETE ON audit
-                    BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
-                ALTER TABLE functions RENAME TO functions_v1;
-                CREATE TABLE functions (
-                    account TEXT NOT NULL,
-                    name TEXT NOT NULL,
-                    record TEXT NOT NULL,
-                    code_hex TEXT NOT NULL,
-                    env_sealed BLOB,
-                    PRIMARY KEY (account, name)
-                );
-                CREATE INDEX functions_by_code ON functions (code_hex);
-                INSERT INTO functions (account, name, record, code_hex)
-                    SELECT '\(adminAccount)', name, json_set(record, '$.account', '\(adminAccount)'), code_hex FROM functions_v1;
-                DROP TABLE functions_v1;
-                UPDATE log_streams SET log_group = '\(adminAccount)' || log_group WHERE log_group LIKE '/%';
-                UPDATE log_events SET log_group = '\(adminAccount)' || log_group WHERE log_group LIKE '/%';
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TABLE accounts (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        name TEXT NOT NULL,
+                        admin INTEGER NOT NULL DEFAULT 0,
+                        created INTEGER NOT NULL
+                    );
+                    CREATE TABLE access_keys (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        account TEXT NOT NULL,
+                        secret_sealed BLOB NOT NULL,
+                        status TEXT NOT NULL,
+                        created INTEGER NOT NULL,
+                        revoked INTEGER
+                    );
+                    CREATE INDEX access_keys_by_account ON access_keys (account);
+                    CREATE TABLE data_keys (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        account TEXT,
+                        wrapped BLOB NOT NULL,
+                        master_id TEXT NOT NULL,
+                        created INTEGER NOT NULL,
+                        description TEXT NOT NULL DEFAULT ''
+                    );
+                    CREATE TABLE audit (
+                        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                        time INTEGER NOT NULL,
+                        account TEXT,
+                        key_id TEXT,
+                        source TEXT NOT NULL,
+                        action TEXT NOT NULL,
+                        resource TEXT,
+                        parameters TEXT NOT NULL,
+                        status INTEGER NOT NULL,
+                        error TEXT
+                    );
+                    CREATE INDEX audit_by_time ON audit (time);
+                    CREATE TRIGGER audit_is_append_only_u BEFORE UPDATE ON audit
+                        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+                    CREATE TRIGGER audit_is_append_only_d BEFORE DELETE ON audit
+                        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+                    ALTER TABLE functions RENAME TO functions_v1;
+                    CREATE TABLE functions (
+                        account TEXT NOT NULL,
+                        name TEXT NOT NULL,
+                        record TEXT NOT NULL,
+                        code_hex TEXT NOT NULL,
+                        env_sealed BLOB,
+                        PRIMARY KEY (account, name)
+                    );
+                    CREATE INDEX functions_by_code ON functions (code_hex);
+                    INSERT INTO functions (account, name, record, code_hex)
+                        SELECT '\(adminAccount)', name, json_set(record, '$.account', '\(adminAccount)'), code_hex FROM functions_v1;
+                    DROP TABLE functions_v1;
+                    UPDATE log_streams SET log_group = '\(adminAccount)' || log_group WHERE log_group LIKE '/%';
+                    UPDATE log_events SET log_group = '\(adminAccount)' || log_group WHERE log_group LIKE '/%';
+                    """)
         }
         m.registerMigration("v3-events") { db in
-            try db.execute(sql: """
-                CREATE TABLE events (
-                    id TEXT NOT NULL,
-                    account TEXT NOT NULL,
-                    function TEXT NOT NULL,
-                    payload BLOB NOT NULL,
-                    created INTEGER NOT NULL,
-                    due INTEGER NOT NULL,
-                    attempts INTEGER NOT NULL DEFAULT 0,
-                    source TEXT NOT NULL,
-                    last_response BLOB,
-                    last_error TEXT,
-                    PRIMARY KEY (account, id)
-                );
-                CREATE INDEX events_by_due ON events (due);
-                CREATE TABLE event_configs (
-                    account TEXT NOT NULL,
-                    function TEXT NOT NULL,
-                    config TEXT NOT NULL,
-                    PRIMARY KEY (account, function)
-                );
-                CREATE TABLE dead_letters (
-                    id INTEGER PRIMARY KEY AUTOINCREMENT,
-                    account TEXT NOT NULL,
-                    function TEXT NOT NULL,
-                    request_id TEXT NOT NULL,
-                    condition TEXT NOT NULL,
-                    created INTEGER NOT NULL,
-                    record BLOB NOT NULL,
-                    payload BLOB NOT NULL
-                );
-                CREATE INDEX dead_letters_by_function ON dead_letters (account, function, id);
-                CREATE TABLE schedules (
-                    account TEXT NOT NULL,
-                    name TEXT NOT NULL,
-                    function TEXT NOT NULL,
-                    expression TEXT NOT NULL,
-                    input TEXT,
-                    description TEXT NOT NULL DEFAULT '',
-                    created INTEGER NOT NULL,
-                    last_slot INTEGER,
-                    PRIMARY KEY (account, name)
-                );
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TABLE events (
+                        id TEXT NOT NULL,
+                        account TEXT NOT NULL,
+                        function TEXT NOT NULL,
+                        payload BLOB NOT NULL,
+                        created INTEGER NOT NULL,
+                        due INTEGER NOT NULL,
+                        attempts INTEGER NOT NULL DEFAULT 0,
+                        source TEXT NOT NULL,
+                        last_response BLOB,
+                        last_error TEXT,
+                        PRIMARY KEY (account, id)
+                    );
+                    CREATE INDEX events_by_due ON events (due);
+                    CREATE TABLE event_configs (
+                        account TEXT NOT NULL,
+                        function TEXT NOT NULL,
+                        config TEXT NOT NULL,
+                        PRIMARY KEY (account, function)
+                    );
+                    CREATE TABLE dead_letters (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        account TEXT NOT NULL,
+                        function TEXT NOT NULL,
+                        request_id TEXT NOT NULL,
+                        condition TEXT NOT NULL,
+                        created INTEGER NOT NULL,
+                        record BLOB NOT NULL,
+                        payload BLOB NOT NULL
+                    );
+                    CREATE INDEX dead_letters_by_function ON dead_letters (account, function, id);
+                    CREATE TABLE schedules (
+                        account TEXT NOT NULL,
+                        name TEXT NOT NULL,
+                        function TEXT NOT NULL,
+                        expression TEXT NOT NULL,
+                        input TEXT,
+                        description TEXT NOT NULL DEFAULT '',
+                        created INTEGER NOT NULL,
+                        last_slot INTEGER,
+                        PRIMARY KEY (account, name)
+                    );
+                    """)
         }
         m.registerMigration("v4-log-stream-ids") { db in
             // Events name their stream by its id, not by group and stream names: a row and
             // its index entries shrink from ~90 bytes of names to a few bytes of integers,
             // so the log store writes about half as much per line. Ids and order are kept.
-            try db.execute(sql: """
-                CREATE TABLE log_streams_v4 (
-                    id INTEGER PRIMARY KEY,
-                    log_group TEXT NOT NULL,
-                    log_stream TEXT NOT NULL,
-                    created INTEGER NOT NULL,
-                    last_event INTEGER NOT NULL,
-                    UNIQUE (log_group, log_stream)
-                );
-                INSERT INTO log_streams_v4 (log_group, log_stream, created, last_event)
-                    SELECT log_group, log_stream, created, last_event FROM log_streams ORDER BY created, log_group, log_stream;
-                INSERT OR IGNORE INTO log_streams_v4 (log_group, log_stream, created, last_event)
-                    SELECT log_group, log_stream, MIN(timestamp), MAX(timestamp) FROM log_events GROUP BY log_group, log_stream;
-                CREATE TABLE log_events_v4 (
-                    id INTEGER PRIMARY KEY AUTOINCREMENT,
-                    stream INTEGER NOT NULL,
-                    timestamp INTEGER NOT NULL,
-                    ingested INTEGER NOT NULL,
-                    message TEXT NOT NULL
-                );
-                INSERT INTO log_events_v4 (id, stream, timestamp, ingested, message)
-                    SELECT e.id, s.id, e.timestamp, e.ingested, e.message
-                    FROM log_events e JOIN log_streams_v4 s ON s.log_group = e.log_group AND s.log_stream = e.log_stream
-                    ORDER BY e.id;
-                DROP TABLE log_events;
-                DROP TABLE log_streams;
-                ALTER TABLE log_streams_v4 RENAME TO log_streams;
-                ALTER TABLE log_events_v4 RENAME TO log_events;
-                CREATE INDEX log_events_by_stream ON log_events (stream, id);
-                CREATE INDEX log_events_by_time ON log_events (stream, timestamp);
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TABLE log_streams_v4 (
+                        id INTEGER PRIMARY KEY,
+                        log_group TEXT NOT NULL,
+                        log_stream TEXT NOT NULL,
+                        created INTEGER NOT NULL,
+                        last_event INTEGER NOT NULL,
+                        UNIQUE (log_group, log_stream)
+                    );
+                    INSERT INTO log_streams_v4 (log_group, log_stream, created, last_event)
+                        SELECT log_group, log_stream, created, last_event FROM log_streams ORDER BY created, log_group, log_stream;
+                    INSERT OR IGNORE INTO log_streams_v4 (log_group, log_stream, created, last_event)
+                        SELECT log_group, log_stream, MIN(timestamp), MAX(timestamp) FROM log_events GROUP BY log_group, log_stream;
+                    CREATE TABLE log_events_v4 (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        stream INTEGER NOT NULL,
+                        timestamp INTEGER NOT NULL,
+                        ingested INTEGER NOT NULL,
+                        message TEXT NOT NULL
+                    );
+                    INSERT INTO log_events_v4 (id, stream, timestamp, ingested, message)
+                        SELECT e.id, s.id, e.timestamp, e.ingested, e.message
+                        FROM log_events e JOIN log_streams_v4 s ON s.log_group = e.log_group AND s.log_stream = e.log_stream
+                        ORDER BY e.id;
+                    DROP TABLE log_events;
+                    DROP TABLE log_streams;
+                    ALTER TABLE log_streams_v4 RENAME TO log_streams;
+                    ALTER TABLE log_events_v4 RENAME TO log_events;
+                    CREATE INDEX log_events_by_stream ON log_events (stream, id);
+                    CREATE INDEX log_events_by_time ON log_events (stream, timestamp);
+                    """)
         }
         m.registerMigration("v5-log-retention") { db in
             // PutRetentionPolicy: days per log group (as the store files it); groups without
             // a row keep their events for the daemon's log_retention_days.
-            try db.execute(sql: """
-                CREATE TABLE log_retention (
-                    log_group TEXT PRIMARY KEY NOT NULL,
-                    days INTEGER NOT NULL
-                ) WITHOUT ROWID;
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TABLE log_retention (
+                        log_group TEXT PRIMARY KEY NOT NULL,
+                        days INTEGER NOT NULL
+                    ) WITHOUT ROWID;
+                    """)
         }
         m.registerMigration("v6-audit-retention") { db in
             // The trail may lose records only by age: those older than its horizon, a time that
             // only moves forward. Every record at or after it still refuses DELETE, as before.
-            try db.execute(sql: """
-                CREATE TABLE audit_horizon (
-                    id INTEGER PRIMARY KEY CHECK (id = 1),
-                    time INTEGER NOT NULL
-                );
-                INSERT INTO audit_horizon (id, time) VALUES (1, 0);
-                CREATE TRIGGER audit_horizon_moves_forward BEFORE UPDATE ON audit_horizon
-                    WHEN new.time < old.time OR new.id != old.id
-                    BEGIN SELECT RAISE(ABORT, 'the audit horizon only moves forward'); END;
-                CREATE TRIGGER audit_horizon_stays BEFORE DELETE ON audit_horizon
-                    BEGIN SELECT RAISE(ABORT, 'the audit horizon only moves forward'); END;
-                DROP TRIGGER audit_is_append_only_d;
-                CREATE TRIGGER audit_is_append_only_d BEFORE DELETE ON audit
-                    WHEN old.time >= (SELECT time FROM audit_horizon WHERE id = 1)
-                    BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only; only records older than its horizon expire'); END;
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TABLE audit_horizon (
+                        id INTEGER PRIMARY KEY CHECK (id = 1),
+                        time INTEGER NOT NULL
+                    );
+                    INSERT INTO audit_horizon (id, time) VALUES (1, 0);
+                    CREATE TRIGGER audit_horizon_moves_forward BEFORE UPDATE ON audit_horizon
+                        WHEN new.time < old.time OR new.id != old.id
+                        BEGIN SELECT RAISE(ABORT, 'the audit horizon only moves forward'); END;
+                    CREATE TRIGGER audit_horizon_stays BEFORE DELETE ON audit_horizon
+                        BEGIN SELECT RAISE(ABORT, 'the audit horizon only moves forward'); END;
+                    DROP TRIGGER audit_is_append_only_d;
+                    CREATE TRIGGER audit_is_append_only_d BEFORE DELETE ON audit
+                        WHEN old.time >= (SELECT time FROM audit_horizon WHERE id = 1)
+                        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only; only records older than its horizon expire'); END;
+                    """)
         }
         m.registerMigration("v7-log-chunks") { db in
             // Lines are stored a chunk (a batch, compressed) per row instead of a row per line;
             // events keep their ids (a chunk's are first_id ..< first_id + count). Each stream
             // row counts the bytes its chunks take, for the store's size budget.
-            try db.execute(sql: """
-                CREATE TABLE log_chunks (
-                    first_id INTEGER PRIMARY KEY,
-                    stream INTEGER NOT NULL,
-                    count INTEGER NOT NULL,
-                    base_ts INTEGER NOT NULL,
-                    min_ts INTEGER NOT NULL,
-                    max_ts INTEGER NOT NULL,
-                    ingested INTEGER NOT NULL,
-                    text_bytes INTEGER NOT NULL,
-                    data BLOB NOT NULL
-                );
-                CREATE INDEX log_chunks_by_stream ON log_chunks (stream, first_id);
-                ALTER TABLE log_streams ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
-                CREATE TRIGGER log_chunks_charged AFTER INSERT ON log_chunks
-                    BEGIN UPDATE log_streams SET bytes = bytes + length(new.data) + \(LogStore.chunkOverhead) WHERE id = new.stream; END;
-                CREATE TRIGGER log_chunks_refunded AFTER DELETE ON log_chunks
-                    BEGIN UPDATE log_streams SET bytes = bytes - length(old.data) - \(LogStore.chunkOverhead) WHERE id = old.stream; END;
-                CREATE TABLE log_meta (
-                    id INTEGER PRIMARY KEY CHECK (id = 1),
-                    next_event_id INTEGER NOT NULL,
-                    journal_applied INTEGER NOT NULL
-                );
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TABLE log_chunks (
+                        first_id INTEGER PRIMARY KEY,
+                        stream INTEGER NOT NULL,
+                        count INTEGER NOT NULL,
+                        base_ts INTEGER NOT NULL,
+                        min_ts INTEGER NOT NULL,
+                        max_ts INTEGER NOT NULL,
+                        ingested INTEGER NOT NULL,
+                        text_bytes INTEGER NOT NULL,
+                        data BLOB NOT NULL
+                    );
+                    CREATE INDEX log_chunks_by_stream ON log_chunks (stream, first_id);
+                    ALTER TABLE log_streams ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+                    CREATE TRIGGER log_chunks_charged AFTER INSERT ON log_chunks
+                        BEGIN UPDATE log_streams SET bytes = bytes + length(new.data) + \(LogStore.chunkOverhead) WHERE id = new.stream; END;
+                    CREATE TRIGGER log_chunks_refunded AFTER DELETE ON log_chunks
+                        BEGIN UPDATE log_streams SET bytes = bytes - length(old.data) - \(LogStore.chunkOverhead) WHERE id = old.stream; END;
+                    CREATE TABLE log_meta (
+                        id INTEGER PRIMARY KEY CHECK (id = 1),
+                        next_event_id INTEGER NOT NULL,
+                        journal_applied INTEGER NOT NULL
+                    );
+                    """)
             // Each run of events with consecutive ids, one stream and one ingestion time (what one
             // transaction wrote of one batch) becomes a chunk.
             var run: (first: Int64, last: Int64, stream: Int64, ingested: Int64, lines: [LogChunk.Line])?
@@ -301,8 +308,9 @@ public final class PetrelDatabase: Sendable {
             }
             try flush()
             // New events continue after every id the old table ever gave (AUTOINCREMENT's high-water mark).
-            let high = max(try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'log_events'") ?? 0,
-                           try Int64.fetchOne(db, sql: "SELECT max(id) FROM log_events") ?? 0)
+            let high = max(
+                try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'log_events'") ?? 0,
+                try Int64.fetchOne(db, sql: "SELECT max(id) FROM log_events") ?? 0)
             try db.execute(sql: "INSERT INTO log_meta (id, next_event_id, journal_applied) VALUES (1, ?, 0)", arguments: [high + 1])
             try db.execute(sql: "DROP TABLE log_events")
         }

@@ -82,11 +82,15 @@ public struct EventStore: Sendable {
     // MARK: - the queue
 
     static func insert(_ e: QueuedEvent, _ db: Database, keys: KeyRing) throws {
-        try db.execute(sql: """
-            INSERT INTO events (id, account, function, payload, created, due, attempts, source)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [e.id, e.account, e.function, try keys.seal(e.payload, context: eventContext(e.account, e.id)),
-                             e.created, e.due, e.attempts, e.source])
+        try db.execute(
+            sql: """
+                INSERT INTO events (id, account, function, payload, created, due, attempts, source)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [
+                e.id, e.account, e.function, try keys.seal(e.payload, context: eventContext(e.account, e.id)),
+                e.created, e.due, e.attempts, e.source,
+            ])
     }
 
     /// Queues events durably; returns once they are on disk.
@@ -98,22 +102,27 @@ public struct EventStore: Sendable {
     }
 
     func decodeEvent(_ row: Row) throws -> QueuedEvent {
-        let account: String = row["account"], id: String = row["id"]
-        var e = QueuedEvent(id: id, account: account, function: row["function"],
-                            payload: try keys.unseal(row["payload"], context: Self.eventContext(account, id)),
-                            created: row["created"], source: row["source"])
+        let account: String = row["account"]
+        let id: String = row["id"]
+        var e = QueuedEvent(
+            id: id, account: account, function: row["function"],
+            payload: try keys.unseal(row["payload"], context: Self.eventContext(account, id)),
+            created: row["created"], source: row["source"])
         e.due = row["due"]
         e.attempts = row["attempts"]
         e.lastError = row["last_error"]
-        if let r = row["last_response"] as Data? { e.lastResponse = try keys.unseal(r, context: Self.eventContext(account, id) + ":response") }
+        if let r = row["last_response"] as Data? {
+            e.lastResponse = try keys.unseal(r, context: Self.eventContext(account, id) + ":response")
+        }
         return e
     }
 
     /// Events due at `now`, oldest due first, leaving out those in `excluding` (running now).
     public func due(now: Int64, limit: Int, excluding: Set<String>) throws -> [QueuedEvent] {
         let rows = try db.pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM events WHERE due <= ? ORDER BY due, created LIMIT ?",
-                             arguments: [now, limit + excluding.count])
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM events WHERE due <= ? ORDER BY due, created LIMIT ?",
+                arguments: [now, limit + excluding.count])
         }
         return try rows.filter { !excluding.contains($0["id"]) }.prefix(limit).map(decodeEvent)
     }
@@ -155,8 +164,9 @@ public struct EventStore: Sendable {
     public func retry(_ e: QueuedEvent, attempts: Int, due: Int64, response: Data, error: String) async throws {
         let sealed = try keys.seal(response, context: Self.eventContext(e.account, e.id) + ":response")
         try await commits.write { db in
-            try db.execute(sql: "UPDATE events SET attempts = ?, due = ?, last_response = ?, last_error = ? WHERE id = ? AND account = ?",
-                           arguments: [attempts, due, sealed, error, e.id, e.account])
+            try db.execute(
+                sql: "UPDATE events SET attempts = ?, due = ?, last_response = ?, last_error = ? WHERE id = ? AND account = ?",
+                arguments: [attempts, due, sealed, error, e.id, e.account])
         }
     }
 
@@ -183,23 +193,29 @@ public struct EventStore: Sendable {
 
     public func config(account: String, function: String) throws -> EventInvokeConfig? {
         try db.pool.read { db in
-            try String.fetchOne(db, sql: "SELECT config FROM event_configs WHERE account = ? AND function = ?", arguments: [account, function])
+            try String.fetchOne(
+                db, sql: "SELECT config FROM event_configs WHERE account = ? AND function = ?", arguments: [account, function])
         }.map { try Self.decoder.decode(EventInvokeConfig.self, from: Data($0.utf8)) }
     }
 
     /// Applies `change` to the stored configuration (nil when there is none) in one transaction;
     /// `change` returns what to store (nil: remove it). Returns what was stored.
     @discardableResult
-    public func updateConfig(account: String, function: String,
-                             _ change: (EventInvokeConfig?) throws -> EventInvokeConfig?) throws -> EventInvokeConfig? {
+    public func updateConfig(
+        account: String, function: String,
+        _ change: (EventInvokeConfig?) throws -> EventInvokeConfig?
+    ) throws -> EventInvokeConfig? {
         try db.pool.write { db in
-            let old = try String.fetchOne(db, sql: "SELECT config FROM event_configs WHERE account = ? AND function = ?",
-                                          arguments: [account, function])
-                .map { try Self.decoder.decode(EventInvokeConfig.self, from: Data($0.utf8)) }
+            let old = try String.fetchOne(
+                db, sql: "SELECT config FROM event_configs WHERE account = ? AND function = ?",
+                arguments: [account, function]
+            )
+            .map { try Self.decoder.decode(EventInvokeConfig.self, from: Data($0.utf8)) }
             let new = try change(old)
             if let new {
-                try db.execute(sql: "INSERT OR REPLACE INTO event_configs (account, function, config) VALUES (?, ?, ?)",
-                               arguments: [account, function, String(decoding: try Self.encoder.encode(new), as: UTF8.self)])
+                try db.execute(
+                    sql: "INSERT OR REPLACE INTO event_configs (account, function, config) VALUES (?, ?, ?)",
+                    arguments: [account, function, String(decoding: try Self.encoder.encode(new), as: UTF8.self)])
             } else {
                 try db.execute(sql: "DELETE FROM event_configs WHERE account = ? AND function = ?", arguments: [account, function])
             }
@@ -211,19 +227,25 @@ public struct EventStore: Sendable {
 
     static func insertLetter(_ l: DeadLetter, _ db: Database, keys: KeyRing) throws {
         let context = letterContext(l.account, l.requestID)
-        try db.execute(sql: """
-            INSERT INTO dead_letters (account, function, request_id, condition, created, record, payload)
-            VALUES (?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [l.account, l.function, l.requestID, l.condition, l.created,
-                             try keys.seal(l.record, context: context), try keys.seal(l.payload, context: context + ":payload")])
+        try db.execute(
+            sql: """
+                INSERT INTO dead_letters (account, function, request_id, condition, created, record, payload)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [
+                l.account, l.function, l.requestID, l.condition, l.created,
+                try keys.seal(l.record, context: context), try keys.seal(l.payload, context: context + ":payload"),
+            ])
     }
 
     func decodeLetter(_ row: Row) throws -> DeadLetter {
-        let account: String = row["account"], requestID: String = row["request_id"]
+        let account: String = row["account"]
+        let requestID: String = row["request_id"]
         let context = Self.letterContext(account, requestID)
-        var l = DeadLetter(account: account, function: row["function"], requestID: requestID, condition: row["condition"],
-                           created: row["created"], record: try keys.unseal(row["record"], context: context),
-                           payload: try keys.unseal(row["payload"], context: context + ":payload"))
+        var l = DeadLetter(
+            account: account, function: row["function"], requestID: requestID, condition: row["condition"],
+            created: row["created"], record: try keys.unseal(row["record"], context: context),
+            payload: try keys.unseal(row["payload"], context: context + ":payload"))
         l.id = row["id"]
         return l
     }
@@ -231,14 +253,17 @@ public struct EventStore: Sendable {
     /// A function's dead letters, oldest first.
     public func deadLetters(account: String, function: String, limit: Int = 1000) throws -> [DeadLetter] {
         try db.pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM dead_letters WHERE account = ? AND function = ? ORDER BY id LIMIT ?",
-                             arguments: [account, function, limit])
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM dead_letters WHERE account = ? AND function = ? ORDER BY id LIMIT ?",
+                arguments: [account, function, limit])
         }.map(decodeLetter)
     }
 
     public func deadLetter(account: String, id: Int64) throws -> DeadLetter? {
-        try db.pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM dead_letters WHERE account = ? AND id = ?", arguments: [account, id]) }
-            .map(decodeLetter)
+        try db.pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM dead_letters WHERE account = ? AND id = ?", arguments: [account, id])
+        }
+        .map(decodeLetter)
     }
 
     /// Queues the original events of `ids` (all of the function's when nil) again, under

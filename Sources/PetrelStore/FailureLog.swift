@@ -29,12 +29,19 @@ public final class FailureLog: Sendable {
             s.since += count
             let now = ContinuousClock.now
             guard !s.failing || s.lastReport.map({ now - $0 >= every }) ?? true else { return nil }
-            defer { s.failing = true; s.lastReport = now; s.since = 0 }
+            defer {
+                s.failing = true
+                s.lastReport = now
+                s.since = 0
+            }
             return (!s.failing, s.since, s.total)
         }
         guard let report else { return }
         var metadata: Logger.Metadata = ["error": "\(error)"]
-        if report.total > 0 { metadata["lost"] = "\(report.lost)"; metadata["lost.total"] = "\(report.total)" }
+        if report.total > 0 {
+            metadata["lost"] = "\(report.lost)"
+            metadata["lost.total"] = "\(report.total)"
+        }
         logger.error(report.first ? "cannot \(what)" : "still cannot \(what)", metadata: metadata)
     }
 
@@ -42,12 +49,19 @@ public final class FailureLog: Sendable {
     public func succeeded() {
         let report = state.withLock { s -> (Int, Int)? in
             guard s.failing else { return nil }
-            defer { s.failing = false; s.since = 0; s.lastReport = nil }
+            defer {
+                s.failing = false
+                s.since = 0
+                s.lastReport = nil
+            }
             return (s.since, s.total)
         }
         if let (lost, total) = report {
             var metadata: Logger.Metadata = [:]
-            if total > 0 { metadata["lost"] = "\(lost)"; metadata["lost.total"] = "\(total)" }
+            if total > 0 {
+                metadata["lost"] = "\(lost)"
+                metadata["lost.total"] = "\(total)"
+            }
             logger.notice("can \(what) again", metadata: metadata)
         }
     }

@@ -18,7 +18,8 @@ public struct FunctionStore: Sendable {
         self.db = db
         self.keys = keys
         let clear = try db.pool.read { db in
-            try String.fetchAll(db, sql: "SELECT record FROM functions WHERE env_sealed IS NULL AND json_extract(record, '$.environment') != '{}'")
+            try String.fetchAll(
+                db, sql: "SELECT record FROM functions WHERE env_sealed IS NULL AND json_extract(record, '$.environment') != '{}'")
         }
         if !clear.isEmpty {
             for text in clear {
@@ -79,7 +80,8 @@ public struct FunctionStore: Sendable {
         let k = Self.cacheKey(account, name)
         if let f = cache.records.withLock({ $0[k] }) { return f }
         let f = try db.pool.read { db in
-            try Row.fetchOne(db, sql: "SELECT record, env_sealed FROM functions WHERE account = ? AND name = ?", arguments: [account, name])
+            try Row.fetchOne(
+                db, sql: "SELECT record, env_sealed FROM functions WHERE account = ? AND name = ?", arguments: [account, name])
         }.map(decode)
         if let f { cache.records.withLock { $0[k] = f } }
         return f
@@ -89,8 +91,9 @@ public struct FunctionStore: Sendable {
     public func insert(_ f: FunctionRecord) throws -> Bool {
         let row = try encode(f)
         return try db.pool.write { db in
-            try db.execute(sql: "INSERT OR IGNORE INTO functions (account, name, record, code_hex, env_sealed) VALUES (?, ?, ?, ?, ?)",
-                           arguments: [f.account, f.name, row.json, f.codeDigestHex, row.env])
+            try db.execute(
+                sql: "INSERT OR IGNORE INTO functions (account, name, record, code_hex, env_sealed) VALUES (?, ?, ?, ?, ?)",
+                arguments: [f.account, f.name, row.json, f.codeDigestHex, row.env])
             let inserted = db.changesCount == 1
             if inserted { cache.records.withLock { $0[f.key] = f } }
             return inserted
@@ -101,15 +104,19 @@ public struct FunctionStore: Sendable {
     /// `change` may throw to refuse (nothing is written then).
     public func update(account: String, _ name: String, _ change: (inout FunctionRecord) throws -> Void) throws -> FunctionRecord? {
         try db.pool.write { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT record, env_sealed FROM functions WHERE account = ? AND name = ?",
-                                             arguments: [account, name]) else { return nil }
+            guard
+                let row = try Row.fetchOne(
+                    db, sql: "SELECT record, env_sealed FROM functions WHERE account = ? AND name = ?",
+                    arguments: [account, name])
+            else { return nil }
             var f = try decode(row)
             try change(&f)
             f.account = account
             f.name = name
             let out = try encode(f)
-            try db.execute(sql: "UPDATE functions SET record = ?, code_hex = ?, env_sealed = ? WHERE account = ? AND name = ?",
-                           arguments: [out.json, f.codeDigestHex, out.env, account, name])
+            try db.execute(
+                sql: "UPDATE functions SET record = ?, code_hex = ?, env_sealed = ? WHERE account = ? AND name = ?",
+                arguments: [out.json, f.codeDigestHex, out.env, account, name])
             cache.records.withLock { $0[f.key] = f }
             return f
         }
@@ -117,8 +124,11 @@ public struct FunctionStore: Sendable {
 
     public func delete(account: String, _ name: String) throws -> FunctionRecord? {
         try db.pool.write { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT record, env_sealed FROM functions WHERE account = ? AND name = ?",
-                                             arguments: [account, name]) else { return nil }
+            guard
+                let row = try Row.fetchOne(
+                    db, sql: "SELECT record, env_sealed FROM functions WHERE account = ? AND name = ?",
+                    arguments: [account, name])
+            else { return nil }
             try db.execute(sql: "DELETE FROM functions WHERE account = ? AND name = ?", arguments: [account, name])
             cache.records.withLock { $0[Self.cacheKey(account, name)] = nil }
             return try decode(row)
@@ -128,8 +138,9 @@ public struct FunctionStore: Sendable {
     /// An account's functions in name order, starting after `marker`.
     public func list(account: String, after marker: String?, limit: Int) throws -> [FunctionRecord] {
         try db.pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT record, env_sealed FROM functions WHERE account = ? AND name > ? ORDER BY name LIMIT ?",
-                             arguments: [account, marker ?? "", limit])
+            try Row.fetchAll(
+                db, sql: "SELECT record, env_sealed FROM functions WHERE account = ? AND name > ? ORDER BY name LIMIT ?",
+                arguments: [account, marker ?? "", limit])
         }.map(decode)
     }
 

@@ -30,12 +30,14 @@ public final class GroupCommit: Sendable {
     public func write<T: Sendable>(_ op: @escaping @Sendable (Database) throws -> T) async throws -> T {
         let box = ResultBox<T>()
         try await withCheckedThrowingContinuation { (cont: CheckedContinuation<Void, any Error>) in
-            let entry = Entry(body: { db in
-                let value = try op(db)
-                box.value.withLock { $0 = value }
-            }, done: { error in
-                if let error { cont.resume(throwing: error) } else { cont.resume() }
-            })
+            let entry = Entry(
+                body: { db in
+                    let value = try op(db)
+                    box.value.withLock { $0 = value }
+                },
+                done: { error in
+                    if let error { cont.resume(throwing: error) } else { cont.resume() }
+                })
             let start = state.withLock { s in
                 s.queue.append(entry)
                 defer { s.running = true }

@@ -1,8 +1,8 @@
 import Crypto
 import Foundation
-import PetrelSystem
 import GRDB
 import Glibc
+import PetrelSystem
 import Synchronization
 
 /// Envelope encryption for everything the platform keeps secret. Data is sealed
@@ -38,9 +38,12 @@ public final class KeyRing: Sendable {
         if !exists {
             // A data directory from before data keys sealed its code under the master key itself:
             // that key becomes the platform data key, so the stored code stays readable.
-            let legacy = hadMaster && ((try? FileManager.default.contentsOfDirectory(atPath: directory + "/code")) ?? []).contains { $0.hasSuffix(".zip.enc") }
+            let legacy =
+                hadMaster
+                && ((try? FileManager.default.contentsOfDirectory(atPath: directory + "/code")) ?? []).contains { $0.hasSuffix(".zip.enc") }
             let material = legacy ? master.key : SymmetricKey(size: .bits256)
-            try insertKey(id: Self.platformKeyID, account: nil, material: material, description: "Petrel's platform key", under: currentMaster())
+            try insertKey(
+                id: Self.platformKeyID, account: nil, material: material, description: "Petrel's platform key", under: currentMaster())
         }
     }
 
@@ -74,8 +77,9 @@ public final class KeyRing: Sendable {
     private func insertKey(id: String, account: String?, material: SymmetricKey, description: String, under master: MasterKey) throws {
         let wrapped = try master.seal(material.withUnsafeBytes { Data($0) }, context: Self.wrapContext(id))
         try db.pool.write { db in
-            try db.execute(sql: "INSERT INTO data_keys (id, account, wrapped, master_id, created, description) VALUES (?, ?, ?, ?, ?, ?)",
-                           arguments: [id, account, wrapped, master.id, Int64(Date().timeIntervalSince1970 * 1000), description])
+            try db.execute(
+                sql: "INSERT INTO data_keys (id, account, wrapped, master_id, created, description) VALUES (?, ?, ?, ?, ?, ?)",
+                arguments: [id, account, wrapped, master.id, Int64(Date().timeIntervalSince1970 * 1000), description])
         }
         let bytes = material.withUnsafeBytes { Array($0) }
         unwrapped.withLock { $0[id] = bytes }
@@ -97,9 +101,11 @@ public final class KeyRing: Sendable {
     /// The data key `id`, unwrapped (once; then from memory).
     public func dataKey(_ id: String) throws -> SymmetricKey {
         if let k = unwrapped.withLock({ $0[id] }) { return SymmetricKey(data: k) }
-        guard let row = try db.pool.read({ db in
-            try Row.fetchOne(db, sql: "SELECT wrapped, master_id FROM data_keys WHERE id = ?", arguments: [id])
-        }) else { throw StoreError("there is no data key \(id)") }
+        guard
+            let row = try db.pool.read({ db in
+                try Row.fetchOne(db, sql: "SELECT wrapped, master_id FROM data_keys WHERE id = ?", arguments: [id])
+            })
+        else { throw StoreError("there is no data key \(id)") }
         let material = try master(row["master_id"], wrapping: id).unseal(row["wrapped"], context: Self.wrapContext(id))
         let bytes = Array(material)
         unwrapped.withLock { $0[id] = bytes }
@@ -131,15 +137,23 @@ public final class KeyRing: Sendable {
 
     public func accountKeys(account: String?) throws -> [AccountKey] {
         try db.pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT id, account, description, created FROM data_keys WHERE account IS NOT NULL AND (? IS NULL OR account = ?) ORDER BY created",
-                             arguments: [account, account])
-        }.map { AccountKey(id: $0["id"], account: $0["account"], description: $0["description"],
-                           created: Date(timeIntervalSince1970: Double($0["created"] as Int64) / 1000)) }
+            try Row.fetchAll(
+                db,
+                sql:
+                    "SELECT id, account, description, created FROM data_keys WHERE account IS NOT NULL AND (? IS NULL OR account = ?) ORDER BY created",
+                arguments: [account, account])
+        }.map {
+            AccountKey(
+                id: $0["id"], account: $0["account"], description: $0["description"],
+                created: Date(timeIntervalSince1970: Double($0["created"] as Int64) / 1000))
+        }
     }
 
     /// The account that owns key `id`; nil when there is no such account key.
     public func owner(ofKey id: String) throws -> String? {
-        try db.pool.read { db in try String.fetchOne(db, sql: "SELECT account FROM data_keys WHERE id = ? AND account IS NOT NULL", arguments: [id]) }
+        try db.pool.read { db in
+            try String.fetchOne(db, sql: "SELECT account FROM data_keys WHERE id = ? AND account IS NOT NULL", arguments: [id])
+        }
     }
 
     // MARK: - rotation
@@ -159,7 +173,8 @@ public final class KeyRing: Sendable {
                     let id: String = row["id"]
                     let material = try master(row["master_id"], wrapping: id).unseal(row["wrapped"], context: Self.wrapContext(id))
                     let rewrapped = try next.seal(material, context: Self.wrapContext(id))
-                    try db.execute(sql: "UPDATE data_keys SET wrapped = ?, master_id = ? WHERE id = ?", arguments: [rewrapped, next.id, id])
+                    try db.execute(
+                        sql: "UPDATE data_keys SET wrapped = ?, master_id = ? WHERE id = ?", arguments: [rewrapped, next.id, id])
                 }
             }
         } catch {

@@ -24,19 +24,20 @@ public enum LogChunk {
     /// The text every function's log repeats. Deflate finds its matches best near
     /// the end, so the most frequent come last. Chunks written with it must always
     /// be read with it: a change is a new format byte, never an edit.
-    static let dictionary: [UInt8] = Array([
-        "Traceback (most recent call last):\n  File \"/var/task/\", line , in \n[ERROR] Runtime.ExitError",
-        "\tStatus: timeout\tStatus: error\tError Type: Runtime.OutOfMemory",
-        "INIT_START Runtime Version: python3.11\tRuntime Version ARN: petrel:python3.11",
-        "INIT_START Runtime Version: nodejs20.x\tRuntime Version ARN: petrel:nodejs20.x",
-        " MB\tInit Duration: ",
-        "END RequestId: ",
-        "START RequestId: ",
-        " Version: $LATEST",
-        "REPORT RequestId: ",
-        "\tDuration: 0. ms\tBilled Duration: 1 ms\tMemory Size: 128 MB\tMax Memory Used: ",
-        "\tDuration:  ms\tBilled Duration:  ms\tMemory Size: 1769 MB\tMax Memory Used:  MB",
-    ].joined().utf8)
+    static let dictionary: [UInt8] = Array(
+        [
+            "Traceback (most recent call last):\n  File \"/var/task/\", line , in \n[ERROR] Runtime.ExitError",
+            "\tStatus: timeout\tStatus: error\tError Type: Runtime.OutOfMemory",
+            "INIT_START Runtime Version: python3.11\tRuntime Version ARN: petrel:python3.11",
+            "INIT_START Runtime Version: nodejs20.x\tRuntime Version ARN: petrel:nodejs20.x",
+            " MB\tInit Duration: ",
+            "END RequestId: ",
+            "START RequestId: ",
+            " Version: $LATEST",
+            "REPORT RequestId: ",
+            "\tDuration: 0. ms\tBilled Duration: 1 ms\tMemory Size: 128 MB\tMax Memory Used: ",
+            "\tDuration:  ms\tBilled Duration:  ms\tMemory Size: 1769 MB\tMax Memory Used:  MB",
+        ].joined().utf8)
 
     /// Packs and compresses `lines`; `base` is the first line's timestamp.
     static func encode(_ lines: ArraySlice<Line>, base: Int64) -> [UInt8] {
@@ -79,7 +80,8 @@ public enum LogChunk {
         }
         guard packed.count == size else { throw Corrupt(description: "a log chunk of \(packed.count) bytes, not \(size)") }
         var lines: [Line] = []
-        var i = 0, ts = base
+        var i = 0
+        var ts = base
         while i < packed.count {
             guard let delta = readVarint(packed, &i), let length = readVarint(packed, &i), Int(length) <= packed.count - i else {
                 throw Corrupt(description: "a log chunk cut short")
@@ -106,7 +108,8 @@ public enum LogChunk {
     }
 
     static func readVarint<C: RandomAccessCollection>(_ bytes: C, _ at: inout C.Index) -> UInt64? where C.Element == UInt8 {
-        var v: UInt64 = 0, shift: UInt64 = 0
+        var v: UInt64 = 0
+        var shift: UInt64 = 0
         while at < bytes.endIndex, shift < 64 {
             let b = bytes[at]
             bytes.formIndex(after: &at)

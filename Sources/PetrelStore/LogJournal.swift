@@ -54,7 +54,8 @@ public final class LogJournal: Sendable {
     /// What earlier processes journaled after `applied` (in order), the highest sequence
     /// number seen, and the segments that held them (to remove once the store has them).
     public static func recover(directory: String, after applied: UInt64) -> (entries: [Entry], last: UInt64, segments: [String]) {
-        var entries: [Entry] = [], last = applied
+        var entries: [Entry] = []
+        var last = applied
         let segments = Sys.listDirectory(directory).filter { $0.hasSuffix(".journal") }.map { directory + "/" + $0 }
         for path in segments {
             guard let data = FileManager.default.contents(atPath: path) else { continue }
@@ -73,7 +74,8 @@ public final class LogJournal: Sendable {
         var at = 0
         func u32(_ i: Int) -> UInt32 { bytes[i..<i + 4].enumerated().reduce(0) { $0 | UInt32($1.element) << (8 * UInt32($1.offset)) } }
         while at + 12 <= bytes.count, u32(at) == magic {
-            let length = Int(u32(at + 4)), crc = u32(at + 8)
+            let length = Int(u32(at + 4))
+            let crc = u32(at + 8)
             let start = at + 12
             guard length <= bytes.count - start else { break }
             let body = bytes[start..<start + length]
@@ -92,7 +94,8 @@ public final class LogJournal: Sendable {
             return String(decoding: body[i..<i + Int(n)], as: UTF8.self)
         }
         guard let seq = LogChunk.readVarint(body, &i), let group = string(), let stream = string(),
-              let base = LogChunk.readVarint(body, &i), let count = LogChunk.readVarint(body, &i), count < 1 << 24 else { return nil }
+            let base = LogChunk.readVarint(body, &i), let count = LogChunk.readVarint(body, &i), count < 1 << 24
+        else { return nil }
         var lines: [LogChunk.Line] = []
         var ts = LogChunk.unzigzag(base)
         for _ in 0..<count {

@@ -69,15 +69,17 @@ public struct LogStore: Sendable {
     public func append(_ batches: [Batch], journaled: UInt64? = nil) throws {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         try db.pool.write { db in
-            let streamStmt = try db.cachedStatement(sql: """
-                INSERT INTO log_streams (log_group, log_stream, created, last_event) VALUES (?, ?, ?, ?)
-                ON CONFLICT (log_group, log_stream) DO UPDATE SET last_event = max(last_event, excluded.last_event)
-                RETURNING id
-                """)
-            let chunkStmt = try db.cachedStatement(sql: """
-                INSERT INTO log_chunks (first_id, stream, count, base_ts, min_ts, max_ts, ingested, text_bytes, data)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """)
+            let streamStmt = try db.cachedStatement(
+                sql: """
+                    INSERT INTO log_streams (log_group, log_stream, created, last_event) VALUES (?, ?, ?, ?)
+                    ON CONFLICT (log_group, log_stream) DO UPDATE SET last_event = max(last_event, excluded.last_event)
+                    RETURNING id
+                    """)
+            let chunkStmt = try db.cachedStatement(
+                sql: """
+                    INSERT INTO log_chunks (first_id, stream, count, base_ts, min_ts, max_ts, ingested, text_bytes, data)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """)
             var nextID = try Int64.fetchOne(db, sql: "SELECT next_event_id FROM log_meta WHERE id = 1") ?? 1
             /// The streams met in this transaction: their row id, the last timestamp the row
             /// holds and the last one written since.
@@ -90,14 +92,18 @@ public struct LogStore: Sendable {
                 while start < lines.count {
                     let part = lines[start..<min(lines.count, start + Self.chunkLines)]
                     let base = part.first!.timestamp
-                    var lo = base, hi = base, text = 0
+                    var lo = base
+                    var hi = base
+                    var text = 0
                     for l in part {
                         lo = min(lo, l.timestamp)
                         hi = max(hi, l.timestamp)
                         text += l.message.utf8.count
                     }
-                    try chunkStmt.execute(arguments: [nextID, stream, part.count, base, lo, hi, now, text,
-                                                      Data(LogChunk.encode(part, base: base))])
+                    try chunkStmt.execute(arguments: [
+                        nextID, stream, part.count, base, lo, hi, now, text,
+                        Data(LogChunk.encode(part, base: base)),
+                    ])
                     nextID += Int64(part.count)
                     start += part.count
                 }
@@ -124,8 +130,9 @@ public struct LogStore: Sendable {
             for s in seen.values where s.last > s.stored {
                 try db.execute(sql: "UPDATE log_streams SET last_event = max(last_event, ?) WHERE id = ?", arguments: [s.last, s.id])
             }
-            try db.execute(sql: "UPDATE log_meta SET next_event_id = ?, journal_applied = max(journal_applied, ?) WHERE id = 1",
-                           arguments: [nextID, Int64(journaled ?? 0)])
+            try db.execute(
+                sql: "UPDATE log_meta SET next_event_id = ?, journal_applied = max(journal_applied, ?) WHERE id = 1",
+                arguments: [nextID, Int64(journaled ?? 0)])
         }
     }
 
@@ -138,17 +145,27 @@ public struct LogStore: Sendable {
     public static func stored(account: String, group: String) -> String { account + group }
 
     /// An account's groups, by name, with their own retention (days; nil: the daemon's) and the bytes they hold.
-    public func groups(account: String, prefix: String?) throws -> [(name: String, created: Int64, retentionDays: Int?, storedBytes: Int64)] {
+    public func groups(account: String, prefix: String?) throws -> [(name: String, created: Int64, retentionDays: Int?, storedBytes: Int64)]
+    {
         let stored = Self.stored(account: account, group: prefix ?? "")
         return try db.pool.read { db in
-            try Row.fetchAll(db, sql: """
-                SELECT s.log_group, MIN(s.created) AS c, r.days, SUM(s.bytes) AS b FROM log_streams s
-                LEFT JOIN log_retention r ON r.log_group = s.log_group
-                WHERE s.log_group >= ? GROUP BY s.log_group ORDER BY s.log_group
-                """, arguments: [stored])
-        }.map { (name: $0["log_group"] as String, created: $0["c"] as Int64, retentionDays: $0["days"] as Int?, storedBytes: $0["b"] as Int64) }
-         .filter { $0.name.hasPrefix(stored) }
-         .map { (name: String($0.name.dropFirst(account.count)), created: $0.created, retentionDays: $0.retentionDays, storedBytes: $0.storedBytes) }
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT s.log_group, MIN(s.created) AS c, r.days, SUM(s.bytes) AS b FROM log_streams s
+                    LEFT JOIN log_retention r ON r.log_group = s.log_group
+                    WHERE s.log_group >= ? GROUP BY s.log_group ORDER BY s.log_group
+                    """, arguments: [stored])
+        }.map {
+            (name: $0["log_group"] as String, created: $0["c"] as Int64, retentionDays: $0["days"] as Int?, storedBytes: $0["b"] as Int64)
+        }
+        .filter { $0.name.hasPrefix(stored) }
+        .map {
+            (
+                name: String($0.name.dropFirst(account.count)), created: $0.created, retentionDays: $0.retentionDays,
+                storedBytes: $0.storedBytes
+            )
+        }
     }
 
     /// PutRetentionPolicy (days) and DeleteRetentionPolicy (nil). False when the group has no
@@ -156,12 +173,15 @@ public struct LogStore: Sendable {
     public func setRetention(account: String, group: String, days: Int?) throws -> Bool {
         let stored = Self.stored(account: account, group: group)
         return try db.pool.write { db in
-            guard try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM log_streams WHERE log_group = ?)", arguments: [stored]) == true else {
+            guard try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM log_streams WHERE log_group = ?)", arguments: [stored]) == true
+            else {
                 return false
             }
             if let days {
-                try db.execute(sql: "INSERT INTO log_retention (log_group, days) VALUES (?, ?) ON CONFLICT (log_group) DO UPDATE SET days = excluded.days",
-                               arguments: [stored, days])
+                try db.execute(
+                    sql:
+                        "INSERT INTO log_retention (log_group, days) VALUES (?, ?) ON CONFLICT (log_group) DO UPDATE SET days = excluded.days",
+                    arguments: [stored, days])
             } else {
                 try db.execute(sql: "DELETE FROM log_retention WHERE log_group = ?", arguments: [stored])
             }
@@ -183,10 +203,13 @@ public struct LogStore: Sendable {
     @discardableResult
     public func expire(nowMs: Int64, defaultDays: Int?, limit: Int = 5_000) throws -> Int {
         let groups = try db.pool.read { db in
-            try Row.fetchAll(db, sql: """
-                SELECT g.log_group, r.days FROM (SELECT DISTINCT log_group FROM log_streams) g
-                LEFT JOIN log_retention r ON r.log_group = g.log_group
-                """).map { (group: $0["log_group"] as String, days: $0["days"] as Int?) }
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT g.log_group, r.days FROM (SELECT DISTINCT log_group FROM log_streams) g
+                    LEFT JOIN log_retention r ON r.log_group = g.log_group
+                    """
+            ).map { (group: $0["log_group"] as String, days: $0["days"] as Int?) }
         }
         var deleted = 0
         for g in groups {
@@ -196,8 +219,9 @@ public struct LogStore: Sendable {
             while true {
                 let n = try db.pool.write { db -> (chunks: Int, events: Int) in
                     let ids = Self.list(try Self.streamIDs(db, group: g.group))
-                    let rows = try Row.fetchAll(db, sql: "SELECT first_id, count FROM log_chunks WHERE stream IN (\(ids)) AND max_ts < ? LIMIT ?",
-                                                arguments: [cutoff, limit])
+                    let rows = try Row.fetchAll(
+                        db, sql: "SELECT first_id, count FROM log_chunks WHERE stream IN (\(ids)) AND max_ts < ? LIMIT ?",
+                        arguments: [cutoff, limit])
                     for r in rows { try db.execute(sql: "DELETE FROM log_chunks WHERE first_id = ?", arguments: [r["first_id"] as Int64]) }
                     return (rows.count, rows.reduce(0) { $0 + ($1["count"] as Int) })
                 }
@@ -208,7 +232,8 @@ public struct LogStore: Sendable {
             deleted += try db.pool.write { db -> Int in
                 let ids = Self.list(try Self.streamIDs(db, group: g.group))
                 var gone = 0
-                for r in try Row.fetchAll(db, sql: "SELECT * FROM log_chunks WHERE stream IN (\(ids)) AND min_ts < ?", arguments: [cutoff]) {
+                for r in try Row.fetchAll(db, sql: "SELECT * FROM log_chunks WHERE stream IN (\(ids)) AND min_ts < ?", arguments: [cutoff])
+                {
                     let lines = try LogChunk.decode([UInt8](r["data"] as Data), base: r["base_ts"])
                     try db.execute(sql: "DELETE FROM log_chunks WHERE first_id = ?", arguments: [r["first_id"] as Int64])
                     gone += lines.count
@@ -234,10 +259,11 @@ public struct LogStore: Sendable {
             // A group whose streams all went is no longer listed; its policy stays, for
             // when the function logs again.
             try db.pool.write { db in
-                try db.execute(sql: """
-                    DELETE FROM log_streams WHERE log_group = ? AND last_event < ?
-                        AND NOT EXISTS (SELECT 1 FROM log_chunks c WHERE c.stream = log_streams.id)
-                    """, arguments: [g.group, cutoff])
+                try db.execute(
+                    sql: """
+                        DELETE FROM log_streams WHERE log_group = ? AND last_event < ?
+                            AND NOT EXISTS (SELECT 1 FROM log_chunks c WHERE c.stream = log_streams.id)
+                        """, arguments: [g.group, cutoff])
             }
         }
         return deleted
@@ -245,11 +271,15 @@ public struct LogStore: Sendable {
 
     static func insertChunk(_ db: Database, first: Int64, stream: Int64, lines: [LogChunk.Line], ingested: Int64) throws {
         let base = lines[0].timestamp
-        try db.execute(sql: """
-            INSERT INTO log_chunks (first_id, stream, count, base_ts, min_ts, max_ts, ingested, text_bytes, data)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [first, stream, lines.count, base, lines.map(\.timestamp).min()!, lines.map(\.timestamp).max()!, ingested,
-                             lines.reduce(0) { $0 + $1.message.utf8.count }, Data(LogChunk.encode(lines[...], base: base))])
+        try db.execute(
+            sql: """
+                INSERT INTO log_chunks (first_id, stream, count, base_ts, min_ts, max_ts, ingested, text_bytes, data)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [
+                first, stream, lines.count, base, lines.map(\.timestamp).min()!, lines.map(\.timestamp).max()!, ingested,
+                lines.reduce(0) { $0 + $1.message.utf8.count }, Data(LogChunk.encode(lines[...], base: base)),
+            ])
     }
 
     /// The bytes the stored events take (their chunks and what each row and index entry adds).
@@ -264,21 +294,27 @@ public struct LogStore: Sendable {
     /// Streams left without events go too. Returns the events and bytes that went.
     @discardableResult
     public func evict(budget: Int64, target: Int64, batch: Int = 500) throws -> (events: Int, bytes: Int64) {
-        var events = 0, bytes: Int64 = 0
+        var events = 0
+        var bytes: Int64 = 0
         guard try storedBytes() > budget else { return (0, 0) }
         while true {
             let round = try db.pool.write { db -> (events: Int, bytes: Int64)? in
-                let usage = try Row.fetchAll(db, sql: "SELECT log_group, SUM(bytes) AS b FROM log_streams GROUP BY log_group ORDER BY b DESC")
+                let usage = try Row.fetchAll(
+                    db, sql: "SELECT log_group, SUM(bytes) AS b FROM log_streams GROUP BY log_group ORDER BY b DESC")
                 let total = usage.reduce(Int64(0)) { $0 + ($1["b"] as Int64) }
                 guard total > target, let top = usage.first else { return nil }
                 let next: Int64 = usage.count > 1 ? usage[1]["b"] : 0
                 // Enough to reach the target, but not below the next group (then that one is the top).
                 let want = max(1, min(total - target, (top["b"] as Int64) - next))
                 let ids = Self.list(try Self.streamIDs(db, group: top["log_group"]))
-                var freed: Int64 = 0, gone = 0, chunks = 0
-                let rows = try Row.fetchCursor(db, sql: """
-                    SELECT first_id, count, length(data) AS n FROM log_chunks WHERE stream IN (\(ids)) ORDER BY first_id LIMIT ?
-                    """, arguments: [batch])
+                var freed: Int64 = 0
+                var gone = 0
+                var chunks = 0
+                let rows = try Row.fetchCursor(
+                    db,
+                    sql: """
+                        SELECT first_id, count, length(data) AS n FROM log_chunks WHERE stream IN (\(ids)) ORDER BY first_id LIMIT ?
+                        """, arguments: [batch])
                 var doomed: [Int64] = []
                 while freed < want, let r = try rows.next() {
                     doomed.append(r["first_id"])
@@ -287,7 +323,10 @@ public struct LogStore: Sendable {
                     chunks += 1
                 }
                 for id in doomed { try db.execute(sql: "DELETE FROM log_chunks WHERE first_id = ?", arguments: [id]) }
-                try db.execute(sql: "DELETE FROM log_streams WHERE id IN (\(ids)) AND NOT EXISTS (SELECT 1 FROM log_chunks c WHERE c.stream = log_streams.id)")
+                try db.execute(
+                    sql:
+                        "DELETE FROM log_streams WHERE id IN (\(ids)) AND NOT EXISTS (SELECT 1 FROM log_chunks c WHERE c.stream = log_streams.id)"
+                )
                 return chunks == 0 ? nil : (gone, freed)
             }
             guard let round else { return (events, bytes) }
@@ -298,23 +337,29 @@ public struct LogStore: Sendable {
 
     public func hasGroup(account: String, _ group: String) throws -> Bool {
         try db.pool.read { db in
-            try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM log_streams WHERE log_group = ?)",
-                              arguments: [Self.stored(account: account, group: group)]) ?? false
+            try Bool.fetchOne(
+                db, sql: "SELECT EXISTS (SELECT 1 FROM log_streams WHERE log_group = ?)",
+                arguments: [Self.stored(account: account, group: group)]) ?? false
         }
     }
 
     public func streams(account: String, group: String, prefix: String?, newestFirst: Bool, limit: Int) throws -> [Stream] {
         try db.pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT log_stream, created, last_event, bytes FROM log_streams WHERE log_group = ? AND log_stream >= ? ORDER BY \(newestFirst ? "last_event DESC" : "log_stream") LIMIT ?",
-                             arguments: [Self.stored(account: account, group: group), prefix ?? "", newestFirst ? Int.max : limit])
+            try Row.fetchAll(
+                db,
+                sql:
+                    "SELECT log_stream, created, last_event, bytes FROM log_streams WHERE log_group = ? AND log_stream >= ? ORDER BY \(newestFirst ? "last_event DESC" : "log_stream") LIMIT ?",
+                arguments: [Self.stored(account: account, group: group), prefix ?? "", newestFirst ? Int.max : limit])
         }.map { Stream(name: $0["log_stream"], created: $0["created"], lastEvent: $0["last_event"], storedBytes: $0["bytes"]) }
-         .filter { prefix == nil || $0.name.hasPrefix(prefix!) }
-         .prefix(limit).map { $0 }
+            .filter { prefix == nil || $0.name.hasPrefix(prefix!) }
+            .prefix(limit).map { $0 }
     }
 
     /// Events in order, optionally of some streams, in a time window, containing `pattern`, after `afterID`.
-    public func events(account: String, group: String, streams: [String]?, start: Int64?, end: Int64?, contains pattern: String?,
-                       afterID: Int64?, limit: Int) throws -> [Event] {
+    public func events(
+        account: String, group: String, streams: [String]?, start: Int64?, end: Int64?, contains pattern: String?,
+        afterID: Int64?, limit: Int
+    ) throws -> [Event] {
         try db.pool.read { db in
             var sql = "SELECT id, log_stream FROM log_streams WHERE log_group = ?"
             var args: [any DatabaseValueConvertible] = [Self.stored(account: account, group: group)]
@@ -328,7 +373,8 @@ public struct LogStore: Sendable {
             var out: [Event] = []
             let after = afterID ?? 0
             var lastChunk: Int64 = -1
-            var chunkSQL = "SELECT first_id, count, stream, base_ts, ingested, data FROM log_chunks WHERE stream IN (\(Self.list(Array(names.keys))))"
+            var chunkSQL =
+                "SELECT first_id, count, stream, base_ts, ingested, data FROM log_chunks WHERE stream IN (\(Self.list(Array(names.keys))))"
                 + " AND first_id + count > ? AND first_id > ?"
             if start != nil { chunkSQL += " AND max_ts >= \(start!)" }
             if end != nil { chunkSQL += " AND min_ts < \(end!)" }
@@ -345,7 +391,10 @@ public struct LogStore: Sendable {
                         if let start, l.timestamp < start { continue }
                         if let end, l.timestamp >= end { continue }
                         if let pattern, !Self.contains(l.message, pattern) { continue }
-                        out.append(Event(id: id, stream: names[c["stream"]] ?? "", timestamp: l.timestamp, ingested: c["ingested"], message: l.message))
+                        out.append(
+                            Event(
+                                id: id, stream: names[c["stream"]] ?? "", timestamp: l.timestamp, ingested: c["ingested"],
+                                message: l.message))
                         if out.count == limit { return out }
                     }
                     lastChunk = first

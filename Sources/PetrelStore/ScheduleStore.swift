@@ -30,9 +30,10 @@ public struct ScheduleRecord: Sendable, Equatable {
     public var parsed: ScheduleExpression? { try? ScheduleExpression(parsing: expression) }
 
     public static func isValidName(_ s: String) -> Bool {
-        (1...64).contains(s.utf8.count) && s.utf8.allSatisfy { c in
-            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2D || c == 0x5F || c == 0x2E
-        }
+        (1...64).contains(s.utf8.count)
+            && s.utf8.allSatisfy { c in
+                (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2D || c == 0x5F || c == 0x2E
+            }
     }
 }
 
@@ -48,8 +49,9 @@ public struct ScheduleStore: Sendable {
     }
 
     static func decode(_ row: Row) -> ScheduleRecord {
-        var s = ScheduleRecord(account: row["account"], name: row["name"], function: row["function"], expression: row["expression"],
-                               input: row["input"], description: row["description"], created: row["created"])
+        var s = ScheduleRecord(
+            account: row["account"], name: row["name"], function: row["function"], expression: row["expression"],
+            input: row["input"], description: row["description"], created: row["created"])
         s.lastSlot = row["last_slot"]
         return s
     }
@@ -57,10 +59,11 @@ public struct ScheduleStore: Sendable {
     /// Stores a new schedule; false when the name is taken in its account.
     public func create(_ s: ScheduleRecord) throws -> Bool {
         try db.pool.write { db in
-            try db.execute(sql: """
-                INSERT OR IGNORE INTO schedules (account, name, function, expression, input, description, created)
-                VALUES (?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [s.account, s.name, s.function, s.expression, s.input, s.description, s.created])
+            try db.execute(
+                sql: """
+                    INSERT OR IGNORE INTO schedules (account, name, function, expression, input, description, created)
+                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: [s.account, s.name, s.function, s.expression, s.input, s.description, s.created])
             return db.changesCount == 1
         }
     }
@@ -76,8 +79,10 @@ public struct ScheduleStore: Sendable {
     }
 
     public func get(account: String, name: String) throws -> ScheduleRecord? {
-        try db.pool.read { db in try Row.fetchOne(db, sql: "SELECT * FROM schedules WHERE account = ? AND name = ?", arguments: [account, name]) }
-            .map(Self.decode)
+        try db.pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM schedules WHERE account = ? AND name = ?", arguments: [account, name])
+        }
+        .map(Self.decode)
     }
 
     public func delete(account: String, name: String) throws -> Bool {
@@ -92,10 +97,11 @@ public struct ScheduleStore: Sendable {
     public func fire(_ s: ScheduleRecord, slot: Int64, event: QueuedEvent) async throws -> Bool {
         let keys = events.keys
         return try await events.commits.write { db in
-            try db.execute(sql: """
-                UPDATE schedules SET last_slot = ?
-                WHERE account = ? AND name = ? AND created = ? AND (last_slot IS NULL OR last_slot < ?)
-                """, arguments: [slot, s.account, s.name, s.created, slot])
+            try db.execute(
+                sql: """
+                    UPDATE schedules SET last_slot = ?
+                    WHERE account = ? AND name = ? AND created = ? AND (last_slot IS NULL OR last_slot < ?)
+                    """, arguments: [slot, s.account, s.name, s.created, slot])
             guard db.changesCount == 1 else { return false }
             try EventStore.insert(event, db, keys: keys)
             return true

@@ -21,7 +21,9 @@ public enum Sys {
     }
 
     /// `name` relative to the open directory `dir`.
-    public static func openAt(_ dir: Int32, _ name: String, _ flags: Int32, _ mode: mode_t = 0, describedAs path: String? = nil) throws(SystemError) -> Int32 {
+    public static func openAt(_ dir: Int32, _ name: String, _ flags: Int32, _ mode: mode_t = 0, describedAs path: String? = nil)
+        throws(SystemError) -> Int32
+    {
         try call("openat", path ?? name) { Glibc.openat(dir, name, flags | O_CLOEXEC, mode) }
     }
 
@@ -64,7 +66,9 @@ public enum Sys {
     }
 
     /// Reads `name` in the open directory `dir` as text.
-    public static func read(at dir: Int32, _ name: String, describedAs path: String? = nil, limit: Int = 1 << 20) throws(SystemError) -> String {
+    public static func read(at dir: Int32, _ name: String, describedAs path: String? = nil, limit: Int = 1 << 20) throws(SystemError)
+        -> String
+    {
         let fd = try openAt(dir, name, O_RDONLY, describedAs: path)
         defer { close(fd) }
         return try readAll(fd, path: path ?? name, limit: limit)

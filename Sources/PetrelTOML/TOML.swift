@@ -52,18 +52,26 @@ private struct Parser {
     /// Spaces, newlines and comments (inside arrays).
     mutating func skipBlank() {
         while !atEnd {
-            if peek == 0x20 || peek == 0x09 || peek == 0x0D { i += 1 }
-            else if peek == 0x0A { i += 1; line += 1 }
-            else if peek == UInt8(ascii: "#") { skipComment() }
-            else { break }
+            if peek == 0x20 || peek == 0x09 || peek == 0x0D {
+                i += 1
+            } else if peek == 0x0A {
+                i += 1
+                line += 1
+            } else if peek == UInt8(ascii: "#") {
+                skipComment()
+            } else {
+                break
+            }
         }
     }
     mutating func endOfLine() throws(TOMLError) {
-        skipSpaces(); skipComment()
+        skipSpaces()
+        skipComment()
         if peek == 0x0D { i += 1 }
         if atEnd { return }
         guard peek == 0x0A else { throw fail("unexpected text after a value") }
-        i += 1; line += 1
+        i += 1
+        line += 1
     }
 
     mutating func document() throws(TOMLError) -> [String: TOMLValue] {
@@ -105,7 +113,10 @@ private struct Parser {
             skipSpaces()
             parts.append(try key())
             skipSpaces()
-            if peek == UInt8(ascii: ".") { i += 1; continue }
+            if peek == UInt8(ascii: ".") {
+                i += 1
+                continue
+            }
             return parts
         }
     }
@@ -130,7 +141,8 @@ private struct Parser {
         default:
             let start = i
             while !atEnd, peek != 0x0A, peek != 0x0D, peek != UInt8(ascii: "#"), peek != UInt8(ascii: ","),
-                  peek != UInt8(ascii: "]"), peek != 0x20, peek != 0x09 { i += 1 }
+                peek != UInt8(ascii: "]"), peek != 0x20, peek != 0x09
+            { i += 1 }
             let word = String(decoding: b[start..<i], as: UTF8.self)
             if word == "true" { return .bool(true) }
             if word == "false" { return .bool(false) }
@@ -147,11 +159,17 @@ private struct Parser {
         var items: [TOMLValue] = []
         while true {
             skipBlank()
-            if peek == UInt8(ascii: "]") { i += 1; return .array(items) }
+            if peek == UInt8(ascii: "]") {
+                i += 1
+                return .array(items)
+            }
             if atEnd { throw fail("unterminated array") }
             items.append(try value())
             skipBlank()
-            if peek == UInt8(ascii: ",") { i += 1; continue }
+            if peek == UInt8(ascii: ",") {
+                i += 1
+                continue
+            }
             skipBlank()
             guard peek == UInt8(ascii: "]") else { throw fail("expected , or ] in an array") }
         }
@@ -177,7 +195,8 @@ private struct Parser {
                 case UInt8(ascii: "\""): out.append(0x22)
                 case UInt8(ascii: "u"):
                     guard i + 4 <= b.count, let v = UInt32(String(decoding: b[i..<i + 4], as: UTF8.self), radix: 16),
-                          let s = Unicode.Scalar(v) else { throw fail("bad \\u escape") }
+                        let s = Unicode.Scalar(v)
+                    else { throw fail("bad \\u escape") }
                     i += 4
                     out.append(contentsOf: Array(String(Character(s)).utf8))
                 default: throw fail("unknown escape \\\(Character(Unicode.Scalar(e)))")

@@ -25,7 +25,9 @@ struct Deploy: AsyncParsableCommand {
         if !env.isEmpty {
             variables = [:]
             for kv in env {
-                guard let eq = kv.firstIndex(of: "="), eq != kv.startIndex else { throw ValidationError("--env takes KEY=VALUE, not \(kv)") }
+                guard let eq = kv.firstIndex(of: "="), eq != kv.startIndex else {
+                    throw ValidationError("--env takes KEY=VALUE, not \(kv)")
+                }
                 variables![String(kv[..<eq])] = String(kv[kv.index(after: eq)...])
             }
         }
@@ -41,8 +43,11 @@ struct Deploy: AsyncParsableCommand {
             let result: [String: Any]
             if exists {
                 stderr("updating \(name)…\n")
-                var out = try await client.send("PUT", "/2015-03-31/functions/\(name)/code",
-                                                body: json(["ZipFile": zip.base64EncodedString()])).json ?? [:]
+                var out =
+                    try await client.send(
+                        "PUT", "/2015-03-31/functions/\(name)/code",
+                        body: json(["ZipFile": zip.base64EncodedString()])
+                    ).json ?? [:]
                 var settings: [String: Any] = [:]
                 if let runtime { settings["Runtime"] = runtime }
                 if let handler { settings["Handler"] = handler }
@@ -56,15 +61,19 @@ struct Deploy: AsyncParsableCommand {
             } else {
                 guard let runtime else { throw ValidationError("\(name) does not exist yet: give --runtime (and --handler) to create it") }
                 stderr("creating \(name)…\n")
-                var input: [String: Any] = ["FunctionName": name, "Runtime": runtime, "Role": role,
-                                            "Code": ["ZipFile": zip.base64EncodedString()]]
+                var input: [String: Any] = [
+                    "FunctionName": name, "Runtime": runtime, "Role": role,
+                    "Code": ["ZipFile": zip.base64EncodedString()],
+                ]
                 if let handler { input["Handler"] = handler }
                 if let memory { input["MemorySize"] = memory }
                 if let timeout { input["Timeout"] = timeout }
                 if let variables { input["Environment"] = ["Variables": variables] }
                 result = try await client.send("POST", "/2015-03-31/functions", body: json(input)).json ?? [:]
             }
-            print("\(result["FunctionName"] ?? name)  \(result["Runtime"] ?? "")  \(result["MemorySize"] ?? "") MB  code \(result["CodeSize"] ?? 0) bytes  sha256 \(result["CodeSha256"] ?? "")")
+            print(
+                "\(result["FunctionName"] ?? name)  \(result["Runtime"] ?? "")  \(result["MemorySize"] ?? "") MB  code \(result["CodeSize"] ?? 0) bytes  sha256 \(result["CodeSha256"] ?? "")"
+            )
         }
     }
 

@@ -20,8 +20,9 @@ struct Invoke: AsyncParsableCommand {
             body = Array(d)
         }
         let r = try await reporting {
-            try await client.send("POST", "/2015-03-31/functions/\(name)/invocations",
-                                  headers: ["X-Amz-Log-Type": "Tail", "Content-Type": "application/json"], body: body)
+            try await client.send(
+                "POST", "/2015-03-31/functions/\(name)/invocations",
+                headers: ["X-Amz-Log-Type": "Tail", "Content-Type": "application/json"], body: body)
         }
         let tail = r.headers["x-amz-log-result"].flatMap { Data(base64Encoded: $0) }.map { String(decoding: $0, as: UTF8.self) } ?? ""
         for line in tail.split(separator: "\n") where line.hasPrefix("REPORT ") {
@@ -29,7 +30,8 @@ struct Invoke: AsyncParsableCommand {
         }
         if r.headers["x-amz-function-error"] != nil {
             let doc = r.json ?? [:]
-            stderr("function error: \(doc["errorType"] ?? "Unhandled"): \(doc["errorMessage"] ?? String(decoding: r.body, as: UTF8.self))\n")
+            stderr(
+                "function error: \(doc["errorType"] ?? "Unhandled"): \(doc["errorMessage"] ?? String(decoding: r.body, as: UTF8.self))\n")
             throw ExitCode(1)
         }
         print(String(decoding: r.body, as: UTF8.self))

@@ -17,13 +17,18 @@ struct List: AsyncParsableCommand {
                 if let marker { q["Marker"] = marker }
                 let out = try await client.send("GET", "/2015-03-31/functions/", query: q).json ?? [:]
                 for f in out["Functions"] as? [[String: Any]] ?? [] {
-                    rows.append(["\(f["FunctionName"] ?? "")", "\(f["Runtime"] ?? "")", "\(f["MemorySize"] ?? "") MB",
-                                 "\(f["Timeout"] ?? "") s", "\((f["CodeSize"] as? Int ?? 0) / 1024) KiB", "\(f["LastModified"] ?? "")"])
+                    rows.append([
+                        "\(f["FunctionName"] ?? "")", "\(f["Runtime"] ?? "")", "\(f["MemorySize"] ?? "") MB",
+                        "\(f["Timeout"] ?? "") s", "\((f["CodeSize"] as? Int ?? 0) / 1024) KiB", "\(f["LastModified"] ?? "")",
+                    ])
                 }
                 marker = out["NextMarker"] as? String
             } while marker != nil
         }
-        if rows.count == 1 { print("no functions yet; deploy one with `petrel deploy DIR --name N --runtime R --handler H`"); return }
+        if rows.count == 1 {
+            print("no functions yet; deploy one with `petrel deploy DIR --name N --runtime R --handler H`")
+            return
+        }
         printRows(rows)
     }
 }

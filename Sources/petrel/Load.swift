@@ -28,7 +28,9 @@ struct Load: AsyncParsableCommand {
         let client = try connection.client()
         var body = Array(payload.utf8)
         if payload.hasPrefix("@") {
-            guard let d = FileManager.default.contents(atPath: String(payload.dropFirst())) else { throw ValidationError("cannot read \(payload.dropFirst())") }
+            guard let d = FileManager.default.contents(atPath: String(payload.dropFirst())) else {
+                throw ValidationError("cannot read \(payload.dropFirst())")
+            }
             body = Array(d)
         }
         try await reporting { try client.checkReachable() }
@@ -97,8 +99,9 @@ final class LoadStats: Sendable {
     static func progressLine(_ d: LoadDriver, since: ContinuousClock.Instant) -> String {
         let secs = (ContinuousClock.now - since).seconds
         let done = d.completed.load(ordering: .relaxed) + d.throttled.load(ordering: .relaxed) + d.failures.load(ordering: .relaxed)
-        return String(format: "%6.1f s  %9d requests  %8.0f/s  throttles %d  failures %d",
-                      secs, done, secs > 0 ? Double(done) / secs : 0, d.throttled.load(ordering: .relaxed), d.failures.load(ordering: .relaxed))
+        return String(
+            format: "%6.1f s  %9d requests  %8.0f/s  throttles %d  failures %d",
+            secs, done, secs > 0 ? Double(done) / secs : 0, d.throttled.load(ordering: .relaxed), d.failures.load(ordering: .relaxed))
     }
 
     struct Summary {

@@ -145,7 +145,8 @@ final class LoadConnection: ChannelDuplexHandler {
             case 200 where functionError:
                 var type = "Unhandled"
                 if let b = errorBody, let bytes = b.getBytes(at: b.readerIndex, length: b.readableBytes),
-                   let doc = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any], let t = doc["errorType"] as? String {
+                    let doc = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any], let t = doc["errorType"] as? String
+                {
                     type = t
                 }
                 tally.errors["function: \(type)", default: 0] += 1

@@ -12,7 +12,8 @@ struct Logs: AsyncParsableCommand {
 
     func run() async throws {
         guard let n = Int(since.dropLast()), n >= 0, let unit = since.last,
-              let seconds = ["s": 1, "m": 60, "h": 3600, "d": 86_400][String(unit)] else {
+            let seconds = ["s": 1, "m": 60, "h": 3600, "d": 86_400][String(unit)]
+        else {
             throw ValidationError("--since takes a number and a unit (s, m, h, d), like 10m; not \(since)")
         }
         let client = try connection.client()
@@ -24,11 +25,20 @@ struct Logs: AsyncParsableCommand {
                 if let token { input["nextToken"] = token }
                 let out: [String: Any]
                 do {
-                    out = try await client.send("POST", "/", headers: ["X-Amz-Target": "Logs_20140328.FilterLogEvents",
-                                                                        "Content-Type": "application/x-amz-json-1.1"],
-                                                body: json(input), service: "logs").json ?? [:]
+                    out =
+                        try await client.send(
+                            "POST", "/",
+                            headers: [
+                                "X-Amz-Target": "Logs_20140328.FilterLogEvents",
+                                "Content-Type": "application/x-amz-json-1.1",
+                            ],
+                            body: json(input), service: "logs"
+                        ).json ?? [:]
                 } catch let e as LambdaClient.APIError where e.code == "ResourceNotFoundException" {
-                    if !follow { stderr("\(name) has no logs yet (it has not run)\n"); return }
+                    if !follow {
+                        stderr("\(name) has no logs yet (it has not run)\n")
+                        return
+                    }
                     try await Task.sleep(for: .seconds(1))
                     continue
                 }

@@ -30,11 +30,17 @@ struct ConnectionOptions: ParsableArguments {
             throw ValidationError("--endpoint must be a URL like http://127.0.0.1:9000, not \(raw)")
         }
         // The AWS tools' places first; on the daemon's own host, its admin credentials as a last resort.
-        guard let creds = Credentials.find(profile: profile) ?? Credentials.find(profile: "default", file: "/var/lib/petrel/admin-credentials") else {
-            throw ValidationError("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_SHARED_CREDENTIALS_FILE=<data-dir>/admin-credentials (petreld writes it at first start; petreld keys create makes more)")
+        guard
+            let creds = Credentials.find(profile: profile)
+                ?? Credentials.find(profile: "default", file: "/var/lib/petrel/admin-credentials")
+        else {
+            throw ValidationError(
+                "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_SHARED_CREDENTIALS_FILE=<data-dir>/admin-credentials (petreld writes it at first start; petreld keys create makes more)"
+            )
         }
-        let client = LambdaClient(endpoint: url, credentials: creds,
-                                  region: region ?? env["AWS_REGION"] ?? env["AWS_DEFAULT_REGION"] ?? "us-east-1")
+        let client = LambdaClient(
+            endpoint: url, credentials: creds,
+            region: region ?? env["AWS_REGION"] ?? env["AWS_DEFAULT_REGION"] ?? "us-east-1")
         checkedOnce.client.withLock { $0 = client }
         return client
     }
@@ -60,7 +66,6 @@ func printRows(_ rows: [[String]]) {
         print(r.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined(separator: "  "))
     }
 }
-
 
 /// The reachability check runs once per command, before its first request.
 final class ReachabilityCheck: Sendable {

@@ -28,7 +28,9 @@ struct Schedule: AsyncParsableCommand {
             let out = try await reporting {
                 try await client.send("POST", Schedule.path, body: Array(try JSONSerialization.data(withJSONObject: body))).json ?? [:]
             }
-            print("Schedule \(out["Name"] ?? name): \(out["ScheduleExpression"] ?? expression) -> \(out["FunctionArn"] ?? function); next at \(out["NextFire"] ?? "never").")
+            print(
+                "Schedule \(out["Name"] ?? name): \(out["ScheduleExpression"] ?? expression) -> \(out["FunctionArn"] ?? function); next at \(out["NextFire"] ?? "never")."
+            )
         }
     }
 
@@ -40,13 +42,21 @@ struct Schedule: AsyncParsableCommand {
         func run() async throws {
             let client = try connection.client()
             let out = try await reporting { try await client.send("GET", Schedule.path) }
-            if json { print(String(decoding: out.body, as: UTF8.self)); return }
+            if json {
+                print(String(decoding: out.body, as: UTF8.self))
+                return
+            }
             let list = out.json?["Schedules"] as? [[String: Any]] ?? []
-            if list.isEmpty { print("no schedules yet; make one with `petrel schedule create NAME --function F --expression 'rate(5 minutes)'`"); return }
+            if list.isEmpty {
+                print("no schedules yet; make one with `petrel schedule create NAME --function F --expression 'rate(5 minutes)'`")
+                return
+            }
             var rows = [["NAME", "EXPRESSION", "FUNCTION", "LAST FIRED", "NEXT"]]
             for s in list {
                 let fn = (s["FunctionArn"] as? String)?.split(separator: ":").last.map(String.init) ?? ""
-                rows.append(["\(s["Name"] ?? "")", "\(s["ScheduleExpression"] ?? "")", fn, "\(s["LastFired"] ?? "-")", "\(s["NextFire"] ?? "-")"])
+                rows.append([
+                    "\(s["Name"] ?? "")", "\(s["ScheduleExpression"] ?? "")", fn, "\(s["LastFired"] ?? "-")", "\(s["NextFire"] ?? "-")",
+                ])
             }
             printRows(rows)
         }

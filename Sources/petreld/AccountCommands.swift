@@ -18,7 +18,8 @@ struct AccountsCommand: ParsableCommand {
             do {
                 let a = try store.open().accounts.createAccount(id: id, name: name)
                 print(a.id)
-                FileHandle.standardError.write(Data("Account \(a.id) (\(a.name)) made. Give it a key: petreld keys create --account \(a.id)\n".utf8))
+                FileHandle.standardError.write(
+                    Data("Account \(a.id) (\(a.name)) made. Give it a key: petreld keys create --account \(a.id)\n".utf8))
             } catch { throw operatorFailure(error) }
         }
     }
@@ -39,8 +40,9 @@ struct AccountsCommand: ParsableCommand {
                         printJSON(["id": a.id, "name": a.name, "admin": a.admin, "activeKeys": n, "created": iso(a.created)])
                     }
                 } else {
-                    printTable(["ACCOUNT", "NAME", "ROLE", "ACTIVE KEYS", "CREATED"],
-                               zip(accounts, active).map { a, n in [a.id, a.name, a.admin ? "admin" : "", "\(n)", iso(a.created)] })
+                    printTable(
+                        ["ACCOUNT", "NAME", "ROLE", "ACTIVE KEYS", "CREATED"],
+                        zip(accounts, active).map { a, n in [a.id, a.name, a.admin ? "admin" : "", "\(n)", iso(a.created)] })
                 }
             } catch { throw operatorFailure(error) }
         }
@@ -102,8 +104,9 @@ struct KeysCommand: ParsableCommand {
                         printJSON(o)
                     }
                 } else {
-                    printTable(["ACCESS KEY", "ACCOUNT", "STATUS", "CREATED", "REVOKED"],
-                               keys.map { [$0.id, $0.account, $0.status, iso($0.created), $0.revoked.map(iso) ?? ""] })
+                    printTable(
+                        ["ACCESS KEY", "ACCOUNT", "STATUS", "CREATED", "REVOKED"],
+                        keys.map { [$0.id, $0.account, $0.status, iso($0.created), $0.revoked.map(iso) ?? ""] })
                 }
             } catch { throw operatorFailure(error) }
         }
@@ -167,9 +170,11 @@ struct KMSCommand: ParsableCommand {
         func run() throws {
             do {
                 let s = try store.open()
-                printTable(["KEY ARN", "DESCRIPTION", "CREATED"], try s.keys.accountKeys(account: account).map {
-                    ["arn:aws:kms:\(s.configuration.region):\($0.account):key/\($0.id)", $0.description, iso($0.created)]
-                })
+                printTable(
+                    ["KEY ARN", "DESCRIPTION", "CREATED"],
+                    try s.keys.accountKeys(account: account).map {
+                        ["arn:aws:kms:\(s.configuration.region):\($0.account):key/\($0.id)", $0.description, iso($0.created)]
+                    })
             } catch { throw operatorFailure(error) }
         }
     }

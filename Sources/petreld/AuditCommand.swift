@@ -21,7 +21,9 @@ struct AuditCommand: ParsableCommand {
         }
         if let ms = Int64(s) { return ms }
         let f = ISO8601DateFormatter()
-        for opts: ISO8601DateFormatter.Options in [[.withInternetDateTime, .withFractionalSeconds], [.withInternetDateTime], [.withFullDate]] {
+        for opts: ISO8601DateFormatter.Options in [
+            [.withInternetDateTime, .withFractionalSeconds], [.withInternetDateTime], [.withFullDate],
+        ] {
             f.formatOptions = opts
             if let d = f.date(from: s) { return Int64(d.timeIntervalSince1970 * 1000) }
         }
@@ -34,9 +36,11 @@ struct AuditCommand: ParsableCommand {
             let records = try store.open().auditRecords(since: from, account: account, action: action, limit: limit ?? Int.max)
             if json {
                 for r in records {
-                    var o: [String: Any] = ["seq": r.seq ?? 0, "time": iso(Date(timeIntervalSince1970: Double(r.time) / 1000)),
-                                            "source": r.source, "action": r.action, "status": r.status,
-                                            "parameters": (try? JSONSerialization.jsonObject(with: Data(r.parameters.utf8))) ?? r.parameters]
+                    var o: [String: Any] = [
+                        "seq": r.seq ?? 0, "time": iso(Date(timeIntervalSince1970: Double(r.time) / 1000)),
+                        "source": r.source, "action": r.action, "status": r.status,
+                        "parameters": (try? JSONSerialization.jsonObject(with: Data(r.parameters.utf8))) ?? r.parameters,
+                    ]
                     if let a = r.account { o["account"] = a }
                     if let k = r.accessKey { o["accessKey"] = k }
                     if let res = r.resource { o["resource"] = res }
@@ -44,10 +48,15 @@ struct AuditCommand: ParsableCommand {
                     printJSON(o)
                 }
             } else {
-                printTable(["TIME", "ACCOUNT", "ACCESS KEY", "SOURCE", "ACTION", "RESOURCE", "STATUS", "ERROR"], records.map {
-                    [iso(Date(timeIntervalSince1970: Double($0.time) / 1000)), $0.account ?? "-", $0.accessKey ?? "-", $0.source, $0.action,
-                     $0.resource ?? "", "\($0.status)", $0.errorCode ?? ""]
-                })
+                printTable(
+                    ["TIME", "ACCOUNT", "ACCESS KEY", "SOURCE", "ACTION", "RESOURCE", "STATUS", "ERROR"],
+                    records.map {
+                        [
+                            iso(Date(timeIntervalSince1970: Double($0.time) / 1000)), $0.account ?? "-", $0.accessKey ?? "-", $0.source,
+                            $0.action,
+                            $0.resource ?? "", "\($0.status)", $0.errorCode ?? "",
+                        ]
+                    })
             }
         } catch { throw operatorFailure(error) }
     }

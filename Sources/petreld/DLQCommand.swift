@@ -41,14 +41,19 @@ struct DLQCommand: ParsableCommand {
                 let letters = try events.deadLetters(account: account, function: target.function, limit: Int.max)
                 if json {
                     for l in letters {
-                        printJSON(["id": l.id, "requestId": l.requestID, "condition": l.condition, "time": DLQCommand.time(l.created),
-                                   "record": (try? JSONSerialization.jsonObject(with: l.record)) ?? [:]])
+                        printJSON([
+                            "id": l.id, "requestId": l.requestID, "condition": l.condition, "time": DLQCommand.time(l.created),
+                            "record": (try? JSONSerialization.jsonObject(with: l.record)) ?? [:],
+                        ])
                     }
                 } else if letters.isEmpty {
                     print("The dead-letter queue of \(target.function) (account \(account)) is empty.")
                 } else {
-                    printTable(["ID", "REQUEST ID", "CONDITION", "ATTEMPTS", "TIME"],
-                               letters.map { ["\($0.id)", $0.requestID, $0.condition, DLQCommand.attempts($0.record), DLQCommand.time($0.created)] })
+                    printTable(
+                        ["ID", "REQUEST ID", "CONDITION", "ATTEMPTS", "TIME"],
+                        letters.map {
+                            ["\($0.id)", $0.requestID, $0.condition, DLQCommand.attempts($0.record), DLQCommand.time($0.created)]
+                        })
                 }
             } catch { throw operatorFailure(error) }
         }
@@ -74,7 +79,9 @@ struct DLQCommand: ParsableCommand {
 
     struct Redrive: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Queue the original events again (under new request ids) and remove them from the dead-letter queue; a running daemon picks them up within a second.")
+            abstract:
+                "Queue the original events again (under new request ids) and remove them from the dead-letter queue; a running daemon picks them up within a second."
+        )
         @OptionGroup var target: Target
         @Argument(help: "Record ids (default: every record of the function).") var ids: [Int64] = []
 

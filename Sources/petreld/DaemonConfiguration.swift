@@ -77,18 +77,45 @@ struct DaemonConfiguration: Sendable {
         ("init_timeout_seconds", { c, v, src in c.initTimeoutSeconds = try int(v, src, 1...900) }),
         ("drain_timeout_seconds", { c, v, src in c.drainTimeoutSeconds = try int(v, src, 0...3_600) }),
         ("concurrency_limit", { c, v, src in c.concurrencyLimit = try int(v, src, 1...100_000) }),
-        ("memory_budget_mb", { c, v, src in c.memoryBudgetMB = try int(v, src, 0...16_777_216); if c.memoryBudgetMB == 0 { c.memoryBudgetMB = nil } }),
+        (
+            "memory_budget_mb",
+            { c, v, src in
+                c.memoryBudgetMB = try int(v, src, 0...16_777_216)
+                if c.memoryBudgetMB == 0 { c.memoryBudgetMB = nil }
+            }
+        ),
         ("event_workers", { c, v, src in c.eventWorkers = try int(v, src, 1...1_000) }),
         ("event_retry_delay_seconds", { c, v, src in c.eventRetryDelaySeconds = try int(v, src, 1...3_600) }),
-        ("log_retention_days", { c, v, src in let d = try int(v, src, 0...3_653); c.logRetentionDays = d == 0 ? nil : d }),
-        ("audit_retention_days", { c, v, src in let d = try int(v, src, 0...3_653); c.auditRetentionDays = d == 0 ? nil : d }),
-        ("log_storage_mb", { c, v, src in let d = try int(v, src, 0...16_777_216); c.logStorageMB = d == 0 ? nil : d }),
+        (
+            "log_retention_days",
+            { c, v, src in
+                let d = try int(v, src, 0...3_653)
+                c.logRetentionDays = d == 0 ? nil : d
+            }
+        ),
+        (
+            "audit_retention_days",
+            { c, v, src in
+                let d = try int(v, src, 0...3_653)
+                c.auditRetentionDays = d == 0 ? nil : d
+            }
+        ),
+        (
+            "log_storage_mb",
+            { c, v, src in
+                let d = try int(v, src, 0...16_777_216)
+                c.logStorageMB = d == 0 ? nil : d
+            }
+        ),
         ("tls_certificate", { c, v, _ in c.tlsCertificate = v.isEmpty ? nil : v }),
         ("tls_key", { c, v, _ in c.tlsKey = v.isEmpty ? nil : v }),
-        ("log_level", { c, v, src in
-            guard let l = Logger.Level(rawValue: v) else { throw Invalid(description: "\(src): unknown log level \(v)") }
-            c.logLevel = l
-        }),
+        (
+            "log_level",
+            { c, v, src in
+                guard let l = Logger.Level(rawValue: v) else { throw Invalid(description: "\(src): unknown log level \(v)") }
+                c.logLevel = l
+            }
+        ),
     ]
 
     private mutating func apply(toml text: String) throws {
@@ -96,12 +123,16 @@ struct DaemonConfiguration: Sendable {
         try root.rejectUnknown(["api", "storage", "platform", "instances", "events", "logging"])
         let sections: [String: [String: String]] = [
             "api": ["listen": "listen", "tls_certificate": "tls_certificate", "tls_key": "tls_key"],
-            "storage": ["data_dir": "data_dir", "run_dir": "run_dir", "log_retention_days": "log_retention_days",
-                        "audit_retention_days": "audit_retention_days", "log_storage_mb": "log_storage_mb"],
+            "storage": [
+                "data_dir": "data_dir", "run_dir": "run_dir", "log_retention_days": "log_retention_days",
+                "audit_retention_days": "audit_retention_days", "log_storage_mb": "log_storage_mb",
+            ],
             "platform": ["region": "region", "account_id": "account_id", "policy": "policy"],
-            "instances": ["keep_alive_seconds": "keep_alive_seconds", "prepared_sandboxes": "prepared_sandboxes",
-                          "init_timeout_seconds": "init_timeout_seconds", "drain_timeout_seconds": "drain_timeout_seconds",
-                          "concurrency_limit": "concurrency_limit", "memory_budget_mb": "memory_budget_mb"],
+            "instances": [
+                "keep_alive_seconds": "keep_alive_seconds", "prepared_sandboxes": "prepared_sandboxes",
+                "init_timeout_seconds": "init_timeout_seconds", "drain_timeout_seconds": "drain_timeout_seconds",
+                "concurrency_limit": "concurrency_limit", "memory_budget_mb": "memory_budget_mb",
+            ],
             "events": ["workers": "event_workers", "retry_delay_seconds": "event_retry_delay_seconds"],
             "logging": ["level": "log_level"],
         ]

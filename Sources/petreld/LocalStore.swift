@@ -1,8 +1,8 @@
 import ArgumentParser
 import Foundation
-import PetrelSystem
 import Glibc
 import PetrelStore
+import PetrelSystem
 
 /// The data directory's stores, opened by the daemon or by an operator command
 /// (SQLite in WAL mode lets both work at once).
@@ -14,7 +14,8 @@ struct LocalStore {
 
     init(_ c: DaemonConfiguration) throws {
         configuration = c
-        try FileManager.default.createDirectory(atPath: c.dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try FileManager.default.createDirectory(
+            atPath: c.dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         db = try PetrelDatabase(path: c.dataDirectory + "/petrel.sqlite", adminAccount: c.accountID)
         keys = try KeyRing(directory: c.dataDirectory, db: db)
         accounts = AccountStore(db, keys: keys)
@@ -26,7 +27,8 @@ struct LocalStore {
     /// written to `<data>/admin-credentials` (0600) in the AWS shared-credentials format.
     func ensureAdmin() throws -> (account: String, path: String)? {
         guard try accounts.adminAccount() == nil else { return nil }
-        let account = try accounts.account(configuration.accountID)
+        let account =
+            try accounts.account(configuration.accountID)
             ?? accounts.createAccount(id: configuration.accountID, name: "admin", admin: true)
         let key = try accounts.createKey(account: account.id)
         let text = """

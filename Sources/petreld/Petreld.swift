@@ -6,8 +6,10 @@ struct Petreld: AsyncParsableCommand {
         commandName: "petreld",
         abstract: "The Petrel controller daemon.",
         version: "petreld \(Build.version) (\(Build.configuration) build)",
-        subcommands: [ServeCommand.self, SandboxCommand.self, AccountsCommand.self, KeysCommand.self, KMSCommand.self, AuditCommand.self,
-                      DLQCommand.self],
+        subcommands: [
+            ServeCommand.self, SandboxCommand.self, AccountsCommand.self, KeysCommand.self, KMSCommand.self, AuditCommand.self,
+            DLQCommand.self,
+        ],
         defaultSubcommand: ServeCommand.self
     )
 }
@@ -16,8 +18,8 @@ struct Petreld: AsyncParsableCommand {
 enum Build {
     static let version = "0.1.0"
     #if DEBUG
-    static let configuration = "debug"
+        static let configuration = "debug"
     #else
-    static let configuration = "release"
+        static let configuration = "release"
     #endif
 }

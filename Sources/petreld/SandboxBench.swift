@@ -55,13 +55,18 @@ struct SandboxBench: AsyncParsableCommand {
 
         // Petrel with empty pools: everything made on the spot.
         let cold = try engineOptions.engine(preparedPool: 0)
-        rows.append(("petrel: full isolation, prepared on demand, 1769 MB",
-                     try await Self.time(max(20, iterations / 4), 5) { _ = try await cold.run(spec(1769)) }))
+        rows.append(
+            (
+                "petrel: full isolation, prepared on demand, 1769 MB",
+                try await Self.time(max(20, iterations / 4), 5) { _ = try await cold.run(spec(1769)) }
+            ))
 
         if let bwrap = Self.which("bwrap") {
-            let argv = [bwrap, "--unshare-all", "--die-with-parent",
-                        "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
-                        "--symlink", "usr/lib64", "/lib64", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "/bin/true"]
+            let argv = [
+                bwrap, "--unshare-all", "--die-with-parent",
+                "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+                "--symlink", "usr/lib64", "/lib64", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "/bin/true",
+            ]
             rows.append(("bwrap --unshare-all", try await Self.time(iterations, warmup) { try Self.spawnAndWait(argv, devnull) }))
         } else {
             print("bwrap: not installed (Scripts/setup installs bubblewrap)")
@@ -70,22 +75,35 @@ struct SandboxBench: AsyncParsableCommand {
 
         let reference = rows.first { $0.0.hasPrefix("bwrap") }.map { Self.percentile($0.1, 50) }
         print("")
-        print("create a sandbox, run /bin/true, tear it down (\(iterations) runs; host: \(ProcessInfo.processInfo.activeProcessorCount) CPUs, \(pooled.cgroups.name))")
+        print(
+            "create a sandbox, run /bin/true, tear it down (\(iterations) runs; host: \(ProcessInfo.processInfo.activeProcessorCount) CPUs, \(pooled.cgroups.name))"
+        )
         let header = ["contender", "median ms", "p99 ms", "median vs bwrap"]
         var table: [[String]] = []
         for (name, s) in rows {
             let med = Self.percentile(s, 50)
-            table.append([name, String(format: "%.2f", med), String(format: "%.2f", Self.percentile(s, 99)),
-                          reference.map { String(format: "%.2fx", med / $0) } ?? "-"])
+            table.append([
+                name, String(format: "%.2f", med), String(format: "%.2f", Self.percentile(s, 99)),
+                reference.map { String(format: "%.2fx", med / $0) } ?? "-",
+            ])
         }
         Self.printTable(header, table)
-        print("Petrel's isolation: PID/mount/IPC/UTS/cgroup/network namespaces, cgroup limits, seccomp, nftables firewall, read-only root, ext4 /tmp encrypted with a key of its own, no capabilities.")
-        print("1769 MB: one CPU, as the peers have. 128 MB: 0.07 CPU (\(CgroupLimits(memoryMB: 128, policy: SandboxPolicy.default.resources, hostCPUs: 1).cpuQuotaMicros) us per \(CgroupLimits.cpuPeriodMicros) us);")
-        print(String(format: "  a run cost the sandbox's cgroup %.2f ms of CPU (median, this run: fork, exec, exit, and unmounting its", Self.percentile(cgroupCPU, 50)))
+        print(
+            "Petrel's isolation: PID/mount/IPC/UTS/cgroup/network namespaces, cgroup limits, seccomp, nftables firewall, read-only root, ext4 /tmp encrypted with a key of its own, no capabilities."
+        )
+        print(
+            "1769 MB: one CPU, as the peers have. 128 MB: 0.07 CPU (\(CgroupLimits(memoryMB: 128, policy: SandboxPolicy.default.resources, hostCPUs: 1).cpuQuotaMicros) us per \(CgroupLimits.cpuPeriodMicros) us);"
+        )
+        print(
+            String(
+                format: "  a run cost the sandbox's cgroup %.2f ms of CPU (median, this run: fork, exec, exit, and unmounting its",
+                Self.percentile(cgroupCPU, 50)))
         print("  root and /tmp at the end are all charged to it); when that overruns the quota it waits for the next period:")
         print("  the 128 MB row's tail.")
         print("bwrap --unshare-all: namespaces only (no cgroup, no seccomp, no firewall).")
-        print("prepared sandboxes: the pool is refilled between runs, untimed; preparing one is the 'on demand' row's cost, paid off the request path.")
+        print(
+            "prepared sandboxes: the pool is refilled between runs, untimed; preparing one is the 'on demand' row's cost, paid off the request path."
+        )
         print("  A released /tmp disk stays attached and is formatted again (its blocks discarded) when the pool is refilled.")
         if tmpRounds > 0 {
             try await ScratchBench.report(engine: cold, stateDirectory: engineOptions.dataDirectory, rounds: tmpRounds)
@@ -94,7 +112,10 @@ struct SandboxBench: AsyncParsableCommand {
     }
 
     static func time(_ n: Int, _ warmup: Int, between: () -> Void = {}, _ body: () async throws -> Void) async throws -> [Double] {
-        for _ in 0..<warmup { between(); try await body() }
+        for _ in 0..<warmup {
+            between()
+            try await body()
+        }
         var out: [Double] = []
         out.reserveCapacity(n)
         for _ in 0..<n {
@@ -140,8 +161,11 @@ struct SandboxBench: AsyncParsableCommand {
         let all = [header] + rows
         let widths = header.indices.map { i in all.map { $0[i].count }.max() ?? 0 }
         func line(_ r: [String]) -> String {
-            r.enumerated().map { i, c in i == 0 ? c.padding(toLength: widths[i], withPad: " ", startingAt: 0)
-                : String(repeating: " ", count: widths[i] - c.count) + c }.joined(separator: "  ")
+            r.enumerated().map { i, c in
+                i == 0
+                    ? c.padding(toLength: widths[i], withPad: " ", startingAt: 0)
+                    : String(repeating: " ", count: widths[i] - c.count) + c
+            }.joined(separator: "  ")
         }
         print(line(header))
         print(widths.map { String(repeating: "-", count: $0) }.joined(separator: "  "))

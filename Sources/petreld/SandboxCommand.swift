@@ -20,9 +20,10 @@ struct EngineOptions: ParsableArguments {
     var runDirectory = "/run/petrel"
 
     func engine(preparedPool: Int = 0) throws -> SandboxEngine {
-        try SandboxEngine(configuration: SandboxEngineConfiguration(
-            stateDirectory: dataDirectory, runDirectory: runDirectory, rootfsSkeleton: Locations.rootfs(),
-            preparedPoolSize: preparedPool))
+        try SandboxEngine(
+            configuration: SandboxEngineConfiguration(
+                stateDirectory: dataDirectory, runDirectory: runDirectory, rootfsSkeleton: Locations.rootfs(),
+                preparedPoolSize: preparedPool))
     }
 }
 

@@ -22,7 +22,11 @@ enum ScratchBench {
         rm -f s*
         """#
 
-    struct Sample { var write: Double; var read: Double; var files: Double }
+    struct Sample {
+        var write: Double
+        var read: Double
+        var files: Double
+    }
 
     static func parse(_ out: String) throws -> Sample {
         var v: [String: Double] = [:]
@@ -40,10 +44,15 @@ enum ScratchBench {
         guard petrel_pipe_cloexec(&fds) == 0 else { throw ValidationError("pipe2 failed") }
         let devnull = try Sys.open("/dev/null", O_RDWR)
         defer { close(devnull) }
-        let spec = SandboxSpec(command: ["/bin/sh", "-c", script, "sh", "/tmp"], memoryMB: 1769, ephemeralStorageMB: 512,
-                               stdin: devnull, stdout: fds[1], stderr: fds[1])
+        let spec = SandboxSpec(
+            command: ["/bin/sh", "-c", script, "sh", "/tmp"], memoryMB: 1769, ephemeralStorageMB: 512,
+            stdin: devnull, stdout: fds[1], stderr: fds[1])
         let sandbox: Sandbox
-        do { sandbox = try engine.spawn(spec) } catch { close(fds[0]); close(fds[1]); throw error }
+        do { sandbox = try engine.spawn(spec) } catch {
+            close(fds[0])
+            close(fds[1])
+            throw error
+        }
         close(fds[1])
         let out = readAll(fds[0])
         _ = await sandbox.wait()
@@ -98,7 +107,9 @@ enum ScratchBench {
         guard FileManager.default.createFile(atPath: image, contents: nil), truncate(image, 512 << 20) == 0 else {
             throw ValidationError("cannot make \(image)")
         }
-        try run(["/usr/sbin/mkfs.ext4", "-q", "-F", "-m", "0", "-b", "4096", "-O", "^has_journal", "-E", "lazy_itable_init=1,nodiscard", image])
+        try run([
+            "/usr/sbin/mkfs.ext4", "-q", "-F", "-m", "0", "-b", "4096", "-O", "^has_journal", "-E", "lazy_itable_init=1,nodiscard", image,
+        ])
         try run(["/bin/mount", "-o", "loop,nosuid,nodev", image, base + "/mnt"])
         defer { try? run(["/bin/umount", base + "/mnt"]) }
         return try await body(base + "/mnt")
@@ -117,7 +128,8 @@ enum ScratchBench {
 
     /// The table: the median of `rounds` alternating rounds of each.
     static func report(engine: SandboxEngine, stateDirectory: String, rounds: Int) async throws {
-        var ours: [Sample] = [], plain: [Sample] = []
+        var ours: [Sample] = []
+        var plain: [Sample] = []
         try await withPlainDisk(in: stateDirectory) { dir in
             for _ in 0..<rounds {
                 ours.append(try await inSandbox(engine))
@@ -131,11 +143,16 @@ enum ScratchBench {
             ("create 2,000 small files, sync (ms)", \.files, { String(format: "%.0f", $0 * 1000) }),
         ]
         print("")
-        print("/tmp as a function sees it (median of \(rounds) alternating rounds): Petrel's encrypted /tmp beside the same ext4 disk unencrypted")
-        SandboxBench.printTable(["measure", "petrel /tmp (encrypted)", "plain ext4 loop disk", "petrel vs plain"], rows.map { name, k, fmt in
-            let a = median(ours, k), b = median(plain, k)
-            return [name, fmt(a), fmt(b), String(format: "%.2fx time", a / b)]
-        })
+        print(
+            "/tmp as a function sees it (median of \(rounds) alternating rounds): Petrel's encrypted /tmp beside the same ext4 disk unencrypted"
+        )
+        SandboxBench.printTable(
+            ["measure", "petrel /tmp (encrypted)", "plain ext4 loop disk", "petrel vs plain"],
+            rows.map { name, k, fmt in
+                let a = median(ours, k)
+                let b = median(plain, k)
+                return [name, fmt(a), fmt(b), String(format: "%.2fx time", a / b)]
+            })
         print("Encrypted: fscrypt v2, AES-256-XTS contents and AES-256-CTS names, a random key per sandbox held by the kernel only.")
         print("  Reads served from the page cache are not decrypted again; 'read from the disk' drops the file's cache first.")
         print("  The plain disk's reads come from its image's page cache on the host; so do Petrel's, which then decrypt:")

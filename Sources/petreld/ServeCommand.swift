@@ -4,11 +4,11 @@ import Glibc
 import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
-import NIOCore
-import NIOSSL
 import Logging
 import Metrics
+import NIOCore
 import NIOPosix
+import NIOSSL
 import PetrelAPI
 import PetrelCore
 import PetrelRuntime
@@ -51,7 +51,9 @@ struct ServeCommand: AsyncParsableCommand {
             if let d = runDirectory { c.runDirectory = d }
             if let p = policy { c.policyPath = p }
             if let l = logLevel {
-                guard let level = Logger.Level(rawValue: l) else { throw DaemonConfiguration.Invalid(description: "--log-level: unknown level \(l)") }
+                guard let level = Logger.Level(rawValue: l) else {
+                    throw DaemonConfiguration.Invalid(description: "--log-level: unknown level \(l)")
+                }
                 c.logLevel = level
             }
             try c.checkTLS()
@@ -83,8 +85,9 @@ struct ServeCommand: AsyncParsableCommand {
         } catch {
             guard error.errno == EWOULDBLOCK else { throw ValidationError("cannot lock the \(what) directory \(dir): \(error)") }
             let holder = FileLock.holder(of: dir + "/petreld.lock").map { " (pid \($0))" } ?? ""
-            throw ValidationError("another petreld\(holder) is using the \(what) directory \(dir); give this one its own "
-                                  + "(--\(what)-dir or \(what)_dir in petreld.toml)")
+            throw ValidationError(
+                "another petreld\(holder) is using the \(what) directory \(dir); give this one its own "
+                    + "(--\(what)-dir or \(what)_dir in petreld.toml)")
         }
     }
 
@@ -102,12 +105,14 @@ struct ServeCommand: AsyncParsableCommand {
                     try logs.append(part.map { (group: $0.group, stream: $0.stream, lines: $0.lines) }, journaled: part.last!.seq)
                     from += part.count
                 }
-                logger.notice("stored the function output a stopped daemon had journaled but not stored",
-                              metadata: ["batches": "\(entries.count)", "lines": "\(lines)"])
+                logger.notice(
+                    "stored the function output a stopped daemon had journaled but not stored",
+                    metadata: ["batches": "\(entries.count)", "lines": "\(lines)"])
             } catch {
                 Counter(label: "petrel_log_lines_dropped_total").increment(by: Int64(lines))
-                logger.error("cannot store the function output left in the log journal; it is lost",
-                             metadata: ["lines": "\(lines)", "error": "\(error)"])
+                logger.error(
+                    "cannot store the function output left in the log journal; it is lost",
+                    metadata: ["lines": "\(lines)", "error": "\(error)"])
             }
         }
         for path in segments { try? Sys.unlink(path) }
@@ -131,46 +136,55 @@ struct ServeCommand: AsyncParsableCommand {
             logger.notice("made the admin account and its key", metadata: ["account": "\(made.account)", "credentials": "\(made.path)"])
         }
         let code = try CodeStore(directory: c.dataDirectory + "/code", cacheDirectory: c.runDirectory + "/code", keys: store.keys)
-        let engine = try SandboxEngine(configuration: SandboxEngineConfiguration(
-            stateDirectory: c.dataDirectory, runDirectory: c.runDirectory,
-            rootfsSkeleton: RuntimeFiles.stage(skeleton: Locations.rootfs(), runDirectory: c.runDirectory, logger: logger),
-            preparedPoolSize: c.preparedSandboxes), logger: logger)
+        let engine = try SandboxEngine(
+            configuration: SandboxEngineConfiguration(
+                stateDirectory: c.dataDirectory, runDirectory: c.runDirectory,
+                rootfsSkeleton: RuntimeFiles.stage(skeleton: Locations.rootfs(), runDirectory: c.runDirectory, logger: logger),
+                preparedPoolSize: c.preparedSandboxes), logger: logger)
         // The API's and the instances' loops, one per core. A group of its own: the loops of
         // new connections then go round robin (the singleton's `next()` is everybody's),
         // so concurrent callers spread evenly over the loops (see LoopAffineExecutor).
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
-        let runtimeConfig = RuntimeConfiguration(region: c.region, accountID: c.accountID, policy: policy,
-                                                 keepAlive: .seconds(c.keepAliveSeconds), initTimeout: .seconds(c.initTimeoutSeconds),
-                                                 concurrencyLimit: c.concurrencyLimit,
-                                                 memoryBudgetMB: c.memoryBudgetMB ?? RuntimeConfiguration.defaultMemoryBudgetMB())
+        let runtimeConfig = RuntimeConfiguration(
+            region: c.region, accountID: c.accountID, policy: policy,
+            keepAlive: .seconds(c.keepAliveSeconds), initTimeout: .seconds(c.initTimeoutSeconds),
+            concurrencyLimit: c.concurrencyLimit,
+            memoryBudgetMB: c.memoryBudgetMB ?? RuntimeConfiguration.defaultMemoryBudgetMB())
         let journal = try Self.openJournal(directory: c.dataDirectory + "/log-journal", logs: LogStore(db), logger: logger)
-        let runtime = RuntimeService(engine: engine, code: code, logs: LogStore(db), journal: journal, configuration: runtimeConfig,
-                                     group: group, logger: logger)
+        let runtime = RuntimeService(
+            engine: engine, code: code, logs: LogStore(db), journal: journal, configuration: runtimeConfig,
+            group: group, logger: logger)
         let eventStore = EventStore(db, keys: store.keys)
-        let catalog = FunctionCatalog(functions: try FunctionStore(db, keys: store.keys), code: code, events: eventStore,
-                                      dispatcher: runtime.dispatcher, keys: store.keys, region: c.region, logger: logger)
-        let events = EventService(store: eventStore, schedules: ScheduleStore(db, events: eventStore), functions: catalog.functions,
-                                  dispatcher: runtime.dispatcher,
-                                  settings: EventSettings(workers: c.eventWorkers, retryDelaySeconds: c.eventRetryDelaySeconds,
-                                                          drainTimeout: .seconds(c.drainTimeoutSeconds), region: c.region),
-                                  logger: logger)
+        let catalog = FunctionCatalog(
+            functions: try FunctionStore(db, keys: store.keys), code: code, events: eventStore,
+            dispatcher: runtime.dispatcher, keys: store.keys, region: c.region, logger: logger)
+        let events = EventService(
+            store: eventStore, schedules: ScheduleStore(db, events: eventStore), functions: catalog.functions,
+            dispatcher: runtime.dispatcher,
+            settings: EventSettings(
+                workers: c.eventWorkers, retryDelaySeconds: c.eventRetryDelaySeconds,
+                drainTimeout: .seconds(c.drainTimeoutSeconds), region: c.region),
+            logger: logger)
         let gate = Gatekeeper(accounts: store.accounts, audit: AuditStore(db), region: c.region, logger: logger)
         await runtime.dispatcher.loadReservations(try catalog.reservations())
         for f in try catalog.provisionedSets() { await runtime.dispatcher.setProvisioned(f, f.provisionedConcurrency) }
         let router = Router(context: PetrelRequestContext.self)
         router.add(middleware: UnknownRouteMiddleware(gate: gate))
-        let lambda = LambdaAPI(catalog: catalog, dispatcher: runtime.dispatcher, events: events, gate: gate,
-                               codeLinks: try CodeLinks(keys: store.keys, scheme: c.tlsCertificate == nil ? "http" : "https"), region: c.region,
-                               loops: LoopExecutors(group: group), logger: logger)
+        let lambda = LambdaAPI(
+            catalog: catalog, dispatcher: runtime.dispatcher, events: events, gate: gate,
+            codeLinks: try CodeLinks(keys: store.keys, scheme: c.tlsCertificate == nil ? "http" : "https"), region: c.region,
+            loops: LoopExecutors(group: group), logger: logger)
         lambda.register(on: router)
-        LogsAPI(logs: LogStore(db), gate: gate, region: c.region, defaultRetentionDays: c.logRetentionDays, logger: logger).register(on: router)
+        LogsAPI(logs: LogStore(db), gate: gate, region: c.region, defaultRetentionDays: c.logRetentionDays, logger: logger).register(
+            on: router)
         MetricsAPI(registry: metrics).register(on: router)
         // Invoke is answered in each connection's pipeline, before Hummingbird (see InvokeChannelHandler).
         let http1 = HTTPServerBuilder.http1(configuration: .init(additionalChannelHandlers: [lambda.invokeHandler()]))
         var server = http1
         if let cert = c.tlsCertificate, let key = c.tlsKey {
             let chain = try NIOSSLCertificate.fromPEMFile(cert).map { NIOSSLCertificateSource.certificate($0) }
-            let tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+            let tls = TLSConfiguration.makeServerConfiguration(
+                certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
             server = try .tls(http1, tlsConfiguration: tls)
         }
         let app = Application(
@@ -178,8 +192,12 @@ struct ServeCommand: AsyncParsableCommand {
             server: server,
             configuration: .init(address: .hostname(c.listenHost, port: c.listenPort), serverName: LambdaAPI.serverName),
             onServerRunning: { channel in
-                logger.info("petreld is serving the Lambda API", metadata: ["api.address": "\(channel.localAddress.map { "\($0)" } ?? "?")",
-                                                                      "petreld.version": "\(Build.version)", "petreld.build": "\(Build.configuration)"])
+                logger.info(
+                    "petreld is serving the Lambda API",
+                    metadata: [
+                        "api.address": "\(channel.localAddress.map { "\($0)" } ?? "?")",
+                        "petreld.version": "\(Build.version)", "petreld.build": "\(Build.configuration)",
+                    ])
             },
             eventLoopGroupProvider: .shared(group),
             logger: logger)
@@ -189,11 +207,15 @@ struct ServeCommand: AsyncParsableCommand {
         // The API's tasks run on the event loops (LoopAffineExecutor): an invocation stays on its
         // connection's loop, where its instance most likely lives too.
         let api = OnExecutor(app, executor: LoopAffineExecutor(group: group))
-        let retention = RetentionService(logs: LogStore(db), logDays: c.logRetentionDays, logBudget: c.logStorageBytes(), audit: AuditStore(db),
-                                         auditDays: c.auditRetentionDays, logger: logger)
-        var config = ServiceGroupConfiguration(services: [.init(service: AuditService(gate: gate)), .init(service: retention),
-                                                          .init(service: runtime), .init(service: events), .init(service: api)],
-                                               logger: logger)
+        let retention = RetentionService(
+            logs: LogStore(db), logDays: c.logRetentionDays, logBudget: c.logStorageBytes(), audit: AuditStore(db),
+            auditDays: c.auditRetentionDays, logger: logger)
+        var config = ServiceGroupConfiguration(
+            services: [
+                .init(service: AuditService(gate: gate)), .init(service: retention),
+                .init(service: runtime), .init(service: events), .init(service: api),
+            ],
+            logger: logger)
         config.gracefulShutdownSignals = [.sigterm, .sigint]
         config.maximumGracefulShutdownDuration = .seconds(c.drainTimeoutSeconds + 15)
         do {

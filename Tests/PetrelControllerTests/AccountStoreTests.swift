@@ -1,6 +1,7 @@
 import Foundation
-@testable import PetrelStore
 import Testing
+
+@testable import PetrelStore
 
 /// Keys are revoked in the store, then running daemons are told through the key
 /// generation file; a failure to tell them is never silent.

@@ -1,7 +1,8 @@
 import Foundation
 import GRDB
-@testable import PetrelStore
 import Testing
+
+@testable import PetrelStore
 
 /// The audit trail loses records only by age: those older than its horizon, which
 /// only moves forward; everything at or after it still refuses DELETE and UPDATE.
@@ -11,8 +12,9 @@ struct AuditStoreTests {
     static let day: Int64 = 86_400_000
 
     func record(_ time: Int64, _ action: String = "Invoke") -> AuditStore.Record {
-        AuditStore.Record(time: time, account: Self.account, accessKey: "AKIA", source: "127.0.0.1", action: action,
-                          resource: "f", parameters: "{}", status: 200, errorCode: nil)
+        AuditStore.Record(
+            time: time, account: Self.account, accessKey: "AKIA", source: "127.0.0.1", action: action,
+            resource: "f", parameters: "{}", status: 200, errorCode: nil)
     }
 
     @Test("expiry deletes records older than the horizon in bounded batches, records itself, and never moves the horizon back")
@@ -45,9 +47,11 @@ struct AuditStoreTests {
         // What is at or after the horizon cannot be deleted or changed, not even by hand;
         // the horizon cannot be moved back or removed.
         try db.pool.write { db in
-            for sql in ["DELETE FROM audit", "DELETE FROM audit WHERE time >= \(now - 90 * Self.day)", "UPDATE audit SET action = 'x'",
-                        "UPDATE audit_horizon SET time = 0", "DELETE FROM audit_horizon",
-                        "INSERT INTO audit_horizon (id, time) VALUES (2, 0)"] {
+            for sql in [
+                "DELETE FROM audit", "DELETE FROM audit WHERE time >= \(now - 90 * Self.day)", "UPDATE audit SET action = 'x'",
+                "UPDATE audit_horizon SET time = 0", "DELETE FROM audit_horizon",
+                "INSERT INTO audit_horizon (id, time) VALUES (2, 0)",
+            ] {
                 #expect(throws: DatabaseError.self, "\(sql)") { try db.execute(sql: sql) }
             }
         }

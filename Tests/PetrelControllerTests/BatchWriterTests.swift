@@ -26,8 +26,10 @@ struct BatchWriterTests {
     @Test("quiet items go out after the short gather; after a large write the next ones wait the long one; order kept")
     func gathers() async throws {
         let written = Written()
-        let writer = BatchWriter<Int>("numbers", gather: .milliseconds(10), busyGather: .seconds(2), busyItems: 3,
-                                      logger: Logger(label: "test")) { items in written.batches.withLock { $0.append(items) } }
+        let writer = BatchWriter<Int>(
+            "numbers", gather: .milliseconds(10), busyGather: .seconds(2), busyItems: 3,
+            logger: Logger(label: "test")
+        ) { items in written.batches.withLock { $0.append(items) } }
         let running = Task { await writer.run() }
 
         // Three at once: one write of three, after the short gather.

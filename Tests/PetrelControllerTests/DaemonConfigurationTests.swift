@@ -1,6 +1,7 @@
 import Foundation
-@testable import petreld
 import Testing
+
+@testable import petreld
 
 @Suite("petreld's configuration")
 struct DaemonConfigurationTests {
@@ -21,10 +22,12 @@ struct DaemonConfigurationTests {
         #expect(c.auditRetentionDays == d.auditRetentionDays && d.auditRetentionDays == 90)
     }
 
-    @Test("log and audit retention: days, 0 for forever, out of range refused", arguments: [
-        ("PETREL_LOG_RETENTION_DAYS", \DaemonConfiguration.logRetentionDays),
-        ("PETREL_AUDIT_RETENTION_DAYS", \DaemonConfiguration.auditRetentionDays),
-    ] as [(String, KeyPath<DaemonConfiguration, Int?> & Sendable)])
+    @Test(
+        "log and audit retention: days, 0 for forever, out of range refused",
+        arguments: [
+            ("PETREL_LOG_RETENTION_DAYS", \DaemonConfiguration.logRetentionDays),
+            ("PETREL_AUDIT_RETENTION_DAYS", \DaemonConfiguration.auditRetentionDays),
+        ] as [(String, KeyPath<DaemonConfiguration, Int?> & Sendable)])
     func retention(_ variable: String, _ field: KeyPath<DaemonConfiguration, Int?> & Sendable) throws {
         #expect(try DaemonConfiguration.load(file: nil, environment: [variable: "7"])[keyPath: field] == 7)
         #expect(try DaemonConfiguration.load(file: nil, environment: [variable: "0"])[keyPath: field] == nil)
@@ -35,14 +38,20 @@ struct DaemonConfigurationTests {
     @Test("the environment overrides the file; bad values are refused with the key's name")
     func precedence() throws {
         let path = NSTemporaryDirectory() + "petreld-\(UUID().uuidString).toml"
-        try "[api]\nlisten = \"127.0.0.1:9100\"\n[platform]\nregion = \"eu-west-1\"\n".write(toFile: path, atomically: true, encoding: .utf8)
+        try "[api]\nlisten = \"127.0.0.1:9100\"\n[platform]\nregion = \"eu-west-1\"\n".write(
+            toFile: path, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: path) }
         let fromFile = try DaemonConfiguration.load(file: path, environment: [:])
         #expect(fromFile.listenPort == 9100 && fromFile.region == "eu-west-1")
-        let env = try DaemonConfiguration.load(file: path, environment: ["PETREL_LISTEN": "127.0.0.1:9200", "PETREL_KEEP_ALIVE_SECONDS": "30"])
+        let env = try DaemonConfiguration.load(
+            file: path, environment: ["PETREL_LISTEN": "127.0.0.1:9200", "PETREL_KEEP_ALIVE_SECONDS": "30"])
         #expect(env.listenPort == 9200 && env.region == "eu-west-1" && env.keepAliveSeconds == 30)
-        #expect(throws: DaemonConfiguration.Invalid.self) { try DaemonConfiguration.load(file: nil, environment: ["PETREL_REGION": "nowhere"]) }
-        #expect(throws: DaemonConfiguration.Invalid.self) { try DaemonConfiguration.load(file: nil, environment: ["PETREL_LISTEN": "9000"]) }
+        #expect(throws: DaemonConfiguration.Invalid.self) {
+            try DaemonConfiguration.load(file: nil, environment: ["PETREL_REGION": "nowhere"])
+        }
+        #expect(throws: DaemonConfiguration.Invalid.self) {
+            try DaemonConfiguration.load(file: nil, environment: ["PETREL_LISTEN": "9000"])
+        }
         try "[api]\nlisten = \"127.0.0.1:9100\"\nport = 3\n".write(toFile: path, atomically: true, encoding: .utf8)
         #expect(throws: DaemonConfiguration.Invalid.self) { try DaemonConfiguration.load(file: path, environment: [:]) }
         var c = DaemonConfiguration()

@@ -50,8 +50,9 @@ struct EventStoreTests {
         #expect(try store.due(now: 4999, limit: 10, excluding: []).isEmpty)
         let again = try #require(try store.due(now: 5000, limit: 10, excluding: []).first)
         #expect(again.attempts == 1 && again.lastResponse == Data("{\"errorType\":\"X\"}".utf8) && again.lastError == "Unhandled")
-        let letter = DeadLetter(account: e.account, function: "f", requestID: "a", condition: "RetriesExhausted", created: 6000,
-                                record: Data("{\"r\":1}".utf8), payload: e.payload)
+        let letter = DeadLetter(
+            account: e.account, function: "f", requestID: "a", condition: "RetriesExhausted", created: 6000,
+            record: Data("{\"r\":1}".utf8), payload: e.payload)
         try await store.finish(again, then: .deadLetter(letter))
         // A second finish (a redelivery that raced it) hands nothing on twice.
         try await store.finish(again, then: .deadLetter(letter))

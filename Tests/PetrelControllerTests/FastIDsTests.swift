@@ -13,7 +13,9 @@ struct FastIDsTests {
             #expect(id.split(separator: "-")[2].first == "4")
             #expect("89ab".contains(id.split(separator: "-")[3].first!))
         }
-        for (x, s) in [(0.0, "0.00"), (0.004, "0.00"), (0.005, "0.01"), (1.5, "1.50"), (12.345, "12.35"), (250.07, "250.07"), (1000, "1000.00")] {
+        for (x, s) in [
+            (0.0, "0.00"), (0.004, "0.00"), (0.005, "0.01"), (1.5, "1.50"), (12.345, "12.35"), (250.07, "250.07"), (1000, "1000.00"),
+        ] {
             #expect(FastIDs.twoDecimals(x) == s, "\(x)")
         }
         #expect(FastIDs.hex(0xabc, 6) == "000abc")

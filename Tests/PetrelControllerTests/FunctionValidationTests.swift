@@ -12,19 +12,26 @@ struct FunctionValidationTests {
         #expect(partial.name == "my_fn" && partial.account == "123456789012" && partial.qualifier == nil)
         let plain = try FunctionReference(parsing: "fn:prod")
         #expect(plain.name == "fn" && plain.qualifier == "prod")
-        for bad in ["", "a b", String(repeating: "x", count: 65), "arn:aws:lambda:us-east-1:12:function:x",
-                    "arn:aws:s3:us-east-1:123456789012:function:x", "x:y:z", "fn:", "../x", "fn:$NOPE"] {
+        for bad in [
+            "", "a b", String(repeating: "x", count: 65), "arn:aws:lambda:us-east-1:12:function:x",
+            "arn:aws:s3:us-east-1:123456789012:function:x", "x:y:z", "fn:", "../x", "fn:$NOPE",
+        ] {
             #expect(throws: DomainError.self, "\(bad) must be refused") { try FunctionReference(parsing: bad) }
         }
     }
 
     @Test("settings are checked in Lambda's words; reserved and oversized environments are refused")
     func settings() throws {
-        try FunctionSettings(runtime: "python3.11", handler: "app.handler", role: "arn:aws:iam::123456789012:role/x",
-                             memoryMB: 128, timeoutSeconds: 900, ephemeralStorageMB: 10_240, environment: ["A_1": "v"]).validate()
+        try FunctionSettings(
+            runtime: "python3.11", handler: "app.handler", role: "arn:aws:iam::123456789012:role/x",
+            memoryMB: 128, timeoutSeconds: 900, ephemeralStorageMB: 10_240, environment: ["A_1": "v"]
+        ).validate()
         func code(_ s: FunctionSettings) -> String? {
             // The domain's error, as the API edge names it.
-            do { try s.validate(); return nil } catch let e as DomainError { return LambdaError.from(e).code.rawValue } catch { return "\(error)" }
+            do {
+                try s.validate()
+                return nil
+            } catch let e as DomainError { return LambdaError.from(e).code.rawValue } catch { return "\(error)" }
         }
         #expect(code(FunctionSettings(memoryMB: 127)) == "ValidationException")
         #expect(code(FunctionSettings(memoryMB: 10_241)) == "ValidationException")

@@ -40,8 +40,9 @@ struct KeyRingTests {
         let sealed = try ring.seal(Data("x".utf8), context: "c")
         let master = try Data(contentsOf: URL(fileURLWithPath: dir + "/master.key"))
         // The new key was written, nothing was rewrapped yet.
-        FileManager.default.createFile(atPath: dir + "/master.key.next", contents: Data((0..<32).map { _ in UInt8.random(in: 0...255) }),
-                                       attributes: [.posixPermissions: 0o600])
+        FileManager.default.createFile(
+            atPath: dir + "/master.key.next", contents: Data((0..<32).map { _ in UInt8.random(in: 0...255) }),
+            attributes: [.posixPermissions: 0o600])
         let (_, reopened) = try open(dir)
         #expect(!FileManager.default.fileExists(atPath: dir + "/master.key.next"))
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/master.key")) == master)

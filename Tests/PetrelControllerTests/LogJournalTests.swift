@@ -1,7 +1,8 @@
 import Foundation
-@testable import PetrelStore
 import PetrelSystem
 import Testing
+
+@testable import PetrelStore
 
 /// The log store's chunks and journal on their own: what is written is read
 /// back exactly, a damaged tail is where reading stops, applied segments go.
@@ -44,7 +45,9 @@ struct LogJournalTests {
         var handed: [UInt64?] = []
         let big = String(repeating: "y", count: 700_000)
         for i in 0..<12 {
-            journal.append(group: "g", stream: "s\(i % 2)", lines: [.init(Int64(i), "line \(i)"), .init(Int64(i) + 1, big)]) { handed.append($0) }
+            journal.append(group: "g", stream: "s\(i % 2)", lines: [.init(Int64(i), "line \(i)"), .init(Int64(i) + 1, big)]) {
+                handed.append($0)
+            }
         }
         #expect(handed == (7..<19).map { Optional($0) })
         let segments = Sys.listDirectory(dir)
@@ -90,8 +93,10 @@ struct LogJournalTests {
         #expect(events > 0 && bytes > 0)
         #expect(try store.storedBytes() <= total / 2)
         func messages(_ name: String) throws -> [String] {
-            try store.events(account: "000000000000", group: "/aws/lambda/" + name, streams: nil, start: nil, end: nil, contains: nil,
-                             afterID: nil, limit: 1_000).map { String($0.message.prefix { $0 != " " } + " " + $0.message.split(separator: " ")[1]) }
+            try store.events(
+                account: "000000000000", group: "/aws/lambda/" + name, streams: nil, start: nil, end: nil, contains: nil,
+                afterID: nil, limit: 1_000
+            ).map { String($0.message.prefix { $0 != " " } + " " + $0.message.split(separator: " ")[1]) }
         }
         // The quiet group lost nothing; the noisy one lost its oldest.
         #expect(try messages("quiet") == (0..<10).map { "quiet \($0)" })

@@ -1,7 +1,8 @@
 import Foundation
 import GRDB
-@testable import PetrelStore
 import Testing
+
+@testable import PetrelStore
 
 /// The log store on a real SQLite file: streams by id (v4), a store written
 /// by the v3 schema keeps every event through the migration, and batches of
@@ -17,20 +18,24 @@ struct LogStoreTests {
         let dir = try directory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let store = LogStore(try PetrelDatabase(path: dir + "/petrel.sqlite", adminAccount: Self.account))
-        let day: Int64 = 86_400_000, now: Int64 = 1_800_000_000_000
+        let day: Int64 = 86_400_000
+        let now: Int64 = 1_800_000_000_000
         func g(_ name: String) -> String { LogStore.stored(account: Self.account, group: "/aws/lambda/" + name) }
         // Each group: a stream wholly older than 40 days, and one that goes from 40 days ago to now.
         for name in ["default", "own", "forever"] {
             try store.append(group: g(name), stream: "old", lines: (0..<7).map { (now - 50 * day + Int64($0), "old \($0)") })
-            try store.append(group: g(name), stream: "mixed", lines: [(now - 40 * day, "40 days"), (now - 2 * day, "2 days"), (now, "now")])
+            try store.append(
+                group: g(name), stream: "mixed", lines: [(now - 40 * day, "40 days"), (now - 2 * day, "2 days"), (now, "now")])
         }
         #expect(try store.setRetention(account: Self.account, group: "/aws/lambda/own", days: 1))
         #expect(try store.setRetention(account: Self.account, group: "/aws/lambda/forever", days: 3653))
         #expect(try !store.setRetention(account: Self.account, group: "/aws/lambda/none", days: 1), "a group with no events")
         #expect(try store.groups(account: Self.account, prefix: "/aws/lambda/").map(\.retentionDays) == [nil, 3653, 1])
         func left(_ name: String) throws -> [String] {
-            try store.events(account: Self.account, group: "/aws/lambda/" + name, streams: nil, start: nil, end: nil, contains: nil,
-                             afterID: nil, limit: 100).map(\.message)
+            try store.events(
+                account: Self.account, group: "/aws/lambda/" + name, streams: nil, start: nil, end: nil, contains: nil,
+                afterID: nil, limit: 100
+            ).map(\.message)
         }
         // Batches of 3: every old event still goes.
         #expect(try store.expire(nowMs: now, defaultDays: 30, limit: 3) == 8 + 9)
@@ -38,8 +43,11 @@ struct LogStoreTests {
         #expect(try left("own") == ["now"])
         #expect(try left("forever").count == 10)
         // The stream whose events all went is gone; the others stay.
-        #expect(try store.streams(account: Self.account, group: "/aws/lambda/default", prefix: nil, newestFirst: false, limit: 10).map(\.name) == ["mixed"])
-        #expect(try store.streams(account: Self.account, group: "/aws/lambda/forever", prefix: nil, newestFirst: false, limit: 10).count == 2)
+        #expect(
+            try store.streams(account: Self.account, group: "/aws/lambda/default", prefix: nil, newestFirst: false, limit: 10).map(\.name)
+                == ["mixed"])
+        #expect(
+            try store.streams(account: Self.account, group: "/aws/lambda/forever", prefix: nil, newestFirst: false, limit: 10).count == 2)
         // Nothing more to do; with no default, a group without a policy keeps everything.
         #expect(try store.expire(nowMs: now, defaultDays: 30) == 0)
         #expect(try store.setRetention(account: Self.account, group: "/aws/lambda/own", days: nil))
@@ -55,14 +63,17 @@ struct LogStoreTests {
         let dir = try directory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let path = dir + "/petrel.sqlite"
-        let g1 = Self.account + "/aws/lambda/one", g2 = Self.account + "/aws/lambda/two"
+        let g1 = Self.account + "/aws/lambda/one"
+        let g2 = Self.account + "/aws/lambda/two"
         var written: [(id: Int64, group: String, stream: String, ts: Int64, message: String)] = []
         do {
             let old = try DatabasePool(path: path)
             try PetrelDatabase.migrator(adminAccount: Self.account).migrate(old, upTo: "v3-events")
             try old.write { db in
-                for (g, s, created, last) in [(g1, "2026/11/20/[$LATEST]aa", 1_000, 1_030), (g1, "2026/11/21/[$LATEST]bb", 2_000, 2_020),
-                                              (g2, "2026/11/20/[$LATEST]aa", 1_500, 1_510)] as [(String, String, Int64, Int64)] {
+                for (g, s, created, last) in [
+                    (g1, "2026/11/20/[$LATEST]aa", 1_000, 1_030), (g1, "2026/11/21/[$LATEST]bb", 2_000, 2_020),
+                    (g2, "2026/11/20/[$LATEST]aa", 1_500, 1_510),
+                ] as [(String, String, Int64, Int64)] {
                     try db.execute(sql: "INSERT INTO log_streams VALUES (?, ?, ?, ?)", arguments: [g, s, created, last])
                 }
                 // Interleaved as instances write, plus an event whose stream row is missing.
@@ -72,20 +83,23 @@ struct LogStoreTests {
                     (g2, "2026/11/20/[$LATEST]aa", 1_510, "END two"), (g2, "2026/11/22/[$LATEST]cc", 3_000, "orphan line"),
                 ]
                 for (g, s, ts, m) in lines {
-                    try db.execute(sql: "INSERT INTO log_events (log_group, log_stream, timestamp, ingested, message) VALUES (?, ?, ?, ?, ?)",
-                                   arguments: [g, s, ts, ts + 1, m])
+                    try db.execute(
+                        sql: "INSERT INTO log_events (log_group, log_stream, timestamp, ingested, message) VALUES (?, ?, ?, ?, ?)",
+                        arguments: [g, s, ts, ts + 1, m])
                     written.append((db.lastInsertedRowID, g, s, ts, m))
                 }
                 // A gap in the ids, as a deleted tail would leave: the migration keeps the ids, not a renumbering.
                 try db.execute(sql: "UPDATE sqlite_sequence SET seq = seq + 100 WHERE name = 'log_events'")
-                try db.execute(sql: "INSERT INTO log_events (log_group, log_stream, timestamp, ingested, message) VALUES (?, ?, ?, ?, ?)",
-                               arguments: [g1, "2026/11/20/[$LATEST]aa", 1_031, 1_032, "after the gap"])
+                try db.execute(
+                    sql: "INSERT INTO log_events (log_group, log_stream, timestamp, ingested, message) VALUES (?, ?, ?, ?, ?)",
+                    arguments: [g1, "2026/11/20/[$LATEST]aa", 1_031, 1_032, "after the gap"])
                 written.append((db.lastInsertedRowID, g1, "2026/11/20/[$LATEST]aa", 1_031, "after the gap"))
             }
         }
         let store = LogStore(try PetrelDatabase(path: path, adminAccount: Self.account))
         for g in ["/aws/lambda/one", "/aws/lambda/two"] {
-            let got = try store.events(account: Self.account, group: g, streams: nil, start: nil, end: nil, contains: nil, afterID: nil, limit: 100)
+            let got = try store.events(
+                account: Self.account, group: g, streams: nil, start: nil, end: nil, contains: nil, afterID: nil, limit: 100)
             let want = written.filter { $0.group == Self.account + g }
             #expect(got.map(\.id) == want.map(\.id))
             #expect(got.map(\.stream) == want.map(\.stream))
@@ -94,17 +108,23 @@ struct LogStoreTests {
             #expect(got.map(\.message) == want.map(\.message))
         }
         let streams = try store.streams(account: Self.account, group: "/aws/lambda/one", prefix: nil, newestFirst: false, limit: 50)
-        #expect(streams == [.init(name: "2026/11/20/[$LATEST]aa", created: 1_000, lastEvent: 1_030),
-                            .init(name: "2026/11/21/[$LATEST]bb", created: 2_000, lastEvent: 2_020)])
+        #expect(
+            streams == [
+                .init(name: "2026/11/20/[$LATEST]aa", created: 1_000, lastEvent: 1_030),
+                .init(name: "2026/11/21/[$LATEST]bb", created: 2_000, lastEvent: 2_020),
+            ])
         let orphan = try store.streams(account: Self.account, group: "/aws/lambda/two", prefix: "2026/11/22", newestFirst: false, limit: 50)
         #expect(orphan == [.init(name: "2026/11/22/[$LATEST]cc", created: 3_000, lastEvent: 3_000)])
         // New events go after every migrated id, into the migrated stream rows.
         try store.append(group: Self.account + "/aws/lambda/one", stream: "2026/11/20/[$LATEST]aa", lines: [(4_000, "new")])
-        let all = try store.events(account: Self.account, group: "/aws/lambda/one", streams: ["2026/11/20/[$LATEST]aa"], start: nil, end: nil,
-                                   contains: nil, afterID: nil, limit: 100)
+        let all = try store.events(
+            account: Self.account, group: "/aws/lambda/one", streams: ["2026/11/20/[$LATEST]aa"], start: nil, end: nil,
+            contains: nil, afterID: nil, limit: 100)
         #expect(all.map(\.message) == ["START one", "END one", "after the gap", "new"])
         #expect(all.last!.id > written.map(\.id).max()!)
-        #expect(try store.streams(account: Self.account, group: "/aws/lambda/one", prefix: "2026/11/20", newestFirst: false, limit: 1).first?.lastEvent == 4_000)
+        #expect(
+            try store.streams(account: Self.account, group: "/aws/lambda/one", prefix: "2026/11/20", newestFirst: false, limit: 1).first?
+                .lastEvent == 4_000)
     }
 
     @Test("batches of one stream in one transaction share its row; queries by stream, time, text and token")
@@ -125,23 +145,33 @@ struct LogStoreTests {
         #expect(streams == [.init(name: "a", created: 10, lastEvent: 21), .init(name: "b", created: 12, lastEvent: 15)])
         // A later transaction with an older line does not move last_event back.
         try store.append(group: g, stream: "a", lines: [(5, "late")])
-        #expect(try store.streams(account: Self.account, group: "/aws/lambda/f", prefix: "a", newestFirst: false, limit: 1).first?.lastEvent == 21)
+        #expect(
+            try store.streams(account: Self.account, group: "/aws/lambda/f", prefix: "a", newestFirst: false, limit: 1).first?.lastEvent
+                == 21)
 
-        func messages(_ streams: [String]? = nil, start: Int64? = nil, end: Int64? = nil, contains: String? = nil, after: Int64? = nil,
-                      limit: Int = 100) throws -> [String] {
-            try store.events(account: Self.account, group: "/aws/lambda/f", streams: streams, start: start, end: end, contains: contains,
-                             afterID: after, limit: limit).map(\.message)
+        func messages(
+            _ streams: [String]? = nil, start: Int64? = nil, end: Int64? = nil, contains: String? = nil, after: Int64? = nil,
+            limit: Int = 100
+        ) throws -> [String] {
+            try store.events(
+                account: Self.account, group: "/aws/lambda/f", streams: streams, start: start, end: end, contains: contains,
+                afterID: after, limit: limit
+            ).map(\.message)
         }
         #expect(try messages() == ["START 1", "END 1", "START 2", "START 3", "END 3", "END 2", "late"])
         #expect(try messages(["b"]) == ["START 2", "END 2"])
         #expect(try messages(start: 12, end: 21) == ["START 2", "START 3", "END 2"])
         #expect(try messages(contains: "END") == ["END 1", "END 3", "END 2"])
-        let first = try store.events(account: Self.account, group: "/aws/lambda/f", streams: nil, start: nil, end: nil, contains: nil,
-                                     afterID: nil, limit: 2)
+        let first = try store.events(
+            account: Self.account, group: "/aws/lambda/f", streams: nil, start: nil, end: nil, contains: nil,
+            afterID: nil, limit: 2)
         #expect(first.map(\.message) == ["START 1", "END 1"])
         #expect(try messages(after: first.last!.id, limit: 2) == ["START 2", "START 3"])
         #expect(try messages(["nope"]).isEmpty)
-        #expect(try store.events(account: "111111111111", group: "/aws/lambda/f", streams: nil, start: nil, end: nil, contains: nil,
-                                 afterID: nil, limit: 100).isEmpty)
+        #expect(
+            try store.events(
+                account: "111111111111", group: "/aws/lambda/f", streams: nil, start: nil, end: nil, contains: nil,
+                afterID: nil, limit: 100
+            ).isEmpty)
     }
 }

@@ -1,8 +1,9 @@
 import Foundation
 import NIOCore
 import PetrelCore
-@testable import PetrelRuntime
 import Testing
+
+@testable import PetrelRuntime
 
 /// The runtime's pure logic, in-process: who is admitted, which idle instance
 /// goes first, and how a failed instance is reported.
@@ -80,7 +81,10 @@ struct RuntimeLogicTests {
         // removeAll asks once per member, oldest first.
         for (i, m) in [a1, a2, a3].enumerated() { pool.add(m, function: "a", at: t0 + .seconds(i)) }
         var asked: [String] = []
-        let gone = pool.removeAll("a") { asked.append($0.name); return $0 !== a2 }
+        let gone = pool.removeAll("a") {
+            asked.append($0.name)
+            return $0 !== a2
+        }
         #expect(asked == ["a1", "a2", "a3"] && gone.map(\.name) == ["a1", "a3"] && pool.members(of: "a").map(\.name) == ["a2"])
     }
 
@@ -101,14 +105,21 @@ struct RuntimeLogicTests {
         let crash = InstanceFailure.exited(report: .init(oom: false, exitCode: nil, signal: 11, startError: nil))
         #expect(doc(crash).1["errorMessage"] == "RequestId: rid-1 Error: Runtime exited with error: signal: segmentation fault")
         let exit = InstanceFailure.exited(report: .init(oom: false, exitCode: 3, signal: nil, startError: nil))
-        #expect(doc(exit) == ("Runtime.ExitError", ["errorType": "Runtime.ExitError", "errorMessage": "RequestId: rid-1 Error: Runtime exited with error: exit status 3"]))
+        #expect(
+            doc(exit) == (
+                "Runtime.ExitError",
+                ["errorType": "Runtime.ExitError", "errorMessage": "RequestId: rid-1 Error: Runtime exited with error: exit status 3"]
+            ))
         let missing = InstanceFailure.exited(report: .init(oom: false, exitCode: 127, signal: nil, startError: "no /var/task/bootstrap"))
         #expect(doc(missing).0 == "Runtime.InvalidEntrypoint")
         // The runtime's own init error document passes through with its type.
-        #expect(InstanceFailure.initError(ByteBuffer(string: "{\"x\":1}"), type: "Runtime.ImportModuleError").document(requestID: id)
+        #expect(
+            InstanceFailure.initError(ByteBuffer(string: "{\"x\":1}"), type: "Runtime.ImportModuleError").document(requestID: id)
                 == ("Runtime.ImportModuleError", "{\"x\":1}"))
         #expect(doc(.responseTooLarge).0 == "Function.ResponseSizeTooLarge")
-        #expect(PlatformLines.report("r", durationMs: 1.234, memoryMB: 128, maxMemoryUsedMB: 20, initDurationMs: 15.5, status: "timeout")
-                == "REPORT RequestId: r\tDuration: 1.23 ms\tBilled Duration: 2 ms\tMemory Size: 128 MB\tMax Memory Used: 20 MB\tInit Duration: 15.50 ms\tStatus: timeout")
+        #expect(
+            PlatformLines.report("r", durationMs: 1.234, memoryMB: 128, maxMemoryUsedMB: 20, initDurationMs: 15.5, status: "timeout")
+                == "REPORT RequestId: r\tDuration: 1.23 ms\tBilled Duration: 2 ms\tMemory Size: 128 MB\tMax Memory Used: 20 MB\tInit Duration: 15.50 ms\tStatus: timeout"
+        )
     }
 }

@@ -13,7 +13,8 @@ struct SigV4VerifierTests {
         let c = URLComponents(url: url, resolvingAgainstBaseURL: false)!
         let lowered = Dictionary(uniqueKeysWithValues: headers.map { ($0.key.lowercased(), $0.value) })
         let host = url.port.map { "\(url.host!):\($0)" } ?? url.host!
-        return SigV4Verifier.Request(method: method, rawPath: c.percentEncodedPath, rawQuery: c.percentEncodedQuery.map { Substring($0) }) { name in
+        return SigV4Verifier.Request(method: method, rawPath: c.percentEncodedPath, rawQuery: c.percentEncodedQuery.map { Substring($0) }) {
+            name in
             name == "host" ? host : lowered[name]
         }
     }
@@ -43,8 +44,12 @@ struct SigV4VerifierTests {
             try verify(request("POST", url, headers), body: Array("{\"a\":2}".utf8))
         }
         let other = URL(string: "http://127.0.0.1:9000/2015-03-31/functions/other/invocations?Qualifier=%24LATEST")!
-        #expect(throws: SigV4Verifier.Failure.invalid(SigV4Verifier.mismatchMessage)) { try verify(request("POST", other, headers), body: body) }
-        #expect(throws: SigV4Verifier.Failure.self) { try verify(request("POST", url, headers), body: body, now: Date().addingTimeInterval(301)) }
+        #expect(throws: SigV4Verifier.Failure.invalid(SigV4Verifier.mismatchMessage)) {
+            try verify(request("POST", other, headers), body: body)
+        }
+        #expect(throws: SigV4Verifier.Failure.self) {
+            try verify(request("POST", url, headers), body: body, now: Date().addingTimeInterval(301))
+        }
         var noAuth = headers
         noAuth["Authorization"] = nil
         #expect(throws: SigV4Verifier.Failure.missing) { try verify(request("POST", url, noAuth), body: body) }
@@ -70,7 +75,10 @@ struct SigV4VerifierTests {
                 try verify(request("GET", url, h), body: [])
                 Issue.record("accepted without \(name)")
             } catch {
-                guard case .incomplete(let message) = error else { Issue.record("\(error)"); continue }
+                guard case .incomplete(let message) = error else {
+                    Issue.record("\(error)")
+                    continue
+                }
                 #expect(message.contains("requires '\(name)' parameter"), "\(message)")
             }
         }
@@ -88,11 +96,15 @@ struct SigV4VerifierTests {
     func preparedMAC() {
         let cases: [(key: [UInt8], message: [UInt8], mac: String)] = [
             // Test case 2: a 4-byte key.
-            (Array("Jefe".utf8), Array("what do ya want for nothing?".utf8),
-             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"),
+            (
+                Array("Jefe".utf8), Array("what do ya want for nothing?".utf8),
+                "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+            ),
             // Test case 6: a 131-byte key, hashed first.
-            ([UInt8](repeating: 0xaa, count: 131), Array("Test Using Larger Than Block-Size Key - Hash Key First".utf8),
-             "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"),
+            (
+                [UInt8](repeating: 0xaa, count: 131), Array("Test Using Larger Than Block-Size Key - Hash Key First".utf8),
+                "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+            ),
         ]
         for c in cases {
             let key = SigV4.MACKey(SymmetricKey(data: c.key))
@@ -117,9 +129,13 @@ struct SigV4VerifierTests {
         }
         try verify(request("GET", url, with(signature.uppercased())), body: [])
         let last = signature.last!
-        for bad in [String(signature.dropLast()) + (last == "0" ? "1" : "0"), String(signature.dropLast()), signature + "0",
-                    String(signature.dropLast()) + "g"] {
-            #expect(throws: SigV4Verifier.Failure.invalid(SigV4Verifier.mismatchMessage)) { try verify(request("GET", url, with(bad)), body: []) }
+        for bad in [
+            String(signature.dropLast()) + (last == "0" ? "1" : "0"), String(signature.dropLast()), signature + "0",
+            String(signature.dropLast()) + "g",
+        ] {
+            #expect(throws: SigV4Verifier.Failure.invalid(SigV4Verifier.mismatchMessage)) {
+                try verify(request("GET", url, with(bad)), body: [])
+            }
         }
     }
 
@@ -129,15 +145,20 @@ struct SigV4VerifierTests {
         let day = String(try #require(headers["X-Amz-Date"]).prefix(8))
         let good = "AKIDEXAMPLE/\(day)/us-east-1/lambda/aws4_request"
         #expect(auth.contains("Credential=\(good),"))
-        for credential in ["AKIDEXAMPLE/\(day)/us-east-1/aws4_request", good + "/", good + "/x", "/\(day)/us-east-1/lambda/aws4_request",
-                           "AKIDEXAMPLE/\(day)/us-east-1/lambda/aws4_requests", "AKIDEXAMPLE"] {
+        for credential in [
+            "AKIDEXAMPLE/\(day)/us-east-1/aws4_request", good + "/", good + "/x", "/\(day)/us-east-1/lambda/aws4_request",
+            "AKIDEXAMPLE/\(day)/us-east-1/lambda/aws4_requests", "AKIDEXAMPLE",
+        ] {
             var h = headers
             h["Authorization"] = auth.replacingOccurrences(of: "Credential=\(good),", with: "Credential=\(credential),")
             do {
                 try verify(request("GET", url, h), body: [])
                 Issue.record("accepted Credential=\(credential)")
             } catch {
-                guard case .incomplete(let message) = error else { Issue.record("\(credential): \(error)"); continue }
+                guard case .incomplete(let message) = error else {
+                    Issue.record("\(credential): \(error)")
+                    continue
+                }
                 #expect(message.contains("exactly 5 slash-delimited elements"), "\(message)")
             }
         }

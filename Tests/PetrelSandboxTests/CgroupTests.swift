@@ -25,7 +25,8 @@ struct CgroupTests {
             let parent = String(base.dropLast("/petrel".count))
             let rel = parent.replacingOccurrences(of: #"^/sys/fs/cgroup(/[^/]+)?"#, with: "", options: .regularExpression)
             let relV2 = parent.replacingOccurrences(of: "/sys/fs/cgroup", with: "")
-            #expect(own.contains(":\(rel.isEmpty ? "/" : rel)\n") || own.contains(":\(relV2.isEmpty ? "/" : relV2)\n")
+            #expect(
+                own.contains(":\(rel.isEmpty ? "/" : rel)\n") || own.contains(":\(relV2.isEmpty ? "/" : relV2)\n")
                     || own.contains(":\(relV2)/petreld\n"), "\(base) is not below this process's cgroup:\n\(own)")
         }
     }
@@ -36,10 +37,15 @@ struct CgroupTests {
         defer { run.sandbox.kill() }
         let paths = run.sandbox.resources.cgroupPaths
         func read(_ file: String) -> String? {
-            for p in paths { if let s = try? String(contentsOfFile: p + "/" + file, encoding: .utf8) { return s.trimmingCharacters(in: .whitespacesAndNewlines) } }
+            for p in paths {
+                if let s = try? String(contentsOfFile: p + "/" + file, encoding: .utf8) {
+                    return s.trimmingCharacters(in: .whitespacesAndNewlines)
+                }
+            }
             return nil
         }
-        let settled = Int(256.0 / 1769.0 * 20_000), boosted = ProcessInfo.processInfo.activeProcessorCount * 20_000
+        let settled = Int(256.0 / 1769.0 * 20_000)
+        let boosted = ProcessInfo.processInfo.activeProcessorCount * 20_000
         let v2 = read("cpu.max") != nil
         func quota() -> String? { v2 ? read("cpu.max") : read("cpu.cfs_quota_us") }
         func burst() -> String? { read(v2 ? "cpu.max.burst" : "cpu.cfs_burst_us") }
@@ -61,7 +67,11 @@ struct CgroupTests {
         defer { run.sandbox.kill() }
         let paths = run.sandbox.resources.cgroupPaths
         func read(_ file: String) -> String? {
-            for p in paths { if let s = try? String(contentsOfFile: p + "/" + file, encoding: .utf8) { return s.trimmingCharacters(in: .whitespacesAndNewlines) } }
+            for p in paths {
+                if let s = try? String(contentsOfFile: p + "/" + file, encoding: .utf8) {
+                    return s.trimmingCharacters(in: .whitespacesAndNewlines)
+                }
+            }
             return nil
         }
         let cpus = min(512.0 / 1769.0, Double(ProcessInfo.processInfo.activeProcessorCount))

@@ -18,7 +18,9 @@ struct EngineTests {
         let cargs: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) } + [nil]
         defer { cargs.forEach { free($0) } }
         var err = [CChar](repeating: 0, count: 512)
-        let status = cargs.map { $0.map { UnsafePointer($0) } }.withUnsafeBufferPointer { petrel_run_in_netns(-1, $0.baseAddress, nil, &err, 512) }
+        let status = cargs.map { $0.map { UnsafePointer($0) } }.withUnsafeBufferPointer {
+            petrel_run_in_netns(-1, $0.baseAddress, nil, &err, 512)
+        }
         #expect(status == 0)
         let fds = try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n").compactMap { Int($0) }
         // ls sees 0, 1, 2 and the directory it is listing (3); nothing else came along.
@@ -34,13 +36,18 @@ struct EngineTests {
         child.executableURL = URL(fileURLWithPath: "/bin/true")
         try child.run()
         child.waitUntilExit()
-        let dead = "\(dir)/\(child.processIdentifier)-1.img", live = "\(dir)/1-1.img"
-        defer { try? FileManager.default.removeItem(atPath: live); try? FileManager.default.removeItem(atPath: dead) }
+        let dead = "\(dir)/\(child.processIdentifier)-1.img"
+        let live = "\(dir)/1-1.img"
+        defer {
+            try? FileManager.default.removeItem(atPath: live)
+            try? FileManager.default.removeItem(atPath: dead)
+        }
         #expect(FileManager.default.createFile(atPath: dead, contents: nil))
         #expect(FileManager.default.createFile(atPath: live, contents: nil))
-        let engine = try SandboxEngine(configuration: SandboxEngineConfiguration(
-            stateDirectory: "/var/tmp/petrel-tests/state", runDirectory: "/var/tmp/petrel-tests/run",
-            rootfsSkeleton: Fixtures.repo + "/rootfs", preparedPoolSize: 0))
+        let engine = try SandboxEngine(
+            configuration: SandboxEngineConfiguration(
+                stateDirectory: "/var/tmp/petrel-tests/state", runDirectory: "/var/tmp/petrel-tests/run",
+                rootfsSkeleton: Fixtures.repo + "/rootfs", preparedPoolSize: 0))
         defer { engine.shutdown() }
         #expect(!FileManager.default.fileExists(atPath: dead), "a dead daemon's image was kept")
         #expect(FileManager.default.fileExists(atPath: live), "a live daemon's image was removed")
@@ -50,9 +57,10 @@ struct EngineTests {
     func oversizedStart() throws {
         _ = try Fixtures.engine() // root check with a clear reason
         // An engine of its own, so that nothing another test runs can be mistaken for a leak.
-        let engine = try SandboxEngine(configuration: SandboxEngineConfiguration(
-            stateDirectory: "/var/tmp/petrel-tests/state", runDirectory: "/var/tmp/petrel-tests/run",
-            rootfsSkeleton: Fixtures.repo + "/rootfs", preparedPoolSize: 0))
+        let engine = try SandboxEngine(
+            configuration: SandboxEngineConfiguration(
+                stateDirectory: "/var/tmp/petrel-tests/state", runDirectory: "/var/tmp/petrel-tests/run",
+                rootfsSkeleton: Fixtures.repo + "/rootfs", preparedPoolSize: 0))
         defer { engine.shutdown() }
         let spec = SandboxSpec(command: ["true"], environment: ["BIG": String(repeating: "x", count: 70_000)])
         #expect { try engine.spawn(spec) } throws: { "\($0)".contains("64 KiB") }
@@ -69,8 +77,10 @@ struct EngineTests {
         let code = try Fixtures.probeCode()
         let p = Process()
         p.executableURL = URL(fileURLWithPath: OperatorCommandTests.petreld)
-        p.arguments = ["sandbox", "run", "--data-dir", "/var/tmp/petrel-tests/state", "--run-dir", "/var/tmp/petrel-tests/run",
-                       "--code", code, "--", "/var/task/sandbox-probe", "stubborn"]
+        p.arguments = [
+            "sandbox", "run", "--data-dir", "/var/tmp/petrel-tests/state", "--run-dir", "/var/tmp/petrel-tests/run",
+            "--code", code, "--", "/var/task/sandbox-probe", "stubborn",
+        ]
         let out = Pipe()
         p.standardOutput = out
         p.standardError = FileHandle.nullDevice
@@ -102,7 +112,9 @@ struct EngineTests {
         // Its cgroups stay until a daemon starts again and sweeps them.
         let driver = try CgroupDrivers.detect()
         for base in driver.bases {
-            let stale = ((try? FileManager.default.contentsOfDirectory(atPath: base)) ?? []).filter { $0.hasPrefix("sb-\(p.processIdentifier)-") }
+            let stale = ((try? FileManager.default.contentsOfDirectory(atPath: base)) ?? []).filter {
+                $0.hasPrefix("sb-\(p.processIdentifier)-")
+            }
             #expect(stale.isEmpty, "\(base): \(stale)")
         }
         _ = reader.finish()
@@ -110,7 +122,9 @@ struct EngineTests {
 
     static func cgroups(of engine: SandboxEngine) -> [String] {
         engine.cgroups.bases.flatMap { base in
-            ((try? FileManager.default.contentsOfDirectory(atPath: base)) ?? []).filter { $0.hasPrefix(engine.instanceName + "-") }.map { base + "/" + $0 }
+            ((try? FileManager.default.contentsOfDirectory(atPath: base)) ?? []).filter { $0.hasPrefix(engine.instanceName + "-") }.map {
+                base + "/" + $0
+            }
         }
     }
 }

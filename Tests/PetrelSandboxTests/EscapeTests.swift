@@ -5,25 +5,27 @@ import Testing
 /// Every test ends with the leak check in `Fixtures.probe`.
 @Suite("Escape attempts", .serialized)
 struct EscapeTests {
-    @Test("blocked system calls fail with the errno the policy names", arguments: [
-        (["ptrace"], "ptrace", "EPERM"),
-        (["vmread"], "process_vm_readv", "EPERM"),
-        (["iouring"], "io_uring_setup", "EPERM"),
-        (["rawsock"], "raw_socket", "EPERM"),
-        (["packetsock"], "packet_socket", "EAFNOSUPPORT"),
-        (["mount"], "mount", "EPERM"),
-        (["unshare"], "unshare", "EPERM"),
-        (["clone-userns"], "clone_newuser", "EPERM"),
-        (["setns"], "setns", "EPERM"),
-        (["keyctl"], "keyctl", "EPERM"),
-        (["bpf"], "bpf", "EPERM"),
-        // clone3 hides its flags from seccomp: it answers ENOSYS so libc falls back to clone.
-        (["clone3"], "clone3", "ENOSYS"),
-        // stdin is /dev/null: without the rule this would be ENOTTY.
-        (["tiocsti"], "tiocsti", "EPERM"),
-        (["netlink", "audit"], "netlink_audit", "EPERM"),
-        (["netlink", "uevent"], "netlink_uevent", "EPERM"),
-    ])
+    @Test(
+        "blocked system calls fail with the errno the policy names",
+        arguments: [
+            (["ptrace"], "ptrace", "EPERM"),
+            (["vmread"], "process_vm_readv", "EPERM"),
+            (["iouring"], "io_uring_setup", "EPERM"),
+            (["rawsock"], "raw_socket", "EPERM"),
+            (["packetsock"], "packet_socket", "EAFNOSUPPORT"),
+            (["mount"], "mount", "EPERM"),
+            (["unshare"], "unshare", "EPERM"),
+            (["clone-userns"], "clone_newuser", "EPERM"),
+            (["setns"], "setns", "EPERM"),
+            (["keyctl"], "keyctl", "EPERM"),
+            (["bpf"], "bpf", "EPERM"),
+            // clone3 hides its flags from seccomp: it answers ENOSYS so libc falls back to clone.
+            (["clone3"], "clone3", "ENOSYS"),
+            // stdin is /dev/null: without the rule this would be ENOTTY.
+            (["tiocsti"], "tiocsti", "EPERM"),
+            (["netlink", "audit"], "netlink_audit", "EPERM"),
+            (["netlink", "uevent"], "netlink_uevent", "EPERM"),
+        ])
     func blocked(args: [String], what: String, expected: String) async throws {
         let (report, output) = try await Fixtures.probe(args)
         #expect(report.exitCode == 0, "the probe itself failed: \(output)")
@@ -58,7 +60,9 @@ struct EscapeTests {
         #expect(output.contains("Seccomp:\t2"), "\(output)")
         let uid = output.split(separator: "\n").first { $0.hasPrefix("SELF_UID ") }.map { String($0.dropFirst(9)) }
         #expect(uid != nil && uid != "0")
-        #expect(output.contains("Uid:\t\(uid ?? "?")\t\(uid ?? "?")\t\(uid ?? "?")\t\(uid ?? "?")"), "init does not run as the command's uid: \(output)")
+        #expect(
+            output.contains("Uid:\t\(uid ?? "?")\t\(uid ?? "?")\t\(uid ?? "?")\t\(uid ?? "?")"),
+            "init does not run as the command's uid: \(output)")
         #expect(Fixtures.result(output, "init_fds") == "EACCES", "\(output)")
     }
 
@@ -90,10 +94,13 @@ struct EscapeTests {
 
     @Test("two sandboxes run as different uids")
     func distinctUIDs() async throws {
-        let a = try Fixtures.start(["sleep", "5"]), b = try Fixtures.start(["sleep", "5"])
+        let a = try Fixtures.start(["sleep", "5"])
+        let b = try Fixtures.start(["sleep", "5"])
         #expect(a.sandbox.resources.uid != b.sandbox.resources.uid)
-        a.sandbox.kill(); b.sandbox.kill()
-        _ = await a.finish(); _ = await b.finish()
+        a.sandbox.kill()
+        b.sandbox.kill()
+        _ = await a.finish()
+        _ = await b.finish()
         Fixtures.expectReleased(a.sandbox.resources)
         Fixtures.expectReleased(b.sandbox.resources)
     }

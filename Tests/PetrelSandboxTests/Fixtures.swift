@@ -9,7 +9,8 @@ import Testing
 /// so every resource a test sees is its own), the probe binary, and the checks
 /// that a sandbox left nothing behind.
 enum Fixtures {
-    static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .path
 
     struct Failure: Error, CustomStringConvertible { var description: String }
 
@@ -18,13 +19,16 @@ enum Fixtures {
     /// The engine; a test that cannot have one (not root) fails with the reason.
     static func engine() throws -> SandboxEngine {
         guard geteuid() == 0 else {
-            throw Failure(description: "sandbox tests need root: they use real namespaces, cgroups, loop devices and nftables (run Scripts/test as root)")
+            throw Failure(
+                description:
+                    "sandbox tests need root: they use real namespaces, cgroups, loop devices and nftables (run Scripts/test as root)")
         }
         return try shared.withLock { e in
             if let e { return e }
-            let made = try SandboxEngine(configuration: SandboxEngineConfiguration(
-                stateDirectory: "/var/tmp/petrel-tests/state", runDirectory: "/var/tmp/petrel-tests/run",
-                rootfsSkeleton: repo + "/rootfs", preparedPoolSize: 0))
+            let made = try SandboxEngine(
+                configuration: SandboxEngineConfiguration(
+                    stateDirectory: "/var/tmp/petrel-tests/state", runDirectory: "/var/tmp/petrel-tests/run",
+                    rootfsSkeleton: repo + "/rootfs", preparedPoolSize: 0))
             e = made
             return made
         }
@@ -38,10 +42,12 @@ enum Fixtures {
             if let d { return d }
             let dir = repo + "/.build/petrel-probe"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            let src = repo + "/Tests/Probe/main.c", bin = dir + "/sandbox-probe"
-            let fresh = (try? FileManager.default.attributesOfItem(atPath: bin)[.modificationDate] as? Date).flatMap { b in
-                (try? FileManager.default.attributesOfItem(atPath: src)[.modificationDate] as? Date).map { b > $0 }
-            } ?? false
+            let src = repo + "/Tests/Probe/main.c"
+            let bin = dir + "/sandbox-probe"
+            let fresh =
+                (try? FileManager.default.attributesOfItem(atPath: bin)[.modificationDate] as? Date).flatMap { b in
+                    (try? FileManager.default.attributesOfItem(atPath: src)[.modificationDate] as? Date).map { b > $0 }
+                } ?? false
             if !fresh {
                 let p = Process()
                 p.executableURL = URL(fileURLWithPath: "/usr/bin/cc")
@@ -70,29 +76,40 @@ enum Fixtures {
         }
     }
 
-    static func start(_ args: [String], memoryMB: Int = 1769, storageMB: Int = 512, timeout: Duration? = nil,
-                      network: SandboxPolicy.NetworkMode? = nil, policy: SandboxPolicy = .default,
-                      probe: Bool = true, listen: [ListenAddress] = [], boost: Bool = false, engine own: SandboxEngine? = nil) throws -> Run {
+    static func start(
+        _ args: [String], memoryMB: Int = 1769, storageMB: Int = 512, timeout: Duration? = nil,
+        network: SandboxPolicy.NetworkMode? = nil, policy: SandboxPolicy = .default,
+        probe: Bool = true, listen: [ListenAddress] = [], boost: Bool = false, engine own: SandboxEngine? = nil
+    ) throws -> Run {
         let engine = try own ?? engine()
         let code = try probeCode()
         var fds: [Int32] = [-1, -1]
         guard petrel_pipe_cloexec(&fds) == 0 else { throw Failure(description: "pipe2 failed") }
         let devnull = open("/dev/null", O_RDONLY | O_CLOEXEC)
-        defer { close(devnull); close(fds[1]) }
+        defer {
+            close(devnull)
+            close(fds[1])
+        }
         let command = probe ? ["/var/task/sandbox-probe"] + args : args
-        var spec = SandboxSpec(command: command, environment: ["PATH": "/usr/bin:/bin"], codeDirectory: code,
-                               memoryMB: memoryMB, ephemeralStorageMB: storageMB, timeout: timeout, network: network,
-                               stdin: devnull, stdout: fds[1], stderr: fds[1])
+        var spec = SandboxSpec(
+            command: command, environment: ["PATH": "/usr/bin:/bin"], codeDirectory: code,
+            memoryMB: memoryMB, ephemeralStorageMB: storageMB, timeout: timeout, network: network,
+            stdin: devnull, stdout: fds[1], stderr: fds[1])
         spec.listen = listen
         spec.boostCPUUntilSettled = boost
         let sandbox: Sandbox
-        do { sandbox = try engine.spawn(spec, policy: policy) } catch { close(fds[0]); throw error }
+        do { sandbox = try engine.spawn(spec, policy: policy) } catch {
+            close(fds[0])
+            throw error
+        }
         return Run(sandbox: sandbox, out: PipeReader(fd: fds[0]))
     }
 
     /// Runs a probe to the end and checks that it left nothing behind.
-    static func probe(_ args: [String], memoryMB: Int = 1769, storageMB: Int = 512, timeout: Duration? = .seconds(60),
-                      network: SandboxPolicy.NetworkMode? = nil, policy: SandboxPolicy = .default) async throws -> (report: SandboxReport, output: String) {
+    static func probe(
+        _ args: [String], memoryMB: Int = 1769, storageMB: Int = 512, timeout: Duration? = .seconds(60),
+        network: SandboxPolicy.NetworkMode? = nil, policy: SandboxPolicy = .default
+    ) async throws -> (report: SandboxReport, output: String) {
         let run = try start(args, memoryMB: memoryMB, storageMB: storageMB, timeout: timeout, network: network, policy: policy)
         let result = await run.finish()
         expectReleased(run.sandbox.resources)
@@ -122,7 +139,9 @@ enum Fixtures {
             usleep(5000)
         }
         #expect(!attached, "loop device \(r.loopDevice) is still attached", sourceLocation: sourceLocation)
-        #expect(!FileManager.default.fileExists(atPath: r.scratchImage), "scratch image \(r.scratchImage) is still on disk", sourceLocation: sourceLocation)
+        #expect(
+            !FileManager.default.fileExists(atPath: r.scratchImage), "scratch image \(r.scratchImage) is still on disk",
+            sourceLocation: sourceLocation)
         if let veth = r.hostInterface {
             #expect(petrel_link_exists(veth) == 0, "veth \(veth) was left behind", sourceLocation: sourceLocation)
         }
@@ -135,7 +154,8 @@ enum Fixtures {
         let needle = "net:[\(inode)]"
         for pid in Sys.pids() {
             if readlink("/proc/\(pid)/ns/net") == needle { return true }
-            for fd in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? [] where readlink("/proc/\(pid)/fd/\(fd)") == needle {
+            for fd in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+            where readlink("/proc/\(pid)/fd/\(fd)") == needle {
                 return true
             }
         }
@@ -145,7 +165,9 @@ enum Fixtures {
     static func processes(ofUID uid: UInt32) -> [Int32] {
         Sys.pids().filter { pid in
             guard let s = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return false }
-            return s.split(separator: "\n").contains { $0.hasPrefix("Uid:") && $0.split(separator: "\t").dropFirst().first == Substring("\(uid)") }
+            return s.split(separator: "\n").contains {
+                $0.hasPrefix("Uid:") && $0.split(separator: "\t").dropFirst().first == Substring("\(uid)")
+            }
         }
     }
 
@@ -160,7 +182,8 @@ enum Fixtures {
 
     static func uid(of pid: Int32) -> UInt32? {
         guard let s = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-              let line = s.split(separator: "\n").first(where: { $0.hasPrefix("Uid:") }) else { return nil }
+            let line = s.split(separator: "\n").first(where: { $0.hasPrefix("Uid:") })
+        else { return nil }
         return line.split(separator: "\t").dropFirst().first.flatMap { UInt32($0) }
     }
 

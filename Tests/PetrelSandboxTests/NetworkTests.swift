@@ -28,14 +28,18 @@ struct NetworkTests {
     func port25() async throws {
         // Gateway address exists once the sandbox's network does, so: start a sandbox that
         // waits, put listeners on its gateway, then let the probes connect.
-        let run = try Fixtures.start(["/bin/sh", "-c",
-            "sleep 1; /var/task/sandbox-probe connect-gateway 25; /var/task/sandbox-probe connect-gateway 8025"],
+        let run = try Fixtures.start(
+            [
+                "/bin/sh", "-c",
+                "sleep 1; /var/task/sandbox-probe connect-gateway 25; /var/task/sandbox-probe connect-gateway 8025",
+            ],
             timeout: .seconds(30), network: .host, probe: false)
         let gateway = try #require(run.sandbox.resources.gateway)
         let smtp = try HostListener(address: gateway, port: 25)
         let other = try HostListener(address: gateway, port: 8025)
         let (report, output) = await run.finish()
-        smtp.stop(); other.stop()
+        smtp.stop()
+        other.stop()
         #expect(report.exitCode == 0)
         let lines = output.split(separator: "\n").filter { $0.hasPrefix("RESULT connect") }
         #expect(lines.count == 2, "\(output)")
@@ -58,7 +62,8 @@ struct NetworkTests {
         let l2 = try HostListener(address: try #require(allowed.sandbox.resources.gateway), port: 8027)
         let (_, out1) = await denied.finish()
         let (_, out2) = await allowed.finish()
-        l1.stop(); l2.stop()
+        l1.stop()
+        l2.stop()
         #expect(Fixtures.result(out1, "connect") == "EHOSTUNREACH", "\(out1)")
         #expect(l1.accepted == 0)
         #expect(Fixtures.result(out2, "connect") == "ok", "\(out2)")
@@ -72,10 +77,12 @@ struct NetworkTests {
         // Abstract AF_UNIX names belong to a network namespace: the Runtime API's socket
         // in one sandbox is not reachable from the host, nor from another sandbox.
         let name = "petrel-test-\(getpid())-\(UInt32.random(in: 0 ... .max))"
-        let run = try Fixtures.start(["/bin/sh", "-c", "sleep 1; /var/task/sandbox-probe connect-abstract \(name)"],
-                                     timeout: .seconds(30), probe: false, listen: [.abstract(name), .tcp(9001), .abstract(name)])
-        let other = try Fixtures.start(["/bin/sh", "-c", "sleep 1; /var/task/sandbox-probe connect-abstract \(name)"],
-                                       timeout: .seconds(30), probe: false)
+        let run = try Fixtures.start(
+            ["/bin/sh", "-c", "sleep 1; /var/task/sandbox-probe connect-abstract \(name)"],
+            timeout: .seconds(30), probe: false, listen: [.abstract(name), .tcp(9001), .abstract(name)])
+        let other = try Fixtures.start(
+            ["/bin/sh", "-c", "sleep 1; /var/task/sandbox-probe connect-abstract \(name)"],
+            timeout: .seconds(30), probe: false)
         #expect(run.sandbox.listeners.count == 2)
         #expect(run.sandbox.listeners[.tcp(9001)] != nil)
         let listener = try #require(run.sandbox.listeners[.abstract(name)])
@@ -132,8 +139,9 @@ struct NetworkTests {
     func policyPorts() async throws {
         var policy = SandboxPolicy.default
         policy.network.denyTCPPorts = [8026]
-        let run = try Fixtures.start(["/bin/sh", "-c", "sleep 1; /var/task/sandbox-probe connect-gateway 8026"],
-                                     timeout: .seconds(30), network: .host, policy: policy, probe: false)
+        let run = try Fixtures.start(
+            ["/bin/sh", "-c", "sleep 1; /var/task/sandbox-probe connect-gateway 8026"],
+            timeout: .seconds(30), network: .host, policy: policy, probe: false)
         let listener = try HostListener(address: try #require(run.sandbox.resources.gateway), port: 8026)
         let (_, output) = await run.finish()
         listener.stop()
@@ -158,7 +166,9 @@ enum HostSocket {
         let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         defer { close(s) }
         var a = address(host, port)
-        let r = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        let r = withUnsafePointer(to: &a) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
         if r < 0 && errno != EINPROGRESS { return String(cString: petrel_errno_name(errno)) }
         var p = pollfd(fd: s, events: Int16(POLLOUT), revents: 0)
         if poll(&p, 1, timeoutMs) == 0 { return "ETIMEDOUT" }
@@ -197,7 +207,9 @@ final class HostListener: Sendable {
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, 4)
         var a = HostSocket.address(address, port)
-        let r = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        let r = withUnsafePointer(to: &a) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
         guard r == 0, listen(fd, 8) == 0 else {
             close(fd)
             throw Fixtures.Failure(description: "cannot listen on \(address):\(port): \(String(cString: strerror(errno)))")

@@ -14,7 +14,9 @@ struct OperatorCommandTests {
         p.executableURL = URL(fileURLWithPath: Self.petreld)
         p.arguments = ["sandbox", "run", "--data-dir", "/var/tmp/petrel-tests/state", "--run-dir", "/var/tmp/petrel-tests/run"] + args
         let (i, o, e) = (Pipe(), Pipe(), Pipe())
-        p.standardInput = i; p.standardOutput = o; p.standardError = e
+        p.standardInput = i
+        p.standardOutput = o
+        p.standardError = e
         try p.run()
         i.fileHandleForWriting.write(Data(stdin.utf8))
         try i.fileHandleForWriting.close()
@@ -73,15 +75,17 @@ struct OperatorCommandTests {
         #expect(denied.stdout.contains("RESULT tcp_socket EPERM"), "\(denied.stdout)")
     }
 
-    @Test("bad input is refused with a sentence and nothing runs", arguments: [
-        (["--", ], "no command"),
-        (["--memory", "64", "--", "true"], "memory must be"),
-        (["--ephemeral-storage", "100", "--", "true"], "ephemeral storage must be"),
-        (["--network", "bridge", "--", "true"], "--network must be"),
-        (["--timeout", "-1", "--", "true"], "--timeout"),
-        (["--code", "/no/such/dir", "--", "true"], "does not exist"),
-        (["--policy", "/no/such/policy.toml", "--", "true"], "cannot read the policy"),
-    ])
+    @Test(
+        "bad input is refused with a sentence and nothing runs",
+        arguments: [
+            (["--"], "no command"),
+            (["--memory", "64", "--", "true"], "memory must be"),
+            (["--ephemeral-storage", "100", "--", "true"], "ephemeral storage must be"),
+            (["--network", "bridge", "--", "true"], "--network must be"),
+            (["--timeout", "-1", "--", "true"], "--timeout"),
+            (["--code", "/no/such/dir", "--", "true"], "does not exist"),
+            (["--policy", "/no/such/policy.toml", "--", "true"], "cannot read the policy"),
+        ])
     func badInput(args: [String], says: String) throws {
         let r = try run(args)
         #expect(r.status != 0)

@@ -13,33 +13,36 @@ struct PolicyTests {
 
     @Test("a policy may change what it names and keeps the rest")
     func partial() throws {
-        let p = try SandboxPolicy(toml: """
-            [network]
-            mode = "host"
-            deny_tcp_ports = [25, 587]   # submission too
-            deny_cidrs = ["192.0.2.0/24"]
-            [resources]
-            pids_max = 64
-            """, name: "strict")
+        let p = try SandboxPolicy(
+            toml: """
+                [network]
+                mode = "host"
+                deny_tcp_ports = [25, 587]   # submission too
+                deny_cidrs = ["192.0.2.0/24"]
+                [resources]
+                pids_max = 64
+                """, name: "strict")
         #expect(p.name == "strict")
         #expect(p.network.mode == .host && p.network.denyTCPPorts == [25, 587] && p.network.denyCIDRs == ["192.0.2.0/24"])
         #expect(p.resources.pidsMax == 64 && p.resources.openFiles == 1024)
         #expect(p.seccomp == SandboxPolicy.default.seccomp)
     }
 
-    @Test("mistakes are refused with a sentence that names the key", arguments: [
-        ("[network]\nmode = \"bridge\"", "network.mode"),
-        ("[seccomp]\nerrno = \"EWHAT\"", "seccomp.errno"),
-        ("[seccomp]\ndenny = [\"ptrace\"]", "unknown key seccomp.denny"),
-        ("[resources]\npids_max = \"many\"", "resources.pids_max must be an integer"),
-        ("[resources]\npids_max = 1", "resources.pids_max"),
-        ("[network]\ndeny_cidrs = [\"10.0.0.0/40\"]", "deny_cidrs"),
-        ("[network]\ndeny_tcp_ports = [70000]", "deny_tcp_ports"),
-        ("[rootfs]\nhost_paths = [\"/proc\"]", "managed by the sandbox"),
-        ("[rootfs]\nhost_paths = [\"relative\"]", "absolute"),
-        ("[network\nmode = 1", "line 1"),
-        ("name = \"x\"\nname = \"y\"", "defined twice"),
-    ])
+    @Test(
+        "mistakes are refused with a sentence that names the key",
+        arguments: [
+            ("[network]\nmode = \"bridge\"", "network.mode"),
+            ("[seccomp]\nerrno = \"EWHAT\"", "seccomp.errno"),
+            ("[seccomp]\ndenny = [\"ptrace\"]", "unknown key seccomp.denny"),
+            ("[resources]\npids_max = \"many\"", "resources.pids_max must be an integer"),
+            ("[resources]\npids_max = 1", "resources.pids_max"),
+            ("[network]\ndeny_cidrs = [\"10.0.0.0/40\"]", "deny_cidrs"),
+            ("[network]\ndeny_tcp_ports = [70000]", "deny_tcp_ports"),
+            ("[rootfs]\nhost_paths = [\"/proc\"]", "managed by the sandbox"),
+            ("[rootfs]\nhost_paths = [\"relative\"]", "absolute"),
+            ("[network\nmode = 1", "line 1"),
+            ("name = \"x\"\nname = \"y\"", "defined twice"),
+        ])
     func invalid(text: String, mentions: String) {
         do {
             _ = try SandboxPolicy(toml: text, name: "bad")
@@ -69,7 +72,8 @@ struct PolicyTests {
 
     @Test("the TOML reader: strings, escapes, numbers, arrays over lines, comments, dotted tables")
     func toml() throws {
-        let doc = try TOML.parse("""
+        let doc = try TOML.parse(
+            """
             # comment
             a = "x\\ty\\u00e9"   # trailing
             b = 'C:\\raw'

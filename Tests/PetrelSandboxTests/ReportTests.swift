@@ -1,5 +1,4 @@
 import CPetrelLinux
-import CPetrelLinux
 import Foundation
 import Glibc
 import PetrelSandbox
@@ -61,8 +60,9 @@ struct ReportTests {
         let engine = try Fixtures.engine()
         var fds: [Int32] = [-1, -1]
         _ = petrel_pipe_cloexec(&fds)
-        let spec = SandboxSpec(command: ["sh", "-c", "cat /opt/a /opt/b /opt/shared; echo; touch /opt/x 2>&1"],
-                               layers: ["\(base)/l0", "\(base)/l1"], stdout: fds[1], stderr: fds[1])
+        let spec = SandboxSpec(
+            command: ["sh", "-c", "cat /opt/a /opt/b /opt/shared; echo; touch /opt/x 2>&1"],
+            layers: ["\(base)/l0", "\(base)/l1"], stdout: fds[1], stderr: fds[1])
         let sandbox = try engine.spawn(spec)
         close(fds[1])
         let reader = PipeReader(fd: fds[0])
@@ -79,9 +79,10 @@ struct PreparedPoolTests {
     @Test("a prepared sandbox is taken from the pool, runs its command, and a drained pool leaves nothing")
     func pool() async throws {
         _ = try Fixtures.engine() // root check with a clear reason
-        let engine = try SandboxEngine(configuration: SandboxEngineConfiguration(
-            stateDirectory: "/var/tmp/petrel-tests/state", runDirectory: "/var/tmp/petrel-tests/run",
-            rootfsSkeleton: Fixtures.repo + "/rootfs", preparedPoolSize: 2))
+        let engine = try SandboxEngine(
+            configuration: SandboxEngineConfiguration(
+                stateDirectory: "/var/tmp/petrel-tests/state", runDirectory: "/var/tmp/petrel-tests/run",
+                rootfsSkeleton: Fixtures.repo + "/rootfs", preparedPoolSize: 2))
         try engine.prewarm()
         #expect(engine.preparedCount == 2)
         var fds: [Int32] = [-1, -1]
@@ -107,9 +108,10 @@ struct PreparedPoolTests {
     @Test("a released /tmp disk serves the next sandbox formatted afresh: nothing of the last one is left, not even on the raw device")
     func recycledDisk() async throws {
         _ = try Fixtures.engine()
-        let engine = try SandboxEngine(configuration: SandboxEngineConfiguration(
-            stateDirectory: "/var/tmp/petrel-tests/state", runDirectory: "/var/tmp/petrel-tests/run",
-            rootfsSkeleton: Fixtures.repo + "/rootfs", preparedPoolSize: 1))
+        let engine = try SandboxEngine(
+            configuration: SandboxEngineConfiguration(
+                stateDirectory: "/var/tmp/petrel-tests/state", runDirectory: "/var/tmp/petrel-tests/run",
+                rootfsSkeleton: Fixtures.repo + "/rootfs", preparedPoolSize: 1))
         defer { engine.shutdown() }
         try engine.prewarm()
         let marker = "petrel-secret-\(UInt64.random(in: 1...UInt64.max))"
@@ -125,11 +127,15 @@ struct PreparedPoolTests {
         engine.replenishPools() // the spare is formatted again for the next prepared sandbox
         let formatted = try ScratchEncryptionTests.scan(device, for: [marker])
         #expect(formatted.found.isEmpty)
-        #expect(formatted.nonZeroBytes < used.nonZeroBytes, "\(device) was not formatted again: \(formatted.nonZeroBytes) bytes in use, \(used.nonZeroBytes) before")
+        #expect(
+            formatted.nonZeroBytes < used.nonZeroBytes,
+            "\(device) was not formatted again: \(formatted.nonZeroBytes) bytes in use, \(used.nonZeroBytes) before")
         var fds: [Int32] = [-1, -1]
         _ = petrel_pipe_cloexec(&fds)
-        let second = try engine.spawn(SandboxSpec(command: ["sh", "-c", "ls -A /tmp; cat /tmp/secret 2>&1; df -m /tmp | tail -1"],
-                                                  stdout: fds[1], stderr: fds[1]))
+        let second = try engine.spawn(
+            SandboxSpec(
+                command: ["sh", "-c", "ls -A /tmp; cat /tmp/secret 2>&1; df -m /tmp | tail -1"],
+                stdout: fds[1], stderr: fds[1]))
         close(fds[1])
         let reader = PipeReader(fd: fds[0])
         _ = await second.wait()

@@ -15,9 +15,12 @@ struct ScratchEncryptionTests {
         guard fd >= 0 else { throw Fixtures.Failure(description: "open \(device): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         _ = ioctl(fd, 0x1261) // BLKFLSBUF
-        let chunk = 8 << 20, overlap = 256
+        let chunk = 8 << 20
+        let overlap = 256
         var buf = [UInt8](repeating: 0, count: chunk + overlap)
-        var found = Set<String>(), nonZero = 0, carried = 0
+        var found = Set<String>()
+        var nonZero = 0
+        var carried = 0
         while true {
             let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress! + carried, chunk) }
             guard n > 0 else { break }
@@ -44,10 +47,13 @@ struct ScratchEncryptionTests {
     func encryptedAtRest() async throws {
         _ = try Fixtures.engine() // root check with a clear reason
         // An engine that keeps released disks (a pool of one): the second sandbox gets the first one's disk.
-        let engine = try SandboxEngine(configuration: SandboxEngineConfiguration(
-            stateDirectory: "/var/tmp/petrel-tests/state", runDirectory: "/var/tmp/petrel-tests/run",
-            rootfsSkeleton: Fixtures.repo + "/rootfs", preparedPoolSize: 1))
-        var markers: [String] = [], keys: [String] = [], devices: [String] = []
+        let engine = try SandboxEngine(
+            configuration: SandboxEngineConfiguration(
+                stateDirectory: "/var/tmp/petrel-tests/state", runDirectory: "/var/tmp/petrel-tests/run",
+                rootfsSkeleton: Fixtures.repo + "/rootfs", preparedPoolSize: 1))
+        var markers: [String] = []
+        var keys: [String] = []
+        var devices: [String] = []
         var images: [String] = []
         do {
             defer { engine.shutdown() }
