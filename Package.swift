@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         // What the daemon and a sandbox's init say to each other (records, the start message).
@@ -48,7 +49,8 @@ let package = Package(
         .systemLibrary(name: "CPetrelZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // The one syscall layer every Swift target uses (libc only).
         .target(name: "PetrelSystem"),
-        .target(name: "PetrelTOML"),
+        // Strict, typed reading of our TOML files, on TOMLKit.
+        .target(name: "PetrelTOML", dependencies: [.product(name: "TOMLKit", package: "TOMLKit")]),
         .target(name: "PetrelCore"),
         .target(
             name: "PetrelSandbox",

@@ -41,7 +41,7 @@ struct PolicyTests {
             ("[rootfs]\nhost_paths = [\"/proc\"]", "managed by the sandbox"),
             ("[rootfs]\nhost_paths = [\"relative\"]", "absolute"),
             ("[network\nmode = 1", "line 1"),
-            ("name = \"x\"\nname = \"y\"", "defined twice"),
+            ("name = \"x\"\nname = \"y\"", "redefine existing"),
         ])
     func invalid(text: String, mentions: String) {
         do {
