@@ -13,7 +13,7 @@ import threading
 import time
 import unittest
 
-from harness import ROLE, Daemon, make_zip, metric, payload_json
+from harness import ROLE, Daemon, make_zip, metric, payload_json, sandbox_leftovers
 
 # Prints `size` bytes of text that does not compress, then its marker line.
 NOISY = '''
@@ -74,16 +74,22 @@ class StorageTest(unittest.TestCase):
             with d.log_on_failure():
                 self.budget_and_fairness(d, budget)
                 self.full_disk(d, disk)
-        finally:
-            d.stop()
+            self.assertEqual(d.stop(), 0)
+            left = sandbox_leftovers()
+            loops = [l for l in subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout.splitlines() if disk.mnt in l]
+            self.assertFalse(left["procs"] or left["cgroups"] or loops, (left, loops))
             # What was stored is intact: SQLite's own check of every page and index.
             db = sqlite3.connect(os.path.join(d.data, "petrel.sqlite"))
             try:
                 self.assertEqual(db.execute("PRAGMA integrity_check").fetchall(), [("ok",)])
             finally:
                 db.close()
-            shutil.rmtree(run_dir, ignore_errors=True)
-            disk.remove()
+        finally:
+            try:
+                d.stop()
+            finally:
+                shutil.rmtree(run_dir, ignore_errors=True)
+                disk.remove()
 
     def invoke_many(self, d, name, indices, size=12000, threads=4):
         """Invokes with `threads` callers at once; each call must answer 200 with its own payload."""
