@@ -51,7 +51,7 @@ let package = Package(
         .target(name: "PetrelSystem"),
         // Strict, typed reading of our TOML files, on TOMLKit.
         .target(name: "PetrelTOML", dependencies: [.product(name: "TOMLKit", package: "TOMLKit")]),
-        .target(name: "PetrelCore"),
+        .target(name: "PetrelCore", dependencies: ["PetrelSystem"]),
         .target(
             name: "PetrelSandbox",
             dependencies: [

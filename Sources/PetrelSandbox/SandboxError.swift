@@ -1,25 +1,9 @@
+import PetrelSystem
+
 /// An error of the sandbox layer: an extensible code, a sentence for people,
 /// and the cause. Mapped to HTTP only at the API edge.
 public struct SandboxError: Error, CustomStringConvertible, Sendable {
-    public struct Code: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
-        public var rawValue: String
-        public init(rawValue: String) { self.rawValue = rawValue }
-        public var description: String { rawValue }
-
-        /// A system call failed (the message names the call and the path).
-        public static let system = Code(rawValue: "system")
-        /// The policy or a spec is not valid.
-        public static let invalidPolicy = Code(rawValue: "invalidPolicy")
-        public static let invalidSpec = Code(rawValue: "invalidSpec")
-        /// The host cannot do what is asked (no cgroup controller, no root).
-        public static let unsupportedHost = Code(rawValue: "unsupportedHost")
-        /// Setting the sandbox up failed inside the child, before exec.
-        public static let setup = Code(rawValue: "setup")
-        /// The command could not be executed.
-        public static let exec = Code(rawValue: "exec")
-        /// A pool or range is used up (uids, addresses).
-        public static let exhausted = Code(rawValue: "exhausted")
-    }
+    public typealias Code = ErrorCode<SandboxError>
 
     public var code: Code
     public var message: String
@@ -38,4 +22,20 @@ public struct SandboxError: Error, CustomStringConvertible, Sendable {
         if let cause { s += " (\(cause))" }
         return s
     }
+}
+
+extension ErrorCode where Owner == SandboxError {
+    /// A system call failed (the message names the call and the path).
+    public static let system = Self("system")
+    /// The policy or a spec is not valid.
+    public static let invalidPolicy = Self("invalidPolicy")
+    public static let invalidSpec = Self("invalidSpec")
+    /// The host cannot do what is asked (no cgroup controller, no root).
+    public static let unsupportedHost = Self("unsupportedHost")
+    /// Setting the sandbox up failed inside the child, before exec.
+    public static let setup = Self("setup")
+    /// The command could not be executed.
+    public static let exec = Self("exec")
+    /// A pool or range is used up (uids, addresses).
+    public static let exhausted = Self("exhausted")
 }

@@ -129,19 +129,7 @@ public enum LogChunk {
         }
         defer { deflateEnd(&s) }
         guard dictionary.withUnsafeBufferPointer({ deflateSetDictionary(&s, $0.baseAddress, uInt($0.count)) }) == Z_OK else { return nil }
-        var out = [UInt8](repeating: 0, count: Int(deflateBound(&s, uLong(input.count))))
-        let status: Int32 = input.withUnsafeBufferPointer { inp in
-            out.withUnsafeMutableBufferPointer { o in
-                s.next_in = UnsafeMutablePointer(mutating: inp.baseAddress)
-                s.avail_in = uInt(inp.count)
-                s.next_out = o.baseAddress
-                s.avail_out = uInt(o.count)
-                return CPetrelZlib.deflate(&s, Z_FINISH)
-            }
-        }
-        guard status == Z_STREAM_END else { return nil }
-        out.removeLast(out.count - Int(s.total_out))
-        return out
+        return finish(&s, input[...], capacity: Int(deflateBound(&s, uLong(input.count))), CPetrelZlib.deflate)
     }
 
     static func inflate(_ input: ArraySlice<UInt8>, size: Int) throws -> [UInt8] {
@@ -153,17 +141,30 @@ public enum LogChunk {
         guard dictionary.withUnsafeBufferPointer({ inflateSetDictionary(&s, $0.baseAddress, uInt($0.count)) }) == Z_OK else {
             throw Corrupt(description: "inflateSetDictionary failed")
         }
-        var out = [UInt8](repeating: 0, count: size + 1) // one more: a longer stream does not end at `size`
+        // One byte more than expected: a longer stream then does not end within the buffer.
+        guard let out = finish(&s, input, capacity: size + 1, CPetrelZlib.inflate) else {
+            throw Corrupt(description: "a log chunk does not inflate")
+        }
+        return out
+    }
+
+    /// Runs `step` (deflate or inflate) over all of `input` in one call, into a buffer of
+    /// `capacity` bytes; the output, or nil unless the stream ended there.
+    private static func finish(
+        _ s: inout z_stream, _ input: ArraySlice<UInt8>, capacity: Int,
+        _ step: (UnsafeMutablePointer<z_stream>, Int32) -> Int32
+    ) -> [UInt8]? {
+        var out = [UInt8](repeating: 0, count: capacity)
         let status: Int32 = input.withUnsafeBufferPointer { inp in
             out.withUnsafeMutableBufferPointer { o in
                 s.next_in = UnsafeMutablePointer(mutating: inp.baseAddress)
                 s.avail_in = uInt(inp.count)
                 s.next_out = o.baseAddress
                 s.avail_out = uInt(o.count)
-                return CPetrelZlib.inflate(&s, Z_FINISH)
+                return step(&s, Z_FINISH)
             }
         }
-        guard status == Z_STREAM_END else { throw Corrupt(description: "a log chunk does not inflate (zlib status \(status))") }
+        guard status == Z_STREAM_END else { return nil }
         out.removeLast(out.count - Int(s.total_out))
         return out
     }

@@ -1,22 +1,9 @@
+import PetrelSystem
+
 /// An error of the store: an extensible code, a sentence naming what failed,
 /// and the cause (a `SystemError`, SQLite's own). Mapped to HTTP only at the API edge.
 public struct StoreError: Error, CustomStringConvertible, Sendable {
-    public struct Code: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
-        public var rawValue: String
-        public init(rawValue: String) { self.rawValue = rawValue }
-        public var description: String { rawValue }
-
-        /// Something failed that the caller did not cause (I/O, a corrupt row, a lost key).
-        public static let failed = Code(rawValue: "failed")
-        /// What was asked for is not there.
-        public static let notFound = Code(rawValue: "notFound")
-        /// It exists already, or is in a state that does not allow the change.
-        public static let conflict = Code(rawValue: "conflict")
-        /// The input is not acceptable (a bad name, a bad archive).
-        public static let invalid = Code(rawValue: "invalid")
-        /// More than a limit allows (code size, storage quota).
-        public static let tooLarge = Code(rawValue: "tooLarge")
-    }
+    public typealias Code = ErrorCode<StoreError>
 
     public var code: Code
     public var message: String
@@ -36,4 +23,17 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
         guard let cause else { return message }
         return "\(message) (\(cause))"
     }
+}
+
+extension ErrorCode where Owner == StoreError {
+    /// Something failed that the caller did not cause (I/O, a corrupt row, a lost key).
+    public static let failed = Self("failed")
+    /// What was asked for is not there.
+    public static let notFound = Self("notFound")
+    /// It exists already, or is in a state that does not allow the change.
+    public static let conflict = Self("conflict")
+    /// The input is not acceptable (a bad name, a bad archive).
+    public static let invalid = Self("invalid")
+    /// More than a limit allows (code size, storage quota).
+    public static let tooLarge = Self("tooLarge")
 }

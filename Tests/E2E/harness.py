@@ -151,6 +151,18 @@ class Daemon:
             shutil.rmtree(self.root, ignore_errors=True)
 
     @contextlib.contextmanager
+    def started(self):
+        """Starts the daemon for the block: its log is printed when the block fails, and it is
+        stopped (whatever state the block left it in) and its directory removed afterwards."""
+        self.start()
+        try:
+            with self.log_on_failure():
+                yield self
+        finally:
+            self.stop()
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    @contextlib.contextmanager
     def log_on_failure(self):
         """Prints the end of petreld's log (every run so far) when the block fails: the
         log goes with the daemon's directory."""
@@ -224,6 +236,23 @@ def metric(daemon, name, **labels):
             total += float(m.group(4))
             found = True
     return total if found else None
+
+
+def log_events(daemon, group, pattern=None):
+    """Every event of a log group (FilterLogEvents, all pages), those containing `pattern` only when given."""
+    logs = daemon.client("logs")
+    out, token = [], None
+    while True:
+        kw = {"logGroupName": group}
+        if pattern:
+            kw["filterPattern"] = '"%s"' % pattern
+        if token:
+            kw["nextToken"] = token
+        page = logs.filter_log_events(**kw)
+        out += page["events"]
+        token = page.get("nextToken")
+        if not token:
+            return out
 
 
 def raw_request(method, url, body=b"", headers=None):

@@ -16,7 +16,7 @@ import boto3
 import botocore.config
 from botocore.exceptions import ClientError
 
-from harness import PETRELD, ROLE, Daemon, assert_client_error, make_zip, metric, parse_credentials, signed
+from harness import PETRELD, ROLE, Daemon, assert_client_error, log_events, make_zip, metric, parse_credentials, signed
 
 OK = '''
 def handler(event, context):
@@ -49,21 +49,6 @@ def handler(event, context):
 '''
 
 DLQ = "arn:aws:sqs:::petrel-dlq"
-
-
-def logged_lines(daemon, group, pattern):
-    """Every message of the log group that contains `pattern` (all pages)."""
-    logs = daemon.client("logs")
-    out, token = [], None
-    while True:
-        kw = {"logGroupName": group, "filterPattern": '"%s"' % pattern}
-        if token:
-            kw["nextToken"] = token
-        page = logs.filter_log_events(**kw)
-        out += [e["message"] for e in page["events"]]
-        token = page.get("nextToken")
-        if not token:
-            return out
 
 
 def wait_for(what, predicate, timeout=60, interval=0.1):
@@ -484,7 +469,7 @@ class CrashCase(unittest.TestCase):
         # An event's outcome is never stored before what its invocation printed: every event
         # accounted for has its line in the log group, those that ran across the kill included.
         def all_logged():
-            ran = {m.split()[1] for m in logged_lines(daemon, "/aws/lambda/burst", "ran ")}
+            ran = {e["message"].split()[1] for e in log_events(daemon, "/aws/lambda/burst", "ran ")}
             return [rid for rid in accepted.values() if rid not in ran] == []
         wait_for("every event's printed line in its log group", all_logged, timeout=30, interval=0.5)
 

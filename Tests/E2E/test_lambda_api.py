@@ -16,7 +16,7 @@ import unittest
 
 from botocore.exceptions import ClientError
 
-from harness import PETRELD, ROLE, Daemon, free_port, assert_client_error, b64, log_tail, make_zip, payload_json, sandbox_leftovers
+from harness import PETRELD, ROLE, Daemon, free_port, log_events, assert_client_error, b64, log_tail, make_zip, payload_json, sandbox_leftovers
 
 PY_APP = '''
 import os, json
@@ -999,62 +999,46 @@ class RestartTest(unittest.TestCase):
         # What a function printed is journaled before its invocation is answered: a kill -9
         # right after a burst of answers loses none of their lines (they are stored at the
         # next start). Without the journal the lines of the last batch window were lost.
-        d = Daemon().start()
-        try:
-            with d.log_on_failure():
-                lam = d.client()
-                lam.create_function(FunctionName="durable", Runtime="python3.11", Role=ROLE, Handler="app.handler",
-                                    Code={"ZipFile": make_zip({"app.py": "def handler(e, c):\n    print('printed', e['i'])\n    return e\n"})})
-                keys = d.admin_keys()
-                answered, lock, killed = set(), threading.Lock(), threading.Event()
-                def invoke_until_killed(k):
-                    import boto3, botocore.config
-                    c = boto3.client("lambda", endpoint_url=d.endpoint, region_name="us-east-1", aws_access_key_id=keys[0],
-                                     aws_secret_access_key=keys[1],
-                                     config=botocore.config.Config(retries={"max_attempts": 0}, connect_timeout=2, read_timeout=30))
-                    i = k
-                    while not killed.is_set():
-                        try:
-                            r = c.invoke(FunctionName="durable", Payload=json.dumps({"i": i}).encode())
-                        except Exception:
-                            return
-                        if r["StatusCode"] == 200 and "FunctionError" not in r:
-                            with lock:
-                                answered.add(i)
-                                if len(answered) >= 400 and not killed.is_set():
-                                    killed.set()
-                                    d.proc.send_signal(signal.SIGKILL)
-                        i += 8
-                threads = [threading.Thread(target=invoke_until_killed, args=(k,)) for k in range(8)]
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join(120)
-                self.assertTrue(killed.is_set())
-                d.proc.wait()
-                d.proc = None
-                d.log.close()
-                d.start()
-                logs = d.client("logs")
-                printed, token = set(), None
-                while True:
-                    kw = {"logGroupName": "/aws/lambda/durable", "filterPattern": '"printed "'}
-                    if token:
-                        kw["nextToken"] = token
-                    page = logs.filter_log_events(**kw)
-                    printed |= {int(e["message"].split()[1]) for e in page["events"]}
-                    token = page.get("nextToken")
-                    if not token:
-                        break
-                missing = sorted(answered - printed)
-                self.assertEqual(missing, [], "%d of %d answered invocations lack their line after kill -9" % (len(missing), len(answered)))
-        finally:
-            d.stop()
-            shutil.rmtree(d.root, ignore_errors=True)
+        with Daemon().started() as d:
+            lam = d.client()
+            lam.create_function(FunctionName="durable", Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                                Code={"ZipFile": make_zip({"app.py": "def handler(e, c):\n    print('printed', e['i'])\n    return e\n"})})
+            keys = d.admin_keys()
+            answered, lock, killed = set(), threading.Lock(), threading.Event()
+            def invoke_until_killed(k):
+                import boto3, botocore.config
+                c = boto3.client("lambda", endpoint_url=d.endpoint, region_name="us-east-1", aws_access_key_id=keys[0],
+                                 aws_secret_access_key=keys[1],
+                                 config=botocore.config.Config(retries={"max_attempts": 0}, connect_timeout=2, read_timeout=30))
+                i = k
+                while not killed.is_set():
+                    try:
+                        r = c.invoke(FunctionName="durable", Payload=json.dumps({"i": i}).encode())
+                    except Exception:
+                        return
+                    if r["StatusCode"] == 200 and "FunctionError" not in r:
+                        with lock:
+                            answered.add(i)
+                            if len(answered) >= 400 and not killed.is_set():
+                                killed.set()
+                                d.proc.send_signal(signal.SIGKILL)
+                    i += 8
+            threads = [threading.Thread(target=invoke_until_killed, args=(k,)) for k in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(120)
+            self.assertTrue(killed.is_set())
+            d.proc.wait()
+            d.proc = None
+            d.log.close()
+            d.start()
+            printed = {int(e["message"].split()[1]) for e in log_events(d, "/aws/lambda/durable", "printed ")}
+            missing = sorted(answered - printed)
+            self.assertEqual(missing, [], "%d of %d answered invocations lack their line after kill -9" % (len(missing), len(answered)))
 
     def test_sigterm_drains_in_flight_invocations(self):
-        d = Daemon().start()
-        try:
+        with Daemon().started() as d:
             lam = d.client()
             lam.create_function(FunctionName="drain", Runtime="python3.11", Role=ROLE, Handler="app.handler",
                                 Code={"ZipFile": make_zip({"app.py": PY_APP})}, Timeout=20)
@@ -1074,13 +1058,9 @@ class RestartTest(unittest.TestCase):
             d.log.close()
             left = sandbox_leftovers()
             self.assertFalse(left["loops"] or left["procs"] or left["cgroups"], left)
-        finally:
-            d.stop()
-            shutil.rmtree(d.root, ignore_errors=True)
 
     def test_altered_code_is_never_run(self):
-        d = Daemon().start()
-        try:
+        with Daemon().started() as d:
             lam = d.client()
             lam.create_function(FunctionName="sealed", Runtime="python3.11", Role=ROLE, Handler="app.handler",
                                 Code={"ZipFile": make_zip({"app.py": PY_APP})})
@@ -1099,88 +1079,71 @@ class RestartTest(unittest.TestCase):
             self.assertEqual(e["ResponseMetadata"]["HTTPStatusCode"], 500)
             self.assertEqual(e["Error"]["Code"], "ServiceException")
             self.assertIn("does not decrypt", e["Error"]["Message"])
-        finally:
-            d.stop()
-            shutil.rmtree(d.root, ignore_errors=True)
 
     def test_one_daemon_per_data_directory(self):
-        d = Daemon().start()
-        try:
+        with Daemon().started() as d:
             second = subprocess.run([d.proc.args[0], "serve", "--listen", "127.0.0.1:1", "--data-dir", d.data, "--run-dir", d.run + "2"],
                                     capture_output=True, text=True, timeout=60)
             self.assertNotEqual(second.returncode, 0)
             self.assertIn("another petreld (pid %d) is using the data directory" % d.proc.pid, second.stderr)
-        finally:
-            d.stop()
-            shutil.rmtree(d.root, ignore_errors=True)
 
     def test_one_daemon_per_run_directory(self):
         # A second daemon with a data directory of its own but the first one's run directory
         # would stage the runtimes over the files the first one's sandboxes bind.
-        d = Daemon().start()
-        try:
-            with d.log_on_failure():
-                lam = d.client()
-                lam.create_function(FunctionName="staged", Runtime="python3.11", Role=ROLE, Handler="app.handler",
-                                    Code={"ZipFile": make_zip({"app.py": PY_APP})})
-                self.assertEqual(payload_json(lam.invoke(FunctionName="staged"))["echo"], {})
-                def staged_files():
-                    out = {}
-                    for top, _, files in os.walk(d.run):
-                        if os.path.relpath(top, d.run).split(os.sep)[0].startswith("rootfs"):
-                            for f in files:
-                                out[os.path.join(top, f)] = os.stat(os.path.join(top, f)).st_ino
-                    return out
-                before = staged_files()
-                self.assertTrue(before)
-                other = tempfile.mkdtemp(prefix="petrel-e2e-", dir="/var/tmp")
-                try:
-                    second = subprocess.run([PETRELD, "serve", "--listen", "127.0.0.1:%d" % free_port(),
-                                             "--data-dir", os.path.join(other, "data"), "--run-dir", d.run],
-                                            capture_output=True, text=True, timeout=60)
-                finally:
-                    shutil.rmtree(other, ignore_errors=True)
-                self.assertNotEqual(second.returncode, 0)
-                self.assertIn("another petreld (pid %d) is using the run directory %s" % (d.proc.pid, d.run), second.stderr)
-                # The first daemon's staged files are the same files, and its cold starts still work.
-                self.assertEqual(staged_files(), before)
-                lam.update_function_configuration(FunctionName="staged", Environment={"Variables": {"GREETING": "again"}})
-                self.assertEqual(payload_json(lam.invoke(FunctionName="staged"))["greeting"], "again")
-        finally:
-            d.stop()
-            shutil.rmtree(d.root, ignore_errors=True)
+        with Daemon().started() as d:
+            lam = d.client()
+            lam.create_function(FunctionName="staged", Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                                Code={"ZipFile": make_zip({"app.py": PY_APP})})
+            self.assertEqual(payload_json(lam.invoke(FunctionName="staged"))["echo"], {})
+            def staged_files():
+                out = {}
+                for top, _, files in os.walk(d.run):
+                    if os.path.relpath(top, d.run).split(os.sep)[0].startswith("rootfs"):
+                        for f in files:
+                            out[os.path.join(top, f)] = os.stat(os.path.join(top, f)).st_ino
+                return out
+            before = staged_files()
+            self.assertTrue(before)
+            other = tempfile.mkdtemp(prefix="petrel-e2e-", dir="/var/tmp")
+            try:
+                second = subprocess.run([PETRELD, "serve", "--listen", "127.0.0.1:%d" % free_port(),
+                                         "--data-dir", os.path.join(other, "data"), "--run-dir", d.run],
+                                        capture_output=True, text=True, timeout=60)
+            finally:
+                shutil.rmtree(other, ignore_errors=True)
+            self.assertNotEqual(second.returncode, 0)
+            self.assertIn("another petreld (pid %d) is using the run directory %s" % (d.proc.pid, d.run), second.stderr)
+            # The first daemon's staged files are the same files, and its cold starts still work.
+            self.assertEqual(staged_files(), before)
+            lam.update_function_configuration(FunctionName="staged", Environment={"Variables": {"GREETING": "again"}})
+            self.assertEqual(payload_json(lam.invoke(FunctionName="staged"))["greeting"], "again")
 
 
     def test_functions_survive_a_restart(self):
-        d = Daemon().start()
-        try:
-            with d.log_on_failure():
-                lam = d.client()
-                z = make_zip({"app.py": PY_APP})
-                for i in range(3):
-                    lam.create_function(FunctionName="keep-%d" % i, Runtime="python3.11", Role=ROLE, Handler="app.handler",
-                                        Code={"ZipFile": z}, Environment={"Variables": {"GREETING": "g%d" % i}})
-                before = lam.list_functions()["Functions"]
-                self.assertEqual(payload_json(lam.invoke(FunctionName="keep-1"))["greeting"], "g1")
-                self.assertEqual(d.stop(), 0)
-                d.start()
-                lam = d.client()
-                after = lam.list_functions()["Functions"]
-                self.assertEqual(after, before)
-                for i in range(3):
-                    self.assertEqual(payload_json(lam.invoke(FunctionName="keep-%d" % i))["greeting"], "g%d" % i)
-                # A daemon killed outright also keeps them. Its port is closed at once: no
-                # sandbox it was preparing holds a copy of its listener (one did, and took the
-                # next daemon's first connections, then reset them).
-                d.stop(sig=9)
-                with self.assertRaises(OSError, msg="something still accepts on the killed daemon's port"):
-                    socket.create_connection(("127.0.0.1", d.port), timeout=1).close()
-                d.start()
-                self.assertEqual(d.client().list_functions()["Functions"], before)
-                self.assertEqual(payload_json(d.client().invoke(FunctionName="keep-2"))["greeting"], "g2")
-        finally:
-            d.stop()
-            shutil.rmtree(d.root, ignore_errors=True)
+        with Daemon().started() as d:
+            lam = d.client()
+            z = make_zip({"app.py": PY_APP})
+            for i in range(3):
+                lam.create_function(FunctionName="keep-%d" % i, Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                                    Code={"ZipFile": z}, Environment={"Variables": {"GREETING": "g%d" % i}})
+            before = lam.list_functions()["Functions"]
+            self.assertEqual(payload_json(lam.invoke(FunctionName="keep-1"))["greeting"], "g1")
+            self.assertEqual(d.stop(), 0)
+            d.start()
+            lam = d.client()
+            after = lam.list_functions()["Functions"]
+            self.assertEqual(after, before)
+            for i in range(3):
+                self.assertEqual(payload_json(lam.invoke(FunctionName="keep-%d" % i))["greeting"], "g%d" % i)
+            # A daemon killed outright also keeps them. Its port is closed at once: no
+            # sandbox it was preparing holds a copy of its listener (one did, and took the
+            # next daemon's first connections, then reset them).
+            d.stop(sig=9)
+            with self.assertRaises(OSError, msg="something still accepts on the killed daemon's port"):
+                socket.create_connection(("127.0.0.1", d.port), timeout=1).close()
+            d.start()
+            self.assertEqual(d.client().list_functions()["Functions"], before)
+            self.assertEqual(payload_json(d.client().invoke(FunctionName="keep-2"))["greeting"], "g2")
 
 
 if __name__ == "__main__":

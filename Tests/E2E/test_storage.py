@@ -13,7 +13,7 @@ import threading
 import time
 import unittest
 
-from harness import ROLE, Daemon, make_zip, metric, payload_json, sandbox_leftovers
+from harness import ROLE, Daemon, log_events, make_zip, metric, payload_json, sandbox_leftovers
 
 # Prints `size` bytes of text that does not compress, then its marker line.
 NOISY = '''
@@ -113,17 +113,7 @@ class StorageTest(unittest.TestCase):
             self.assertEqual((status, error, body), (200, None, {"i": i}))
 
     def markers(self, d, name):
-        logs = d.client("logs")
-        out, token = set(), None
-        while True:
-            kw = {"logGroupName": "/aws/lambda/" + name, "filterPattern": '"marker "'}
-            if token:
-                kw["nextToken"] = token
-            page = logs.filter_log_events(**kw)
-            out |= {int(e["message"].split()[1]) for e in page["events"]}
-            token = page.get("nextToken")
-            if not token:
-                return out
+        return {int(e["message"].split()[1]) for e in log_events(d, "/aws/lambda/" + name, "marker ")}
 
     @staticmethod
     def whole_log(d):
@@ -131,17 +121,7 @@ class StorageTest(unittest.TestCase):
             return f.read().decode("utf-8", "replace")
 
     def events(self, d, name):
-        logs = d.client("logs")
-        out, token = [], None
-        while True:
-            kw = {"logGroupName": "/aws/lambda/" + name}
-            if token:
-                kw["nextToken"] = token
-            page = logs.filter_log_events(**kw)
-            out += page["events"]
-            token = page.get("nextToken")
-            if not token:
-                return out
+        return log_events(d, "/aws/lambda/" + name)
 
     def wait(self, what, cond, timeout=30):
         deadline = time.time() + timeout

@@ -36,14 +36,7 @@ struct CgroupTests {
         let run = try Fixtures.start(["sleep", "30"], memoryMB: 256, timeout: .seconds(60), boost: true)
         defer { run.sandbox.kill() }
         let paths = run.sandbox.resources.cgroupPaths
-        func read(_ file: String) -> String? {
-            for p in paths {
-                if let s = try? String(contentsOfFile: p + "/" + file, encoding: .utf8) {
-                    return s.trimmingCharacters(in: .whitespacesAndNewlines)
-                }
-            }
-            return nil
-        }
+        func read(_ file: String) -> String? { Fixtures.cgroupFile(paths, file) }
         let settled = Int(256.0 / 1769.0 * 20_000)
         let boosted = ProcessInfo.processInfo.activeProcessorCount * 20_000
         let v2 = read("cpu.max") != nil
@@ -66,14 +59,7 @@ struct CgroupTests {
         let run = try Fixtures.start(["sleep", "30"], memoryMB: 512, timeout: .seconds(60))
         defer { run.sandbox.kill() }
         let paths = run.sandbox.resources.cgroupPaths
-        func read(_ file: String) -> String? {
-            for p in paths {
-                if let s = try? String(contentsOfFile: p + "/" + file, encoding: .utf8) {
-                    return s.trimmingCharacters(in: .whitespacesAndNewlines)
-                }
-            }
-            return nil
-        }
+        func read(_ file: String) -> String? { Fixtures.cgroupFile(paths, file) }
         let cpus = min(512.0 / 1769.0, Double(ProcessInfo.processInfo.activeProcessorCount))
         let quota = Int(cpus * 20_000)
         if read("memory.max") != nil {

@@ -44,10 +44,7 @@ struct EngineTests {
         }
         #expect(FileManager.default.createFile(atPath: dead, contents: nil))
         #expect(FileManager.default.createFile(atPath: live, contents: nil))
-        let engine = try SandboxEngine(
-            configuration: SandboxEngineConfiguration(
-                stateDirectory: "/var/tmp/petrel-tests/state", runDirectory: "/var/tmp/petrel-tests/run",
-                rootfsSkeleton: Fixtures.repo + "/rootfs", preparedPoolSize: 0))
+        let engine = try Fixtures.newEngine(pool: 0)
         defer { engine.shutdown() }
         #expect(!FileManager.default.fileExists(atPath: dead), "a dead daemon's image was kept")
         #expect(FileManager.default.fileExists(atPath: live), "a live daemon's image was removed")
@@ -57,10 +54,7 @@ struct EngineTests {
     func oversizedStart() throws {
         _ = try Fixtures.engine() // root check with a clear reason
         // An engine of its own, so that nothing another test runs can be mistaken for a leak.
-        let engine = try SandboxEngine(
-            configuration: SandboxEngineConfiguration(
-                stateDirectory: "/var/tmp/petrel-tests/state", runDirectory: "/var/tmp/petrel-tests/run",
-                rootfsSkeleton: Fixtures.repo + "/rootfs", preparedPoolSize: 0))
+        let engine = try Fixtures.newEngine(pool: 0)
         defer { engine.shutdown() }
         let spec = SandboxSpec(command: ["true"], environment: ["BIG": String(repeating: "x", count: 70_000)])
         #expect { try engine.spawn(spec) } throws: { "\($0)".contains("64 KiB") }

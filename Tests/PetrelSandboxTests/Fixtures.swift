@@ -25,13 +25,29 @@ enum Fixtures {
         }
         return try shared.withLock { e in
             if let e { return e }
-            let made = try SandboxEngine(
-                configuration: SandboxEngineConfiguration(
-                    stateDirectory: "/var/tmp/petrel-tests/state", runDirectory: "/var/tmp/petrel-tests/run",
-                    rootfsSkeleton: repo + "/rootfs", preparedPoolSize: 0))
+            let made = try newEngine(pool: 0)
             e = made
             return made
         }
+    }
+
+    /// An engine of the caller's own on the tests' directories (`pool`: prepared sandboxes
+    /// kept per kind, and twice as many released disks); the caller shuts it down.
+    static func newEngine(pool: Int) throws -> SandboxEngine {
+        try SandboxEngine(
+            configuration: SandboxEngineConfiguration(
+                stateDirectory: "/var/tmp/petrel-tests/state", runDirectory: "/var/tmp/petrel-tests/run",
+                rootfsSkeleton: repo + "/rootfs", preparedPoolSize: pool))
+    }
+
+    /// A file of a sandbox's cgroup (whichever of its directories has it), trimmed.
+    static func cgroupFile(_ paths: [String], _ file: String) -> String? {
+        for p in paths {
+            if let s = try? String(contentsOfFile: p + "/" + file, encoding: .utf8) {
+                return s.trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+        }
+        return nil
     }
 
     private static let probeDir = Mutex<String?>(nil)

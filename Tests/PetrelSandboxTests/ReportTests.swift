@@ -79,10 +79,7 @@ struct PreparedPoolTests {
     @Test("a prepared sandbox is taken from the pool, runs its command, and a drained pool leaves nothing")
     func pool() async throws {
         _ = try Fixtures.engine() // root check with a clear reason
-        let engine = try SandboxEngine(
-            configuration: SandboxEngineConfiguration(
-                stateDirectory: "/var/tmp/petrel-tests/state", runDirectory: "/var/tmp/petrel-tests/run",
-                rootfsSkeleton: Fixtures.repo + "/rootfs", preparedPoolSize: 2))
+        let engine = try Fixtures.newEngine(pool: 2)
         try engine.prewarm()
         #expect(engine.preparedCount == 2)
         var fds: [Int32] = [-1, -1]
@@ -108,10 +105,7 @@ struct PreparedPoolTests {
     @Test("a released /tmp disk serves the next sandbox formatted afresh: nothing of the last one is left, not even on the raw device")
     func recycledDisk() async throws {
         _ = try Fixtures.engine()
-        let engine = try SandboxEngine(
-            configuration: SandboxEngineConfiguration(
-                stateDirectory: "/var/tmp/petrel-tests/state", runDirectory: "/var/tmp/petrel-tests/run",
-                rootfsSkeleton: Fixtures.repo + "/rootfs", preparedPoolSize: 1))
+        let engine = try Fixtures.newEngine(pool: 1)
         defer { engine.shutdown() }
         try engine.prewarm()
         let marker = "petrel-secret-\(UInt64.random(in: 1...UInt64.max))"

@@ -47,10 +47,7 @@ struct ScratchEncryptionTests {
     func encryptedAtRest() async throws {
         _ = try Fixtures.engine() // root check with a clear reason
         // An engine that keeps released disks (a pool of one): the second sandbox gets the first one's disk.
-        let engine = try SandboxEngine(
-            configuration: SandboxEngineConfiguration(
-                stateDirectory: "/var/tmp/petrel-tests/state", runDirectory: "/var/tmp/petrel-tests/run",
-                rootfsSkeleton: Fixtures.repo + "/rootfs", preparedPoolSize: 1))
+        let engine = try Fixtures.newEngine(pool: 1)
         var markers: [String] = []
         var keys: [String] = []
         var devices: [String] = []
