@@ -157,14 +157,20 @@ public final class LogJournal: Sendable {
     private func write(_ bytes: [UInt8], seq: UInt64, _ s: inout State) -> Bool {
         if s.fd < 0 {
             let path = directory + "/" + String(format: "%016llx", seq) + ".journal"
-            guard let fd = try? Sys.open(path, O_WRONLY | O_CREAT | O_APPEND, 0o600) else { return false }
+            guard let fd = try? Sys.open(path, O_WRONLY | O_CREAT, 0o600) else { return false }
+            // Its blocks allocated at once: each record is then written into place, without
+            // the file growing (an inode update) or a block allocation per write. Zeros end a
+            // segment for `parse` as a damaged record would. Without the space, it grows as it goes.
+            _ = posix_fallocate(fd, 0, off_t(Self.segmentLimit + (64 << 10)))
             (s.fd, s.path, s.size) = (fd, path, 0)
         }
-        let ok = bytes.withUnsafeBytes { b in (try? Sys.writeAll(s.fd, b, path: s.path)) != nil }
-        guard ok else {
-            // Whatever part of the record went in is cut off again: the records after it stay readable.
-            _ = ftruncate(s.fd, off_t(s.size))
-            return false
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { b in pwrite(s.fd, b.baseAddress! + done, b.count - done, off_t(s.size + done)) }
+            if n < 0 && errno == EINTR { continue }
+            // A record not written whole is written over by the next one (parsing stops at what is left of it).
+            guard n > 0 else { return false }
+            done += n
         }
         s.size += bytes.count
         s.lastInSegment = seq

@@ -68,6 +68,9 @@ struct LogJournalTests {
         let last = dir + "/" + Sys.listDirectory(dir).last!
         var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: last)))
         let whole = LogJournal.parse(bytes).count
+        // The segment's space is allocated ahead: the records end where the zeros begin.
+        bytes = Array(bytes[..<(bytes.lastIndex { $0 != 0 }! + 1)])
+        #expect(LogJournal.parse(bytes).count == whole)
         bytes.removeLast(3)
         #expect(LogJournal.parse(bytes).count == whole - 1)
         bytes[20] ^= 0xff
