@@ -31,6 +31,10 @@ public final class LogJournal: Sendable {
         var fd: Int32 = -1
         var path = ""
         var size = 0
+        /// The current segment mapped into memory (its space allocated): records are copied
+        /// there, without a system call. nil: written with pwrite (the space could not be had).
+        var map: UnsafeMutableRawPointer?
+        var capacity = 0
         var nextSeq: UInt64
         /// The last sequence number written to the current segment.
         var lastInSegment: UInt64 = 0
@@ -49,7 +53,7 @@ public final class LogJournal: Sendable {
         state = Mutex(State(nextSeq: max(nextSeq, 1)))
     }
 
-    deinit { state.withLock { Sys.close($0.fd) } }
+    deinit { state.withLock { Self.closeSegment(&$0) } }
 
     /// What earlier processes journaled after `applied` (in order), the highest sequence
     /// number seen, and the segments that held them (to remove once the store has them).
@@ -155,31 +159,50 @@ public final class LogJournal: Sendable {
     public var failures: Int { state.withLock { $0.failures } }
 
     private func write(_ bytes: [UInt8], seq: UInt64, _ s: inout State) -> Bool {
+        if s.fd >= 0, s.map != nil, s.size + bytes.count > s.capacity { retire(&s) }
         if s.fd < 0 {
             let path = directory + "/" + String(format: "%016llx", seq) + ".journal"
-            guard let fd = try? Sys.open(path, O_WRONLY | O_CREAT, 0o600) else { return false }
-            // Its blocks allocated at once: each record is then written into place, without
-            // the file growing (an inode update) or a block allocation per write. Zeros end a
-            // segment for `parse` as a damaged record would. Without the space, it grows as it goes.
-            _ = posix_fallocate(fd, 0, off_t(Self.segmentLimit + (64 << 10)))
-            (s.fd, s.path, s.size) = (fd, path, 0)
+            guard let fd = try? Sys.open(path, O_RDWR | O_CREAT, 0o600) else { return false }
+            (s.fd, s.path, s.size, s.map, s.capacity) = (fd, path, 0, nil, 0)
+            // The segment's space allocated at once and mapped: a record is then a copy into
+            // the page cache (which the daemon's death does not touch), with no system call,
+            // no inode update and no block allocation per record. Zeros end a segment for
+            // `parse` as a damaged record would. Only where the space could be had: a write
+            // through a mapping to space the disk cannot give would kill the process.
+            let capacity = max(Self.segmentLimit, bytes.count)
+            if posix_fallocate(fd, 0, off_t(capacity)) == 0 {
+                let m = mmap(nil, capacity, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+                if let m, m != MAP_FAILED { (s.map, s.capacity) = (m, capacity) }
+            }
         }
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeBytes { b in pwrite(s.fd, b.baseAddress! + done, b.count - done, off_t(s.size + done)) }
-            if n < 0 && errno == EINTR { continue }
-            // A record not written whole is written over by the next one (parsing stops at what is left of it).
-            guard n > 0 else { return false }
-            done += n
+        if let map = s.map {
+            bytes.withUnsafeBytes { b in (map + s.size).copyMemory(from: b.baseAddress!, byteCount: b.count) }
+        } else {
+            var done = 0
+            while done < bytes.count {
+                let n = bytes.withUnsafeBytes { b in pwrite(s.fd, b.baseAddress! + done, b.count - done, off_t(s.size + done)) }
+                if n < 0 && errno == EINTR { continue }
+                // A record not written whole is written over by the next one (parsing stops at what is left of it).
+                guard n > 0 else { return false }
+                done += n
+            }
         }
         s.size += bytes.count
         s.lastInSegment = seq
-        if s.size >= Self.segmentLimit {
-            Sys.close(s.fd)
-            s.closed.append((s.path, seq))
-            s.fd = -1
-        }
+        if s.size >= Self.segmentLimit { retire(&s) }
         return true
+    }
+
+    /// Closes the current segment; it stays until the store holds what it has.
+    private func retire(_ s: inout State) {
+        s.closed.append((s.path, s.lastInSegment))
+        Self.closeSegment(&s)
+    }
+
+    private static func closeSegment(_ s: inout State) {
+        if let map = s.map { munmap(map, s.capacity) }
+        Sys.close(s.fd)
+        (s.fd, s.map, s.capacity) = (-1, nil, 0)
     }
 
     /// The store has every batch up to `seq`: segments holding nothing later go.
@@ -199,7 +222,8 @@ public final class LogJournal: Sendable {
             return (s.fd >= 0 ? dup(s.fd) : -1, s.path, s.closed.map(\.path), s.nextSeq - 1)
         }
         guard target > 0 else { return }
-        // A segment closed since the last sync may still hold unsynced batches.
+        // A segment closed since the last sync may still hold unsynced batches. (fdatasync
+        // writes a file's dirty pages however they were dirtied, through the mapping too.)
         for path in closed {
             if let f = try? Sys.open(path, O_RDONLY) {
                 defer { Sys.close(f) }
