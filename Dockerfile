@@ -3,7 +3,7 @@
 #   docker run --privileged --cgroupns=host -v /sys/fs/cgroup:/sys/fs/cgroup petrel
 FROM swift:6.0-bookworm AS build
 WORKDIR /src
-RUN apt-get update -qq && apt-get install -y -qq libseccomp-dev libcap-dev libsqlite3-dev libnftables-dev >/dev/null
+RUN apt-get update -qq && apt-get install -y -qq libseccomp-dev libcap-dev libsqlite3-dev libnftables-dev zlib1g-dev >/dev/null
 COPY . .
 RUN swift build -c release --product petreld && swift build -c release --product petrel-init && swift build -c release --product petrel
 
