@@ -514,10 +514,12 @@ class LambdaAPITest(unittest.TestCase):
     def test_runtime_api_stops_reading_behind_next(self):
         """A runtime that sends requests behind its waiting `next` is not read from until
         the event has gone out; then the requests that waited are answered in order."""
+        # A full CPU: at 512 MB (0.29 CPU) building the 64 MB flood alone took long enough on a
+        # loaded host that the next invocation came while the runtime was still sending.
         self.create("custom-flooding", make_zip({"bootstrap": (FLOODING_BOOTSTRAP, 0o755)}), runtime="provided.al2023", handler="x",
-                    MemorySize=512)
+                    MemorySize=1769)
         self.assertEqual(payload_json(self.invoke("custom-flooding")), "first")
-        time.sleep(2.5)  # the runtime sends behind its `next` for 2 s
+        time.sleep(4)  # the runtime builds its flood, then sends it behind its `next` for 2 s
         said = payload_json(self.invoke("custom-flooding"))
         self.assertLess(said["sent"], said["total"] / 2, "the daemon read %d of %d bytes sent behind next" % (said["sent"], said["total"]))
         self.assertEqual(said["held"], [404, "InvalidRequest"])
