@@ -71,11 +71,6 @@ public struct LambdaError: Error, Sendable, Equatable, CustomStringConvertible {
                 switch e.code {
                 case .invalidParameter: .invalidParameterValue
                 case .constraint: .validation
-                case .invalidContent: .invalidRequestContent
-                case .notFound: .resourceNotFound
-                case .conflict: .resourceConflict
-                case .preconditionFailed: .preconditionFailed
-                case .tooLarge: .requestEntityTooLarge
                 default: .service
                 }
             return LambdaError(code, e.message)
@@ -84,8 +79,6 @@ public struct LambdaError: Error, Sendable, Equatable, CustomStringConvertible {
                 switch e.code {
                 case .invalid: .invalidParameterValue
                 case .tooLarge: .requestEntityTooLarge
-                case .notFound: .resourceNotFound
-                case .conflict: .resourceConflict
                 default: .service
                 }
             return LambdaError(code, e.message)

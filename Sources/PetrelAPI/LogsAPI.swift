@@ -17,9 +17,11 @@ public struct LogsAPI: Sendable {
     /// The daemon's log_retention_days, for groups without a policy of their own (nil: forever).
     let defaultRetentionDays: Int?
     let logger: Logger
+    let pipeline: RequestPipeline
 
     public init(logs: LogStore, gate: Gatekeeper, region: String, defaultRetentionDays: Int? = nil, logger: Logger) {
         self.logger = logger
+        pipeline = RequestPipeline(gate: gate, logger: logger)
         self.logs = logs
         self.gate = gate
         self.region = region
@@ -42,7 +44,7 @@ public struct LogsAPI: Sendable {
     func serve(_ req: Request, _ ctx: PetrelRequestContext) async -> Response {
         let target = req.headers[.amzTarget] ?? ""
         let op = target.hasPrefix("Logs_20140328.") ? String(target.dropFirst("Logs_20140328.".count)) : "Unknown"
-        return await RequestPipeline(gate: gate, logger: logger).run(
+        return await pipeline.run(
             req, ctx, action: op, limit: 1_048_576, service: "logs", style: .json11,
             tooLarge: { _ in Self.error("SerializationException", "The request body is larger than 1 MB.") },
             audit: { body in

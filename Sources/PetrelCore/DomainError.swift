@@ -28,14 +28,4 @@ extension ErrorCode where Owner == DomainError {
     public static let invalidParameter = Self("invalidParameter")
     /// A value breaks its field's constraint (pattern, length, range): `constraint(_:at:_:)`.
     public static let constraint = Self("constraint")
-    /// The request's content cannot be read (not JSON, the wrong types).
-    public static let invalidContent = Self("invalidContent")
-    /// What is named does not exist.
-    public static let notFound = Self("notFound")
-    /// It exists already, or its state does not allow the change.
-    public static let conflict = Self("conflict")
-    /// A precondition the caller set (a revision) does not hold.
-    public static let preconditionFailed = Self("preconditionFailed")
-    /// A request or payload over its limit.
-    public static let tooLarge = Self("tooLarge")
 }

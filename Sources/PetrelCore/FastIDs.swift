@@ -29,6 +29,17 @@ public enum FastIDs {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// Bytes as lower-case hex (digests, ids).
+    public static func hex<S: Sequence>(bytes: S) -> String where S.Element == UInt8 {
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.underestimatedCount * 2)
+        for b in bytes {
+            out.append(digits[Int(b >> 4)])
+            out.append(digits[Int(b & 0xf)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
     /// A lower-case UUID (version 4 layout).
     public static func uuid() -> String {
         let a = next()

@@ -58,7 +58,7 @@ public struct FunctionRecord: Sendable, Codable, Equatable {
     /// The hex form of the code's SHA-256 (how code blobs are named).
     public var codeDigestHex: String {
         guard let data = Data(base64Encoded: codeSha256) else { return "" }
-        return data.map { String(format: "%02x", $0) }.joined()
+        return FastIDs.hex(bytes: data)
     }
 
     public func logGroup() -> String { "/aws/lambda/\(name)" }

@@ -174,8 +174,11 @@ public final class EventService: Service, Sendable {
                 outcome = .init(payload: Data(result.payload.readableBytesView), functionError: result.functionError)
                 // What the invocation printed is journaled already (it survives the daemon's death);
                 // before its outcome is committed, make it survive the machine's too.
+                // (fdatasync blocks: on a Dispatch thread, not one of the few cooperative ones.)
                 if let seq = result.logSequence {
-                    do { try dispatcher.logs.sync(through: seq) } catch {
+                    let logs = dispatcher.logs
+                    let synced = await blocking { Result { try logs.sync(through: seq) } }
+                    if case .failure(let error) = synced {
                         logger.warning("cannot sync the log journal", metadata: ["invocation.id": "\(e.id)", "error": "\(error)"])
                     }
                 }

@@ -102,7 +102,7 @@ final class Instance: RuntimeAPIDelegate, Sendable {
 
     /// Waits until the runtime has initialized (its first `next`), at most `timeout`.
     func waitInitialized(timeout: Duration) async throws {
-        let timer = loop.scheduleTask(in: Self.nanoseconds(timeout)) { [self] in
+        let timer = loop.scheduleTask(in: TimeAmount(timeout)) { [self] in
             let fire = state.withLock { s -> Bool in
                 if case .initializing = s.phase { return true }
                 return false
@@ -122,10 +122,6 @@ final class Instance: RuntimeAPIDelegate, Sendable {
             }
             if let resume { cont.resume(with: resume.mapError { $0 as any Error }) }
         }
-    }
-
-    static func nanoseconds(_ d: Duration) -> TimeAmount {
-        .nanoseconds(Int64(d.components.seconds) * 1_000_000_000 + d.components.attoseconds / 1_000_000_000)
     }
 
     /// Runs one invocation; the instance is killed when it times out.
@@ -261,7 +257,7 @@ final class Instance: RuntimeAPIDelegate, Sendable {
                 cont.resume(returning: ready)
                 return
             }
-            loop.scheduleTask(in: Self.nanoseconds(limit)) { [self] in
+            loop.scheduleTask(in: TimeAmount(limit)) { [self] in
                 state.withLock { $0.reportWaiters.removeValue(forKey: id) }?.resume(returning: nil)
             }
         }

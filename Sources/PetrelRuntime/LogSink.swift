@@ -17,15 +17,39 @@ public final class LogSink: Sendable {
     let writer: BatchWriter<Batch>
     let journal: LogJournal?
 
-    public init(store: LogStore, journal: LogJournal?, logger: Logger) {
+    /// Lines that could not be stored (a full disk), whether from a write or from the journal at start.
+    static let dropped = Counter(label: "petrel_log_lines_dropped_total")
+
+    init(store: LogStore, journal: LogJournal?, logger: Logger) {
         self.journal = journal
-        let dropped = Counter(label: "petrel_log_lines_dropped_total")
-        writer = BatchWriter("log lines", logger: logger, weight: { $0.lines.count }, onLoss: { dropped.increment(by: Int64($0)) }) {
+        writer = BatchWriter("log lines", logger: logger, weight: { $0.lines.count }, onLoss: { Self.dropped.increment(by: Int64($0)) }) {
             batches in
             let seq = batches.compactMap(\.seq).max()
             try store.append(batches.map { (group: $0.group, stream: $0.stream, lines: $0.lines) }, journaled: seq)
             if let seq { journal?.applied(through: seq) }
         }
+    }
+
+    /// A sink whose batches are journaled in `journalDirectory` (nil: none), after what an
+    /// earlier process left there has been stored (see `LogJournal.open`).
+    convenience init(store: LogStore, journalDirectory: String?, logger: Logger) throws {
+        guard let journalDirectory else {
+            self.init(store: store, journal: nil, logger: logger)
+            return
+        }
+        let opened = try LogJournal.open(directory: journalDirectory, store: store)
+        if opened.replayed > 0 {
+            logger.notice(
+                "stored the function output a stopped daemon had journaled but not stored",
+                metadata: ["lines": "\(opened.replayed)"])
+        }
+        if opened.lost > 0 {
+            Self.dropped.increment(by: Int64(opened.lost))
+            logger.error(
+                "cannot store the function output left in the log journal; it is lost",
+                metadata: ["lines": "\(opened.lost)", "error": "\(opened.error.map { "\($0)" } ?? "")"])
+        }
+        self.init(store: store, journal: opened.journal, logger: logger)
     }
 
     /// Journals the batch and queues it for the store; returns its journal sequence number

@@ -76,10 +76,7 @@ public struct RetentionService: Service {
     func keepWithinBudget() async {
         let (logs, budget) = (self.logs, self.logBudget)
         let result = await blocking {
-            Result { () throws -> (events: Int, bytes: Int64, left: Int64) in
-                let (events, bytes) = try logs.evict(budget: budget, target: budget / 10 * 9)
-                return (events, bytes, try logs.storedBytes())
-            }
+            Result { try logs.evict(budget: budget, target: budget / 10 * 9) }
         }
         switch result {
         case .success(let r):

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Logging
+import PetrelCore
 import PetrelSystem
 
 /// The rootfs skeleton as instances see it: a copy in the run directory with the
@@ -83,7 +84,7 @@ public enum RuntimeFiles {
         }
         var st = stat()
         if stat(python, &st) == 0 { add("\(python) \(st.st_ino) \(st.st_size) \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)") }
-        return h.finalize().prefix(12).map { String(format: "%02x", $0) }.joined()
+        return FastIDs.hex(bytes: h.finalize().prefix(12))
     }
 
     /// The Python modules of a copy (not `bootstrap.py`: a main script's bytecode is never

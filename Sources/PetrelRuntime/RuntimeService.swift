@@ -19,14 +19,16 @@ public final class RuntimeService: Service, Sendable {
     let logger: Logger
     private let stopped = Mutex(false)
 
+    /// `journalDirectory`: where instances' output is journaled before their invocations are
+    /// answered (what an earlier process left there is stored first); nil: not journaled.
     public init(
-        engine: SandboxEngine, code: CodeStore, logs: LogStore, journal: LogJournal?, configuration: RuntimeConfiguration,
+        engine: SandboxEngine, code: CodeStore, logs: LogStore, journalDirectory: String?, configuration: RuntimeConfiguration,
         group: any EventLoopGroup, logger: Logger
-    ) {
+    ) throws {
         self.engine = engine
         self.configuration = configuration
         self.logger = logger
-        sink = LogSink(store: logs, journal: journal, logger: logger)
+        sink = try LogSink(store: logs, journalDirectory: journalDirectory, logger: logger)
         let launcher = InstanceLauncher(engine: engine, configuration: configuration, sink: sink, logger: logger)
         dispatcher = Dispatcher(launcher: launcher, code: code, configuration: configuration, group: group, logger: logger)
     }

@@ -58,27 +58,23 @@ public struct AccountStore: Sendable {
 
     /// Makes the generation file when there is none (the daemon, at start).
     public func ensureGeneration() throws {
-        if generation() == nil { try bumpGeneration() }
+        guard generation() == nil else { return }
+        do { try bumpGeneration() } catch { throw StoreError("cannot write \(generationPath)", cause: error) }
     }
 
     /// A new file each time (a new inode), so even two changes in one clock tick differ.
-    /// Throws when the file could not be replaced: a running daemon may then still trust
-    /// its cached keys (until it checks them again, see `Gatekeeper`).
-    func bumpGeneration() throws {
-        do {
-            try Sys.atomicWrite(generationPath, Array("\(Date().timeIntervalSince1970)\n".utf8), mode: 0o600)
-        } catch {
-            throw StoreError("cannot tell a running petreld that its keys changed (\(error))", cause: error)
-        }
+    func bumpGeneration() throws(SystemError) {
+        try Sys.atomicWrite(generationPath, Array("\(Date().timeIntervalSince1970)\n".utf8), mode: 0o600)
     }
 
     /// After a change to keys or accounts is committed: tells running daemons, or says
-    /// plainly that the change is stored but not yet seen by them.
+    /// plainly that the change is stored but not yet seen by them (they stop trusting
+    /// their cached keys within `revalidateSeconds` anyway, see `Gatekeeper`).
     func announce(_ change: String) throws {
-        do { try bumpGeneration() } catch let e as StoreError {
+        do { try bumpGeneration() } catch {
             throw StoreError(
-                "\(change) in the store, but \(e.message); a running petreld stops trusting its cached keys within "
-                    + "\(AccountStore.revalidateSeconds) s", cause: e.cause)
+                "\(change) in the store, but cannot tell a running petreld that its keys changed; it stops trusting its "
+                    + "cached keys within \(AccountStore.revalidateSeconds) s", cause: error)
         }
     }
 

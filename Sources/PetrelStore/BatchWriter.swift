@@ -87,8 +87,5 @@ public final class BatchWriter<Item: Sendable>: Sendable {
         }
     }
 
-    /// How many of `what` could not be stored since the start.
-    public var lostCount: Int { failures.lostTotal }
-
     public func finish() { ring.finish() }
 }

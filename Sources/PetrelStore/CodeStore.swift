@@ -44,7 +44,7 @@ public final class CodeStore: Sendable {
             throw StoreError(code: .tooLarge, "Zipped code must be smaller than \(CodeArchive.maxZippedBytes) bytes")
         }
         let digest = SHA256.hash(data: zip)
-        let hex = digest.map { String(format: "%02x", $0) }.joined()
+        let hex = FastIDs.hex(bytes: digest)
         let b64 = Data(digest).base64EncodedString()
         let dir = try unpacked(hex: hex, zip: zip)
         let path = blobPath(hex)
@@ -69,7 +69,7 @@ public final class CodeStore: Sendable {
         do { zip = try keys.unseal(sealed, context: hex) } catch {
             throw StoreError("The stored code \(hex) does not decrypt under the platform key; it was altered or the key changed.")
         }
-        let actual = SHA256.hash(data: zip).map { String(format: "%02x", $0) }.joined()
+        let actual = FastIDs.hex(bytes: SHA256.hash(data: zip))
         guard actual == hex else {
             throw StoreError("The stored code \(hex) does not match its SHA-256 (\(actual)).")
         }

@@ -66,6 +66,4 @@ public final class FailureLog: Sendable {
         }
     }
 
-    /// Items lost since the start.
-    public var lostTotal: Int { state.withLock { $0.total } }
 }

@@ -124,7 +124,10 @@ public enum LogChunk {
 
     static func deflate(_ input: [UInt8]) -> [UInt8]? {
         var s = z_stream()
-        guard deflateInit2_(&s, 1, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
+        // A 4 KiB window (the dictionary and a chunk fit; raw inflate reads it with its 32 KiB one)
+        // and the smallest hash: by zlib's own formula its state is then about 18 KB rather than
+        // 256 KB, made and cleared for every chunk (one per invocation).
+        guard deflateInit2_(&s, 1, Z_DEFLATED, -12, 2, Z_DEFAULT_STRATEGY, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
             return nil
         }
         defer { deflateEnd(&s) }

@@ -41,7 +41,6 @@ public final class LogJournal: Sendable {
         /// Closed segments and the last sequence number each holds.
         var closed: [(path: String, last: UInt64)] = []
         var syncedThrough: UInt64 = 0
-        var failures = 0
     }
     private let state: Mutex<State>
 
@@ -110,32 +109,33 @@ public final class LogJournal: Sendable {
         return Entry(seq: seq, group: group, stream: stream, lines: lines)
     }
 
+    /// One record: magic, body length, the body's CRC-32, the body. Built in one buffer (this
+    /// runs for every invocation), the header filled in once the body is there.
     static func record(seq: UInt64, group: String, stream: String, lines: [LogChunk.Line]) -> [UInt8] {
-        var body: [UInt8] = []
-        body.reserveCapacity(group.utf8.count + stream.utf8.count + lines.reduce(16) { $0 + $1.message.utf8.count + 4 })
+        var out: [UInt8] = []
+        out.reserveCapacity(group.utf8.count + stream.utf8.count + lines.reduce(28) { $0 + $1.message.utf8.count + 4 })
+        out.append(contentsOf: repeatElement(0, count: 12))
         func string(_ s: String) {
-            LogChunk.appendVarint(&body, UInt64(s.utf8.count))
-            body.append(contentsOf: s.utf8)
+            LogChunk.appendVarint(&out, UInt64(s.utf8.count))
+            out.append(contentsOf: s.utf8)
         }
-        LogChunk.appendVarint(&body, seq)
+        LogChunk.appendVarint(&out, seq)
         string(group)
         string(stream)
         let base = lines.first?.timestamp ?? 0
-        LogChunk.appendVarint(&body, LogChunk.zigzag(base))
-        LogChunk.appendVarint(&body, UInt64(lines.count))
+        LogChunk.appendVarint(&out, LogChunk.zigzag(base))
+        LogChunk.appendVarint(&out, UInt64(lines.count))
         var previous = base
         for l in lines {
-            LogChunk.appendVarint(&body, LogChunk.zigzag(l.timestamp &- previous))
+            LogChunk.appendVarint(&out, LogChunk.zigzag(l.timestamp &- previous))
             previous = l.timestamp
             string(l.message)
         }
-        var out: [UInt8] = []
-        out.reserveCapacity(body.count + 12)
-        func put(_ v: UInt32) { for k in 0..<4 { out.append(UInt8(truncatingIfNeeded: v >> (8 * UInt32(k)))) } }
-        put(magic)
-        put(UInt32(body.count))
-        put(body.withUnsafeBytes { LogChunk.crc32($0) })
-        return out + body
+        let crc = out.withUnsafeBytes { LogChunk.crc32(UnsafeRawBufferPointer(rebasing: $0[12...])) }
+        for (i, v) in [magic, UInt32(out.count - 12), crc].enumerated() {
+            for k in 0..<4 { out[i * 4 + k] = UInt8(truncatingIfNeeded: v >> (8 * UInt32(k))) }
+        }
+        return out
     }
 
     /// Journals a batch and, under the same lock (so that the store sees batches in the
@@ -149,14 +149,10 @@ public final class LogJournal: Sendable {
                 s.nextSeq += 1
                 handOn(seq)
             } else {
-                s.failures += 1
                 handOn(nil)
             }
         }
     }
-
-    /// Batches that could not be journaled so far.
-    public var failures: Int { state.withLock { $0.failures } }
 
     private func write(_ bytes: [UInt8], seq: UInt64, _ s: inout State) -> Bool {
         if s.fd >= 0, s.map != nil, s.size + bytes.count > s.capacity { retire(&s) }
@@ -219,11 +215,12 @@ public final class LogJournal: Sendable {
     public func sync(through seq: UInt64) throws {
         let (fd, path, closed, target) = state.withLock { s -> (Int32, String, [String], UInt64) in
             guard seq > s.syncedThrough else { return (-1, "", [], 0) }
-            return (s.fd >= 0 ? dup(s.fd) : -1, s.path, s.closed.map(\.path), s.nextSeq - 1)
+            // Closed segments holding nothing newer than the last sync were synced by it.
+            let unsynced = s.closed.filter { $0.last > s.syncedThrough }.map(\.path)
+            return (s.fd >= 0 ? dup(s.fd) : -1, s.path, unsynced, s.nextSeq - 1)
         }
         guard target > 0 else { return }
-        // A segment closed since the last sync may still hold unsynced batches. (fdatasync
-        // writes a file's dirty pages however they were dirtied, through the mapping too.)
+        // fdatasync writes a file's dirty pages however they were dirtied, through the mapping too.
         for path in closed {
             if let f = try? Sys.open(path, O_RDONLY) {
                 defer { Sys.close(f) }
@@ -235,5 +232,32 @@ public final class LogJournal: Sendable {
             try Sys.call("fdatasync", path) { fdatasync(fd) }
         }
         state.withLock { $0.syncedThrough = max($0.syncedThrough, target) }
+    }
+
+    /// Opens the journal in `directory` for this process: first, what an earlier process
+    /// journaled beyond what `store` holds is stored (a `kill -9` leaves the last batches
+    /// there) and its segments removed. `lost`: lines found but not stored (the store
+    /// refused them: a full disk); `error` says why.
+    public static func open(directory: String, store: LogStore) throws -> (
+        journal: LogJournal, replayed: Int, lost: Int, error: (any Error)?
+    ) {
+        let found = recover(directory: directory, after: try store.journalApplied())
+        let lines = found.entries.reduce(0) { $0 + $1.lines.count }
+        var stored = 0
+        var failure: (any Error)?
+        do {
+            var from = 0
+            while from < found.entries.count {
+                let part = found.entries[from..<min(found.entries.count, from + 1_000)]
+                try store.append(part.map { (group: $0.group, stream: $0.stream, lines: $0.lines) }, journaled: part.last!.seq)
+                stored += part.reduce(0) { $0 + $1.lines.count }
+                from += part.count
+            }
+        } catch {
+            failure = error
+        }
+        for path in found.segments { try? Sys.unlink(path) }
+        let journal = try LogJournal(directory: directory, nextSeq: found.last + 1)
+        return (journal, stored, lines - stored, failure)
     }
 }

@@ -110,7 +110,7 @@ public struct LogStore: Sendable {
             }
             for b in batches where !b.lines.isEmpty {
                 let key = StreamKey(group: b.group, stream: b.stream)
-                let last = b.lines.map(\.timestamp).max()!
+                let last = b.lines.reduce(Int64.min) { max($0, $1.timestamp) }
                 if let known = seen[key] {
                     seen[key]!.last = max(known.last, last)
                 } else {
@@ -291,12 +291,14 @@ public struct LogStore: Sendable {
     /// group that holds the most go, down to `target` bytes (at most `batch` chunks per
     /// transaction, and never more of the top group than takes it below the next one). One
     /// noisy function's group shrinks to the size of the others before theirs lose anything.
-    /// Streams left without events go too. Returns the events and bytes that went.
+    /// Streams left without events go too. Returns the events and bytes that went, and the
+    /// bytes the store holds then.
     @discardableResult
-    public func evict(budget: Int64, target: Int64, batch: Int = 500) throws -> (events: Int, bytes: Int64) {
+    public func evict(budget: Int64, target: Int64, batch: Int = 500) throws -> (events: Int, bytes: Int64, left: Int64) {
         var events = 0
         var bytes: Int64 = 0
-        guard try storedBytes() > budget else { return (0, 0) }
+        let stored = try storedBytes()
+        guard stored > budget else { return (0, 0, stored) }
         while true {
             let round = try db.pool.write { db -> (events: Int, bytes: Int64)? in
                 let usage = try Row.fetchAll(
@@ -329,7 +331,8 @@ public struct LogStore: Sendable {
                 )
                 return chunks == 0 ? nil : (gone, freed)
             }
-            guard let round else { return (events, bytes) }
+            // Measured again: the log writer went on storing meanwhile.
+            guard let round else { return (events, bytes, events == 0 ? stored : try storedBytes()) }
             events += round.events
             bytes += round.bytes
         }
@@ -390,7 +393,7 @@ public struct LogStore: Sendable {
                         guard id > after else { continue }
                         if let start, l.timestamp < start { continue }
                         if let end, l.timestamp >= end { continue }
-                        if let pattern, !Self.contains(l.message, pattern) { continue }
+                        if let pattern, l.message.utf8.firstRange(of: pattern) == nil { continue }
                         out.append(
                             Event(
                                 id: id, stream: names[c["stream"]] ?? "", timestamp: l.timestamp, ingested: c["ingested"],
@@ -405,17 +408,4 @@ public struct LogStore: Sendable {
         }
     }
 
-    /// Whether `message` holds `needle` as bytes (what SQLite's instr did).
-    static func contains(_ message: String, _ needle: [UInt8]) -> Bool {
-        var m = message
-        return m.withUTF8 { hay in
-            guard needle.count <= hay.count else { return false }
-            var i = 0
-            while i + needle.count <= hay.count {
-                if hay[i] == needle[0] && (1..<needle.count).allSatisfy({ hay[i + $0] == needle[$0] }) { return true }
-                i += 1
-            }
-            return false
-        }
-    }
 }

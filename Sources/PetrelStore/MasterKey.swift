@@ -13,7 +13,7 @@ public struct MasterKey: Sendable {
 
     /// Names the key without revealing it: what wrapped data keys record.
     public var id: String {
-        String(SHA256.hash(data: Array("petrel-master-key-id".utf8) + bytes).map { String(format: "%02x", $0) }.joined().prefix(16))
+        String(FastIDs.hex(bytes: SHA256.hash(data: Array("petrel-master-key-id".utf8) + bytes)).prefix(16))
     }
 
     /// Reads an existing key file; nil when there is none.

@@ -28,10 +28,6 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
 extension ErrorCode where Owner == StoreError {
     /// Something failed that the caller did not cause (I/O, a corrupt row, a lost key).
     public static let failed = Self("failed")
-    /// What was asked for is not there.
-    public static let notFound = Self("notFound")
-    /// It exists already, or is in a state that does not allow the change.
-    public static let conflict = Self("conflict")
     /// The input is not acceptable (a bad name, a bad archive).
     public static let invalid = Self("invalid")
     /// More than a limit allows (code size, storage quota).

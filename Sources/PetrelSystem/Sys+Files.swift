@@ -4,13 +4,13 @@ extension Sys {
     /// Replaces `path` with `bytes` atomically: written to a new file beside it
     /// (a new inode), flushed, then renamed over it. Readers see the old file or the
     /// new one, never a part; any failure throws and leaves `path` as it was.
-    public static func atomicWrite(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o600, durable: Bool = true) throws(SystemError) {
+    public static func atomicWrite(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o600) throws(SystemError) {
         let tmp = path + ".\(getpid()).\(UInt32.random(in: 0...UInt32.max)).tmp"
         let fd = try open(tmp, O_WRONLY | O_CREAT | O_EXCL, mode)
         do throws(SystemError) {
             let written = bytes.withUnsafeBytes { b in Result { () throws(SystemError) in try writeAll(fd, b, path: tmp) } }
             try written.get()
-            if durable { try fsync(fd, path: tmp) }
+            try fsync(fd, path: tmp)
             close(fd)
             try rename(tmp, path)
         } catch {
@@ -18,13 +18,11 @@ extension Sys {
             _ = Glibc.unlink(tmp)
             throw error
         }
-        if durable, let parent = parentDirectory(path) {
-            // The rename itself reaches the disk with its directory.
-            try fsyncDirectory(parent)
-        }
+        // The rename itself reaches the disk with its directory.
+        try fsyncDirectory(parentDirectory(path))
     }
 
-    static func parentDirectory(_ path: String) -> String? {
+    static func parentDirectory(_ path: String) -> String {
         guard let slash = path.lastIndex(of: "/") else { return "." }
         let p = String(path[..<slash])
         return p.isEmpty ? "/" : p

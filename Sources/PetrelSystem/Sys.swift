@@ -74,7 +74,8 @@ public enum Sys {
         return try readAll(fd, path: path ?? name, limit: limit)
     }
 
-    static func readAll(_ fd: Int32, path: String, limit: Int) throws(SystemError) -> String {
+    /// Reads `fd` to its end (at most `limit` bytes) as text.
+    public static func readAll(_ fd: Int32, path: String, limit: Int = 1 << 20) throws(SystemError) -> String {
         var out: [UInt8] = []
         var buf = [UInt8](repeating: 0, count: 8192)
         while out.count < limit {

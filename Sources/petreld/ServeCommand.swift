@@ -91,34 +91,6 @@ struct ServeCommand: AsyncParsableCommand {
         }
     }
 
-    /// Puts what an earlier process journaled but did not store into the log store (a
-    /// `kill -9` leaves the last batches there), then opens the journal afresh.
-    static func openJournal(directory: String, logs: LogStore, logger: Logger) throws -> LogJournal {
-        let applied = try logs.journalApplied()
-        let (entries, last, segments) = LogJournal.recover(directory: directory, after: applied)
-        if !entries.isEmpty {
-            let lines = entries.reduce(0) { $0 + $1.lines.count }
-            do {
-                var from = 0
-                while from < entries.count {
-                    let part = entries[from..<min(entries.count, from + 1_000)]
-                    try logs.append(part.map { (group: $0.group, stream: $0.stream, lines: $0.lines) }, journaled: part.last!.seq)
-                    from += part.count
-                }
-                logger.notice(
-                    "stored the function output a stopped daemon had journaled but not stored",
-                    metadata: ["batches": "\(entries.count)", "lines": "\(lines)"])
-            } catch {
-                Counter(label: "petrel_log_lines_dropped_total").increment(by: Int64(lines))
-                logger.error(
-                    "cannot store the function output left in the log journal; it is lost",
-                    metadata: ["lines": "\(lines)", "error": "\(error)"])
-            }
-        }
-        for path in segments { try? Sys.unlink(path) }
-        return try LogJournal(directory: directory, nextSeq: last + 1)
-    }
-
     static func serve(_ c: DaemonConfiguration, logger: Logger, metrics: PrometheusCollectorRegistry) async throws {
         let fm = FileManager.default
         try fm.createDirectory(atPath: c.dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
@@ -150,9 +122,9 @@ struct ServeCommand: AsyncParsableCommand {
             keepAlive: .seconds(c.keepAliveSeconds), initTimeout: .seconds(c.initTimeoutSeconds),
             concurrencyLimit: c.concurrencyLimit,
             memoryBudgetMB: c.memoryBudgetMB ?? RuntimeConfiguration.defaultMemoryBudgetMB())
-        let journal = try Self.openJournal(directory: c.dataDirectory + "/log-journal", logs: LogStore(db), logger: logger)
-        let runtime = RuntimeService(
-            engine: engine, code: code, logs: LogStore(db), journal: journal, configuration: runtimeConfig,
+        let runtime = try RuntimeService(
+            engine: engine, code: code, logs: LogStore(db), journalDirectory: c.dataDirectory + "/log-journal",
+            configuration: runtimeConfig,
             group: group, logger: logger)
         let eventStore = EventStore(db, keys: store.keys)
         let catalog = FunctionCatalog(

@@ -141,6 +141,8 @@ class StorageTest(unittest.TestCase):
         self.wait("the quiet lines are stored", lambda: self.markers(d, "quiet") == set(range(10)))
         # About 16 KB of stored text per invocation: 1,500 of them are three times the budget.
         self.invoke_many(d, "noisy", list(range(1500)))
+        # (The gauge is published twice a second: wait for an eviction, then for the store within its budget.)
+        self.wait("an eviction", lambda: (metric(d, "petrel_log_events_evicted_total") or 0) > 0)
         self.wait("the store back within its budget", lambda: (metric(d, "petrel_log_stored_bytes") or budget + 1) <= budget)
         self.assertGreater(metric(d, "petrel_log_events_evicted_total") or 0, 0)
         # The noisy group lost its oldest lines; the quiet one lost nothing.

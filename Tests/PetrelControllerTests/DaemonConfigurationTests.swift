@@ -35,6 +35,22 @@ struct DaemonConfigurationTests {
         #expect(throws: DaemonConfiguration.Invalid.self) { try DaemonConfiguration.load(file: nil, environment: [variable: "-1"]) }
     }
 
+    @Test("the log store's budget: megabytes, 0 for a tenth of the data directory's disk, out of range refused")
+    func logBudget() throws {
+        let dir = NSTemporaryDirectory()
+        var c = try DaemonConfiguration.load(file: nil, environment: ["PETREL_LOG_STORAGE_MB": "64", "PETREL_DATA_DIR": dir])
+        #expect(c.logStorageBytes() == 64 << 20)
+        c = try DaemonConfiguration.load(file: nil, environment: ["PETREL_LOG_STORAGE_MB": "0", "PETREL_DATA_DIR": dir])
+        var fs = statvfs()
+        #expect(statvfs(dir, &fs) == 0)
+        #expect(c.logStorageBytes() == Int64(fs.f_blocks) * Int64(fs.f_frsize) / 10)
+        for bad in ["-1", "many", "16777217"] {
+            #expect(throws: DaemonConfiguration.Invalid.self, "\(bad)") {
+                try DaemonConfiguration.load(file: nil, environment: ["PETREL_LOG_STORAGE_MB": bad])
+            }
+        }
+    }
+
     @Test("the environment overrides the file; bad values are refused with the key's name")
     func precedence() throws {
         let path = NSTemporaryDirectory() + "petreld-\(UUID().uuidString).toml"

@@ -92,7 +92,8 @@ struct LogJournalTests {
         #expect(total == sizes.reduce(0, +) && total > 0)
         #expect(try store.evict(budget: total, target: total / 2).events == 0, "within budget: nothing goes")
 
-        let (events, bytes) = try store.evict(budget: total / 2, target: total / 2, batch: 7)
+        let (events, bytes, left) = try store.evict(budget: total / 2, target: total / 2, batch: 7)
+        #expect(left == total - bytes)
         #expect(events > 0 && bytes > 0)
         #expect(try store.storedBytes() <= total / 2)
         func messages(_ name: String) throws -> [String] {

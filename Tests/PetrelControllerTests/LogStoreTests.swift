@@ -37,9 +37,19 @@ struct LogStoreTests {
                 afterID: nil, limit: 100
             ).map(\.message)
         }
+        func ids(_ name: String) throws -> [String: Int64] {
+            Dictionary(
+                uniqueKeysWithValues: try store.events(
+                    account: Self.account, group: "/aws/lambda/" + name, streams: nil, start: nil, end: nil, contains: nil,
+                    afterID: nil, limit: 100
+                ).map { ($0.message, $0.id) })
+        }
+        let before = try ids("default")
         // Batches of 3: every old event still goes.
         #expect(try store.expire(nowMs: now, defaultDays: 30, limit: 3) == 8 + 9)
         #expect(try left("default") == ["2 days", "now"])
+        // The "mixed" batch straddled the cutoff: the lines it keeps keep their ids (paging tokens hold).
+        #expect(try ids("default") == before.filter { ["2 days", "now"].contains($0.key) })
         #expect(try left("own") == ["now"])
         #expect(try left("forever").count == 10)
         // The stream whose events all went is gone; the others stay.

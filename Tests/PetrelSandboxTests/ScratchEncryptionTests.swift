@@ -55,6 +55,7 @@ struct ScratchEncryptionTests {
         do {
             defer { engine.shutdown() }
             for round in 0..<2 {
+                // Written as the file's contents and as its name.
                 let marker = "PETREL-MARKER-\(round)-\(UInt64.random(in: 0...UInt64.max))"
                 markers.append(marker)
                 let run = try Fixtures.start(["scratch", marker], timeout: .seconds(120), engine: engine)

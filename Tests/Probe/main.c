@@ -221,7 +221,10 @@ int main(int argc, char **argv) {
         for (struct dirent *e; d && (e = readdir(d));) if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) printf(" %s", e->d_name);
         printf("\n");
         if (d) closedir(d);
-        int fd = open("/tmp/marker", O_CREAT | O_WRONLY | O_TRUNC, 0644);
+        // The file's name holds the marker too: names are encrypted as well as contents.
+        char name[512];
+        snprintf(name, sizeof name, "/tmp/%s", a2);
+        int fd = open(name, O_CREAT | O_WRONLY | O_TRUNC, 0644);
         if (fd < 0) return result("scratch_open", -1);
         static char block[1 << 20];
         size_t n = strlen(a2);
