@@ -27,9 +27,17 @@ public struct CodeLinks: Sendable {
     }
 
     func path(for f: FunctionRecord, now: Date = Date()) -> String {
+        path(account: f.account, name: f.name, hex: f.codeDigestHex, now: now)
+    }
+
+    /// A layer version's content (GetLayerVersion's `Content.Location`).
+    func path(for l: LayerVersionRecord, now: Date = Date()) -> String {
+        path(account: l.account, name: "layer.\(l.name).\(l.version)", hex: l.codeDigestHex, now: now)
+    }
+
+    func path(account: String, name: String, hex: String, now: Date) -> String {
         let expires = String(Int(now.timeIntervalSince1970 + Self.validity))
-        let hex = f.codeDigestHex
-        return "/petrel/code/\(f.account)/\(f.name)?sha=\(hex)&expires=\(expires)&signature=\(mac(f.account, f.name, hex, expires))"
+        return "/petrel/code/\(account)/\(name)?sha=\(hex)&expires=\(expires)&signature=\(mac(account, name, hex, expires))"
     }
 
     /// The code digest a link names, when its signature holds and it has not expired.

@@ -83,21 +83,24 @@ extension FunctionCatalog {
         var FunctionUrlAuthType: String?
     }
 
-    static func checkQualifier(_ q: String?, _ f: FunctionRecord, region: String) throws {
-        if let q, q != "$LATEST" {
-            throw LambdaError(
-                .resourceNotFound,
-                "Function not found: \(FunctionARN(region: region, account: f.account, name: f.name, qualifier: q)) (Petrel has no published versions or aliases yet; policies apply to the function)"
-            )
+    /// The function whose policy a permission call changes or reads, and the qualifier
+    /// (nil: the unqualified function and `$LATEST`) whose statements it means; the
+    /// version or alias must exist.
+    func policyTarget(_ raw: String, _ parameter: String?, caller: Caller) throws -> (FunctionRecord, String?) {
+        let ref = try FunctionReference(parsing: raw)
+        let q = try qualifier(ref, parameter).flatMap { $0 == FunctionRecord.latest ? nil : $0 }
+        let f = try resolve(FunctionReference(parsing: ref.name), caller: caller)
+        if let q, try functions.resolve(account: f.account, f.name, qualifier: q) == nil {
+            throw notFound(f.account, f.name, qualifier: q)
         }
+        return (f, q)
     }
 
     /// Adds a statement; answers it with the function it now guards.
     func addPermission(_ raw: String, qualifier: String?, _ input: PermissionInput, caller: Caller) throws -> (
         FunctionRecord, PolicyStatement
     ) {
-        let f = try resolve(raw, caller: caller)
-        try Self.checkQualifier(qualifier, f, region: region)
+        let (f, q) = try policyTarget(raw, qualifier, caller: caller)
         guard let sid = input.StatementId else { throw LambdaError(.invalidParameterValue, "StatementId is required.") }
         guard (1...100).contains(sid.count), sid.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }) else {
             throw LambdaError.constraint(sid, at: "statementId", "Member must satisfy regular expression pattern: ([a-zA-Z0-9-_.]+)")
@@ -125,14 +128,15 @@ extension FunctionCatalog {
             throw LambdaError.constraint(a, at: "sourceAccount", "Member must satisfy regular expression pattern: \\d{12}")
         }
         let statement = PolicyStatement(
-            sid: sid, action: action, principal: principal, sourceArn: input.SourceArn, sourceAccount: input.SourceAccount)
+            sid: sid, action: action, principal: principal, sourceArn: input.SourceArn, sourceAccount: input.SourceAccount,
+            qualifier: q)
         guard
             let updated = try functions.update(
                 account: f.account, f.name,
                 { r in
                     try checkRevision(input.RevisionId, r)
                     var list = r.policy ?? []
-                    guard !list.contains(where: { $0.sid == sid }) else {
+                    guard !list.contains(where: { $0.sid == sid && $0.guards(q) }) else {
                         throw LambdaError(
                             .resourceConflict,
                             "The statement id (\(sid)) provided already exists. Please provide a new statement id, or remove the existing statement."
@@ -147,15 +151,14 @@ extension FunctionCatalog {
     }
 
     func removePermission(_ raw: String, sid: String, qualifier: String?, revision: String?, caller: Caller) throws {
-        let f = try resolve(raw, caller: caller)
-        try Self.checkQualifier(qualifier, f, region: region)
+        let (f, q) = try policyTarget(raw, qualifier, caller: caller)
         guard
             try functions.update(
                 account: f.account, f.name,
                 { r in
                     try checkRevision(revision, r)
                     var list = r.policy ?? []
-                    guard let i = list.firstIndex(where: { $0.sid == sid }) else {
+                    guard let i = list.firstIndex(where: { $0.sid == sid && $0.guards(q) }) else {
                         throw LambdaError(.resourceNotFound, "Statement \(sid) is not found in resource policy.")
                     }
                     list.remove(at: i)
@@ -166,9 +169,8 @@ extension FunctionCatalog {
     }
 
     func policy(_ raw: String, qualifier: String?, caller: Caller) throws -> (FunctionRecord, [PolicyStatement]) {
-        let f = try resolve(raw, caller: caller)
-        try Self.checkQualifier(qualifier, f, region: region)
-        guard let list = f.policy, !list.isEmpty else {
+        let (f, q) = try policyTarget(raw, qualifier, caller: caller)
+        guard let list = f.policy?.filter({ $0.guards(q) }), !list.isEmpty else {
             throw LambdaError(.resourceNotFound, "The resource you requested does not exist.")
         }
         return (f, list)

@@ -5,11 +5,12 @@ import PetrelRuntime
 import PetrelStore
 import Synchronization
 
-/// The functions and their code: every change validates first, stores the code,
-/// then the record, and tells the runtime to retire instances of the old revision.
-/// Nothing is stored when a change is refused.
+/// The functions, their versions, aliases and layers, and their code: every change
+/// validates first, stores the code, then the record, and tells the runtime to
+/// retire instances of the old revision. Nothing is stored when a change is refused.
 public final class FunctionCatalog: Sendable {
     public let functions: FunctionStore
+    public let layers: LayerStore
     public let code: CodeStore
     /// The asynchronous queue and event-invoke configurations (a deleted function's go with it).
     let events: EventStore
@@ -18,13 +19,14 @@ public final class FunctionCatalog: Sendable {
     let region: String
     let logger: Logger
     /// Serializes changes of the code blobs' reference counts.
-    private let codeLock = Mutex(())
+    let codeLock = Mutex(())
 
     public init(
-        functions: FunctionStore, code: CodeStore, events: EventStore, dispatcher: Dispatcher, keys: KeyRing, region: String,
-        logger: Logger
+        functions: FunctionStore, layers: LayerStore, code: CodeStore, events: EventStore, dispatcher: Dispatcher, keys: KeyRing,
+        region: String, logger: Logger
     ) {
         self.functions = functions
+        self.layers = layers
         self.code = code
         self.events = events
         self.dispatcher = dispatcher
@@ -45,29 +47,66 @@ public final class FunctionCatalog: Sendable {
         )
     }
 
-    /// Resolves a FunctionName parameter to a stored function (`$LATEST` only, for now).
+    /// Resolves a FunctionName parameter (with a qualifier in it or beside it) to the record
+    /// it names: `$LATEST`, a published version, or the version an alias routes this call to.
     /// A function of another account is reached only through an `action` its policy grants
-    /// the caller; whether it exists is not told otherwise.
+    /// the caller for that qualifier; whether it exists is not told otherwise.
     func resolve(_ raw: String, qualifier: String? = nil, caller: Caller, action: String? = nil) throws -> FunctionRecord {
-        try resolve(FunctionReference(parsing: raw), qualifier: qualifier, caller: caller, action: action)
+        try target(FunctionReference(parsing: raw), qualifier: qualifier, caller: caller, action: action).record
     }
 
     func resolve(_ ref: FunctionReference, qualifier: String? = nil, caller: Caller, action: String? = nil) throws -> FunctionRecord {
+        try target(ref, qualifier: qualifier, caller: caller, action: action).record
+    }
+
+    /// The one qualifier a request names: in the name, as a parameter, or both when they agree.
+    func qualifier(_ ref: FunctionReference, _ parameter: String?) throws -> String? {
+        let p = parameter.flatMap { $0.isEmpty ? nil : $0 }
+        if let p, let q = ref.qualifier, p != q {
+            throw LambdaError(
+                .invalidParameterValue, "The derived qualifier from the function name does not match the specified qualifier.")
+        }
+        if let q = p ?? ref.qualifier {
+            guard
+                q == FunctionRecord.latest
+                    || (1...128).contains(q.utf8.count)
+                        && q.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") })
+            else {
+                throw LambdaError.constraint(q, at: "qualifier", "Member must satisfy regular expression pattern: (|[a-zA-Z0-9$_-]+)")
+            }
+            return q
+        }
+        return nil
+    }
+
+    func target(_ ref: FunctionReference, qualifier parameter: String? = nil, caller: Caller, action: String? = nil) throws
+        -> FunctionStore.Target
+    {
         let owner = ref.account ?? caller.account
-        if let r = ref.region, r != region { throw notFound(owner, ref.name) }
+        let q = try qualifier(ref, parameter)
+        if let r = ref.region, r != region { throw notFound(owner, ref.name, qualifier: q) }
         if owner != caller.account {
-            let arn = FunctionARN(region: region, account: owner, name: ref.name, qualifier: qualifier ?? ref.qualifier)
+            let arn = FunctionARN(region: region, account: owner, name: ref.name, qualifier: q)
             guard let action, let f = try functions.get(account: owner, ref.name),
-                (f.policy ?? []).contains(where: { $0.allows(account: caller.account, action: action) })
+                (f.policy ?? []).contains(where: { $0.guards(q) && $0.allows(account: caller.account, action: action) })
             else {
                 throw accessDenied(caller, action ?? "lambda:*", arn)
             }
-            if let q = qualifier ?? ref.qualifier, q != "$LATEST" { throw notFound(owner, ref.name, qualifier: q) }
-            return f
         }
-        if let q = qualifier ?? ref.qualifier, q != "$LATEST" { throw notFound(owner, ref.name, qualifier: q) }
-        guard let f = try functions.get(account: owner, ref.name) else { throw notFound(owner, ref.name) }
-        return f
+        guard let t = try functions.resolve(account: owner, ref.name, qualifier: q) else { throw notFound(owner, ref.name, qualifier: q) }
+        return t
+    }
+
+    /// `$LATEST` of a function, for the calls that change it: a published version is immutable.
+    func latest(_ raw: String, caller: Caller, operation: String) throws -> FunctionRecord {
+        let ref = try FunctionReference(parsing: raw)
+        if let q = ref.qualifier, q != FunctionRecord.latest {
+            throw LambdaError(
+                .invalidParameterValue,
+                "\(operation) changes $LATEST only; \(q) is a published version or an alias, which cannot be changed. Publish a new version instead."
+            )
+        }
+        return try resolve(ref, caller: caller)
     }
 
     /// A `KMSKeyArn` the caller's account may use: one of its own account keys.
@@ -98,10 +137,6 @@ public final class FunctionCatalog: Sendable {
             throw LambdaError(.invalidParameterValue, "Petrel runs .zip file archive functions only; PackageType \(pt) is not supported.")
         }
         try Self.checkArchitectures(input.Architectures)
-        if let layers = input.Layers, !layers.isEmpty {
-            throw LambdaError(
-                .invalidParameterValue, "Layers are not supported by Petrel yet; put the layer's files in the function's ZIP.")
-        }
         guard let role = input.Role else { throw LambdaError(.invalidParameterValue, "Role is required.") }
         guard let runtimeName = input.Runtime, input.Handler != nil || FunctionRuntime(rawValue: runtimeName)?.isCustom == true else {
             throw LambdaError(
@@ -113,16 +148,23 @@ public final class FunctionCatalog: Sendable {
             ephemeralStorageMB: input.EphemeralStorage?.Size, environment: input.Environment?.Variables)
         // Checked and built once, from the settings; its code is filled in once stored.
         var record = try settings.newRecord(account: caller.account, name: ref.name, codeSha256: "", codeSize: 0)
+        let layers = try layerReferences(input.Layers ?? [], caller: caller, keeping: [])
+        record.layers = layers.isEmpty ? nil : layers
         let tags = try Self.checkTags(input.Tags ?? [:], adding: [:])
         try checkKMSKey(input.KMSKeyArn, caller: caller)
         let zip = try Self.zipFile(input.Code?.ZipFile, s3: input.Code?.S3Bucket ?? input.Code?.ImageUri)
         if try functions.get(account: caller.account, ref.name) != nil {
             throw LambdaError(.resourceConflict, "Function already exist: \(ref.name)")
         }
-        return try codeLock.withLock { _ in
+        let created = try codeLock.withLock { _ in
             let stored = try code.put(zip: zip)
+            do { try Self.checkUnzipped(stored.unzippedSize, layers) } catch {
+                try dropCodeIfUnused(stored.hex)
+                throw error
+            }
             record.codeSha256 = stored.sha256Base64
             record.codeSize = stored.size
+            record.codeUnzippedSize = stored.unzippedSize
             record.tags = tags.isEmpty ? nil : tags
             record.kmsKeyArn = input.KMSKeyArn.flatMap { $0.isEmpty ? nil : $0 }
             guard try functions.insert(record) else {
@@ -134,10 +176,12 @@ public final class FunctionCatalog: Sendable {
                 metadata: ["function.name": "\(record.name)", "account": "\(record.account)", "code.sha256": "\(stored.hex)"])
             return record
         }
+        if input.Publish == true { return try publish(created.name, PublishVersionInput(), caller: caller) }
+        return created
     }
 
     func updateCode(_ raw: String, _ input: UpdateFunctionCodeInput, caller: Caller) async throws -> FunctionRecord {
-        let current = try resolve(raw, caller: caller)
+        let current = try latest(raw, caller: caller, operation: "UpdateFunctionCode")
         try Self.checkArchitectures(input.Architectures)
         let zip = try Self.zipFile(input.ZipFile, s3: input.S3Bucket ?? input.ImageUri)
         try checkRevision(input.RevisionId, current)
@@ -155,8 +199,10 @@ public final class FunctionCatalog: Sendable {
                     account: current.account, current.name,
                     { f in
                         try checkRevision(input.RevisionId, f)
+                        try Self.checkUnzipped(stored.unzippedSize, f.layers ?? [])
                         f.codeSha256 = stored.sha256Base64
                         f.codeSize = stored.size
+                        f.codeUnzippedSize = stored.unzippedSize
                         f.lastModified = Date()
                         f.revisionId = UUID().uuidString.lowercased()
                     })
@@ -167,17 +213,15 @@ public final class FunctionCatalog: Sendable {
             if oldHex != stored.hex { try dropCodeIfUnused(oldHex) }
             return f
         }
-        await dispatcher.retire(updated.key, newRevision: updated.revisionId, record: updated)
+        await dispatcher.retire(updated.instanceKey, record: updated)
         logger.info("function code updated", metadata: ["function.name": "\(updated.name)"])
+        if input.Publish == true { return try publish(updated.name, PublishVersionInput(), caller: caller) }
         return updated
     }
 
     func updateConfiguration(_ raw: String, _ input: UpdateFunctionConfigurationInput, caller: Caller) async throws -> FunctionRecord {
-        let current = try resolve(raw, caller: caller)
-        if let layers = input.Layers, !layers.isEmpty {
-            throw LambdaError(
-                .invalidParameterValue, "Layers are not supported by Petrel yet; put the layer's files in the function's ZIP.")
-        }
+        let current = try latest(raw, caller: caller, operation: "UpdateFunctionConfiguration")
+        let layers = try input.Layers.map { try layerReferences($0, caller: caller, keeping: current.layers ?? []) }
         // An Environment without Variables clears them.
         let settings = FunctionSettings(
             runtime: input.Runtime, handler: input.Handler, role: input.Role, description: input.Description,
@@ -191,6 +235,10 @@ public final class FunctionCatalog: Sendable {
                 account: current.account, current.name,
                 { f in
                     try checkRevision(input.RevisionId, f)
+                    if let layers {
+                        try Self.checkUnzipped(f.codeUnzippedSize ?? code.unzippedSize(hex: f.codeDigestHex), layers)
+                        f.layers = layers.isEmpty ? nil : layers
+                    }
                     settings.apply(to: &f)
                     if let k = input.KMSKeyArn { f.kmsKeyArn = k.isEmpty ? nil : k }
                     if !f.runtime.isCustom, f.handler == nil {
@@ -202,29 +250,38 @@ public final class FunctionCatalog: Sendable {
                     f.revisionId = UUID().uuidString.lowercased()
                 })
         else { throw notFound(current.account, current.name) }
-        await dispatcher.retire(updated.key, newRevision: updated.revisionId, record: updated)
+        await dispatcher.retire(updated.instanceKey, record: updated)
+        if let layers { try codeLock.withLock { _ in try dropLayersIfUnused(current.layers ?? [], keeping: layers) } }
         logger.info("function configuration updated", metadata: ["function.name": "\(updated.name)"])
         return updated
     }
 
-    func delete(_ raw: String, qualifier: String?, caller: Caller) async throws {
-        let current = try resolve(raw, qualifier: qualifier, caller: caller)
-        try codeLock.withLock { _ in
+    func delete(_ raw: String, qualifier parameter: String?, caller: Caller) async throws {
+        let ref = try FunctionReference(parsing: raw)
+        if let q = try qualifier(ref, parameter), q != FunctionRecord.latest {
+            return try await deleteVersion(ref, q, caller: caller)
+        }
+        let current = try resolve(ref, caller: caller)
+        let gone = try codeLock.withLock { _ in
             guard let gone = try functions.delete(account: current.account, current.name) else {
                 throw notFound(current.account, current.name)
             }
-            try dropCodeIfUnused(gone.codeDigestHex)
+            for f in [gone.latest] + gone.versions {
+                try dropCodeIfUnused(f.codeDigestHex)
+                try dropLayersIfUnused(f.layers ?? [], keeping: [])
+            }
+            return gone
         }
-        await dispatcher.retire(current.key, newRevision: nil)
+        await dispatcher.functionDeleted(current.key, versions: ([gone.latest] + gone.versions).map(\.instanceKey))
         // Its waiting events and their configuration go too: a new function of that name starts clean.
         let dropped = try events.dropEvents(account: current.account, function: current.name)
-        try events.updateConfig(account: current.account, function: current.name) { _ in nil }
+        try events.dropConfigs(account: current.account, function: current.name)
         logger.info("function deleted", metadata: ["function.name": "\(current.name)", "events.dropped": "\(dropped)"])
     }
 
     /// PutFunctionConcurrency / DeleteFunctionConcurrency (nil).
     func setReservedConcurrency(_ raw: String, _ value: Int?, caller: Caller) async throws -> FunctionRecord {
-        let current = try resolve(raw, caller: caller)
+        let current = try latest(raw, caller: caller, operation: "PutFunctionConcurrency")
         try await dispatcher.checkReserved(current.key, value)
         guard let updated = try functions.update(account: current.account, current.name, { $0.reservedConcurrency = value }) else {
             throw notFound(current.account, current.name)
@@ -240,40 +297,6 @@ public final class FunctionCatalog: Sendable {
         return updated
     }
 
-    /// PutProvisionedConcurrencyConfig / DeleteProvisionedConcurrencyConfig (nil).
-    func setProvisionedConcurrency(_ raw: String, qualifier: String?, _ value: Int?, caller: Caller) async throws -> FunctionRecord {
-        guard let qualifier else { throw LambdaError(.invalidParameterValue, "Qualifier is required.") }
-        guard qualifier == "$LATEST" else {
-            throw LambdaError(
-                .resourceNotFound,
-                "Function not found: \(FunctionARN(region: region, account: caller.account, name: (try? FunctionReference(parsing: raw).name) ?? raw, qualifier: qualifier)) (Petrel has no published versions or aliases yet; use $LATEST)"
-            )
-        }
-        let current = try resolve(raw, caller: caller)
-        if let value, value < 1 {
-            throw LambdaError.constraint(
-                "\(value)", at: "provisionedConcurrentExecutions", "Member must have value greater than or equal to 1")
-        }
-        if let value, let reserved = current.reservedConcurrency, value > reserved {
-            throw LambdaError(
-                .invalidParameterValue,
-                "Requested Provisioned Concurrency should not be greater than the reservedConcurrentExecution for function")
-        }
-        guard let updated = try functions.update(account: current.account, current.name, { $0.provisionedConcurrency = value }) else {
-            throw notFound(current.account, current.name)
-        }
-        await dispatcher.setProvisioned(updated, value)
-        logger.info(
-            "provisioned concurrency set",
-            metadata: ["function.name": "\(current.name)", "provisioned": "\(value.map(String.init) ?? "none")"])
-        return updated
-    }
-
-    /// The provisioned sets stored with the functions (loaded into the dispatcher at start).
-    public func provisionedSets() throws -> [FunctionRecord] {
-        try functions.all().filter { ($0.provisionedConcurrency ?? 0) > 0 }
-    }
-
     /// The reservations stored with the functions (loaded into the dispatcher at start).
     public func reservations() throws -> [String: Int] {
         var out: [String: Int] = [:]
@@ -281,7 +304,7 @@ public final class FunctionCatalog: Sendable {
         return out
     }
 
-    private func dropCodeIfUnused(_ hex: String) throws {
+    func dropCodeIfUnused(_ hex: String) throws {
         if try !functions.codeInUse(hex: hex) { code.remove(hex: hex) }
     }
 

@@ -42,12 +42,8 @@ extension LambdaAPI {
         var LastModified: String
     }
 
-    func provisionedShape(_ name: String) async throws -> ProvisionedShape {
-        guard let s = await dispatcher.provisionedStatus(name) else {
-            throw LambdaError(
-                LambdaError.Code("ProvisionedConcurrencyConfigNotFoundException", status: 404),
-                "No Provisioned Concurrency Config found for this function")
-        }
+    func provisionedShape(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> ProvisionedShape {
+        let s = try await catalog.provisionedStatus(try name(ctx), qualifier: qualifier(req), caller: call.caller)
         return ProvisionedShape(
             RequestedProvisionedConcurrentExecutions: s.requested, AvailableProvisionedConcurrentExecutions: s.available,
             AllocatedProvisionedConcurrentExecutions: s.allocated, Status: s.status, StatusReason: s.reason,
@@ -59,29 +55,17 @@ extension LambdaAPI {
         guard let n = input.ProvisionedConcurrentExecutions else {
             throw LambdaError(.invalidParameterValue, "ProvisionedConcurrentExecutions is required.")
         }
-        let f = try await catalog.setProvisionedConcurrency(
-            try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init), n,
-            caller: call.caller)
-        return APIResponse.json(try await provisionedShape(f.key), status: .accepted)
+        try await catalog.setProvisionedConcurrency(try name(ctx), qualifier: qualifier(req), n, caller: call.caller)
+        return APIResponse.json(try await provisionedShape(req, ctx, call), status: .accepted)
     }
 
     func getProvisioned(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
-        let q = req.uri.queryParameters["Qualifier"].map(String.init)
-        guard q == "$LATEST" else {
-            throw LambdaError(
-                LambdaError.Code("ProvisionedConcurrencyConfigNotFoundException", status: 404),
-                "No Provisioned Concurrency Config found for this function (Petrel configures $LATEST only)")
-        }
-        let f = try catalog.resolve(try name(ctx), caller: call.caller)
-        return APIResponse.json(try await provisionedShape(f.key))
+        APIResponse.json(try await provisionedShape(req, ctx, call))
     }
 
     func deleteProvisioned(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
-        let f = try catalog.resolve(try name(ctx), caller: call.caller)
-        _ = try await provisionedShape(f.key) // 404 when there is none
-        _ = try await catalog.setProvisionedConcurrency(
-            f.name, qualifier: req.uri.queryParameters["Qualifier"].map(String.init), nil,
-            caller: call.caller)
+        _ = try await provisionedShape(req, ctx, call) // 404 when there is none
+        try await catalog.setProvisionedConcurrency(try name(ctx), qualifier: qualifier(req), nil, caller: call.caller)
         return Response(status: .noContent)
     }
 }

@@ -26,14 +26,16 @@ extension LambdaAPI {
     }
 
     /// Queues an event durably and answers 202 with its request id.
-    func enqueueEvent(_ f: FunctionRecord, payload: ByteBuffer, call: Call) async throws -> Response {
+    /// `qualifier`: what the caller named (an alias routes each attempt anew, as Lambda's does).
+    func enqueueEvent(_ f: FunctionRecord, qualifier: String?, payload: ByteBuffer, call: Call) async throws -> Response {
         guard payload.readableBytes <= Self.maxEventPayload else {
             throw LambdaError(
                 .requestTooLarge, "Request must be smaller than \(Self.maxEventPayload) bytes for the InvokeFunction operation")
         }
-        let event = QueuedEvent(
+        var event = QueuedEvent(
             id: call.id, account: f.account, function: f.name, payload: Data(payload.readableBytesView),
             created: events.settings.clock.nowMillis(), source: "invoke")
+        event.qualifier = qualifier == FunctionRecord.latest ? nil : qualifier
         do {
             try await events.accept([event])
         } catch {
@@ -44,7 +46,7 @@ extension LambdaAPI {
 
     func invokeAsync(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
         let f = try catalog.resolve(try name(ctx), caller: call.caller, action: "lambda:InvokeFunction")
-        var r = try await enqueueEvent(f, payload: try Self.payload(call.body, field: "InvokeArgs"), call: call)
+        var r = try await enqueueEvent(f, qualifier: nil, payload: try Self.payload(call.body, field: "InvokeArgs"), call: call)
         r.body = ResponseBody(byteBuffer: ByteBuffer(string: "{\"Status\":202}"))
         r.headers[.contentType] = "application/json"
         return r
@@ -70,17 +72,25 @@ extension LambdaAPI {
         var DestinationConfig: DestinationConfigShape
     }
 
-    func eventConfigShape(_ f: FunctionRecord, _ c: EventInvokeConfig) -> EventConfigShape {
+    func eventConfigShape(_ f: FunctionRecord, qualifier: String?, _ c: EventInvokeConfig) -> EventConfigShape {
         EventConfigShape(
             LastModified: c.lastModified.timeIntervalSince1970,
-            FunctionArn: FunctionARN(region: region, account: f.account, name: f.name, qualifier: "$LATEST").description,
+            FunctionArn: FunctionARN(region: region, account: f.account, name: f.name, qualifier: qualifier ?? FunctionRecord.latest)
+                .description,
             MaximumRetryAttempts: c.maximumRetryAttempts, MaximumEventAgeInSeconds: c.maximumEventAgeSeconds,
             DestinationConfig: .init(OnSuccess: .init(Destination: c.onSuccess), OnFailure: .init(Destination: c.onFailure)))
     }
 
-    /// The caller's own function ($LATEST: Petrel has no versions or aliases yet).
-    func ownFunction(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) throws -> FunctionRecord {
-        try catalog.resolve(try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init), caller: call.caller)
+    /// The caller's own function, the qualifier (a version or alias that exists; nil for the
+    /// function itself) and the key its configuration is stored under.
+    func eventConfigTarget(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) throws -> (
+        f: FunctionRecord, qualifier: String?, key: String
+    ) {
+        let ref = try FunctionReference(parsing: try name(ctx))
+        let q = try catalog.qualifier(ref, qualifier(req)).flatMap { $0 == FunctionRecord.latest ? nil : $0 }
+        _ = try catalog.resolve(ref, qualifier: q, caller: call.caller)
+        let f = try catalog.resolve(FunctionReference(parsing: ref.name), caller: call.caller)
+        return (f, q, EventStore.configKey(f.name, qualifier: q))
     }
 
     /// Applies the input over `base` (Put: the defaults; Update: what is stored), checking every field first.
@@ -109,39 +119,40 @@ extension LambdaAPI {
 
     func putEventConfig(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
         let input = try Self.decode(EventConfigInput.self, call.body)
-        let f = try ownFunction(req, ctx, call)
+        let (f, q, key) = try eventConfigTarget(req, ctx, call)
         let c = try applyEventConfig(input, over: EventInvokeConfig(), function: f)
-        try events.store.updateConfig(account: f.account, function: f.name) { _ in c }
-        return APIResponse.json(eventConfigShape(f, c))
+        try events.store.updateConfig(account: f.account, function: key) { _ in c }
+        return APIResponse.json(eventConfigShape(f, qualifier: q, c))
     }
 
     func updateEventConfig(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
         let input = try Self.decode(EventConfigInput.self, call.body)
-        let f = try ownFunction(req, ctx, call)
-        let c = try events.store.updateConfig(account: f.account, function: f.name) { old in
+        let (f, q, key) = try eventConfigTarget(req, ctx, call)
+        let c = try events.store.updateConfig(account: f.account, function: key) { old in
             try applyEventConfig(input, over: old ?? EventInvokeConfig(), function: f)
         }
-        return APIResponse.json(eventConfigShape(f, c!))
+        return APIResponse.json(eventConfigShape(f, qualifier: q, c!))
     }
 
-    func storedEventConfig(_ f: FunctionRecord) throws -> EventInvokeConfig {
-        guard let c = try events.store.config(account: f.account, function: f.name) else {
+    func storedEventConfig(_ f: FunctionRecord, qualifier: String?, key: String) throws -> EventInvokeConfig {
+        guard let c = try events.store.config(account: f.account, function: key) else {
             throw LambdaError(
                 .resourceNotFound,
-                "The function \(FunctionARN(region: region, account: f.account, name: f.name)) doesn't have an EventInvokeConfig")
+                "The function \(FunctionARN(region: region, account: f.account, name: f.name, qualifier: qualifier)) doesn't have an EventInvokeConfig"
+            )
         }
         return c
     }
 
     func getEventConfig(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
-        let f = try ownFunction(req, ctx, call)
-        return APIResponse.json(eventConfigShape(f, try storedEventConfig(f)))
+        let (f, q, key) = try eventConfigTarget(req, ctx, call)
+        return APIResponse.json(eventConfigShape(f, qualifier: q, try storedEventConfig(f, qualifier: q, key: key)))
     }
 
     func deleteEventConfig(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
-        let f = try ownFunction(req, ctx, call)
-        _ = try storedEventConfig(f)
-        try events.store.updateConfig(account: f.account, function: f.name) { _ in nil }
+        let (f, q, key) = try eventConfigTarget(req, ctx, call)
+        _ = try storedEventConfig(f, qualifier: q, key: key)
+        try events.store.updateConfig(account: f.account, function: key) { _ in nil }
         return Response(status: .noContent)
     }
 
@@ -158,7 +169,9 @@ extension LambdaAPI {
             }
         }
         let f = try catalog.resolve(try name(ctx), caller: call.caller)
-        let list = try events.store.config(account: f.account, function: f.name).map { [eventConfigShape(f, $0)] } ?? []
+        let list = try events.store.configs(account: f.account, function: f.name).map {
+            eventConfigShape(f, qualifier: $0.qualifier, $0.config)
+        }
         return APIResponse.json(EventConfigListShape(FunctionEventInvokeConfigs: list, NextMarker: nil))
     }
 }

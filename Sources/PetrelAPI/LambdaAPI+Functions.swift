@@ -38,9 +38,7 @@ extension LambdaAPI {
     }
 
     func getFunction(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
-        let f = try catalog.resolve(
-            try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init),
-            caller: call.caller, action: "lambda:GetFunction")
+        let f = try catalog.resolve(try name(ctx), qualifier: qualifier(req), caller: call.caller, action: "lambda:GetFunction")
         let base = "\(codeLinks.scheme)://\(req.head.authority ?? "127.0.0.1:9000")"
         return APIResponse.json(
             GetFunctionShape(
@@ -52,8 +50,7 @@ extension LambdaAPI {
 
     func getConfiguration(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
         let f = try catalog.resolve(
-            try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init),
-            caller: call.caller, action: "lambda:GetFunctionConfiguration")
+            try name(ctx), qualifier: qualifier(req), caller: call.caller, action: "lambda:GetFunctionConfiguration")
         return APIResponse.json(configuration(f))
     }
 
@@ -68,7 +65,7 @@ extension LambdaAPI {
     }
 
     func deleteFunction(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
-        try await catalog.delete(try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init), caller: call.caller)
+        try await catalog.delete(try name(ctx), qualifier: qualifier(req), caller: call.caller)
         return Response(status: .noContent)
     }
 

@@ -29,7 +29,6 @@ extension LambdaAPI {
     }
 
     func invoke(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
-        let qualifier = req.uri.query == nil ? nil : req.uri.queryParameters["Qualifier"].map(String.init)
         let invocationType = req.headers.value(.amzInvocationType) ?? "RequestResponse"
         let logType = req.headers.value(.amzLogType) ?? "None"
         guard ["RequestResponse", "Event", "DryRun"].contains(invocationType) else {
@@ -41,7 +40,8 @@ extension LambdaAPI {
         }
         let raw = try name(ctx)
         let ref = try FunctionReference(parsing: raw)
-        let f = try catalog.resolve(ref, qualifier: qualifier, caller: call.caller, action: "lambda:InvokeFunction")
+        let q = try catalog.qualifier(ref, qualifier(req))
+        let f = try catalog.resolve(ref, qualifier: q, caller: call.caller, action: "lambda:InvokeFunction")
         let payload = try Self.payload(call.body, field: "the payload")
         var clientContext: String?
         if let cc = req.headers.value(.amzClientContext) {
@@ -55,11 +55,11 @@ extension LambdaAPI {
         case "DryRun":
             return Response(status: .noContent)
         case "Event":
-            return try await enqueueEvent(f, payload: payload, call: call)
+            return try await enqueueEvent(f, qualifier: q, payload: payload, call: call)
         default:
             break
         }
-        let arn = FunctionARN(region: region, account: f.account, name: f.name, qualifier: qualifier ?? ref.qualifier).description
+        let arn = FunctionARN(region: region, account: f.account, name: f.name, qualifier: q).description
         var request = InvocationRequest(requestID: call.id, payload: payload, invokedARN: arn, clientContext: clientContext)
         request.wantsLogTail = logType == "Tail"
         let result = try await dispatcher.invoke(f, request)

@@ -15,7 +15,7 @@ extension LambdaAPI {
         let (f, statement) = try catalog.addPermission(
             try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init), input,
             caller: call.caller)
-        let resource = FunctionARN(region: region, account: f.account, name: f.name).description
+        let resource = FunctionARN(region: region, account: f.account, name: f.name, qualifier: statement.qualifier).description
         return APIResponse.json(
             ["Statement": PolicyDocument.json(PolicyDocument.statement(statement, resource: resource))], status: .created)
     }
@@ -23,7 +23,7 @@ extension LambdaAPI {
     func getPolicy(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
         let (f, list) = try catalog.policy(
             try name(ctx), qualifier: req.uri.queryParameters["Qualifier"].map(String.init), caller: call.caller)
-        let resource = FunctionARN(region: region, account: f.account, name: f.name).description
+        let resource = FunctionARN(region: region, account: f.account, name: f.name, qualifier: list.first?.qualifier).description
         return APIResponse.json(["Policy": PolicyDocument.document(list, resource: resource), "RevisionId": f.revisionId])
     }
 

@@ -91,6 +91,8 @@ public struct LambdaAPI: Sendable {
         router.get(RouterPath(CodeLinks.route)) { req, ctx in await self.downloadCode(req, ctx) }
         registerEvents(on: router)
         registerSchedules(on: router)
+        registerVersions(on: router)
+        registerLayers(on: router)
     }
 
     typealias Call = RequestPipeline.Call
@@ -129,10 +131,14 @@ public struct LambdaAPI: Sendable {
         if let a = ctx.parameters.get("arn") { path["Resource"] = SigV4.percentDecoded(a) }
         if let sid = ctx.parameters.get("sid") { path["StatementId"] = SigV4.percentDecoded(sid) }
         if let s = ctx.parameters.get("schedule") { path["Schedule"] = SigV4.percentDecoded(s) }
+        if let a = ctx.parameters.get("alias") { path["Name"] = SigV4.percentDecoded(a) }
+        if let l = ctx.parameters.get("layer") { path["LayerName"] = SigV4.percentDecoded(l) }
+        if let v = ctx.parameters.get("version") { path["VersionNumber"] = v }
         let parameters = AuditParameters.describe(
             query: Gatekeeper.query(req), path: path, body: body,
             payloadIsData: invocations.contains(action))
-        return RequestPipeline.Audit(resource: path["FunctionName"] ?? path["Resource"] ?? path["Schedule"], parameters: parameters)
+        return RequestPipeline.Audit(
+            resource: path["FunctionName"] ?? path["Resource"] ?? path["Schedule"] ?? path["LayerName"], parameters: parameters)
     }
 
     // MARK: - bodies
@@ -158,6 +164,11 @@ public struct LambdaAPI: Sendable {
     func name(_ ctx: PetrelRequestContext) throws -> String {
         guard let raw = ctx.rawFunctionName else { throw LambdaError(.invalidParameterValue, "FunctionName is required.") }
         return SigV4.percentDecoded(raw)
+    }
+
+    /// The `Qualifier` query parameter.
+    func qualifier(_ req: Request) -> String? {
+        req.uri.query == nil ? nil : req.uri.queryParameters["Qualifier"].map { SigV4.percentDecoded(String($0)) }
     }
 
     func configuration(_ f: FunctionRecord) -> FunctionConfigurationShape {

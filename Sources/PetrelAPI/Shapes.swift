@@ -91,10 +91,23 @@ struct FunctionConfigurationShape: Encodable {
     var LoggingConfig: Logging
     var SnapStart = SnapStart()
     var KMSKeyArn: String?
+    var Layers: [LayerShape]?
 
-    init(_ f: FunctionRecord, region: String) {
+    struct LayerShape: Encodable {
+        var Arn: String
+        var CodeSize: Int
+    }
+
+    /// `qualified`: the ARN names the version even when it is `$LATEST` (ListVersionsByFunction's).
+    init(_ f: FunctionRecord, region: String, qualified: Bool = false) {
         FunctionName = f.name
-        FunctionArn = FunctionARN(region: region, account: f.account, name: f.name).description
+        FunctionArn =
+            FunctionARN(
+                region: region, account: f.account, name: f.name,
+                qualifier: f.publishedVersion != nil || qualified ? f.version : nil
+            ).description
+        Version = f.version
+        Layers = f.layers.map { $0.map { LayerShape(Arn: $0.arn, CodeSize: $0.codeSize) } }
         KMSKeyArn = f.kmsKeyArn
         Runtime = f.runtime.rawValue
         Role = f.role
@@ -172,4 +185,54 @@ struct AccountSettingsShape: Encodable {
     }
     var AccountLimit: Limit
     var AccountUsage: Usage
+}
+
+/// `AliasConfiguration`.
+struct AliasShape: Encodable {
+    struct Routing: Encodable { var AdditionalVersionWeights: [String: Double] }
+    var AliasArn: String
+    var Name: String
+    var FunctionVersion: String
+    var Description: String
+    var RoutingConfig: Routing?
+    var RevisionId: String
+
+    init(_ a: FunctionAlias, arn: String) {
+        AliasArn = arn
+        Name = a.name
+        FunctionVersion = a.functionVersion
+        Description = a.description
+        RoutingConfig = a.weights.isEmpty ? nil : Routing(AdditionalVersionWeights: a.weights)
+        RevisionId = a.revisionId
+    }
+}
+
+/// `GetLayerVersionResponse` / `PublishLayerVersionResponse`, and (without `Content`) a list's item.
+struct LayerVersionShape: Encodable {
+    struct ContentShape: Encodable {
+        var Location: String
+        var CodeSha256: String
+        var CodeSize: Int
+    }
+    var Content: ContentShape?
+    var LayerArn: String?
+    var LayerVersionArn: String
+    var Description: String
+    var CreatedDate: String
+    var Version: Int
+    var CompatibleRuntimes: [String]?
+    var LicenseInfo: String?
+    var CompatibleArchitectures: [String]?
+
+    init(_ l: LayerVersionRecord, region: String, location: String?) {
+        Content = location.map { .init(Location: $0, CodeSha256: l.codeSha256, CodeSize: l.codeSize) }
+        LayerArn = location == nil ? nil : l.layerARN(region: region)
+        LayerVersionArn = l.arn(region: region)
+        Description = l.description
+        CreatedDate = FunctionRecord.lambdaTimestamp(l.created)
+        Version = l.version
+        CompatibleRuntimes = l.compatibleRuntimes
+        LicenseInfo = l.licenseInfo
+        CompatibleArchitectures = l.compatibleArchitectures
+    }
 }

@@ -1,6 +1,7 @@
 import Foundation
 
-/// One function as the store keeps it (`$LATEST`; versions and aliases come later).
+/// One function as the store keeps it: its `$LATEST` (`publishedVersion` nil) or one of
+/// its published versions, which are frozen copies of `$LATEST` at PublishVersion.
 public struct FunctionRecord: Sendable, Codable, Equatable {
     /// The 12-digit account that owns the function.
     public var account: String
@@ -16,14 +17,22 @@ public struct FunctionRecord: Sendable, Codable, Equatable {
     /// base64 of the ZIP's SHA-256, as Lambda reports it.
     public var codeSha256: String
     public var codeSize: Int
+    /// The code's size unzipped (nil in records from before it was kept).
+    public var codeUnzippedSize: Int?
     public var lastModified: Date
     /// Changes with every update: instances of an older revision are not reused.
     public var revisionId: String
     public var architectures: [String]
     /// PutFunctionConcurrency: instances reserved for this function (0 throttles it); nil = the shared pool.
     public var reservedConcurrency: Int?
-    /// PutProvisionedConcurrencyConfig (on `$LATEST`: Petrel has no versions yet).
-    public var provisionedConcurrency: Int?
+    /// Provisioned concurrency per qualifier (a version number or an alias), kept on `$LATEST`.
+    public var provisioned: [String: Int]?
+    /// The number of this published version; nil for `$LATEST`.
+    public var publishedVersion: Int?
+    /// On `$LATEST`: the last version number published (numbers are never used twice).
+    public var lastPublished: Int?
+    /// The layers merged at /opt, in order (a later one's files win).
+    public var layers: [LayerReference]?
     /// TagResource / CreateFunction's Tags.
     public var tags: [String: String]?
     /// The resource-based policy (AddPermission / RemovePermission).
@@ -63,8 +72,16 @@ public struct FunctionRecord: Sendable, Codable, Equatable {
 
     public func logGroup() -> String { "/aws/lambda/\(name)" }
 
-    /// Names the function across accounts (the runtime's and the log store's key).
+    /// Names the function across accounts (admission's, reserved concurrency's and the metrics' key).
     public var key: String { account + ":" + name }
+
+    /// `$LATEST` or the version's number, as Lambda writes it.
+    public var version: String { publishedVersion.map(String.init) ?? Self.latest }
+
+    public static let latest = "$LATEST"
+
+    /// Names this version of the function: warm instances belong to one.
+    public var instanceKey: String { key + ":" + version }
 
     /// Lambda's timestamp format: `2024-01-31T12:34:56.789+0000`.
     public static func lambdaTimestamp(_ date: Date) -> String {
@@ -85,13 +102,25 @@ public struct PolicyStatement: Sendable, Codable, Equatable {
     public var principal: String
     public var sourceArn: String?
     public var sourceAccount: String?
+    /// The version or alias the statement guards; nil: the unqualified function (and `$LATEST`).
+    public var qualifier: String?
 
-    public init(sid: String, action: String, principal: String, sourceArn: String? = nil, sourceAccount: String? = nil) {
+    public init(
+        sid: String, action: String, principal: String, sourceArn: String? = nil, sourceAccount: String? = nil,
+        qualifier: String? = nil
+    ) {
         self.sid = sid
         self.action = action
         self.principal = principal
         self.sourceArn = sourceArn
         self.sourceAccount = sourceAccount
+        self.qualifier = qualifier
+    }
+
+    /// Whether the statement belongs to the policy of `qualifier` (nil and `$LATEST`: the function's own).
+    public func guards(_ qualifier: String?) -> Bool {
+        let q = qualifier == FunctionRecord.latest ? nil : qualifier
+        return self.qualifier == q
     }
 
     /// The account a principal names, when it names one.

@@ -1,8 +1,8 @@
 import Foundation
 import PetrelCore
 
-/// Provisioned concurrency: instances initialized ahead for a function and kept
-/// (never evicted nor reaped), per function, for its current record. The
+/// Provisioned concurrency: instances initialized ahead for a published version
+/// and kept (never evicted nor reaped), per version, for its record. The
 /// maintenance loop (`maintainProvisioned`) makes what is missing.
 extension Dispatcher {
     public struct ProvisionedStatus: Sendable {
@@ -12,22 +12,42 @@ extension Dispatcher {
         public var status: String
         public var reason: String?
         public var lastModified: Date
+
+        public init(requested: Int, allocated: Int, available: Int, status: String, reason: String?, lastModified: Date) {
+            self.requested = requested
+            self.allocated = allocated
+            self.available = available
+            self.status = status
+            self.reason = reason
+            self.lastModified = lastModified
+        }
     }
 
-    /// Sets (nil: removes) a function's provisioned concurrency; instances are made by `maintainProvisioned()`.
+    /// Sets the provisioned counts of one function's versions (`function`: its key) at once:
+    /// the versions left out keep none.
+    public func setProvisioned(function key: String, _ wanted: [(FunctionRecord, Int)]) {
+        let keep = Set(wanted.map { $0.0.instanceKey })
+        for k in provisioned.keys where k.hasPrefix(key + ":") && !keep.contains(k) {
+            provisioned[k] = nil
+            trimProvisioned(k)
+        }
+        for (f, n) in wanted { setProvisioned(f, n) }
+    }
+
+    /// Sets (nil: removes) a version's provisioned concurrency; instances are made by `maintainProvisioned()`.
     public func setProvisioned(_ function: FunctionRecord, _ count: Int?) {
         noteRevision(function)
         if let count, count > 0 {
-            var p = provisioned[function.key] ?? Provisioned(function: function, requested: count)
+            var p = provisioned[function.instanceKey] ?? Provisioned(function: function, requested: count)
             p.function = function
             p.requested = count
             p.lastModified = Date()
             p.failure = nil
-            provisioned[function.key] = p
+            provisioned[function.instanceKey] = p
         } else {
-            provisioned[function.key] = nil
+            provisioned[function.instanceKey] = nil
         }
-        trimProvisioned(function.key)
+        trimProvisioned(function.instanceKey)
     }
 
     public func provisionedStatus(_ name: String) -> ProvisionedStatus? {
@@ -35,7 +55,7 @@ extension Dispatcher {
         // Allocated: initialized and in the pool (an instance still in its init does not count yet;
         // counting it as soon as its runtime is up would report READY before it is available).
         let mine = live.values.filter {
-            $0.function.key == name && provisionedReady.contains(ObjectIdentifier($0))
+            $0.function.instanceKey == name && provisionedReady.contains(ObjectIdentifier($0))
                 && $0.function.revisionId == p.function.revisionId && $0.isUsable
         }
         let allocated = mine.count
@@ -50,7 +70,7 @@ extension Dispatcher {
     public func maintainProvisioned() async {
         for (name, p) in provisioned where p.failure == nil && !stopping {
             let have = live.values.filter {
-                $0.function.key == name && isProvisioned($0) && $0.function.revisionId == p.function.revisionId
+                $0.function.instanceKey == name && isProvisioned($0) && $0.function.revisionId == p.function.revisionId
             }.count
             let missing = p.requested - have - p.starting
             guard missing > 0 else { continue }
@@ -62,35 +82,35 @@ extension Dispatcher {
     }
 
     func startProvisioned(_ function: FunctionRecord) async {
-        defer { provisioned[function.key]?.starting -= 1 }
+        defer { provisioned[function.instanceKey]?.starting -= 1 }
         let instance: Instance
         do {
             instance = try await start(function)
         } catch {
-            provisioned[function.key]?.failure =
+            provisioned[function.instanceKey]?.failure =
                 error.code == .throttled
                 ? "The host's memory budget for instances cannot hold the provisioned instances."
                 : "An instance could not start: \(error)"
             return
         }
         provisionedIDs.insert(ObjectIdentifier(instance))
-        metrics.coldStart(function.key, reason: .provisioned)
+        metrics.coldStart(function.instanceKey, reason: .provisioned)
         do {
             try await instance.waitInitialized(timeout: configuration.initTimeout)
         } catch {
             retire(instance, because: nil)
-            provisioned[function.key]?.failure = "The function's init failed: \(error)"
+            provisioned[function.instanceKey]?.failure = "The function's init failed: \(error)"
             return
         }
         _ = instance.log.endTail(build: false).tail
         // Still wanted (the same revision, the set not shrunk meanwhile)?
-        guard let p = provisioned[function.key], p.function.revisionId == function.revisionId, !stopping else {
+        guard let p = provisioned[function.instanceKey], p.function.revisionId == function.revisionId, !stopping else {
             retire(instance, because: nil)
             return
         }
-        idle.add(instance, function: function.key)
+        idle.add(instance, function: function.instanceKey)
         provisionedReady.insert(ObjectIdentifier(instance))
-        trimProvisioned(function.key)
+        trimProvisioned(function.instanceKey)
         metrics.instances(snapshot)
     }
 

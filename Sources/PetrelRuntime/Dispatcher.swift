@@ -7,11 +7,13 @@ import PetrelCore
 import PetrelSandbox
 import PetrelStore
 
-/// Routes invocations to instances: an idle warm instance of the function's
-/// current revision when there is one, a new one otherwise. Admission comes
-/// first (account limit, reserved concurrency, the memory budget, evicting
-/// idle instances least recently used first). Instances of an older revision
-/// finish what they run and are then torn down.
+/// Routes invocations to instances: an idle warm instance of the version's
+/// current revision when there is one, a new one otherwise. Instances belong to
+/// one version (`FunctionRecord.instanceKey`), whichever alias routed to it;
+/// admission and reserved concurrency count the whole function (`key`).
+/// Admission comes first (account limit, reserved concurrency, the memory
+/// budget, evicting idle instances least recently used first). Instances of an
+/// older revision finish what they run and are then torn down.
 public actor Dispatcher {
     let launcher: InstanceLauncher
     /// Where instances' output goes (journaled, then stored).
@@ -26,15 +28,16 @@ public actor Dispatcher {
     var live: [ObjectIdentifier: Instance] = [:]
     /// Memory charged to the budget per live instance (removed once, at stop or end).
     private var charged: [ObjectIdentifier: Int] = [:]
-    /// The newest revision seen per function; nil once deleted.
-    private var revisions: [String: String] = [:]
-    /// Why the next cold start of a function happens, when it is not simply "no idle instance".
+    /// The newest revision seen per version (by when it was written: an invocation that
+    /// read the record before an update does not move it back); nil once deleted.
+    private var revisions: [String: (id: String, modified: Date)] = [:]
+    /// Why the next cold start of a version happens, when it is not simply "no idle instance".
     var nextColdReason: [String: ColdStartReason] = [:]
     var admission: Admission
     var stopping = false
 
     /// Provisioned concurrency: instances initialized ahead and kept (never evicted
-    /// nor reaped), per function, for its current record.
+    /// nor reaped), per version, for its record.
     struct Provisioned {
         var function: FunctionRecord
         var requested: Int
@@ -153,31 +156,31 @@ public actor Dispatcher {
             instance = warm
         } else {
             cold = true
-            let reason = nextColdReason.removeValue(forKey: function.key) ?? .noIdleInstance
+            let reason = nextColdReason.removeValue(forKey: function.instanceKey) ?? .noIdleInstance
             do {
                 instance = try await start(function)
             } catch {
                 if error.code == .throttled { metrics.throttled(function.key, reason: Admission.Refusal.capacity.reason) }
                 throw error
             }
-            metrics.coldStart(function.key, reason: reason)
+            metrics.coldStart(function.instanceKey, reason: reason)
         }
         if cold {
             do {
                 try await instance.waitInitialized(timeout: configuration.initTimeout)
             } catch {
                 let failure = error as? InstanceFailure ?? .startFailed("\(error)")
-                instance.log.platform(PlatformLines.start(request.requestID))
+                instance.log.platform(PlatformLines.start(request.requestID, version: function.version))
                 retire(instance, because: .afterCrash)
                 _ = await instance.finalReport(within: .seconds(2))
                 let result = finish(instance, request, .failed(failure), cold: true, startedNanos: DispatchTime.now().uptimeNanoseconds)
-                metrics.invoked(function.key, result: result)
+                metrics.invoked(function.instanceKey, result: result)
                 return result
             }
         }
         let started = DispatchTime.now().uptimeNanoseconds
         instance.log.beginTail(wanted: request.wantsLogTail, keep: cold)
-        instance.log.platform(PlatformLines.start(request.requestID))
+        instance.log.platform(PlatformLines.start(request.requestID, version: function.version))
         let outcome = await instance.invoke(request, timeoutSeconds: function.timeoutSeconds)
         if case .failed = outcome {
             // The instance is done for: its last figures come from its final report.
@@ -185,10 +188,10 @@ public actor Dispatcher {
             _ = await instance.finalReport(within: .seconds(2))
         }
         let result = finish(instance, request, outcome, cold: cold, startedNanos: started)
-        metrics.invoked(function.key, result: result)
+        metrics.invoked(function.instanceKey, result: result)
         if case .failed = outcome { return result }
-        if instance.isUsable, !stopping, revisions[function.key] == function.revisionId {
-            idle.add(instance, function: function.key)
+        if instance.isUsable, !stopping, revisions[function.instanceKey]?.id == function.revisionId {
+            idle.add(instance, function: function.instanceKey)
         } else {
             retire(instance, because: .afterUpdate)
             metrics.instances(snapshot)
@@ -196,18 +199,25 @@ public actor Dispatcher {
         return result
     }
 
-    /// Tears down the idle instances of a function (its code or configuration
-    /// changed, or it was deleted); busy ones go when they finish.
-    public func retire(_ name: String, newRevision: String?, record: FunctionRecord? = nil) {
-        revisions[name] = newRevision
-        if newRevision == nil {
-            try? admission.setReserved(name, nil)
-            provisioned[name] = nil
+    /// Tears down the idle instances of a version whose code or configuration changed
+    /// (`record`, its new revision) or that was deleted (nil); busy ones go when they finish.
+    public func retire(_ instanceKey: String, record: FunctionRecord?) {
+        revisions[instanceKey] = record.map { ($0.revisionId, $0.lastModified) }
+        if let record {
+            if provisioned[instanceKey] != nil { provisioned[instanceKey]?.function = record }
+            nextColdReason[instanceKey] = .afterUpdate
+        } else {
+            provisioned[instanceKey] = nil
         }
-        if let record, provisioned[name] != nil { provisioned[name]?.function = record }
-        for i in idle.removeAll(name) { retire(i, because: .afterUpdate) }
-        if newRevision != nil { nextColdReason[name] = .afterUpdate }
+        for i in idle.removeAll(instanceKey) { retire(i, because: .afterUpdate) }
         metrics.instances(snapshot)
+    }
+
+    /// A function was deleted: its versions' instances go (busy ones when they finish), and
+    /// its reservation with them.
+    public func functionDeleted(_ key: String, versions: [String]) {
+        try? admission.setReserved(key, nil)
+        for v in versions { retire(v, record: nil) }
     }
 
     /// Stops instances idle for longer than the keep-alive; returns how many.
@@ -241,7 +251,7 @@ public actor Dispatcher {
         provisionedIDs.remove(id)
         provisionedReady.remove(id)
         release(instance)
-        idle.remove(instance, function: instance.function.key)
+        idle.remove(instance, function: instance.function.instanceKey)
         metrics.instances(snapshot)
         if stopping && live.isEmpty { launchesContinuation.finish() }
     }
@@ -256,7 +266,7 @@ public actor Dispatcher {
     func retire(_ instance: Instance, because reason: ColdStartReason?) {
         instance.stop()
         release(instance)
-        if let reason { nextColdReason[instance.function.key] = reason }
+        if let reason { nextColdReason[instance.function.instanceKey] = reason }
     }
 
     /// Gives an instance's memory back to the budget (once, whichever comes first: its
@@ -277,13 +287,15 @@ public actor Dispatcher {
     }
 
     func noteRevision(_ f: FunctionRecord) {
-        if revisions[f.key] != f.revisionId {
-            let known = revisions[f.key] != nil
-            revisions[f.key] = f.revisionId
-            // Only instances of another revision go (provisioned ones may be current already).
-            for i in idle.removeAll(f.key, where: { $0.function.revisionId != f.revisionId }) { retire(i, because: .afterUpdate) }
-            if known { nextColdReason[f.key] = .afterUpdate }
-        }
+        let k = f.instanceKey
+        let known = revisions[k]
+        guard known?.id != f.revisionId else { return }
+        // A record read before the newest write (its invocation runs on what it read) changes nothing.
+        if let known, known.modified > f.lastModified { return }
+        revisions[k] = (f.revisionId, f.lastModified)
+        // Only instances of another revision go (provisioned ones may be current already).
+        for i in idle.removeAll(k, where: { $0.function.revisionId != f.revisionId }) { retire(i, because: .afterUpdate) }
+        if known != nil { nextColdReason[k] = .afterUpdate }
     }
 
     private func takeIdle(_ f: FunctionRecord) -> Instance? {
@@ -291,7 +303,7 @@ public actor Dispatcher {
         // invocation two thread hand-offs (see LoopAffineExecutor).
         let here = MultiThreadedEventLoopGroup.currentEventLoop
         let (taken, stale) = idle.take(
-            f.key, preferred: { here != nil && $0.loop === here },
+            f.instanceKey, preferred: { here != nil && $0.loop === here },
             usable: { $0.function.revisionId == f.revisionId && $0.isUsable })
         for i in stale { retire(i, because: .afterCrash) }
         return taken
@@ -324,7 +336,8 @@ public actor Dispatcher {
             DispatchQueue.global().async {
                 do {
                     let dir = try code.unpacked(hex: function.codeDigestHex)
-                    cont.resume(returning: .success(try launcher.launch(function, codeDirectory: dir, on: loop)))
+                    let layers = try (function.layers ?? []).map { try code.unpacked(hex: $0.codeDigestHex) }
+                    cont.resume(returning: .success(try launcher.launch(function, codeDirectory: dir, layers: layers, on: loop)))
                 } catch let e as RuntimeError {
                     cont.resume(returning: .failure(e))
                 } catch let e as StoreError {
@@ -378,7 +391,7 @@ public actor Dispatcher {
         let (tail, logSeq) = instance.log.endTail(build: request.wantsLogTail)
         return InvocationResult(
             payload: payload, functionError: functionError, errorType: errorType, logTail: tail, logSequence: logSeq,
-            executedVersion: "$LATEST", coldStart: cold, durationMs: durationMs, initDurationMs: initMs,
+            executedVersion: instance.function.version, coldStart: cold, durationMs: durationMs, initDurationMs: initMs,
             phases: cold ? instance.coldStartPhases : nil)
     }
 }

@@ -151,7 +151,7 @@ public final class EventService: Service, Sendable {
 
     func attempt(_ e: QueuedEvent) async {
         do {
-            guard let f = try functions.get(account: e.account, e.function) else {
+            guard let f = try functions.resolve(account: e.account, e.function, qualifier: e.qualifier)?.record else {
                 logger.notice(
                     "dropped an event: its function no longer exists",
                     metadata: ["invocation.id": "\(e.id)", "function.name": "\(e.function)"])
@@ -159,8 +159,11 @@ public final class EventService: Service, Sendable {
                 try await store.finish(e, then: .none)
                 return
             }
-            let config = try store.config(account: e.account, function: e.function) ?? EventInvokeConfig()
-            let arn = FunctionARN(region: settings.region, account: f.account, name: f.name).description
+            // The qualifier's own configuration, else the function's.
+            let config =
+                try store.config(account: e.account, function: EventStore.configKey(e.function, qualifier: e.qualifier))
+                ?? store.config(account: e.account, function: e.function) ?? EventInvokeConfig()
+            let arn = FunctionARN(region: settings.region, account: f.account, name: f.name, qualifier: e.qualifier).description
             if settings.clock.nowMillis() - e.created > Int64(config.maximumEventAgeSeconds) * 1000 {
                 let last = e.lastResponse.map { EventDocuments.Response(payload: $0, functionError: e.lastError.map { _ in "Unhandled" }) }
                 try await giveUp(e, f, config, condition: "EventAgeExceeded", attempts: e.attempts, response: last)
@@ -171,7 +174,9 @@ public final class EventService: Service, Sendable {
             let outcome: EventDocuments.Response
             do {
                 let result = try await dispatcher.invokeWhenAdmitted(f, request)
-                outcome = .init(payload: Data(result.payload.readableBytesView), functionError: result.functionError)
+                outcome = .init(
+                    payload: Data(result.payload.readableBytesView), functionError: result.functionError,
+                    executedVersion: result.executedVersion)
                 // What the invocation printed is journaled already (it survives the daemon's death);
                 // before its outcome is committed, make it survive the machine's too.
                 // (fdatasync blocks: on a Dispatch thread, not one of the few cooperative ones.)
@@ -240,7 +245,8 @@ public final class EventService: Service, Sendable {
         let handoff: EventStore.Handoff
         let now = settings.clock.nowMillis()
         if let destination, let target = try? Destination(parsing: destination, account: f.account, region: settings.region) {
-            let arn = FunctionARN(region: settings.region, account: f.account, name: f.name, qualifier: "$LATEST").description
+            let arn = FunctionARN(region: settings.region, account: f.account, name: f.name, qualifier: e.qualifier ?? "$LATEST")
+                .description
             let record = EventDocuments.invocationRecord(
                 requestID: e.id, functionARN: arn, condition: condition, attempts: attempts,
                 now: now, requestPayload: e.payload, response: response)

@@ -18,7 +18,7 @@ struct InstanceLauncher: Sendable {
     static let runtimeAPIPort: UInt16 = 9001
 
     /// Blocking (spawning is); call off the cooperative pool.
-    func launch(_ function: FunctionRecord, codeDirectory: String, on loop: any EventLoop) throws -> Instance {
+    func launch(_ function: FunctionRecord, codeDirectory: String, layers: [String], on loop: any EventLoop) throws -> Instance {
         // The instance's stdout and stderr: one pipe, read without blocking by the fd watcher.
         let (outRead, outWrite) = try Sys.pipe(nonBlockingRead: true)
         let devnull: Int32
@@ -31,11 +31,12 @@ struct InstanceLauncher: Sendable {
             Sys.close(devnull)
             Sys.close(outWrite)
         }
-        let stream = Self.streamName()
+        let stream = Self.streamName(version: function.version)
         var spec = SandboxSpec(
             command: Self.command(function.runtime),
             environment: environment(function, stream: stream),
             codeDirectory: codeDirectory,
+            layers: layers,
             memoryMB: function.memoryMB,
             ephemeralStorageMB: function.ephemeralStorageMB,
             timeout: nil,
@@ -95,7 +96,7 @@ struct InstanceLauncher: Sendable {
         var env = f.environment
         let platform: [String: String] = [
             "AWS_LAMBDA_FUNCTION_NAME": f.name,
-            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_VERSION": f.version,
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "\(f.memoryMB)",
             "AWS_LAMBDA_LOG_GROUP_NAME": f.logGroup(),
             "AWS_LAMBDA_LOG_STREAM_NAME": stream,
@@ -125,12 +126,12 @@ struct InstanceLauncher: Sendable {
         return env
     }
 
-    /// `YYYY/MM/DD/[$LATEST]<32 hex>`, as Lambda names an instance's stream.
-    static func streamName() -> String {
+    /// `YYYY/MM/DD/[VERSION]<32 hex>`, as Lambda names an instance's stream.
+    static func streamName(version: String) -> String {
         var t = time(nil)
         var tm = tm()
         gmtime_r(&t, &tm)
         let hex = (0..<32).map { _ in String(Int.random(in: 0..<16), radix: 16) }.joined()
-        return String(format: "%04d/%02d/%02d/[$LATEST]", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday) + hex
+        return String(format: "%04d/%02d/%02d/", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday) + "[\(version)]" + hex
     }
 }

@@ -32,6 +32,8 @@ enum EventDocuments {
     struct Response {
         var payload: Data
         var functionError: String?
+        /// The version that ran.
+        var executedVersion = "$LATEST"
     }
 
     static func invocationRecord(
@@ -43,7 +45,7 @@ enum EventDocuments {
         json += ",\"condition\":\(string(condition)),\"approximateInvokeCount\":\(attempts)}"
         json += ",\"requestPayload\":\(value(requestPayload))"
         if let response {
-            json += ",\"responseContext\":{\"statusCode\":200,\"executedVersion\":\"$LATEST\""
+            json += ",\"responseContext\":{\"statusCode\":200,\"executedVersion\":\(string(response.executedVersion))"
             if let fe = response.functionError { json += ",\"functionError\":\(string(fe))" }
             json += "},\"responsePayload\":\(value(response.payload))"
         }

@@ -13,10 +13,14 @@ final class RuntimeMetrics: Sendable {
     }
     private let handles = Mutex<[String: Handles]>([:])
 
-    /// A function's dimensions from its key (`account:name`).
+    /// A function's dimensions from its key (`account:name`) or a version's (`account:name:version`).
     static func dims(_ key: String) -> [(String, String)] {
-        guard let colon = key.firstIndex(of: ":") else { return [("function", key)] }
-        return [("account", String(key[..<colon])), ("function", String(key[key.index(after: colon)...]))]
+        let p = key.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
+        switch p.count {
+        case 1: return [("function", key)]
+        case 2: return [("account", p[0]), ("function", p[1])]
+        default: return [("account", p[0]), ("function", p[1]), ("version", p[2])]
+        }
     }
 
     private func handles(_ function: String) -> Handles {

@@ -34,6 +34,8 @@ public final class CodeStore: Sendable {
         public var sha256Base64: String
         public var hex: String
         public var size: Int
+        /// What the ZIP holds, unzipped (functions and their layers together have a limit).
+        public var unzippedSize: Int
         public var unpackedDirectory: String
     }
 
@@ -46,18 +48,23 @@ public final class CodeStore: Sendable {
         let digest = SHA256.hash(data: zip)
         let hex = FastIDs.hex(bytes: digest)
         let b64 = Data(digest).base64EncodedString()
-        let dir = try unpacked(hex: hex, zip: zip)
+        let (dir, unzipped) = try unpacked(hex: hex, zip: zip)
         let path = blobPath(hex)
         if !FileManager.default.fileExists(atPath: path) {
             let sealed = try keys.seal(zip, context: hex)
             try Self.writeAtomically(sealed, to: path)
         }
-        return Stored(sha256Base64: b64, hex: hex, size: zip.count, unpackedDirectory: dir)
+        return Stored(sha256Base64: b64, hex: hex, size: zip.count, unzippedSize: unzipped, unpackedDirectory: dir)
     }
 
     /// The unpacked tree of a stored ZIP, checked against its digest when it is unpacked.
     public func unpacked(hex: String) throws -> String {
-        try unpacked(hex: hex, zip: nil)
+        try unpacked(hex: hex, zip: nil).directory
+    }
+
+    /// The unzipped size of a stored ZIP (for records from before it was kept).
+    public func unzippedSize(hex: String) throws -> Int {
+        Self.treeSize(try unpacked(hex: hex))
     }
 
     /// The ZIP itself, decrypted and checked.
@@ -86,25 +93,37 @@ public final class CodeStore: Sendable {
 
     func blobPath(_ hex: String) -> String { directory + "/" + hex + ".zip.enc" }
 
-    private func unpacked(hex: String, zip given: Data?) throws -> String {
+    /// The unpacked tree and its size (measured again when it was unpacked before).
+    private func unpacked(hex: String, zip given: Data?) throws -> (directory: String, size: Int) {
         let final = cacheDirectory + "/" + hex
         // One unpacker per digest at a time; the others wait for its result.
         while true {
-            if FileManager.default.fileExists(atPath: final) { return final }
+            if FileManager.default.fileExists(atPath: final) { return (final, given == nil ? 0 : Self.treeSize(final)) }
             let mine = unpacking.withLock { set in set.insert(hex).inserted }
             if mine { break }
             Sys.sleep(milliseconds: 2)
         }
         defer { _ = unpacking.withLock { $0.remove(hex) } }
-        if FileManager.default.fileExists(atPath: final) { return final }
+        if FileManager.default.fileExists(atPath: final) { return (final, given == nil ? 0 : Self.treeSize(final)) }
         let zip = try given ?? self.zip(hex: hex)
         let staging = cacheDirectory + "/.staging-\(hex)-\(UInt32.random(in: 0...UInt32.max))"
-        try CodeArchive.extract(zip, into: staging)
+        let size = try CodeArchive.extract(zip, into: staging)
         do { try Sys.rename(staging, final) } catch {
             try? FileManager.default.removeItem(atPath: staging)
             throw StoreError("Petrel could not place the unpacked code", cause: error)
         }
-        return final
+        return (final, size)
+    }
+
+    /// The bytes of the regular files under `dir`.
+    static func treeSize(_ dir: String) -> Int {
+        var total = 0
+        guard let walk = FileManager.default.enumerator(atPath: dir) else { return 0 }
+        for case let path as String in walk {
+            var st = stat()
+            if lstat(dir + "/" + path, &st) == 0, st.st_mode & S_IFMT == S_IFREG { total += Int(st.st_size) }
+        }
+        return total
     }
 
     static func writeAtomically(_ data: Data, to path: String) throws {

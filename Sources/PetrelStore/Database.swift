@@ -314,6 +314,43 @@ public final class PetrelDatabase: Sendable {
             try db.execute(sql: "INSERT INTO log_meta (id, next_event_id, journal_applied) VALUES (1, ?, 0)", arguments: [high + 1])
             try db.execute(sql: "DROP TABLE log_events")
         }
+        m.registerMigration("v8-versions") { db in
+            // Published versions are frozen copies of a function's record ($LATEST stays in
+            // `functions`); aliases name them; layer versions are kept once deleted (as
+            // tombstones: their numbers are never given again, and functions that use them
+            // keep them). An event remembers the qualifier it was sent to.
+            try db.execute(
+                sql: """
+                    CREATE TABLE function_versions (
+                        account TEXT NOT NULL,
+                        name TEXT NOT NULL,
+                        version INTEGER NOT NULL,
+                        record TEXT NOT NULL,
+                        code_hex TEXT NOT NULL,
+                        env_sealed BLOB,
+                        PRIMARY KEY (account, name, version)
+                    );
+                    CREATE INDEX function_versions_by_code ON function_versions (code_hex);
+                    CREATE TABLE function_aliases (
+                        account TEXT NOT NULL,
+                        function TEXT NOT NULL,
+                        name TEXT NOT NULL,
+                        record TEXT NOT NULL,
+                        PRIMARY KEY (account, function, name)
+                    );
+                    CREATE TABLE layer_versions (
+                        account TEXT NOT NULL,
+                        name TEXT NOT NULL,
+                        version INTEGER NOT NULL,
+                        record TEXT NOT NULL,
+                        code_hex TEXT NOT NULL,
+                        deleted INTEGER NOT NULL DEFAULT 0,
+                        PRIMARY KEY (account, name, version)
+                    );
+                    CREATE INDEX layer_versions_by_code ON layer_versions (code_hex);
+                    ALTER TABLE events ADD COLUMN qualifier TEXT;
+                    """)
+        }
         return m
     }
 }

@@ -8,6 +8,8 @@ public struct QueuedEvent: Sendable, Equatable {
     public var id: String
     public var account: String
     public var function: String
+    /// The version or alias it was sent to (nil: the unqualified function).
+    public var qualifier: String?
     public var payload: Data
     /// When it was accepted, in milliseconds of the platform clock.
     public var created: Int64
@@ -84,11 +86,11 @@ public struct EventStore: Sendable {
     static func insert(_ e: QueuedEvent, _ db: Database, keys: KeyRing) throws {
         try db.execute(
             sql: """
-                INSERT INTO events (id, account, function, payload, created, due, attempts, source)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO events (id, account, function, qualifier, payload, created, due, attempts, source)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
             arguments: [
-                e.id, e.account, e.function, try keys.seal(e.payload, context: eventContext(e.account, e.id)),
+                e.id, e.account, e.function, e.qualifier, try keys.seal(e.payload, context: eventContext(e.account, e.id)),
                 e.created, e.due, e.attempts, e.source,
             ])
     }
@@ -108,6 +110,7 @@ public struct EventStore: Sendable {
             id: id, account: account, function: row["function"],
             payload: try keys.unseal(row["payload"], context: Self.eventContext(account, id)),
             created: row["created"], source: row["source"])
+        e.qualifier = row["qualifier"]
         e.due = row["due"]
         e.attempts = row["attempts"]
         e.lastError = row["last_error"]
@@ -190,6 +193,36 @@ public struct EventStore: Sendable {
     // The records' JSON coding (dates in milliseconds), as the function store's.
     static var encoder: JSONEncoder { FunctionStore.encoder }
     static var decoder: JSONDecoder { FunctionStore.decoder }
+
+    /// A qualifier's configuration is stored under `name:qualifier`; the function's own under its name.
+    public static func configKey(_ function: String, qualifier: String?) -> String {
+        guard let q = qualifier, q != FunctionRecord.latest else { return function }
+        return function + ":" + q
+    }
+
+    /// Every configuration of a function (its own first, then its qualifiers'), as (qualifier, configuration).
+    public func configs(account: String, function: String) throws -> [(qualifier: String?, config: EventInvokeConfig)] {
+        try db.pool.read { db in
+            try Row.fetchAll(
+                db,
+                sql:
+                    "SELECT function, config FROM event_configs WHERE account = ? AND (function = ? OR function LIKE ? || ':%') ORDER BY function",
+                arguments: [account, function, function])
+        }.map { row in
+            let key: String = row["function"]
+            let q = key.firstIndex(of: ":").map { String(key[key.index(after: $0)...]) }
+            return (q, try Self.decoder.decode(EventInvokeConfig.self, from: Data((row["config"] as String).utf8)))
+        }
+    }
+
+    /// Removes every configuration of a function (it was deleted).
+    public func dropConfigs(account: String, function: String) throws {
+        try db.pool.write { db in
+            try db.execute(
+                sql: "DELETE FROM event_configs WHERE account = ? AND (function = ? OR function LIKE ? || ':%')",
+                arguments: [account, function, function])
+        }
+    }
 
     public func config(account: String, function: String) throws -> EventInvokeConfig? {
         try db.pool.read { db in

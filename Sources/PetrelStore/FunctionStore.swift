@@ -11,7 +11,7 @@ import Synchronization
 public struct FunctionStore: Sendable {
     let db: PetrelDatabase
     let keys: KeyRing
-    private let cache = FunctionCache()
+    let cache = FunctionCache()
 
     /// Opens the store; records from before sealed environments are sealed now.
     public init(_ db: PetrelDatabase, keys: KeyRing) throws {
@@ -32,7 +32,20 @@ public struct FunctionStore: Sendable {
     }
 
     final class FunctionCache: Sendable {
+        /// `$LATEST` by `account:name`, published versions by `account:name:N`.
         let records = Mutex<[String: FunctionRecord]>([:])
+        /// Aliases by `account:name:alias`.
+        let aliases = Mutex<[String: FunctionAlias]>([:])
+
+        /// Forgets everything of one function (it was deleted).
+        func forget(_ account: String, _ name: String) {
+            let key = FunctionStore.cacheKey(account, name)
+            records.withLock { r in
+                r[key] = nil
+                for k in r.keys where k.hasPrefix(key + ":") { r[k] = nil }
+            }
+            aliases.withLock { a in for k in a.keys where k.hasPrefix(key + ":") { a[k] = nil } }
+        }
     }
 
     static let encoder: JSONEncoder = {
@@ -122,16 +135,23 @@ public struct FunctionStore: Sendable {
         }
     }
 
-    public func delete(account: String, _ name: String) throws -> FunctionRecord? {
+    /// Deletes a function with every published version and alias of it; answers `$LATEST`
+    /// and the versions that went.
+    public func delete(account: String, _ name: String) throws -> (latest: FunctionRecord, versions: [FunctionRecord])? {
         try db.pool.write { db in
             guard
                 let row = try Row.fetchOne(
                     db, sql: "SELECT record, env_sealed FROM functions WHERE account = ? AND name = ?",
                     arguments: [account, name])
             else { return nil }
+            let versions = try Row.fetchAll(
+                db, sql: "SELECT record, env_sealed FROM function_versions WHERE account = ? AND name = ?", arguments: [account, name]
+            ).map(decode)
             try db.execute(sql: "DELETE FROM functions WHERE account = ? AND name = ?", arguments: [account, name])
-            cache.records.withLock { $0[Self.cacheKey(account, name)] = nil }
-            return try decode(row)
+            try db.execute(sql: "DELETE FROM function_versions WHERE account = ? AND name = ?", arguments: [account, name])
+            try db.execute(sql: "DELETE FROM function_aliases WHERE account = ? AND function = ?", arguments: [account, name])
+            cache.forget(account, name)
+            return (try decode(row), versions)
         }
     }
 
@@ -153,17 +173,39 @@ public struct FunctionStore: Sendable {
         try db.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM functions WHERE account = ?", arguments: [account]) ?? 0 }
     }
 
+    /// Whether any function, version or live layer version holds this blob, or any
+    /// function or version uses it as a layer (a deleted layer stays for those).
     public func codeInUse(hex: String) throws -> Bool {
-        try db.pool.read { db in
-            try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM functions WHERE code_hex = ?)", arguments: [hex]) ?? false
+        let b64 = FastIDs.bytes(hex: hex).map { Data($0).base64EncodedString() } ?? ""
+        return try db.pool.read { db in
+            try Bool.fetchOne(
+                db,
+                sql: """
+                    SELECT EXISTS (SELECT 1 FROM functions WHERE code_hex = ?1)
+                        OR EXISTS (SELECT 1 FROM function_versions WHERE code_hex = ?1)
+                        OR EXISTS (SELECT 1 FROM layer_versions WHERE code_hex = ?1 AND deleted = 0)
+                        OR EXISTS (SELECT 1 FROM functions, json_each(functions.record, '$.layers') l
+                                   WHERE json_extract(l.value, '$.codeSha256') = ?2)
+                        OR EXISTS (SELECT 1 FROM function_versions v, json_each(v.record, '$.layers') l
+                                   WHERE json_extract(l.value, '$.codeSha256') = ?2)
+                    """, arguments: [hex, b64]) ?? false
         }
     }
 
-    /// Total size of an account's stored code (GetAccountSettings' TotalCodeSize).
-    /// Code blobs are shared by digest: each counts once.
+    /// Total size of an account's stored code (GetAccountSettings' TotalCodeSize): its
+    /// functions', versions' and layers'. Code blobs are shared by digest: each counts once.
     public func totalCodeSize(account: String) throws -> Int {
-        var sizes: [String: Int] = [:]
-        for f in try list(account: account, after: nil, limit: Int.max) { sizes[f.codeDigestHex] = f.codeSize }
-        return sizes.values.reduce(0, +)
+        try db.pool.read { db in
+            try Int.fetchOne(
+                db,
+                sql: """
+                    SELECT COALESCE(SUM(size), 0) FROM (
+                        SELECT code_hex, MAX(json_extract(record, '$.codeSize')) AS size FROM (
+                            SELECT code_hex, record FROM functions WHERE account = ?1
+                            UNION ALL SELECT code_hex, record FROM function_versions WHERE account = ?1
+                            UNION ALL SELECT code_hex, record FROM layer_versions WHERE account = ?1 AND deleted = 0)
+                        GROUP BY code_hex)
+                    """, arguments: [account]) ?? 0
+        }
     }
 }

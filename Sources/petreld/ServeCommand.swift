@@ -128,7 +128,7 @@ struct ServeCommand: AsyncParsableCommand {
             group: group, logger: logger)
         let eventStore = EventStore(db, keys: store.keys)
         let catalog = FunctionCatalog(
-            functions: try FunctionStore(db, keys: store.keys), code: code, events: eventStore,
+            functions: try FunctionStore(db, keys: store.keys), layers: LayerStore(db), code: code, events: eventStore,
             dispatcher: runtime.dispatcher, keys: store.keys, region: c.region, logger: logger)
         let events = EventService(
             store: eventStore, schedules: ScheduleStore(db, events: eventStore), functions: catalog.functions,
@@ -139,7 +139,7 @@ struct ServeCommand: AsyncParsableCommand {
             logger: logger)
         let gate = Gatekeeper(accounts: store.accounts, audit: AuditStore(db), region: c.region, logger: logger)
         await runtime.dispatcher.loadReservations(try catalog.reservations())
-        for f in try catalog.provisionedSets() { await runtime.dispatcher.setProvisioned(f, f.provisionedConcurrency) }
+        try await catalog.loadProvisioned()
         let router = Router(context: PetrelRequestContext.self)
         router.add(middleware: UnknownRouteMiddleware(gate: gate))
         let lambda = LambdaAPI(
