@@ -128,11 +128,9 @@ extension FunctionCatalog {
     /// when nothing does. Deleting what is not there succeeds, as on Lambda.
     func deleteLayerVersion(_ rawName: String, _ version: Int, caller: Caller) throws {
         let name = try ownLayerName(rawName, caller: caller)
-        try codeLock.withLock { _ in
-            guard let gone = try layers.delete(account: caller.account, name, version) else { return }
-            try dropCodeIfUnused(gone.codeDigestHex)
-            logger.info("layer version deleted", metadata: ["layer": "\(name)", "version": "\(version)"])
-        }
+        guard let gone = try layers.delete(account: caller.account, name, version) else { return }
+        releaseCode([gone.codeDigestHex])
+        logger.info("layer version deleted", metadata: ["layer": "\(name)", "version": "\(version)"])
     }
 
     func addLayerPermission(_ rawName: String, _ version: Int, _ input: LayerPermissionInput, revision: String?, caller: Caller) throws
@@ -240,8 +238,4 @@ extension FunctionCatalog {
         }
     }
 
-    /// Drops the blobs of the layers a function no longer uses, when nothing else does.
-    func dropLayersIfUnused(_ old: [LayerReference], keeping new: [LayerReference]) throws {
-        for l in old where !new.contains(where: { $0.codeSha256 == l.codeSha256 }) { try dropCodeIfUnused(l.codeDigestHex) }
-    }
 }

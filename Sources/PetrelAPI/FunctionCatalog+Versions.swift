@@ -79,14 +79,8 @@ extension FunctionCatalog {
                 "Deletion of an alias or of $LATEST through a qualifier is not allowed; use DeleteAlias or leave out the qualifier.")
         }
         let latest = try resolve(FunctionReference(parsing: ref.name), caller: caller)
-        let outcome = try codeLock.withLock { _ in
-            let outcome = try functions.deleteVersion(account: owner, latest.name, number)
-            if case .deleted(let v) = outcome {
-                try dropCodeIfUnused(v.codeDigestHex)
-                try dropLayersIfUnused(v.layers ?? [], keeping: [])
-            }
-            return outcome
-        }
+        let outcome = try functions.deleteVersion(account: owner, latest.name, number)
+        if case .deleted(let v) = outcome { releaseCode(v.blobs) }
         switch outcome {
         case .notFound: throw notFound(owner, latest.name, qualifier: qualifier)
         case .inUse(let alias):

@@ -210,7 +210,7 @@ public final class FunctionCatalog: Sendable {
                 try dropCodeIfUnused(stored.hex)
                 throw notFound(current.account, current.name)
             }
-            if oldHex != stored.hex { try dropCodeIfUnused(oldHex) }
+            if oldHex != stored.hex { releaseCode([oldHex]) }
             return f
         }
         await dispatcher.retire(updated.instanceKey, record: updated)
@@ -251,7 +251,7 @@ public final class FunctionCatalog: Sendable {
                 })
         else { throw notFound(current.account, current.name) }
         await dispatcher.retire(updated.instanceKey, record: updated)
-        if let layers { try codeLock.withLock { _ in try dropLayersIfUnused(current.layers ?? [], keeping: layers) } }
+        if let layers { releaseCode((current.layers ?? []).filter { !layers.contains($0) }.map(\.codeDigestHex)) }
         logger.info("function configuration updated", metadata: ["function.name": "\(updated.name)"])
         return updated
     }
@@ -262,16 +262,10 @@ public final class FunctionCatalog: Sendable {
             return try await deleteVersion(ref, q, caller: caller)
         }
         let current = try resolve(ref, caller: caller)
-        let gone = try codeLock.withLock { _ in
-            guard let gone = try functions.delete(account: current.account, current.name) else {
-                throw notFound(current.account, current.name)
-            }
-            for f in [gone.latest] + gone.versions {
-                try dropCodeIfUnused(f.codeDigestHex)
-                try dropLayersIfUnused(f.layers ?? [], keeping: [])
-            }
-            return gone
+        guard let gone = try functions.delete(account: current.account, current.name) else {
+            throw notFound(current.account, current.name)
         }
+        releaseCode(([gone.latest] + gone.versions).flatMap(\.blobs))
         await dispatcher.functionDeleted(current.key, versions: ([gone.latest] + gone.versions).map(\.instanceKey))
         // Its waiting events and their configuration go too: a new function of that name starts clean.
         let dropped = try events.dropEvents(account: current.account, function: current.name)
@@ -306,6 +300,34 @@ public final class FunctionCatalog: Sendable {
 
     func dropCodeIfUnused(_ hex: String) throws {
         if try !functions.codeInUse(hex: hex) { code.remove(hex: hex) }
+    }
+
+    /// How long code that a change left unused is kept: an invocation that read the
+    /// record before the change may still start an instance of it.
+    static let codeGrace: Duration = .seconds(60)
+
+    /// Drops these blobs once `codeGrace` has passed, if nothing uses them then. (A daemon
+    /// stopped meanwhile drops them at its next start: `sweepCode`.)
+    func releaseCode(_ hexes: [String]) {
+        guard !hexes.isEmpty else { return }
+        Task.detached { [self] in
+            try? await Task.sleep(for: Self.codeGrace)
+            for hex in Set(hexes) {
+                do { try codeLock.withLock { _ in try dropCodeIfUnused(hex) } } catch {
+                    logger.warning("cannot drop unused code", metadata: ["code.sha256": "\(hex)", "error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    /// Drops every stored blob that nothing uses (at start, before anything is served).
+    public func sweepCode() throws {
+        try codeLock.withLock { _ in
+            for hex in code.storedDigests() where try !functions.codeInUse(hex: hex) {
+                code.remove(hex: hex)
+                logger.info("dropped unused code", metadata: ["code.sha256": "\(hex)"])
+            }
+        }
     }
 
     func checkRevision(_ wanted: String?, _ f: FunctionRecord) throws {

@@ -95,6 +95,9 @@ extension FunctionRecord {
             && (layers ?? []) == (published.layers ?? [])
     }
 
+    /// The code blobs this record uses: its own and its layers'.
+    public var blobs: [String] { [codeDigestHex] + (layers ?? []).map(\.codeDigestHex) }
+
     /// The frozen copy PublishVersion stores as version `number`.
     public func published(as number: Int, description: String?) -> FunctionRecord {
         var v = self

@@ -89,6 +89,11 @@ public final class CodeStore: Sendable {
         try? FileManager.default.removeItem(atPath: cacheDirectory + "/" + hex)
     }
 
+    /// The digests of every stored blob.
+    public func storedDigests() -> [String] {
+        Sys.listDirectory(directory).compactMap { $0.hasSuffix(".zip.enc") ? String($0.dropLast(8)) : nil }
+    }
+
     public func contains(hex: String) -> Bool { FileManager.default.fileExists(atPath: blobPath(hex)) }
 
     func blobPath(_ hex: String) -> String { directory + "/" + hex + ".zip.enc" }

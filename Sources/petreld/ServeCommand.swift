@@ -139,6 +139,7 @@ struct ServeCommand: AsyncParsableCommand {
             logger: logger)
         let gate = Gatekeeper(accounts: store.accounts, audit: AuditStore(db), region: c.region, logger: logger)
         await runtime.dispatcher.loadReservations(try catalog.reservations())
+        try catalog.sweepCode()
         try await catalog.loadProvisioned()
         let router = Router(context: PetrelRequestContext.self)
         router.add(middleware: UnknownRouteMiddleware(gate: gate))

@@ -426,6 +426,13 @@ class RestartTest(unittest.TestCase):
             lam.publish_version(FunctionName="keep")
             lam.update_function_code(FunctionName="keep", ZipFile=make_zip({"app.py": "def handler(e, c):\n    return 'latest'\n"}))
             lam.create_alias(FunctionName="keep", Name="stable", FunctionVersion="1")
+            # Code a change left unused stays a while (an invocation that read the old record may
+            # still start it), and is swept at the next start.
+            gone = lam.create_function(FunctionName="gone", Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                                       Code={"ZipFile": make_zip({"app.py": APP % "gone"})})
+            lam.delete_function(FunctionName="gone")
+            blob = os.path.join(daemon.data, "code", base64.b64decode(gone["CodeSha256"]).hex() + ".zip.enc")
+            self.assertTrue(os.path.exists(blob))
             for number, sig in (("2", signal.SIGTERM), ("3", signal.SIGKILL)):
                 daemon.stop(sig)
                 daemon.start()
@@ -435,6 +442,7 @@ class RestartTest(unittest.TestCase):
                 self.assertEqual(payload_json(lam.invoke(FunctionName="keep", Payload=b"{}")), "latest")
                 self.assertEqual([v["Version"] for v in lam.list_versions_by_function(FunctionName="keep")["Versions"]], ["$LATEST", "1"])
                 self.assertEqual(lam.get_layer_version(LayerName="keep", VersionNumber=1)["Version"], 1)
+                self.assertFalse(os.path.exists(blob), "unused code is swept at start")
                 # Numbers are never given twice, even across restarts.
                 self.assertEqual(lam.publish_version(FunctionName="keep")["Version"], number)
                 lam.delete_function(FunctionName="keep", Qualifier=number)

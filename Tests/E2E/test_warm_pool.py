@@ -179,10 +179,10 @@ class EvictionTest(PoolCase):
 class ProvisionedTest(PoolCase):
     env = {"PETREL_MEMORY_BUDGET_MB": "400", "PETREL_KEEP_ALIVE_SECONDS": "600"}
 
-    def wait_ready(self, name, want):
+    def wait_ready(self, name, qualifier, want):
         deadline = time.time() + 20
         while time.time() < deadline:
-            c = self.lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier="$LATEST")
+            c = self.lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier=qualifier)
             if c["Status"] == "READY" and c["AllocatedProvisionedConcurrentExecutions"] == want:
                 return c
             self.assertNotEqual(c["Status"], "FAILED", c)
@@ -191,13 +191,21 @@ class ProvisionedTest(PoolCase):
 
     def test_provisioned_instances_are_made_ahead_and_survive_eviction(self):
         self.create("prov")
-        r = self.lam.put_provisioned_concurrency_config(FunctionName="prov", Qualifier="$LATEST", ProvisionedConcurrentExecutions=2)
+        self.lam.publish_version(FunctionName="prov")
+        # $LATEST cannot be provisioned, as on Lambda; a version or an alias can.
+        with self.assertRaises(ClientError) as cm:
+            self.lam.put_provisioned_concurrency_config(FunctionName="prov", Qualifier="$LATEST", ProvisionedConcurrentExecutions=1)
+        self.assertEqual(cm.exception.response["Error"]["Code"], "InvalidParameterValueException")
+        with self.assertRaises(ClientError) as cm:
+            self.lam.put_provisioned_concurrency_config(FunctionName="prov", Qualifier="7", ProvisionedConcurrentExecutions=1)
+        self.assertEqual(cm.exception.response["Error"]["Code"], "ResourceNotFoundException")
+        r = self.lam.put_provisioned_concurrency_config(FunctionName="prov", Qualifier="1", ProvisionedConcurrentExecutions=2)
         self.assertEqual(r["ResponseMetadata"]["HTTPStatusCode"], 202)
         self.assertEqual(r["RequestedProvisionedConcurrentExecutions"], 2)
-        c = self.wait_ready("prov", 2)
+        c = self.wait_ready("prov", "1", 2)
         self.assertEqual(c["AvailableProvisionedConcurrentExecutions"], 2)
         # Both invocations find an initialized instance: no cold start.
-        out = self.parallel([lambda: self.invoke("prov", {"sleep": 0.5}) for _ in range(2)])
+        out = self.parallel([lambda: self.invoke("prov:1", {"sleep": 0.5}) for _ in range(2)])
         for o in out:
             self.assertNotIsInstance(o, Exception, o)
             self.assertNotIn("Init Duration", o[1])
@@ -212,17 +220,26 @@ class ProvisionedTest(PoolCase):
         self.assertNotIsInstance(out[0], Exception, out[0])
         self.assertIsInstance(out[1], ClientError, "no room: the provisioned instances may not be evicted")
         self.assertEqual(out[1].response["Error"]["Code"], "TooManyRequestsException")
-        c = self.wait_ready("prov", 2)
-        _, tail, _ = self.invoke("prov")
+        c = self.wait_ready("prov", "1", 2)
+        _, tail, _ = self.invoke("prov:1")
         self.assertNotIn("Init Duration", tail)
-        # Only $LATEST can be configured (Petrel has no versions yet); removal.
+        self.lam.delete_provisioned_concurrency_config(FunctionName="prov", Qualifier="1")
         with self.assertRaises(ClientError) as cm:
-            self.lam.put_provisioned_concurrency_config(FunctionName="prov", Qualifier="1", ProvisionedConcurrentExecutions=1)
-        self.assertEqual(cm.exception.response["Error"]["Code"], "ResourceNotFoundException")
-        self.lam.delete_provisioned_concurrency_config(FunctionName="prov", Qualifier="$LATEST")
-        with self.assertRaises(ClientError) as cm:
-            self.lam.get_provisioned_concurrency_config(FunctionName="prov", Qualifier="$LATEST")
+            self.lam.get_provisioned_concurrency_config(FunctionName="prov", Qualifier="1")
         self.assertEqual(cm.exception.response["Error"]["Code"], "ProvisionedConcurrencyConfigNotFoundException")
+        # An alias with weights spreads its provisioned instances over both versions.
+        self.lam.update_function_configuration(FunctionName="prov", Timeout=31)
+        self.lam.publish_version(FunctionName="prov")
+        self.lam.create_alias(FunctionName="prov", Name="live", FunctionVersion="1",
+                              RoutingConfig={"AdditionalVersionWeights": {"2": 0.5}})
+        self.lam.put_provisioned_concurrency_config(FunctionName="prov", Qualifier="live", ProvisionedConcurrentExecutions=2)
+        self.wait_ready("prov", "live", 2)
+        for version in ("1", "2"):
+            _, tail, r = self.invoke("prov:" + version)
+            self.assertEqual(r["ExecutedVersion"], version)
+            self.assertNotIn("Init Duration", tail, "version %s has a provisioned instance" % version)
+        # The cold-start metric names the version.
+        self.assertGreaterEqual(metric(self.daemon, "petrel_cold_starts_total", function="prov", version="2", reason="provisioned"), 1)
 
 
 class ConcurrencyLimitTest(PoolCase):
