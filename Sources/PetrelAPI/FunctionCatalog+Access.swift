@@ -89,7 +89,7 @@ extension FunctionCatalog {
     func policyTarget(_ raw: String, _ parameter: String?, caller: Caller) throws -> (FunctionRecord, String?) {
         let ref = try FunctionReference(parsing: raw)
         let q = try qualifier(ref, parameter).flatMap { $0 == FunctionRecord.latest ? nil : $0 }
-        let f = try resolve(FunctionReference(parsing: ref.name), caller: caller)
+        let f = try resolve(ref.unqualified, caller: caller)
         if let q, try functions.resolve(account: f.account, f.name, qualifier: q) == nil {
             throw notFound(f.account, f.name, qualifier: q)
         }

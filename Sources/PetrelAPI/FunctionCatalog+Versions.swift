@@ -53,7 +53,7 @@ extension FunctionCatalog {
     /// ListVersionsByFunction: `$LATEST` first, then the published versions in order.
     func versions(_ raw: String, marker: String?, limit: Int, caller: Caller) throws -> (page: [FunctionRecord], next: String?) {
         let ref = try FunctionReference(parsing: raw)
-        let latest = try resolve(FunctionReference(parsing: ref.name), caller: caller)
+        let latest = try resolve(ref.unqualified, caller: caller)
         var items: [FunctionRecord] = []
         var after = 0
         switch marker {
@@ -78,7 +78,7 @@ extension FunctionCatalog {
                 .invalidParameterValue,
                 "Deletion of an alias or of $LATEST through a qualifier is not allowed; use DeleteAlias or leave out the qualifier.")
         }
-        let latest = try resolve(FunctionReference(parsing: ref.name), caller: caller)
+        let latest = try resolve(ref.unqualified, caller: caller)
         let outcome = try functions.deleteVersion(account: owner, latest.name, number)
         if case .deleted(let v) = outcome { releaseCode(v.blobs) }
         switch outcome {
@@ -159,7 +159,7 @@ extension FunctionCatalog {
     }
 
     func alias(_ raw: String, _ name: String, caller: Caller) throws -> (FunctionRecord, FunctionAlias) {
-        let latest = try resolve(FunctionReference(parsing: FunctionReference(parsing: raw).name), caller: caller)
+        let latest = try resolve(FunctionReference(parsing: raw).unqualified, caller: caller)
         guard let a = try functions.alias(account: latest.account, latest.name, name) else {
             throw LambdaError(.resourceNotFound, "Alias not found: \(aliasARN(latest.account, latest.name, name))")
         }
@@ -167,13 +167,13 @@ extension FunctionCatalog {
     }
 
     func aliases(_ raw: String, version: String?, caller: Caller) throws -> (FunctionRecord, [FunctionAlias]) {
-        let latest = try resolve(FunctionReference(parsing: FunctionReference(parsing: raw).name), caller: caller)
+        let latest = try resolve(FunctionReference(parsing: raw).unqualified, caller: caller)
         let all = try functions.aliases(account: latest.account, latest.name)
         return (latest, version.map { v in all.filter { $0.versions.contains(v) } } ?? all)
     }
 
     func deleteAlias(_ raw: String, _ name: String, caller: Caller) async throws {
-        let latest = try resolve(FunctionReference(parsing: FunctionReference(parsing: raw).name), caller: caller)
+        let latest = try resolve(FunctionReference(parsing: raw).unqualified, caller: caller)
         // Lambda answers 204 for an alias that is not there.
         guard try functions.deleteAlias(account: latest.account, latest.name, name) != nil else { return }
         // Its own permissions and provisioned concurrency go with it.
@@ -196,8 +196,8 @@ extension FunctionCatalog {
         guard q != FunctionRecord.latest else {
             throw LambdaError(.invalidParameterValue, "Provisioned Concurrency Configs cannot be applied to unpublished function versions.")
         }
-        let latest = try resolve(FunctionReference(parsing: ref.name), caller: caller)
-        _ = try target(FunctionReference(parsing: ref.name), qualifier: q, caller: caller) // the version or alias exists
+        let latest = try resolve(ref.unqualified, caller: caller)
+        _ = try target(ref.unqualified, qualifier: q, caller: caller) // the version or alias exists
         if let value, value < 1 {
             throw LambdaError.constraint(
                 "\(value)", at: "provisionedConcurrentExecutions", "Member must have value greater than or equal to 1")
@@ -266,7 +266,7 @@ extension FunctionCatalog {
     func provisionedStatus(_ raw: String, qualifier parameter: String?, caller: Caller) async throws -> Dispatcher.ProvisionedStatus {
         let ref = try FunctionReference(parsing: raw)
         let q = try qualifier(ref, parameter)
-        let latest = try resolve(FunctionReference(parsing: ref.name), caller: caller)
+        let latest = try resolve(ref.unqualified, caller: caller)
         guard let q, latest.provisioned?[q] != nil else {
             throw LambdaError(
                 LambdaError.Code("ProvisionedConcurrencyConfigNotFoundException", status: 404),

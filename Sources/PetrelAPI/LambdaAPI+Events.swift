@@ -89,7 +89,7 @@ extension LambdaAPI {
         let ref = try FunctionReference(parsing: try name(ctx))
         let q = try catalog.qualifier(ref, qualifier(req)).flatMap { $0 == FunctionRecord.latest ? nil : $0 }
         _ = try catalog.resolve(ref, qualifier: q, caller: call.caller)
-        let f = try catalog.resolve(FunctionReference(parsing: ref.name), caller: call.caller)
+        let f = try catalog.resolve(ref.unqualified, caller: call.caller)
         return (f, q, EventStore.configKey(f.name, qualifier: q))
     }
 

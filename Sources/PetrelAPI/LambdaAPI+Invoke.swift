@@ -41,7 +41,8 @@ extension LambdaAPI {
         let raw = try name(ctx)
         let ref = try FunctionReference(parsing: raw)
         let q = try catalog.qualifier(ref, qualifier(req))
-        let f = try catalog.resolve(ref, qualifier: q, caller: call.caller, action: "lambda:InvokeFunction")
+        let target = try catalog.target(ref, qualifier: q, caller: call.caller, action: "lambda:InvokeFunction")
+        let f = target.record
         let payload = try Self.payload(call.body, field: "the payload")
         var clientContext: String?
         if let cc = req.headers.value(.amzClientContext) {
@@ -62,6 +63,7 @@ extension LambdaAPI {
         let arn = FunctionARN(region: region, account: f.account, name: f.name, qualifier: q).description
         var request = InvocationRequest(requestID: call.id, payload: payload, invokedARN: arn, clientContext: clientContext)
         request.wantsLogTail = logType == "Tail"
+        if case .alias(let a, _) = target { request.alias = a.name }
         let result = try await dispatcher.invoke(f, request)
         var headers = HTTPFields()
         headers[.contentType] = "application/json"

@@ -42,6 +42,13 @@ public struct FunctionReference: Sendable, Equatable {
         }
     }
 
+    /// The same function without the qualifier (its account and region kept).
+    public var unqualified: FunctionReference {
+        var r = self
+        r.qualifier = nil
+        return r
+    }
+
     /// 1–64 of `[a-zA-Z0-9-_]`.
     public static func isValidName(_ s: String) -> Bool {
         (1...64).contains(s.utf8.count) && s.utf8.allSatisfy(isNameByte)

@@ -151,7 +151,7 @@ public final class EventService: Service, Sendable {
 
     func attempt(_ e: QueuedEvent) async {
         do {
-            guard let f = try functions.resolve(account: e.account, e.function, qualifier: e.qualifier)?.record else {
+            guard let target = try functions.resolve(account: e.account, e.function, qualifier: e.qualifier) else {
                 logger.notice(
                     "dropped an event: its function no longer exists",
                     metadata: ["invocation.id": "\(e.id)", "function.name": "\(e.function)"])
@@ -159,6 +159,7 @@ public final class EventService: Service, Sendable {
                 try await store.finish(e, then: .none)
                 return
             }
+            let f = target.record
             // The qualifier's own configuration, else the function's.
             let config =
                 try store.config(account: e.account, function: EventStore.configKey(e.function, qualifier: e.qualifier))
@@ -171,6 +172,7 @@ public final class EventService: Service, Sendable {
             }
             var request = InvocationRequest(requestID: e.id, payload: ByteBuffer(bytes: e.payload), invokedARN: arn)
             request.wantsLogTail = false
+            if case .alias(let a, _) = target { request.alias = a.name }
             let outcome: EventDocuments.Response
             do {
                 let result = try await dispatcher.invokeWhenAdmitted(f, request)

@@ -12,6 +12,8 @@ public struct InvocationRequest: Sendable {
     public var traceID: String
     /// Whether the caller wants the log's tail (LogType: Tail); building it costs.
     public var wantsLogTail = true
+    /// The alias the caller invoked through, if any (a label of the invocation's metrics).
+    public var alias: String?
 
     public init(
         requestID: String = FastIDs.uuid(), payload: ByteBuffer, invokedARN: String,

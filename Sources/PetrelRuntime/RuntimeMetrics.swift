@@ -14,6 +14,10 @@ final class RuntimeMetrics: Sendable {
     private let handles = Mutex<[String: Handles]>([:])
 
     /// A function's dimensions from its key (`account:name`) or a version's (`account:name:version`).
+    static func dims(_ key: String, alias: String?) -> [(String, String)] {
+        dims(key) + (alias.map { [("alias", $0)] } ?? [])
+    }
+
     static func dims(_ key: String) -> [(String, String)] {
         let p = key.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
         switch p.count {
@@ -23,22 +27,23 @@ final class RuntimeMetrics: Sendable {
         }
     }
 
-    private func handles(_ function: String) -> Handles {
-        if let h = handles.withLock({ $0[function] }) { return h }
-        let dims = Self.dims(function)
+    private func handles(_ function: String, alias: String?) -> Handles {
+        let key = alias.map { function + "@" + $0 } ?? function
+        if let h = handles.withLock({ $0[key] }) { return h }
+        let dims = Self.dims(function, alias: alias)
         let h = Handles(
             invocations: Counter(label: "petrel_invocations_total", dimensions: dims),
             duration: Metrics.Timer(label: "petrel_invocation_duration_seconds", dimensions: dims, preferredDisplayUnit: .seconds),
             initDuration: Metrics.Timer(label: "petrel_init_duration_seconds", dimensions: dims, preferredDisplayUnit: .seconds))
-        handles.withLock { $0[function] = h }
+        handles.withLock { $0[key] = h }
         return h
     }
 
-    func invoked(_ function: String, result: InvocationResult) {
-        let h = handles(function)
+    func invoked(_ function: String, alias: String?, result: InvocationResult) {
+        let h = handles(function, alias: alias)
         h.invocations.increment()
         if let type = result.errorType {
-            Counter(label: "petrel_errors_total", dimensions: Self.dims(function) + [("type", type)]).increment()
+            Counter(label: "petrel_errors_total", dimensions: Self.dims(function, alias: alias) + [("type", type)]).increment()
         }
         h.duration.recordNanoseconds(Int64(result.durationMs * 1e6))
         if let initMs = result.initDurationMs { h.initDuration.recordNanoseconds(Int64(initMs * 1e6)) }
@@ -48,8 +53,9 @@ final class RuntimeMetrics: Sendable {
         Counter(label: "petrel_throttles_total", dimensions: Self.dims(function) + [("reason", reason)]).increment()
     }
 
-    func coldStart(_ function: String, reason: ColdStartReason) {
-        Counter(label: "petrel_cold_starts_total", dimensions: Self.dims(function) + [("reason", reason.rawValue)]).increment()
+    func coldStart(_ function: String, alias: String? = nil, reason: ColdStartReason) {
+        Counter(label: "petrel_cold_starts_total", dimensions: Self.dims(function, alias: alias) + [("reason", reason.rawValue)])
+            .increment()
     }
 
     /// An asynchronous event's step: succeeded, retried, failed, expired, throttled or dropped.

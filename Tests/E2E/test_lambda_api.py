@@ -677,7 +677,7 @@ class LambdaAPITest(unittest.TestCase):
         self.assertEqual(s["AccountLimit"]["CodeSizeUnzipped"], 262144000)
         self.assertGreaterEqual(s["AccountUsage"]["FunctionCount"], 0)
         # An operation Petrel does not implement is refused in Lambda's shape.
-        self.assertError("UnknownOperationException", lambda: self.lam.list_layers(), 404)
+        self.assertError("UnknownOperationException", lambda: self.lam.list_code_signing_configs(), 404)
 
     # --- validation: refused, nothing stored ----------------------------------------------
 

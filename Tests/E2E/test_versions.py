@@ -10,7 +10,7 @@ import threading
 import time
 import unittest
 
-from harness import ROLE, Daemon, assert_client_error, log_tail, make_zip, parse_credentials, payload_json
+from harness import ROLE, Daemon, assert_client_error, log_events, make_zip, metric, parse_credentials, payload_json
 
 APP = '''
 import os, json
@@ -214,6 +214,17 @@ class VersionsCase(unittest.TestCase):
         assert_client_error(self, "AccessDeniedException", lambda: self.b.invoke(FunctionName=arn + ":1", Payload=b"{}"), 403)
         assert_client_error(self, "ResourceNotFoundException", lambda: self.lam.add_permission(
             FunctionName="qual", Qualifier="nope", StatementId="x", Action="lambda:InvokeFunction", Principal="*"), 404)
+        # B manages nothing of A's function, through any qualifier.
+        for call in (lambda: self.b.list_versions_by_function(FunctionName=arn),
+                     lambda: self.b.get_alias(FunctionName=arn, Name="shared"),
+                     lambda: self.b.publish_version(FunctionName=arn),
+                     lambda: self.b.delete_function(FunctionName=arn, Qualifier="1"),
+                     lambda: self.b.get_policy(FunctionName=arn, Qualifier="shared"),
+                     lambda: self.b.update_alias(FunctionName=arn, Name="shared", FunctionVersion="$LATEST")):
+            assert_client_error(self, "AccessDeniedException", call, 403)
+        self.assertEqual(self.lam.get_alias(FunctionName="qual", Name="shared")["FunctionVersion"], "1")
+        # The invocations through the alias are counted under it.
+        self.assertGreaterEqual(metric(self.daemon, "petrel_invocations_total", function="qual", version="1", alias="shared"), 1)
         self.lam.remove_permission(FunctionName="qual", Qualifier="shared", StatementId="b")
         assert_client_error(self, "AccessDeniedException", lambda: self.b.invoke(FunctionName=arn + ":shared", Payload=b"{}"), 403)
         # An event sent to the alias runs the alias's version, and its record says so.
@@ -227,7 +238,6 @@ class VersionsCase(unittest.TestCase):
         self.update_code("qual", "v2")  # $LATEST differs from version 1 now
         r = self.lam.invoke(FunctionName="qual", Qualifier="shared", InvocationType="Event", Payload=b'{"k": 1}')
         self.assertEqual(r["StatusCode"], 202)
-        from harness import log_events
         deadline = time.time() + 30
         records = []
         while time.time() < deadline and not records:
