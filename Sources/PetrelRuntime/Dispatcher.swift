@@ -28,9 +28,8 @@ public actor Dispatcher {
     var live: [ObjectIdentifier: Instance] = [:]
     /// Memory charged to the budget per live instance (removed once, at stop or end).
     private var charged: [ObjectIdentifier: Int] = [:]
-    /// The newest revision seen per version (by when it was written: an invocation that
-    /// read the record before an update does not move it back); nil once deleted.
-    private var revisions: [String: (id: String, modified: Date)] = [:]
+    /// The newest record seen per version: what an invocation runs.
+    private var records = RecordBook()
     /// Why the next cold start of a version happens, when it is not simply "no idle instance".
     var nextColdReason: [String: ColdStartReason] = [:]
     var admission: Admission
@@ -133,10 +132,11 @@ public actor Dispatcher {
         for w in waiters { w.resume() }
     }
 
-    /// Invokes `function` synchronously; throttles at once (429) when it may not run now.
-    public func invoke(_ function: FunctionRecord, _ request: InvocationRequest) async throws(RuntimeError) -> InvocationResult {
+    /// Invokes `given` (or the newer record of its version the dispatcher knows) synchronously;
+    /// throttles at once (429) when it may not run now.
+    public func invoke(_ given: FunctionRecord, _ request: InvocationRequest) async throws(RuntimeError) -> InvocationResult {
         guard !stopping else { throw RuntimeError(.unavailable, "Petrel is shutting down; try again shortly.") }
-        noteRevision(function)
+        let function = noteRevision(given)
         let ticket: Admission.Ticket
         switch admission.admit(function.key) {
         case .success(let t): ticket = t
@@ -190,7 +190,7 @@ public actor Dispatcher {
         let result = finish(instance, request, outcome, cold: cold, startedNanos: started)
         metrics.invoked(function.instanceKey, alias: request.alias, result: result)
         if case .failed = outcome { return result }
-        if instance.isUsable, !stopping, revisions[function.instanceKey]?.id == function.revisionId {
+        if instance.isUsable, !stopping, records.isCurrent(function) {
             idle.add(instance, function: function.instanceKey)
         } else {
             retire(instance, because: .afterUpdate)
@@ -202,7 +202,7 @@ public actor Dispatcher {
     /// Tears down the idle instances of a version whose code or configuration changed
     /// (`record`, its new revision) or that was deleted (nil); busy ones go when they finish.
     public func retire(_ instanceKey: String, record: FunctionRecord?) {
-        revisions[instanceKey] = record.map { ($0.revisionId, $0.lastModified) }
+        records.set(instanceKey, record)
         if let record {
             if provisioned[instanceKey] != nil { provisioned[instanceKey]?.function = record }
             nextColdReason[instanceKey] = .afterUpdate
@@ -286,16 +286,17 @@ public actor Dispatcher {
         return true
     }
 
-    func noteRevision(_ f: FunctionRecord) {
-        let k = f.instanceKey
-        let known = revisions[k]
-        guard known?.id != f.revisionId else { return }
-        // A record read before the newest write (its invocation runs on what it read) changes nothing.
-        if let known, known.modified > f.lastModified { return }
-        revisions[k] = (f.revisionId, f.lastModified)
-        // Only instances of another revision go (provisioned ones may be current already).
-        for i in idle.removeAll(k, where: { $0.function.revisionId != f.revisionId }) { retire(i, because: .afterUpdate) }
-        if known != nil { nextColdReason[k] = .afterUpdate }
+    /// Notes the record an invocation (or a provisioned set) came with, and answers the one
+    /// to run (see `RecordBook`).
+    @discardableResult
+    func noteRevision(_ f: FunctionRecord) -> FunctionRecord {
+        let (run, change) = records.note(f)
+        if change != .none {
+            // Only instances of another revision go (provisioned ones may be current already).
+            for i in idle.removeAll(f.instanceKey, where: { $0.function.revisionId != f.revisionId }) { retire(i, because: .afterUpdate) }
+        }
+        if change == .newer { nextColdReason[f.instanceKey] = .afterUpdate }
+        return run
     }
 
     private func takeIdle(_ f: FunctionRecord) -> Instance? {

@@ -417,6 +417,9 @@ class UpdateWindowTest(unittest.TestCase):
                 stop.set()
                 [t.join(60) for t in threads]
             self.assertEqual(errors, [], "requests failed during the updates")
+            # No instance was thrown away as broken: an invocation that read the record just
+            # before an update runs the newer one instead of retiring its instances as stale.
+            self.assertIn(metric(daemon, "petrel_cold_starts_total", function="busy", reason="after_crash"), (None, 0.0))
             self.assertGreater(count[0], 100, "the load was too light to mean anything")
             self.assertIn("m3", seen)
             self.assertEqual(payload_json(lam.invoke(FunctionName="busy", Payload=b"{}"))["mark"], "m3")

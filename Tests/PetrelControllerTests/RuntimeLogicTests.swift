@@ -88,6 +88,34 @@ struct RuntimeLogicTests {
         #expect(asked == ["a1", "a2", "a3"] && gone.map(\.name) == ["a1", "a3"] && pool.members(of: "a").map(\.name) == ["a2"])
     }
 
+    @Test("the record book runs a version's newest record: one read before an update does not bring the old one back")
+    func recordBook() {
+        var book = RecordBook()
+        let old = FunctionRecord(
+            account: "000000000000", name: "f", runtime: .python311, handler: "app.handler", role: "arn:aws:iam::000000000000:role/r",
+            codeSha256: "old=", codeSize: 1, lastModified: Date(timeIntervalSince1970: 100))
+        var new = old
+        new.codeSha256 = "new="
+        new.revisionId = "r2"
+        new.lastModified = Date(timeIntervalSince1970: 101)
+        #expect(book.note(old) == (old, .first))
+        #expect(book.note(old) == (old, .none))
+        book.set(new.instanceKey, new) // the update
+        // An invocation that read the record before the update runs the new one, and changes nothing.
+        #expect(book.note(old) == (new, .none))
+        #expect(book.isCurrent(new) && !book.isCurrent(old))
+        // A newer record seen first through an invocation replaces the known one.
+        var newer = new
+        newer.revisionId = "r3"
+        newer.lastModified = Date(timeIntervalSince1970: 102)
+        #expect(book.note(newer) == (newer, .newer))
+        // Versions are apart: version 1's record does not touch $LATEST's.
+        let v1 = newer.published(as: 1, description: nil)
+        #expect(book.note(v1).change == .first && book.isCurrent(newer))
+        book.set(v1.instanceKey, nil) // deleted
+        #expect(!book.isCurrent(v1))
+    }
+
     @Test("a failed instance is reported as Lambda reports it: error type, message and the REPORT status")
     func failures() {
         let id = "rid-1"
