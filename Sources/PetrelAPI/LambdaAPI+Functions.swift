@@ -29,11 +29,21 @@ extension LambdaAPI {
         if let marker, !marker.isEmpty, !FunctionReference.isValidName(marker) {
             throw LambdaError(.invalidParameterValue, "The Marker \(marker) is not valid; pass the NextMarker of the previous page.")
         }
+        let all: Bool
+        switch q["FunctionVersion"] {
+        case nil: all = false
+        case "ALL": all = true
+        case let v?: throw LambdaError.constraint(String(v), at: "functionVersion", "Member must satisfy enum value set: [ALL]")
+        }
         let page = try catalog.functions.list(account: call.caller.account, after: marker, limit: limit + 1)
         let shown = page.prefix(limit)
+        // FunctionVersion=ALL: each function's published versions follow its $LATEST.
+        let listed = try shown.flatMap { f in
+            [f] + (all ? try catalog.functions.versions(account: f.account, f.name) : [])
+        }
         return APIResponse.json(
             ListFunctionsShape(
-                Functions: shown.map(configuration),
+                Functions: listed.map(configuration),
                 NextMarker: page.count > limit ? shown.last?.name : nil))
     }
 

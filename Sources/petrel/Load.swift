@@ -80,6 +80,8 @@ final class LoadStats: Sendable {
         var ok = 0
         var throttles = 0
         var coldStarts = 0
+        /// Answers per executed version (X-Amz-Executed-Version): an alias's split.
+        var versions: [String: Int] = [:]
         var errors: [String: Int] = [:]
         var histogram = Histogram<UInt64>(highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: .three)
     }
@@ -92,6 +94,7 @@ final class LoadStats: Sendable {
             s.ok += t.ok
             s.throttles += t.throttles
             s.coldStarts += t.coldStarts
+            for (k, v) in t.versions { s.versions[k, default: 0] += v }
             for (k, v) in t.errors { s.errors[k, default: 0] += v }
         }
     }
@@ -129,6 +132,10 @@ final class LoadStats: Sendable {
                 ("throttled (429)", "\(s.throttles)"),
                 ("cold starts seen", "\(s.coldStarts)"),
             ]
+            let answered = s.versions.values.reduce(0, +)
+            for (v, n) in s.versions.sorted(by: { $0.key < $1.key }) where answered > 0 {
+                rows.append(("version \(v)", String(format: "%d (%.1f%%)", n, 100 * Double(n) / Double(answered))))
+            }
             for (k, v) in s.errors.sorted(by: { $0.key < $1.key }) { rows.append(("errors: \(k)", "\(v)")) }
             if s.errors.isEmpty { rows.append(("errors", "0")) }
             for (k, v) in latencies { rows.append(("latency \(k)", String(format: "%.3f ms", v))) }
@@ -139,7 +146,7 @@ final class LoadStats: Sendable {
             let json: [String: Any] = [
                 "function": function, "concurrency": concurrency, "durationSeconds": secs, "requests": s.requests,
                 "throughputPerSecond": secs > 0 ? Double(s.requests) / secs : 0, "succeeded": s.ok,
-                "throttles": s.throttles, "coldStarts": s.coldStarts, "errors": s.errors,
+                "throttles": s.throttles, "coldStarts": s.coldStarts, "errors": s.errors, "versions": s.versions,
                 "latencyMs": lat,
             ]
             return Summary(requests: s.requests, ok: s.ok, functionErrors: functionErrors, table: table, json: json)

@@ -97,6 +97,7 @@ final class LoadConnection: ChannelDuplexHandler {
     var status = 0
     var functionError = false
     var cold = false
+    var version: String?
     var errorBody: ByteBuffer?
     var finished = false
 
@@ -133,6 +134,7 @@ final class LoadConnection: ChannelDuplexHandler {
             status = Int(h.status.code)
             functionError = h.headers.contains(name: "x-amz-function-error")
             cold = h.headers.contains(name: "x-petrel-init-duration")
+            version = h.headers.first(name: "x-amz-executed-version")
             errorBody = functionError ? ByteBuffer() : nil
         case .body(var b):
             if errorBody != nil { errorBody!.writeBuffer(&b) }
@@ -141,6 +143,7 @@ final class LoadConnection: ChannelDuplexHandler {
             _ = tally.histogram.record(us)
             tally.requests += 1
             if cold { tally.coldStarts += 1 }
+            if let version { tally.versions[version, default: 0] += 1 }
             switch status {
             case 200 where functionError:
                 var type = "Unhandled"

@@ -93,8 +93,17 @@ class PetrelCLITest(unittest.TestCase):
         lat = j["latencyMs"]
         self.assertTrue(0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99.9"] <= lat["max"], lat)
         self.assertGreater(j["throughputPerSecond"], 0)
-        # The table, and throttles counted as such: one reserved instance, four callers.
+        self.assertEqual(j["versions"], {"$LATEST": 60})
+        # Through an alias with a canary: the split by executed version.
         lam = self.daemon.client()
+        lam.publish_version(FunctionName="load-fn")
+        lam.update_function_configuration(FunctionName="load-fn", Timeout=5)
+        lam.publish_version(FunctionName="load-fn")
+        lam.create_alias(FunctionName="load-fn", Name="canary", FunctionVersion="1", RoutingConfig={"AdditionalVersionWeights": {"2": 0.5}})
+        j = json.loads(self.petrel("load", "--function", "load-fn:canary", "--concurrency", "2", "--requests", "200", "--json").stdout)
+        self.assertEqual(sum(j["versions"].values()), 200, j)
+        self.assertTrue(65 <= j["versions"].get("2", 0) <= 135, j["versions"])  # Binomial(200, 0.5): 5 sd either side
+        # The table, and throttles counted as such: one reserved instance, four callers.
         lam.put_function_concurrency(FunctionName="load-fn", ReservedConcurrentExecutions=1)
         r = self.petrel("load", "--function", "load-fn", "--concurrency", "4", "--duration", "1.5", "--payload", '{"sleep": 0.05}')
         table = dict(line.split("  ", 1) for line in r.stdout.splitlines() if "  " in line)

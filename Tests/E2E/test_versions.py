@@ -120,6 +120,9 @@ class VersionsCase(unittest.TestCase):
         pages = list(self.lam.get_paginator("list_versions_by_function").paginate(
             FunctionName="ver", PaginationConfig={"PageSize": 1}))
         self.assertEqual([v["Version"] for p in pages for v in p["Versions"]], ["$LATEST", "1", "2"])
+        every = self.lam.list_functions(FunctionVersion="ALL")["Functions"]
+        self.assertEqual([f["Version"] for f in every if f["FunctionName"] == "ver"], ["$LATEST", "1", "2"])
+        self.assertNotIn("1", [f["Version"] for f in self.lam.list_functions()["Functions"]])
         # Deleting a version; its number is not given again.
         self.lam.delete_function(FunctionName="ver", Qualifier="2")
         assert_client_error(self, "ResourceNotFoundException", lambda: self.call("ver", "2"), 404)
