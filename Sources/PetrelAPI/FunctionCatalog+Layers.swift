@@ -165,12 +165,7 @@ extension FunctionCatalog {
             let l = try layers.update(
                 account: caller.account, name, version,
                 { l in
-                    if let revision, revision != l.revisionId {
-                        throw LambdaError(
-                            .preconditionFailed,
-                            "The Revision Id provided does not match the latest Revision Id. Call the GetLayerVersionPolicy API to retrieve the latest Revision Id"
-                        )
-                    }
+                    try Self.checkRevision(revision, l.revisionId, readBy: "GetLayerVersionPolicy")
                     var list = l.policy ?? []
                     guard !list.contains(where: { $0.sid == sid }) else {
                         throw LambdaError(
@@ -191,12 +186,7 @@ extension FunctionCatalog {
             try layers.update(
                 account: caller.account, name, version,
                 { l in
-                    if let revision, revision != l.revisionId {
-                        throw LambdaError(
-                            .preconditionFailed,
-                            "The Revision Id provided does not match the latest Revision Id. Call the GetLayerVersionPolicy API to retrieve the latest Revision Id"
-                        )
-                    }
+                    try Self.checkRevision(revision, l.revisionId, readBy: "GetLayerVersionPolicy")
                     guard let i = l.policy?.firstIndex(where: { $0.sid == sid }) else {
                         throw LambdaError(.resourceNotFound, "Statement \(sid) is not found in resource policy.")
                     }

@@ -121,7 +121,7 @@ extension FunctionCatalog {
             throw LambdaError.constraint(d, at: "description", "Member must have length less than or equal to 256")
         }
         let outcome = try functions.writeAlias(account: latest.account, latest.name, aliasName, creating: creating) { current in
-            if let current { try checkAliasRevision(input.RevisionId, current) }
+            if let current { try Self.checkRevision(input.RevisionId, current.revisionId, readBy: "GetFunction/GetAlias") }
             var a = current ?? FunctionAlias(name: aliasName, functionVersion: input.FunctionVersion ?? FunctionRecord.latest)
             if let v = input.FunctionVersion { a.functionVersion = v }
             if let d = input.Description { a.description = d }
@@ -146,15 +146,6 @@ extension FunctionCatalog {
             throw LambdaError(.resourceNotFound, "Alias not found: \(aliasARN(latest.account, latest.name, aliasName))")
         case .noVersion(let v):
             throw notFound(latest.account, latest.name, qualifier: v)
-        }
-    }
-
-    func checkAliasRevision(_ wanted: String?, _ a: FunctionAlias) throws {
-        if let wanted, wanted != a.revisionId {
-            throw LambdaError(
-                .preconditionFailed,
-                "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
-            )
         }
     }
 

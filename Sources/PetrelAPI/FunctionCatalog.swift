@@ -331,10 +331,15 @@ public final class FunctionCatalog: Sendable {
     }
 
     func checkRevision(_ wanted: String?, _ f: FunctionRecord) throws {
-        if let wanted, wanted != f.revisionId {
+        try Self.checkRevision(wanted, f.revisionId, readBy: "GetFunction/GetAlias")
+    }
+
+    /// A `RevisionId` precondition: 412 when it is not the current one (`readBy`: the calls that tell it).
+    static func checkRevision(_ wanted: String?, _ current: String, readBy: String) throws {
+        if let wanted, wanted != current {
             throw LambdaError(
                 .preconditionFailed,
-                "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
+                "The Revision Id provided does not match the latest Revision Id. Call the \(readBy) API to retrieve the latest Revision Id"
             )
         }
     }

@@ -130,6 +130,10 @@ extension FunctionStore {
 
     // MARK: - aliases
 
+    static func decodeAlias(_ json: String) throws -> FunctionAlias {
+        try decoder.decode(FunctionAlias.self, from: Data(json.utf8))
+    }
+
     public func alias(account: String, _ function: String, _ name: String) throws -> FunctionAlias? {
         let k = Self.aliasKey(account, function, name)
         if let a = cache.aliases.withLock({ $0[k] }) { return a }
@@ -137,7 +141,7 @@ extension FunctionStore {
             try String.fetchOne(
                 db, sql: "SELECT record FROM function_aliases WHERE account = ? AND function = ? AND name = ?",
                 arguments: [account, function, name])
-        }.map { try Self.decoder.decode(FunctionAlias.self, from: Data($0.utf8)) }
+        }.map(Self.decodeAlias)
         if let a { cache.aliases.withLock { $0[k] = a } }
         return a
     }
@@ -145,7 +149,7 @@ extension FunctionStore {
     func aliases(_ db: Database, _ account: String, _ function: String) throws -> [FunctionAlias] {
         try String.fetchAll(
             db, sql: "SELECT record FROM function_aliases WHERE account = ? AND function = ? ORDER BY name", arguments: [account, function]
-        ).map { try Self.decoder.decode(FunctionAlias.self, from: Data($0.utf8)) }
+        ).map(Self.decodeAlias)
     }
 
     /// A function's aliases in name order.
@@ -177,7 +181,7 @@ extension FunctionStore {
             let current = try String.fetchOne(
                 db, sql: "SELECT record FROM function_aliases WHERE account = ? AND function = ? AND name = ?",
                 arguments: [account, function, name]
-            ).map { try Self.decoder.decode(FunctionAlias.self, from: Data($0.utf8)) }
+            ).map(Self.decodeAlias)
             if creating, current != nil { return .exists }
             if !creating, current == nil { return .notFound }
             var alias = try change(current)
@@ -203,7 +207,7 @@ extension FunctionStore {
             let current = try String.fetchOne(
                 db, sql: "SELECT record FROM function_aliases WHERE account = ? AND function = ? AND name = ?",
                 arguments: [account, function, name]
-            ).map { try Self.decoder.decode(FunctionAlias.self, from: Data($0.utf8)) }
+            ).map(Self.decodeAlias)
             try db.execute(
                 sql: "DELETE FROM function_aliases WHERE account = ? AND function = ? AND name = ?", arguments: [account, function, name])
             cache.aliases.withLock { $0[Self.aliasKey(account, function, name)] = nil }

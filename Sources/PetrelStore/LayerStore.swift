@@ -63,23 +63,20 @@ public struct LayerStore: Sendable {
 
     /// Marks a version deleted; answers it (nil: there was no live one).
     public func delete(account: String, _ name: String, _ version: Int) throws -> LayerVersionRecord? {
-        try db.pool.write { db in
-            guard
-                var l = try String.fetchOne(
-                    db, sql: "SELECT record FROM layer_versions WHERE account = ? AND name = ? AND version = ? AND deleted = 0",
-                    arguments: [account, name, version]
-                ).map(Self.decode)
-            else { return nil }
-            l.deleted = true
-            try db.execute(
-                sql: "UPDATE layer_versions SET deleted = 1, record = ? WHERE account = ? AND name = ? AND version = ?",
-                arguments: [try Self.encode(l), account, name, version])
-            return l
-        }
+        try rewrite(account: account, name, version) { $0.deleted = true }
     }
 
     /// Applies `change` to a live version in one transaction (its policy); nil when there is none.
     public func update(
+        account: String, _ name: String, _ version: Int, _ change: (inout LayerVersionRecord) throws -> Void
+    ) throws -> LayerVersionRecord? {
+        try rewrite(account: account, name, version) { l in
+            try change(&l)
+            l.revisionId = FastIDs.uuid()
+        }
+    }
+
+    private func rewrite(
         account: String, _ name: String, _ version: Int, _ change: (inout LayerVersionRecord) throws -> Void
     ) throws -> LayerVersionRecord? {
         try db.pool.write { db in
@@ -90,10 +87,9 @@ public struct LayerStore: Sendable {
                 ).map(Self.decode)
             else { return nil }
             try change(&l)
-            l.revisionId = FastIDs.uuid()
             try db.execute(
-                sql: "UPDATE layer_versions SET record = ? WHERE account = ? AND name = ? AND version = ?",
-                arguments: [try Self.encode(l), account, name, version])
+                sql: "UPDATE layer_versions SET record = ?, deleted = ? WHERE account = ? AND name = ? AND version = ?",
+                arguments: [try Self.encode(l), l.deleted, account, name, version])
             return l
         }
     }
