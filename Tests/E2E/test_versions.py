@@ -10,7 +10,7 @@ import threading
 import time
 import unittest
 
-from harness import ROLE, Daemon, assert_client_error, log_events, make_zip, metric, parse_credentials, payload_json
+from harness import ROLE, Daemon, assert_client_error, log_events, log_tail, make_zip, metric, parse_credentials, payload_json
 
 APP = '''
 import os, json
@@ -178,7 +178,11 @@ class VersionsCase(unittest.TestCase):
             counts[executed] += 1
         # Binomial(400, 0.3): mean 120, sd 9.2; 5 sd either side.
         self.assertTrue(74 <= counts["2"] <= 166, counts)
-        # Both versions' instances stayed warm across the split (a version's instances serve the alias).
+        # A version's instances serve whatever routes to it: the alias warmed both versions, so
+        # neither a call by number nor one through the alias starts another instance.
+        for q in ("1", "2", "live"):
+            r = self.lam.invoke(FunctionName="ali", Qualifier=q, Payload=b"{}", LogType="Tail")
+            self.assertNotIn("Init Duration", log_tail(r), q)
         listed = self.lam.list_aliases(FunctionName="ali")["Aliases"]
         self.assertEqual([x["Name"] for x in listed], ["live"])
         self.assertEqual([x["Name"] for x in self.lam.list_aliases(FunctionName="ali", FunctionVersion="2")["Aliases"]], ["live"])
