@@ -443,6 +443,21 @@ def main():
             results[name + "_c8"] = measured["petrel"]
             if "peer" in measured:
                 results["peer_" + kind]["c8"] = measured["peer"]
+        # Through an alias that splits its traffic over two versions, beside the same function
+        # called unqualified, in alternating rounds: what resolving the alias and drawing a
+        # version costs. 512 MB, so that three warm sets of eight fit the memory budget.
+        lam.create_function(FunctionName="bench-alias", Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                            Code={"ZipFile": make_zip({"app.py": PY_NOOP})}, MemorySize=512)
+        lam.publish_version(FunctionName="bench-alias")
+        lam.update_function_configuration(FunctionName="bench-alias", Description="the second version")
+        lam.publish_version(FunctionName="bench-alias")
+        lam.create_alias(FunctionName="bench-alias", Name="canary", FunctionVersion="1",
+                         RoutingConfig={"AdditionalVersionWeights": {"2": 0.5}})
+        for fn in ("bench-alias", "bench-alias:canary"):
+            load(d, petrel, fn, 8, 1)  # warm
+        def through(fn):
+            return lambda: measured_cpu(lambda: load(d, petrel, fn, 8, a.seconds), {"petreld": lambda: {d.proc.pid: cpu_seconds(d.proc.pid)}})
+        results["alias"] = in_rounds(a.rounds, {"unqualified": through("bench-alias"), "alias": through("bench-alias:canary")})
         results["py1cpu_c8"]["storedBytesPerInvocation"] = stored_bytes(
             d, lambda: load(d, petrel, "bench-py1cpu", 8, a.seconds))["storedBytesPerInvocation"]
         results["idle"] = idle_memory(d, a.idle)
@@ -518,6 +533,11 @@ def main():
                      "runtime %.0f us; load tool %.0f us (%d CPUs: %.0f us in all allows %.0f/s); peer server %.0f us" % (
                          cpu["runtime"], cpu["loadTool"], os.cpu_count(), sum(cpu.values()),
                          os.cpu_count() * 1e6 / max(1, sum(cpu.values())), peer["c8"]["cpuMicrosPerInvocation"]["server"]), ""))
+    al = results["alias"]
+    rows.append(("through an alias splitting 50/50 over two versions, Python 512 MB, c=8",
+                 "%.0f /s; petreld %.0f us/inv" % (al["alias"]["throughputPerSecond"], al["alias"]["cpuMicrosPerInvocation"]["petreld"]),
+                 "the same function unqualified, alternating rounds: %.0f /s; petreld %.0f us/inv" % (
+                     al["unqualified"]["throughputPerSecond"], al["unqualified"]["cpuMicrosPerInvocation"]["petreld"]), ""))
     t = results["transport"]
     rows.append(("Runtime API transport: CPU per round trip, 400 B each way", "AF_UNIX %.1f us" % t["unix_us"],
                  "TCP over loopback %.1f us (what AWS_LAMBDA_RUNTIME_API uses; median of 3 alternating rounds)" % t["tcp_us"], ""))
