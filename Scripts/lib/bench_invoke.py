@@ -449,7 +449,7 @@ def main():
         lam.create_function(FunctionName="bench-alias", Runtime="python3.11", Role=ROLE, Handler="app.handler",
                             Code={"ZipFile": make_zip({"app.py": PY_NOOP})}, MemorySize=512)
         lam.publish_version(FunctionName="bench-alias")
-        lam.update_function_configuration(FunctionName="bench-alias", Description="the second version")
+        lam.update_function_configuration(FunctionName="bench-alias", Environment={"Variables": {"VERSION": "2"}})
         lam.publish_version(FunctionName="bench-alias")
         lam.create_alias(FunctionName="bench-alias", Name="canary", FunctionVersion="1",
                          RoutingConfig={"AdditionalVersionWeights": {"2": 0.5}})

@@ -67,10 +67,7 @@ public final class FunctionCatalog: Sendable {
                 .invalidParameterValue, "The derived qualifier from the function name does not match the specified qualifier.")
         }
         if let q = p ?? ref.qualifier {
-            guard
-                q == FunctionRecord.latest
-                    || (1...128).contains(q.utf8.count)
-                        && q.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") })
+            guard q == FunctionRecord.latest || (1...128).contains(q.utf8.count) && q.utf8.allSatisfy(FunctionReference.isNameByte)
             else {
                 throw LambdaError.constraint(q, at: "qualifier", "Member must satisfy regular expression pattern: (|[a-zA-Z0-9$_-]+)")
             }

@@ -54,7 +54,8 @@ public struct FunctionReference: Sendable, Equatable {
         (1...64).contains(s.utf8.count) && s.utf8.allSatisfy(isNameByte)
     }
 
-    static func isNameByte(_ c: UInt8) -> Bool {
+    /// `[a-zA-Z0-9-_]`.
+    public static func isNameByte(_ c: UInt8) -> Bool {
         (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c == 0x2d || c == 0x5f
     }
 
