@@ -303,6 +303,13 @@ class VersionsCase(unittest.TestCase):
         names = [l["LayerName"] for l in self.lam.list_layers()["Layers"]]
         self.assertIn("lib-a", names)
         self.assertEqual([l["LayerName"] for l in self.lam.list_layers(CompatibleRuntime="nodejs20.x")["Layers"]], ["lib-a"])
+        # Refused layers use up no number: an unsafe ZIP, an unknown runtime, a layer name of another account.
+        assert_client_error(self, "InvalidParameterValueException",
+                            lambda: self.publish_layer("lib-a", {"../escape.py": "X = 1\n"}), 400)
+        assert_client_error(self, "InvalidParameterValueException",
+                            lambda: self.publish_layer("lib-a", {"python/x.py": "X = 1\n"}, CompatibleRuntimes=["cobol85"]), 400)
+        assert_client_error(self, "AccessDeniedException", lambda: self.publish_layer(
+            "arn:aws:lambda:us-east-1:%s:layer:lib-a" % self.b_account, {"python/x.py": "X = 1\n"}), 403)
         a2 = self.publish_layer("lib-a", {"python/shared.py": "VALUE = 'a2'\n"})
         self.assertEqual(a2["Version"], 2)
         self.assertEqual([v["Version"] for v in self.lam.list_layer_versions(LayerName="lib-a")["LayerVersions"]], [2, 1])
