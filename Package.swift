@@ -151,7 +151,8 @@ let package = Package(
         .testTarget(
             name: "PetrelControllerTests",
             dependencies: [
-                "PetrelCore", "PetrelStore", "PetrelClient", "PetrelAPI", "PetrelRuntime", "PetrelSystem", "petreld", "petrel-init",
+                "PetrelCore", "PetrelStore", "PetrelClient", "PetrelAPI", "PetrelRuntime", "PetrelSystem", "PetrelSigV4", "petreld",
+                "petrel-init",
                 .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"), .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"), .product(name: "NIOCore", package: "swift-nio"),

@@ -14,33 +14,70 @@ public enum SigV4 {
     /// repeated slashes removed, each segment encoded once more (every service but S3).
     public static func canonicalURI(wirePath: String) -> String {
         // Every request: a plain path (unreserved bytes and single slashes, no dot segment)
-        // is its own canonical form.
-        if isPlainPath(wirePath) { return wirePath }
+        // is its own canonical form; one with escapes (a qualified name's `%3A`) only has
+        // each `%` encoded once more.
+        switch shape(wirePath) {
+        case .plain: return wirePath
+        case .escaped:
+            var out: [UInt8] = []
+            out.reserveCapacity(wirePath.utf8.count + 8)
+            for b in wirePath.utf8 {
+                out.append(b)
+                if b == UInt8(ascii: "%") { out.append(contentsOf: [UInt8(ascii: "2"), UInt8(ascii: "5")]) }
+            }
+            return String(decoding: out, as: UTF8.self)
+        case .other: break
+        }
         let normalized = removeDotSegments(wirePath.isEmpty ? "/" : wirePath)
         return normalized.split(separator: "/", omittingEmptySubsequences: false).map { encode($0) }.joined(separator: "/")
     }
 
-    static func isPlainPath(_ path: String) -> Bool {
+    enum PathShape { case plain, escaped, other }
+
+    /// `plain`: unreserved bytes and single slashes, no dot segment; `escaped`: the same with
+    /// `%XX` escapes too; `other`: anything that needs the full canonicalization.
+    static func shape(_ path: String) -> PathShape {
         var previous: UInt8 = 0
         var segmentDots = 0
         var segmentLength = 0
         var any = false
-        for b in path.utf8 {
+        var escapes = false
+        let u = path.utf8
+        var i = u.startIndex
+        while i != u.endIndex {
+            let b = u[i]
             any = true
             if b == UInt8(ascii: "/") {
-                if previous == UInt8(ascii: "/") { return false }
-                if segmentLength > 0, segmentDots == segmentLength, segmentLength <= 2 { return false }
+                if previous == UInt8(ascii: "/") { return .other }
+                if segmentLength > 0, segmentDots == segmentLength, segmentLength <= 2 { return .other }
                 segmentDots = 0
                 segmentLength = 0
+            } else if b == UInt8(ascii: "%") {
+                let h = u.index(after: i)
+                guard h != u.endIndex, hexValue(u[h]) != nil, u.index(after: h) != u.endIndex, hexValue(u[u.index(after: h)]) != nil
+                else { return .other }
+                escapes = true
+                segmentLength += 1
             } else {
-                guard isUnreserved(b) else { return false }
+                guard isUnreserved(b) else { return .other }
                 segmentLength += 1
                 if b == UInt8(ascii: ".") { segmentDots += 1 }
             }
             previous = b
+            i = u.index(after: i)
         }
-        if segmentLength > 0, segmentDots == segmentLength, segmentLength <= 2 { return false }
-        return any && path.utf8.first == UInt8(ascii: "/")
+        if segmentLength > 0, segmentDots == segmentLength, segmentLength <= 2 { return .other }
+        guard any && u.first == UInt8(ascii: "/") else { return .other }
+        return escapes ? .escaped : .plain
+    }
+
+    static func hexValue(_ b: UInt8) -> UInt8? {
+        switch b {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): b - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): b - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): b - UInt8(ascii: "A") + 10
+        default: nil
+        }
     }
 
     /// RFC 3986 section 5.2.4, plus the collapsing of empty segments AWS asks for.
@@ -70,12 +107,25 @@ public enum SigV4 {
         }
     }
 
-    /// A URI component decoded (kept as it is when it is not valid percent-encoding). Most
-    /// have nothing to decode, and Foundation's decoding is slow: it is asked only when
-    /// there is a `%`.
+    /// A URI component decoded (kept as it is when it is not valid percent-encoding or does
+    /// not decode to UTF-8, as Foundation's `removingPercentEncoding` answers nil then).
     public static func percentDecoded(_ raw: String) -> String {
         guard raw.utf8.contains(UInt8(ascii: "%")) else { return raw }
-        return raw.removingPercentEncoding ?? raw
+        let u = Array(raw.utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(u.count)
+        var i = 0
+        while i < u.count {
+            if u[i] == UInt8(ascii: "%") {
+                guard i + 2 < u.count, let h = hexValue(u[i + 1]), let l = hexValue(u[i + 2]) else { return raw }
+                out.append(h << 4 | l)
+                i += 3
+            } else {
+                out.append(u[i])
+                i += 1
+            }
+        }
+        return String(validating: out, as: UTF8.self) ?? raw
     }
 
     /// A header's value as signed: trimmed, inner runs of spaces collapsed.

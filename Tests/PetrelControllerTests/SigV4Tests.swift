@@ -2,6 +2,8 @@ import Foundation
 import PetrelClient
 import Testing
 
+@testable import PetrelSigV4
+
 /// The CLI's signer against botocore's, the reference every AWS SDK test suite
 /// agrees with: the same request, key and time must give the same signature.
 @Suite("SigV4 signing")
@@ -78,6 +80,23 @@ struct SigV4CanonicalTests {
         #expect(SigV4.canonicalURI(wirePath: "/.x/y.") == "/.x/y.")
         #expect(SigV4.canonicalURI(wirePath: "/f/arn%3Aaws%3Alambda") == "/f/arn%253Aaws%253Alambda")
         #expect(SigV4.canonicalURI(wirePath: "/f/a b") == "/f/a%20b")
+        // Escaped paths take a short way: the same answer as the full canonicalization.
+        for path in ["/2015-03-31/functions/f%3A1/invocations", "/a/%2F/b", "/a/%41%7e", "/x%3A/./y", "/x%3A//y", "/x%3", "/x%zz", "/%"] {
+            let full = SigV4.removeDotSegments(path).split(separator: "/", omittingEmptySubsequences: false).map { SigV4.encode($0) }
+                .joined(separator: "/")
+            #expect(SigV4.canonicalURI(wirePath: path) == full, "\(path)")
+        }
+    }
+
+    @Test("percent-decoding answers what Foundation's does, without it")
+    func percentDecoding() {
+        var cases = ["plain", "f%3A1", "%E2%82%AC", "%e2%82%ac", "a%20b%2Fc", "%", "%4", "%zz", "%FF", "%C3%28", "100%25", "%00x"]
+        var rng = SystemRandomNumberGenerator()
+        let alphabet = Array("%%%0123456789abcdefABCDEFxyz:/ ")
+        for _ in 0..<2000 {
+            cases.append(String((0..<Int.random(in: 0...9, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! }))
+        }
+        for c in cases { #expect(SigV4.percentDecoded(c) == (c.removingPercentEncoding ?? c), "\(c)") }
     }
 
     @Test("header values: trimmed, runs of blanks collapsed to one space, clean values unchanged")
