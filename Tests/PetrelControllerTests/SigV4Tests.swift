@@ -88,7 +88,7 @@ struct SigV4CanonicalTests {
         }
     }
 
-    @Test("percent-decoding answers what Foundation's does, without it")
+    @Test("percent-decoding answers what Foundation's does, without it; escapes that are not UTF-8 stay as they came")
     func percentDecoding() {
         var cases = ["plain", "f%3A1", "%E2%82%AC", "%e2%82%ac", "a%20b%2Fc", "%", "%4", "%zz", "%FF", "%C3%28", "100%25", "%00x"]
         var rng = SystemRandomNumberGenerator()
@@ -96,7 +96,12 @@ struct SigV4CanonicalTests {
         for _ in 0..<2000 {
             cases.append(String((0..<Int.random(in: 0...9, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! }))
         }
-        for c in cases { #expect(SigV4.percentDecoded(c) == (c.removingPercentEncoding ?? c), "\(c)") }
+        for c in cases {
+            // Where the escapes are not UTF-8, Foundation answers nil or puts U+FFFD in (it varies);
+            // Petrel keeps the text as it came.
+            let foundation = c.removingPercentEncoding.flatMap { $0.contains("\u{FFFD}") ? nil : $0 }
+            #expect(SigV4.percentDecoded(c) == (foundation ?? c), "\(c)")
+        }
     }
 
     @Test("header values: trimmed, runs of blanks collapsed to one space, clean values unchanged")
