@@ -50,7 +50,8 @@ def main():
             root = tempfile.mkdtemp(prefix="petrel-compare-", dir="/var/tmp")
             port = 9700 + i
             p = subprocess.Popen([b + "/petreld", "serve", "--listen", "127.0.0.1:%d" % port, "--data-dir", root + "/data",
-                                  "--run-dir", root + "/run"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                  "--run-dir", root + "/run"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 env=dict(os.environ, PETREL_URL_LISTEN="127.0.0.1:%d" % (port + 10)))
             daemons[name] = (p, root, port)
         time.sleep(4)
 

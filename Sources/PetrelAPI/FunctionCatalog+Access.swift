@@ -81,6 +81,7 @@ extension FunctionCatalog {
         var PrincipalOrgID: String?
         var EventSourceToken: String?
         var FunctionUrlAuthType: String?
+        var InvokedViaFunctionUrl: Bool?
     }
 
     /// The function whose policy a permission call changes or reads, and the qualifier
@@ -118,18 +119,23 @@ extension FunctionCatalog {
                 .invalidParameterValue,
                 "Principal is required and has no spaces: an account id, an IAM ARN of an account, a service principal or *.")
         }
-        if input.PrincipalOrgID != nil || input.EventSourceToken != nil || input.FunctionUrlAuthType != nil {
+        if input.PrincipalOrgID != nil || input.EventSourceToken != nil {
             throw LambdaError(
                 .invalidParameterValue,
-                "Petrel's policies take StatementId, Action, Principal, SourceArn and SourceAccount; PrincipalOrgID, EventSourceToken and FunctionUrlAuthType are not supported."
+                "Petrel's policies take StatementId, Action, Principal, SourceArn, SourceAccount, FunctionUrlAuthType and InvokedViaFunctionUrl; PrincipalOrgID and EventSourceToken are not supported."
             )
+        }
+        if let t = input.FunctionUrlAuthType, FunctionURLConfig.AuthType(rawValue: t) == nil {
+            throw LambdaError.constraint(t, at: "functionUrlAuthType", "Member must satisfy enum value set: [NONE, AWS_IAM]")
         }
         if let a = input.SourceAccount, !FunctionReference.isAccount(a) {
             throw LambdaError.constraint(a, at: "sourceAccount", "Member must satisfy regular expression pattern: \\d{12}")
         }
-        let statement = PolicyStatement(
+        var statement = PolicyStatement(
             sid: sid, action: action, principal: principal, sourceArn: input.SourceArn, sourceAccount: input.SourceAccount,
             qualifier: q)
+        statement.functionUrlAuthType = input.FunctionUrlAuthType
+        statement.invokedViaFunctionUrl = input.InvokedViaFunctionUrl
         guard
             let updated = try functions.update(
                 account: f.account, f.name,

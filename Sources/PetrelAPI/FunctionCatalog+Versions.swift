@@ -167,6 +167,7 @@ extension FunctionCatalog {
         let latest = try resolve(FunctionReference(parsing: raw).unqualified, caller: caller)
         // Lambda answers 204 for an alias that is not there.
         guard try functions.deleteAlias(account: latest.account, latest.name, name) != nil else { return }
+        try urls.delete(account: latest.account, function: latest.name, qualifier: name)
         // Its own permissions and provisioned concurrency go with it.
         _ = try functions.update(account: latest.account, latest.name) { f in
             f.provisioned?[name] = nil

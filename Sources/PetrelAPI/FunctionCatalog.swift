@@ -11,6 +11,7 @@ import Synchronization
 public final class FunctionCatalog: Sendable {
     public let functions: FunctionStore
     public let layers: LayerStore
+    public let urls: FunctionURLStore
     public let code: CodeStore
     /// The asynchronous queue and event-invoke configurations (a deleted function's go with it).
     let events: EventStore
@@ -22,11 +23,12 @@ public final class FunctionCatalog: Sendable {
     let codeLock = Mutex(())
 
     public init(
-        functions: FunctionStore, layers: LayerStore, code: CodeStore, events: EventStore, dispatcher: Dispatcher, keys: KeyRing,
-        region: String, logger: Logger
+        functions: FunctionStore, layers: LayerStore, urls: FunctionURLStore, code: CodeStore, events: EventStore, dispatcher: Dispatcher,
+        keys: KeyRing, region: String, logger: Logger
     ) {
         self.functions = functions
         self.layers = layers
+        self.urls = urls
         self.code = code
         self.events = events
         self.dispatcher = dispatcher
@@ -263,6 +265,7 @@ public final class FunctionCatalog: Sendable {
             throw notFound(current.account, current.name)
         }
         releaseCode(([gone.latest] + gone.versions).flatMap(\.blobs))
+        try urls.delete(account: current.account, function: current.name, qualifier: nil, all: true)
         await dispatcher.functionDeleted(current.key, versions: ([gone.latest] + gone.versions).map(\.instanceKey))
         // Its waiting events and their configuration go too: a new function of that name starts clean.
         let dropped = try events.dropEvents(account: current.account, function: current.name)

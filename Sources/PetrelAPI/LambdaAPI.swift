@@ -16,6 +16,7 @@ public struct LambdaAPI: Sendable {
     let gate: Gatekeeper
     let pipeline: RequestPipeline
     let codeLinks: CodeLinks
+    let urlAddressing: URLAddressing
     let region: String
     let logger: Logger
     /// The event loops' executors: invocations run their task on their connection's loop.
@@ -32,8 +33,9 @@ public struct LambdaAPI: Sendable {
 
     public init(
         catalog: FunctionCatalog, dispatcher: Dispatcher, events: EventService, gate: Gatekeeper, codeLinks: CodeLinks,
-        region: String, loops: LoopExecutors? = nil, logger: Logger
+        urlAddressing: URLAddressing, region: String, loops: LoopExecutors? = nil, logger: Logger
     ) {
+        self.urlAddressing = urlAddressing
         self.loops = loops
         self.catalog = catalog
         self.dispatcher = dispatcher
@@ -93,6 +95,7 @@ public struct LambdaAPI: Sendable {
         registerSchedules(on: router)
         registerVersions(on: router)
         registerLayers(on: router)
+        registerURLs(on: router)
     }
 
     typealias Call = RequestPipeline.Call

@@ -152,6 +152,12 @@ enum PolicyDocument {
         var condition: [String: Any] = [:]
         if let a = s.sourceAccount { condition["StringEquals"] = ["AWS:SourceAccount": a] }
         if let arn = s.sourceArn { condition["ArnLike"] = ["AWS:SourceArn": arn] }
+        if let t = s.functionUrlAuthType {
+            var eq = condition["StringEquals"] as? [String: String] ?? [:]
+            eq["lambda:FunctionUrlAuthType"] = t
+            condition["StringEquals"] = eq
+        }
+        if let v = s.invokedViaFunctionUrl { condition["Bool"] = ["lambda:InvokedViaFunctionUrl": v ? "true" : "false"] }
         if !condition.isEmpty { out["Condition"] = condition }
         return out
     }

@@ -104,6 +104,10 @@ public struct PolicyStatement: Sendable, Codable, Equatable {
     public var sourceAccount: String?
     /// The version or alias the statement guards; nil: the unqualified function (and `$LATEST`).
     public var qualifier: String?
+    /// Condition `lambda:FunctionUrlAuthType`: the statement lets in URL requests of that auth type only.
+    public var functionUrlAuthType: String?
+    /// Condition `lambda:InvokedViaFunctionUrl`: true, the statement lets in calls through a URL only.
+    public var invokedViaFunctionUrl: Bool?
 
     public init(
         sid: String, action: String, principal: String, sourceArn: String? = nil, sourceAccount: String? = nil,
@@ -131,9 +135,12 @@ public struct PolicyStatement: Sendable, Codable, Equatable {
         return nil
     }
 
-    /// Whether this statement lets `account` perform `action` (e.g. `lambda:InvokeFunction`).
-    public func allows(account: String, action wanted: String) -> Bool {
+    /// Whether this statement lets `account` perform `action` (e.g. `lambda:InvokeFunction`);
+    /// `urlAuthType`: the call comes through a function URL of that auth type.
+    public func allows(account: String, action wanted: String, urlAuthType: String? = nil) -> Bool {
         guard action == wanted || action == "lambda:*" || action == "*" else { return false }
+        if invokedViaFunctionUrl == true, urlAuthType == nil { return false }
+        if let t = functionUrlAuthType, t != urlAuthType { return false }
         if let sourceAccount, sourceAccount != account { return false }
         return principal == "*" || principalAccount == account
     }

@@ -163,7 +163,7 @@ public actor Dispatcher {
                 if error.code == .throttled { metrics.throttled(function.key, reason: Admission.Refusal.capacity.reason) }
                 throw error
             }
-            metrics.coldStart(function.instanceKey, alias: request.alias, reason: reason)
+            metrics.coldStart(function.instanceKey, alias: request.alias, url: request.viaURL, reason: reason)
         }
         if cold {
             do {
@@ -174,7 +174,7 @@ public actor Dispatcher {
                 retire(instance, because: .afterCrash)
                 _ = await instance.finalReport(within: .seconds(2))
                 let result = finish(instance, request, .failed(failure), cold: true, startedNanos: DispatchTime.now().uptimeNanoseconds)
-                metrics.invoked(function.instanceKey, alias: request.alias, result: result)
+                metrics.invoked(function.instanceKey, alias: request.alias, url: request.viaURL, result: result)
                 return result
             }
         }
@@ -188,7 +188,7 @@ public actor Dispatcher {
             _ = await instance.finalReport(within: .seconds(2))
         }
         let result = finish(instance, request, outcome, cold: cold, startedNanos: started)
-        metrics.invoked(function.instanceKey, alias: request.alias, result: result)
+        metrics.invoked(function.instanceKey, alias: request.alias, url: request.viaURL, result: result)
         if case .failed = outcome { return result }
         if instance.isUsable, !stopping, records.isCurrent(function) {
             idle.add(instance, function: function.instanceKey)

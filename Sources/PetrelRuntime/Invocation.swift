@@ -14,6 +14,8 @@ public struct InvocationRequest: Sendable {
     public var wantsLogTail = true
     /// The alias the caller invoked through, if any (a label of the invocation's metrics).
     public var alias: String?
+    /// Whether it came through a function URL (a label of the invocation's metrics).
+    public var viaURL = false
 
     public init(
         requestID: String = FastIDs.uuid(), payload: ByteBuffer, invokedARN: String,

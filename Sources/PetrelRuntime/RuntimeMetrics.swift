@@ -14,8 +14,8 @@ final class RuntimeMetrics: Sendable {
     private let handles = Mutex<[String: Handles]>([:])
 
     /// A function's dimensions from its key (`account:name`) or a version's (`account:name:version`).
-    static func dims(_ key: String, alias: String?) -> [(String, String)] {
-        dims(key) + (alias.map { [("alias", $0)] } ?? [])
+    static func dims(_ key: String, alias: String?, url: Bool = false) -> [(String, String)] {
+        dims(key) + (alias.map { [("alias", $0)] } ?? []) + (url ? [("url", "true")] : [])
     }
 
     static func dims(_ key: String) -> [(String, String)] {
@@ -27,10 +27,11 @@ final class RuntimeMetrics: Sendable {
         }
     }
 
-    private func handles(_ function: String, alias: String?) -> Handles {
-        let key = alias.map { function + "@" + $0 } ?? function
+    private func handles(_ function: String, alias: String?, url: Bool) -> Handles {
+        var key = alias.map { function + "@" + $0 } ?? function
+        if url { key += "#url" }
         if let h = handles.withLock({ $0[key] }) { return h }
-        let dims = Self.dims(function, alias: alias)
+        let dims = Self.dims(function, alias: alias, url: url)
         let h = Handles(
             invocations: Counter(label: "petrel_invocations_total", dimensions: dims),
             duration: Metrics.Timer(label: "petrel_invocation_duration_seconds", dimensions: dims, preferredDisplayUnit: .seconds),
@@ -39,11 +40,11 @@ final class RuntimeMetrics: Sendable {
         return h
     }
 
-    func invoked(_ function: String, alias: String?, result: InvocationResult) {
-        let h = handles(function, alias: alias)
+    func invoked(_ function: String, alias: String?, url: Bool = false, result: InvocationResult) {
+        let h = handles(function, alias: alias, url: url)
         h.invocations.increment()
         if let type = result.errorType {
-            Counter(label: "petrel_errors_total", dimensions: Self.dims(function, alias: alias) + [("type", type)]).increment()
+            Counter(label: "petrel_errors_total", dimensions: Self.dims(function, alias: alias, url: url) + [("type", type)]).increment()
         }
         h.duration.recordNanoseconds(Int64(result.durationMs * 1e6))
         if let initMs = result.initDurationMs { h.initDuration.recordNanoseconds(Int64(initMs * 1e6)) }
@@ -53,8 +54,8 @@ final class RuntimeMetrics: Sendable {
         Counter(label: "petrel_throttles_total", dimensions: Self.dims(function) + [("reason", reason)]).increment()
     }
 
-    func coldStart(_ function: String, alias: String? = nil, reason: ColdStartReason) {
-        Counter(label: "petrel_cold_starts_total", dimensions: Self.dims(function, alias: alias) + [("reason", reason.rawValue)])
+    func coldStart(_ function: String, alias: String? = nil, url: Bool = false, reason: ColdStartReason) {
+        Counter(label: "petrel_cold_starts_total", dimensions: Self.dims(function, alias: alias, url: url) + [("reason", reason.rawValue)])
             .increment()
     }
 

@@ -351,6 +351,22 @@ public final class PetrelDatabase: Sendable {
                     ALTER TABLE events ADD COLUMN qualifier TEXT;
                     """)
         }
+        m.registerMigration("v9-function-urls") { db in
+            // One URL per function and qualifier ('' for the function itself). Every id ever
+            // given stays in url_ids, so none is given twice.
+            try db.execute(
+                sql: """
+                    CREATE TABLE function_urls (
+                        id TEXT PRIMARY KEY,
+                        account TEXT NOT NULL,
+                        function TEXT NOT NULL,
+                        qualifier TEXT NOT NULL,
+                        record TEXT NOT NULL,
+                        UNIQUE (account, function, qualifier)
+                    );
+                    CREATE TABLE url_ids (id TEXT PRIMARY KEY);
+                    """)
+        }
         return m
     }
 }

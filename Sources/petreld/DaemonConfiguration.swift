@@ -7,6 +7,11 @@ import PetrelTOML
 struct DaemonConfiguration: Sendable {
     var listenHost = "127.0.0.1"
     var listenPort = 9000
+    /// Where function URLs are served (a listener of their own, TLS like the API's).
+    var urlListenHost = "127.0.0.1"
+    var urlListenPort = 9002
+    /// With wildcard DNS for it: URLs are `<id>.<domain>`; else `HOST:PORT/<id>/`.
+    var urlDomain: String?
     var dataDirectory = "/var/lib/petrel"
     var runDirectory = "/run/petrel"
     var region = "us-east-1"
@@ -66,7 +71,20 @@ struct DaemonConfiguration: Sendable {
     typealias Setter = @Sendable (inout DaemonConfiguration, String, String) throws -> Void
 
     static let keys: [(String, Setter)] = [
-        ("listen", { c, v, src in try c.setListen(v, source: src) }),
+        ("listen", { c, v, src in (c.listenHost, c.listenPort) = try hostPort(v, source: src) }),
+        ("url_listen", { c, v, src in (c.urlListenHost, c.urlListenPort) = try hostPort(v, source: src) }),
+        (
+            "url_domain",
+            { c, v, src in
+                guard
+                    v.isEmpty
+                        || v.utf8.allSatisfy({
+                            $0 == 0x2e || $0 == 0x2d || $0 == 0x3a || ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7a)
+                        })
+                else { throw Invalid(description: "\(src): \(v) is not a domain name (with an optional :PORT)") }
+                c.urlDomain = v.isEmpty ? nil : v
+            }
+        ),
         ("data_dir", { c, v, _ in c.dataDirectory = v }),
         ("run_dir", { c, v, _ in c.runDirectory = v }),
         ("region", { c, v, src in try c.setRegion(v, source: src) }),
@@ -120,9 +138,10 @@ struct DaemonConfiguration: Sendable {
 
     private mutating func apply(toml text: String) throws {
         let root = try TOMLSection(parsing: text)
-        try root.rejectUnknown(["api", "storage", "platform", "instances", "events", "logging"])
+        try root.rejectUnknown(["api", "urls", "storage", "platform", "instances", "events", "logging"])
         let sections: [String: [String: String]] = [
             "api": ["listen": "listen", "tls_certificate": "tls_certificate", "tls_key": "tls_key"],
+            "urls": ["listen": "url_listen", "domain": "url_domain"],
             "storage": [
                 "data_dir": "data_dir", "run_dir": "run_dir", "log_retention_days": "log_retention_days",
                 "audit_retention_days": "audit_retention_days", "log_storage_mb": "log_storage_mb",
@@ -149,13 +168,11 @@ struct DaemonConfiguration: Sendable {
         }
     }
 
-    mutating func setListen(_ v: String, source: String) throws {
+    static func hostPort(_ v: String, source: String) throws -> (String, Int) {
         guard let colon = v.lastIndex(of: ":"), let port = Int(v[v.index(after: colon)...]), (1...65_535).contains(port) else {
             throw Invalid(description: "\(source): listen must be HOST:PORT, not \(v)")
         }
-        let host = String(v[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
-        listenHost = host
-        listenPort = port
+        return (String(v[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]")), port)
     }
 
     mutating func setRegion(_ v: String, source: String) throws {

@@ -46,7 +46,7 @@ struct ServeCommand: AsyncParsableCommand {
         var c: DaemonConfiguration
         do {
             c = try DaemonConfiguration.load(file: config ?? Locations.defaultConfig(), environment: ProcessInfo.processInfo.environment)
-            if let listen { try c.setListen(listen, source: "--listen") }
+            if let listen { (c.listenHost, c.listenPort) = try DaemonConfiguration.hostPort(listen, source: "--listen") }
             if let d = dataDirectory { c.dataDirectory = d }
             if let d = runDirectory { c.runDirectory = d }
             if let p = policy { c.policyPath = p }
@@ -128,7 +128,8 @@ struct ServeCommand: AsyncParsableCommand {
             group: group, logger: logger)
         let eventStore = EventStore(db, keys: store.keys)
         let catalog = FunctionCatalog(
-            functions: try FunctionStore(db, keys: store.keys), layers: LayerStore(db), code: code, events: eventStore,
+            functions: try FunctionStore(db, keys: store.keys), layers: LayerStore(db), urls: FunctionURLStore(db), code: code,
+            events: eventStore,
             dispatcher: runtime.dispatcher, keys: store.keys, region: c.region, logger: logger)
         let events = EventService(
             store: eventStore, schedules: ScheduleStore(db, events: eventStore), functions: catalog.functions,
@@ -143,9 +144,11 @@ struct ServeCommand: AsyncParsableCommand {
         try await catalog.loadProvisioned()
         let router = Router(context: PetrelRequestContext.self)
         router.add(middleware: UnknownRouteMiddleware(gate: gate))
+        let scheme = c.tlsCertificate == nil ? "http" : "https"
+        let urlAddressing = URLAddressing(scheme: scheme, authority: Self.authority(c.urlListenHost, c.urlListenPort), domain: c.urlDomain)
         let lambda = LambdaAPI(
             catalog: catalog, dispatcher: runtime.dispatcher, events: events, gate: gate,
-            codeLinks: try CodeLinks(keys: store.keys, scheme: c.tlsCertificate == nil ? "http" : "https"), region: c.region,
+            codeLinks: try CodeLinks(keys: store.keys, scheme: scheme), urlAddressing: urlAddressing, region: c.region,
             loops: LoopExecutors(group: group), logger: logger)
         lambda.register(on: router)
         LogsAPI(logs: LogStore(db), gate: gate, region: c.region, defaultRetentionDays: c.logRetentionDays, logger: logger).register(
@@ -154,12 +157,26 @@ struct ServeCommand: AsyncParsableCommand {
         // Invoke is answered in each connection's pipeline, before Hummingbird (see InvokeChannelHandler).
         let http1 = HTTPServerBuilder.http1(configuration: .init(additionalChannelHandlers: [lambda.invokeHandler()]))
         var server = http1
+        var urlServer = HTTPServerBuilder.http1()
         if let cert = c.tlsCertificate, let key = c.tlsKey {
             let chain = try NIOSSLCertificate.fromPEMFile(cert).map { NIOSSLCertificateSource.certificate($0) }
             let tls = TLSConfiguration.makeServerConfiguration(
                 certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
             server = try .tls(http1, tlsConfiguration: tls)
+            urlServer = try .tls(urlServer, tlsConfiguration: tls)
         }
+        // Function URLs: public traffic on a listener of its own.
+        let urls = Application(
+            responder: FunctionURLServer(
+                catalog: catalog, dispatcher: runtime.dispatcher, gate: gate, addressing: urlAddressing, region: c.region, logger: logger),
+            server: urlServer,
+            configuration: .init(address: .hostname(c.urlListenHost, port: c.urlListenPort), serverName: LambdaAPI.serverName),
+            onServerRunning: { channel in
+                logger.info(
+                    "petreld is serving function URLs", metadata: ["url.address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
+            },
+            eventLoopGroupProvider: .shared(group),
+            logger: logger)
         let app = Application(
             router: router,
             server: server,
@@ -180,13 +197,14 @@ struct ServeCommand: AsyncParsableCommand {
         // The API's tasks run on the event loops (LoopAffineExecutor): an invocation stays on its
         // connection's loop, where its instance most likely lives too.
         let api = OnExecutor(app, executor: LoopAffineExecutor(group: group))
+        let urlAPI = OnExecutor(urls, executor: LoopAffineExecutor(group: group))
         let retention = RetentionService(
             logs: LogStore(db), logDays: c.logRetentionDays, logBudget: c.logStorageBytes(), audit: AuditStore(db),
             auditDays: c.auditRetentionDays, logger: logger)
         var config = ServiceGroupConfiguration(
             services: [
                 .init(service: AuditService(gate: gate)), .init(service: retention),
-                .init(service: runtime), .init(service: events), .init(service: api),
+                .init(service: runtime), .init(service: events), .init(service: api), .init(service: urlAPI),
             ],
             logger: logger)
         config.gracefulShutdownSignals = [.sigterm, .sigint]
@@ -199,6 +217,14 @@ struct ServeCommand: AsyncParsableCommand {
         }
         try? await group.shutdownGracefully()
         logger.info("petreld stopped")
+    }
+}
+
+extension ServeCommand {
+    /// `HOST:PORT` as clients write it (a wildcard listener is reached by the machine's name).
+    static func authority(_ host: String, _ port: Int) -> String {
+        let h = host == "0.0.0.0" || host == "::" || host.isEmpty ? ProcessInfo.processInfo.hostName : host
+        return (h.contains(":") ? "[\(h)]" : h) + ":\(port)"
     }
 }
 

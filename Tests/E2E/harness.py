@@ -95,6 +95,7 @@ class Daemon:
         self.data = os.path.join(self.root, "data")
         self.run = os.path.join(self.root, "run")
         self.port = port or free_port()
+        self.url_port = free_port()
         self.extra_env = extra_env or {}
         self.proc = None
         self.log_path = os.path.join(self.root, "petreld.log")
@@ -103,9 +104,15 @@ class Daemon:
     def endpoint(self):
         return "http://127.0.0.1:%d" % self.port
 
+    @property
+    def url_endpoint(self):
+        """Where the daemon serves function URLs."""
+        return "http://127.0.0.1:%d" % self.url_port
+
     def start(self):
         env = dict(os.environ)
         env.setdefault("PETREL_LOG_LEVEL", "debug")
+        env["PETREL_URL_LISTEN"] = "127.0.0.1:%d" % self.url_port
         env.update(self.extra_env)
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(

@@ -71,7 +71,7 @@ struct DaemonConfigurationTests {
         try "[api]\nlisten = \"127.0.0.1:9100\"\nport = 3\n".write(toFile: path, atomically: true, encoding: .utf8)
         #expect(throws: DaemonConfiguration.Invalid.self) { try DaemonConfiguration.load(file: path, environment: [:]) }
         var c = DaemonConfiguration()
-        try c.setListen("0.0.0.0:9000", source: "--listen")
+        (c.listenHost, c.listenPort) = try DaemonConfiguration.hostPort("0.0.0.0:9000", source: "--listen")
         #expect(c.listenHost == "0.0.0.0")
         c.tlsCertificate = "/etc/petrel/cert.pem"
         #expect(throws: DaemonConfiguration.Invalid.self) { try c.checkTLS() }

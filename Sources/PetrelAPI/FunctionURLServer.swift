@@ -1,0 +1,225 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import PetrelCore
+import PetrelRuntime
+import PetrelStore
+
+/// Serves function URLs on a listener of their own: finds the URL (by host with a
+/// configured domain, else by the first path segment), answers CORS preflights,
+/// checks the URL's auth type against the function's policy, turns the request into
+/// a payload format 2.0 event, invokes, and turns the result into the HTTP answer.
+/// Every request is an invocation like any other (limits, metrics, logs, audit).
+public struct FunctionURLServer: HTTPResponder {
+    public typealias Context = PetrelRequestContext
+    let catalog: FunctionCatalog
+    let dispatcher: Dispatcher
+    let gate: Gatekeeper
+    let addressing: URLAddressing
+    let region: String
+    let logger: Logger
+
+    public init(
+        catalog: FunctionCatalog, dispatcher: Dispatcher, gate: Gatekeeper, addressing: URLAddressing, region: String, logger: Logger
+    ) {
+        self.catalog = catalog
+        self.dispatcher = dispatcher
+        self.gate = gate
+        self.addressing = addressing
+        self.region = region
+        self.logger = logger
+    }
+
+    /// A refusal in the URL's own terms: a status and `{"Message": …}`.
+    struct Refusal: Error {
+        var status: HTTPResponse.Status
+        var message: String
+        static let forbidden = Refusal(status: .forbidden, message: "Forbidden")
+    }
+
+    static func json(_ status: HTTPResponse.Status, _ message: String) -> Response {
+        var h = HTTPFields()
+        h[.contentType] = "application/json"
+        let body = (try? JSONSerialization.data(withJSONObject: ["Message": message])) ?? Data()
+        return Response(status: status, headers: h, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    /// The URL id a request names and the path the function sees.
+    func route(_ req: Request) -> (id: String, rawPath: String, domain: String)? {
+        let host = req.head.authority ?? ""
+        if let domain = addressing.domain, host.count > domain.count + 1, host.lowercased().hasSuffix("." + domain.lowercased()) {
+            let id = host.prefix(host.count - domain.count - 1).lowercased()
+            guard FunctionURLConfig.isID(Substring(id)) else { return nil }
+            return (id, req.uri.path.isEmpty ? "/" : req.uri.path, host)
+        }
+        let path = req.uri.path
+        let segments = path.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
+        guard segments.count >= 2, segments[0].isEmpty else { return nil }
+        let rest = segments[1].split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
+        guard FunctionURLConfig.isID(rest[0]) else { return nil }
+        return (String(rest[0]), rest.count > 1 ? "/" + rest[1] : "/", host)
+    }
+
+    public func respond(to req: Request, context ctx: PetrelRequestContext) async throws -> Response {
+        let requestID = FastIDs.uuid()
+        var caller: Caller?
+        var url: FunctionURLConfig?
+        var response: Response
+        do {
+            guard let (id, rawPath, domain) = route(req), let u = try catalog.urls.url(id: id) else { throw Refusal.forbidden }
+            url = u
+            if let preflight = Self.preflight(req, u.cors) {
+                response = preflight
+            } else {
+                let body = try await RequestPipeline.body(req, limit: LambdaAPI.maxInvokePayload) { _ in
+                    LambdaError(
+                        .requestTooLarge,
+                        "Request must be smaller than \(LambdaAPI.maxInvokePayload) bytes for the InvokeFunction operation")
+                }
+                caller = try authorize(req, u, body: body)
+                response = try await invoke(req, ctx, u, rawPath: rawPath, domain: domain, body: body, caller: caller, requestID: requestID)
+                Self.addCORS(&response, req, u.cors)
+            }
+        } catch let r as Refusal {
+            response = Self.json(r.status, r.message)
+        } catch let e as LambdaError where e.code == .requestTooLarge {
+            response = Self.json(.contentTooLarge, e.message)
+        } catch let e as RuntimeError where e.code == .throttled {
+            response = Self.json(.tooManyRequests, "Rate Exceeded.")
+        } catch {
+            logger.error("a function URL request failed", metadata: ["request.id": "\(requestID)", "error": "\(error)"])
+            response = Self.json(.internalServerError, "Internal Server Error")
+        }
+        response.headers[.amzRequestID] = requestID
+        gate.record(
+            req, ctx, action: "InvokeFunctionUrl", caller: caller, resource: url?.function,
+            parameters: AuditParameters.describe(
+                query: Gatekeeper.query(req), path: ["FunctionUrlId": url?.id ?? "", "Qualifier": url?.qualifier ?? ""], body: nil,
+                payloadIsData: true),
+            status: Int(response.status.code), error: response.status.code >= 400 ? "\(response.status.code)" : nil)
+        return response
+    }
+
+    /// NONE: the function's policy must let anyone invoke through an unauthenticated URL (both
+    /// `lambda:InvokeFunctionUrl` with `FunctionUrlAuthType: NONE` and `lambda:InvokeFunction`
+    /// through a URL). AWS_IAM: a valid signature of the owner's account, or of one its policy
+    /// grants `lambda:InvokeFunctionUrl`.
+    func authorize(_ req: Request, _ u: FunctionURLConfig, body: ByteBuffer) throws -> Caller? {
+        guard let f = try catalog.functions.get(account: u.account, u.function) else { throw Refusal.forbidden }
+        let policy = (f.policy ?? []).filter { $0.guards(u.qualifier) }
+        switch u.authType {
+        case .none:
+            let url = policy.contains {
+                $0.principal == "*" && $0.allows(account: "", action: "lambda:InvokeFunctionUrl", urlAuthType: "NONE")
+            }
+            let invoke = policy.contains {
+                $0.principal == "*" && $0.allows(account: "", action: "lambda:InvokeFunction", urlAuthType: "NONE")
+            }
+            guard url && invoke else { throw Refusal.forbidden }
+            return nil
+        case .awsIAM:
+            let caller: Caller
+            do { caller = try gate.authenticate(req, body: body, service: "lambda") } catch { throw Refusal.forbidden }
+            guard
+                caller.account == u.account
+                    || policy.contains(where: {
+                        $0.allows(account: caller.account, action: "lambda:InvokeFunctionUrl", urlAuthType: "AWS_IAM")
+                    })
+            else { throw Refusal.forbidden }
+            return caller
+        }
+    }
+
+    func invoke(
+        _ req: Request, _ ctx: PetrelRequestContext, _ u: FunctionURLConfig, rawPath: String, domain: String, body: ByteBuffer,
+        caller: Caller?, requestID: String
+    ) async throws -> Response {
+        guard let f = try catalog.functions.resolve(account: u.account, u.function, qualifier: u.qualifier)?.record else {
+            throw Refusal.forbidden
+        }
+        let event = URLPayload.event(
+            URLPayload.Request(
+                method: req.method.rawValue, rawPath: rawPath, rawQuery: req.uri.query ?? "",
+                headers: Self.forwardedHeaders(req, sourceIP: ctx.remoteAddress, scheme: addressing.scheme),
+                body: Array(body.readableBytesView),
+                sourceIP: ctx.remoteAddress,
+                domainName: domain, urlID: u.id, requestID: requestID, accountID: u.account,
+                iam: caller.map { ($0.accessKey, $0.account) }))
+        var request = InvocationRequest(
+            requestID: requestID, payload: ByteBuffer(bytes: event),
+            invokedARN: FunctionARN(region: region, account: f.account, name: f.name, qualifier: u.qualifier).description)
+        request.wantsLogTail = false
+        request.alias = u.qualifier
+        request.viaURL = true
+        let result = try await dispatcher.invoke(f, request)
+        guard result.functionError == nil else { return Self.json(.badGateway, "Internal Server Error") }
+        let answer: URLPayload.Response
+        do { answer = try URLPayload.response(Data(result.payload.readableBytesView)) } catch {
+            logger.info("a function URL's answer is malformed", metadata: ["request.id": "\(requestID)", "reason": "\(error.reason)"])
+            return Self.json(.badGateway, "Internal Server Error")
+        }
+        var h = HTTPFields()
+        for (name, value) in answer.headers {
+            guard let n = HTTPField.Name(name), !Self.hopByHop.contains(n.canonicalName) else { continue }
+            h.append(HTTPField(name: n, value: value))
+        }
+        h[.amzExecutedVersion] = result.executedVersion
+        return Response(
+            status: HTTPResponse.Status(code: answer.status), headers: h, body: ResponseBody(byteBuffer: ByteBuffer(bytes: answer.body)))
+    }
+
+    /// The request's headers as the function sees them: with `host` (HTTP/1.1's, which HTTPTypes
+    /// keeps apart) and the `x-forwarded-*` headers Lambda's front adds.
+    static func forwardedHeaders(_ req: Request, sourceIP: String, scheme: String) -> [(String, String)] {
+        var h = req.headers.map { ($0.name.rawName, $0.value) }
+        if let host = req.head.authority { h.insert(("host", host), at: 0) }
+        let names = Set(h.map { $0.0.lowercased() })
+        if !names.contains("x-forwarded-for") { h.append(("x-forwarded-for", sourceIP)) }
+        if !names.contains("x-forwarded-proto") { h.append(("x-forwarded-proto", scheme)) }
+        if !names.contains("x-forwarded-port"), let port = req.head.authority?.split(separator: ":").last.flatMap({ Int($0) }) {
+            h.append(("x-forwarded-port", String(port)))
+        }
+        return h
+    }
+
+    static let hopByHop: Set<String> = ["connection", "transfer-encoding", "content-length", "keep-alive", "upgrade"]
+
+    // MARK: - CORS
+
+    static let requestMethod = HTTPField.Name("Access-Control-Request-Method")!
+    static let allowOrigin = HTTPField.Name("Access-Control-Allow-Origin")!
+
+    /// A CORS preflight, answered by the platform when the URL has CORS settings.
+    static func preflight(_ req: Request, _ cors: URLCors?) -> Response? {
+        guard let cors, req.method == .options, let origin = req.headers[.origin], let method = req.headers[requestMethod] else {
+            return nil
+        }
+        var h = HTTPFields()
+        if let allowed = cors.allowedOrigin(origin), cors.allows(method: method) {
+            h[allowOrigin] = allowed
+            h[HTTPField.Name("Access-Control-Allow-Methods")!] = (cors.allowMethods ?? []).joined(separator: ",")
+            if let headers = cors.allowHeaders, !headers.isEmpty {
+                h[HTTPField.Name("Access-Control-Allow-Headers")!] = headers.joined(separator: ",")
+            }
+            if let age = cors.maxAge { h[HTTPField.Name("Access-Control-Max-Age")!] = String(age) }
+            if cors.allowCredentials == true { h[HTTPField.Name("Access-Control-Allow-Credentials")!] = "true" }
+        }
+        h[.vary] = "Origin"
+        return Response(status: .ok, headers: h)
+    }
+
+    /// The URL's CORS headers on an answer (the function's own are replaced when the URL has settings).
+    static func addCORS(_ r: inout Response, _ req: Request, _ cors: URLCors?) {
+        guard let cors else { return }
+        r.headers = HTTPFields(r.headers.filter { !$0.name.canonicalName.hasPrefix("access-control-") })
+        guard let origin = req.headers[.origin], let allowed = cors.allowedOrigin(origin) else { return }
+        r.headers[allowOrigin] = allowed
+        if let expose = cors.exposeHeaders, !expose.isEmpty {
+            r.headers[HTTPField.Name("Access-Control-Expose-Headers")!] = expose.joined(separator: ",")
+        }
+        if cors.allowCredentials == true { r.headers[HTTPField.Name("Access-Control-Allow-Credentials")!] = "true" }
+        r.headers[.vary] = "Origin"
+    }
+}

@@ -1,0 +1,299 @@
+"""Issue 20 (first part): function URLs. The configuration through boto3 and the AWS
+CLI; the URLs themselves through plain HTTP clients (curl, http.client), with the
+payload format 2.0 event and response, both auth types, CORS, and the error answers."""
+
+import base64
+import http.client
+import json
+import subprocess
+import unittest
+import urllib.parse
+
+from harness import ROLE, Daemon, assert_client_error, make_zip, metric, parse_credentials, signed
+
+APP = '''
+import base64, json, os, time
+def handler(event, context):
+    path = event["rawPath"]
+    if path.startswith("/event"):
+        return {"statusCode": 200, "headers": {"content-type": "application/json"}, "body": json.dumps(event)}
+    if path == "/plain":
+        return {"hello": "world", "version": context.function_version}
+    if path == "/string":
+        return "just text"
+    if path == "/cookies":
+        return {"statusCode": 201, "cookies": ["a=1; Path=/", "b=2"], "headers": {"x-one": "1", "access-control-allow-origin": "https://evil.example"},
+                "multiValueHeaders": {"x-many": ["a", "b"]}, "body": "made"}
+    if path == "/binary":
+        return {"statusCode": 200, "headers": {"content-type": "application/octet-stream"},
+                "body": base64.b64encode(bytes(range(256))).decode(), "isBase64Encoded": True}
+    if path == "/fail":
+        raise RuntimeError("boom")
+    if path == "/bad":
+        return {"statusCode": "teapot"}
+    if path == "/size":
+        return {"statusCode": 200, "body": str(len(base64.b64decode(event["body"]) if event.get("isBase64Encoded") else event.get("body", "")))}
+    return {"statusCode": 404, "body": "no route " + path}
+'''
+
+
+def request(url, method="GET", body=b"", headers=None):
+    """A plain HTTP request: (status, headers as a list of pairs, body)."""
+    u = urllib.parse.urlsplit(url)
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    try:
+        c.request(method, u.path + ("?" + u.query if u.query else ""), body=body, headers=headers or {})
+        r = c.getresponse()
+        return r.status, r.getheaders(), r.read()
+    finally:
+        c.close()
+
+
+def header(headers, name):
+    values = [v for k, v in headers if k.lower() == name.lower()]
+    return values[0] if len(values) == 1 else (values or None)
+
+
+class URLCase(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.daemon = Daemon().start()
+        cls.lam = cls.daemon.client()
+        cls.b_account = cls.daemon.petreld("accounts", "create", "--name", "urls-b").stdout.strip()
+        cls.b_keys = parse_credentials(cls.daemon.petreld("keys", "create", "--account", cls.b_account).stdout)
+        cls.b = cls.daemon.client(keys=cls.b_keys)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.daemon.stop_and_check()
+
+    def create(self, name, mark="v1"):
+        self.lam.create_function(FunctionName=name, Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                                 Code={"ZipFile": make_zip({"app.py": APP.replace("MARK", mark)})})
+
+    def public(self, name, qualifier=None, **kw):
+        """A NONE URL with the two statements Lambda asks for."""
+        q = {"Qualifier": qualifier} if qualifier else {}
+        url = self.lam.create_function_url_config(FunctionName=name, AuthType="NONE", **q, **kw)["FunctionUrl"]
+        self.lam.add_permission(FunctionName=name, StatementId="url", Action="lambda:InvokeFunctionUrl", Principal="*",
+                                FunctionUrlAuthType="NONE", **q)
+        self.lam.add_permission(FunctionName=name, StatementId="url-invoke", Action="lambda:InvokeFunction", Principal="*",
+                                InvokedViaFunctionUrl=True, **q)
+        return url
+
+    def test_configuration_calls(self):
+        self.create("cfg")
+        r = self.lam.create_function_url_config(FunctionName="cfg", AuthType="AWS_IAM")
+        self.assertEqual(r["ResponseMetadata"]["HTTPStatusCode"], 201)
+        url = r["FunctionUrl"]
+        self.assertTrue(url.startswith(self.daemon.url_endpoint + "/") and url.endswith("/"), url)
+        url_id = url.rstrip("/").rsplit("/", 1)[1]
+        self.assertRegex(url_id, r"^[a-z2-7]{32}$")
+        self.assertEqual((r["AuthType"], r["InvokeMode"]), ("AWS_IAM", "BUFFERED"))
+        self.assertTrue(r["FunctionArn"].endswith(":function:cfg"))
+        assert_client_error(self, "ResourceConflictException",
+                            lambda: self.lam.create_function_url_config(FunctionName="cfg", AuthType="NONE"), 409)
+        got = self.lam.get_function_url_config(FunctionName="cfg")
+        self.assertEqual(got["FunctionUrl"], url)
+        u = self.lam.update_function_url_config(FunctionName="cfg", AuthType="NONE", Cors={"AllowOrigins": ["*"], "MaxAge": 60})
+        self.assertEqual((u["AuthType"], u["Cors"]["MaxAge"], u["FunctionUrl"]), ("NONE", 60, url))
+        self.assertEqual([c["FunctionUrl"] for c in self.lam.list_function_url_configs(FunctionName="cfg")["FunctionUrlConfigs"]], [url])
+        # Refused, and nothing changed.
+        assert_client_error(self, "InvalidParameterValueException", lambda: self.lam.create_function_url_config(
+            FunctionName="cfg", AuthType="NONE", Qualifier="1"), 400)
+        assert_client_error(self, "ResourceNotFoundException", lambda: self.lam.create_function_url_config(
+            FunctionName="cfg", AuthType="NONE", Qualifier="nope"), 404)
+        assert_client_error(self, "ValidationException", lambda: self.lam.update_function_url_config(
+            FunctionName="cfg", Cors={"MaxAge": 999999}), 400)
+        assert_client_error(self, "InvalidParameterValueException", lambda: self.lam.update_function_url_config(
+            FunctionName="cfg", InvokeMode="RESPONSE_STREAM"), 400)
+        self.assertEqual(self.lam.get_function_url_config(FunctionName="cfg")["Cors"]["MaxAge"], 60)
+        # The AWS CLI.
+        cli = json.loads(self.daemon.aws("lambda", "get-function-url-config", "--function-name", "cfg").stdout)
+        self.assertEqual(cli["FunctionUrl"], url)
+        self.lam.delete_function_url_config(FunctionName="cfg")
+        assert_client_error(self, "ResourceNotFoundException", lambda: self.lam.get_function_url_config(FunctionName="cfg"), 404)
+        self.assertEqual(request(url + "plain")[0], 403)
+        # A new URL gets a new id, never the old one.
+        again = self.lam.create_function_url_config(FunctionName="cfg", AuthType="NONE")["FunctionUrl"]
+        self.assertNotEqual(again, url)
+
+    def test_event_and_response(self):
+        self.create("web")
+        url = self.public("web")
+        # curl, as a user would.
+        out = subprocess.run(["curl", "-s", "-i", url + "plain"], capture_output=True, text=True, timeout=60)
+        self.assertIn("200", out.stdout.splitlines()[0])
+        self.assertIn('{"hello": "world", "version": "$LATEST"}', out.stdout)
+        status, headers, body = request(url + "event/deep%20er?a=1&a=2&b=x%20y", headers={
+            "Cookie": "c1=v1; c2=v2", "X-Custom": "yes", "User-Agent": "petrel-test"})
+        self.assertEqual(status, 200, body)
+        e = json.loads(body)
+        self.assertEqual((e["version"], e["routeKey"], e["rawPath"]), ("2.0", "$default", "/event/deep%20er"))
+        self.assertEqual(e["rawQueryString"], "a=1&a=2&b=x%20y")
+        self.assertEqual(e["queryStringParameters"], {"a": "1,2", "b": "x y"})
+        self.assertEqual(e["cookies"], ["c1=v1", "c2=v2"])
+        self.assertEqual(e["headers"]["x-custom"], "yes")
+        self.assertNotIn("cookie", e["headers"])
+        self.assertEqual(e["headers"]["host"], urllib.parse.urlsplit(url).netloc)
+        self.assertEqual((e["headers"]["x-forwarded-proto"], e["headers"]["x-forwarded-for"]), ("http", "127.0.0.1"))
+        ctx = e["requestContext"]
+        self.assertEqual((ctx["http"]["method"], ctx["http"]["path"], ctx["http"]["sourceIp"], ctx["http"]["userAgent"]),
+                         ("GET", "/event/deep%20er", "127.0.0.1", "petrel-test"))
+        self.assertEqual((ctx["accountId"], ctx["stage"], ctx["apiId"]), ("anonymous", "$default", url.rstrip("/").rsplit("/", 1)[1]))
+        self.assertEqual(ctx["requestId"], header(headers, "x-amzn-RequestId"))
+        self.assertFalse(e["isBase64Encoded"])
+        self.assertNotIn("body", e)
+        # Text bodies as text, others base64.
+        _, _, body = request(url + "event", "POST", b'{"k": 1}', {"Content-Type": "application/json"})
+        e = json.loads(body)
+        self.assertEqual((e["body"], e["isBase64Encoded"]), ('{"k": 1}', False))
+        blob = bytes(range(256)) * 4
+        _, _, body = request(url + "event", "POST", blob, {"Content-Type": "application/octet-stream"})
+        e = json.loads(body)
+        self.assertTrue(e["isBase64Encoded"])
+        self.assertEqual(base64.b64decode(e["body"]), blob)
+        # Responses: inferred, with cookies and repeated headers, binary.
+        status, headers, body = request(url + "string")
+        self.assertEqual((status, body, header(headers, "content-type")), (200, b'"just text"', "application/json"))
+        status, headers, body = request(url + "cookies")
+        self.assertEqual((status, body), (201, b"made"))
+        self.assertEqual(header(headers, "set-cookie"), ["a=1; Path=/", "b=2"])
+        self.assertEqual(header(headers, "x-many"), ["a", "b"])
+        self.assertEqual(header(headers, "x-one"), "1")
+        status, headers, body = request(url + "binary")
+        self.assertEqual((status, body, header(headers, "content-type")), (200, bytes(range(256)), "application/octet-stream"))
+        # Failures in Lambda's terms.
+        self.assertEqual(request(url + "fail")[0], 502)
+        self.assertEqual(request(url + "bad")[0], 502)
+        before = metric(self.daemon, "petrel_invocations_total", function="web", url="true")
+        status, _, _ = request(url + "size", "POST", b"x" * (6 * 1024 * 1024 + 1), {"Content-Type": "application/octet-stream"})
+        self.assertEqual(status, 413)
+        self.assertEqual(metric(self.daemon, "petrel_invocations_total", function="web", url="true"), before, "413 without invoking")
+        self.assertEqual(request(url + "size", "POST", b"x" * 1000, {"Content-Type": "text/plain"})[2], b"1000")
+        self.lam.put_function_concurrency(FunctionName="web", ReservedConcurrentExecutions=0)
+        status, _, body = request(url + "plain")
+        self.assertEqual(status, 429, body)
+        self.lam.delete_function_concurrency(FunctionName="web")
+        # Unknown URLs and deleted functions answer 403, as Lambda's do.
+        self.assertEqual(request(self.daemon.url_endpoint + "/" + "a" * 32 + "/plain")[0], 403)
+        self.assertEqual(request(self.daemon.url_endpoint + "/nothing")[0], 403)
+        self.lam.delete_function(FunctionName="web")
+        self.assertEqual(request(url + "plain")[0], 403)
+
+    def test_none_needs_both_statements(self):
+        self.create("gated")
+        url = self.lam.create_function_url_config(FunctionName="gated", AuthType="NONE")["FunctionUrl"]
+        self.assertEqual(request(url + "plain")[0], 403)
+        self.lam.add_permission(FunctionName="gated", StatementId="url", Action="lambda:InvokeFunctionUrl", Principal="*",
+                                FunctionUrlAuthType="NONE")
+        self.assertEqual(request(url + "plain")[0], 403, "lambda:InvokeFunction through the URL is needed too")
+        self.lam.add_permission(FunctionName="gated", StatementId="url-invoke", Action="lambda:InvokeFunction", Principal="*",
+                                InvokedViaFunctionUrl=True)
+        self.assertEqual(request(url + "plain")[0], 200)
+        policy = json.loads(self.lam.get_policy(FunctionName="gated")["Policy"])
+        conds = {s["Sid"]: s.get("Condition") for s in policy["Statement"]}
+        self.assertEqual(conds["url"], {"StringEquals": {"lambda:FunctionUrlAuthType": "NONE"}})
+        self.assertEqual(conds["url-invoke"], {"Bool": {"lambda:InvokedViaFunctionUrl": "true"}})
+        # The statement through a URL lets nobody call Invoke itself.
+        arn = "arn:aws:lambda:us-east-1:000000000000:function:gated"
+        assert_client_error(self, "AccessDeniedException", lambda: self.b.invoke(FunctionName=arn, Payload=b"{}"), 403)
+        self.lam.remove_permission(FunctionName="gated", StatementId="url")
+        self.assertEqual(request(url + "plain")[0], 403)
+
+    def test_aws_iam_urls(self):
+        self.create("iam")
+        url = self.lam.create_function_url_config(FunctionName="iam", AuthType="AWS_IAM")["FunctionUrl"]
+        admin = self.daemon.admin_keys()
+        self.assertEqual(request(url + "plain")[0], 403)  # unsigned
+        self.assertEqual(signed("GET", url + "plain", (admin[0], "wrong" + admin[1]))[0], 403)
+        status, _, body = signed("GET", url + "event?x=1", admin)
+        self.assertEqual(status, 200, body)
+        e = json.loads(body)
+        self.assertEqual(e["requestContext"]["authorizer"]["iam"]["accountId"], "000000000000")
+        self.assertEqual(e["requestContext"]["accountId"], "000000000000")
+        self.assertEqual(signed("GET", url + "plain", self.b_keys)[0], 403)
+        self.lam.add_permission(FunctionName="iam", StatementId="b", Action="lambda:InvokeFunctionUrl", Principal=self.b_account,
+                                FunctionUrlAuthType="AWS_IAM")
+        status, _, body = signed("GET", url + "event", self.b_keys)
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body)["requestContext"]["authorizer"]["iam"]["accountId"], self.b_account)
+        # A signed POST with a body.
+        status, _, body = signed("POST", url + "size", admin, body=b"12345", headers={"Content-Type": "text/plain"})
+        self.assertEqual((status, body), (200, b"5"))
+
+    def test_cors(self):
+        self.create("cors")
+        url = self.public("cors", Cors={"AllowOrigins": ["https://app.example"], "AllowMethods": ["POST", "GET"],
+                                        "AllowHeaders": ["x-custom"], "ExposeHeaders": ["x-one"], "MaxAge": 300,
+                                        "AllowCredentials": True})
+        before = metric(self.daemon, "petrel_invocations_total", function="cors", url="true")
+        status, headers, _ = request(url + "cookies", "OPTIONS", headers={
+            "Origin": "https://app.example", "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-custom"})
+        self.assertEqual(status, 200)
+        self.assertEqual(header(headers, "access-control-allow-origin"), "https://app.example")
+        self.assertEqual(header(headers, "access-control-allow-methods"), "POST,GET")
+        self.assertEqual(header(headers, "access-control-allow-headers"), "x-custom")
+        self.assertEqual(header(headers, "access-control-max-age"), "300")
+        self.assertEqual(header(headers, "access-control-allow-credentials"), "true")
+        self.assertEqual(metric(self.daemon, "petrel_invocations_total", function="cors", url="true"), before,
+                         "a preflight does not invoke the function")
+        status, headers, _ = request(url + "cookies", "OPTIONS", headers={
+            "Origin": "https://other.example", "Access-Control-Request-Method": "POST"})
+        self.assertIsNone(header(headers, "access-control-allow-origin"))
+        # The URL's CORS headers replace the function's own.
+        status, headers, _ = request(url + "cookies", headers={"Origin": "https://app.example"})
+        self.assertEqual(status, 201)
+        self.assertEqual(header(headers, "access-control-allow-origin"), "https://app.example")
+        self.assertEqual(header(headers, "access-control-expose-headers"), "x-one")
+        _, headers, _ = request(url + "cookies", headers={"Origin": "https://other.example"})
+        self.assertIsNone(header(headers, "access-control-allow-origin"))
+
+    def test_url_on_an_alias_follows_it(self):
+        self.create("aliased", mark="one")
+        self.lam.publish_version(FunctionName="aliased")
+        self.lam.update_function_configuration(FunctionName="aliased", Timeout=9)
+        self.lam.publish_version(FunctionName="aliased")
+        self.lam.create_alias(FunctionName="aliased", Name="live", FunctionVersion="1")
+        url = self.public("aliased", qualifier="live")
+        r = self.lam.get_function_url_config(FunctionName="aliased", Qualifier="live")
+        self.assertTrue(r["FunctionArn"].endswith(":function:aliased:live"))
+        status, headers, body = request(url + "plain")
+        self.assertEqual((status, json.loads(body)["version"], header(headers, "x-amz-executed-version")), (200, "1", "1"))
+        self.lam.update_alias(FunctionName="aliased", Name="live", FunctionVersion="2")
+        self.assertEqual(json.loads(request(url + "plain")[2])["version"], "2")
+        self.assertGreaterEqual(metric(self.daemon, "petrel_invocations_total", function="aliased", alias="live", url="true"), 2)
+        # Deleting the alias deletes its URL.
+        self.lam.delete_alias(FunctionName="aliased", Name="live")
+        self.assertEqual(request(url + "plain")[0], 403)
+
+
+
+class HostRoutingTest(unittest.TestCase):
+    """With wildcard DNS configured, a URL is <id>.<domain>; the function sees the whole path."""
+
+    def test_host_based_urls(self):
+        d = Daemon()
+        domain = "urls.petrel.test:%d" % d.url_port
+        d.extra_env["PETREL_URL_DOMAIN"] = domain
+        with d.started():
+            lam = d.client()
+            lam.create_function(FunctionName="hosted", Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                                Code={"ZipFile": make_zip({"app.py": APP})})
+            url = lam.create_function_url_config(FunctionName="hosted", AuthType="NONE")["FunctionUrl"]
+            lam.add_permission(FunctionName="hosted", StatementId="a", Action="lambda:InvokeFunctionUrl", Principal="*",
+                               FunctionUrlAuthType="NONE")
+            lam.add_permission(FunctionName="hosted", StatementId="b", Action="lambda:InvokeFunction", Principal="*",
+                               InvokedViaFunctionUrl=True)
+            host = urllib.parse.urlsplit(url).netloc
+            self.assertRegex(host, r"^[a-z2-7]{32}\." + domain.replace(".", "\\."))
+            # These names resolve nowhere here: connect to the listener and name the host.
+            status, _, body = request(d.url_endpoint + "/event/a/b?z=1", headers={"Host": host})
+            self.assertEqual(status, 200, body)
+            e = json.loads(body)
+            self.assertEqual((e["rawPath"], e["requestContext"]["domainName"]), ("/event/a/b", host))
+            self.assertEqual(request(d.url_endpoint + "/event", headers={"Host": "b" * 32 + "." + domain})[0], 403)
+
+
+if __name__ == "__main__":
+    unittest.main()
