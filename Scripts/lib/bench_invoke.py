@@ -69,14 +69,14 @@ def cold_starts(d, n):
     return rows
 
 
-def load(d, petrel, function, concurrency, seconds):
-    return load_at(d.endpoint, d.tool_env(), petrel, function, concurrency, seconds)
+def load(d, petrel, function, concurrency, seconds, url=None):
+    return load_at(d.endpoint, d.tool_env(), petrel, function, concurrency, seconds, url)
 
 
-def load_at(endpoint, env, petrel, function, concurrency, seconds):
-    """`petrel load` against any endpoint (petreld, or a peer server)."""
+def load_at(endpoint, env, petrel, function, concurrency, seconds, url=None):
+    """`petrel load` against any endpoint (petreld, or a peer server), or a function URL."""
     r = subprocess.run([petrel, "load", "--function", function, "--concurrency", str(concurrency), "--duration", str(seconds),
-                        "--json", "--endpoint", endpoint], capture_output=True, text=True, check=True, env=env)
+                        "--json", "--endpoint", endpoint] + (["--url", url] if url else []), capture_output=True, text=True, check=True, env=env)
     return json.loads(r.stdout)
 
 
@@ -458,6 +458,21 @@ def main():
         def through(fn):
             return lambda: measured_cpu(lambda: load(d, petrel, fn, 8, a.seconds), {"petreld": lambda: {d.proc.pid: cpu_seconds(d.proc.pid)}})
         results["alias"] = in_rounds(a.rounds, {"unqualified": through("bench-alias"), "alias": through("bench-alias:canary")})
+        # The same function through a function URL (auth NONE: no signature to check) beside
+        # its signed invoke endpoint, alternating rounds; and one caller's latency both ways.
+        url = lam.create_function_url_config(FunctionName="bench-py1cpu", AuthType="NONE")["FunctionUrl"]
+        lam.add_permission(FunctionName="bench-py1cpu", StatementId="url", Action="lambda:InvokeFunctionUrl", Principal="*",
+                           FunctionUrlAuthType="NONE")
+        lam.add_permission(FunctionName="bench-py1cpu", StatementId="url-invoke", Action="lambda:InvokeFunction", Principal="*",
+                           InvokedViaFunctionUrl=True)
+        load(d, petrel, "bench-py1cpu", 8, 1, url=url)
+        results["url"] = {"c1": load(d, petrel, "bench-py1cpu", 1, a.seconds, url=url),
+                          "invoke_c1": load(d, petrel, "bench-py1cpu", 1, a.seconds)}
+        results["url"].update(in_rounds(a.rounds, {
+            "c8": lambda: measured_cpu(lambda: load(d, petrel, "bench-py1cpu", 8, a.seconds, url=url),
+                                       {"petreld": lambda: {d.proc.pid: cpu_seconds(d.proc.pid)}}),
+            "invoke_c8": lambda: measured_cpu(lambda: load(d, petrel, "bench-py1cpu", 8, a.seconds),
+                                              {"petreld": lambda: {d.proc.pid: cpu_seconds(d.proc.pid)}})}))
         results["py1cpu_c8"]["storedBytesPerInvocation"] = stored_bytes(
             d, lambda: load(d, petrel, "bench-py1cpu", 8, a.seconds))["storedBytesPerInvocation"]
         results["idle"] = idle_memory(d, a.idle)
@@ -533,6 +548,18 @@ def main():
                      "runtime %.0f us; load tool %.0f us (%d CPUs: %.0f us in all allows %.0f/s); peer server %.0f us" % (
                          cpu["runtime"], cpu["loadTool"], os.cpu_count(), sum(cpu.values()),
                          os.cpu_count() * 1e6 / max(1, sum(cpu.values())), peer["c8"]["cpuMicrosPerInvocation"]["server"]), ""))
+    u = results["url"]
+    peer = results["peer_py"]
+    rows.append(("function URL (auth NONE), Python 1769 MB, concurrency 1: p50 / p99",
+                 "%.3f / %.3f ms" % (u["c1"]["latencyMs"]["p50"], u["c1"]["latencyMs"]["p99"]),
+                 "signed invoke %.3f / %.3f ms; bare python3 server %.3f / %.3f ms" % (
+                     u["invoke_c1"]["latencyMs"]["p50"], u["invoke_c1"]["latencyMs"]["p99"],
+                     peer["c1"]["latencyMs"]["p50"], peer["c1"]["latencyMs"]["p99"]), "<= signed invoke"))
+    rows.append(("function URL (auth NONE), Python 1769 MB, concurrency 8", "%.0f /s; petreld %.0f us/inv" % (
+                     u["c8"]["throughputPerSecond"], u["c8"]["cpuMicrosPerInvocation"]["petreld"]),
+                 "signed invoke, alternating rounds: %.0f /s, petreld %.0f us/inv; bare python3 server %.0f /s" % (
+                     u["invoke_c8"]["throughputPerSecond"], u["invoke_c8"]["cpuMicrosPerInvocation"]["petreld"],
+                     peer["c8"]["throughputPerSecond"]), ">= 5000 /s"))
     al = results["alias"]
     rows.append(("through an alias splitting 50/50 over two versions, Python 512 MB, c=8",
                  "%.0f /s; petreld %.0f us/inv" % (al["alias"]["throughputPerSecond"], al["alias"]["cpuMicrosPerInvocation"]["petreld"]),

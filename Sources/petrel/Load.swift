@@ -7,9 +7,11 @@ import Synchronization
 
 struct Load: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Drive a function's invoke endpoint with N concurrent callers; print latency percentiles, throughput and errors.")
+        abstract:
+            "Drive a function's invoke endpoint (or its URL) with N concurrent callers; print latency percentiles, throughput and errors.")
 
     @Option(help: "Function name or ARN.") var function: String
+    @Option(help: "Drive this function URL (auth type NONE: unsigned POSTs) instead of the invoke endpoint.") var url: String?
     @Option(help: "The event (JSON), or @FILE.") var payload = "{}"
     @Option(help: "Concurrent callers.") var concurrency = 1
     @Option(help: "Run this many seconds (default 10 unless --requests is given).") var duration: Double?
@@ -35,7 +37,14 @@ struct Load: AsyncParsableCommand {
         }
         try await reporting { try client.checkReachable() }
         let seconds = duration ?? (requests == nil ? 10 : 3600)
-        let driver = LoadDriver(client: client, function: function, body: body, seconds: seconds, limit: requests)
+        var target: URL?
+        if let url {
+            guard let u = URL(string: url), u.scheme == "http", u.host != nil else {
+                throw ValidationError("--url must be an http:// function URL (https is not driven by petrel load)")
+            }
+            target = u
+        }
+        let driver = LoadDriver(client: client, function: function, url: target, body: body, seconds: seconds, limit: requests)
         let started = ContinuousClock.now
         let quiet = json
         let group = MultiThreadedEventLoopGroup.singleton

@@ -15,7 +15,8 @@ final class LoadDriver: Sendable {
     let port: Int
     let path: String
     let body: [UInt8]
-    let signer: SigV4Signer
+    /// nil: requests go unsigned (a function URL with auth type NONE).
+    let signer: SigV4Signer?
     let url: URL
     let deadline: NIODeadline
     let limit: Int?
@@ -26,13 +27,15 @@ final class LoadDriver: Sendable {
     /// Signed headers per second (the date is the only thing that changes).
     private let signed = Mutex<(String, [(String, String)])>(("", []))
 
-    init(client: LambdaClient, function: String, body: [UInt8], seconds: Double, limit: Int?) {
-        host = client.endpoint.host ?? "127.0.0.1"
-        port = client.endpoint.port ?? 80
-        url = client.url("/2015-03-31/functions/\(function)/invocations")
-        path = URLComponents(url: url, resolvingAgainstBaseURL: false)!.percentEncodedPath
+    /// `url`: another address to drive unsigned (a function URL) instead of the function's invoke endpoint.
+    init(client: LambdaClient, function: String, url other: URL? = nil, body: [UInt8], seconds: Double, limit: Int?) {
+        url = other ?? client.url("/2015-03-31/functions/\(function)/invocations")
+        host = url.host ?? "127.0.0.1"
+        port = url.port ?? 80
+        let c = URLComponents(url: url, resolvingAgainstBaseURL: false)!
+        path = c.percentEncodedPath + (c.percentEncodedQuery.map { "?" + $0 } ?? "")
         self.body = body
-        signer = client.signer
+        signer = other == nil ? client.signer : nil
         deadline = .now() + .milliseconds(Int64(seconds * 1000))
         self.limit = limit
     }
@@ -50,7 +53,7 @@ final class LoadDriver: Sendable {
         if let cached = signed.withLock({ $0.0 == stamp ? $0.1 : nil }) { return cached }
         let base = ["Content-Type": "application/json"]
         var h = base.map { ($0.key, $0.value) }
-        h += signer.sign(method: "POST", url: url, headers: base, body: body, date: now).map { ($0.key, $0.value) }
+        if let signer { h += signer.sign(method: "POST", url: url, headers: base, body: body, date: now).map { ($0.key, $0.value) } }
         h.append(("Host", "\(host):\(port)"))
         h.append(("Content-Length", "\(body.count)"))
         h.append(("User-Agent", "petrel-load"))

@@ -103,6 +103,17 @@ class PetrelCLITest(unittest.TestCase):
         j = json.loads(self.petrel("load", "--function", "load-fn:canary", "--concurrency", "2", "--requests", "200", "--json").stdout)
         self.assertEqual(sum(j["versions"].values()), 200, j)
         self.assertTrue(65 <= j["versions"].get("2", 0) <= 135, j["versions"])  # Binomial(200, 0.5): 5 sd either side
+        # Through a function URL (auth NONE): unsigned requests to the URL listener.
+        url = lam.create_function_url_config(FunctionName="load-fn", AuthType="NONE")["FunctionUrl"]
+        lam.add_permission(FunctionName="load-fn", StatementId="u", Action="lambda:InvokeFunctionUrl", Principal="*",
+                           FunctionUrlAuthType="NONE")
+        lam.add_permission(FunctionName="load-fn", StatementId="i", Action="lambda:InvokeFunction", Principal="*",
+                           InvokedViaFunctionUrl=True)
+        j = json.loads(self.petrel("load", "--function", "load-fn", "--url", url, "--concurrency", "2", "--requests", "50", "--json").stdout)
+        self.assertEqual((j["succeeded"], j["versions"]), (50, {"$LATEST": 50}), j)
+        r = self.petrel("load", "--function", "load-fn", "--url", "ftp://x", "--requests", "1", check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("--url", r.stderr)
         # The table, and throttles counted as such: one reserved instance, four callers.
         lam.put_function_concurrency(FunctionName="load-fn", ReservedConcurrentExecutions=1)
         r = self.petrel("load", "--function", "load-fn", "--concurrency", "4", "--duration", "1.5", "--payload", '{"sleep": 0.05}')
