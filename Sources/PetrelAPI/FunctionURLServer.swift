@@ -19,11 +19,15 @@ public struct FunctionURLServer: HTTPResponder {
     let gate: Gatekeeper
     let addressing: URLAddressing
     let region: String
+    /// The event loops' executors: a request's task stays on its connection's loop.
+    let loops: LoopExecutors?
     let logger: Logger
 
     public init(
-        catalog: FunctionCatalog, dispatcher: Dispatcher, gate: Gatekeeper, addressing: URLAddressing, region: String, logger: Logger
+        catalog: FunctionCatalog, dispatcher: Dispatcher, gate: Gatekeeper, addressing: URLAddressing, region: String,
+        loops: LoopExecutors? = nil, logger: Logger
     ) {
+        self.loops = loops
         self.catalog = catalog
         self.dispatcher = dispatcher
         self.gate = gate
@@ -63,6 +67,13 @@ public struct FunctionURLServer: HTTPResponder {
     }
 
     public func respond(to req: Request, context ctx: PetrelRequestContext) async throws -> Response {
+        // As for Invoke: the request's task stays on its connection's loop, where its instance
+        // most likely serves its Runtime API too (see LoopAffineExecutor).
+        guard let here = loops?.executor(for: ctx.eventLoop) else { return await serve(req, ctx) }
+        return await withTaskExecutorPreference(here) { await serve(req, ctx) }
+    }
+
+    func serve(_ req: Request, _ ctx: PetrelRequestContext) async -> Response {
         let requestID = FastIDs.uuid()
         var caller: Caller?
         var url: FunctionURLConfig?

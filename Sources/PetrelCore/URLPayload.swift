@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 
 /// A function URL's request as the function sees it, and its answer as the client does:
 /// API Gateway's payload format 2.0, which Lambda's function URLs speak and every Lambda
@@ -49,14 +50,71 @@ public enum URLPayload {
             || t == "application/javascript" || t == "application/x-www-form-urlencoded" || t == "application/graphql"
     }
 
-    static func percentDecoded(_ s: Substring) -> String {
-        let plus = s.replacingOccurrences(of: "+", with: " ")
-        return plus.removingPercentEncoding ?? plus
+    /// A query component decoded (`+` is a space; invalid escapes stay as they are).
+    static func queryDecoded(_ s: Substring) -> String {
+        guard s.utf8.contains(where: { $0 == 0x25 || $0 == 0x2b }) else { return String(s) }
+        let u = Array(s.utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(u.count)
+        var i = 0
+        while i < u.count {
+            if u[i] == 0x2b {
+                out.append(0x20)
+                i += 1
+            } else if u[i] == 0x25, i + 2 < u.count, let h = hexValue(u[i + 1]), let l = hexValue(u[i + 2]) {
+                out.append(h << 4 | l)
+                i += 3
+            } else {
+                out.append(u[i])
+                i += 1
+            }
+        }
+        return String(validating: out, as: UTF8.self) ?? String(s)
     }
 
-    /// The event (JSON).
+    static func hexValue(_ b: UInt8) -> UInt8? {
+        switch b {
+        case 0x30...0x39: b - 0x30
+        case 0x61...0x66: b - 0x61 + 10
+        case 0x41...0x46: b - 0x41 + 10
+        default: nil
+        }
+    }
+
+    /// A JSON string literal.
+    static func quoted(_ s: String, into out: inout [UInt8]) {
+        out.append(0x22)
+        for b in s.utf8 {
+            switch b {
+            case 0x22: out += [0x5c, 0x22]
+            case 0x5c: out += [0x5c, 0x5c]
+            case 0x0a: out += [0x5c, 0x6e]
+            case 0x0d: out += [0x5c, 0x72]
+            case 0x09: out += [0x5c, 0x74]
+            case 0..<0x20:
+                let hex = Array("0123456789abcdef".utf8)
+                out += [0x5c, 0x75, 0x30, 0x30, hex[Int(b >> 4)], hex[Int(b & 0xf)]]
+            default: out.append(b)
+            }
+        }
+        out.append(0x22)
+    }
+
+    /// `07/Dec/2026:10:11:29 +0000`, as API Gateway writes `requestContext.time`.
+    static func clfTime(_ date: Date) -> String {
+        var t = time_t(date.timeIntervalSince1970)
+        var tm = tm()
+        gmtime_r(&t, &tm)
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        return
+            "\(two(tm.tm_mday))/\(months[Int(tm.tm_mon)])/\(tm.tm_year + 1900):\(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec)) +0000"
+    }
+
+    /// The event (JSON), written directly: every URL request makes one.
     public static func event(_ r: Request) -> Data {
-        var headers: [String: String] = [:]
+        var headers: [(String, String)] = []
+        var index: [String: Int] = [:]
         var cookies: [String] = []
         for (name, value) in r.headers {
             let n = name.lowercased()
@@ -64,53 +122,108 @@ public enum URLPayload {
                 cookies += value.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
                 continue
             }
-            headers[n] = headers[n].map { $0 + "," + value } ?? value
-        }
-        var query: [String: String] = [:]
-        for pair in r.rawQuery.split(separator: "&", omittingEmptySubsequences: true) {
-            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            let k = percentDecoded(kv[0])
-            let v = kv.count > 1 ? percentDecoded(kv[1]) : ""
-            query[k] = query[k].map { $0 + "," + v } ?? v
-        }
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "UTC")
-        f.dateFormat = "dd/MMM/yyyy:HH:mm:ss Z"
-        var http: [String: Any] = [
-            "method": r.method, "path": r.rawPath, "protocol": "HTTP/1.1", "sourceIp": r.sourceIP,
-            "userAgent": headers["user-agent"] ?? "",
-        ]
-        http["path"] = r.rawPath
-        var context: [String: Any] = [
-            "accountId": r.iam?.account ?? "anonymous", "apiId": r.urlID, "domainName": r.domainName,
-            "domainPrefix": r.urlID, "http": http, "requestId": r.requestID, "routeKey": "$default", "stage": "$default",
-            "time": f.string(from: r.now), "timeEpoch": Int64(r.now.timeIntervalSince1970 * 1000),
-        ]
-        if let iam = r.iam {
-            context["authorizer"] = [
-                "iam": [
-                    "accessKey": iam.accessKey, "accountId": iam.account, "callerId": iam.accessKey,
-                    "cognitoIdentity": NSNull(), "principalOrgId": NSNull(), "userArn": "arn:aws:iam::\(iam.account):root",
-                    "userId": iam.account,
-                ] as [String: Any]
-            ]
-        }
-        var event: [String: Any] = [
-            "version": "2.0", "routeKey": "$default", "rawPath": r.rawPath, "rawQueryString": r.rawQuery, "headers": headers,
-            "requestContext": context, "isBase64Encoded": false,
-        ]
-        if !cookies.isEmpty { event["cookies"] = cookies }
-        if !query.isEmpty { event["queryStringParameters"] = query }
-        if !r.body.isEmpty {
-            if isText(contentType: headers["content-type"]), let text = String(validating: r.body, as: UTF8.self) {
-                event["body"] = text
+            if let i = index[n] {
+                headers[i].1 += "," + value
             } else {
-                event["body"] = Data(r.body).base64EncodedString()
-                event["isBase64Encoded"] = true
+                index[n] = headers.count
+                headers.append((n, value))
             }
         }
-        return (try? JSONSerialization.data(withJSONObject: event, options: [.withoutEscapingSlashes])) ?? Data("{}".utf8)
+        var query: [(String, String)] = []
+        var qindex: [String: Int] = [:]
+        for pair in r.rawQuery.split(separator: "&", omittingEmptySubsequences: true) {
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let k = queryDecoded(kv[0])
+            let v = kv.count > 1 ? queryDecoded(kv[1]) : ""
+            if let i = qindex[k] {
+                query[i].1 += "," + v
+            } else {
+                qindex[k] = query.count
+                query.append((k, v))
+            }
+        }
+        var o: [UInt8] = []
+        o.reserveCapacity(1024 + r.body.count * 4 / 3)
+        func key(_ k: String) {
+            if o.last != 0x7b { o.append(0x2c) }
+            quoted(k, into: &o)
+            o.append(0x3a)
+        }
+        func str(_ k: String, _ v: String) {
+            key(k)
+            quoted(v, into: &o)
+        }
+        func object(_ k: String, _ pairs: [(String, String)]) {
+            key(k)
+            o.append(0x7b)
+            for (n, v) in pairs { str(n, v) }
+            o.append(0x7d)
+        }
+        o.append(0x7b)
+        str("version", "2.0")
+        str("routeKey", "$default")
+        str("rawPath", r.rawPath)
+        str("rawQueryString", r.rawQuery)
+        if !cookies.isEmpty {
+            key("cookies")
+            o.append(0x5b)
+            for (i, c) in cookies.enumerated() {
+                if i > 0 { o.append(0x2c) }
+                quoted(c, into: &o)
+            }
+            o.append(0x5d)
+        }
+        object("headers", headers)
+        if !query.isEmpty { object("queryStringParameters", query) }
+        key("requestContext")
+        o.append(0x7b)
+        str("accountId", r.iam?.account ?? "anonymous")
+        str("apiId", r.urlID)
+        if let iam = r.iam {
+            key("authorizer")
+            o.append(0x7b)
+            key("iam")
+            o.append(0x7b)
+            str("accessKey", iam.accessKey)
+            str("accountId", iam.account)
+            str("callerId", iam.accessKey)
+            key("cognitoIdentity")
+            o += Array("null".utf8)
+            key("principalOrgId")
+            o += Array("null".utf8)
+            str("userArn", "arn:aws:iam::\(iam.account):root")
+            str("userId", iam.account)
+            o += [0x7d, 0x7d]
+        }
+        str("domainName", r.domainName)
+        str("domainPrefix", r.urlID)
+        object(
+            "http",
+            [
+                ("method", r.method), ("path", r.rawPath), ("protocol", "HTTP/1.1"), ("sourceIp", r.sourceIP),
+                ("userAgent", index["user-agent"].map { headers[$0].1 } ?? ""),
+            ])
+        str("requestId", r.requestID)
+        str("routeKey", "$default")
+        str("stage", "$default")
+        str("time", clfTime(r.now))
+        key("timeEpoch")
+        o += Array(String(Int64(r.now.timeIntervalSince1970 * 1000)).utf8)
+        o.append(0x7d)
+        var base64 = false
+        if !r.body.isEmpty {
+            let contentType = index["content-type"].map { headers[$0].1 }
+            if isText(contentType: contentType), let text = String(validating: r.body, as: UTF8.self) {
+                str("body", text)
+            } else {
+                str("body", Data(r.body).base64EncodedString())
+                base64 = true
+            }
+        }
+        key("isBase64Encoded")
+        o += Array((base64 ? "true" : "false").utf8)
+        o.append(0x7d)
+        return Data(o)
     }
 
     /// What the client gets.
@@ -134,6 +247,13 @@ public enum URLPayload {
     /// (`headers`, `multiValueHeaders`, `cookies`, `body`, `isBase64Encoded`); anything else
     /// valid JSON is sent as it is, as JSON, with 200.
     public static func response(_ payload: Data) throws(Malformed) -> Response {
+        // Most answers are not a response object (or are one without statusCode): sent as they
+        // are, with no parsing (the runtime already sent JSON).
+        if payload.firstRange(of: Data("\"statusCode\"".utf8)) == nil,
+            payload.first(where: { $0 != 0x20 && $0 != 0x0a && $0 != 0x09 && $0 != 0x0d }) != nil
+        {
+            return Response(status: 200, headers: [("Content-Type", "application/json")], body: payload)
+        }
         let value: Any
         do { value = try JSONSerialization.jsonObject(with: payload, options: [.fragmentsAllowed]) } catch {
             throw Malformed(reason: "the function's result is not JSON")

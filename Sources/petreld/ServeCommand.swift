@@ -168,7 +168,8 @@ struct ServeCommand: AsyncParsableCommand {
         // Function URLs: public traffic on a listener of its own.
         let urls = Application(
             responder: FunctionURLServer(
-                catalog: catalog, dispatcher: runtime.dispatcher, gate: gate, addressing: urlAddressing, region: c.region, logger: logger),
+                catalog: catalog, dispatcher: runtime.dispatcher, gate: gate, addressing: urlAddressing, region: c.region,
+                loops: LoopExecutors(group: group), logger: logger),
             server: urlServer,
             configuration: .init(address: .hostname(c.urlListenHost, port: c.urlListenPort), serverName: LambdaAPI.serverName),
             onServerRunning: { channel in

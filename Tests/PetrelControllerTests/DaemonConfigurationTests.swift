@@ -20,6 +20,26 @@ struct DaemonConfigurationTests {
         #expect(c.concurrencyLimit == d.concurrencyLimit && c.memoryBudgetMB == nil)
         #expect(c.logRetentionDays == d.logRetentionDays && d.logRetentionDays == 30)
         #expect(c.auditRetentionDays == d.auditRetentionDays && d.auditRetentionDays == 90)
+        #expect(c.urlListenHost == d.urlListenHost && c.urlListenPort == d.urlListenPort && c.urlDomain == nil)
+    }
+
+    @Test("function URLs: their own listener, and a domain for host-based addresses")
+    func urls() throws {
+        let path = NSTemporaryDirectory() + "petreld-\(UUID().uuidString).toml"
+        try "[urls]\nlisten = \"0.0.0.0:8443\"\ndomain = \"fn.example.com\"\n".write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let c = try DaemonConfiguration.load(file: path, environment: [:])
+        #expect(c.urlListenHost == "0.0.0.0" && c.urlListenPort == 8443 && c.urlDomain == "fn.example.com")
+        let e = try DaemonConfiguration.load(
+            file: path, environment: ["PETREL_URL_LISTEN": "127.0.0.1:9102", "PETREL_URL_DOMAIN": "x.test:9102"])
+        #expect(e.urlListenPort == 9102 && e.urlDomain == "x.test:9102")
+        for (k, bad) in [
+            ("PETREL_URL_LISTEN", "nope"), ("PETREL_URL_LISTEN", "127.0.0.1:0"), ("PETREL_URL_DOMAIN", "a/b"), ("PETREL_URL_DOMAIN", "a b"),
+        ] {
+            #expect(throws: DaemonConfiguration.Invalid.self, "\(k)=\(bad)") {
+                try DaemonConfiguration.load(file: nil, environment: [k: bad])
+            }
+        }
     }
 
     @Test(
