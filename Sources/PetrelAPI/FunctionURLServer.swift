@@ -66,14 +66,19 @@ public struct FunctionURLServer: HTTPResponder {
         return (String(rest[0]), rest.count > 1 ? "/" + rest[1] : "/", host)
     }
 
+    /// Every request of the URL listener is answered from its connection's pipeline, as
+    /// Invoke is on the API's (its task on the connection's loop, where the instance most
+    /// likely serves its Runtime API too); `respond` is the fallback Hummingbird would call.
+    public func handler() -> FastPathHandler {
+        FastPathHandler(path: FastPath(claim: { _ in "" }, limit: LambdaAPI.maxInvokePayload, answer: serve, loops: loops), logger: logger)
+    }
+
     public func respond(to req: Request, context ctx: PetrelRequestContext) async throws -> Response {
-        // As for Invoke: the request's task stays on its connection's loop, where its instance
-        // most likely serves its Runtime API too (see LoopAffineExecutor).
         guard let here = loops?.executor(for: ctx.eventLoop) else { return await serve(req, ctx) }
         return await withTaskExecutorPreference(here) { await serve(req, ctx) }
     }
 
-    func serve(_ req: Request, _ ctx: PetrelRequestContext) async -> Response {
+    @Sendable func serve(_ req: Request, _ ctx: PetrelRequestContext) async -> Response {
         let requestID = FastIDs.uuid()
         var caller: Caller?
         var url: FunctionURLConfig?
@@ -184,13 +189,23 @@ public struct FunctionURLServer: HTTPResponder {
     /// The request's headers as the function sees them: with `host` (HTTP/1.1's, which HTTPTypes
     /// keeps apart) and the `x-forwarded-*` headers Lambda's front adds.
     static func forwardedHeaders(_ req: Request, sourceIP: String, scheme: String) -> [(String, String)] {
-        var h = req.headers.map { ($0.name.rawName, $0.value) }
-        if let host = req.head.authority { h.insert(("host", host), at: 0) }
-        let names = Set(h.map { $0.0.lowercased() })
-        if !names.contains("x-forwarded-for") { h.append(("x-forwarded-for", sourceIP)) }
-        if !names.contains("x-forwarded-proto") { h.append(("x-forwarded-proto", scheme)) }
-        if !names.contains("x-forwarded-port"), let port = req.head.authority?.split(separator: ":").last.flatMap({ Int($0) }) {
-            h.append(("x-forwarded-port", String(port)))
+        var h: [(String, String)] = []
+        h.reserveCapacity(req.headers.count + 4)
+        if let host = req.head.authority { h.append(("host", host)) }
+        var forwarded = (for: false, proto: false, port: false)
+        for field in req.headers {
+            let n = field.name.canonicalName // lower case already
+            if n.utf8.first == UInt8(ascii: "x") {
+                if n == "x-forwarded-for" { forwarded.for = true }
+                if n == "x-forwarded-proto" { forwarded.proto = true }
+                if n == "x-forwarded-port" { forwarded.port = true }
+            }
+            h.append((n, field.value))
+        }
+        if !forwarded.for { h.append(("x-forwarded-for", sourceIP)) }
+        if !forwarded.proto { h.append(("x-forwarded-proto", scheme)) }
+        if !forwarded.port, let authority = req.head.authority, let colon = authority.utf8.lastIndex(of: UInt8(ascii: ":")) {
+            h.append(("x-forwarded-port", String(authority[authority.index(after: colon)...])))
         }
         return h
     }

@@ -9,15 +9,21 @@ import PetrelSigV4
 import PetrelStore
 
 /// Synchronous invocation (`Invoke` with `RequestResponse` or `DryRun`; `Event` goes to
-/// `enqueueEvent`), answered in the connection's pipeline by `InvokeChannelHandler`.
+/// `enqueueEvent`), answered in the connection's pipeline by `FastPathHandler`.
 extension LambdaAPI {
-    /// Invoke, as `InvokeChannelHandler` runs it: its task already runs on the connection's loop.
+    /// Invoke, as `FastPathHandler` runs it: its task already runs on the connection's loop.
     func answerInvoke(_ req: Request, _ ctx: PetrelRequestContext) async -> Response {
         await run(req, ctx, "Invoke", limit: Self.maxInvokePayload, self.invoke)
     }
 
-    /// The handler that answers Invoke in a connection's pipeline (see `InvokeChannelHandler`).
-    public func invokeHandler() -> InvokeChannelHandler { InvokeChannelHandler(api: self, logger: logger) }
+    /// The handler that answers Invoke in a connection's pipeline (see `FastPathHandler`).
+    public func invokeHandler() -> FastPathHandler {
+        FastPathHandler(
+            path: FastPath(
+                claim: { FastPathHandler.invokeName($0) }, limit: Self.maxInvokePayload, answer: { await self.answerInvoke($0, $1) },
+                loops: loops),
+            logger: logger)
+    }
 
     /// An invocation's event: the body, `{}` when empty; it must be JSON.
     static func payload(_ body: ByteBuffer, field: String) throws -> ByteBuffer {

@@ -63,7 +63,7 @@ public struct LambdaAPI: Sendable {
             await handle(req, ctx, "UpdateFunctionCode", limit: Self.maxCodeRequest, self.updateCode)
         }
         router.delete(RouterPath(fn + "/{name}")) { req, ctx in await handle(req, ctx, "DeleteFunction", self.deleteFunction) }
-        // Invoke (POST …/{name}/invocations) has no route: InvokeChannelHandler answers it in the
+        // Invoke (POST …/{name}/invocations) has no route: FastPathHandler answers it in the
         // connection's pipeline, before the router (see `invokeHandler`).
         router.get(RouterPath("/2016-08-19/account-settings")) { req, ctx in
             await handle(req, ctx, "GetAccountSettings", self.accountSettings)
@@ -106,7 +106,7 @@ public struct LambdaAPI: Sendable {
     static let invocations: Set<String> = ["Invoke", "InvokeAsync"]
 
     /// Runs one operation through the request pipeline, on the right executor: invocations
-    /// (here InvokeAsync; Invoke comes from InvokeChannelHandler) stay on their connection's
+    /// (here InvokeAsync; Invoke comes from FastPathHandler) stay on their connection's
     /// event loop (see LoopAffineExecutor); everything else may block (SQLite writes, unzipping
     /// code) and moves to the global executor.
     func handle(_ req: Request, _ ctx: PetrelRequestContext, _ action: String, limit: Int = 1_048_576, _ op: Operation) async -> Response {

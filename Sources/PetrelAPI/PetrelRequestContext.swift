@@ -11,7 +11,7 @@ public struct PetrelRequestContext: RequestContext {
     public let eventLoop: any EventLoop
 
     /// The function named in the path, when the request did not come through the router
-    /// (`InvokeChannelHandler`); the router's requests have it in `parameters`.
+    /// (`FastPathHandler`); the router's requests have it in `parameters`.
     var functionName: Substring?
 
     public init(source: ApplicationRequestContextSource) {

@@ -45,7 +45,12 @@ public enum URLPayload {
 
     /// Content types whose bodies are passed as text; every other body is base64.
     public static func isText(contentType: String?) -> Bool {
-        guard let t = contentType?.split(separator: ";").first?.trimmingCharacters(in: .whitespaces).lowercased() else { return false }
+        // Bytes: this runs for every request with a body.
+        guard let raw = contentType else { return false }
+        var u = Array(raw.utf8.prefix { $0 != 0x3b })
+        while u.last == 0x20 || u.last == 0x09 { u.removeLast() }
+        let start = u.firstIndex { $0 != 0x20 && $0 != 0x09 } ?? u.count
+        let t = lowerASCII(String(decoding: u[start...], as: UTF8.self))
         return t.hasPrefix("text/") || t == "application/json" || t.hasSuffix("+json") || t == "application/xml" || t.hasSuffix("+xml")
             || t == "application/javascript" || t == "application/x-www-form-urlencoded" || t == "application/graphql"
     }
@@ -79,6 +84,12 @@ public enum URLPayload {
         case 0x41...0x46: b - 0x41 + 10
         default: nil
         }
+    }
+
+    /// ASCII letters in lower case (header names; most arrive so already).
+    static func lowerASCII(_ s: String) -> String {
+        guard s.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x5a }) else { return s }
+        return String(decoding: s.utf8.map { $0 >= 0x41 && $0 <= 0x5a ? $0 | 0x20 : $0 }, as: UTF8.self)
     }
 
     /// A JSON string literal.
@@ -117,9 +128,12 @@ public enum URLPayload {
         var index: [String: Int] = [:]
         var cookies: [String] = []
         for (name, value) in r.headers {
-            let n = name.lowercased()
+            let n = lowerASCII(name)
             if n == "cookie" {
-                cookies += value.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+                for c in value.split(separator: ";") {
+                    let t = c.drop { $0 == " " || $0 == "\t" }
+                    if !t.isEmpty { cookies.append(String(t)) }
+                }
                 continue
             }
             if let i = index[n] {

@@ -154,22 +154,24 @@ struct ServeCommand: AsyncParsableCommand {
         LogsAPI(logs: LogStore(db), gate: gate, region: c.region, defaultRetentionDays: c.logRetentionDays, logger: logger).register(
             on: router)
         MetricsAPI(registry: metrics).register(on: router)
-        // Invoke is answered in each connection's pipeline, before Hummingbird (see InvokeChannelHandler).
+        // Invoke is answered in each connection's pipeline, before Hummingbird (see FastPathHandler).
         let http1 = HTTPServerBuilder.http1(configuration: .init(additionalChannelHandlers: [lambda.invokeHandler()]))
         var server = http1
-        var urlServer = HTTPServerBuilder.http1()
+        let urlResponder = FunctionURLServer(
+            catalog: catalog, dispatcher: runtime.dispatcher, gate: gate, addressing: urlAddressing, region: c.region,
+            loops: LoopExecutors(group: group), logger: logger)
+        let urlHTTP1 = HTTPServerBuilder.http1(configuration: .init(additionalChannelHandlers: [urlResponder.handler()]))
+        var urlServer = urlHTTP1
         if let cert = c.tlsCertificate, let key = c.tlsKey {
             let chain = try NIOSSLCertificate.fromPEMFile(cert).map { NIOSSLCertificateSource.certificate($0) }
             let tls = TLSConfiguration.makeServerConfiguration(
                 certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
             server = try .tls(http1, tlsConfiguration: tls)
-            urlServer = try .tls(urlServer, tlsConfiguration: tls)
+            urlServer = try .tls(urlHTTP1, tlsConfiguration: tls)
         }
         // Function URLs: public traffic on a listener of its own.
         let urls = Application(
-            responder: FunctionURLServer(
-                catalog: catalog, dispatcher: runtime.dispatcher, gate: gate, addressing: urlAddressing, region: c.region,
-                loops: LoopExecutors(group: group), logger: logger),
+            responder: urlResponder,
             server: urlServer,
             configuration: .init(address: .hostname(c.urlListenHost, port: c.urlListenPort), serverName: LambdaAPI.serverName),
             onServerRunning: { channel in

@@ -24,7 +24,7 @@ struct AccessEdgeTests {
     @Test("the invoke fast path takes POST …/functions/NAME/invocations only, and hands the rest to the router")
     func invokePaths() {
         func name(_ path: String, _ method: HTTPRequest.Method = .post) -> String? {
-            InvokeChannelHandler.invokeName(HTTPRequest(method: method, scheme: nil, authority: "h", path: path))
+            FastPathHandler.invokeName(HTTPRequest(method: method, scheme: nil, authority: "h", path: path))
         }
         #expect(name("/2015-03-31/functions/fn/invocations") == "fn")
         #expect(name("/2015-03-31/functions/fn/invocations?Qualifier=%24LATEST") == "fn")

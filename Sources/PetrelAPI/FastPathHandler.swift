@@ -7,27 +7,38 @@ import NIOHTTPTypes
 import PetrelRuntime
 import Synchronization
 
-/// Synchronous Invoke, answered from the connection's pipeline.
+/// What a `FastPathHandler` answers: the requests it claims (by their head), the most
+/// body it reads, and the answer (which runs the request pipeline's steps itself).
+public struct FastPath: Sendable {
+    /// The raw function name segment (or "" when there is none) of a request this path takes; nil: not its.
+    var claim: @Sendable (HTTPRequest) -> String?
+    var limit: Int
+    var answer: @Sendable (Request, PetrelRequestContext) async -> Response
+    var loops: LoopExecutors?
+}
+
+/// Requests answered from the connection's pipeline: synchronous Invoke on the API's
+/// listener, every request on the function URLs' listener.
 ///
-/// It sits in every API connection's pipeline after the HTTP codec and before
-/// Hummingbird's connection handling. It takes `POST /2015-03-31/functions/NAME/invocations`
-/// (the router has no route for it) and runs it through the same `LambdaAPI.run` as
-/// every routed operation (signature check, errors, audit), as one task on the
-/// connection's loop. Everything else passes through to Hummingbird. A warm
-/// invocation skips the async channel's streams and writer, the router and the
-/// response writer. (In the A/B of commit 3b33997 this alone differed from the
-/// router path by less than the noise; `Scripts/bench invoke` is the measure.)
+/// It sits in every connection's pipeline after the HTTP codec and before Hummingbird's
+/// connection handling. It takes the requests its `FastPath` claims (for the API:
+/// `POST /2015-03-31/functions/NAME/invocations`, which the router has no route for)
+/// and answers each as one task on the connection's loop; the answer runs the same
+/// steps as every routed operation (signature check, errors, audit). Everything else
+/// passes through to Hummingbird. A warm invocation skips the async channel's streams
+/// and writer, the router and the response writer (for function URLs that was 477 vs
+/// 201 µs of petreld CPU per request, with the same event code; `Scripts/bench invoke`).
 ///
 /// Order on a connection is kept: a request behind one still being answered (by
 /// either side) waits until that answer has been written; for a client that
 /// pipelines, reading stops too while requests are held.
-public final class InvokeChannelHandler: ChannelDuplexHandler, RemovableChannelHandler {
+public final class FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public typealias InboundIn = HTTPRequestPart
     public typealias InboundOut = HTTPRequestPart
     public typealias OutboundIn = HTTPResponsePart
     public typealias OutboundOut = HTTPResponsePart
 
-    let api: LambdaAPI
+    let path: FastPath
     let logger: Logger
 
     /// An invocation being read (`running` false) or run (its answer not written yet).
@@ -42,8 +53,8 @@ public final class InvokeChannelHandler: ChannelDuplexHandler, RemovableChannelH
     /// Graceful shutdown asked to close the connection while an invocation ran.
     private var quiesce: Any?
 
-    public init(api: LambdaAPI, logger: Logger) {
-        self.api = api
+    public init(path: FastPath, logger: Logger) {
+        self.path = path
         self.logger = logger
     }
 
@@ -78,7 +89,7 @@ public final class InvokeChannelHandler: ChannelDuplexHandler, RemovableChannelH
     private func process(_ part: HTTPRequestPart, context: ChannelHandlerContext) -> Bool {
         switch part {
         case .head(let head):
-            if let name = Self.invokeName(head) {
+            if let name = path.claim(head) {
                 if passed > 0 { return false }
                 own = (head, name, context.channel.allocator.buffer(capacity: 0), false)
             } else {
@@ -87,8 +98,8 @@ public final class InvokeChannelHandler: ChannelDuplexHandler, RemovableChannelH
             }
         case .body(var chunk):
             if own != nil {
-                // Past the limit the rest is dropped; `handle` then answers RequestTooLargeException.
-                let room = LambdaAPI.maxInvokePayload + 1 - own!.body.readableBytes
+                // Past the limit the rest is dropped; the answer then refuses the request as too large.
+                let room = path.limit + 1 - own!.body.readableBytes
                 if room > 0 {
                     if chunk.readableBytes > room { chunk.moveWriterIndex(to: chunk.readerIndex + room) }
                     own!.body.writeBuffer(&chunk)
@@ -115,12 +126,12 @@ public final class InvokeChannelHandler: ChannelDuplexHandler, RemovableChannelH
         ctx.functionName = Substring(name)
         let requestContext = ctx
         let request = Request(head: head, body: RequestBody(buffer: body))
-        let api = self.api
+        let answer = path.answer
         let loop = context.eventLoop
         let bound = NIOLoopBound((self, context), eventLoop: loop)
         let close = head.headerFields[.connection]?.lowercased() == "close"
         let task: @Sendable () async -> Void = {
-            let response = await api.answerInvoke(request, requestContext)
+            let response = await answer(request, requestContext)
             let collector = Collector()
             try? await response.body.write(collector)
             var head = response.head
@@ -136,7 +147,7 @@ public final class InvokeChannelHandler: ChannelDuplexHandler, RemovableChannelH
         }
         // The task belongs to its connection: the connection is not closed (not even by
         // graceful shutdown, see `userInboundEventTriggered`) before the task has answered.
-        if let here = api.loops?.executor(for: loop) {
+        if let here = path.loops?.executor(for: loop) {
             Task(executorPreference: here, operation: task)
         } else {
             Task(operation: task)
