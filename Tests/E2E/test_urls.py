@@ -5,6 +5,7 @@ payload format 2.0 event and response, both auth types, CORS, and the error answ
 import base64
 import http.client
 import json
+import os
 import subprocess
 import unittest
 import urllib.parse
@@ -267,6 +268,73 @@ class URLCase(unittest.TestCase):
         self.lam.delete_alias(FunctionName="aliased", Name="live")
         self.assertEqual(request(url + "plain")[0], 403)
 
+
+
+PYWEB = os.environ.get("PETREL_TEST_PYWEB", "/var/cache/petrel-tests/python-web/lib")
+
+FASTAPI_APP = """
+from fastapi import FastAPI, Request, Response
+from mangum import Mangum
+
+app = FastAPI()
+
+@app.get("/items/{item_id}")
+def read_item(item_id: int, q: str | None = None):
+    return {"item_id": item_id, "q": q}
+
+@app.post("/echo")
+async def echo(request: Request):
+    return Response(content=await request.body(), media_type="application/octet-stream")
+
+@app.get("/login")
+def login(response: Response):
+    response.set_cookie("session", "abc123")
+    response.set_cookie("theme", "dark")
+    return {"ok": True}
+
+@app.get("/whoami")
+def whoami(request: Request):
+    return {"cookies": dict(request.cookies), "path": request.url.path}
+
+handler = Mangum(app, lifespan="off")
+"""
+
+
+class WebFrameworkTest(unittest.TestCase):
+    """A real web framework behind its Lambda adapter: FastAPI with Mangum, unchanged."""
+
+    def test_fastapi_with_mangum(self):
+        self.assertTrue(os.path.isdir(os.path.join(PYWEB, "fastapi")) and os.path.isdir(os.path.join(PYWEB, "mangum")),
+                        "FastAPI and Mangum are not in %s: Scripts/setup fetches them from PyPI" % PYWEB)
+        files = {"app.py": FASTAPI_APP}
+        for top, dirs, names in os.walk(PYWEB):
+            dirs[:] = [d for d in dirs if d != "__pycache__" and d != "bin"]
+            for n in names:
+                full = os.path.join(top, n)
+                with open(full, "rb") as f:
+                    files[os.path.relpath(full, PYWEB)] = (f.read(), 0o755 if n.endswith(".so") else 0o644)
+        with Daemon().started() as d:
+            lam = d.client()
+            lam.create_function(FunctionName="fastapi", Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                                Code={"ZipFile": make_zip(files)}, MemorySize=1769, Timeout=30)
+            url = lam.create_function_url_config(FunctionName="fastapi", AuthType="NONE")["FunctionUrl"]
+            lam.add_permission(FunctionName="fastapi", StatementId="a", Action="lambda:InvokeFunctionUrl", Principal="*",
+                               FunctionUrlAuthType="NONE")
+            lam.add_permission(FunctionName="fastapi", StatementId="b", Action="lambda:InvokeFunction", Principal="*",
+                               InvokedViaFunctionUrl=True)
+            status, headers, body = request(url + "items/42?q=hello")
+            self.assertEqual((status, json.loads(body)), (200, {"item_id": 42, "q": "hello"}), body)
+            status, _, body = request(url + "items/not-a-number")
+            self.assertEqual(status, 422, body)
+            self.assertEqual(request(url + "nowhere")[0], 404)
+            blob = bytes(range(256)) * 16
+            status, headers, body = request(url + "echo", "POST", blob, {"Content-Type": "application/octet-stream"})
+            self.assertEqual((status, body), (200, blob))
+            status, headers, _ = request(url + "login")
+            self.assertEqual(status, 200)
+            self.assertEqual(sorted(c.split(";")[0] for c in header(headers, "set-cookie")), ["session=abc123", "theme=dark"])
+            status, _, body = request(url + "whoami", headers={"Cookie": "session=abc123; theme=dark"})
+            self.assertEqual(json.loads(body), {"cookies": {"session": "abc123", "theme": "dark"}, "path": "/whoami"})
 
 
 class HostRoutingTest(unittest.TestCase):
