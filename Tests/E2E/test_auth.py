@@ -9,6 +9,7 @@ import json
 import os
 import sqlite3
 import stat
+import ssl
 import subprocess
 import time
 import unittest
@@ -24,7 +25,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from harness import ROLE, Daemon, assert_client_error, parse_credentials, payload_json, raw_request, signed
+from harness import ROLE, Daemon, assert_client_error, make_zip, parse_credentials, payload_json, raw_request, signed
 
 APP = '''
 import os
@@ -441,6 +442,18 @@ class TLSTest(unittest.TestCase):
             self.assertEqual(c.list_functions()["Functions"], [])
             with self.assertRaises(Exception):
                 urllib.request.urlopen("http://127.0.0.1:%d/2015-03-31/functions" % d.port, timeout=5).read()
+            # Function URLs are served over HTTPS too, with the same certificate.
+            c.create_function(FunctionName="tls-url", Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                              Code={"ZipFile": make_zip({"app.py": "def handler(e, c):\n    return {'path': e['rawPath']}\n"})})
+            url = c.create_function_url_config(FunctionName="tls-url", AuthType="NONE")["FunctionUrl"]
+            self.assertTrue(url.startswith("https://127.0.0.1:%d/" % d.url_port), url)
+            c.add_permission(FunctionName="tls-url", StatementId="a", Action="lambda:InvokeFunctionUrl", Principal="*",
+                             FunctionUrlAuthType="NONE")
+            c.add_permission(FunctionName="tls-url", StatementId="b", Action="lambda:InvokeFunction", Principal="*",
+                             InvokedViaFunctionUrl=True)
+            ctx = ssl.create_default_context(cafile=cert)
+            with urllib.request.urlopen(url + "over/tls", context=ctx, timeout=30) as r:
+                self.assertEqual(json.loads(r.read()), {"path": "/over/tls"})
         finally:
             d.stop_and_check()
 
