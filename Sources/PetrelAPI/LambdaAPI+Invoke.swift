@@ -34,12 +34,20 @@ extension LambdaAPI {
         return body
     }
 
-    func invoke(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
+    /// What an Invoke-like call asks for, checked: the types, the function, the payload.
+    enum Prepared {
+        case dryRun
+        case event(FunctionRecord, qualifier: String?, payload: ByteBuffer)
+        case sync(FunctionRecord, InvocationRequest, logTail: Bool)
+    }
+
+    /// Reads Invoke's (and InvokeWithResponseStream's) headers, query and body.
+    func prepareInvocation(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call, types: [String]) throws -> Prepared {
         let invocationType = req.headers.value(.amzInvocationType) ?? "RequestResponse"
         let logType = req.headers.value(.amzLogType) ?? "None"
-        guard ["RequestResponse", "Event", "DryRun"].contains(invocationType) else {
+        guard types.contains(invocationType) else {
             throw LambdaError.constraint(
-                invocationType, at: "invocationType", "Member must satisfy enum value set: [Event, RequestResponse, DryRun]")
+                invocationType, at: "invocationType", "Member must satisfy enum value set: [\(types.sorted().joined(separator: ", "))]")
         }
         guard ["None", "Tail"].contains(logType) else {
             throw LambdaError.constraint(logType, at: "logType", "Member must satisfy enum value set: [Tail, None]")
@@ -59,23 +67,32 @@ extension LambdaAPI {
             clientContext = String(decoding: decoded, as: UTF8.self)
         }
         switch invocationType {
-        case "DryRun":
-            return Response(status: .noContent)
-        case "Event":
-            return try await enqueueEvent(f, qualifier: q, payload: payload, call: call)
-        default:
-            break
+        case "DryRun": return .dryRun
+        case "Event": return .event(f, qualifier: q, payload: payload)
+        default: break
         }
         let arn = FunctionARN(region: region, account: f.account, name: f.name, qualifier: q).description
         var request = InvocationRequest(requestID: call.id, payload: payload, invokedARN: arn, clientContext: clientContext)
         request.wantsLogTail = logType == "Tail"
         if case .alias(let a, _) = target { request.alias = a.name }
+        return .sync(f, request, logTail: logType == "Tail")
+    }
+
+    func invoke(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
+        let f: FunctionRecord
+        let request: InvocationRequest
+        let logTail: Bool
+        switch try prepareInvocation(req, ctx, call, types: ["RequestResponse", "Event", "DryRun"]) {
+        case .dryRun: return Response(status: .noContent)
+        case .event(let f, let q, let payload): return try await enqueueEvent(f, qualifier: q, payload: payload, call: call)
+        case .sync(let rf, let r, let tail): (f, request, logTail) = (rf, r, tail)
+        }
         let result = try await dispatcher.invoke(f, request)
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
         headers[.amzExecutedVersion] = result.executedVersion
         if let fe = result.functionError { headers[.amzFunctionError] = fe }
-        if logType == "Tail" { headers[.amzLogResult] = Data(result.logTail.utf8).base64EncodedString() }
+        if logTail { headers[.amzLogResult] = Data(result.logTail.utf8).base64EncodedString() }
         // Petrel's own: lets load tools count cold starts without asking for the log.
         if let initMs = result.initDurationMs { headers[.petrelInitDuration] = String(format: "%.2f", initMs) }
         if let p = result.phases {
@@ -84,5 +101,33 @@ extension LambdaAPI {
             if let f = p.functionInitMs { headers[.petrelFunctionInitMs] = String(format: "%.2f", f) }
         }
         return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: result.payload))
+    }
+
+    /// InvokeWithResponseStream: the answer as AWS's event stream, a `PayloadChunk` with the
+    /// response and an `InvokeComplete` (with the error, and the log's tail when asked for).
+    /// The response is sent once the function has returned: Petrel does not yet stream it
+    /// as the function writes it.
+    func invokeWithResponseStream(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
+        guard case .sync(let f, let request, let logTail) = try prepareInvocation(req, ctx, call, types: ["RequestResponse", "DryRun"])
+        else { return Response(status: .noContent) }
+        let result = try await dispatcher.invoke(f, request)
+        var body: [UInt8] = []
+        if result.functionError == nil, result.payload.readableBytes > 0 {
+            body += EventStream.event(
+                "PayloadChunk", contentType: "application/octet-stream", payload: Array(result.payload.readableBytesView))
+        }
+        var complete: [String: String] = [:]
+        if result.functionError != nil {
+            complete["ErrorCode"] = result.errorType ?? "Unhandled"
+            complete["ErrorDetails"] = String(decoding: result.payload.readableBytesView, as: UTF8.self)
+        }
+        if logTail { complete["LogResult"] = Data(result.logTail.utf8).base64EncodedString() }
+        let json = (try? JSONSerialization.data(withJSONObject: complete, options: [.sortedKeys])) ?? Data("{}".utf8)
+        body += EventStream.event("InvokeComplete", contentType: "application/json", payload: Array(json))
+        var headers = HTTPFields()
+        headers[.contentType] = "application/vnd.amazon.eventstream"
+        headers[.amzExecutedVersion] = result.executedVersion
+        if let initMs = result.initDurationMs { headers[.petrelInitDuration] = String(format: "%.2f", initMs) }
+        return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
     }
 }

@@ -96,6 +96,9 @@ public struct LambdaAPI: Sendable {
         registerVersions(on: router)
         registerLayers(on: router)
         registerURLs(on: router)
+        router.post(RouterPath("/2021-11-15/functions/{name}/response-streaming-invocations")) { req, ctx in
+            await handle(req, ctx, "InvokeWithResponseStream", limit: Self.maxInvokePayload, self.invokeWithResponseStream)
+        }
     }
 
     typealias Call = RequestPipeline.Call
@@ -103,7 +106,7 @@ public struct LambdaAPI: Sendable {
 
     /// The actions that invoke a function: their bodies are the function's data (the audit
     /// records their size only), and they run on the event loops, which nothing else may block.
-    static let invocations: Set<String> = ["Invoke", "InvokeAsync"]
+    static let invocations: Set<String> = ["Invoke", "InvokeAsync", "InvokeWithResponseStream"]
 
     /// Runs one operation through the request pipeline, on the right executor: invocations
     /// (here InvokeAsync; Invoke comes from FastPathHandler) stay on their connection's

@@ -270,6 +270,44 @@ class URLCase(unittest.TestCase):
 
 
 
+class ResponseStreamTest(unittest.TestCase):
+    """InvokeWithResponseStream through boto3 (which decodes the event stream and checks its CRCs)."""
+
+    def test_invoke_with_response_stream(self):
+        with Daemon().started() as d:
+            lam = d.client()
+            lam.create_function(FunctionName="streamed", Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                                Code={"ZipFile": make_zip({"app.py": "def handler(e, c):\n    if e.get('fail'):\n        raise ValueError('no')\n"
+                                                                     "    print('streaming')\n    return {'echo': e, 'v': c.function_version}\n"})})
+            lam.publish_version(FunctionName="streamed")
+            lam.create_alias(FunctionName="streamed", Name="live", FunctionVersion="1")
+            r = lam.invoke_with_response_stream(FunctionName="streamed", Qualifier="live", Payload=b'{"k": 1}', LogType="Tail")
+            self.assertEqual((r["StatusCode"], r["ExecutedVersion"]), (200, "1"))
+            chunks, complete = [], None
+            for event in r["EventStream"]:
+                if "PayloadChunk" in event:
+                    chunks.append(event["PayloadChunk"]["Payload"])
+                if "InvokeComplete" in event:
+                    complete = event["InvokeComplete"]
+            self.assertEqual(json.loads(b"".join(chunks)), {"echo": {"k": 1}, "v": "1"})
+            self.assertNotIn("ErrorCode", complete)
+            self.assertIn("streaming", base64.b64decode(complete["LogResult"]).decode())
+            # A function error ends the stream with its code and details, and no payload.
+            r = lam.invoke_with_response_stream(FunctionName="streamed", Payload=b'{"fail": true}')
+            events = list(r["EventStream"])
+            self.assertFalse([e for e in events if "PayloadChunk" in e])
+            complete = [e["InvokeComplete"] for e in events if "InvokeComplete" in e][0]
+            self.assertEqual(complete["ErrorCode"], "ValueError")
+            self.assertEqual(json.loads(complete["ErrorDetails"])["errorMessage"], "no")
+            self.assertNotIn("LogResult", complete)
+            # DryRun checks and runs nothing; Event is not a streaming invocation type.
+            self.assertEqual(lam.invoke_with_response_stream(FunctionName="streamed", InvocationType="DryRun")["StatusCode"], 204)
+            assert_client_error(self, "ValidationException", lambda: lam.invoke_with_response_stream(
+                FunctionName="streamed", InvocationType="Event"), 400)
+            assert_client_error(self, "ResourceNotFoundException", lambda: lam.invoke_with_response_stream(FunctionName="nope"), 404)
+            # (The AWS CLI here is version 1, which has no invoke-with-response-stream: boto3 is the client.)
+
+
 PYWEB = os.environ.get("PETREL_TEST_PYWEB", "/var/cache/petrel-tests/python-web/lib")
 
 FASTAPI_APP = """
