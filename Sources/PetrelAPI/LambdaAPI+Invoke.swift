@@ -103,31 +103,92 @@ extension LambdaAPI {
         return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: result.payload))
     }
 
-    /// InvokeWithResponseStream: the answer as AWS's event stream, a `PayloadChunk` with the
-    /// response and an `InvokeComplete` (with the error, and the log's tail when asked for).
-    /// The response is sent once the function has returned: Petrel does not yet stream it
-    /// as the function writes it.
+    /// What an InvokeWithResponseStream answer is made of, as it happens.
+    enum StreamEvent: Sendable {
+        case chunk(ByteBuffer)
+        case done(Result<InvocationResult, any Error>)
+    }
+
+    /// Hands the response body the events left after the first (the iterator is used by one task at a time).
+    final class StreamEvents: @unchecked Sendable {
+        var iterator: AsyncStream<StreamEvent>.Iterator
+        var first: StreamEvent?
+        init(_ iterator: AsyncStream<StreamEvent>.Iterator, first: StreamEvent?) {
+            self.iterator = iterator
+            self.first = first
+        }
+        func next() async -> StreamEvent? {
+            if let f = first {
+                first = nil
+                return f
+            }
+            return await iterator.next()
+        }
+    }
+
+    /// InvokeWithResponseStream: the answer in AWS's event stream framing. A runtime that
+    /// streams its response (`Lambda-Runtime-Function-Response-Mode: streaming`) has each part
+    /// sent as a `PayloadChunk` as it arrives; any other response goes out as one chunk. An
+    /// `InvokeComplete` ends the stream, with the error and the log's tail when asked for.
+    /// Whatever goes wrong before the first byte is an HTTP error, as for Invoke.
     func invokeWithResponseStream(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
-        guard case .sync(let f, let request, let logTail) = try prepareInvocation(req, ctx, call, types: ["RequestResponse", "DryRun"])
+        guard case .sync(let f, var request, let logTail) = try prepareInvocation(req, ctx, call, types: ["RequestResponse", "DryRun"])
         else { return Response(status: .noContent) }
-        let result = try await dispatcher.invoke(f, request)
-        var body: [UInt8] = []
-        if result.functionError == nil, result.payload.readableBytes > 0 {
-            body += EventStream.event(
-                "PayloadChunk", contentType: "application/octet-stream", payload: Array(result.payload.readableBytesView))
+        let (events, sink) = AsyncStream.makeStream(of: StreamEvent.self)
+        request.stream = ResponseStream { sink.yield(.chunk($0)) }
+        let dispatcher = self.dispatcher
+        let run: @Sendable () async -> Void = { [request] in
+            do { sink.yield(.done(.success(try await dispatcher.invoke(f, request)))) } catch { sink.yield(.done(.failure(error))) }
+            sink.finish()
         }
-        var complete: [String: String] = [:]
-        if result.functionError != nil {
-            complete["ErrorCode"] = result.errorType ?? "Unhandled"
-            complete["ErrorDetails"] = String(decoding: result.payload.readableBytesView, as: UTF8.self)
-        }
-        if logTail { complete["LogResult"] = Data(result.logTail.utf8).base64EncodedString() }
-        let json = (try? JSONSerialization.data(withJSONObject: complete, options: [.sortedKeys])) ?? Data("{}".utf8)
-        body += EventStream.event("InvokeComplete", contentType: "application/json", payload: Array(json))
+        if let here = loops?.executor(for: ctx.eventLoop) { Task(executorPreference: here, operation: run) } else { Task(operation: run) }
+        var iterator = events.makeAsyncIterator()
+        let first = await iterator.next()
+        if case .done(.failure(let error))? = first { throw error }
+        let stream = StreamEvents(iterator, first: first)
         var headers = HTTPFields()
         headers[.contentType] = "application/vnd.amazon.eventstream"
-        headers[.amzExecutedVersion] = result.executedVersion
-        if let initMs = result.initDurationMs { headers[.petrelInitDuration] = String(format: "%.2f", initMs) }
-        return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+        headers[.amzExecutedVersion] = f.version
+        if case .done(.success(let r))? = first, let initMs = r.initDurationMs {
+            headers[.petrelInitDuration] = String(format: "%.2f", initMs)
+        }
+        return Response(
+            status: .ok, headers: headers,
+            body: ResponseBody { writer in
+                while let event = await stream.next() {
+                    switch event {
+                    case .chunk(let b):
+                        try await writer.write(
+                            ByteBuffer(
+                                bytes: EventStream.event(
+                                    "PayloadChunk", contentType: "application/octet-stream", payload: Array(b.readableBytesView))))
+                    case .done(let outcome):
+                        var complete: [String: String] = [:]
+                        switch outcome {
+                        case .success(let result):
+                            if result.functionError != nil {
+                                complete["ErrorCode"] = result.errorType ?? "Unhandled"
+                                complete["ErrorDetails"] = String(decoding: result.payload.readableBytesView, as: UTF8.self)
+                            } else if result.payload.readableBytes > 0 {
+                                // A response the runtime did not stream: one chunk.
+                                try await writer.write(
+                                    ByteBuffer(
+                                        bytes: EventStream.event(
+                                            "PayloadChunk", contentType: "application/octet-stream",
+                                            payload: Array(result.payload.readableBytesView))))
+                            }
+                            if logTail { complete["LogResult"] = Data(result.logTail.utf8).base64EncodedString() }
+                        case .failure(let error):
+                            let e = LambdaError.from(error, action: "InvokeWithResponseStream")
+                            complete["ErrorCode"] = e.code.rawValue
+                            complete["ErrorDetails"] = e.message
+                        }
+                        let json = (try? JSONSerialization.data(withJSONObject: complete, options: [.sortedKeys])) ?? Data("{}".utf8)
+                        try await writer.write(
+                            ByteBuffer(bytes: EventStream.event("InvokeComplete", contentType: "application/json", payload: Array(json))))
+                    }
+                }
+                try await writer.finish(nil)
+            })
     }
 }

@@ -27,6 +27,9 @@ final class Instance: RuntimeAPIDelegate, Sendable {
         var delivered: Bool
         var continuation: CheckedContinuation<InvocationOutcome, Never>
         var timer: Scheduled<Void>?
+        /// A streamed response gathered for a caller that takes it whole (within 6 MB).
+        var gathered: ByteBuffer?
+        var gatheredTooLarge = false
     }
 
     /// Where the instance is in its life. Every transition happens under the state's
@@ -327,6 +330,23 @@ final class Instance: RuntimeAPIDelegate, Sendable {
         case .error(let id, let body, let type):
             log.drain()
             respond(complete(id, .functionError(body, type: type)) ? .accepted : Self.invalidID)
+        case .streamChunk(let id, let chunk):
+            streamChunk(id, chunk)
+        case .streamEnd(let id, let errorType, let errorBody, let streamTooLarge):
+            log.drain()
+            let (gathered, gatheredTooLarge) = state.withLock { s -> (ByteBuffer?, Bool) in
+                guard case .busy(let p) = s.phase, p.request.requestID == id else { return (nil, false) }
+                return (p.gathered, p.gatheredTooLarge)
+            }
+            let outcome: InvocationOutcome
+            if let errorType {
+                outcome = .functionError(errorBody ?? ByteBuffer(string: "{}"), type: errorType)
+            } else if streamTooLarge || gatheredTooLarge {
+                outcome = .failed(.responseTooLarge)
+            } else {
+                outcome = .response(gathered ?? ByteBuffer())
+            }
+            respond(complete(id, outcome) ? .accepted : Self.invalidID)
         case .initError(let body, let type):
             log.drain()
             let initializing = state.withLock { s -> Bool in
@@ -342,6 +362,27 @@ final class Instance: RuntimeAPIDelegate, Sendable {
             }
         }
     }
+
+    /// A part of a streamed response: to the caller's stream as it comes, or gathered.
+    private func streamChunk(_ id: String, _ chunk: ByteBuffer) {
+        let stream = state.withLock { s -> ResponseStream? in
+            guard case .busy(var p) = s.phase, p.delivered, p.request.requestID == id else { return nil }
+            if let stream = p.request.stream { return stream }
+            var chunk = chunk
+            if (p.gathered?.readableBytes ?? 0) + chunk.readableBytes > Self.maxGathered {
+                p.gatheredTooLarge = true
+                p.gathered = nil
+            } else if !p.gatheredTooLarge {
+                if p.gathered == nil { p.gathered = chunk } else { p.gathered!.writeBuffer(&chunk) }
+            }
+            s.phase = .busy(p)
+            return nil
+        }
+        stream?.write(chunk)
+    }
+
+    /// What a caller that takes the response whole may get of a streamed one (Invoke's 6 MB).
+    static let maxGathered = 6_291_556
 
     static let invalidID = RuntimeAPIResponse.json(.badRequest, #"{"errorMessage":"Invalid request ID","errorType":"InvalidRequestID"}"#)
 

@@ -16,6 +16,9 @@ public struct InvocationRequest: Sendable {
     public var alias: String?
     /// Whether it came through a function URL (a label of the invocation's metrics).
     public var viaURL = false
+    /// Where a response the runtime streams goes as it arrives (nil: it is gathered and
+    /// answered whole, as Invoke answers it).
+    public var stream: ResponseStream?
 
     public init(
         requestID: String = FastIDs.uuid(), payload: ByteBuffer, invokedARN: String,
@@ -36,6 +39,12 @@ public struct InvocationRequest: Sendable {
         let parent = FastIDs.hex(FastIDs.next(), 16)
         return "Root=1-\(epoch)-\(rand);Parent=\(parent);Sampled=0"
     }
+}
+
+/// The receiver of a streamed response's bytes, called on the instance's event loop in order.
+public final class ResponseStream: Sendable {
+    let write: @Sendable (ByteBuffer) -> Void
+    public init(_ write: @escaping @Sendable (ByteBuffer) -> Void) { self.write = write }
 }
 
 /// What an invocation produced.

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -9,6 +10,10 @@ enum RuntimeAPIRequest {
     case response(requestID: String, body: ByteBuffer, tooLarge: Bool)
     case error(requestID: String, body: ByteBuffer, errorType: String?)
     case initError(body: ByteBuffer, errorType: String?)
+    /// A part of a response the runtime streams (`Lambda-Runtime-Function-Response-Mode: streaming`).
+    case streamChunk(requestID: String, ByteBuffer)
+    /// Its end: the error trailers, if any, and whether it went over the limit.
+    case streamEnd(requestID: String, errorType: String?, errorBody: ByteBuffer?, tooLarge: Bool)
 }
 
 /// One answer to the runtime.
@@ -85,8 +90,26 @@ final class RuntimeAPIHandler: ChannelDuplexHandler {
     /// Requests that came while `next` was open, in order, with their too-large flag.
     private var waiting: [(HTTPRequestHead, ByteBuffer, Bool)] = []
     private var reads = HeldReads()
+    /// The request id of a response being streamed, and how many bytes came so far.
+    private var streaming: (id: String, bytes: Int)?
+
+    /// A streamed response's most (Lambda's: 20 MB).
+    static let maxStreamed = 20 * 1_048_576
 
     init(delegate: any RuntimeAPIDelegate) { self.delegate = delegate }
+
+    /// The request id when `head` posts a response in streaming mode (taken as it comes only
+    /// while nothing waits ahead of it: order on the connection is kept).
+    func streamedResponse(_ head: HTTPRequestHead) -> String? {
+        guard head.method == .POST, !nextOpen, waiting.isEmpty,
+            head.headers.first(name: "Lambda-Runtime-Function-Response-Mode")?.lowercased() == "streaming"
+        else { return nil }
+        let path = head.uri.split(separator: "?", maxSplits: 1).first ?? ""
+        let parts = path.split(separator: "/")
+        guard parts.count == 5, parts[0] == "2018-06-01", parts[1] == "runtime", parts[2] == "invocation", parts[4] == "response"
+        else { return nil }
+        return String(parts[3])
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         reading = true
@@ -95,7 +118,14 @@ final class RuntimeAPIHandler: ChannelDuplexHandler {
             head = h
             body = nil
             tooLarge = false
+            streaming = streamedResponse(h).map { ($0, 0) }
         case .body(var chunk):
+            if let s = streaming {
+                streaming!.bytes += chunk.readableBytes
+                if s.bytes + chunk.readableBytes > Self.maxStreamed { tooLarge = true }
+                if !tooLarge { delegate.handle(.streamChunk(requestID: s.id, chunk), respond: { _ in }) }
+                return
+            }
             if tooLarge { return }
             if (body?.readableBytes ?? 0) + chunk.readableBytes > RuntimeAPIServer.maxBody {
                 tooLarge = true
@@ -103,9 +133,19 @@ final class RuntimeAPIHandler: ChannelDuplexHandler {
                 return
             }
             if body == nil { body = chunk } else { body!.writeBuffer(&chunk) }
-        case .end:
+        case .end(let trailers):
             guard let head else { return }
             self.head = nil
+            if let s = streaming {
+                streaming = nil
+                let errorBody = trailers?.first(name: "Lambda-Runtime-Function-Error-Body").flatMap { Data(base64Encoded: $0) }
+                delegate.handle(
+                    .streamEnd(
+                        requestID: s.id, errorType: trailers?.first(name: "Lambda-Runtime-Function-Error-Type"),
+                        errorBody: errorBody.map { ByteBuffer(bytes: $0) }, tooLarge: tooLarge),
+                    respond: responder(head, context: context))
+                return
+            }
             if nextOpen || !waiting.isEmpty {
                 waiting.append((head, body ?? ByteBuffer(), tooLarge))
                 return
@@ -141,17 +181,22 @@ final class RuntimeAPIHandler: ChannelDuplexHandler {
         context.fireChannelReadComplete()
     }
 
-    private func route(_ head: HTTPRequestHead, _ body: ByteBuffer, tooLarge: Bool, context: ChannelHandlerContext) {
+    /// Answers `head` on this connection (from any thread).
+    private func responder(_ head: HTTPRequestHead, context: ChannelHandlerContext) -> RuntimeResponder {
         let keepAlive = head.isKeepAlive
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let loop = context.eventLoop
-        let respond: RuntimeResponder = { response in
+        return { response in
             if loop.inEventLoop {
                 bound.value.0.write(response, keepAlive: keepAlive, context: bound.value.1)
             } else {
                 loop.execute { bound.value.0.write(response, keepAlive: keepAlive, context: bound.value.1) }
             }
         }
+    }
+
+    private func route(_ head: HTTPRequestHead, _ body: ByteBuffer, tooLarge: Bool, context: ChannelHandlerContext) {
+        let respond = responder(head, context: context)
         // /2018-06-01/runtime/invocation/next, …/invocation/ID/response|error, …/init/error,
         // matched as bytes (this runs twice per invocation).
         let uri = head.uri.utf8

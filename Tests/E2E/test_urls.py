@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import subprocess
+import time
 import unittest
 import urllib.parse
 
@@ -306,6 +307,69 @@ class ResponseStreamTest(unittest.TestCase):
                 FunctionName="streamed", InvocationType="Event"), 400)
             assert_client_error(self, "ResourceNotFoundException", lambda: lam.invoke_with_response_stream(FunctionName="nope"), 404)
             # (The AWS CLI here is version 1, which has no invoke-with-response-stream: boto3 is the client.)
+
+
+    def test_a_streaming_runtime_reaches_the_client_as_it_writes(self):
+        """A custom runtime posts its response in streaming mode (chunked, error trailers):
+        InvokeWithResponseStream forwards each part as it comes; Invoke gets it whole."""
+        with Daemon().started() as d:
+            lam = d.client()
+            lam.create_function(FunctionName="streamer", Runtime="provided.al2023", Role=ROLE, Handler="unused", Timeout=10,
+                                Code={"ZipFile": make_zip({"bootstrap": (STREAMING_BOOTSTRAP, 0o755)})})
+            started = time.monotonic()
+            r = lam.invoke_with_response_stream(FunctionName="streamer", Payload=b'{"pause": 1.5}')
+            chunks, first_at, complete = [], None, None
+            for event in r["EventStream"]:
+                if "PayloadChunk" in event:
+                    chunks.append(event["PayloadChunk"]["Payload"])
+                    first_at = first_at or time.monotonic() - started
+                if "InvokeComplete" in event:
+                    complete = event["InvokeComplete"]
+            total = time.monotonic() - started
+            self.assertEqual(b"".join(chunks), b"first;second")
+            self.assertGreaterEqual(total, 1.5)
+            self.assertLess(first_at, total - 1.0, "the first part must reach the client before the handler returns")
+            self.assertEqual(complete, {})
+            # Invoke gathers a streamed response and answers it whole.
+            out = lam.invoke(FunctionName="streamer", Payload=b'{"pause": 0}')
+            self.assertEqual(out["Payload"].read(), b"first;second")
+            # An error trailer ends the stream with the runtime's error.
+            r = lam.invoke_with_response_stream(FunctionName="streamer", Payload=b'{"pause": 0, "fail": true}')
+            events = list(r["EventStream"])
+            complete = [e["InvokeComplete"] for e in events if "InvokeComplete" in e][0]
+            self.assertEqual(complete["ErrorCode"], "Boom")
+            self.assertEqual(json.loads(complete["ErrorDetails"]), {"errorMessage": "midway"})
+            out = lam.invoke(FunctionName="streamer", Payload=b'{"pause": 0, "fail": true}')
+            self.assertEqual(out.get("FunctionError"), "Unhandled")
+
+
+STREAMING_BOOTSTRAP = """#!/usr/bin/python3 -S
+import base64, http.client, json, os, time
+host, port = os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")
+while True:
+    c = http.client.HTTPConnection(host, int(port))
+    c.request("GET", "/2018-06-01/runtime/invocation/next")
+    r = c.getresponse()
+    rid = r.getheader("Lambda-Runtime-Aws-Request-Id")
+    event = json.loads(r.read())
+    c.putrequest("POST", "/2018-06-01/runtime/invocation/%s/response" % rid)
+    c.putheader("Lambda-Runtime-Function-Response-Mode", "streaming")
+    c.putheader("Transfer-Encoding", "chunked")
+    c.putheader("Trailer", "Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body")
+    c.endheaders()
+    def chunk(b):
+        c.send(b"%x\\r\\n%s\\r\\n" % (len(b), b))
+    chunk(b"first;")
+    time.sleep(event.get("pause", 1))
+    chunk(b"second")
+    if event.get("fail"):
+        c.send(b"0\\r\\nLambda-Runtime-Function-Error-Type: Boom\\r\\nLambda-Runtime-Function-Error-Body: "
+               + base64.b64encode(b'{"errorMessage": "midway"}') + b"\\r\\n\\r\\n")
+    else:
+        c.send(b"0\\r\\n\\r\\n")
+    c.getresponse().read()
+    c.close()
+"""
 
 
 PYWEB = os.environ.get("PETREL_TEST_PYWEB", "/var/cache/petrel-tests/python-web/lib")
