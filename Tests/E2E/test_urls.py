@@ -343,6 +343,46 @@ class ResponseStreamTest(unittest.TestCase):
             self.assertEqual(out.get("FunctionError"), "Unhandled")
 
 
+    def test_node_streamify_response(self):
+        """Node's awslambda.streamifyResponse, as on Lambda: the handler writes to a stream."""
+        with Daemon().started() as d:
+            lam = d.client()
+            lam.create_function(FunctionName="node-stream", Runtime="nodejs20.x", Role=ROLE, Handler="index.handler", Timeout=10,
+                                Code={"ZipFile": make_zip({"index.js": NODE_STREAMING})})
+            started = time.monotonic()
+            r = lam.invoke_with_response_stream(FunctionName="node-stream", Payload=b'{"pause": 1500}')
+            chunks, first_at, complete = [], None, None
+            for event in r["EventStream"]:
+                if "PayloadChunk" in event:
+                    chunks.append(event["PayloadChunk"]["Payload"])
+                    first_at = first_at or time.monotonic() - started
+                if "InvokeComplete" in event:
+                    complete = event["InvokeComplete"]
+            total = time.monotonic() - started
+            self.assertEqual(b"".join(chunks), b"first;second")
+            self.assertLess(first_at, total - 1.0, "the first write must reach the client before the handler returns")
+            self.assertEqual(complete, {})
+            self.assertEqual(lam.invoke(FunctionName="node-stream", Payload=b'{"pause": 0}')["Payload"].read(), b"first;second")
+            # A handler that throws after writing: its error ends the stream; the instance serves on.
+            r = lam.invoke_with_response_stream(FunctionName="node-stream", Payload=b'{"pause": 0, "fail": true}')
+            events = list(r["EventStream"])
+            complete = [e["InvokeComplete"] for e in events if "InvokeComplete" in e][0]
+            self.assertEqual((complete["ErrorCode"], json.loads(complete["ErrorDetails"])["errorMessage"]), ("Error", "midway"))
+            self.assertEqual(lam.invoke(FunctionName="node-stream", Payload=b'{"pause": 0}')["Payload"].read(), b"first;second")
+
+
+NODE_STREAMING = """
+exports.handler = awslambda.streamifyResponse(async (event, responseStream, context) => {
+  responseStream.setContentType('text/plain');
+  responseStream.write('first;');
+  await new Promise((r) => setTimeout(r, event.pause));
+  if (event.fail) throw new Error('midway');
+  responseStream.write('second');
+  responseStream.end();
+});
+"""
+
+
 STREAMING_BOOTSTRAP = """#!/usr/bin/python3 -S
 import base64, http.client, json, os, time
 host, port = os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")

@@ -110,6 +110,43 @@ class RuntimeAPI {
     });
   }
 
+  // POSTs a response in the Runtime API's streaming mode: `run(write)` writes the parts
+  // (each sent as a chunk at once); a failure of `run` ends the stream with Lambda's error
+  // trailers. The head goes out with the first part, so a content type set before it counts.
+  async stream(urlPath, contentType, run) {
+    if (!this.sock) await this.connect();
+    const sock = this.sock;
+    let headSent = false;
+    const head = () => {
+      if (headSent) return;
+      headSent = true;
+      sock.write(`POST ${urlPath} HTTP/1.1\r\nHost: ${this.hostPort}\r\nLambda-Runtime-Function-Response-Mode: streaming\r\n`
+        + `Content-Type: ${contentType() || 'application/octet-stream'}\r\nTransfer-Encoding: chunked\r\n`
+        + 'Trailer: Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body\r\n\r\n');
+    };
+    const write = (chunk) => {
+      const b = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk);
+      head();
+      if (b.length === 0) return; // an empty chunk would end the body
+      sock.write(`${b.length.toString(16)}\r\n`);
+      sock.write(b);
+      sock.write('\r\n');
+    };
+    let failure = null;
+    try { await run(write); } catch (e) { failure = e; }
+    head();
+    const answered = new Promise((resolve, reject) => { this.waiter = { reject, answer: (a) => { this.waiter = null; resolve(a); } }; });
+    if (failure) {
+      const doc = errorDocument(failure);
+      process.stderr.write(`${new Date().toISOString()}\t${currentRequestId}\tERROR\tInvoke Error \t${JSON.stringify(doc)}\n`);
+      sock.write(`0\r\nLambda-Runtime-Function-Error-Type: ${doc.errorType}\r\n`
+        + `Lambda-Runtime-Function-Error-Body: ${Buffer.from(JSON.stringify(doc)).toString('base64')}\r\n\r\n`);
+    } else {
+      sock.write('0\r\n\r\n');
+    }
+    return answered;
+  }
+
   drop() {
     this.waiter = null;
     if (this.sock) { const s = this.sock; this.sock = null; s.destroy(); }
@@ -147,6 +184,47 @@ class RuntimeAPI {
 }
 
 const api = new RuntimeAPI(HOST, Number(PORT), process.env.PETREL_RUNTIME_API_SOCKET);
+
+// Response streaming, as Lambda's Node.js runtime offers it: a handler wrapped in
+// awslambda.streamifyResponse gets a writable stream as its second argument; what it
+// writes reaches the caller as it writes it (InvokeWithResponseStream).
+const STREAMING = Symbol.for('aws.lambda.runtime.handler.streaming');
+const { Writable } = require('stream');
+class ResponseStream extends Writable {
+  constructor(write) {
+    super({ write: (chunk, encoding, callback) => { write(chunk); callback(); } });
+    this.contentType = undefined;
+  }
+  setContentType(type) { this.contentType = type; }
+}
+globalThis.awslambda = {
+  streamifyResponse(handler) {
+    handler[STREAMING] = true;
+    return handler;
+  },
+  HttpResponseStream: {
+    // An HTTP answer's status and headers ahead of its body (what function URLs read).
+    from(stream, prelude) {
+      stream.setContentType('application/vnd.awslambda.http-integration-response');
+      stream.write(JSON.stringify(prelude || {}));
+      stream.write(Buffer.alloc(8));
+      return stream;
+    },
+  },
+};
+
+// Runs a streaming handler: the response ends when the handler has returned and its
+// stream has finished (ended by the handler, or here).
+function invokeStreaming(fn, event, context, requestId) {
+  let stream;
+  return api.stream(`${BASE}/invocation/${requestId}/response`, () => stream && stream.contentType, async (write) => {
+    stream = new ResponseStream(write);
+    const finished = new Promise((resolve, reject) => { stream.once('finish', resolve); stream.once('error', reject); });
+    await fn(event, stream, context);
+    if (!stream.writableEnded) stream.end();
+    await finished;
+  });
+}
 const request = (method, urlPath, body, headers) => api.request(method, urlPath, body, headers);
 
 let currentRequestId = null;
@@ -318,6 +396,11 @@ async function main() {
       event = next.body.length ? JSON.parse(next.body.toString('utf8')) : {};
     } catch (e) {
       next = await postError(requestId, { errorType: 'Runtime.UnmarshalError', errorMessage: `Unable to parse event: ${e.message}`, trace: [] });
+      continue;
+    }
+    if (fn[STREAMING]) {
+      await invokeStreaming(fn, event, makeContext(next.headers, requestId), requestId);
+      next = await request('GET', NEXT);
       continue;
     }
     let result;
