@@ -371,6 +371,49 @@ class ResponseStreamTest(unittest.TestCase):
             self.assertEqual(lam.invoke(FunctionName="node-stream", Payload=b'{"pause": 0}')["Payload"].read(), b"first;second")
 
 
+    def test_python_generator_handlers_stream(self):
+        """Petrel's Python runtime streams a handler that returns a generator (Lambda's has no way)."""
+        with Daemon().started() as d:
+            lam = d.client()
+            lam.create_function(FunctionName="py-stream", Runtime="python3.11", Role=ROLE, Handler="app.handler", Timeout=10,
+                                Code={"ZipFile": make_zip({"app.py": PY_STREAMING})})
+            started = time.monotonic()
+            r = lam.invoke_with_response_stream(FunctionName="py-stream", Payload=b'{"pause": 1.5}', LogType="Tail")
+            chunks, first_at, complete = [], None, None
+            for event in r["EventStream"]:
+                if "PayloadChunk" in event:
+                    chunks.append(event["PayloadChunk"]["Payload"])
+                    first_at = first_at or time.monotonic() - started
+                if "InvokeComplete" in event:
+                    complete = event["InvokeComplete"]
+            total = time.monotonic() - started
+            self.assertEqual(b"".join(chunks), b"first;second")
+            self.assertLess(first_at, total - 1.0, "the first item must reach the client before the handler is done")
+            self.assertIn("between the parts", base64.b64decode(complete["LogResult"]).decode())
+            self.assertEqual(lam.invoke(FunctionName="py-stream", Payload=b'{"pause": 0}')["Payload"].read(), b"first;second")
+            r = lam.invoke_with_response_stream(FunctionName="py-stream", Payload=b'{"pause": 0, "fail": true}')
+            complete = [e["InvokeComplete"] for e in r["EventStream"] if "InvokeComplete" in e][0]
+            self.assertEqual((complete["ErrorCode"], json.loads(complete["ErrorDetails"])["errorMessage"]), ("ValueError", "midway"))
+            # A plain (non-generator) result still answers as JSON.
+            self.assertEqual(json.loads(lam.invoke(FunctionName="py-stream", Payload=b'{"plain": true}')["Payload"].read()), {"plain": 1})
+
+
+PY_STREAMING = """
+import time
+def handler(event, context):
+    if event.get("plain"):
+        return {"plain": 1}
+    return parts(event)
+def parts(event):
+    yield "first;"
+    print("between the parts")
+    time.sleep(event["pause"])
+    if event.get("fail"):
+        raise ValueError("midway")
+    yield b"second"
+"""
+
+
 NODE_STREAMING = """
 exports.handler = awslambda.streamifyResponse(async (event, responseStream, context) => {
   responseStream.setContentType('text/plain');

@@ -55,6 +55,8 @@ except ImportError:  # another Python: the plain modules
     json_loads, json_dumps = json.loads, json.dumps
 
 API = os.environ.get("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")
+# The type of a generator (without importing `types` at every cold start).
+_GENERATOR = type((lambda: (yield))())
 BASE = "/2018-06-01/runtime"
 NEXT = BASE + "/invocation/next"
 
@@ -140,6 +142,37 @@ class RuntimeAPI:
             self.sock.close()
             self.sock = None
         return status, hdrs, payload
+
+    def stream(self, rid, items):
+        """POSTs a response in the Runtime API's streaming mode: each item of `items`
+        (bytes, or str as UTF-8) is sent as a chunk as soon as it is produced; an exception
+        ends the stream with Lambda's error trailers. Returns the answer to `next`."""
+        if self.sock is None:
+            self._connect()
+        s = self.sock
+        s.sendall(("POST %s/invocation/%s/response HTTP/1.1\r\nHost: %s\r\n"
+                   "Lambda-Runtime-Function-Response-Mode: streaming\r\nContent-Type: application/octet-stream\r\n"
+                   "Transfer-Encoding: chunked\r\n"
+                   "Trailer: Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body\r\n\r\n"
+                   % (BASE, rid, API)).encode("latin-1"))
+        try:
+            for item in items:
+                b = item.encode("utf-8") if isinstance(item, str) else bytes(item)
+                if b:  # an empty chunk would end the body
+                    s.sendall(b"%x\r\n%s\r\n" % (len(b), b))
+            end = b"0\r\n\r\n"
+        except Exception as e:
+            import binascii
+            doc = error_document(e, rid)
+            log_error(doc)
+            end = (b"0\r\nLambda-Runtime-Function-Error-Type: " + doc["errorType"].encode("latin-1", "replace")
+                   + b"\r\nLambda-Runtime-Function-Error-Body: " + binascii.b2a_base64(json_dumps(doc).encode(), newline=False)
+                   + b"\r\n\r\n")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        s.sendall(end)
+        self._read()  # the 202
+        return self.request("GET", NEXT)
 
     def _fill(self):
         chunk = self.sock.recv(65536)
@@ -283,6 +316,11 @@ def main():
             doc = error_document(e, rid)
             log_error(doc)
             answer = post_error(api, rid, doc)
+            continue
+        if type(result) is _GENERATOR:
+            # Petrel's way to stream a response (Lambda's Python runtime has none): a handler
+            # that returns a generator has each item it yields sent as it is yielded.
+            answer = api.stream(rid, result)
             continue
         try:
             out = json_dumps(result).encode()
