@@ -132,6 +132,26 @@ public final class FastPathHandler: ChannelDuplexHandler, RemovableChannelHandle
         let close = head.headerFields[.connection]?.lowercased() == "close"
         let task: @Sendable () async -> Void = {
             let response = await answer(request, requestContext)
+            if response.body.contentLength == nil {
+                // A body of unknown length (a streamed response): the head at once, then each
+                // part as it is made, chunked.
+                var head = response.head
+                head.headerFields[.date] = HTTPDate.now()
+                head.headerFields[.server] = LambdaAPI.serverName
+                let send: @Sendable (HTTPResponsePart?) -> Void = { part in
+                    loop.execute {
+                        if let part {
+                            bound.value.0.send(part, context: bound.value.1)
+                        } else {
+                            bound.value.0.finish(close: close, context: bound.value.1)
+                        }
+                    }
+                }
+                send(.head(head))
+                try? await response.body.write(StreamingWriter(send: send))
+                send(nil)
+                return
+            }
             let collector = Collector()
             try? await response.body.write(collector)
             var head = response.head
@@ -154,10 +174,22 @@ public final class FastPathHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
     }
 
-    private func answer(_ head: HTTPResponse, _ body: ByteBuffer, close: Bool, context: ChannelHandlerContext) {
+    /// A part of a streamed answer, flushed at once.
+    private func send(_ part: HTTPResponsePart, context: ChannelHandlerContext) {
+        guard context.channel.isActive else { return }
+        context.writeAndFlush(wrapOutboundOut(part), promise: nil)
+    }
+
+    /// The end of a streamed answer.
+    private func finish(close: Bool, context: ChannelHandlerContext) {
+        answer(nil, ByteBuffer(), close: close, context: context)
+    }
+
+    /// Writes an answer (`head` nil: its head and body went out already) and lets what waits behind it go on.
+    private func answer(_ head: HTTPResponse?, _ body: ByteBuffer, close: Bool, context: ChannelHandlerContext) {
         own = nil
         guard context.channel.isActive else { return }
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if let head { context.write(wrapOutboundOut(.head(head)), promise: nil) }
         if body.readableBytes > 0 { context.write(wrapOutboundOut(.body(body)), promise: nil) }
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         if close {
@@ -207,6 +239,18 @@ public final class FastPathHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
         context.fireUserInboundEventTriggered(event)
     }
+}
+
+/// Hands each part of a streamed body to the connection as it is written.
+private struct StreamingWriter: ResponseBodyWriter {
+    let send: @Sendable (HTTPResponsePart?) -> Void
+    mutating func write(_ buffer: ByteBuffer) async throws {
+        if buffer.readableBytes > 0 { send(.body(buffer)) }
+    }
+    mutating func write(contentsOf buffers: some Sequence<ByteBuffer>) async throws {
+        for b in buffers { try await write(b) }
+    }
+    consuming func finish(_ trailingHeaders: HTTPFields?) async throws {}
 }
 
 /// Collects a response body that is already in memory.

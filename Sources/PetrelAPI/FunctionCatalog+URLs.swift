@@ -73,10 +73,6 @@ extension FunctionCatalog {
         guard let auth = try Self.authType(input.AuthType) else { throw LambdaError(.invalidParameterValue, "AuthType is required.") }
         let cors = input.Cors?.cors
         try cors?.validate()
-        if input.InvokeMode == FunctionURLConfig.InvokeMode.responseStream.rawValue {
-            throw LambdaError(
-                .invalidParameterValue, "Petrel serves function URLs BUFFERED only for now; RESPONSE_STREAM is not supported yet.")
-        }
         let url = FunctionURLConfig(
             account: f.account, function: f.name, qualifier: q, authType: auth, cors: cors,
             invokeMode: try Self.invokeMode(input.InvokeMode) ?? .buffered)
@@ -101,10 +97,7 @@ extension FunctionCatalog {
         let (f, q) = try urlTarget(raw, qualifier, caller: caller)
         let auth = try Self.authType(input.AuthType)
         let mode = try Self.invokeMode(input.InvokeMode)
-        if mode == .responseStream {
-            throw LambdaError(
-                .invalidParameterValue, "Petrel serves function URLs BUFFERED only for now; RESPONSE_STREAM is not supported yet.")
-        }
+
         let cors = input.Cors?.cors
         try cors?.validate()
         guard

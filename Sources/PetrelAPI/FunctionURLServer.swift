@@ -169,7 +169,12 @@ public struct FunctionURLServer: HTTPResponder {
         request.wantsLogTail = false
         request.alias = u.qualifier
         request.viaURL = true
-        let result = try await dispatcher.invoke(f, request)
+        if u.invokeMode == .responseStream { return try await invokeStreaming(f, request, ctx) }
+        return answer(try await dispatcher.invoke(f, request), requestID: requestID)
+    }
+
+    /// A buffered answer: the function's result read as payload format 2.0's response.
+    func answer(_ result: InvocationResult, requestID: String) -> Response {
         guard result.functionError == nil else { return Self.json(.badGateway, "Internal Server Error") }
         let answer: URLPayload.Response
         do { answer = try URLPayload.response(Data(result.payload.readableBytesView)) } catch {
@@ -210,6 +215,99 @@ public struct FunctionURLServer: HTTPResponder {
         return h
     }
 
+    /// The content type with which a streamed answer starts with its status and headers (a
+    /// JSON prelude, then eight NUL bytes), as Lambda's `HttpResponseStream.from` writes it.
+    static let integrationResponse = "application/vnd.awslambda.http-integration-response"
+
+    enum StreamEvent: Sendable {
+        case begin(String?)
+        case chunk(ByteBuffer)
+        case done(Result<InvocationResult, any Error>)
+    }
+
+    /// RESPONSE_STREAM: the answer goes out as the function writes it (chunked). Its status
+    /// and headers come from the stream's prelude when it has one, else 200 and the runtime's
+    /// content type; a function that does not stream is answered as a buffered one.
+    func invokeStreaming(_ f: FunctionRecord, _ given: InvocationRequest, _ ctx: PetrelRequestContext) async throws -> Response {
+        var request = given
+        let (events, sink) = AsyncStream.makeStream(of: StreamEvent.self)
+        request.stream = ResponseStream(begin: { sink.yield(.begin($0)) }, { sink.yield(.chunk($0)) })
+        let dispatcher = self.dispatcher
+        let run: @Sendable () async -> Void = { [request] in
+            do { sink.yield(.done(.success(try await dispatcher.invoke(f, request)))) } catch { sink.yield(.done(.failure(error))) }
+            sink.finish()
+        }
+        if let here = loops?.executor(for: ctx.eventLoop) { Task(executorPreference: here, operation: run) } else { Task(operation: run) }
+        var iterator = events.makeAsyncIterator()
+        var contentType: String?
+        switch await iterator.next() {
+        case .done(.failure(let error))?: throw error
+        case .done(.success(let result))?: return answer(result, requestID: request.requestID)
+        case .begin(let type)?: contentType = type
+        case .chunk, nil: break
+        }
+        var status = 200
+        var headers: [(String, String)] = [("Content-Type", contentType ?? "application/octet-stream")]
+        var pending = ByteBuffer()
+        var ahead: StreamEvent?
+        if contentType != Self.integrationResponse {
+            // The head waits for the first part: a function that fails before writing anything is a 502.
+            switch await iterator.next() {
+            case .done(.failure(let error))?: throw error
+            case .done(.success(let r))? where r.functionError != nil: return Self.json(.badGateway, "Internal Server Error")
+            case let event: ahead = event
+            }
+        } else {
+            // The prelude: JSON up to eight NUL bytes.
+            prelude: while let event = await iterator.next() {
+                switch event {
+                case .chunk(var b): pending.writeBuffer(&b)
+                case .begin: continue
+                case .done(let outcome):
+                    if case .success(let r) = outcome, r.functionError == nil, pending.readableBytes == 0 { break prelude }
+                    return Self.json(.badGateway, "Internal Server Error")
+                }
+                let bytes = Array(pending.readableBytesView)
+                guard let end = Self.nulRun(bytes) else { continue }
+                guard let head = try? URLPayload.response(Data(bytes[..<end])) else {
+                    return Self.json(.badGateway, "Internal Server Error")
+                }
+                status = head.status
+                headers = head.headers
+                pending.moveReaderIndex(forwardBy: end + 8)
+                break prelude
+            }
+        }
+        var h = HTTPFields()
+        for (name, value) in headers {
+            guard let n = HTTPField.Name(name), !Self.hopByHop.contains(n.canonicalName) else { continue }
+            h.append(HTTPField(name: n, value: value))
+        }
+        h[.amzExecutedVersion] = f.version
+        let rest = PeekedStream(iterator, first: ahead)
+        let first = pending
+        return Response(
+            status: HTTPResponse.Status(code: status), headers: h,
+            body: ResponseBody { writer in
+                if first.readableBytes > 0 { try await writer.write(first) }
+                while let event = await rest.next() {
+                    if case .chunk(let b) = event { try await writer.write(b) }
+                }
+                try await writer.finish(nil)
+            })
+    }
+
+    /// Where eight NUL bytes begin, if they do.
+    static func nulRun(_ b: [UInt8]) -> Int? {
+        guard b.count >= 8 else { return nil }
+        var run = 0
+        for (i, x) in b.enumerated() {
+            run = x == 0 ? run + 1 : 0
+            if run == 8 { return i - 7 }
+        }
+        return nil
+    }
+
     static let hopByHop: Set<String> = ["connection", "transfer-encoding", "content-length", "keep-alive", "upgrade"]
 
     // MARK: - CORS
@@ -247,5 +345,20 @@ public struct FunctionURLServer: HTTPResponder {
         }
         if cors.allowCredentials == true { r.headers[HTTPField.Name("Access-Control-Allow-Credentials")!] = "true" }
         r.headers[.vary] = "Origin"
+    }
+}
+
+/// A stream's iterator with the events already read put back in front: the caller reads
+/// ahead to decide a response's head, then hands the rest to its body (one task at a time).
+final class PeekedStream<Element: Sendable>: @unchecked Sendable {
+    var iterator: AsyncStream<Element>.Iterator
+    var ahead: [Element]
+    init(_ iterator: AsyncStream<Element>.Iterator, first: Element?) {
+        self.iterator = iterator
+        ahead = first.map { [$0] } ?? []
+    }
+    func next() async -> Element? {
+        if !ahead.isEmpty { return ahead.removeFirst() }
+        return await iterator.next()
     }
 }

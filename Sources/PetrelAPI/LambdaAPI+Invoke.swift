@@ -109,23 +109,6 @@ extension LambdaAPI {
         case done(Result<InvocationResult, any Error>)
     }
 
-    /// Hands the response body the events left after the first (the iterator is used by one task at a time).
-    final class StreamEvents: @unchecked Sendable {
-        var iterator: AsyncStream<StreamEvent>.Iterator
-        var first: StreamEvent?
-        init(_ iterator: AsyncStream<StreamEvent>.Iterator, first: StreamEvent?) {
-            self.iterator = iterator
-            self.first = first
-        }
-        func next() async -> StreamEvent? {
-            if let f = first {
-                first = nil
-                return f
-            }
-            return await iterator.next()
-        }
-    }
-
     /// InvokeWithResponseStream: the answer in AWS's event stream framing. A runtime that
     /// streams its response (`Lambda-Runtime-Function-Response-Mode: streaming`) has each part
     /// sent as a `PayloadChunk` as it arrives; any other response goes out as one chunk. An
@@ -145,7 +128,7 @@ extension LambdaAPI {
         var iterator = events.makeAsyncIterator()
         let first = await iterator.next()
         if case .done(.failure(let error))? = first { throw error }
-        let stream = StreamEvents(iterator, first: first)
+        let stream = PeekedStream(iterator, first: first)
         var headers = HTTPFields()
         headers[.contentType] = "application/vnd.amazon.eventstream"
         headers[.amzExecutedVersion] = f.version

@@ -330,6 +330,12 @@ final class Instance: RuntimeAPIDelegate, Sendable {
         case .error(let id, let body, let type):
             log.drain()
             respond(complete(id, .functionError(body, type: type)) ? .accepted : Self.invalidID)
+        case .streamStart(let id, let contentType):
+            let stream = state.withLock { s -> ResponseStream? in
+                guard case .busy(let p) = s.phase, p.delivered, p.request.requestID == id else { return nil }
+                return p.request.stream
+            }
+            stream?.begin(contentType)
         case .streamChunk(let id, let chunk):
             streamChunk(id, chunk)
         case .streamEnd(let id, let errorType, let errorBody, let streamTooLarge):

@@ -41,10 +41,15 @@ public struct InvocationRequest: Sendable {
     }
 }
 
-/// The receiver of a streamed response's bytes, called on the instance's event loop in order.
+/// The receiver of a streamed response, called on the instance's event loop in order:
+/// `begin` with the runtime's content type, then `write` with each part.
 public final class ResponseStream: Sendable {
+    let begin: @Sendable (String?) -> Void
     let write: @Sendable (ByteBuffer) -> Void
-    public init(_ write: @escaping @Sendable (ByteBuffer) -> Void) { self.write = write }
+    public init(begin: @escaping @Sendable (String?) -> Void = { _ in }, _ write: @escaping @Sendable (ByteBuffer) -> Void) {
+        self.begin = begin
+        self.write = write
+    }
 }
 
 /// What an invocation produced.

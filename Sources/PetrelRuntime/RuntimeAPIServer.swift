@@ -10,7 +10,9 @@ enum RuntimeAPIRequest {
     case response(requestID: String, body: ByteBuffer, tooLarge: Bool)
     case error(requestID: String, body: ByteBuffer, errorType: String?)
     case initError(body: ByteBuffer, errorType: String?)
-    /// A part of a response the runtime streams (`Lambda-Runtime-Function-Response-Mode: streaming`).
+    /// A response the runtime streams (`Lambda-Runtime-Function-Response-Mode: streaming`) begins.
+    case streamStart(requestID: String, contentType: String?)
+    /// A part of it.
     case streamChunk(requestID: String, ByteBuffer)
     /// Its end: the error trailers, if any, and whether it went over the limit.
     case streamEnd(requestID: String, errorType: String?, errorBody: ByteBuffer?, tooLarge: Bool)
@@ -119,6 +121,9 @@ final class RuntimeAPIHandler: ChannelDuplexHandler {
             body = nil
             tooLarge = false
             streaming = streamedResponse(h).map { ($0, 0) }
+            if let s = streaming {
+                delegate.handle(.streamStart(requestID: s.id, contentType: h.headers.first(name: "Content-Type")), respond: { _ in })
+            }
         case .body(var chunk):
             if let s = streaming {
                 streaming!.bytes += chunk.readableBytes

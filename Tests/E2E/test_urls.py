@@ -107,8 +107,8 @@ class URLCase(unittest.TestCase):
             FunctionName="cfg", AuthType="NONE", Qualifier="nope"), 404)
         assert_client_error(self, "ValidationException", lambda: self.lam.update_function_url_config(
             FunctionName="cfg", Cors={"MaxAge": 999999}), 400)
-        assert_client_error(self, "InvalidParameterValueException", lambda: self.lam.update_function_url_config(
-            FunctionName="cfg", InvokeMode="RESPONSE_STREAM"), 400)
+        assert_client_error(self, "ValidationException", lambda: self.lam.update_function_url_config(
+            FunctionName="cfg", InvokeMode="SOMETIMES"), 400)
         self.assertEqual(self.lam.get_function_url_config(FunctionName="cfg")["Cors"]["MaxAge"], 60)
         # The AWS CLI.
         cli = json.loads(self.daemon.aws("lambda", "get-function-url-config", "--function-name", "cfg").stdout)
@@ -411,6 +411,62 @@ def parts(event):
     if event.get("fail"):
         raise ValueError("midway")
     yield b"second"
+"""
+
+
+class URLStreamTest(unittest.TestCase):
+    def test_response_stream_urls(self):
+        """A RESPONSE_STREAM URL sends the answer as the function writes it, with the status and
+        headers of Lambda's HttpResponseStream prelude."""
+        with Daemon().started() as d:
+            lam = d.client()
+            lam.create_function(FunctionName="url-stream", Runtime="nodejs20.x", Role=ROLE, Handler="index.handler", Timeout=10,
+                                Code={"ZipFile": make_zip({"index.js": NODE_URL_STREAMING})})
+            url = lam.create_function_url_config(FunctionName="url-stream", AuthType="NONE", InvokeMode="RESPONSE_STREAM")["FunctionUrl"]
+            self.assertEqual(lam.get_function_url_config(FunctionName="url-stream")["InvokeMode"], "RESPONSE_STREAM")
+            lam.add_permission(FunctionName="url-stream", StatementId="a", Action="lambda:InvokeFunctionUrl", Principal="*",
+                               FunctionUrlAuthType="NONE")
+            lam.add_permission(FunctionName="url-stream", StatementId="b", Action="lambda:InvokeFunction", Principal="*",
+                               InvokedViaFunctionUrl=True)
+            u = urllib.parse.urlsplit(url)
+            c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+            started = time.monotonic()
+            c.request("GET", u.path + "sse?pause=1500")
+            r = c.getresponse()
+            self.assertEqual((r.status, r.getheader("content-type"), r.getheader("x-stream")), (201, "text/event-stream", "yes"))
+            first = r.read1(65536)
+            first_at = time.monotonic() - started
+            rest = r.read()
+            total = time.monotonic() - started
+            c.close()
+            self.assertEqual(first + rest, b"data: first\n\ndata: second\n\n")
+            self.assertLess(first_at, total - 1.0, "the first event must reach the client before the handler is done")
+            # Without a prelude: 200 and the stream's content type; a failure before any write: 502.
+            status, headers, body = request(url + "plain")
+            self.assertEqual((status, body, header(headers, "content-type")), (200, b"plain text", "text/plain"))
+            self.assertEqual(request(url + "fail")[0], 502)
+            # A function that does not stream is answered as a buffered URL answers it.
+            lam.update_function_code(FunctionName="url-stream", ZipFile=make_zip({"index.js": "exports.handler = async () => ({statusCode: 203, body: 'whole'});"}))
+            status, _, body = request(url + "x")
+            self.assertEqual((status, body), (203, b"whole"))
+
+
+NODE_URL_STREAMING = """
+exports.handler = awslambda.streamifyResponse(async (event, responseStream) => {
+  if (event.rawPath === '/fail') throw new Error('before any write');
+  if (event.rawPath === '/plain') {
+    responseStream.setContentType('text/plain');
+    responseStream.write('plain text');
+    responseStream.end();
+    return;
+  }
+  const pause = Number(event.queryStringParameters.pause);
+  const s = awslambda.HttpResponseStream.from(responseStream, { statusCode: 201, headers: { 'content-type': 'text/event-stream', 'x-stream': 'yes' } });
+  s.write('data: first\\n\\n');
+  await new Promise((r) => setTimeout(r, pause));
+  s.write('data: second\\n\\n');
+  s.end();
+});
 """
 
 
