@@ -223,6 +223,12 @@ class URLCase(unittest.TestCase):
         # A signed POST with a body.
         status, _, body = signed("POST", url + "size", admin, body=b"12345", headers={"Content-Type": "text/plain"})
         self.assertEqual((status, body), (200, b"5"))
+        # Every URL request is in the audit trail, with who signed it (when anyone did) and its status.
+        time.sleep(0.3)  # the audit writer gathers records for 20 ms
+        records = [json.loads(line) for line in self.daemon.petreld("audit", "--json").stdout.splitlines()]
+        mine = [r for r in records if r["action"] == "InvokeFunctionUrl" and r.get("resource") == "iam"]
+        self.assertIn(403, [r["status"] for r in mine])
+        self.assertTrue(any(r["status"] == 200 and r.get("accessKey") == self.b_keys[0] for r in mine), mine[-3:])
 
     def test_cors(self):
         self.create("cors")
