@@ -219,37 +219,22 @@ public struct FunctionURLServer: HTTPResponder {
     /// JSON prelude, then eight NUL bytes), as Lambda's `HttpResponseStream.from` writes it.
     static let integrationResponse = "application/vnd.awslambda.http-integration-response"
 
-    enum StreamEvent: Sendable {
-        case begin(String?)
-        case chunk(ByteBuffer)
-        case done(Result<InvocationResult, any Error>)
-    }
-
     /// RESPONSE_STREAM: the answer goes out as the function writes it (chunked). Its status
     /// and headers come from the stream's prelude when it has one, else 200 and the runtime's
     /// content type; a function that does not stream is answered as a buffered one.
     func invokeStreaming(_ f: FunctionRecord, _ given: InvocationRequest, _ ctx: PetrelRequestContext) async throws -> Response {
-        var request = given
-        let (events, sink) = AsyncStream.makeStream(of: StreamEvent.self)
-        request.stream = ResponseStream(begin: { sink.yield(.begin($0)) }, { sink.yield(.chunk($0)) })
-        let dispatcher = self.dispatcher
-        let run: @Sendable () async -> Void = { [request] in
-            do { sink.yield(.done(.success(try await dispatcher.invoke(f, request)))) } catch { sink.yield(.done(.failure(error))) }
-            sink.finish()
-        }
-        if let here = loops?.executor(for: ctx.eventLoop) { Task(executorPreference: here, operation: run) } else { Task(operation: run) }
-        var iterator = events.makeAsyncIterator()
+        var iterator = StreamedInvocation.start(f, given, dispatcher: dispatcher, on: loops?.executor(for: ctx.eventLoop))
         var contentType: String?
         switch await iterator.next() {
         case .done(.failure(let error))?: throw error
-        case .done(.success(let result))?: return answer(result, requestID: request.requestID)
+        case .done(.success(let result))?: return answer(result, requestID: given.requestID)
         case .begin(let type)?: contentType = type
         case .chunk, nil: break
         }
         var status = 200
         var headers: [(String, String)] = [("Content-Type", contentType ?? "application/octet-stream")]
         var pending = ByteBuffer()
-        var ahead: StreamEvent?
+        var ahead: StreamedInvocation.Event?
         if contentType != Self.integrationResponse {
             // The head waits for the first part: a function that fails before writing anything is a 502.
             switch await iterator.next() {
@@ -360,5 +345,30 @@ final class PeekedStream<Element: Sendable>: @unchecked Sendable {
     func next() async -> Element? {
         if !ahead.isEmpty { return ahead.removeFirst() }
         return await iterator.next()
+    }
+}
+
+/// An invocation whose response the runtime may stream, run in a task of its own (on
+/// `executor`, the caller's loop): its events, in order, as it happens.
+enum StreamedInvocation {
+    enum Event: Sendable {
+        /// The runtime began streaming, with its content type.
+        case begin(String?)
+        case chunk(ByteBuffer)
+        case done(Result<InvocationResult, any Error>)
+    }
+
+    static func start(
+        _ f: FunctionRecord, _ given: InvocationRequest, dispatcher: Dispatcher, on executor: (any TaskExecutor)?
+    ) -> AsyncStream<Event>.Iterator {
+        var request = given
+        let (events, sink) = AsyncStream.makeStream(of: Event.self)
+        request.stream = ResponseStream(begin: { sink.yield(.begin($0)) }, { sink.yield(.chunk($0)) })
+        let run: @Sendable () async -> Void = { [request] in
+            do { sink.yield(.done(.success(try await dispatcher.invoke(f, request)))) } catch { sink.yield(.done(.failure(error))) }
+            sink.finish()
+        }
+        if let executor { Task(executorPreference: executor, operation: run) } else { Task(operation: run) }
+        return events.makeAsyncIterator()
     }
 }

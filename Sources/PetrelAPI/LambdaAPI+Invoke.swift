@@ -103,30 +103,17 @@ extension LambdaAPI {
         return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: result.payload))
     }
 
-    /// What an InvokeWithResponseStream answer is made of, as it happens.
-    enum StreamEvent: Sendable {
-        case chunk(ByteBuffer)
-        case done(Result<InvocationResult, any Error>)
-    }
-
     /// InvokeWithResponseStream: the answer in AWS's event stream framing. A runtime that
     /// streams its response (`Lambda-Runtime-Function-Response-Mode: streaming`) has each part
     /// sent as a `PayloadChunk` as it arrives; any other response goes out as one chunk. An
     /// `InvokeComplete` ends the stream, with the error and the log's tail when asked for.
     /// Whatever goes wrong before the first byte is an HTTP error, as for Invoke.
     func invokeWithResponseStream(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
-        guard case .sync(let f, var request, let logTail) = try prepareInvocation(req, ctx, call, types: ["RequestResponse", "DryRun"])
+        guard case .sync(let f, let request, let logTail) = try prepareInvocation(req, ctx, call, types: ["RequestResponse", "DryRun"])
         else { return Response(status: .noContent) }
-        let (events, sink) = AsyncStream.makeStream(of: StreamEvent.self)
-        request.stream = ResponseStream { sink.yield(.chunk($0)) }
-        let dispatcher = self.dispatcher
-        let run: @Sendable () async -> Void = { [request] in
-            do { sink.yield(.done(.success(try await dispatcher.invoke(f, request)))) } catch { sink.yield(.done(.failure(error))) }
-            sink.finish()
-        }
-        if let here = loops?.executor(for: ctx.eventLoop) { Task(executorPreference: here, operation: run) } else { Task(operation: run) }
-        var iterator = events.makeAsyncIterator()
-        let first = await iterator.next()
+        var iterator = StreamedInvocation.start(f, request, dispatcher: dispatcher, on: loops?.executor(for: ctx.eventLoop))
+        var first = await iterator.next()
+        if case .begin? = first { first = await iterator.next() } // the content type is not part of the event stream
         if case .done(.failure(let error))? = first { throw error }
         let stream = PeekedStream(iterator, first: first)
         var headers = HTTPFields()
@@ -140,6 +127,7 @@ extension LambdaAPI {
             body: ResponseBody { writer in
                 while let event = await stream.next() {
                     switch event {
+                    case .begin: continue
                     case .chunk(let b):
                         try await writer.write(
                             ByteBuffer(

@@ -51,6 +51,21 @@ def request(url, method="GET", body=b"", headers=None):
         c.close()
 
 
+def streamed(lam, **kw):
+    """InvokeWithResponseStream, read as it arrives: (chunks, when the first came, the
+    InvokeComplete event, how long it all took), times in seconds from the call."""
+    started = time.monotonic()
+    r = lam.invoke_with_response_stream(**kw)
+    chunks, first_at, complete = [], None, None
+    for event in r["EventStream"]:
+        if "PayloadChunk" in event:
+            chunks.append(event["PayloadChunk"]["Payload"])
+            first_at = first_at or time.monotonic() - started
+        if "InvokeComplete" in event:
+            complete = event["InvokeComplete"]
+    return chunks, first_at, complete, time.monotonic() - started
+
+
 def header(headers, name):
     values = [v for k, v in headers if k.lower() == name.lower()]
     return values[0] if len(values) == 1 else (values or None)
@@ -322,16 +337,7 @@ class ResponseStreamTest(unittest.TestCase):
             lam = d.client()
             lam.create_function(FunctionName="streamer", Runtime="provided.al2023", Role=ROLE, Handler="unused", Timeout=10,
                                 Code={"ZipFile": make_zip({"bootstrap": (STREAMING_BOOTSTRAP, 0o755)})})
-            started = time.monotonic()
-            r = lam.invoke_with_response_stream(FunctionName="streamer", Payload=b'{"pause": 1.5}')
-            chunks, first_at, complete = [], None, None
-            for event in r["EventStream"]:
-                if "PayloadChunk" in event:
-                    chunks.append(event["PayloadChunk"]["Payload"])
-                    first_at = first_at or time.monotonic() - started
-                if "InvokeComplete" in event:
-                    complete = event["InvokeComplete"]
-            total = time.monotonic() - started
+            chunks, first_at, complete, total = streamed(lam, FunctionName="streamer", Payload=b'{"pause": 1.5}')
             self.assertEqual(b"".join(chunks), b"first;second")
             self.assertGreaterEqual(total, 1.5)
             self.assertLess(first_at, total - 1.0, "the first part must reach the client before the handler returns")
@@ -355,16 +361,7 @@ class ResponseStreamTest(unittest.TestCase):
             lam = d.client()
             lam.create_function(FunctionName="node-stream", Runtime="nodejs20.x", Role=ROLE, Handler="index.handler", Timeout=10,
                                 Code={"ZipFile": make_zip({"index.js": NODE_STREAMING})})
-            started = time.monotonic()
-            r = lam.invoke_with_response_stream(FunctionName="node-stream", Payload=b'{"pause": 1500}')
-            chunks, first_at, complete = [], None, None
-            for event in r["EventStream"]:
-                if "PayloadChunk" in event:
-                    chunks.append(event["PayloadChunk"]["Payload"])
-                    first_at = first_at or time.monotonic() - started
-                if "InvokeComplete" in event:
-                    complete = event["InvokeComplete"]
-            total = time.monotonic() - started
+            chunks, first_at, complete, total = streamed(lam, FunctionName="node-stream", Payload=b'{"pause": 1500}')
             self.assertEqual(b"".join(chunks), b"first;second")
             self.assertLess(first_at, total - 1.0, "the first write must reach the client before the handler returns")
             self.assertEqual(complete, {})
@@ -383,16 +380,7 @@ class ResponseStreamTest(unittest.TestCase):
             lam = d.client()
             lam.create_function(FunctionName="py-stream", Runtime="python3.11", Role=ROLE, Handler="app.handler", Timeout=10,
                                 Code={"ZipFile": make_zip({"app.py": PY_STREAMING})})
-            started = time.monotonic()
-            r = lam.invoke_with_response_stream(FunctionName="py-stream", Payload=b'{"pause": 1.5}', LogType="Tail")
-            chunks, first_at, complete = [], None, None
-            for event in r["EventStream"]:
-                if "PayloadChunk" in event:
-                    chunks.append(event["PayloadChunk"]["Payload"])
-                    first_at = first_at or time.monotonic() - started
-                if "InvokeComplete" in event:
-                    complete = event["InvokeComplete"]
-            total = time.monotonic() - started
+            chunks, first_at, complete, total = streamed(lam, FunctionName="py-stream", Payload=b'{"pause": 1.5}', LogType="Tail")
             self.assertEqual(b"".join(chunks), b"first;second")
             self.assertLess(first_at, total - 1.0, "the first item must reach the client before the handler is done")
             self.assertIn("between the parts", base64.b64decode(complete["LogResult"]).decode())
