@@ -392,6 +392,33 @@ class ResponseStreamTest(unittest.TestCase):
             self.assertEqual(json.loads(lam.invoke(FunctionName="py-stream", Payload=b'{"plain": true}')["Payload"].read()), {"plain": 1})
 
 
+    def test_streamed_response_limits(self):
+        """20 MB through a stream; 6 MB when Invoke gathers one; past either, the invocation fails."""
+        with Daemon().started() as d:
+            lam = d.client()
+            lam.create_function(FunctionName="big-stream", Runtime="python3.11", Role=ROLE, Handler="app.handler", Timeout=30,
+                                MemorySize=512, Code={"ZipFile": make_zip({"app.py": PY_BIG_STREAM})})
+            chunks, _, complete, _ = streamed(lam, FunctionName="big-stream", Payload=b'{"mb": 8}')
+            self.assertEqual(sum(len(c) for c in chunks), 8 << 20)
+            self.assertEqual(complete, {})
+            chunks, _, complete, _ = streamed(lam, FunctionName="big-stream", Payload=b'{"mb": 21}')
+            self.assertLessEqual(sum(len(c) for c in chunks), 20 << 20)
+            self.assertIn("ErrorCode", complete)
+            r = lam.invoke(FunctionName="big-stream", Payload=b'{"mb": 8}')
+            self.assertEqual(r.get("FunctionError"), "Unhandled")
+            self.assertIn("payload", json.loads(r["Payload"].read())["errorMessage"].lower())
+            # The instance that went over was replaced; the function still answers.
+            chunks, _, complete, _ = streamed(lam, FunctionName="big-stream", Payload=b'{"mb": 1}')
+            self.assertEqual((sum(len(c) for c in chunks), complete), (1 << 20, {}))
+
+
+PY_BIG_STREAM = """
+def handler(event, context):
+    block = b"x" * (1 << 20)
+    return (block for _ in range(event["mb"]))
+"""
+
+
 PY_STREAMING = """
 import time
 def handler(event, context):
