@@ -26,8 +26,8 @@ public struct FastPath: Sendable {
 /// and answers each as one task on the connection's loop; the answer runs the same
 /// steps as every routed operation (signature check, errors, audit). Everything else
 /// passes through to Hummingbird. A warm invocation skips the async channel's streams
-/// and writer, the router and the response writer (for function URLs that was 477 vs
-/// 201 µs of petreld CPU per request, with the same event code; `Scripts/bench invoke`).
+/// and writer, the router and the response writer. (`Scripts/bench invoke`'s URL rows put
+/// a URL request beside a signed invoke, both through here.)
 ///
 /// Order on a connection is kept: a request behind one still being answered (by
 /// either side) waits until that answer has been written; for a client that

@@ -161,7 +161,7 @@ public struct FunctionURLServer: HTTPResponder {
                 headers: Self.forwardedHeaders(req, sourceIP: ctx.remoteAddress, scheme: addressing.scheme),
                 body: Array(body.readableBytesView),
                 sourceIP: ctx.remoteAddress,
-                domainName: domain, urlID: u.id, requestID: requestID, accountID: u.account,
+                domainName: domain, urlID: u.id, requestID: requestID,
                 iam: caller.map { ($0.accessKey, $0.account) }))
         var request = InvocationRequest(
             requestID: requestID, payload: ByteBuffer(bytes: event),
@@ -181,14 +181,9 @@ public struct FunctionURLServer: HTTPResponder {
             logger.info("a function URL's answer is malformed", metadata: ["request.id": "\(requestID)", "reason": "\(error.reason)"])
             return Self.json(.badGateway, "Internal Server Error")
         }
-        var h = HTTPFields()
-        for (name, value) in answer.headers {
-            guard let n = HTTPField.Name(name), !Self.hopByHop.contains(n.canonicalName) else { continue }
-            h.append(HTTPField(name: n, value: value))
-        }
-        h[.amzExecutedVersion] = result.executedVersion
         return Response(
-            status: HTTPResponse.Status(code: answer.status), headers: h, body: ResponseBody(byteBuffer: ByteBuffer(bytes: answer.body)))
+            status: HTTPResponse.Status(code: answer.status), headers: Self.fields(answer.headers, executedVersion: result.executedVersion),
+            body: ResponseBody(byteBuffer: ByteBuffer(bytes: answer.body)))
     }
 
     /// The request's headers as the function sees them: with `host` (HTTP/1.1's, which HTTPTypes
@@ -263,12 +258,7 @@ public struct FunctionURLServer: HTTPResponder {
                 break prelude
             }
         }
-        var h = HTTPFields()
-        for (name, value) in headers {
-            guard let n = HTTPField.Name(name), !Self.hopByHop.contains(n.canonicalName) else { continue }
-            h.append(HTTPField(name: n, value: value))
-        }
-        h[.amzExecutedVersion] = f.version
+        let h = Self.fields(headers, executedVersion: f.version)
         let rest = PeekedStream(iterator, first: ahead)
         let first = pending
         return Response(
@@ -291,6 +281,17 @@ public struct FunctionURLServer: HTTPResponder {
             if run == 8 { return i - 7 }
         }
         return nil
+    }
+
+    /// The function's headers as the answer's (hop-by-hop ones are the connection's own), and the version that ran.
+    static func fields(_ headers: [(String, String)], executedVersion: String) -> HTTPFields {
+        var h = HTTPFields()
+        for (name, value) in headers {
+            guard let n = HTTPField.Name(name), !hopByHop.contains(n.canonicalName) else { continue }
+            h.append(HTTPField(name: n, value: value))
+        }
+        h[.amzExecutedVersion] = executedVersion
+        return h
     }
 
     static let hopByHop: Set<String> = ["connection", "transfer-encoding", "content-length", "keep-alive", "upgrade"]

@@ -18,14 +18,7 @@ extension LambdaAPI {
 
     func listFunctions(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
         let q = req.uri.queryParameters
-        var limit = 50
-        if let m = q["MaxItems"] {
-            guard let n = Int(m), (1...10_000).contains(n) else {
-                throw LambdaError.constraint(String(m), at: "maxItems", "Member must have value between 1 and 10000")
-            }
-            limit = n
-        }
-        let marker = q["Marker"].map { SigV4.percentDecoded(String($0)) }
+        let (limit, marker) = try Self.paging(req)
         if let marker, !marker.isEmpty, !FunctionReference.isValidName(marker) {
             throw LambdaError(.invalidParameterValue, "The Marker \(marker) is not valid; pass the NextMarker of the previous page.")
         }

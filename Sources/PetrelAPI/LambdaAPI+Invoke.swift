@@ -129,10 +129,7 @@ extension LambdaAPI {
                     switch event {
                     case .begin: continue
                     case .chunk(let b):
-                        try await writer.write(
-                            ByteBuffer(
-                                bytes: EventStream.event(
-                                    "PayloadChunk", contentType: "application/octet-stream", payload: Array(b.readableBytesView))))
+                        try await writer.write(EventStream.payloadChunk(b))
                     case .done(let outcome):
                         var complete: [String: String] = [:]
                         switch outcome {
@@ -142,11 +139,7 @@ extension LambdaAPI {
                                 complete["ErrorDetails"] = String(decoding: result.payload.readableBytesView, as: UTF8.self)
                             } else if result.payload.readableBytes > 0 {
                                 // A response the runtime did not stream: one chunk.
-                                try await writer.write(
-                                    ByteBuffer(
-                                        bytes: EventStream.event(
-                                            "PayloadChunk", contentType: "application/octet-stream",
-                                            payload: Array(result.payload.readableBytesView))))
+                                try await writer.write(EventStream.payloadChunk(result.payload))
                             }
                             if logTail { complete["LogResult"] = Data(result.logTail.utf8).base64EncodedString() }
                         case .failure(let error):

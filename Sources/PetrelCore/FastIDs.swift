@@ -40,22 +40,24 @@ public enum FastIDs {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// A hex digit's value (either case).
+    public static func hexValue(_ c: UInt8) -> UInt8? {
+        switch c {
+        case 0x30...0x39: c - 0x30
+        case 0x61...0x66: c - 0x61 + 10
+        case 0x41...0x46: c - 0x41 + 10
+        default: nil
+        }
+    }
+
     /// Hex (either case) back to bytes; nil when it is not an even run of hex digits.
     public static func bytes(hex: String) -> [UInt8]? {
         let u = Array(hex.utf8)
         guard u.count % 2 == 0 else { return nil }
-        func nibble(_ c: UInt8) -> UInt8? {
-            switch c {
-            case 0x30...0x39: c - 0x30
-            case 0x61...0x66: c - 0x61 + 10
-            case 0x41...0x46: c - 0x41 + 10
-            default: nil
-            }
-        }
         var out: [UInt8] = []
         out.reserveCapacity(u.count / 2)
         for i in stride(from: 0, to: u.count, by: 2) {
-            guard let h = nibble(u[i]), let l = nibble(u[i + 1]) else { return nil }
+            guard let h = hexValue(u[i]), let l = hexValue(u[i + 1]) else { return nil }
             out.append(h << 4 | l)
         }
         return out

@@ -18,14 +18,13 @@ public enum URLPayload {
         public var domainName: String
         public var urlID: String
         public var requestID: String
-        public var accountID: String
         public var now: Date
         /// For AWS_IAM URLs: the caller.
         public var iam: (accessKey: String, account: String)?
 
         public init(
             method: String, rawPath: String, rawQuery: String, headers: [(String, String)], body: [UInt8], sourceIP: String,
-            domainName: String, urlID: String, requestID: String, accountID: String, now: Date = Date(),
+            domainName: String, urlID: String, requestID: String, now: Date = Date(),
             iam: (accessKey: String, account: String)? = nil
         ) {
             self.method = method
@@ -37,7 +36,6 @@ public enum URLPayload {
             self.domainName = domainName
             self.urlID = urlID
             self.requestID = requestID
-            self.accountID = accountID
             self.now = now
             self.iam = iam
         }
@@ -66,7 +64,7 @@ public enum URLPayload {
             if u[i] == 0x2b {
                 out.append(0x20)
                 i += 1
-            } else if u[i] == 0x25, i + 2 < u.count, let h = hexValue(u[i + 1]), let l = hexValue(u[i + 2]) {
+            } else if u[i] == 0x25, i + 2 < u.count, let h = FastIDs.hexValue(u[i + 1]), let l = FastIDs.hexValue(u[i + 2]) {
                 out.append(h << 4 | l)
                 i += 3
             } else {
@@ -75,15 +73,6 @@ public enum URLPayload {
             }
         }
         return String(validating: out, as: UTF8.self) ?? String(s)
-    }
-
-    static func hexValue(_ b: UInt8) -> UInt8? {
-        switch b {
-        case 0x30...0x39: b - 0x30
-        case 0x61...0x66: b - 0x61 + 10
-        case 0x41...0x46: b - 0x41 + 10
-        default: nil
-        }
     }
 
     /// ASCII letters in lower case (header names; most arrive so already).
@@ -241,15 +230,11 @@ public enum URLPayload {
     }
 
     /// What the client gets.
-    public struct Response: Sendable, Equatable {
+    public struct Response: Sendable {
         public var status: Int
         /// In order; `Set-Cookie` once per cookie.
         public var headers: [(String, String)]
         public var body: Data
-
-        public static func == (a: Response, b: Response) -> Bool {
-            a.status == b.status && a.body == b.body && a.headers.elementsEqual(b.headers) { $0 == $1 }
-        }
     }
 
     /// Not a response the URL can send (Lambda answers 502 then).

@@ -136,7 +136,9 @@ public actor Dispatcher {
     /// throttles at once (429) when it may not run now.
     public func invoke(_ given: FunctionRecord, _ request: InvocationRequest) async throws(RuntimeError) -> InvocationResult {
         guard !stopping else { throw RuntimeError(.unavailable, "Petrel is shutting down; try again shortly.") }
-        let function = noteRevision(given)
+        // The version's key, made once: the pools, the records and the metrics all use it.
+        let key = given.instanceKey
+        let function = noteRevision(given, key: key)
         let ticket: Admission.Ticket
         switch admission.admit(function.key) {
         case .success(let t): ticket = t
@@ -152,18 +154,18 @@ public actor Dispatcher {
         }
         var cold = false
         let instance: Instance
-        if let warm = takeIdle(function) {
+        if let warm = takeIdle(function, key: key) {
             instance = warm
         } else {
             cold = true
-            let reason = nextColdReason.removeValue(forKey: function.instanceKey) ?? .noIdleInstance
+            let reason = nextColdReason.removeValue(forKey: key) ?? .noIdleInstance
             do {
                 instance = try await start(function)
             } catch {
                 if error.code == .throttled { metrics.throttled(function.key, reason: Admission.Refusal.capacity.reason) }
                 throw error
             }
-            metrics.coldStart(function.instanceKey, alias: request.alias, url: request.viaURL, reason: reason)
+            metrics.coldStart(key, alias: request.alias, url: request.viaURL, reason: reason)
         }
         if cold {
             do {
@@ -174,7 +176,7 @@ public actor Dispatcher {
                 retire(instance, because: .afterCrash)
                 _ = await instance.finalReport(within: .seconds(2))
                 let result = finish(instance, request, .failed(failure), cold: true, startedNanos: DispatchTime.now().uptimeNanoseconds)
-                metrics.invoked(function.instanceKey, alias: request.alias, url: request.viaURL, result: result)
+                metrics.invoked(key, alias: request.alias, url: request.viaURL, result: result)
                 return result
             }
         }
@@ -188,10 +190,10 @@ public actor Dispatcher {
             _ = await instance.finalReport(within: .seconds(2))
         }
         let result = finish(instance, request, outcome, cold: cold, startedNanos: started)
-        metrics.invoked(function.instanceKey, alias: request.alias, url: request.viaURL, result: result)
+        metrics.invoked(key, alias: request.alias, url: request.viaURL, result: result)
         if case .failed = outcome { return result }
-        if instance.isUsable, !stopping, records.isCurrent(function) {
-            idle.add(instance, function: function.instanceKey)
+        if instance.isUsable, !stopping, records.isCurrent(function, key: key) {
+            idle.add(instance, function: key)
         } else {
             retire(instance, because: .afterUpdate)
             metrics.instances(snapshot)
@@ -289,22 +291,23 @@ public actor Dispatcher {
     /// Notes the record an invocation (or a provisioned set) came with, and answers the one
     /// to run (see `RecordBook`).
     @discardableResult
-    func noteRevision(_ f: FunctionRecord) -> FunctionRecord {
-        let (run, change) = records.note(f)
+    func noteRevision(_ f: FunctionRecord, key: String? = nil) -> FunctionRecord {
+        let key = key ?? f.instanceKey
+        let (run, change) = records.note(f, key: key)
         if change != .none {
             // Only instances of another revision go (provisioned ones may be current already).
-            for i in idle.removeAll(f.instanceKey, where: { $0.function.revisionId != f.revisionId }) { retire(i, because: .afterUpdate) }
+            for i in idle.removeAll(key, where: { $0.function.revisionId != f.revisionId }) { retire(i, because: .afterUpdate) }
         }
-        if change == .newer { nextColdReason[f.instanceKey] = .afterUpdate }
+        if change == .newer { nextColdReason[key] = .afterUpdate }
         return run
     }
 
-    private func takeIdle(_ f: FunctionRecord) -> Instance? {
+    private func takeIdle(_ f: FunctionRecord, key: String) -> Instance? {
         // Among the most recently used few, one on this thread's event loop saves the
         // invocation two thread hand-offs (see LoopAffineExecutor).
         let here = MultiThreadedEventLoopGroup.currentEventLoop
         let (taken, stale) = idle.take(
-            f.instanceKey, preferred: { here != nil && $0.loop === here },
+            key, preferred: { here != nil && $0.loop === here },
             usable: { $0.function.revisionId == f.revisionId && $0.isUsable })
         for i in stale { retire(i, because: .afterCrash) }
         return taken

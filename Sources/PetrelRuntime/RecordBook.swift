@@ -18,9 +18,8 @@ struct RecordBook {
         case newer
     }
 
-    /// Notes `f`; answers the record to run and what changed.
-    mutating func note(_ f: FunctionRecord) -> (run: FunctionRecord, change: Change) {
-        let k = f.instanceKey
+    /// Notes `f` (`key`: its `instanceKey`); answers the record to run and what changed.
+    mutating func note(_ f: FunctionRecord, key k: String) -> (run: FunctionRecord, change: Change) {
         if let known = current[k], known.revisionId == f.revisionId || known.lastModified > f.lastModified { return (known, .none) }
         let change: Change = current[k] == nil ? .first : .newer
         current[k] = f
@@ -31,5 +30,5 @@ struct RecordBook {
     mutating func set(_ instanceKey: String, _ record: FunctionRecord?) { current[instanceKey] = record }
 
     /// Whether `f` is its version's newest record (an instance of it may go back to the pool).
-    func isCurrent(_ f: FunctionRecord) -> Bool { current[f.instanceKey]?.revisionId == f.revisionId }
+    func isCurrent(_ f: FunctionRecord, key: String) -> Bool { current[key]?.revisionId == f.revisionId }
 }

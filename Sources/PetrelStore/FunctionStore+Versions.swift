@@ -62,11 +62,6 @@ extension FunctionStore {
         }.map(decode)
     }
 
-    /// Every published version of every function (the provisioned sets are loaded from them at start).
-    public func allVersions() throws -> [FunctionRecord] {
-        try db.pool.read { db in try Row.fetchAll(db, sql: "SELECT record, env_sealed FROM function_versions") }.map(decode)
-    }
-
     /// PublishVersion in one transaction: `check` sees `$LATEST` first (and may refuse);
     /// when nothing changed since the newest version, that version is answered (and
     /// nothing written), else `$LATEST` is frozen as the next number. Nil: no such function.

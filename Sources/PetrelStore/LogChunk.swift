@@ -172,8 +172,13 @@ public enum LogChunk {
         return out
     }
 
-    /// CRC-32 (zlib's), for the journal's records.
-    static func crc32(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
+}
+
+/// CRC-32 (IEEE 802.3), zlib's: the journal's records and the event stream's messages.
+public enum Checksum {
+    public static func crc32(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
         UInt32(CPetrelZlib.crc32(0, bytes.baseAddress?.assumingMemoryBound(to: Bytef.self), uInt(bytes.count)))
     }
+
+    public static func crc32(_ bytes: some ContiguousBytes) -> UInt32 { bytes.withUnsafeBytes { crc32($0) } }
 }

@@ -82,7 +82,7 @@ public final class LogJournal: Sendable {
             let start = at + 12
             guard length <= bytes.count - start else { break }
             let body = bytes[start..<start + length]
-            guard body.withUnsafeBytes({ LogChunk.crc32($0) }) == crc, let e = decode(body) else { break }
+            guard body.withUnsafeBytes({ Checksum.crc32($0) }) == crc, let e = decode(body) else { break }
             out.append(e)
             at = start + length
         }
@@ -131,7 +131,7 @@ public final class LogJournal: Sendable {
             previous = l.timestamp
             string(l.message)
         }
-        let crc = out.withUnsafeBytes { LogChunk.crc32(UnsafeRawBufferPointer(rebasing: $0[12...])) }
+        let crc = out.withUnsafeBytes { Checksum.crc32(UnsafeRawBufferPointer(rebasing: $0[12...])) }
         for (i, v) in [magic, UInt32(out.count - 12), crc].enumerated() {
             for k in 0..<4 { out[i * 4 + k] = UInt8(truncatingIfNeeded: v >> (8 * UInt32(k))) }
         }

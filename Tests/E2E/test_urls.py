@@ -230,6 +230,14 @@ class URLCase(unittest.TestCase):
         self.assertEqual(e["requestContext"]["authorizer"]["iam"]["accountId"], "000000000000")
         self.assertEqual(e["requestContext"]["accountId"], "000000000000")
         self.assertEqual(signed("GET", url + "plain", self.b_keys)[0], 403)
+        # Another account manages none of A's URLs.
+        arn = "arn:aws:lambda:us-east-1:000000000000:function:iam"
+        for call in (lambda: self.b.get_function_url_config(FunctionName=arn),
+                     lambda: self.b.update_function_url_config(FunctionName=arn, AuthType="NONE"),
+                     lambda: self.b.delete_function_url_config(FunctionName=arn),
+                     lambda: self.b.create_function_url_config(FunctionName=arn + ":x", AuthType="NONE")):
+            assert_client_error(self, "AccessDeniedException", call, 403)
+        self.assertEqual(self.lam.get_function_url_config(FunctionName="iam")["AuthType"], "AWS_IAM")
         self.lam.add_permission(FunctionName="iam", StatementId="b", Action="lambda:InvokeFunctionUrl", Principal=self.b_account,
                                 FunctionUrlAuthType="AWS_IAM")
         status, _, body = signed("GET", url + "event", self.b_keys)

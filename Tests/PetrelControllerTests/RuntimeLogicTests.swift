@@ -98,22 +98,22 @@ struct RuntimeLogicTests {
         new.codeSha256 = "new="
         new.revisionId = "r2"
         new.lastModified = Date(timeIntervalSince1970: 101)
-        #expect(book.note(old) == (old, .first))
-        #expect(book.note(old) == (old, .none))
+        #expect(book.note(old, key: old.instanceKey) == (old, .first))
+        #expect(book.note(old, key: old.instanceKey) == (old, .none))
         book.set(new.instanceKey, new) // the update
         // An invocation that read the record before the update runs the new one, and changes nothing.
-        #expect(book.note(old) == (new, .none))
-        #expect(book.isCurrent(new) && !book.isCurrent(old))
+        #expect(book.note(old, key: old.instanceKey) == (new, .none))
+        #expect(book.isCurrent(new, key: new.instanceKey) && !book.isCurrent(old, key: old.instanceKey))
         // A newer record seen first through an invocation replaces the known one.
         var newer = new
         newer.revisionId = "r3"
         newer.lastModified = Date(timeIntervalSince1970: 102)
-        #expect(book.note(newer) == (newer, .newer))
+        #expect(book.note(newer, key: newer.instanceKey) == (newer, .newer))
         // Versions are apart: version 1's record does not touch $LATEST's.
         let v1 = newer.published(as: 1, description: nil)
-        #expect(book.note(v1).change == .first && book.isCurrent(newer))
+        #expect(book.note(v1, key: v1.instanceKey).change == .first && book.isCurrent(newer, key: newer.instanceKey))
         book.set(v1.instanceKey, nil) // deleted
-        #expect(!book.isCurrent(v1))
+        #expect(!book.isCurrent(v1, key: v1.instanceKey))
     }
 
     @Test("a failed instance is reported as Lambda reports it: error type, message and the REPORT status")

@@ -1,5 +1,7 @@
 import Foundation
+import PetrelAPI
 import PetrelCore
+import PetrelStore
 import Testing
 
 @Suite("Function URL payloads (format 2.0)")
@@ -9,7 +11,7 @@ struct URLPayloadTests {
     ) -> URLPayload.Request {
         URLPayload.Request(
             method: "POST", rawPath: "/a/b%20c", rawQuery: query, headers: headers, body: body, sourceIP: "10.0.0.1",
-            domainName: "h:1", urlID: String(repeating: "a", count: 32), requestID: "rid", accountID: "000000000000",
+            domainName: "h:1", urlID: String(repeating: "a", count: 32), requestID: "rid",
             now: Date(timeIntervalSince1970: 1_796_638_289.682), iam: iam)
     }
 
@@ -97,13 +99,13 @@ struct URLPayloadTests {
 
     @Test("event stream messages: CRC-32 as zlib's, lengths and headers where AWS's framing puts them")
     func eventStream() {
-        #expect(EventStream.crc32(Array("123456789".utf8)) == 0xCBF4_3926)
-        #expect(EventStream.crc32([UInt8]()) == 0)
+        #expect(Checksum.crc32(Array("123456789".utf8)) == 0xCBF4_3926)
+        #expect(Checksum.crc32([UInt8]()) == 0)
         let m = EventStream.event("PayloadChunk", contentType: "application/octet-stream", payload: [1, 2, 3])
         func u32(_ at: Int) -> UInt32 { m[at..<at + 4].reduce(0) { $0 << 8 | UInt32($1) } }
         #expect(Int(u32(0)) == m.count)
-        #expect(u32(8) == EventStream.crc32(m[0..<8]))
-        #expect(u32(m.count - 4) == EventStream.crc32(m[0..<(m.count - 4)]))
+        #expect(u32(8) == Checksum.crc32(Array(m[0..<8])))
+        #expect(u32(m.count - 4) == Checksum.crc32(Array(m[0..<(m.count - 4)])))
         let headersLength = Int(u32(4))
         #expect(Array(m[(12 + headersLength)..<(m.count - 4)]) == [1, 2, 3])
         #expect(m[12] == UInt8(":event-type".utf8.count) && m[12 + 1 + 11] == 7)

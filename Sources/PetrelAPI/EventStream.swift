@@ -1,3 +1,6 @@
+import NIOCore
+import PetrelStore
+
 /// AWS's event stream framing (`application/vnd.amazon.eventstream`), which botocore
 /// decodes for InvokeWithResponseStream: each message is its total length, its headers'
 /// length and a CRC-32 of those two, the headers, the payload, and a CRC-32 of all before.
@@ -19,10 +22,10 @@ public enum EventStream {
         out.reserveCapacity(total)
         out += bigEndian(UInt32(total))
         out += bigEndian(UInt32(h.count))
-        out += bigEndian(crc32(out))
+        out += bigEndian(Checksum.crc32(out))
         out += h
         out += payload
-        out += bigEndian(crc32(out))
+        out += bigEndian(Checksum.crc32(out))
         return out
     }
 
@@ -31,18 +34,10 @@ public enum EventStream {
         message(headers: [(":event-type", type), (":content-type", contentType), (":message-type", "event")], payload: payload)
     }
 
+    /// InvokeWithResponseStream's `PayloadChunk` event carrying `bytes`.
+    static func payloadChunk(_ bytes: ByteBuffer) -> ByteBuffer {
+        ByteBuffer(bytes: event("PayloadChunk", contentType: "application/octet-stream", payload: Array(bytes.readableBytesView)))
+    }
+
     static func bigEndian(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8(v >> 16 & 0xff), UInt8(v >> 8 & 0xff), UInt8(v & 0xff)] }
-
-    static let table: [UInt32] = (0..<256).map { i -> UInt32 in
-        var c = UInt32(i)
-        for _ in 0..<8 { c = c & 1 == 1 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
-        return c
-    }
-
-    /// CRC-32 (IEEE 802.3, as zlib's).
-    public static func crc32<S: Sequence>(_ bytes: S) -> UInt32 where S.Element == UInt8 {
-        var c: UInt32 = 0xFFFF_FFFF
-        for b in bytes { c = table[Int((c ^ UInt32(b)) & 0xff)] ^ (c >> 8) }
-        return c ^ 0xFFFF_FFFF
-    }
 }
