@@ -86,7 +86,7 @@ let package = Package(
         .target(
             name: "PetrelAPI",
             dependencies: [
-                "PetrelCore", "PetrelStore", "PetrelRuntime", "PetrelSigV4", "PetrelSystem",
+                "PetrelCore", "PetrelStore", "PetrelRuntime", "PetrelSigV4", "PetrelSystem", "PetrelMessaging",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -97,6 +97,18 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        // The SQS- and SNS-compatible services, durable on the store.
+        .target(
+            name: "PetrelMessaging",
+            dependencies: [
+                "PetrelCore", "PetrelStore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .target(
@@ -117,6 +129,7 @@ let package = Package(
             name: "petreld",
             dependencies: [
                 "PetrelSandbox", "PetrelCore", "PetrelStore", "PetrelRuntime", "PetrelAPI", "PetrelTOML", "PetrelSystem", "CPetrelLinux",
+                "PetrelMessaging",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),

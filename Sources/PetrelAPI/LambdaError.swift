@@ -1,4 +1,5 @@
 import PetrelCore
+import PetrelMessaging
 import PetrelRuntime
 import PetrelStore
 import PetrelSystem
@@ -87,6 +88,8 @@ public struct LambdaError: Error, Sendable, Equatable, CustomStringConvertible {
             case .throttled: return LambdaError(.tooManyRequests, e.message, reason: e.reason)
             default: return LambdaError(.service, e.message)
             }
+        case let e as MessagingError:
+            return LambdaError(Code(e.name, status: e.status), e.message)
         case let e as SystemError:
             return LambdaError(.service, "Petrel could not complete \(action): \(e)")
         default:

@@ -34,13 +34,6 @@ public struct LogsAPI: Sendable {
         2557, 2922, 3288, 3653,
     ]
 
-    public func register(on router: Router<PetrelRequestContext>) {
-        router.post("/") { req, ctx in
-            // Log queries read SQLite: off the event loops (see LambdaAPI.handle).
-            await withTaskExecutorPreference(globalConcurrentExecutor) { await self.serve(req, ctx) }
-        }
-    }
-
     func serve(_ req: Request, _ ctx: PetrelRequestContext) async -> Response {
         let target = req.headers[.amzTarget] ?? ""
         let op = target.hasPrefix("Logs_20140328.") ? String(target.dropFirst("Logs_20140328.".count)) : "Unknown"

@@ -27,6 +27,11 @@ public struct RequestPipeline: Sendable {
         /// JSON 1.1 (CloudWatch Logs): `X-Amzn-ErrorType`, `{__type, message}`; a failure of
         /// the service itself is `ServiceUnavailableException`.
         case json11
+        /// SQS's JSON 1.0: `{__type: "com.amazonaws.sqs#Name", message}`; a failure of the
+        /// service itself is `InternalError`.
+        case sqsJSON
+        /// SNS's query protocol: `<ErrorResponse><Error><Type/><Code/><Message/></Error>…` in XML.
+        case queryXML
 
         func response(_ e: LambdaError, requestID: String) -> Response {
             switch self {
@@ -38,6 +43,15 @@ public struct RequestPipeline: Sendable {
                 r.headers[HTTPField.Name("X-Amzn-ErrorType")!] = name
                 r.headers[.amzRequestID] = requestID
                 return r
+            case .sqsJSON:
+                let name = e.code == .service ? "InternalError" : e.code.rawValue
+                var r = APIResponse.json11Error("com.amazonaws.sqs#" + name, e.message, status: e.code.status)
+                r.headers[.contentType] = "application/x-amz-json-1.0"
+                r.headers[.amzRequestID] = requestID
+                return r
+            case .queryXML:
+                let name = e.code == .service ? "InternalError" : e.code.rawValue
+                return QueryXML.error(name, e.message, status: e.code.status, sender: e.code.status < 500, requestID: requestID)
             }
         }
     }
@@ -62,11 +76,14 @@ public struct RequestPipeline: Sendable {
     func run(
         _ req: Request, _ ctx: PetrelRequestContext, action: String, limit: Int, service: String, style: ErrorStyle,
         tooLarge: @Sendable (Int) -> LambdaError, audit: (ByteBuffer?) -> Audit,
+        actionInBody: ((ByteBuffer) -> String)? = nil,
         _ op: (Call) async throws -> Response
     ) async -> Response {
-        await execute(req, ctx, action: action, style: style, audit: audit) { requestID, body, caller in
+        await execute(req, ctx, action: action, style: style, audit: audit) { requestID, body, caller, action in
             let buffer = try await Self.body(req, limit: limit, tooLarge: tooLarge)
             body = buffer
+            // The query protocol names its action in the body: the log and the audit use that name.
+            if let actionInBody { action = actionInBody(buffer) }
             caller = try gate.authenticate(req, body: buffer, service: service)
             return try await op(Call(id: requestID, caller: caller!, body: buffer))
         }
@@ -78,13 +95,14 @@ public struct RequestPipeline: Sendable {
         _ req: Request, _ ctx: PetrelRequestContext, action: String, style: ErrorStyle, audit: Audit,
         _ op: (String) async throws -> Response
     ) async -> Response {
-        await execute(req, ctx, action: action, style: style, audit: { _ in audit }) { requestID, _, _ in try await op(requestID) }
+        await execute(req, ctx, action: action, style: style, audit: { _ in audit }) { requestID, _, _, _ in try await op(requestID) }
     }
 
     private func execute(
-        _ req: Request, _ ctx: PetrelRequestContext, action: String, style: ErrorStyle, audit: (ByteBuffer?) -> Audit,
-        _ body: (String, inout ByteBuffer?, inout Caller?) async throws -> Response
+        _ req: Request, _ ctx: PetrelRequestContext, action given: String, style: ErrorStyle, audit: (ByteBuffer?) -> Audit,
+        _ body: (String, inout ByteBuffer?, inout Caller?, inout String) async throws -> Response
     ) async -> Response {
+        var action = given
         let requestID = FastIDs.uuid()
         // The request's metadata is attached only when something is logged: setting a
         // logger's metadata formats it again, on every request.
@@ -99,7 +117,7 @@ public struct RequestPipeline: Sendable {
         let response: Response
         var errorCode: String?
         do {
-            var r = try await body(requestID, &buffer, &caller)
+            var r = try await body(requestID, &buffer, &caller, &action)
             r.headers[.amzRequestID] = requestID
             log(.debug, "ok", ["http.status": "\(r.status.code)"])
             response = r

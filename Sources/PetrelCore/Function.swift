@@ -144,6 +144,16 @@ public struct PolicyStatement: Sendable, Codable, Equatable {
         if let sourceAccount, sourceAccount != account { return false }
         return principal == "*" || principalAccount == account
     }
+
+    /// Whether this statement lets a service (`sns.amazonaws.com`, ...) acting for `sourceArn`,
+    /// a resource of `sourceAccount`, invoke the function (SNS subscriptions check this).
+    public func allowsService(_ service: String, sourceArn arn: String, sourceAccount account: String) -> Bool {
+        guard action == "lambda:InvokeFunction" || action == "lambda:*" || action == "*" else { return false }
+        guard principal == service || principal == "*" else { return false }
+        if let sourceArn, sourceArn != arn { return false }
+        if let sourceAccount, sourceAccount != account { return false }
+        return true
+    }
 }
 
 /// The settings CreateFunction and UpdateFunctionConfiguration accept.

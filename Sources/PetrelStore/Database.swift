@@ -367,6 +367,79 @@ public final class PetrelDatabase: Sendable {
                     CREATE TABLE url_ids (id TEXT PRIMARY KEY);
                     """)
         }
+        m.registerMigration("v10-queues-topics-mappings") { db in
+            // SQS queues and their messages (bodies sealed), the FIFO queues' deduplication
+            // window; SNS topics and subscriptions; Lambda's event source mappings. A queue's
+            // row id is never given again (AUTOINCREMENT), so a message of a deleted queue
+            // cannot turn up in a new one of the same name.
+            try db.execute(
+                sql: """
+                    CREATE TABLE queues (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        account TEXT NOT NULL,
+                        name TEXT NOT NULL,
+                        attributes TEXT NOT NULL,
+                        tags TEXT NOT NULL DEFAULT '{}',
+                        created INTEGER NOT NULL,
+                        modified INTEGER NOT NULL,
+                        UNIQUE (account, name)
+                    );
+                    CREATE TABLE queue_messages (
+                        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                        queue INTEGER NOT NULL,
+                        id TEXT NOT NULL,
+                        body BLOB NOT NULL,
+                        attributes BLOB,
+                        md5 TEXT NOT NULL,
+                        md5_attributes TEXT,
+                        sender TEXT NOT NULL,
+                        sent INTEGER NOT NULL,
+                        visible_at INTEGER NOT NULL,
+                        receive_count INTEGER NOT NULL DEFAULT 0,
+                        first_receive INTEGER,
+                        receipt TEXT,
+                        group_id TEXT,
+                        dedup_id TEXT,
+                        dead_letter_source TEXT
+                    );
+                    CREATE INDEX queue_messages_by_visibility ON queue_messages (queue, visible_at, seq);
+                    CREATE INDEX queue_messages_by_group ON queue_messages (queue, group_id, seq);
+                    CREATE TABLE queue_dedup (
+                        queue INTEGER NOT NULL,
+                        dedup_id TEXT NOT NULL,
+                        expires INTEGER NOT NULL,
+                        message_id TEXT NOT NULL,
+                        seq INTEGER NOT NULL,
+                        PRIMARY KEY (queue, dedup_id)
+                    );
+                    CREATE TABLE topics (
+                        account TEXT NOT NULL,
+                        name TEXT NOT NULL,
+                        attributes TEXT NOT NULL,
+                        tags TEXT NOT NULL DEFAULT '{}',
+                        created INTEGER NOT NULL,
+                        PRIMARY KEY (account, name)
+                    );
+                    CREATE TABLE subscriptions (
+                        arn TEXT PRIMARY KEY,
+                        account TEXT NOT NULL,
+                        topic TEXT NOT NULL,
+                        protocol TEXT NOT NULL,
+                        endpoint TEXT NOT NULL,
+                        attributes TEXT NOT NULL,
+                        created INTEGER NOT NULL
+                    );
+                    CREATE INDEX subscriptions_by_topic ON subscriptions (account, topic);
+                    CREATE TABLE event_source_mappings (
+                        uuid TEXT PRIMARY KEY,
+                        account TEXT NOT NULL,
+                        function TEXT NOT NULL,
+                        source TEXT NOT NULL,
+                        record TEXT NOT NULL
+                    );
+                    CREATE INDEX event_source_mappings_by_function ON event_source_mappings (account, function);
+                    """)
+        }
         return m
     }
 }

@@ -11,6 +11,7 @@ import NIOPosix
 import NIOSSL
 import PetrelAPI
 import PetrelCore
+import PetrelMessaging
 import PetrelRuntime
 import PetrelSandbox
 import PetrelStore
@@ -151,8 +152,17 @@ struct ServeCommand: AsyncParsableCommand {
             codeLinks: try CodeLinks(keys: store.keys, scheme: scheme), urlAddressing: urlAddressing, region: c.region,
             loops: LoopExecutors(group: group), logger: logger)
         lambda.register(on: router)
-        LogsAPI(logs: LogStore(db), gate: gate, region: c.region, defaultRetentionDays: c.logRetentionDays, logger: logger).register(
-            on: router)
+        // Queues and topics: queue URLs are the API's own address.
+        let queues = QueueService(
+            store: QueueStore(db, keys: store.keys, commits: eventStore.commits), region: c.region,
+            baseURL: "\(scheme)://\(Self.authority(c.listenHost, c.listenPort))", logger: logger)
+        let topics = TopicService(
+            store: TopicStore(db), queues: queues, functions: FunctionDeliveries(catalog: catalog, events: events), region: c.region,
+            logger: logger)
+        ServiceRouter(
+            logs: LogsAPI(logs: LogStore(db), gate: gate, region: c.region, defaultRetentionDays: c.logRetentionDays, logger: logger),
+            sqs: SQSAPI(queues: queues, gate: gate, logger: logger), sns: SNSAPI(topics: topics, gate: gate, logger: logger)
+        ).register(on: router)
         MetricsAPI(registry: metrics).register(on: router)
         // Invoke is answered in each connection's pipeline, before Hummingbird (see FastPathHandler).
         let http1 = HTTPServerBuilder.http1(configuration: .init(additionalChannelHandlers: [lambda.invokeHandler()]))
@@ -207,7 +217,7 @@ struct ServeCommand: AsyncParsableCommand {
         var config = ServiceGroupConfiguration(
             services: [
                 .init(service: AuditService(gate: gate)), .init(service: retention),
-                .init(service: runtime), .init(service: events), .init(service: api), .init(service: urlAPI),
+                .init(service: runtime), .init(service: events), .init(service: queues), .init(service: api), .init(service: urlAPI),
             ],
             logger: logger)
         config.gracefulShutdownSignals = [.sigterm, .sigint]

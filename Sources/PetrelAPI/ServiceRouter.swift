@@ -1,0 +1,46 @@
+import Foundation
+import Hummingbird
+import PetrelSigV4
+
+/// `POST /` is where every AWS protocol but Lambda's REST one sends its calls: the JSON
+/// protocols name their operation in `X-Amz-Target` (CloudWatch Logs `Logs_20140328.`,
+/// SQS `AmazonSQS.`), the query protocol (SNS) in its form body, and every signed request
+/// names its service in the credential scope. This picks the API from those.
+public struct ServiceRouter: Sendable {
+    let logs: LogsAPI
+    let sqs: SQSAPI
+    let sns: SNSAPI
+
+    public init(logs: LogsAPI, sqs: SQSAPI, sns: SNSAPI) {
+        self.logs = logs
+        self.sqs = sqs
+        self.sns = sns
+    }
+
+    public func register(on router: Router<PetrelRequestContext>) {
+        router.post("/") { req, ctx in
+            // These APIs read and write SQLite: off the event loops (see LambdaAPI.handle).
+            await withTaskExecutorPreference(globalConcurrentExecutor) { await self.route(req, ctx) }
+        }
+    }
+
+    func route(_ req: Request, _ ctx: PetrelRequestContext) async -> Response {
+        let target = req.headers[.amzTarget] ?? ""
+        if target.hasPrefix("AmazonSQS.") { return await sqs.serve(req, ctx) }
+        if target.isEmpty, Self.scopeService(req) == "sns" { return await sns.serve(req, ctx) }
+        return await logs.serve(req, ctx)
+    }
+
+    /// The service of the request's credential scope (`Credential=KEY/DAY/REGION/SERVICE/aws4_request`).
+    static func scopeService(_ req: Request) -> String? {
+        guard let auth = req.headers[.authorization], let r = auth.range(of: "Credential=") else {
+            return req.uri.queryParameters["X-Amz-Credential"].flatMap {
+                SigV4.percentDecoded(String($0)).split(separator: "/").dropFirst(3).first
+            }
+            .map(String.init)
+        }
+        let scope = auth[r.upperBound...].prefix { $0 != "," && $0 != " " }
+        let parts = scope.split(separator: "/")
+        return parts.count >= 5 ? String(parts[3]) : nil
+    }
+}
