@@ -86,7 +86,7 @@ let package = Package(
         .target(
             name: "PetrelAPI",
             dependencies: [
-                "PetrelCore", "PetrelStore", "PetrelRuntime", "PetrelSigV4", "PetrelSystem", "PetrelMessaging",
+                "PetrelCore", "PetrelStore", "PetrelRuntime", "PetrelSigV4", "PetrelSystem", "PetrelMessaging", "PetrelSources",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -111,6 +111,18 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // The event-source-mapping engine: consumers of sources handing batches to functions.
+        .target(
+            name: "PetrelSources",
+            dependencies: [
+                "PetrelCore", "PetrelStore", "PetrelRuntime", "PetrelMessaging",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .target(
             name: "PetrelSigV4",
             dependencies: [.product(name: "Crypto", package: "swift-crypto")]
@@ -129,7 +141,7 @@ let package = Package(
             name: "petreld",
             dependencies: [
                 "PetrelSandbox", "PetrelCore", "PetrelStore", "PetrelRuntime", "PetrelAPI", "PetrelTOML", "PetrelSystem", "CPetrelLinux",
-                "PetrelMessaging",
+                "PetrelMessaging", "PetrelSources",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),

@@ -4,8 +4,10 @@ import Hummingbird
 import Logging
 import NIOCore
 import PetrelCore
+import PetrelMessaging
 import PetrelRuntime
 import PetrelSigV4
+import PetrelSources
 import PetrelStore
 
 /// The Lambda REST API (`/2015-03-31/functions…`, `/2016-08-19/account-settings`).
@@ -13,6 +15,9 @@ public struct LambdaAPI: Sendable {
     let catalog: FunctionCatalog
     let dispatcher: Dispatcher
     let events: EventService
+    /// Petrel's SQS queues (the sources of event source mappings) and the mappings' runner.
+    let queues: QueueService
+    let mappings: MappingService
     let gate: Gatekeeper
     let pipeline: RequestPipeline
     let codeLinks: CodeLinks
@@ -32,9 +37,11 @@ public struct LambdaAPI: Sendable {
     static let maxCodeRequest = 69_905_067
 
     public init(
-        catalog: FunctionCatalog, dispatcher: Dispatcher, events: EventService, gate: Gatekeeper, codeLinks: CodeLinks,
-        urlAddressing: URLAddressing, region: String, loops: LoopExecutors? = nil, logger: Logger
+        catalog: FunctionCatalog, dispatcher: Dispatcher, events: EventService, queues: QueueService, mappings: MappingService,
+        gate: Gatekeeper, codeLinks: CodeLinks, urlAddressing: URLAddressing, region: String, loops: LoopExecutors? = nil, logger: Logger
     ) {
+        self.queues = queues
+        self.mappings = mappings
         self.urlAddressing = urlAddressing
         self.loops = loops
         self.catalog = catalog
@@ -96,6 +103,7 @@ public struct LambdaAPI: Sendable {
         registerVersions(on: router)
         registerLayers(on: router)
         registerURLs(on: router)
+        registerMappings(on: router)
         router.post(RouterPath("/2021-11-15/functions/{name}/response-streaming-invocations")) { req, ctx in
             await handle(req, ctx, "InvokeWithResponseStream", limit: Self.maxInvokePayload, self.invokeWithResponseStream)
         }
@@ -140,11 +148,13 @@ public struct LambdaAPI: Sendable {
         if let a = ctx.parameters.get("alias") { path["Name"] = SigV4.percentDecoded(a) }
         if let l = ctx.parameters.get("layer") { path["LayerName"] = SigV4.percentDecoded(l) }
         if let v = ctx.parameters.get("version") { path["VersionNumber"] = v }
+        if let u = ctx.parameters.get("uuid") { path["UUID"] = u }
         let parameters = AuditParameters.describe(
             query: Gatekeeper.query(req), path: path, body: body,
             payloadIsData: invocations.contains(action))
         return RequestPipeline.Audit(
-            resource: path["FunctionName"] ?? path["Resource"] ?? path["Schedule"] ?? path["LayerName"], parameters: parameters)
+            resource: path["FunctionName"] ?? path["Resource"] ?? path["Schedule"] ?? path["LayerName"] ?? path["UUID"],
+            parameters: parameters)
     }
 
     // MARK: - bodies

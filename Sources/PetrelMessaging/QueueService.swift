@@ -255,8 +255,14 @@ public final class QueueService: Service, Sendable {
         return sent
     }
 
-    /// Receives up to `max` messages, waiting up to `waitSeconds` for the first (long polling).
-    public func receive(_ q: QueueRecord, max: Int, visibility: Int?, waitSeconds: Int?) async throws -> [QueueMessage] {
+    /// Wakes the long polls waiting on `q` (a consumer that should stop looks again).
+    public func wake(_ q: QueueRecord) { signals.ring(q.id) }
+
+    /// Receives up to `max` messages, waiting up to `waitSeconds` for the first (long polling);
+    /// a wait ends early, with nothing, once `until` says so (looked at whenever the poll wakes).
+    public func receive(
+        _ q: QueueRecord, max: Int, visibility: Int?, waitSeconds: Int?, until: @Sendable () -> Bool = { false }
+    ) async throws -> [QueueMessage] {
         let deadline = now() + Int64(waitSeconds ?? q.settings.waitSeconds) * 1000
         var queue = q
         while true {
@@ -266,10 +272,11 @@ public final class QueueService: Service, Sendable {
             if got.moved > 0, let r = redrive { signals.ring(r.target.id) }
             if !got.messages.isEmpty { return got.messages }
             let t = now()
-            guard t < deadline, !Task.isCancelled else { return [] }
+            guard t < deadline, !Task.isCancelled, !until() else { return [] }
             var wait = deadline - t
             if let next = try store.nextVisible(queue.id) { wait = min(wait, Swift.max(1, next - t)) }
             await signals.wait(queue.id, timeoutMillis: wait)
+            if until() { return [] }
             // The queue may have been changed or deleted meanwhile.
             guard let fresh = try store.queue(id: q.id) else { throw MessagingError.noQueue }
             queue = fresh

@@ -132,19 +132,59 @@ public actor Dispatcher {
         for w in waiters { w.resume() }
     }
 
+    /// A place in the function's concurrency, taken ahead of an invocation: a consumer of an
+    /// event source takes one before it receives, so that a function at its limit slows the
+    /// consumption down rather than failing the messages it took.
+    public struct Slot: Sendable {
+        let ticket: Admission.Ticket
+    }
+
+    /// Waits until the function (its `key`) may run one more invocation and takes that place;
+    /// nil when the platform is stopping or the waiting task was cancelled (and `nudge` called).
+    public func reserveSlot(_ functionKey: String) async -> Slot? {
+        while !stopping && !Task.isCancelled {
+            if case .success(let t) = admission.admit(functionKey) {
+                metrics.concurrency(admission.totalInFlight)
+                return Slot(ticket: t)
+            }
+            await withCheckedContinuation { capacityWaiters.append($0) }
+        }
+        return nil
+    }
+
+    /// Wakes everything waiting for capacity, to look again (a cancelled waiter then leaves).
+    public func nudge() { wakeCapacityWaiters() }
+
+    /// Gives back a place that no invocation used.
+    public func releaseSlot(_ slot: Slot) {
+        admission.release(slot.ticket)
+        metrics.concurrency(admission.totalInFlight)
+        wakeCapacityWaiters()
+    }
+
     /// Invokes `given` (or the newer record of its version the dispatcher knows) synchronously;
-    /// throttles at once (429) when it may not run now.
-    public func invoke(_ given: FunctionRecord, _ request: InvocationRequest) async throws(RuntimeError) -> InvocationResult {
-        guard !stopping else { throw RuntimeError(.unavailable, "Petrel is shutting down; try again shortly.") }
+    /// throttles at once (429) when it may not run now. With a `slot` (of this function, from
+    /// `reserveSlot`) it runs in that place, which it gives back when done.
+    public func invoke(_ given: FunctionRecord, _ request: InvocationRequest, slot: Slot? = nil) async throws(RuntimeError)
+        -> InvocationResult
+    {
+        guard !stopping else {
+            if let slot { releaseSlot(slot) }
+            throw RuntimeError(.unavailable, "Petrel is shutting down; try again shortly.")
+        }
         // The version's key, made once: the pools, the records and the metrics all use it.
         let key = given.instanceKey
         let function = noteRevision(given, key: key)
         let ticket: Admission.Ticket
-        switch admission.admit(function.key) {
-        case .success(let t): ticket = t
-        case .failure(let refusal):
-            metrics.throttled(function.key, reason: refusal.reason)
-            throw refusal.error
+        if let slot {
+            ticket = slot.ticket
+        } else {
+            switch admission.admit(function.key) {
+            case .success(let t): ticket = t
+            case .failure(let refusal):
+                metrics.throttled(function.key, reason: refusal.reason)
+                throw refusal.error
+            }
         }
         metrics.concurrency(admission.totalInFlight)
         defer {

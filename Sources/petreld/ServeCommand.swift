@@ -14,6 +14,7 @@ import PetrelCore
 import PetrelMessaging
 import PetrelRuntime
 import PetrelSandbox
+import PetrelSources
 import PetrelStore
 import PetrelSystem
 import Prometheus
@@ -147,11 +148,6 @@ struct ServeCommand: AsyncParsableCommand {
         router.add(middleware: UnknownRouteMiddleware(gate: gate))
         let scheme = c.tlsCertificate == nil ? "http" : "https"
         let urlAddressing = URLAddressing(scheme: scheme, authority: Self.authority(c.urlListenHost, c.urlListenPort), domain: c.urlDomain)
-        let lambda = LambdaAPI(
-            catalog: catalog, dispatcher: runtime.dispatcher, events: events, gate: gate,
-            codeLinks: try CodeLinks(keys: store.keys, scheme: scheme), urlAddressing: urlAddressing, region: c.region,
-            loops: LoopExecutors(group: group), logger: logger)
-        lambda.register(on: router)
         // Queues and topics: queue URLs are the API's own address.
         let queues = QueueService(
             store: QueueStore(db, keys: store.keys, commits: eventStore.commits), region: c.region,
@@ -159,6 +155,14 @@ struct ServeCommand: AsyncParsableCommand {
         let topics = TopicService(
             store: TopicStore(db), queues: queues, functions: FunctionDeliveries(catalog: catalog, events: events), region: c.region,
             logger: logger)
+        let mappings = MappingService(
+            store: MappingStore(db), queues: queues, functions: catalog.functions, dispatcher: runtime.dispatcher, region: c.region,
+            logger: logger)
+        let lambda = LambdaAPI(
+            catalog: catalog, dispatcher: runtime.dispatcher, events: events, queues: queues, mappings: mappings, gate: gate,
+            codeLinks: try CodeLinks(keys: store.keys, scheme: scheme), urlAddressing: urlAddressing, region: c.region,
+            loops: LoopExecutors(group: group), logger: logger)
+        lambda.register(on: router)
         ServiceRouter(
             logs: LogsAPI(logs: LogStore(db), gate: gate, region: c.region, defaultRetentionDays: c.logRetentionDays, logger: logger),
             sqs: SQSAPI(queues: queues, gate: gate, logger: logger), sns: SNSAPI(topics: topics, gate: gate, logger: logger)
@@ -217,7 +221,8 @@ struct ServeCommand: AsyncParsableCommand {
         var config = ServiceGroupConfiguration(
             services: [
                 .init(service: AuditService(gate: gate)), .init(service: retention),
-                .init(service: runtime), .init(service: events), .init(service: queues), .init(service: api), .init(service: urlAPI),
+                .init(service: runtime), .init(service: events), .init(service: queues), .init(service: mappings),
+                .init(service: api), .init(service: urlAPI),
             ],
             logger: logger)
         config.gracefulShutdownSignals = [.sigterm, .sigint]

@@ -1,0 +1,227 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import PetrelCore
+import PetrelMessaging
+import PetrelSigV4
+import PetrelSources
+
+/// Event source mappings (`/2015-03-31/event-source-mappings`): SQS queues of Petrel's.
+extension LambdaAPI {
+    func registerMappings(on router: Router<PetrelRequestContext>) {
+        let m = "/2015-03-31/event-source-mappings"
+        router.post(RouterPath(m)) { req, ctx in await handle(req, ctx, "CreateEventSourceMapping", self.createMapping) }
+        router.get(RouterPath(m)) { req, ctx in await handle(req, ctx, "ListEventSourceMappings", self.listMappings) }
+        router.get(RouterPath(m + "/{uuid}")) { req, ctx in await handle(req, ctx, "GetEventSourceMapping", self.getMapping) }
+        router.put(RouterPath(m + "/{uuid}")) { req, ctx in await handle(req, ctx, "UpdateEventSourceMapping", self.updateMapping) }
+        router.delete(RouterPath(m + "/{uuid}")) { req, ctx in await handle(req, ctx, "DeleteEventSourceMapping", self.deleteMapping) }
+    }
+
+    struct MappingInput: Decodable {
+        struct Filter: Decodable { var Pattern: String? }
+        struct Criteria: Decodable { var Filters: [Filter]? }
+        struct Scaling: Decodable { var MaximumConcurrency: Int? }
+        var EventSourceArn: String?
+        var FunctionName: String?
+        var Enabled: Bool?
+        var BatchSize: Int?
+        var FilterCriteria: Criteria?
+        var MaximumBatchingWindowInSeconds: Int?
+        var FunctionResponseTypes: [String]?
+        var ScalingConfig: Scaling?
+        var Tags: [String: String]?
+        // Parameters of stream and broker sources: refused for a queue, as Lambda does.
+        var StartingPosition: String?
+        var StartingPositionTimestamp: Double?
+        var ParallelizationFactor: Int?
+        var MaximumRetryAttempts: Int?
+        var MaximumRecordAgeInSeconds: Int?
+        var BisectBatchOnFunctionError: Bool?
+        var TumblingWindowInSeconds: Int?
+        var Topics: [String]?
+        var Queues: [String]?
+
+        var settings: EventSourceMapping.Settings {
+            var s = EventSourceMapping.Settings()
+            s.enabled = Enabled
+            s.batchSize = BatchSize
+            s.maximumBatchingWindowInSeconds = MaximumBatchingWindowInSeconds
+            s.functionResponseTypes = FunctionResponseTypes
+            if let f = FilterCriteria { s.filters = (f.Filters ?? []).compactMap(\.Pattern) }
+            if let c = ScalingConfig { s.maximumConcurrency = .some(c.MaximumConcurrency) }
+            return s
+        }
+
+        func refuseStreamParameters() throws {
+            let given: [(String, Bool)] = [
+                ("StartingPosition", StartingPosition != nil), ("StartingPositionTimestamp", StartingPositionTimestamp != nil),
+                ("ParallelizationFactor", ParallelizationFactor != nil), ("MaximumRetryAttempts", MaximumRetryAttempts != nil),
+                ("MaximumRecordAgeInSeconds", MaximumRecordAgeInSeconds != nil),
+                ("BisectBatchOnFunctionError", BisectBatchOnFunctionError != nil),
+                ("TumblingWindowInSeconds", TumblingWindowInSeconds != nil),
+                ("Topics", Topics != nil), ("Queues", Queues != nil),
+            ]
+            if let (name, _) = given.first(where: \.1) {
+                throw LambdaError(.invalidParameterValue, "Unsupported \(name) parameter for given event source mapping type.")
+            }
+        }
+    }
+
+    struct MappingShape: Encodable {
+        struct Filter: Encodable { var Pattern: String }
+        struct Criteria: Encodable { var Filters: [Filter] }
+        struct Scaling: Encodable { var MaximumConcurrency: Int }
+        var UUID: String
+        var EventSourceMappingArn: String
+        var EventSourceArn: String
+        var FunctionArn: String
+        var BatchSize: Int
+        var MaximumBatchingWindowInSeconds: Int
+        var FilterCriteria: Criteria?
+        var FunctionResponseTypes: [String]
+        var ScalingConfig: Scaling?
+        var LastModified: Double
+        var LastProcessingResult: String
+        var State: String
+        var StateTransitionReason: String
+    }
+
+    func mappingShape(_ m: EventSourceMapping) -> MappingShape {
+        MappingShape(
+            UUID: m.uuid, EventSourceMappingArn: "arn:aws:lambda:\(region):\(m.account):event-source-mapping:\(m.uuid)",
+            EventSourceArn: m.sourceArn,
+            FunctionArn: FunctionARN(region: region, account: m.account, name: m.function, qualifier: m.qualifier).description,
+            BatchSize: m.batchSize, MaximumBatchingWindowInSeconds: m.maximumBatchingWindowInSeconds,
+            FilterCriteria: m.filters.isEmpty ? nil : .init(Filters: m.filters.map { .init(Pattern: $0) }),
+            FunctionResponseTypes: m.functionResponseTypes, ScalingConfig: m.maximumConcurrency.map { .init(MaximumConcurrency: $0) },
+            LastModified: (m.lastModified.timeIntervalSince1970 * 1000).rounded() / 1000, LastProcessingResult: m.lastProcessingResult,
+            State: m.state, StateTransitionReason: m.stateTransitionReason)
+    }
+
+    static let mappingNotFound = LambdaError(.resourceNotFound, "The resource you requested does not exist.")
+
+    /// The queue a mapping reads, which the caller's account may consume, and the function it invokes.
+    func mappingTargets(sourceArn: String, functionName: String, caller: Caller) throws -> (QueueRecord, FunctionReference, FunctionRecord)
+    {
+        guard let arn = QueueARN(sourceArn) else {
+            throw LambdaError(
+                .invalidParameterValue,
+                "Petrel's event source mappings read its SQS queues (arn:aws:sqs:\(region):ACCOUNT:QUEUE); \(sourceArn) is not one.")
+        }
+        guard let q = try queues.queue(arn: sourceArn), arn.region == region,
+            q.account == caller.account || q.settings.policy?.allows(account: caller.account, action: "sqs:ReceiveMessage") == true
+        else {
+            throw LambdaError(
+                .invalidParameterValue, "The provided event source does not exist or this account may not read it: \(sourceArn)")
+        }
+        let ref = try FunctionReference(parsing: functionName)
+        if let a = ref.account, a != caller.account {
+            throw LambdaError(.invalidParameterValue, "An event source mapping invokes a function of its own account.")
+        }
+        let f = try catalog.resolve(ref, caller: caller)
+        return (q, ref, f)
+    }
+
+    /// Lambda's rule: the queue must hide a message for at least as long as the function may run.
+    func checkVisibility(_ q: QueueRecord, _ f: FunctionRecord) throws {
+        guard q.settings.visibilitySeconds >= f.timeoutSeconds else {
+            throw LambdaError(
+                .invalidParameterValue,
+                "Queue visibility timeout: \(q.settings.visibilitySeconds) seconds is less than Function timeout: \(f.timeoutSeconds) seconds"
+            )
+        }
+    }
+
+    func createMapping(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
+        let input = try Self.decode(MappingInput.self, call.body)
+        try input.refuseStreamParameters()
+        guard let source = input.EventSourceArn else { throw LambdaError(.invalidParameterValue, "EventSourceArn is required.") }
+        guard let name = input.FunctionName else { throw LambdaError(.invalidParameterValue, "FunctionName is required.") }
+        let (q, ref, f) = try mappingTargets(sourceArn: source, functionName: name, caller: call.caller)
+        try checkVisibility(q, f)
+        var m = EventSourceMapping(account: call.caller.account, function: ref.name, qualifier: ref.qualifier, sourceArn: source)
+        try m.apply(input.settings, fifo: q.fifo)
+        m.tags = input.Tags ?? [:]
+        if let existing = try mappings.store.insert(m) {
+            throw LambdaError(
+                .resourceConflict,
+                "An event source mapping with SQS arn (\" \(source) \") and function (\" \(ref.name) \") already exists. Please update or delete the existing mapping with UUID \(existing.uuid)"
+            )
+        }
+        mappings.mappingsChanged()
+        return APIResponse.json(mappingShape(m), status: .accepted)
+    }
+
+    func ownMapping(_ ctx: PetrelRequestContext, _ caller: Caller) throws -> EventSourceMapping {
+        guard let uuid = ctx.parameters.get("uuid"), let m = try mappings.store.get(uuid), m.account == caller.account else {
+            throw Self.mappingNotFound
+        }
+        return m
+    }
+
+    func getMapping(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
+        APIResponse.json(mappingShape(try ownMapping(ctx, call.caller)))
+    }
+
+    func listMappings(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
+        let query = req.uri.queryParameters
+        var all = try mappings.store.all(account: call.caller.account)
+        if let source = query["EventSourceArn"].map({ SigV4Decoded.string($0) }) { all = all.filter { $0.sourceArn == source } }
+        if let name = query["FunctionName"].map({ SigV4Decoded.string($0) }) {
+            let ref = try FunctionReference(parsing: name)
+            all = all.filter { $0.function == ref.name && (ref.qualifier == nil || $0.qualifier == ref.qualifier) }
+        }
+        let max = query["MaxItems"].flatMap { Int($0) } ?? 100
+        guard (1...10_000).contains(max) else {
+            throw LambdaError.constraint("\(max)", at: "maxItems", "Member must have value greater than or equal to 1")
+        }
+        var start = 0
+        if let marker = query["Marker"].map({ SigV4Decoded.string($0) }) {
+            guard let i = all.firstIndex(where: { $0.uuid == marker }) else { throw LambdaError(.invalidParameterValue, "Invalid Marker.") }
+            start = i
+        }
+        let page = Array(all[start...].prefix(min(max, 100)))
+        struct ListShape: Encodable {
+            var EventSourceMappings: [MappingShape]
+            var NextMarker: String?
+        }
+        let next = start + page.count < all.count ? all[start + page.count].uuid : nil
+        return APIResponse.json(ListShape(EventSourceMappings: page.map(mappingShape), NextMarker: next))
+    }
+
+    func updateMapping(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
+        var m = try ownMapping(ctx, call.caller)
+        let input = try Self.decode(MappingInput.self, call.body)
+        try input.refuseStreamParameters()
+        guard m.state != "Deleting" else {
+            throw LambdaError(LambdaError.Code("ResourceInUseException", status: 400), "The mapping \(m.uuid) is being deleted.")
+        }
+        let (q, ref, f) = try mappingTargets(sourceArn: m.sourceArn, functionName: input.FunctionName ?? m.function, caller: call.caller)
+        try checkVisibility(q, f)
+        if input.FunctionName != nil {
+            m.function = ref.name
+            m.qualifier = ref.qualifier
+        }
+        try m.apply(input.settings, fifo: q.fifo)
+        m.state = "Updating"
+        m.lastModified = Date()
+        try mappings.store.update(m)
+        mappings.mappingsChanged()
+        return APIResponse.json(mappingShape(m), status: .accepted)
+    }
+
+    func deleteMapping(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
+        var m = try ownMapping(ctx, call.caller)
+        m.state = "Deleting"
+        m.lastModified = Date()
+        try mappings.store.update(m)
+        mappings.mappingsChanged()
+        return APIResponse.json(mappingShape(m), status: .accepted)
+    }
+}
+
+/// Query values as the router gives them, percent-decoded.
+enum SigV4Decoded {
+    static func string(_ s: Substring) -> String { SigV4.percentDecoded(String(s)) }
+}
