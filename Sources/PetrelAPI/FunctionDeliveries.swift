@@ -37,3 +37,32 @@ public struct FunctionDeliveries: FunctionDelivery {
         try await events.accept([e])
     }
 }
+
+/// Where asynchronous invocations' records go when a destination names a queue or a topic.
+public struct RecordDeliveries: RecordSink {
+    let queues: QueueService
+    let topics: TopicService
+
+    public init(queues: QueueService, topics: TopicService) {
+        self.queues = queues
+        self.topics = topics
+    }
+
+    public func send(record: Data, to arn: String, account: String) async throws {
+        let body = String(decoding: record, as: UTF8.self)
+        if let t = TopicARN(arn) {
+            guard t.account == account, let topic = try topics.store.topic(account: t.account, name: t.name) else {
+                throw MessagingError.snsNotFound("Topic")
+            }
+            _ = try await topics.publish(topic, .init(message: body))
+            return
+        }
+        guard let q = try queues.queue(arn: arn), q.account == account else { throw MessagingError.noQueue }
+        var m = NewMessage(body: body, sender: "lambda.amazonaws.com")
+        if q.fifo {
+            m.groupID = "lambda"
+            m.dedupID = FastIDs.uuid()
+        }
+        _ = try await queues.send(q, [m])
+    }
+}

@@ -30,6 +30,12 @@ public struct EventSettings: Sendable {
     }
 }
 
+/// Where records bound for a queue or topic go (the messaging layer above, bound at start).
+public protocol RecordSink: Sendable {
+    /// Stores `record` in the SQS queue or SNS topic `arn` (of `account`) durably.
+    func send(record: Data, to arn: String, account: String) async throws
+}
+
 /// Sees asynchronous events through: runs what is due from the durable queue
 /// (waiting for capacity rather than being throttled), retries failures with
 /// backoff, gives up on events older than their function allows, and hands
@@ -45,6 +51,10 @@ public final class EventService: Service, Sendable {
     let wakeup = Wakeup()
     let scheduleWakeup = Wakeup()
     let queueDepth = Gauge(label: "petrel_async_queue_depth")
+    /// Queues and topics, for destinations that name them (bound once the messaging layer exists).
+    private let sink = Mutex<(any RecordSink)?>(nil)
+
+    public func bind(_ s: any RecordSink) { sink.withLock { $0 = s } }
 
     private struct State {
         var running: Set<String> = []
@@ -263,6 +273,21 @@ public final class EventService: Service, Sendable {
                     QueuedEvent(
                         id: FastIDs.uuid(), account: account, function: name, payload: record, created: now,
                         source: "destination"))
+            case .queue(let arn), .topic(let arn):
+                // Stored there first, then the event leaves: a crash between the two sends the
+                // record again (at least once, as Lambda's destinations).
+                do {
+                    guard let sink = sink.withLock({ $0 }) else { throw RuntimeError(.unavailable, "queues and topics are not ready") }
+                    try await sink.send(record: record, to: arn, account: f.account)
+                    dispatcher.metrics.asyncEvent(e.account + ":" + e.function, outcome: "destination_delivered")
+                } catch {
+                    // As Lambda: a destination that cannot take the record loses it, and says so.
+                    logger.warning(
+                        "a destination could not take an invocation record",
+                        metadata: ["invocation.id": "\(e.id)", "destination": "\(arn)", "error": "\(error)"])
+                    dispatcher.metrics.asyncEvent(e.account + ":" + e.function, outcome: "destination_failed")
+                }
+                handoff = .none
             }
         } else {
             handoff = .none

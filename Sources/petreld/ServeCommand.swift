@@ -155,6 +155,7 @@ struct ServeCommand: AsyncParsableCommand {
         let topics = TopicService(
             store: TopicStore(db), queues: queues, functions: FunctionDeliveries(catalog: catalog, events: events), region: c.region,
             logger: logger)
+        events.bind(RecordDeliveries(queues: queues, topics: topics))
         let mappings = MappingService(
             store: MappingStore(db), queues: queues, functions: catalog.functions, dispatcher: runtime.dispatcher, region: c.region,
             logger: logger)

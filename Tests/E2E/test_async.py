@@ -205,8 +205,9 @@ class AsyncCase(unittest.TestCase):
             ({"MaximumEventAgeInSeconds": 59}, "maximumEventAgeInSeconds"),
             ({"MaximumEventAgeInSeconds": 21601}, "maximumEventAgeInSeconds"),
             ({"DestinationConfig": {"OnFailure": {"Destination": "arn:aws:lambda:us-east-1:111122223333:function:x"}}}, "another region or account"),
-            ({"DestinationConfig": {"OnSuccess": {"Destination": "arn:aws:sns:us-east-1:000000000000:topic"}}}, "functions and to its dead-letter queue"),
-            ({"DestinationConfig": {"OnSuccess": {"Destination": "arn:aws:sqs:::other-queue"}}}, "the only queue is petrel-dlq"),
+            ({"DestinationConfig": {"OnSuccess": {"Destination": "arn:aws:s3:::bucket"}}}, "functions, queues, topics"),
+            ({"DestinationConfig": {"OnSuccess": {"Destination": "arn:aws:sqs:::other-queue"}}}, "a queue is arn:aws:sqs:REGION:ACCOUNT:NAME"),
+            ({"DestinationConfig": {"OnSuccess": {"Destination": "arn:aws:sns:us-east-1:111122223333:topic"}}}, "another region or account"),
             ({"DestinationConfig": {"OnSuccess": {"Destination": "not-an-arn"}}}, "not an ARN"),
         ]
         for kw, words in bad:
