@@ -102,10 +102,19 @@ public struct LambdaClient: Sendable {
         let out = Response(status: Int(response.status.code), headers: h, body: bytes)
         guard out.status < 300 else {
             let j = out.json ?? [:]
-            let code = h["x-amzn-errortype"].map { String($0.split(separator: ":")[0]) } ?? (j["__type"] as? String) ?? "HTTP \(out.status)"
+            let type = (j["__type"] as? String).map { String($0.split(separator: "#").last ?? "") }
+            let code = h["x-amzn-errortype"].map { String($0.split(separator: ":")[0]) } ?? type ?? "HTTP \(out.status)"
             let message = (j["Message"] as? String) ?? (j["message"] as? String) ?? String(decoding: bytes, as: UTF8.self)
             throw APIError(code: code, message: message, status: out.status)
         }
         return out
+    }
+
+    /// A call of the SQS API (JSON 1.0, `X-Amz-Target: AmazonSQS.<operation>`).
+    public func sqs(_ operation: String, _ body: [String: Any]) async throws -> [String: Any] {
+        let out = try await send(
+            "POST", "/", headers: ["Content-Type": "application/x-amz-json-1.0", "X-Amz-Target": "AmazonSQS." + operation],
+            body: Array(try JSONSerialization.data(withJSONObject: body)), service: "sqs")
+        return out.json ?? [:]
     }
 }

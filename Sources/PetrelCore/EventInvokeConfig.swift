@@ -68,7 +68,9 @@ public enum Destination: Sendable, Equatable {
         func validName(_ n: String, _ maxLength: Int) -> Bool {
             let base = n.hasSuffix(".fifo") ? String(n.dropLast(5)) : n
             return !base.isEmpty && n.utf8.count <= maxLength
-                && base.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 45 || $0 == 95 }
+                && base.utf8.allSatisfy {
+                    ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 45 || $0 == 95
+                }
         }
         switch p[2] {
         case "sqs":

@@ -177,6 +177,31 @@ class PetrelCLITest(unittest.TestCase):
             self.assertLess(after["heap"] - before["heap"], 256, "%s: the C heap grew by %d KiB in 8,000 invocations"
                             % (name, after["heap"] - before["heap"]))
 
+    def test_queue_commands(self):
+        out = self.petrel("queue", "create", "jobs", "--attribute", "VisibilityTimeout=40").stdout
+        self.assertIn("/000000000000/jobs", out)
+        self.petrel("queue", "create", "jobs.fifo")
+        self.assertIn("Sent ", self.petrel("queue", "send", "jobs", "first job").stdout)
+        self.petrel("queue", "send", "jobs", "second job", "--delay", "30")
+        self.petrel("queue", "send", "jobs.fifo", "in a group", "--group", "g")
+        table = self.petrel("queue", "ls").stdout.splitlines()
+        self.assertEqual(table[0].split(), ["NAME", "MESSAGES", "IN", "FLIGHT", "DELAYED", "URL"])
+        row = [line.split() for line in table if line.startswith("jobs ")][0]
+        self.assertEqual(row[1:4], ["1", "0", "1"])
+        got = self.petrel("queue", "receive", "jobs", "--wait", "1").stdout
+        self.assertIn("first job", got)
+        self.assertEqual(self.petrel("queue", "receive", "jobs").stdout.strip(), "no messages")
+        got = json.loads(self.petrel("queue", "receive", "jobs.fifo", "--json", "--keep").stdout)
+        self.assertEqual(got["Messages"][0]["Body"], "in a group")
+        self.assertEqual(got["Messages"][0]["Attributes"]["MessageGroupId"], "g")
+        r = self.petrel("queue", "send", "missing", "x", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("The specified queue does not exist", r.stderr)
+        self.assertIn("(QueueDoesNotExist)", r.stderr)
+        r = self.petrel("queue", "create", "bad name", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("alphanumeric", r.stderr)
+
     def test_errors_read_as_sentences(self):
         r = self.petrel("invoke", "does-not-exist", check=False)
         self.assertEqual(r.returncode, 1)
