@@ -10,9 +10,12 @@ struct Load: AsyncParsableCommand {
         abstract:
             "Drive a function's invoke endpoint (or its URL) with N concurrent callers; print latency percentiles, throughput and errors.")
 
-    @Option(help: "Function name or ARN.") var function: String
+    @Option(help: "Function name or ARN.") var function: String?
+    @Option(help: "Send messages to this SQS queue (its URL or name) instead of invoking a function.") var queue: String?
+    @Option(help: "With --queue: messages per request (1: SendMessage; 2–10: SendMessageBatch).") var batch = 1
     @Option(help: "Drive this function URL (auth type NONE: unsigned POSTs) instead of the invoke endpoint.") var url: String?
     @Option(help: "The event (JSON), or @FILE.") var payload = "{}"
+    @Flag(help: "Invoke asynchronously (InvocationType Event): what is measured is the queueing, answered 202.") var event = false
     @Option(help: "Concurrent callers.") var concurrency = 1
     @Option(help: "Run this many seconds (default 10 unless --requests is given).") var duration: Double?
     @Option(help: "Stop after this many requests in all.") var requests: Int?
@@ -20,6 +23,8 @@ struct Load: AsyncParsableCommand {
     @OptionGroup var connection: ConnectionOptions
 
     func validate() throws {
+        guard (function == nil) != (queue == nil) else { throw ValidationError("give --function or --queue") }
+        guard (1...10).contains(batch), batch == 1 || queue != nil else { throw ValidationError("--batch is 1–10, with --queue") }
         guard (1...4096).contains(concurrency) else { throw ValidationError("--concurrency must be 1–4096") }
         if let duration, !(duration > 0 && duration <= 3600) { throw ValidationError("--duration must be over 0 and at most 3600 seconds") }
         if let requests, requests < 1 { throw ValidationError("--requests must be at least 1") }
@@ -44,7 +49,21 @@ struct Load: AsyncParsableCommand {
             }
             target = u
         }
-        let driver = LoadDriver(client: client, function: function, url: target, body: body, seconds: seconds, limit: requests)
+        let driver: LoadDriver
+        if let queue {
+            let url = try await reporting { try await Queue.url(client, queue) }
+            let message = String(decoding: body, as: UTF8.self)
+            let request: [String: Any] =
+                batch == 1
+                ? ["QueueUrl": url, "MessageBody": message]
+                : ["QueueUrl": url, "Entries": (0..<batch).map { ["Id": "m\($0)", "MessageBody": message] }]
+            driver = LoadDriver(
+                client: client, sqsTarget: batch == 1 ? "SendMessage" : "SendMessageBatch",
+                body: Array(try JSONSerialization.data(withJSONObject: request)), seconds: seconds, limit: requests)
+        } else {
+            driver = LoadDriver(
+                client: client, function: function!, url: target, event: event, body: body, seconds: seconds, limit: requests)
+        }
         let started = ContinuousClock.now
         let quiet = json
         let group = MultiThreadedEventLoopGroup.singleton
@@ -71,7 +90,8 @@ struct Load: AsyncParsableCommand {
         for var t in tallies { stats.merge(&t) }
         let elapsed = ContinuousClock.now - started
         if !json { stderr("\r" + String(repeating: " ", count: 100) + "\r") }
-        let summary = stats.summary(elapsed: elapsed, concurrency: concurrency, function: function)
+        let summary = stats.summary(
+            elapsed: elapsed, concurrency: concurrency, function: function ?? queue!, messagesPerRequest: queue == nil ? nil : batch)
         if json {
             let data = try JSONSerialization.data(withJSONObject: summary.json, options: [.sortedKeys, .prettyPrinted])
             print(String(decoding: data, as: UTF8.self))
@@ -124,7 +144,8 @@ final class LoadStats: Sendable {
         var json: [String: Any]
     }
 
-    func summary(elapsed: Duration, concurrency: Int, function: String) -> Summary {
+    /// `messagesPerRequest`: a queue was driven, each request sending that many messages.
+    func summary(elapsed: Duration, concurrency: Int, function: String, messagesPerRequest: Int? = nil) -> Summary {
         state.withLock { s in
             let secs = elapsed.seconds
             let h = s.histogram
@@ -132,11 +153,16 @@ final class LoadStats: Sendable {
             let latencies = pct.map { ($0.0, ms(h.valueAtPercentile($0.1))) } + [("max", ms(h.max))]
             let functionErrors = s.errors.filter { $0.key.hasPrefix("function: ") }.values.reduce(0, +)
             var rows: [(String, String)] = [
-                ("function", function),
+                (messagesPerRequest == nil ? "function" : "queue", function),
                 ("concurrency", "\(concurrency)"),
                 ("duration", String(format: "%.2f s", secs)),
                 ("requests", "\(s.requests)"),
-                ("throughput", String(format: "%.0f invocations/s", secs > 0 ? Double(s.requests) / secs : 0)),
+                (
+                    "throughput",
+                    String(
+                        format: messagesPerRequest == nil ? "%.0f invocations/s" : "%.0f requests/s",
+                        secs > 0 ? Double(s.requests) / secs : 0)
+                ),
                 ("succeeded", "\(s.ok)"),
                 ("throttled (429)", "\(s.throttles)"),
                 ("cold starts seen", "\(s.coldStarts)"),
@@ -148,16 +174,23 @@ final class LoadStats: Sendable {
             for (k, v) in s.errors.sorted(by: { $0.key < $1.key }) { rows.append(("errors: \(k)", "\(v)")) }
             if s.errors.isEmpty { rows.append(("errors", "0")) }
             for (k, v) in latencies { rows.append(("latency \(k)", String(format: "%.3f ms", v))) }
+            if let m = messagesPerRequest {
+                rows.insert(("messages", String(format: "%.0f messages/s (%d per request)", secs > 0 ? Double(s.ok * m) / secs : 0, m)), at: 4)
+            }
             let w = rows.map(\.0.count).max() ?? 10
             let table = rows.map { $0.0.padding(toLength: w, withPad: " ", startingAt: 0) + "  " + $0.1 }.joined(separator: "\n")
             var lat: [String: Double] = [:]
             for (k, v) in latencies { lat[k] = v }
-            let json: [String: Any] = [
+            var json: [String: Any] = [
                 "function": function, "concurrency": concurrency, "durationSeconds": secs, "requests": s.requests,
                 "throughputPerSecond": secs > 0 ? Double(s.requests) / secs : 0, "succeeded": s.ok,
                 "throttles": s.throttles, "coldStarts": s.coldStarts, "errors": s.errors, "versions": s.versions,
                 "latencyMs": lat,
             ]
+            if let m = messagesPerRequest {
+                json["messagesPerRequest"] = m
+                json["messagesPerSecond"] = secs > 0 ? Double(s.ok * m) / secs : 0
+            }
             return Summary(requests: s.requests, ok: s.ok, functionErrors: functionErrors, table: table, json: json)
         }
     }

@@ -27,15 +27,41 @@ final class LoadDriver: Sendable {
     /// Signed headers per second (the date is the only thing that changes).
     private let signed = Mutex<(String, [(String, String)])>(("", []))
 
+    /// Headers every request carries (beside the signature's): its content type, and an
+    /// `X-Amz-Target` for the JSON protocols.
+    let fixed: [String: String]
+
     /// `url`: another address to drive unsigned (a function URL) instead of the function's invoke endpoint.
-    init(client: LambdaClient, function: String, url other: URL? = nil, body: [UInt8], seconds: Double, limit: Int?) {
-        url = other ?? client.url("/2015-03-31/functions/\(function)/invocations")
+    /// `event`: asynchronous invocations (`X-Amz-Invocation-Type: Event`, answered 202 once queued).
+    convenience init(
+        client: LambdaClient, function: String, url other: URL? = nil, event: Bool = false, body: [UInt8], seconds: Double, limit: Int?
+    ) {
+        var headers = ["Content-Type": "application/json"]
+        if event { headers["X-Amz-Invocation-Type"] = "Event" }
+        self.init(
+            url: other ?? client.url("/2015-03-31/functions/\(function)/invocations"), signer: other == nil ? client.signer : nil,
+            headers: headers, body: body, seconds: seconds, limit: limit)
+    }
+
+    /// Drives SQS's SendMessage or SendMessageBatch (`target`) with the same body each time.
+    convenience init(client: LambdaClient, sqsTarget target: String, body: [UInt8], seconds: Double, limit: Int?) {
+        var signer = client.signer
+        signer.service = "sqs"
+        self.init(
+            url: client.url("/"), signer: signer,
+            headers: ["Content-Type": "application/x-amz-json-1.0", "X-Amz-Target": "AmazonSQS." + target], body: body, seconds: seconds,
+            limit: limit)
+    }
+
+    private init(url: URL, signer: SigV4Signer?, headers: [String: String], body: [UInt8], seconds: Double, limit: Int?) {
+        self.url = url
         host = url.host ?? "127.0.0.1"
         port = url.port ?? 80
         let c = URLComponents(url: url, resolvingAgainstBaseURL: false)!
         path = c.percentEncodedPath + (c.percentEncodedQuery.map { "?" + $0 } ?? "")
         self.body = body
-        signer = other == nil ? client.signer : nil
+        self.signer = signer
+        fixed = headers
         deadline = .now() + .milliseconds(Int64(seconds * 1000))
         self.limit = limit
     }
@@ -51,7 +77,7 @@ final class LoadDriver: Sendable {
         let now = Date()
         let stamp = String(Int(now.timeIntervalSince1970))
         if let cached = signed.withLock({ $0.0 == stamp ? $0.1 : nil }) { return cached }
-        let base = ["Content-Type": "application/json"]
+        let base = fixed
         var h = base.map { ($0.key, $0.value) }
         if let signer { h += signer.sign(method: "POST", url: url, headers: base, body: body, date: now).map { ($0.key, $0.value) } }
         h.append(("Host", "\(host):\(port)"))
