@@ -43,9 +43,11 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else float("nan")
 
 
-def load(d, petrel, args, seconds, concurrency=8):
-    r = subprocess.run([petrel, "load", "--concurrency", str(concurrency), "--duration", str(seconds), "--json",
-                        "--endpoint", d.endpoint] + args, capture_output=True, text=True, check=True, env=d.tool_env())
+def load(d, petrel, args, seconds=None, concurrency=8):
+    """`petrel load` for `seconds`, or (None) until the `--requests` in `args` are done."""
+    timing = ["--duration", str(seconds)] if seconds else []
+    r = subprocess.run([petrel, "load", "--concurrency", str(concurrency), "--json", "--endpoint", d.endpoint] + timing + args,
+                       capture_output=True, text=True, check=True, env=d.tool_env())
     return json.loads(r.stdout)
 
 
@@ -72,7 +74,8 @@ def latencies(d, function, n):
                 page = logs.filter_log_events(**kw)
             except Exception:
                 break
-            out += [float(e["message"].split()[1]) for e in page["events"]]
+            # (START lines match "LAT" too: "Version: $LATEST".)
+            out += [float(e["message"].split()[1]) for e in page["events"] if e["message"].startswith("LAT ")]
             token = page.get("nextToken")
             if not token:
                 break
@@ -116,7 +119,7 @@ def main():
         # Delivered end to end: a backlog drained through a mapping, beside the same number of Event invocations.
         src = sqs.create_queue(QueueName="bench-src", Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
         arn = sqs.get_queue_attributes(QueueUrl=src, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        load(d, petrel, ["--queue", src, "--batch", "10", "--requests", str(a.backlog // 10), "--payload", "@" + os.path.join(d.root, "body.json")], 600)
+        load(d, petrel, ["--queue", src, "--batch", "10", "--requests", str(a.backlog // 10), "--payload", "@" + os.path.join(d.root, "body.json")])
         started = time.time()
         m = lam.create_event_source_mapping(EventSourceArn=arn, FunctionName="bench-noop", BatchSize=10)
         def drained():
@@ -127,7 +130,7 @@ def main():
         lam.delete_event_source_mapping(UUID=m["UUID"])
         before = metric(d, "petrel_async_events_total", outcome="succeeded") or 0
         started = time.time()
-        load(d, petrel, ["--function", "bench-noop", "--event", "--requests", str(a.backlog), "--payload", "@" + os.path.join(d.root, "body.json")], 600)
+        load(d, petrel, ["--function", "bench-noop", "--event", "--requests", str(a.backlog), "--payload", "@" + os.path.join(d.root, "body.json")])
         wait_until(lambda: (metric(d, "petrel_async_events_total", outcome="succeeded") or 0) - before >= a.backlog, 600)
         results["event_drain"] = {"events": a.backlog, "seconds": time.time() - started}
 

@@ -108,6 +108,18 @@ public final class FunctionCatalog: Sendable {
         return try resolve(ref, caller: caller)
     }
 
+    /// `DeadLetterConfig.TargetArn`: an SQS queue or SNS topic of the account (nil: not given;
+    /// .some(nil): removed with an empty ARN).
+    func deadLetterTarget(_ given: CreateFunctionInput.DeadLetterShape?, account: String) throws -> String?? {
+        guard let given else { return nil }
+        guard let arn = given.TargetArn, !arn.isEmpty else { return .some(nil) }
+        switch try Destination(parsing: arn, account: account, region: region) {
+        case .queue, .topic: return .some(arn)
+        default:
+            throw LambdaError(.invalidParameterValue, "The dead-letter target \(arn) is not an SQS queue or SNS topic ARN.")
+        }
+    }
+
     /// A `KMSKeyArn` the caller's account may use: one of its own account keys.
     func checkKMSKey(_ arn: String?, caller: Caller) throws {
         guard let arn, !arn.isEmpty else { return }
@@ -151,6 +163,7 @@ public final class FunctionCatalog: Sendable {
         record.layers = layers.isEmpty ? nil : layers
         let tags = try Self.checkTags(input.Tags ?? [:], adding: [:])
         try checkKMSKey(input.KMSKeyArn, caller: caller)
+        let deadLetter = try deadLetterTarget(input.DeadLetterConfig, account: caller.account)
         let zip = try Self.zipFile(input.Code?.ZipFile, s3: input.Code?.S3Bucket ?? input.Code?.ImageUri)
         if try functions.get(account: caller.account, ref.name) != nil {
             throw LambdaError(.resourceConflict, "Function already exist: \(ref.name)")
@@ -166,6 +179,7 @@ public final class FunctionCatalog: Sendable {
             record.codeUnzippedSize = stored.unzippedSize
             record.tags = tags.isEmpty ? nil : tags
             record.kmsKeyArn = input.KMSKeyArn.flatMap { $0.isEmpty ? nil : $0 }
+            record.deadLetterTarget = deadLetter ?? nil
             guard try functions.insert(record) else {
                 try dropCodeIfUnused(stored.hex)
                 throw LambdaError(.resourceConflict, "Function already exist: \(ref.name)")
@@ -228,6 +242,7 @@ public final class FunctionCatalog: Sendable {
             ephemeralStorageMB: input.EphemeralStorage?.Size, environment: input.Environment.map { $0.Variables ?? [:] })
         try settings.validate()
         try checkKMSKey(input.KMSKeyArn, caller: caller)
+        let deadLetter = try deadLetterTarget(input.DeadLetterConfig, account: caller.account)
         try checkRevision(input.RevisionId, current)
         guard
             let updated = try functions.update(
@@ -240,6 +255,7 @@ public final class FunctionCatalog: Sendable {
                     }
                     settings.apply(to: &f)
                     if let k = input.KMSKeyArn { f.kmsKeyArn = k.isEmpty ? nil : k }
+                    if let d = deadLetter { f.deadLetterTarget = d }
                     if !f.runtime.isCustom, f.handler == nil {
                         throw LambdaError(
                             .invalidParameterValue,

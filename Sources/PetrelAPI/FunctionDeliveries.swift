@@ -48,17 +48,18 @@ public struct RecordDeliveries: RecordSink {
         self.topics = topics
     }
 
-    public func send(record: Data, to arn: String, account: String) async throws {
+    public func send(record: Data, to arn: String, account: String, attributes: [String: String]) async throws {
         let body = String(decoding: record, as: UTF8.self)
+        let attrs = attributes.mapValues { MessageAttribute(dataType: $0.allSatisfy(\.isNumber) ? "Number" : "String", stringValue: $0) }
         if let t = TopicARN(arn) {
             guard t.account == account, let topic = try topics.store.topic(account: t.account, name: t.name) else {
                 throw MessagingError.snsNotFound("Topic")
             }
-            _ = try await topics.publish(topic, .init(message: body))
+            _ = try await topics.publish(topic, .init(message: body, attributes: attrs))
             return
         }
         guard let q = try queues.queue(arn: arn), q.account == account else { throw MessagingError.noQueue }
-        var m = NewMessage(body: body, sender: "lambda.amazonaws.com")
+        var m = NewMessage(body: body, attributes: attrs, sender: "lambda.amazonaws.com")
         if q.fifo {
             m.groupID = "lambda"
             m.dedupID = FastIDs.uuid()

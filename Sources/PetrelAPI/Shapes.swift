@@ -28,6 +28,11 @@ struct CreateFunctionInput: Decodable {
     var Layers: [String]?
     var Tags: [String: String]?
     var KMSKeyArn: String?
+    var DeadLetterConfig: DeadLetterShape?
+
+    struct DeadLetterShape: Codable {
+        var TargetArn: String?
+    }
 }
 
 struct UpdateFunctionCodeInput: Decodable {
@@ -52,6 +57,7 @@ struct UpdateFunctionConfigurationInput: Decodable {
     var RevisionId: String?
     var Layers: [String]?
     var KMSKeyArn: String?
+    var DeadLetterConfig: CreateFunctionInput.DeadLetterShape?
 }
 
 /// `FunctionConfiguration` as Lambda returns it.
@@ -92,6 +98,7 @@ struct FunctionConfigurationShape: Encodable {
     var SnapStart = SnapStart()
     var KMSKeyArn: String?
     var Layers: [LayerShape]?
+    var DeadLetterConfig: CreateFunctionInput.DeadLetterShape?
 
     struct LayerShape: Encodable {
         var Arn: String
@@ -109,6 +116,7 @@ struct FunctionConfigurationShape: Encodable {
         Version = f.version
         Layers = f.layers.map { $0.map { LayerShape(Arn: $0.arn, CodeSize: $0.codeSize) } }
         KMSKeyArn = f.kmsKeyArn
+        DeadLetterConfig = f.deadLetterTarget.map { .init(TargetArn: $0) }
         Runtime = f.runtime.rawValue
         Role = f.role
         Handler = f.handler

@@ -39,6 +39,9 @@ public struct FunctionRecord: Sendable, Codable, Equatable {
     public var policy: [PolicyStatement]?
     /// The account key that seals the environment variables (nil: the platform's key).
     public var kmsKeyArn: String?
+    /// `DeadLetterConfig.TargetArn`: the SQS queue or SNS topic an asynchronous event goes to
+    /// (the event itself) once it has failed for good.
+    public var deadLetterTarget: String?
 
     public init(
         account: String, name: String, runtime: FunctionRuntime, handler: String?, role: String, description: String = "",

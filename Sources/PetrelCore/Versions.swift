@@ -92,6 +92,7 @@ extension FunctionRecord {
             && role == published.role && memoryMB == published.memoryMB && timeoutSeconds == published.timeoutSeconds
             && ephemeralStorageMB == published.ephemeralStorageMB && environment == published.environment
             && architectures == published.architectures && kmsKeyArn == published.kmsKeyArn
+            && deadLetterTarget == published.deadLetterTarget
             && (layers ?? []) == (published.layers ?? [])
     }
 

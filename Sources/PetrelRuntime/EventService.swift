@@ -32,8 +32,9 @@ public struct EventSettings: Sendable {
 
 /// Where records bound for a queue or topic go (the messaging layer above, bound at start).
 public protocol RecordSink: Sendable {
-    /// Stores `record` in the SQS queue or SNS topic `arn` (of `account`) durably.
-    func send(record: Data, to arn: String, account: String) async throws
+    /// Stores `record` in the SQS queue or SNS topic `arn` (of `account`) durably, with
+    /// `attributes` as string message attributes.
+    func send(record: Data, to arn: String, account: String, attributes: [String: String]) async throws
 }
 
 /// Sees asynchronous events through: runs what is due from the durable queue
@@ -245,6 +246,28 @@ public final class EventService: Service, Sendable {
                 "invocation.id": "\(e.id)", "function.name": "\(f.name)",
                 "event.condition": "\(condition)", "event.attempts": "\(attempts)",
             ])
+        // The function's dead-letter queue (DeadLetterConfig) gets the event itself, with
+        // Lambda's attributes, beside whatever the OnFailure destination gets.
+        if let target = f.deadLetterTarget {
+            var error = "Unhandled"
+            var message = condition
+            if let r = response, let doc = try? JSONSerialization.jsonObject(with: r.payload) as? [String: Any] {
+                error = (doc["errorType"] as? String) ?? error
+                message = (doc["errorMessage"] as? String) ?? message
+            }
+            do {
+                guard let sink = sink.withLock({ $0 }) else { throw RuntimeError(.unavailable, "queues and topics are not ready") }
+                try await sink.send(
+                    record: e.payload, to: target, account: f.account,
+                    attributes: ["RequestID": e.id, "ErrorCode": "200", "ErrorMessage": "\(error): \(message)"])
+                count(e, "dead_lettered")
+            } catch {
+                logger.warning(
+                    "the function's dead-letter queue could not take an event",
+                    metadata: ["invocation.id": "\(e.id)", "destination": "\(target)", "error": "\(error)"])
+                count(e, "dead_letter_failed")
+            }
+        }
         try await handOff(e, f, destination: config.onFailure, condition: condition, attempts: attempts, response: response)
         count(e, condition == "EventAgeExceeded" ? "expired" : "failed")
     }
@@ -278,7 +301,7 @@ public final class EventService: Service, Sendable {
                 // record again (at least once, as Lambda's destinations).
                 do {
                     guard let sink = sink.withLock({ $0 }) else { throw RuntimeError(.unavailable, "queues and topics are not ready") }
-                    try await sink.send(record: record, to: arn, account: f.account)
+                    try await sink.send(record: record, to: arn, account: f.account, attributes: [:])
                     dispatcher.metrics.asyncEvent(e.account + ":" + e.function, outcome: "destination_delivered")
                 } catch {
                     // As Lambda: a destination that cannot take the record loses it, and says so.

@@ -294,7 +294,7 @@ public final class MappingService: Service, Sendable {
 
     /// The ids a `ReportBatchItemFailures` response names; nil when the response is not a valid
     /// report (then the whole batch failed, as on Lambda). No report, or an empty one: none failed.
-    static func itemFailures(_ payload: ByteBuffer, ids: Set<String>) -> Set<String>? {
+    public static func itemFailures(_ payload: ByteBuffer, ids: Set<String>) -> Set<String>? {
         let data = Data(payload.readableBytesView)
         guard let o = try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) as? [String: Any] else {
             return []

@@ -175,7 +175,8 @@ final class LoadStats: Sendable {
             if s.errors.isEmpty { rows.append(("errors", "0")) }
             for (k, v) in latencies { rows.append(("latency \(k)", String(format: "%.3f ms", v))) }
             if let m = messagesPerRequest {
-                rows.insert(("messages", String(format: "%.0f messages/s (%d per request)", secs > 0 ? Double(s.ok * m) / secs : 0, m)), at: 4)
+                rows.insert(
+                    ("messages", String(format: "%.0f messages/s (%d per request)", secs > 0 ? Double(s.ok * m) / secs : 0, m)), at: 4)
             }
             let w = rows.map(\.0.count).max() ?? 10
             let table = rows.map { $0.0.padding(toLength: w, withPad: " ", startingAt: 0) + "  " + $0.1 }.joined(separator: "\n")

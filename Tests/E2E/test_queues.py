@@ -492,18 +492,32 @@ class Queues(unittest.TestCase):
         topic = self.sns.create_topic(Name="failures")["TopicArn"]
         url, arn = self.queue("failure-records")
         self.sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
-        self.function("always-fails", RAISE)
+        dead, dead_arn = self.queue("failed-events")
+        # DeadLetterConfig: the failed event itself goes to a queue, beside the OnFailure record.
+        self.function("always-fails", RAISE, DeadLetterConfig={"TargetArn": dead_arn})
+        self.assertEqual(self.lam.get_function_configuration(FunctionName="always-fails")["DeadLetterConfig"], {"TargetArn": dead_arn})
+        for bad in ("arn:aws:lambda:us-east-1:%s:function:x" % self.account, "arn:aws:sqs:us-east-1:111122223333:q"):
+            assert_client_error(self, "InvalidParameterValueException", lambda: self.lam.update_function_configuration(
+                FunctionName="always-fails", DeadLetterConfig={"TargetArn": bad}))
         self.lam.put_function_event_invoke_config(FunctionName="always-fails", MaximumRetryAttempts=0,
                                                   DestinationConfig={"OnFailure": {"Destination": topic}})
-        self.lam.invoke(FunctionName="always-fails", InvocationType="Event", Payload=b'{"n": 1}')
+        out = self.lam.invoke(FunctionName="always-fails", InvocationType="Event", Payload=b'{"n": 1}')
         got = wait_for(lambda: self.drain(url), what="the failure record")
         record = json.loads(got[0]["Body"])
         self.assertEqual(record["requestContext"]["condition"], "RetriesExhausted")
         self.assertEqual(record["requestPayload"], {"n": 1})
         self.assertEqual(record["responseContext"]["functionError"], "Unhandled")
+        event = wait_for(lambda: self.drain(dead), what="the event in the dead-letter queue")[0]
+        self.assertEqual(json.loads(event["Body"]), {"n": 1})
+        self.assertEqual(event["MessageAttributes"]["RequestID"]["StringValue"], out["ResponseMetadata"]["RequestId"])
+        self.assertIn("RuntimeError", event["MessageAttributes"]["ErrorMessage"]["StringValue"])
+        self.assertEqual(event["MessageAttributes"]["ErrorCode"]["StringValue"], "200")
+        self.lam.update_function_configuration(FunctionName="always-fails", DeadLetterConfig={"TargetArn": ""})
+        wait_for(lambda: "DeadLetterConfig" not in self.lam.get_function_configuration(FunctionName="always-fails"), what="removal")
         self.lam.delete_function(FunctionName="always-fails")
         self.sns.delete_topic(TopicArn=topic)
-        self.sqs.delete_queue(QueueUrl=url)
+        for u in (url, dead):
+            self.sqs.delete_queue(QueueUrl=u)
 
     # -- event source mappings ------------------------------------------------
 
