@@ -41,7 +41,8 @@ public struct EventInvokeConfig: Sendable, Codable, Equatable {
 
 /// Where an invocation record goes: another function (invoked asynchronously
 /// with the record as its event), an SQS queue or SNS topic of Petrel's, or the
-/// platform's built-in dead-letter queue.
+/// account's built-in dead-letter queue (its SQS queue `petrel-dlq`, made when
+/// first used, written in the transaction that finishes the event).
 public enum Destination: Sendable, Equatable {
     case function(account: String, name: String)
     case queue(arn: String)
@@ -75,7 +76,7 @@ public enum Destination: Sendable, Equatable {
         switch p[2] {
         case "sqs":
             guard p.count == 6 else { throw refuse("a queue is arn:aws:sqs:REGION:ACCOUNT:NAME") }
-            if p[5] == Self.queueName && (p[3].isEmpty || p[4].isEmpty) {
+            if p[5] == Self.queueName {
                 self = .deadLetterQueue
                 return
             }

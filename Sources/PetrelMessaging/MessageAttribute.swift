@@ -1,20 +1,12 @@
-import Crypto
 import Foundation
+import PetrelStore
 
 /// A message attribute as SQS and SNS carry it: a data type (`String`, `Number`,
-/// `Binary`, each with an optional `.custom` suffix) and a string or binary value.
-public struct MessageAttribute: Sendable, Equatable, Codable {
-    public var dataType: String
-    public var stringValue: String?
-    public var binaryValue: Data?
+/// `Binary`, each with an optional `.custom` suffix) and a string or binary value
+/// (the store's type: the rows are the store's).
+public typealias MessageAttribute = QueueRows.Attribute
 
-    public init(dataType: String, stringValue: String? = nil, binaryValue: Data? = nil) {
-        self.dataType = dataType
-        self.stringValue = stringValue
-        self.binaryValue = binaryValue
-    }
-
-    public var isBinary: Bool { dataType.hasPrefix("Binary") }
+extension QueueRows.Attribute {
 
     /// The bytes it counts toward a message's size (name, type and value).
     func size(_ name: String) -> Int { name.utf8.count + dataType.utf8.count + (stringValue?.utf8.count ?? 0) + (binaryValue?.count ?? 0) }
@@ -61,33 +53,8 @@ public struct MessageAttribute: Sendable, Equatable, Codable {
 
     public static func size(_ all: [String: MessageAttribute]) -> Int { all.reduce(0) { $0 + $1.value.size($1.key) } }
 
-    /// The MD5 SQS answers for a message's attributes: over the names in order, each
-    /// with its type and value, every part preceded by its 4-byte big-endian length and
-    /// the value by a transport byte (1 string, 2 binary). Nil when there are none.
-    public static func md5(_ all: [String: MessageAttribute]) -> String? {
-        guard !all.isEmpty else { return nil }
-        var bytes: [UInt8] = []
-        func part(_ b: some Collection<UInt8>) {
-            let n = UInt32(b.count)
-            bytes += [UInt8(n >> 24), UInt8((n >> 16) & 0xff), UInt8((n >> 8) & 0xff), UInt8(n & 0xff)]
-            bytes += b
-        }
-        for name in all.keys.sorted(by: { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }) {
-            let a = all[name]!
-            part(Array(name.utf8))
-            part(Array(a.dataType.utf8))
-            if a.isBinary {
-                bytes.append(2)
-                part(Array(a.binaryValue ?? Data()))
-            } else {
-                bytes.append(1)
-                part(Array((a.stringValue ?? "").utf8))
-            }
-        }
-        return md5Hex(bytes)
-    }
+    /// The MD5 SQS answers for a message's attributes (nil when there are none).
+    public static func md5(_ all: [String: MessageAttribute]) -> String? { QueueRows.md5(all) }
 
-    public static func md5Hex(_ bytes: some DataProtocol) -> String {
-        Insecure.MD5.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
-    }
+    public static func md5Hex(_ bytes: some DataProtocol) -> String { QueueRows.md5Hex(bytes) }
 }

@@ -114,8 +114,6 @@ public struct QueueStore: Sendable {
         self.commits = commits
     }
 
-    static func context(_ account: String, _ id: String) -> String { "queue-message:\(account):\(id)" }
-
     // MARK: - queues
 
     static let queueColumns = "id, account, name, attributes, tags, created, modified"
@@ -266,19 +264,13 @@ public struct QueueStore: Sendable {
     }
 
     static func insertRow(_ q: QueueRecord, _ m: NewMessage, now: Int64, md5Attributes: String?, _ db: Database, keys: KeyRing) throws {
-        let context = Self.context(q.account, m.id)
-        let attributes =
-            m.attributes.isEmpty ? nil : try keys.seal(try JSONEncoder().encode(m.attributes), context: context + ":attributes")
-        try db.execute(
-            sql: """
-                INSERT INTO queue_messages (queue, id, body, attributes, md5, md5_attributes, sender, sent, visible_at,
-                  group_id, dedup_id, dead_letter_source)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """,
-            arguments: [
-                q.id, m.id, try keys.seal(Data(m.body.utf8), context: context), attributes, m.md5, md5Attributes, m.sender,
-                m.sent ?? now, now + Int64(m.delaySeconds) * 1000, m.groupID, m.dedupID, m.deadLetterSource,
-            ])
+        var row = QueueRows.Row(
+            id: m.id, body: m.body, attributes: m.attributes, sender: m.sender, sent: m.sent ?? now,
+            visibleAt: now + Int64(m.delaySeconds) * 1000)
+        row.groupID = m.groupID
+        row.dedupID = m.dedupID
+        row.deadLetterSource = m.deadLetterSource
+        try QueueRows.insert(row, queue: q.id, account: q.account, db, keys: keys)
     }
 
     // MARK: - receiving
@@ -346,16 +338,11 @@ public struct QueueStore: Sendable {
                 try db.execute(
                     sql: "UPDATE queue_messages SET visible_at = ?, receive_count = ?, first_receive = ?, receipt = ? WHERE seq = ?",
                     arguments: [now + Int64(visibility) * 1000, count + 1, first, token, seq])
-                let id: String = row["id"]
-                let context = Self.context(q.account, id)
-                let attributes: [String: MessageAttribute] =
-                    try (row["attributes"] as Data?).map {
-                        try JSONDecoder().decode([String: MessageAttribute].self, from: keys.unseal($0, context: context + ":attributes"))
-                    } ?? [:]
+                let (body, attributes) = try QueueRows.open(row, account: q.account, keys: keys)
                 out.append(
                     QueueMessage(
-                        sequence: seq, id: id, body: String(decoding: try keys.unseal(row["body"], context: context), as: UTF8.self),
-                        attributes: attributes, md5: row["md5"], md5Attributes: row["md5_attributes"], sender: row["sender"],
+                        sequence: seq, id: row["id"], body: body, attributes: attributes, md5: row["md5"],
+                        md5Attributes: row["md5_attributes"], sender: row["sender"],
                         sent: row["sent"], receiveCount: count + 1, firstReceive: first,
                         receiptHandle: ReceiptHandle(queue: q.id, sequence: seq, token: token).encoded, groupID: group,
                         dedupID: row["dedup_id"], deadLetterSource: row["dead_letter_source"]))

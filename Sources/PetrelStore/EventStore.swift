@@ -258,45 +258,57 @@ public struct EventStore: Sendable {
 
     // MARK: - the dead-letter queue
 
-    static func insertLetter(_ l: DeadLetter, _ db: Database, keys: KeyRing) throws {
-        let context = letterContext(l.account, l.requestID)
-        try db.execute(
-            sql: """
-                INSERT INTO dead_letters (account, function, request_id, condition, created, record, payload)
-                VALUES (?, ?, ?, ?, ?, ?, ?)
-                """,
-            arguments: [
-                l.account, l.function, l.requestID, l.condition, l.created,
-                try keys.seal(l.record, context: context), try keys.seal(l.payload, context: context + ":payload"),
-            ])
+    /// The built-in dead-letter queue is each account's SQS queue of this name, made when
+    /// first used: `petreld dlq` reads and redrives it, and SQS clients can too.
+    public static let deadLetterQueueName = Destination.queueName
+    /// Its messages stay as long as SQS allows: 14 days.
+    static let deadLetterQueueAttributes = ["MessageRetentionPeriod": "1209600"]
+
+    /// A dead letter as a message: the invocation record is the body; the function, the
+    /// condition, the request id and the original event (for a redrive) are attributes.
+    static func insertLetter(_ l: DeadLetter, _ db: Database, keys: KeyRing, sent: Int64? = nil) throws {
+        let queue = try QueueRows.ensureQueue(
+            account: l.account, name: deadLetterQueueName, attributes: deadLetterQueueAttributes, now: l.created, db)
+        var attributes: [String: QueueRows.Attribute] = [
+            "FunctionName": .init(dataType: "String", stringValue: l.function),
+            "Condition": .init(dataType: "String", stringValue: l.condition),
+            "RequestId": .init(dataType: "String", stringValue: l.requestID),
+        ]
+        if !l.payload.isEmpty { attributes["RequestPayload"] = .init(dataType: "Binary", binaryValue: l.payload) }
+        let at = sent ?? l.created
+        try QueueRows.insert(
+            QueueRows.Row(
+                id: FastIDs.uuid(), body: String(decoding: l.record, as: UTF8.self), attributes: attributes,
+                sender: "lambda.amazonaws.com", sent: at, visibleAt: at),
+            queue: queue, account: l.account, db, keys: keys)
     }
 
-    func decodeLetter(_ row: Row) throws -> DeadLetter {
-        let account: String = row["account"]
-        let requestID: String = row["request_id"]
-        let context = Self.letterContext(account, requestID)
+    static let letterColumns =
+        "m.seq, m.id, m.body, m.attributes, m.sent FROM queue_messages m JOIN queues q ON q.id = m.queue WHERE q.account = ? AND q.name = ?"
+
+    func decodeLetter(_ row: Row, account: String) throws -> DeadLetter {
+        let (body, attrs) = try QueueRows.open(row, account: account, keys: keys)
         var l = DeadLetter(
-            account: account, function: row["function"], requestID: requestID, condition: row["condition"],
-            created: row["created"], record: try keys.unseal(row["record"], context: context),
-            payload: try keys.unseal(row["payload"], context: context + ":payload"))
-        l.id = row["id"]
+            account: account, function: attrs["FunctionName"]?.stringValue ?? "", requestID: attrs["RequestId"]?.stringValue ?? "",
+            condition: attrs["Condition"]?.stringValue ?? "", created: row["sent"], record: Data(body.utf8),
+            payload: attrs["RequestPayload"]?.binaryValue ?? Data())
+        l.id = row["seq"]
         return l
     }
 
     /// A function's dead letters, oldest first.
     public func deadLetters(account: String, function: String, limit: Int = 1000) throws -> [DeadLetter] {
-        try db.pool.read { db in
-            try Row.fetchAll(
-                db, sql: "SELECT * FROM dead_letters WHERE account = ? AND function = ? ORDER BY id LIMIT ?",
-                arguments: [account, function, limit])
-        }.map(decodeLetter)
+        let rows = try db.pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT \(Self.letterColumns) ORDER BY m.seq", arguments: [account, Self.deadLetterQueueName])
+        }
+        return Array(try rows.map { try decodeLetter($0, account: account) }.filter { $0.function == function }.prefix(limit))
     }
 
     public func deadLetter(account: String, id: Int64) throws -> DeadLetter? {
         try db.pool.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM dead_letters WHERE account = ? AND id = ?", arguments: [account, id])
+            try Row.fetchOne(db, sql: "SELECT \(Self.letterColumns) AND m.seq = ?", arguments: [account, Self.deadLetterQueueName, id])
         }
-        .map(decodeLetter)
+        .map { try decodeLetter($0, account: account) }
     }
 
     /// Queues the original events of `ids` (all of the function's when nil) again, under
@@ -312,11 +324,34 @@ public struct EventStore: Sendable {
         let keys = self.keys
         try db.pool.write { db in
             for (l, e) in zip(letters, events) {
-                try db.execute(sql: "DELETE FROM dead_letters WHERE id = ?", arguments: [l.id])
-                guard db.changesCount == 1 else { throw StoreError("record \(l.id) was redriven meanwhile") }
+                try db.execute(sql: "DELETE FROM queue_messages WHERE seq = ?", arguments: [l.id])
+                guard db.changesCount == 1 else { throw StoreError("record \(l.id) was redriven or received meanwhile") }
                 try Self.insert(e, db, keys: keys)
             }
         }
         return events
+    }
+
+    /// Moves what the dead-letter table of earlier versions holds into the accounts'
+    /// `petrel-dlq` queues (once; each letter stays until it is moved, in one transaction).
+    /// They count as sent now, so that the queue's retention does not drop them at once.
+    @discardableResult
+    public func migrateDeadLetters(now: Int64) throws -> Int {
+        let keys = self.keys
+        return try db.pool.write { db in
+            let rows = try Row.fetchAll(db, sql: "SELECT * FROM dead_letters ORDER BY id")
+            for row in rows {
+                let account: String = row["account"]
+                let requestID: String = row["request_id"]
+                let context = Self.letterContext(account, requestID)
+                let l = DeadLetter(
+                    account: account, function: row["function"], requestID: requestID, condition: row["condition"],
+                    created: row["created"], record: try keys.unseal(row["record"], context: context),
+                    payload: try keys.unseal(row["payload"], context: context + ":payload"))
+                try Self.insertLetter(l, db, keys: keys, sent: now)
+            }
+            try db.execute(sql: "DELETE FROM dead_letters")
+            return rows.count
+        }
     }
 }

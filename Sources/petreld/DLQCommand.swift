@@ -4,7 +4,8 @@ import PetrelCore
 import PetrelStore
 
 /// The built-in dead-letter queue (an event-invoke config's destination
-/// `arn:aws:sqs:::petrel-dlq`): read it, and send its events to the function again.
+/// `arn:aws:sqs:::petrel-dlq`, each account's SQS queue `petrel-dlq`): read a
+/// function's letters in it, and send their events to the function again.
 struct DLQCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dlq",
@@ -19,7 +20,10 @@ struct DLQCommand: ParsableCommand {
         /// The queue, and the account whose function is meant.
         func open() throws -> (EventStore, String) {
             let s = try store.open()
-            return (EventStore(s.db, keys: s.keys), account ?? s.configuration.accountID)
+            let events = EventStore(s.db, keys: s.keys)
+            // A data directory of an earlier version: its dead letters move into the queue first.
+            try events.migrateDeadLetters(now: PlatformClock().nowMillis())
+            return (events, account ?? s.configuration.accountID)
         }
     }
 

@@ -129,6 +129,9 @@ struct ServeCommand: AsyncParsableCommand {
             configuration: runtimeConfig,
             group: group, logger: logger)
         let eventStore = EventStore(db, keys: store.keys)
+        if try eventStore.migrateDeadLetters(now: PlatformClock().nowMillis()) > 0 {
+            logger.notice("moved the dead-letter queue of an earlier version into the accounts' petrel-dlq queues")
+        }
         let catalog = FunctionCatalog(
             functions: try FunctionStore(db, keys: store.keys), layers: LayerStore(db), urls: FunctionURLStore(db), code: code,
             events: eventStore,

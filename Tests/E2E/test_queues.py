@@ -519,6 +519,28 @@ class Queues(unittest.TestCase):
         for u in (url, dead):
             self.sqs.delete_queue(QueueUrl=u)
 
+    def test_the_built_in_dead_letter_queue_is_a_real_queue(self):
+        self.function("dl-fails", RAISE)
+        self.lam.put_function_event_invoke_config(FunctionName="dl-fails", MaximumRetryAttempts=0,
+                                                  DestinationConfig={"OnFailure": {"Destination": "arn:aws:sqs:::petrel-dlq"}})
+        out = self.lam.invoke(FunctionName="dl-fails", InvocationType="Event", Payload=b'{"n": 7}')
+        request_id = out["ResponseMetadata"]["RequestId"]
+        url = wait_for(lambda: self.sqs.list_queues(QueueNamePrefix="petrel-dlq").get("QueueUrls"), what="petrel-dlq")[0]
+        got = wait_for(lambda: self.sqs.receive_message(QueueUrl=url, MessageAttributeNames=["All"], VisibilityTimeout=0).get("Messages"),
+                       what="the dead letter")[0]
+        record = json.loads(got["Body"])
+        self.assertEqual((record["requestContext"]["requestId"], record["requestPayload"]), (request_id, {"n": 7}))
+        self.assertEqual(got["MessageAttributes"]["FunctionName"]["StringValue"], "dl-fails")
+        self.assertEqual(got["MessageAttributes"]["Condition"]["StringValue"], "RetriesExhausted")
+        # The operator command reads the same queue, and a redrive takes the letter out of it.
+        listed = [json.loads(line) for line in self.daemon.petreld("dlq", "list", "dl-fails", "--json").stdout.splitlines()]
+        self.assertEqual([r["requestId"] for r in listed], [request_id])
+        # (Without a destination now, the redriven event's second failure leaves no new letter.)
+        self.lam.put_function_event_invoke_config(FunctionName="dl-fails", MaximumRetryAttempts=0)
+        self.daemon.petreld("dlq", "redrive", "dl-fails")
+        self.assertEqual(self.counts(url), (0, 0))
+        self.lam.delete_function(FunctionName="dl-fails")
+
     # -- event source mappings ------------------------------------------------
 
     def test_mapping_delivers_filters_and_reports_partial_failures(self):

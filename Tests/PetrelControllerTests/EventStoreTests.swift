@@ -66,4 +66,38 @@ struct EventStoreTests {
         #expect(try store.deadLetters(account: e.account, function: "f").isEmpty)
         #expect(try store.due(now: 7000, limit: 10, excluding: []).map(\.id) == [requeued[0].id])
     }
+
+    @Test("the dead-letter table of earlier versions moves into the account's petrel-dlq queue, once")
+    func deadLetterMigration() throws {
+        let dir = try makeScratchDirectory("events")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let db = try PetrelDatabase(path: dir + "/petrel.sqlite")
+        let keys = try KeyRing(directory: dir, db: db)
+        let store = EventStore(db, keys: keys)
+        // A letter as earlier versions stored it.
+        let context = "dead-letter:000000000000:req-1"
+        try db.pool.write { d in
+            try d.execute(
+                sql: """
+                    INSERT INTO dead_letters (account, function, request_id, condition, created, record, payload)
+                    VALUES ('000000000000', 'f', 'req-1', 'RetriesExhausted', 1000, ?, ?)
+                    """,
+                arguments: [
+                    try keys.seal(Data("{\"r\":1}".utf8), context: context),
+                    try keys.seal(Data("{\"n\":1}".utf8), context: context + ":payload"),
+                ])
+        }
+        #expect(try store.migrateDeadLetters(now: 5000) == 1)
+        #expect(try store.migrateDeadLetters(now: 6000) == 0)
+        let letters = try store.deadLetters(account: "000000000000", function: "f")
+        #expect(letters.count == 1)
+        #expect(letters[0].requestID == "req-1" && letters[0].condition == "RetriesExhausted" && letters[0].created == 5000)
+        #expect(letters[0].record == Data("{\"r\":1}".utf8) && letters[0].payload == Data("{\"n\":1}".utf8))
+        #expect(try store.deadLetters(account: "000000000000", function: "g").isEmpty)
+        let queue = try db.pool.read { d in
+            try String.fetchOne(
+                d, sql: "SELECT name FROM queues q JOIN queue_messages m ON m.queue = q.id WHERE m.seq = ?", arguments: [letters[0].id])
+        }
+        #expect(queue == "petrel-dlq")
+    }
 }

@@ -132,7 +132,7 @@ struct ScheduleExpressionTests {
         #expect(cron.latest(before: Self.t("2026-11-23T00:00:00Z"), after: Self.t("2026-11-02T00:00:00Z"), anchor: 0) == nil)
     }
 
-    @Test("destinations: a function of the same account or the dead-letter queue")
+    @Test("destinations: a function, queue or topic of the same account, or the dead-letter queue")
     func destinations() throws {
         #expect(try Destination(parsing: "arn:aws:sqs:::petrel-dlq", account: "000000000000", region: "us-east-1") == .deadLetterQueue)
         #expect(
@@ -141,9 +141,17 @@ struct ScheduleExpressionTests {
         #expect(
             try Destination(parsing: "arn:aws:lambda:us-east-1:000000000000:function:sink", account: "000000000000", region: "us-east-1")
                 == .function(account: "000000000000", name: "sink"))
+        #expect(
+            try Destination(parsing: "arn:aws:sqs:us-east-1:000000000000:q.fifo", account: "000000000000", region: "us-east-1")
+                == .queue(arn: "arn:aws:sqs:us-east-1:000000000000:q.fifo"))
+        #expect(
+            try Destination(parsing: "arn:aws:sns:us-east-1:000000000000:t", account: "000000000000", region: "us-east-1")
+                == .topic(arn: "arn:aws:sns:us-east-1:000000000000:t"))
         for bad in [
             "arn:aws:lambda:us-east-1:111111111111:function:sink", "arn:aws:lambda:eu-west-1:000000000000:function:sink",
-            "arn:aws:sns:us-east-1:000000000000:t", "arn:aws:lambda:us-east-1:000000000000:function:bad name", "sink",
+            "arn:aws:sns:us-east-1:111111111111:t", "arn:aws:sqs:::other", "arn:aws:sqs:us-east-1:000000000000:bad name",
+            "arn:aws:sns:us-east-1:000000000000:t.fifo", "arn:aws:s3:::bucket",
+            "arn:aws:lambda:us-east-1:000000000000:function:bad name", "sink",
         ] {
             #expect(throws: DomainError.self, "\(bad)") { try Destination(parsing: bad, account: "000000000000", region: "us-east-1") }
         }
