@@ -45,6 +45,20 @@ public struct SNSAPI: Sendable {
         }
     }
 
+    /// `GET /?Action=ConfirmSubscription&TopicArn=…&Token=…`: the SubscribeURL an HTTP(S)
+    /// subscriber is sent. Unsigned, as on SNS: the token is the proof.
+    func confirmUnsigned(_ req: Request, _ ctx: PetrelRequestContext) async -> Response {
+        let q = Dictionary(Gatekeeper.query(req), uniquingKeysWith: { a, _ in a })
+        let audit = RequestPipeline.Audit(
+            resource: q["TopicArn"],
+            parameters: AuditParameters.describe(query: [("TopicArn", q["TopicArn"] ?? "")], path: [:], body: nil, payloadIsData: false))
+        return await pipeline.runUnsigned(req, ctx, action: "ConfirmSubscription", style: .queryXML, audit: audit) { requestID in
+            let s = try topics.confirm(topicARN: q["TopicArn"] ?? "", token: q["Token"] ?? "")
+            return QueryXML.response(
+                "ConfirmSubscription", namespace: Self.namespace, [.text("SubscriptionArn", s.arn)], requestID: requestID)
+        }
+    }
+
     func required(_ f: [String: String], _ key: String) throws -> String {
         guard let v = f[key], !v.isEmpty else { throw MessagingError.snsInvalid("\(key) Reason: must be given") }
         return v
@@ -124,9 +138,12 @@ public struct SNSAPI: Sendable {
             return []
         case "Subscribe":
             let t = try topics.topic(arn: try required(f, "TopicArn"), caller: account, action: "sns:Subscribe")
-            let s = try topics.subscribe(
+            let s = try await topics.subscribe(
                 t, protocol: try required(f, "Protocol"), endpoint: try required(f, "Endpoint"), attributes: QueryXML.map(f, "Attributes"),
                 caller: account)
+            return [.text("SubscriptionArn", s.confirmed || f["ReturnSubscriptionArn"] == "true" ? s.arn : "pending confirmation")]
+        case "ConfirmSubscription":
+            let s = try topics.confirm(topicARN: try required(f, "TopicArn"), token: try required(f, "Token"))
             return [.text("SubscriptionArn", s.arn)]
         case "Unsubscribe":
             try topics.unsubscribe(try topics.subscription(arn: try required(f, "SubscriptionArn"), caller: account))
@@ -134,6 +151,7 @@ public struct SNSAPI: Sendable {
         case "GetSubscriptionAttributes":
             let s = try topics.subscription(arn: try required(f, "SubscriptionArn"), caller: account)
             var attrs = s.attributes
+            attrs["ConfirmationToken"] = nil
             attrs["SubscriptionArn"] = s.arn
             attrs["TopicArn"] = "arn:aws:sns:\(topics.region):\(s.account):\(s.topic)"
             attrs["Protocol"] = s.protocol

@@ -22,6 +22,11 @@ public struct ServiceRouter: Sendable {
             // These APIs read and write SQLite: off the event loops (see LambdaAPI.handle).
             await withTaskExecutorPreference(globalConcurrentExecutor) { await self.route(req, ctx) }
         }
+        // An SNS SubscribeURL, fetched by the subscriber (unsigned); any other GET / is unknown.
+        router.get("/") { req, ctx in
+            guard req.uri.queryParameters["Action"] == "ConfirmSubscription" else { throw HTTPError(.notFound) }
+            return await withTaskExecutorPreference(globalConcurrentExecutor) { await self.sns.confirmUnsigned(req, ctx) }
+        }
     }
 
     func route(_ req: Request, _ ctx: PetrelRequestContext) async -> Response {

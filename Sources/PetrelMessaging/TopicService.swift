@@ -20,11 +20,21 @@ public final class TopicService: Sendable {
     let functions: any FunctionDelivery
     public let region: String
     let logger: Logger
+    /// HTTP(S) subscribers: the endpoints the operator allows, the outbox and its sender.
+    let allow: HTTPEndpointAllowList
+    let outbox: OutboxStore
+    let sender: HTTPDeliveryService?
 
-    public init(store: TopicStore, queues: QueueService, functions: any FunctionDelivery, region: String, logger: Logger) {
+    public init(
+        store: TopicStore, queues: QueueService, functions: any FunctionDelivery, outbox: OutboxStore, allow: HTTPEndpointAllowList,
+        sender: HTTPDeliveryService?, region: String, logger: Logger
+    ) {
         self.store = store
         self.queues = queues
         self.functions = functions
+        self.outbox = outbox
+        self.allow = allow
+        self.sender = sender
         self.region = region
         self.logger = logger
     }
@@ -111,18 +121,18 @@ public final class TopicService: Sendable {
 
     // MARK: - subscriptions
 
-    public func subscribe(_ t: TopicRecord, protocol proto: String, endpoint: String, attributes: [String: String], caller: String) throws
-        -> SubscriptionRecord
+    public func subscribe(_ t: TopicRecord, protocol proto: String, endpoint: String, attributes: [String: String], caller: String)
+        async throws -> SubscriptionRecord
     {
         let topicARN = t.arn(region: region)
         switch proto {
         case "lambda":
             let p = endpoint.split(separator: ":", omittingEmptySubsequences: false)
             guard p.count >= 7, p.count <= 8, p[0] == "arn", p[2] == "lambda", p[5] == "function" else {
-                throw MessagingError.snsInvalid("Invalid parameter: Lambda endpoint ARN")
+                throw MessagingError.snsInvalid("Lambda endpoint ARN")
             }
         case "sqs":
-            guard let q = try queues.queue(arn: endpoint) else { throw MessagingError.snsInvalid("Invalid parameter: SQS endpoint ARN") }
+            guard let q = try queues.queue(arn: endpoint) else { throw MessagingError.snsInvalid("SQS endpoint ARN") }
             if q.account != t.account {
                 guard let p = q.settings.policy,
                     p.allows(account: t.account, service: "sns.amazonaws.com", action: "sqs:SendMessage", sourceArn: topicARN)
@@ -131,14 +141,71 @@ public final class TopicService: Sendable {
                         "The queue \(endpoint) belongs to another account and its policy does not let this topic send to it.")
                 }
             }
+        case "http", "https":
+            guard endpoint.lowercased().hasPrefix(proto + "://"), allow.allows(endpoint) else {
+                throw MessagingError.snsInvalid(
+                    "Endpoint \(endpoint) is not an address the operator lets topics deliver to (sns_http_allow).")
+            }
         default:
-            throw MessagingError.snsInvalid("Invalid parameter: Petrel's topics deliver to the protocols lambda and sqs; not \(proto)")
+            throw MessagingError.snsInvalid(
+                "Petrel's topics deliver to the protocols lambda, sqs, http and https; not \(proto)")
         }
-        let checked = try checkSubscriptionAttributes(attributes)
+        var checked = try checkSubscriptionAttributes(attributes)
+        let web = proto == "http" || proto == "https"
+        if web {
+            checked["PendingConfirmation"] = "true"
+            // The token is what lets an unsigned request confirm: from the system's random source.
+            var rng = SystemRandomNumberGenerator()
+            checked["ConfirmationToken"] = (0..<4).map { _ in FastIDs.hex(rng.next(), 16) }.joined()
+        }
         let s = SubscriptionRecord(
             arn: topicARN + ":" + FastIDs.uuid(), account: t.account, topic: t.name, protocol: proto, endpoint: endpoint,
             attributes: checked, created: queues.now())
-        return try store.subscribe(s)
+        let stored = try store.subscribe(s)
+        if web, stored == s, let token = s.attributes["ConfirmationToken"] {
+            // As SNS: the endpoint gets a SubscriptionConfirmation whose SubscribeURL (or
+            // ConfirmSubscription with its token) confirms the subscription.
+            let id = FastIDs.uuid()
+            let url = "\(queues.baseURL)/?Action=ConfirmSubscription&TopicArn=\(Self.formEncoded(topicARN))&Token=\(token)"
+            let body: [String: Any] = [
+                "Type": "SubscriptionConfirmation", "MessageId": id, "Token": token, "TopicArn": topicARN,
+                "Message":
+                    "You have chosen to subscribe to the topic \(topicARN).\nTo confirm the subscription, visit the SubscribeURL included in this message.",
+                "SubscribeURL": url, "Timestamp": Self.timestamp(queues.now()), "SignatureVersion": "1", "Signature": "",
+                "SigningCertURL": "",
+            ]
+            try await outbox.add(
+                account: t.account, subscription: s.arn, messageType: "SubscriptionConfirmation", messageID: id,
+                body: Data(Self.json(body).utf8), now: queues.now())
+            sender?.ring()
+        }
+        return stored
+    }
+
+    /// Confirms the pending HTTP(S) subscription of `topicARN` that `token` was sent to.
+    public func confirm(topicARN: String, token: String) throws -> SubscriptionRecord {
+        guard let a = TopicARN(topicARN), !token.isEmpty,
+            var s = try store.subscriptions(account: a.account, topic: a.name).first(where: { $0.attributes["ConfirmationToken"] == token })
+        else {
+            throw MessagingError.snsInvalid("Invalid token")
+        }
+        s.attributes["PendingConfirmation"] = nil
+        s.attributes["ConfirmationToken"] = nil
+        try store.update(s)
+        return s
+    }
+
+    static func formEncoded(_ s: String) -> String {
+        var out = ""
+        for b in s.utf8 {
+            let c = Character(Unicode.Scalar(b))
+            if c.isLetter && b < 128 || c.isNumber && b < 128 || "-_.~".contains(c) {
+                out.append(c)
+            } else {
+                out += String(format: "%%%02X", b)
+            }
+        }
+        return out
     }
 
     func checkSubscriptionAttributes(_ attributes: [String: String]) throws -> [String: String] {
@@ -248,6 +315,18 @@ public final class TopicService: Sendable {
                         m.dedupID = id
                     }
                     _ = try await queues.send(q, [m])
+                case "http", "https":
+                    let body =
+                        s.raw
+                        ? message
+                        : Self.json(
+                            Self.envelope(
+                                p, message: message, id: id, topicARN: topicARN, timestamp: timestamp, subscription: s.arn, lambda: false))
+                    try await outbox.add(
+                        account: t.account, subscription: s.arn, messageType: "Notification", messageID: id, body: Data(body.utf8),
+                        now: queues.now())
+                    sender?.ring()
+                    continue
                 case "lambda":
                     let record: [String: Any] = [
                         "EventSource": "aws:sns", "EventVersion": "1.0", "EventSubscriptionArn": s.arn,

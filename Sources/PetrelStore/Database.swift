@@ -440,6 +440,25 @@ public final class PetrelDatabase: Sendable {
                     CREATE INDEX event_source_mappings_by_function ON event_source_mappings (account, function);
                     """)
         }
+        m.registerMigration("v11-sns-http") { db in
+            // Notifications for HTTP(S) subscribers wait here (bodies sealed) until the endpoint
+            // takes them, so a publish is answered once they are stored, as for queues.
+            try db.execute(
+                sql: """
+                    CREATE TABLE sns_outbox (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        account TEXT NOT NULL,
+                        subscription TEXT NOT NULL,
+                        message_type TEXT NOT NULL,
+                        message_id TEXT NOT NULL,
+                        body BLOB NOT NULL,
+                        attempts INTEGER NOT NULL DEFAULT 0,
+                        due INTEGER NOT NULL,
+                        created INTEGER NOT NULL
+                    );
+                    CREATE INDEX sns_outbox_by_due ON sns_outbox (due);
+                    """)
+        }
         return m
     }
 }

@@ -12,6 +12,8 @@ struct DaemonConfiguration: Sendable {
     var urlListenPort = 9002
     /// With wildcard DNS for it: URLs are `<id>.<domain>`; else `HOST:PORT/<id>/`.
     var urlDomain: String?
+    /// URL prefixes SNS topics may deliver to over HTTP(S) (none by default).
+    var snsHTTPAllow: [String] = []
     var dataDirectory = "/var/lib/petrel"
     var runDirectory = "/run/petrel"
     var region = "us-east-1"
@@ -85,6 +87,16 @@ struct DaemonConfiguration: Sendable {
                 c.urlDomain = v.isEmpty ? nil : v
             }
         ),
+        (
+            "sns_http_allow",
+            { c, v, src in
+                let list = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+                for p in list where !(p.hasPrefix("http://") || p.hasPrefix("https://")) || URL(string: p)?.host == nil {
+                    throw Invalid(description: "\(src): \(p) is not an http:// or https:// URL prefix")
+                }
+                c.snsHTTPAllow = list
+            }
+        ),
         ("data_dir", { c, v, _ in c.dataDirectory = v }),
         ("run_dir", { c, v, _ in c.runDirectory = v }),
         ("region", { c, v, src in try c.setRegion(v, source: src) }),
@@ -138,7 +150,7 @@ struct DaemonConfiguration: Sendable {
 
     private mutating func apply(toml text: String) throws {
         let root = try TOMLSection(parsing: text)
-        try root.rejectUnknown(["api", "urls", "storage", "platform", "instances", "events", "logging"])
+        try root.rejectUnknown(["api", "urls", "storage", "platform", "instances", "events", "topics", "logging"])
         let sections: [String: [String: String]] = [
             "api": ["listen": "listen", "tls_certificate": "tls_certificate", "tls_key": "tls_key"],
             "urls": ["listen": "url_listen", "domain": "url_domain"],
@@ -153,6 +165,7 @@ struct DaemonConfiguration: Sendable {
                 "concurrency_limit": "concurrency_limit", "memory_budget_mb": "memory_budget_mb",
             ],
             "events": ["workers": "event_workers", "retry_delay_seconds": "event_retry_delay_seconds"],
+            "topics": ["http_allow": "sns_http_allow"],
             "logging": ["level": "log_level"],
         ]
         for (name, fields) in sections {

@@ -155,9 +155,12 @@ struct ServeCommand: AsyncParsableCommand {
         let queues = QueueService(
             store: QueueStore(db, keys: store.keys, commits: eventStore.commits), region: c.region,
             baseURL: "\(scheme)://\(Self.authority(c.listenHost, c.listenPort))", logger: logger)
+        let outbox = OutboxStore(db, keys: store.keys, commits: eventStore.commits)
+        let allow = HTTPEndpointAllowList(c.snsHTTPAllow)
+        let httpDeliveries = HTTPDeliveryService(outbox: outbox, topics: TopicStore(db), allow: allow, logger: logger)
         let topics = TopicService(
-            store: TopicStore(db), queues: queues, functions: FunctionDeliveries(catalog: catalog, events: events), region: c.region,
-            logger: logger)
+            store: TopicStore(db), queues: queues, functions: FunctionDeliveries(catalog: catalog, events: events), outbox: outbox,
+            allow: allow, sender: httpDeliveries, region: c.region, logger: logger)
         events.bind(RecordDeliveries(queues: queues, topics: topics))
         let mappings = MappingService(
             store: MappingStore(db), queues: queues, functions: catalog.functions, dispatcher: runtime.dispatcher, region: c.region,
@@ -225,7 +228,8 @@ struct ServeCommand: AsyncParsableCommand {
         var config = ServiceGroupConfiguration(
             services: [
                 .init(service: AuditService(gate: gate)), .init(service: retention),
-                .init(service: runtime), .init(service: events), .init(service: queues), .init(service: mappings),
+                .init(service: runtime), .init(service: events), .init(service: queues), .init(service: httpDeliveries),
+                .init(service: mappings),
                 .init(service: api), .init(service: urlAPI),
             ],
             logger: logger)

@@ -10,6 +10,8 @@ import signal
 import threading
 import time
 import unittest
+import urllib.error
+import urllib.request
 
 from botocore.exceptions import ClientError
 
@@ -685,6 +687,92 @@ class Queues(unittest.TestCase):
         self.assertEqual(metric(self.daemon, "petrel_queue_messages", queue=label, state="in_flight"), 1)
         self.assertIsNotNone(metric(self.daemon, "petrel_queue_oldest_message_age_seconds", queue=label))
         self.sqs.delete_queue(QueueUrl=url)
+
+
+class HTTPSubscribers(unittest.TestCase):
+    """SNS to HTTP endpoints the operator allows: a real HTTP server of the test's on loopback."""
+
+    def test_confirmation_delivery_retries_and_the_allow_list(self):
+        import http.server
+        from harness import free_port
+        port = free_port()
+        received, lock = [], threading.Lock()
+        failures = {"left": 2}
+
+        class Endpoint(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with lock:
+                    received.append((self.path, dict(self.headers), body))
+                    fail = self.path == "/flaky" and self.headers.get("x-amz-sns-message-type") == "Notification" and failures["left"] > 0
+                    if fail:
+                        failures["left"] -= 1
+                self.send_response(500 if fail else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Endpoint)
+        t = threading.Thread(target=server.serve_forever)
+        t.start()
+        d = Daemon(extra_env={"PETREL_SNS_HTTP_ALLOW": "http://127.0.0.1:%d/" % port})
+        try:
+            with d.started():
+                sns = d.client("sns")
+                topic = sns.create_topic(Name="hooks")["TopicArn"]
+                assert_client_error(self, "InvalidParameter", lambda: sns.subscribe(
+                    TopicArn=topic, Protocol="http", Endpoint="http://127.0.0.1:%d/" % (port + 1)), 400)
+                assert_client_error(self, "InvalidParameter", lambda: sns.subscribe(
+                    TopicArn=topic, Protocol="https", Endpoint="http://127.0.0.1:%d/hook" % port), 400)
+                out = sns.subscribe(TopicArn=topic, Protocol="http", Endpoint="http://127.0.0.1:%d/hook" % port)
+                self.assertEqual(out["SubscriptionArn"], "pending confirmation")
+                def posts(path, kind):
+                    with lock:
+                        return [json.loads(b) for p, h, b in received if p == path and h.get("x-amz-sns-message-type") == kind]
+                confirmation = wait_for(lambda: posts("/hook", "SubscriptionConfirmation"), what="the confirmation")[0]
+                self.assertEqual(confirmation["TopicArn"], topic)
+                listed = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+                self.assertEqual(listed[0]["SubscriptionArn"], "PendingConfirmation")
+                # Nothing is delivered before the subscription is confirmed.
+                sns.publish(TopicArn=topic, Message="too early")
+                # The SubscribeURL is fetched unsigned, as a subscriber does; a wrong token is refused.
+                bad = urllib.request.Request(confirmation["SubscribeURL"].replace(confirmation["Token"], "0" * 64))
+                with self.assertRaises(urllib.error.HTTPError):
+                    urllib.request.urlopen(bad)
+                xml = urllib.request.urlopen(confirmation["SubscribeURL"]).read().decode()
+                self.assertIn("<SubscriptionArn>%s:" % topic, xml)
+                arn = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"][0]["SubscriptionArn"]
+                self.assertTrue(arn.startswith(topic + ":"))
+                self.assertNotIn("ConfirmationToken", sns.get_subscription_attributes(SubscriptionArn=arn)["Attributes"])
+                mid = sns.publish(TopicArn=topic, Message="hello hooks", Subject="s",
+                                  MessageAttributes={"k": {"DataType": "String", "StringValue": "v"}})["MessageId"]
+                note = wait_for(lambda: posts("/hook", "Notification"), what="the notification")
+                self.assertEqual([n["Message"] for n in note], ["hello hooks"])
+                self.assertEqual((note[0]["MessageId"], note[0]["Subject"], note[0]["MessageAttributes"]["k"]["Value"]), (mid, "s", "v"))
+                with lock:
+                    headers = [h for p, h, b in received if p == "/hook" and h.get("x-amz-sns-message-type") == "Notification"][0]
+                self.assertEqual((headers["x-amz-sns-topic-arn"], headers["x-amz-sns-subscription-arn"]), (topic, arn))
+                # An endpoint that fails twice gets the message on a later attempt (raw delivery).
+                flaky = sns.subscribe(TopicArn=topic, Protocol="http", Endpoint="http://127.0.0.1:%d/flaky" % port,
+                                      Attributes={"RawMessageDelivery": "true"}, ReturnSubscriptionArn=True)["SubscriptionArn"]
+                c = wait_for(lambda: posts("/flaky", "SubscriptionConfirmation"), what="the second confirmation", timeout=30)[0]
+                sns.confirm_subscription(TopicArn=topic, Token=c["Token"])
+                sns.publish(TopicArn=topic, Message="raw body")
+                def raw_bodies():
+                    with lock:
+                        return [b for p, h, b in received if p == "/flaky" and h.get("x-amz-sns-message-type") == "Notification"]
+                # Each attempt is recorded as it arrives: two answered 500, the third 200, and no more after it.
+                wait_for(lambda: raw_bodies().count(b"raw body") >= 3, timeout=30, what="the retried delivery")
+                time.sleep(2.5)
+                self.assertEqual(raw_bodies().count(b"raw body"), 3, "two failures, then the delivery")
+                self.assertGreaterEqual(metric(d, "petrel_sns_deliveries_total", protocol="http", outcome="retried"), 2)
+                sns.unsubscribe(SubscriptionArn=flaky)
+        finally:
+            server.shutdown()
+            server.server_close()
+            t.join()
 
 
 class Durability(unittest.TestCase):

@@ -21,6 +21,22 @@ struct DaemonConfigurationTests {
         #expect(c.logRetentionDays == d.logRetentionDays && d.logRetentionDays == 30)
         #expect(c.auditRetentionDays == d.auditRetentionDays && d.auditRetentionDays == 90)
         #expect(c.urlListenHost == d.urlListenHost && c.urlListenPort == d.urlListenPort && c.urlDomain == nil)
+        #expect(c.snsHTTPAllow.isEmpty && d.snsHTTPAllow.isEmpty)
+    }
+
+    @Test("SNS's HTTP endpoints: URL prefixes, none by default")
+    func snsHTTPAllow() throws {
+        let path = NSTemporaryDirectory() + "petreld-\(UUID().uuidString).toml"
+        try "[topics]\nhttp_allow = \"http://127.0.0.1:8080/, https://hooks.example.com/\"\n".write(
+            toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let c = try DaemonConfiguration.load(file: path, environment: [:])
+        #expect(c.snsHTTPAllow == ["http://127.0.0.1:8080/", "https://hooks.example.com/"])
+        for bad in ["ftp://x/", "127.0.0.1:8080", "http://"] {
+            #expect(throws: DaemonConfiguration.Invalid.self, "\(bad)") {
+                try DaemonConfiguration.load(file: nil, environment: ["PETREL_SNS_HTTP_ALLOW": bad])
+            }
+        }
     }
 
     @Test("function URLs: their own listener, and a domain for host-based addresses")
