@@ -119,7 +119,7 @@ public struct AccountStore: Sendable {
 
     public func adminAccount() throws -> Account? { try accounts().first { $0.admin } }
 
-    /// Deletes an account that owns no functions, with its keys (revoked first).
+    /// Deletes an account that owns no functions, queues or topics, with its keys (revoked first).
     public func deleteAccount(_ id: String) throws {
         try db.pool.write { db in
             guard try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM accounts WHERE id = ?)", arguments: [id]) == true else {
@@ -127,6 +127,11 @@ public struct AccountStore: Sendable {
             }
             let owned = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM functions WHERE account = ?", arguments: [id]) ?? 0
             guard owned == 0 else { throw StoreError("the account \(id) still owns \(owned) function(s); delete them first") }
+            let queues = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM queues WHERE account = ?", arguments: [id]) ?? 0
+            let topics = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM topics WHERE account = ?", arguments: [id]) ?? 0
+            guard queues == 0, topics == 0 else {
+                throw StoreError("the account \(id) still owns \(queues) queue(s) and \(topics) topic(s); delete them first")
+            }
             try db.execute(sql: "DELETE FROM access_keys WHERE account = ?", arguments: [id])
             try db.execute(sql: "DELETE FROM accounts WHERE id = ?", arguments: [id])
         }

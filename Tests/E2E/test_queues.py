@@ -367,7 +367,12 @@ class Queues(unittest.TestCase):
         b_url = b.create_queue(QueueName="shared")["QueueUrl"]
         self.assertIn("/%s/shared" % b_account, b_url)
         self.assertNotEqual(b_url, url)
+        # An account that owns a queue is not deleted.
+        r = self.daemon.petreld("accounts", "delete", b_account, check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("still owns 1 queue(s)", r.stderr)
         b.delete_queue(QueueUrl=b_url)
+        self.daemon.petreld("accounts", "delete", b_account)
         self.sqs.delete_queue(QueueUrl=url)
 
     def test_aws_cli_and_audit(self):
