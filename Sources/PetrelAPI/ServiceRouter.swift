@@ -4,17 +4,19 @@ import PetrelSigV4
 
 /// `POST /` is where every AWS protocol but Lambda's REST one sends its calls: the JSON
 /// protocols name their operation in `X-Amz-Target` (CloudWatch Logs `Logs_20140328.`,
-/// SQS `AmazonSQS.`), the query protocol (SNS) in its form body, and every signed request
+/// SQS `AmazonSQS.`, Secrets Manager `secretsmanager.`), the query protocol (SNS) in its form body, and every signed request
 /// names its service in the credential scope. This picks the API from those.
 public struct ServiceRouter: Sendable {
     let logs: LogsAPI
     let sqs: SQSAPI
     let sns: SNSAPI
+    let secrets: SecretsAPI
 
-    public init(logs: LogsAPI, sqs: SQSAPI, sns: SNSAPI) {
+    public init(logs: LogsAPI, sqs: SQSAPI, sns: SNSAPI, secrets: SecretsAPI) {
         self.logs = logs
         self.sqs = sqs
         self.sns = sns
+        self.secrets = secrets
     }
 
     public func register(on router: Router<PetrelRequestContext>) {
@@ -32,6 +34,7 @@ public struct ServiceRouter: Sendable {
     func route(_ req: Request, _ ctx: PetrelRequestContext) async -> Response {
         let target = req.headers[.amzTarget] ?? ""
         if target.hasPrefix("AmazonSQS.") { return await sqs.serve(req, ctx) }
+        if target.hasPrefix("secretsmanager.") { return await secrets.serve(req, ctx) }
         if target.isEmpty, Self.scopeService(req) == "sns" { return await sns.serve(req, ctx) }
         return await logs.serve(req, ctx)
     }

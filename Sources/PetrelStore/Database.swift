@@ -459,6 +459,34 @@ public final class PetrelDatabase: Sendable {
                     CREATE INDEX sns_outbox_by_due ON sns_outbox (due);
                     """)
         }
+        m.registerMigration("v12-secrets") { db in
+            // Secrets Manager's secrets: each version's value sealed; `deleted` is when a secret
+            // marked for deletion goes for good (nil: not marked).
+            try db.execute(
+                sql: """
+                    CREATE TABLE secrets (
+                        arn TEXT PRIMARY KEY,
+                        account TEXT NOT NULL,
+                        name TEXT NOT NULL,
+                        description TEXT NOT NULL DEFAULT '',
+                        tags TEXT NOT NULL DEFAULT '[]',
+                        created INTEGER NOT NULL,
+                        changed INTEGER NOT NULL,
+                        accessed INTEGER,
+                        deleted INTEGER,
+                        UNIQUE (account, name)
+                    );
+                    CREATE TABLE secret_versions (
+                        arn TEXT NOT NULL,
+                        version TEXT NOT NULL,
+                        value BLOB NOT NULL,
+                        binary INTEGER NOT NULL,
+                        stages TEXT NOT NULL,
+                        created INTEGER NOT NULL,
+                        PRIMARY KEY (arn, version)
+                    );
+                    """)
+        }
         return m
     }
 }
