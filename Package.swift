@@ -45,6 +45,12 @@ let package = Package(
             cSettings: [.unsafeFlags(["-Wall", "-Wno-unused-function"])],
             linkerSettings: [.linkedLibrary("seccomp"), .linkedLibrary("nftables")]
         ),
+        // A small AMQP consumer over Debian's rabbitmq-c (librabbitmq-dev): RabbitMQ event sources.
+        .target(
+            name: "CPetrelRabbitMQ",
+            cSettings: [.unsafeFlags(["-Wall"])],
+            linkerSettings: [.linkedLibrary("rabbitmq")]
+        ),
         // zlib (Debian's zlib1g-dev): the log store compresses its chunks.
         .systemLibrary(name: "CPetrelZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // The one syscall layer every Swift target uses (libc only).
@@ -117,7 +123,7 @@ let package = Package(
         .target(
             name: "PetrelSources",
             dependencies: [
-                "PetrelCore", "PetrelStore", "PetrelRuntime", "PetrelMessaging",
+                "PetrelCore", "PetrelStore", "PetrelRuntime", "PetrelMessaging", "CPetrelRabbitMQ",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -41,6 +41,11 @@ extension LambdaAPI {
         var TumblingWindowInSeconds: Int?
         var Topics: [String]?
         var Queues: [String]?
+        struct Access: Codable {
+            var `Type`: String?
+            var URI: String?
+        }
+        var SourceAccessConfigurations: [Access]?
 
         var settings: EventSourceMapping.Settings {
             var s = EventSourceMapping.Settings()
@@ -53,14 +58,26 @@ extension LambdaAPI {
             return s
         }
 
-        func refuseStreamParameters() throws {
+        func refuseStreamParameters(broker: Bool) throws {
+            if !broker,
+                let (name, _) = [("Queues", Queues != nil), ("SourceAccessConfigurations", SourceAccessConfigurations != nil)].first(
+                    where: \.1)
+            {
+                throw LambdaError(.invalidParameterValue, "Unsupported \(name) parameter for given event source mapping type.")
+            }
+            if broker, ScalingConfig != nil || FunctionResponseTypes?.isEmpty == false {
+                throw LambdaError(
+                    .invalidParameterValue,
+                    "Unsupported \(ScalingConfig != nil ? "ScalingConfig" : "FunctionResponseTypes") parameter for given event source mapping type."
+                )
+            }
             let given: [(String, Bool)] = [
                 ("StartingPosition", StartingPosition != nil), ("StartingPositionTimestamp", StartingPositionTimestamp != nil),
                 ("ParallelizationFactor", ParallelizationFactor != nil), ("MaximumRetryAttempts", MaximumRetryAttempts != nil),
                 ("MaximumRecordAgeInSeconds", MaximumRecordAgeInSeconds != nil),
                 ("BisectBatchOnFunctionError", BisectBatchOnFunctionError != nil),
                 ("TumblingWindowInSeconds", TumblingWindowInSeconds != nil),
-                ("Topics", Topics != nil), ("Queues", Queues != nil),
+                ("Topics", Topics != nil),
             ]
             if let (name, _) = given.first(where: \.1) {
                 throw LambdaError(.invalidParameterValue, "Unsupported \(name) parameter for given event source mapping type.")
@@ -85,6 +102,8 @@ extension LambdaAPI {
         var LastProcessingResult: String
         var State: String
         var StateTransitionReason: String
+        var Queues: [String]?
+        var SourceAccessConfigurations: [MappingInput.Access]?
     }
 
     func mappingShape(_ m: EventSourceMapping) -> MappingShape {
@@ -96,7 +115,8 @@ extension LambdaAPI {
             FilterCriteria: m.filters.isEmpty ? nil : .init(Filters: m.filters.map { .init(Pattern: $0) }),
             FunctionResponseTypes: m.functionResponseTypes, ScalingConfig: m.maximumConcurrency.map { .init(MaximumConcurrency: $0) },
             LastModified: (m.lastModified.timeIntervalSince1970 * 1000).rounded() / 1000, LastProcessingResult: m.lastProcessingResult,
-            State: m.state, StateTransitionReason: m.stateTransitionReason)
+            State: m.state, StateTransitionReason: m.stateTransitionReason, Queues: m.queues,
+            SourceAccessConfigurations: m.sourceAccess.map { $0.map { .init(Type: $0.type, URI: $0.uri) } })
     }
 
     static let mappingNotFound = LambdaError(.resourceNotFound, "The resource you requested does not exist.")
@@ -135,22 +155,52 @@ extension LambdaAPI {
 
     func createMapping(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
         let input = try Self.decode(MappingInput.self, call.body)
-        try input.refuseStreamParameters()
         guard let source = input.EventSourceArn else { throw LambdaError(.invalidParameterValue, "EventSourceArn is required.") }
         guard let name = input.FunctionName else { throw LambdaError(.invalidParameterValue, "FunctionName is required.") }
-        let (q, ref, f) = try mappingTargets(sourceArn: source, functionName: name, caller: call.caller)
-        try checkVisibility(q, f)
-        var m = EventSourceMapping(account: call.caller.account, function: ref.name, qualifier: ref.qualifier, sourceArn: source)
-        try m.apply(input.settings, fifo: q.fifo)
+        let broker = source.hasPrefix("arn:aws:mq:")
+        try input.refuseStreamParameters(broker: broker)
+        var m: EventSourceMapping
+        if broker {
+            m = try brokerMapping(source: source, functionName: name, input, caller: call.caller)
+        } else {
+            let (q, ref, f) = try mappingTargets(sourceArn: source, functionName: name, caller: call.caller)
+            try checkVisibility(q, f)
+            m = EventSourceMapping(account: call.caller.account, function: ref.name, qualifier: ref.qualifier, sourceArn: source)
+            try m.apply(input.settings, fifo: q.fifo)
+        }
         m.tags = input.Tags ?? [:]
         if let existing = try mappings.store.insert(m) {
             throw LambdaError(
                 .resourceConflict,
-                "An event source mapping with SQS arn (\" \(source) \") and function (\" \(ref.name) \") already exists. Please update or delete the existing mapping with UUID \(existing.uuid)"
+                "An event source mapping with \(broker ? "event source" : "SQS arn") (\" \(source) \") and function (\" \(m.function) \") already exists. Please update or delete the existing mapping with UUID \(existing.uuid)"
             )
         }
         mappings.mappingsChanged()
         return APIResponse.json(mappingShape(m), status: .accepted)
+    }
+
+    /// A mapping on a RabbitMQ broker (Amazon MQ's shape): one queue, BASIC_AUTH naming a
+    /// secret of the account, an optional VIRTUAL_HOST; the broker must be one the operator
+    /// configured. Batches of 100 by default, as on Lambda.
+    func brokerMapping(source: String, functionName: String, _ input: MappingInput, caller: Caller) throws -> EventSourceMapping {
+        let ref = try FunctionReference(parsing: functionName)
+        if let a = ref.account, a != caller.account {
+            throw LambdaError(.invalidParameterValue, "An event source mapping invokes a function of its own account.")
+        }
+        _ = try catalog.resolve(ref, caller: caller)
+        guard let queues = input.Queues, queues.count == 1, let queue = queues.first, (1...1000).contains(queue.utf8.count) else {
+            throw LambdaError(.invalidParameterValue, "Queues must name exactly one queue of the broker.")
+        }
+        var m = EventSourceMapping(account: caller.account, function: ref.name, qualifier: ref.qualifier, sourceArn: source)
+        m.queues = [queue]
+        m.sourceAccess = (input.SourceAccessConfigurations ?? []).map { .init(type: $0.Type ?? "", uri: $0.URI ?? "") }
+        for a in m.sourceAccess ?? [] where !["BASIC_AUTH", "VIRTUAL_HOST"].contains(a.type) {
+            throw LambdaError(.invalidParameterValue, "Unsupported SourceAccessConfiguration type \(a.type) for a RabbitMQ broker.")
+        }
+        m.batchSize = 100
+        try m.apply(input.settings, fifo: false)
+        do { _ = try mappings.rabbitSettings(m) } catch let e as DomainError { throw LambdaError(.invalidParameterValue, e.message) }
+        return m
     }
 
     func ownMapping(_ ctx: PetrelRequestContext, _ caller: Caller) throws -> EventSourceMapping {
@@ -193,17 +243,33 @@ extension LambdaAPI {
     func updateMapping(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {
         var m = try ownMapping(ctx, call.caller)
         let input = try Self.decode(MappingInput.self, call.body)
-        try input.refuseStreamParameters()
+        try input.refuseStreamParameters(broker: m.kind == .rabbitmq)
+        guard input.Queues == nil else { throw LambdaError(.invalidParameterValue, "Queues cannot be changed; make a new mapping.") }
         guard m.state != "Deleting" else {
             throw LambdaError(LambdaError.Code("ResourceInUseException", status: 400), "The mapping \(m.uuid) is being deleted.")
         }
-        let (q, ref, f) = try mappingTargets(sourceArn: m.sourceArn, functionName: input.FunctionName ?? m.function, caller: call.caller)
-        try checkVisibility(q, f)
-        if input.FunctionName != nil {
-            m.function = ref.name
-            m.qualifier = ref.qualifier
+        if m.kind == .rabbitmq {
+            if let name = input.FunctionName {
+                let ref = try FunctionReference(parsing: name)
+                _ = try catalog.resolve(ref, caller: call.caller)
+                m.function = ref.name
+                m.qualifier = ref.qualifier
+            }
+            if let access = input.SourceAccessConfigurations {
+                m.sourceAccess = access.map { .init(type: $0.Type ?? "", uri: $0.URI ?? "") }
+            }
+            try m.apply(input.settings, fifo: false)
+            do { _ = try mappings.rabbitSettings(m) } catch let e as DomainError { throw LambdaError(.invalidParameterValue, e.message) }
+        } else {
+            let (q, ref, f) = try mappingTargets(
+                sourceArn: m.sourceArn, functionName: input.FunctionName ?? m.function, caller: call.caller)
+            try checkVisibility(q, f)
+            if input.FunctionName != nil {
+                m.function = ref.name
+                m.qualifier = ref.qualifier
+            }
+            try m.apply(input.settings, fifo: q.fifo)
         }
-        try m.apply(input.settings, fifo: q.fifo)
         m.state = "Updating"
         m.lastModified = Date()
         try mappings.store.update(m)

@@ -27,6 +27,23 @@ public struct EventSourceMapping: Sendable, Codable, Equatable {
     /// ScalingConfig.MaximumConcurrency: how many batches may run at once.
     public var maximumConcurrency: Int?
     public var tags: [String: String]
+    /// A broker's queues (Amazon MQ's shape: exactly one).
+    public var queues: [String]?
+    /// `SourceAccessConfigurations`: `BASIC_AUTH` (a secret's ARN), `VIRTUAL_HOST`.
+    public var sourceAccess: [SourceAccess]?
+
+    public struct SourceAccess: Sendable, Codable, Equatable {
+        public var type: String
+        public var uri: String
+        public init(type: String, uri: String) {
+            self.type = type
+            self.uri = uri
+        }
+    }
+
+    /// What the source is: one of Petrel's SQS queues, or a RabbitMQ broker (Amazon MQ's ARN).
+    public enum Kind: Sendable { case sqs, rabbitmq }
+    public var kind: Kind { sourceArn.hasPrefix("arn:aws:mq:") ? .rabbitmq : .sqs }
 
     public static let defaultConcurrency = 5
 
@@ -106,7 +123,8 @@ public struct EventSourceMapping: Sendable, Codable, Equatable {
                 throw DomainError(.invalidParameter, "Batching window is not supported for FIFO queues.")
             }
         }
-        guard batchSize <= 10 || maximumBatchingWindowInSeconds >= 1 else {
+        // (Lambda's rule for queues; a broker's batches are its prefetch, and have no such rule.)
+        guard kind == .rabbitmq || batchSize <= 10 || maximumBatchingWindowInSeconds >= 1 else {
             throw DomainError(
                 .invalidParameter, "Maximum batch window in seconds must be greater than 0 if maximum batch size is greater than 10")
         }
@@ -158,7 +176,7 @@ public struct MappingStore: Sendable {
                 db, sql: "SELECT record FROM event_source_mappings WHERE account = ? AND function = ? AND source = ?",
                 arguments: [m.account, m.function, m.sourceArn]
             ).map(Self.decode)
-            if let existing = same.first(where: { $0.qualifier == m.qualifier }) { return existing }
+            if let existing = same.first(where: { $0.qualifier == m.qualifier && $0.queues == m.queues }) { return existing }
             try db.execute(
                 sql: "INSERT INTO event_source_mappings (uuid, account, function, source, record) VALUES (?, ?, ?, ?, ?)",
                 arguments: [m.uuid, m.account, m.function, m.sourceArn, try Self.encode(m)])

@@ -21,6 +21,9 @@ public final class MappingService: Service, Sendable {
     let dispatcher: Dispatcher
     let region: String
     let logger: Logger
+    /// Where RabbitMQ brokers are, and the secrets that hold their credentials.
+    let brokers: BrokerDirectory
+    let secrets: SecretStore
     let changes: AsyncStream<Void>
     let changed: AsyncStream<Void>.Continuation
 
@@ -32,8 +35,13 @@ public final class MappingService: Service, Sendable {
     private let running = Mutex<[String: Running]>([:])
     private let generations = Mutex(0)
 
-    public init(store: MappingStore, queues: QueueService, functions: FunctionStore, dispatcher: Dispatcher, region: String, logger: Logger)
-    {
+    public init(
+        store: MappingStore, queues: QueueService, functions: FunctionStore, dispatcher: Dispatcher,
+        brokers: BrokerDirectory = BrokerDirectory(),
+        secrets: SecretStore, region: String, logger: Logger
+    ) {
+        self.brokers = brokers
+        self.secrets = secrets
         self.store = store
         self.queues = queues
         self.functions = functions
@@ -97,8 +105,14 @@ public final class MappingService: Service, Sendable {
             }
             running.withLock { $0[m.uuid] = Running(generation: generation, mapping: m) }
             let mapping = m
-            for _ in 0..<m.concurrency {
-                group.addTask { await self.consume(mapping, generation: generation) }
+            switch m.kind {
+            case .sqs:
+                for _ in 0..<m.concurrency {
+                    group.addTask { await self.consume(mapping, generation: generation) }
+                }
+            case .rabbitmq:
+                // One connection per mapping: a queue's order holds, and the broker's prefetch is the batch.
+                group.addTask { await self.consumeRabbit(mapping, generation: generation) }
             }
         }
         stopped += running.withLock { r -> [EventSourceMapping] in
@@ -125,7 +139,8 @@ public final class MappingService: Service, Sendable {
 
     /// Wakes stopped consumers wherever they wait: a long poll of their queue, or a place in their function.
     private func wake(_ stopped: [EventSourceMapping], _ group: inout DiscardingTaskGroup) {
-        for m in stopped { if let q = try? queues.queue(arn: m.sourceArn) { queues.wake(q) } }
+        // (A RabbitMQ consumer looks at its generation every second by itself.)
+        for m in stopped where m.kind == .sqs { if let q = try? queues.queue(arn: m.sourceArn) { queues.wake(q) } }
         if !stopped.isEmpty { group.addTask { await self.dispatcher.nudge() } }
     }
 
@@ -215,7 +230,7 @@ public final class MappingService: Service, Sendable {
         }
     }
 
-    private func pause(_ stop: @Sendable () -> Bool) async throws {
+    func pause(_ stop: @Sendable () -> Bool) async throws {
         for _ in 0..<10 where !stop() { try await Task.sleep(for: .milliseconds(500)) }
     }
 

@@ -1,5 +1,7 @@
 import Foundation
 import Logging
+import PetrelCore
+import PetrelSources
 import PetrelTOML
 
 /// petreld's settings: defaults, then `Config/petreld.toml`, then `PETREL_*`
@@ -14,6 +16,8 @@ struct DaemonConfiguration: Sendable {
     var urlDomain: String?
     /// URL prefixes SNS topics may deliver to over HTTP(S) (none by default).
     var snsHTTPAllow: [String] = []
+    /// The RabbitMQ brokers event source mappings may read, by the name in their broker ARN.
+    var rabbitBrokers = BrokerDirectory()
     var dataDirectory = "/var/lib/petrel"
     var runDirectory = "/run/petrel"
     var region = "us-east-1"
@@ -97,6 +101,14 @@ struct DaemonConfiguration: Sendable {
                 c.snsHTTPAllow = list
             }
         ),
+        (
+            "rabbitmq_brokers",
+            { c, v, src in
+                do { c.rabbitBrokers = try BrokerDirectory(parsing: v) } catch {
+                    throw Invalid(description: "\(src): \((error as? DomainError)?.message ?? "\(error)")")
+                }
+            }
+        ),
         ("data_dir", { c, v, _ in c.dataDirectory = v }),
         ("run_dir", { c, v, _ in c.runDirectory = v }),
         ("region", { c, v, src in try c.setRegion(v, source: src) }),
@@ -150,7 +162,7 @@ struct DaemonConfiguration: Sendable {
 
     private mutating func apply(toml text: String) throws {
         let root = try TOMLSection(parsing: text)
-        try root.rejectUnknown(["api", "urls", "storage", "platform", "instances", "events", "topics", "logging"])
+        try root.rejectUnknown(["api", "urls", "storage", "platform", "instances", "events", "topics", "sources", "logging"])
         let sections: [String: [String: String]] = [
             "api": ["listen": "listen", "tls_certificate": "tls_certificate", "tls_key": "tls_key"],
             "urls": ["listen": "url_listen", "domain": "url_domain"],
@@ -166,6 +178,7 @@ struct DaemonConfiguration: Sendable {
             ],
             "events": ["workers": "event_workers", "retry_delay_seconds": "event_retry_delay_seconds"],
             "topics": ["http_allow": "sns_http_allow"],
+            "sources": ["rabbitmq_brokers": "rabbitmq_brokers"],
             "logging": ["level": "log_level"],
         ]
         for (name, fields) in sections {

@@ -163,8 +163,8 @@ struct ServeCommand: AsyncParsableCommand {
             allow: allow, sender: httpDeliveries, region: c.region, logger: logger)
         events.bind(RecordDeliveries(queues: queues, topics: topics))
         let mappings = MappingService(
-            store: MappingStore(db), queues: queues, functions: catalog.functions, dispatcher: runtime.dispatcher, region: c.region,
-            logger: logger)
+            store: MappingStore(db), queues: queues, functions: catalog.functions, dispatcher: runtime.dispatcher, brokers: c.rabbitBrokers,
+            secrets: SecretStore(db, keys: store.keys), region: c.region, logger: logger)
         let lambda = LambdaAPI(
             catalog: catalog, dispatcher: runtime.dispatcher, events: events, queues: queues, mappings: mappings, gate: gate,
             codeLinks: try CodeLinks(keys: store.keys, scheme: scheme), urlAddressing: urlAddressing, region: c.region,

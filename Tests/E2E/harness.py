@@ -315,3 +315,86 @@ def payload_json(resp):
 
 def log_tail(resp):
     return base64.b64decode(resp.get("LogResult", "")).decode("utf-8", "replace")
+
+
+class RabbitBroker:
+    """Debian's RabbitMQ server on loopback ports of its own (AMQP, distribution and epmd),
+    with its state in a directory of its own; stopped, with its epmd, by `stop`."""
+
+    def __init__(self):
+        self.root = tempfile.mkdtemp(prefix="petrel-rabbit-", dir="/var/tmp")
+        self.port, self.dist_port, self.epmd_port = free_port(), free_port(), free_port()
+        self.node = "petrel-%d@localhost" % self.port
+        self.proc = None
+        for d in ("mnesia", "log"):
+            os.makedirs(os.path.join(self.root, d))
+        with open(os.path.join(self.root, "enabled_plugins"), "w") as f:
+            f.write("[].")
+        with open(os.path.join(self.root, "rabbitmq.conf"), "w") as f:
+            f.write("loopback_users = none\n")
+
+    def env(self):
+        env = dict(os.environ)
+        env.update(HOME=self.root, RABBITMQ_NODENAME=self.node, RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
+                   RABBITMQ_NODE_PORT=str(self.port), RABBITMQ_DIST_PORT=str(self.dist_port),
+                   ERL_EPMD_PORT=str(self.epmd_port), ERL_EPMD_ADDRESS="127.0.0.1",
+                   RABBITMQ_MNESIA_BASE=os.path.join(self.root, "mnesia"), RABBITMQ_LOG_BASE=os.path.join(self.root, "log"),
+                   RABBITMQ_ENABLED_PLUGINS_FILE=os.path.join(self.root, "enabled_plugins"),
+                   RABBITMQ_CONFIG_FILE=os.path.join(self.root, "rabbitmq"),
+                   RABBITMQ_FEATURE_FLAGS_FILE=os.path.join(self.root, "feature_flags"))
+        return env
+
+    def start(self):
+        self.log = open(os.path.join(self.root, "server.log"), "ab")
+        # The scripts under /usr/lib/rabbitmq/bin run as the caller; /usr/sbin's switch to the rabbitmq user.
+        self.proc = subprocess.Popen(["/usr/lib/rabbitmq/bin/rabbitmq-server"], env=self.env(), stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        # await_startup needs the node registered with epmd first: ask until it answers.
+        deadline = time.time() + 90
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError("rabbitmq-server exited with %s" % self.proc.returncode)
+            r = subprocess.run(["/usr/lib/rabbitmq/bin/rabbitmqctl", "-n", self.node, "await_startup"], env=self.env(),
+                               capture_output=True, text=True, timeout=90)
+            if r.returncode == 0:
+                return self
+            if time.time() > deadline:
+                raise RuntimeError("RabbitMQ did not start: " + r.stderr[-2000:])
+            time.sleep(0.5)
+
+    def ctl(self, *args, timeout=60, check=True):
+        r = subprocess.run(["/usr/lib/rabbitmq/bin/rabbitmqctl", "-n", self.node] + list(args), env=self.env(),
+                           capture_output=True, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise RuntimeError("rabbitmqctl %s failed: %s %s" % (" ".join(args), r.stdout, r.stderr))
+        return r.stdout
+
+    def stop(self):
+        try:
+            if self.proc is not None:
+                self.ctl("stop", check=False)
+                try:
+                    self.proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                    self.proc.wait()
+                self.log.close()
+        finally:
+            # The broker's epmd (started on our port) outlives it: stop it too.
+            subprocess.run(["pkill", "-f", "epmd.*-port %d|epmd -daemon" % self.epmd_port], check=False)
+            for pid in subprocess.run(["pgrep", "-f", "epmd"], capture_output=True, text=True).stdout.split():
+                try:
+                    environ = open("/proc/%s/environ" % pid, "rb").read()
+                except OSError:
+                    continue
+                if b"ERL_EPMD_PORT=%d" % self.epmd_port in environ:
+                    os.kill(int(pid), signal.SIGKILL)
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def queue_counts(self, name):
+        """(ready, unacknowledged) of a queue."""
+        for line in self.ctl("list_queues", "-q", "name", "messages_ready", "messages_unacknowledged").splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == name:
+                return int(parts[1]), int(parts[2])
+        return None
