@@ -201,6 +201,25 @@ class PetrelCLITest(unittest.TestCase):
         r = self.petrel("queue", "create", "bad name", check=False)
         self.assertEqual(r.returncode, 1)
         self.assertIn("alphanumeric", r.stderr)
+        # Event source mappings at a glance.
+        self.assertIn("no event source mappings yet", self.petrel("sources", "ls").stdout)
+        lam, sqs = self.daemon.client(), self.daemon.client("sqs")
+        lam.create_function(FunctionName="cli-consumer", Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                            Code={"ZipFile": make_zip({"app.py": "def handler(e, c):\n    return None\n"})})
+        arn = sqs.get_queue_attributes(QueueUrl=sqs.get_queue_url(QueueName="jobs")["QueueUrl"], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        m = lam.create_event_source_mapping(EventSourceArn=arn, FunctionName="cli-consumer", BatchSize=7)
+        table = self.petrel("sources", "ls").stdout.splitlines()
+        self.assertEqual(table[0].split()[:4], ["UUID", "SOURCE", "FUNCTION", "STATE"])
+        row = [line.split() for line in table if line.startswith(m["UUID"])][0]
+        self.assertEqual(row[1:3], ["jobs", "cli-consumer"])
+        self.assertIn("7", row)
+        shown = json.loads(self.petrel("sources", "show", m["UUID"]).stdout)
+        self.assertEqual((shown["UUID"], shown["BatchSize"]), (m["UUID"], 7))
+        r = self.petrel("sources", "show", "a0b1c2d3-0000-0000-0000-000000000000", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("ResourceNotFoundException", r.stderr)
+        lam.delete_event_source_mapping(UUID=m["UUID"])
+        lam.delete_function(FunctionName="cli-consumer")
 
     def test_errors_read_as_sentences(self):
         r = self.petrel("invoke", "does-not-exist", check=False)

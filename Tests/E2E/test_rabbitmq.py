@@ -6,6 +6,7 @@ bad configuration, and a broker that goes away and comes back."""
 
 import base64
 import json
+import signal
 import time
 import unittest
 
@@ -205,6 +206,30 @@ class RabbitMQSource(unittest.TestCase):
         self.assertEqual(self.lam.get_event_source_mapping(UUID=m["UUID"])["LastProcessingResult"], "OK")
         self.delete(m)
         self.lam.delete_function(FunctionName="rmq-back")
+
+
+    def test_kill_9_mid_stream_loses_nothing(self):
+        c, ch = self.channel()
+        ch.queue_declare("stream", durable=True)
+        for i in range(40):
+            ch.basic_publish("", "stream", b"m-%02d" % i, properties=pika.BasicProperties(delivery_mode=2))
+        c.close()
+        slow = ECHO.replace('def handler(event, context):', 'def handler(event, context):\n    __import__("time").sleep(0.05)')
+        self.function("rmq-kill", slow)
+        self.mapping("rmq-kill", "stream", BatchSize=5)
+        wait_for(lambda: self.bodies("rmq-kill"), what="the first batch")
+        self.daemon.proc.send_signal(signal.SIGKILL)
+        self.daemon.proc.wait()
+        self.daemon.proc = None
+        self.daemon.log.close()
+        # What the dead daemon held unacknowledged goes back to the queue (the broker's doing).
+        self.daemon.start()
+        want = {"m-%02d" % i for i in range(40)}
+        wait_for(lambda: set(self.bodies("rmq-kill")) == want, timeout=60, what="every message after the restart")
+        wait_for(lambda: self.broker.queue_counts("stream") == (0, 0), what="every acknowledgement")
+        for m in self.lam.list_event_source_mappings(FunctionName="rmq-kill")["EventSourceMappings"]:
+            self.delete(m)
+        self.lam.delete_function(FunctionName="rmq-kill")
 
 
 if __name__ == "__main__":
