@@ -70,13 +70,15 @@ def sandbox_leftovers():
             continue
         try:
             with open("/proc/%s/status" % pid) as f:
-                for line in f:
-                    if line.startswith("Uid:"):
-                        uid = int(line.split()[1])
-                        if 200000 <= uid <= 1199999:
-                            procs.append(int(pid))
+                status = f.read()
         except OSError:
-            pass
+            continue
+        # A zombie is dead already: it waits for the machine's init (which adopted it when its
+        # sandbox's init died) to reap it, and holds nothing of ours.
+        state = re.search(r"^State:\s+(\S)", status, re.M)
+        uid = re.search(r"^Uid:\s+(\d+)", status, re.M)
+        if uid and 200000 <= int(uid.group(1)) <= 1199999 and not (state and state.group(1) == "Z"):
+            procs.append(int(pid))
     cgroups = []
     with open("/proc/self/cgroup") as f:
         for line in f:
@@ -151,7 +153,12 @@ class Daemon:
             if code != 0:
                 shutil.copy(self.log_path, "/tmp/petrel-e2e-crash.log")
                 raise AssertionError("petreld exited with %s on SIGTERM; log:\n%s" % (code, self.read_log()))
+            # A process SIGKILLed as the daemon stopped may take a moment to be gone.
+            deadline = time.time() + 3
             left = sandbox_leftovers()
+            while (left["procs"] or left["loops"]) and time.time() < deadline:
+                time.sleep(0.1)
+                left = sandbox_leftovers()
             if left["loops"] or left["procs"] or left["cgroups"]:
                 raise AssertionError("the daemon left sandbox resources behind: %s" % left)
         finally:
