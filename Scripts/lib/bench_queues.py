@@ -14,6 +14,7 @@ All driven by `petrel load` (the senders) and boto3 (set-up). Prints a table; --
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -153,6 +154,7 @@ def main():
         results["latency_event"] = latencies(d, "bench-lat-event", a.samples + 1)[1:]
     finally:
         d.stop()
+        shutil.rmtree(d.root, ignore_errors=True)
 
     if a.json:
         print(json.dumps(results, indent=2, sort_keys=True))
