@@ -65,3 +65,36 @@ extension HTTPField.Name {
     static let petrelRuntimeStartMs = HTTPField.Name("X-Petrel-Runtime-Start-Ms")!
     static let petrelFunctionInitMs = HTTPField.Name("X-Petrel-Function-Init-Ms")!
 }
+
+/// The AWS JSON protocols (1.0 for SQS, 1.1 for CloudWatch Logs and Secrets Manager):
+/// `POST /`, the operation in `X-Amz-Target: PREFIX.Operation`, a JSON object each way.
+/// Every API of that kind reads and answers through here.
+enum JSONProtocol {
+    /// The operation a request names after `prefix` (`AmazonSQS.`); empty when it names none.
+    static func operation(_ req: Request, prefix: String) -> String {
+        let target = req.headers[.amzTarget] ?? ""
+        return target.hasPrefix(prefix) ? String(target.dropFirst(prefix.count)) : ""
+    }
+
+    /// The request's object (an empty body is an empty object); anything else is `invalid`.
+    static func object(_ body: ByteBuffer, invalid: @autoclosure () -> any Error) throws -> [String: Any] {
+        guard body.readableBytes > 0 else { return [:] }
+        guard let o = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any] else { throw invalid() }
+        return o
+    }
+
+    /// An answer of protocol `version` ("1.0" or "1.1").
+    static func response(_ out: [String: Any], version: String) throws -> Response {
+        let data = try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys, .withoutEscapingSlashes])
+        var h = HTTPFields()
+        h[.contentType] = "application/x-amz-json-" + version
+        return Response(status: .ok, headers: h, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+extension LambdaError {
+    /// An error under another service's own exception name (CloudWatch Logs, Secrets Manager, …).
+    static func named(_ name: String, _ message: String, status: Int = 400) -> LambdaError {
+        LambdaError(Code(name, status: status), message)
+    }
+}

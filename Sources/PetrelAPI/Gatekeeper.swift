@@ -214,6 +214,8 @@ enum AuditParameters {
         case "Variables":
             guard let vars = value as? [String: Any] else { return "(redacted)" }
             return vars.mapValues { _ in "(redacted)" }
+        case "SecretString", "SecretBinary":
+            return "(redacted)"
         default:
             if let nested = value as? [String: Any] {
                 return Dictionary(uniqueKeysWithValues: nested.map { ($0.key, redact($0.key, $0.value)) })

@@ -52,13 +52,8 @@ extension LambdaAPI {
             FunctionUrl: urlAddressing.address(of: u.id),
             FunctionArn: FunctionARN(region: region, account: u.account, name: u.function, qualifier: u.qualifier).description,
             AuthType: u.authType.rawValue, Cors: u.cors.map(URLConfigInput.CorsShape.init),
-            CreationTime: Self.isoTime(u.created), LastModifiedTime: Self.isoTime(u.lastModified), InvokeMode: u.invokeMode.rawValue)
-    }
-
-    static func isoTime(_ d: Date) -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return f.string(from: d)
+            CreationTime: PlatformClock.iso8601(u.created), LastModifiedTime: PlatformClock.iso8601(u.lastModified),
+            InvokeMode: u.invokeMode.rawValue)
     }
 
     func createURL(_ req: Request, _ ctx: PetrelRequestContext, _ call: Call) async throws -> Response {

@@ -35,8 +35,8 @@ public struct LogsAPI: Sendable {
     ]
 
     func serve(_ req: Request, _ ctx: PetrelRequestContext) async -> Response {
-        let target = req.headers[.amzTarget] ?? ""
-        let op = target.hasPrefix("Logs_20140328.") ? String(target.dropFirst("Logs_20140328.".count)) : "Unknown"
+        let named = JSONProtocol.operation(req, prefix: "Logs_20140328.")
+        let op = named.isEmpty ? "Unknown" : named
         return await pipeline.run(
             req, ctx, action: op, limit: 1_048_576, service: "logs", style: .json11,
             tooLarge: { _ in Self.error("SerializationException", "The request body is larger than 1 MB.") },
@@ -54,12 +54,7 @@ public struct LogsAPI: Sendable {
                 "UnknownOperationException", "Petrel serves the Lambda REST API and CloudWatch Logs (X-Amz-Target: Logs_20140328.*) only.",
                 status: 404)
         }
-        let body: [String: Any]
-        do {
-            body = (buf.readableBytes == 0 ? [:] : try JSONSerialization.jsonObject(with: Data(buffer: buf)) as? [String: Any]) ?? [:]
-        } catch {
-            throw Self.error("SerializationException", "The request body is not a JSON object.")
-        }
+        let body = try JSONProtocol.object(buf, invalid: Self.error("SerializationException", "The request body is not a JSON object."))
         let out: [String: Any]
         switch op {
         case "DescribeLogGroups": out = try describeGroups(body, account: account)
@@ -71,16 +66,11 @@ public struct LogsAPI: Sendable {
         default:
             throw Self.error("UnknownOperationException", "Petrel does not implement \(op) of CloudWatch Logs.")
         }
-        let data = try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys])
-        var h = HTTPFields()
-        h[.contentType] = "application/x-amz-json-1.1"
-        return Response(status: .ok, headers: h, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+        return try JSONProtocol.response(out, version: "1.1")
     }
 
     /// An error of CloudWatch Logs (its own exception names; written as JSON 1.1 by the pipeline).
-    static func error(_ code: String, _ message: String, status: Int = 400) -> LambdaError {
-        LambdaError(LambdaError.Code(code, status: status), message)
-    }
+    static func error(_ code: String, _ message: String, status: Int = 400) -> LambdaError { .named(code, message, status: status) }
 
     func groupARN(_ g: String, _ account: String) -> String { "arn:aws:logs:\(region):\(account):log-group:\(g)" }
 

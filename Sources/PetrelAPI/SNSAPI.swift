@@ -20,11 +20,12 @@ public struct SNSAPI: Sendable {
     }
 
     func serve(_ req: Request, _ ctx: PetrelRequestContext) async -> Response {
-        await pipeline.run(
+        // The form, read once when the pipeline names the action, for the operation and the audit.
+        var form: [String: String] = [:]
+        return await pipeline.run(
             req, ctx, action: "SNS", limit: 2 * 1_048_576, service: "sns", style: .queryXML,
-            tooLarge: { _ in LambdaError(LambdaError.Code("RequestEntityTooLarge", status: 413), "The request is too large.") },
-            audit: { body in
-                let form = body.map(QueryXML.form) ?? [:]
+            tooLarge: { _ in .named("RequestEntityTooLarge", "The request is too large.", status: 413) },
+            audit: { _ in
                 var described: [String: String] = [:]
                 for (k, v) in form
                 where !(k == "Message" || k.hasPrefix("MessageAttributes.") || k.hasPrefix("PublishBatchRequestEntries.")) {
@@ -36,9 +37,11 @@ public struct SNSAPI: Sendable {
                     resource: form["TopicArn"] ?? form["SubscriptionArn"] ?? form["ResourceArn"],
                     parameters: String(decoding: data, as: UTF8.self))
             },
-            actionInBody: { QueryXML.form($0)["Action"] ?? "SNS" }
+            actionInBody: { body in
+                form = QueryXML.form(body)
+                return form["Action"] ?? "SNS"
+            }
         ) { call in
-            let form = QueryXML.form(call.body)
             let action = form["Action"] ?? ""
             let result = try await dispatch(action, form, caller: call.caller)
             return QueryXML.response(action, namespace: Self.namespace, result, requestID: call.id)

@@ -25,33 +25,23 @@ public struct SQSAPI: Sendable {
     static let dataActions: Set<String> = ["SendMessage", "SendMessageBatch"]
 
     func serve(_ req: Request, _ ctx: PetrelRequestContext) async -> Response {
-        let target = req.headers[.amzTarget] ?? ""
-        let op = String(target.dropFirst("AmazonSQS.".count))
+        let op = JSONProtocol.operation(req, prefix: "AmazonSQS.")
+        // The body as the operation read it: the audit names its queue without reading it again.
+        var parsed: [String: Any]?
         return await pipeline.run(
             req, ctx, action: op, limit: Self.requestLimit, service: "sqs", style: .sqsJSON,
-            tooLarge: { _ in MessagingErrorBridge.lambda(MessagingError("BatchRequestTooLong", "The request is larger than SQS accepts."))
-            },
+            tooLarge: { _ in LambdaError.from(MessagingError("BatchRequestTooLong", "The request is larger than SQS accepts.")) },
             audit: { body in
-                let json = body.flatMap { try? JSONSerialization.jsonObject(with: Data(buffer: $0)) as? [String: Any] }
-                let resource = (json?["QueueUrl"] as? String) ?? (json?["QueueName"] as? String)
+                let resource = (parsed?["QueueUrl"] as? String) ?? (parsed?["QueueName"] as? String)
                 return .init(
                     resource: resource,
                     parameters: AuditParameters.describe(query: [], path: [:], body: body, payloadIsData: Self.dataActions.contains(op)))
             }
         ) { call in
-            let body: [String: Any]
-            do {
-                body =
-                    (call.body.readableBytes == 0 ? [:] : try JSONSerialization.jsonObject(with: Data(buffer: call.body)) as? [String: Any])
-                    ?? [:]
-            } catch {
-                throw MessagingError("SerializationException", "The request body is not a JSON object.")
-            }
-            let out = try await dispatch(op, body, caller: call.caller)
-            let data = try JSONSerialization.data(withJSONObject: out, options: [.withoutEscapingSlashes])
-            var h = HTTPFields()
-            h[.contentType] = "application/x-amz-json-1.0"
-            return Response(status: .ok, headers: h, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+            let body = try JSONProtocol.object(
+                call.body, invalid: MessagingError("SerializationException", "The request body is not a JSON object."))
+            parsed = body
+            return try JSONProtocol.response(try await dispatch(op, body, caller: call.caller), version: "1.0")
         }
     }
 
@@ -336,8 +326,4 @@ public struct SQSAPI: Sendable {
             body: body, attributes: attributes, delaySeconds: delay, groupID: b["MessageGroupId"] as? String,
             dedupID: b["MessageDeduplicationId"] as? String)
     }
-}
-
-enum MessagingErrorBridge {
-    static func lambda(_ e: MessagingError) -> LambdaError { LambdaError(LambdaError.Code(e.name, status: e.status), e.message) }
 }

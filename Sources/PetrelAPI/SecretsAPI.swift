@@ -23,41 +23,30 @@ public struct SecretsAPI: Sendable {
         pipeline = RequestPipeline(gate: gate, logger: logger)
     }
 
-    static func error(_ code: String, _ message: String, status: Int = 400) -> LambdaError {
-        LambdaError(LambdaError.Code(code, status: status), message)
-    }
+    static func error(_ code: String, _ message: String, status: Int = 400) -> LambdaError { .named(code, message, status: status) }
 
     static let notFound = error("ResourceNotFoundException", "Secrets Manager can't find the specified secret.")
     /// A secret value (string or binary) is at most 65,536 bytes.
     static let maxValue = 65_536
 
     func serve(_ req: Request, _ ctx: PetrelRequestContext) async -> Response {
-        let target = req.headers[.amzTarget] ?? ""
-        let op = String(target.dropFirst("secretsmanager.".count))
+        let op = JSONProtocol.operation(req, prefix: "secretsmanager.")
+        // The body as the operation read it, for the audit record (read once).
+        var parsed: [String: Any]?
         return await pipeline.run(
             req, ctx, action: op, limit: 262_144, service: "secretsmanager", style: .json11,
             tooLarge: { _ in Self.error("InvalidRequestException", "The request is larger than Secrets Manager accepts.") },
             audit: { body in
-                // Values never go into the audit trail: only which secret.
-                let json = body.flatMap { try? JSONSerialization.jsonObject(with: Data(buffer: $0)) as? [String: Any] }
-                let described = (json ?? [:]).filter { !["SecretString", "SecretBinary"].contains($0.key) }.mapValues { "\($0)" }
-                let data = (try? JSONSerialization.data(withJSONObject: described, options: [.sortedKeys])) ?? Data("{}".utf8)
-                return .init(resource: (json?["SecretId"] ?? json?["Name"]) as? String, parameters: String(decoding: data, as: UTF8.self))
+                // Values never go into the audit trail (AuditParameters redacts them): only which secret.
+                .init(
+                    resource: parsed?["SecretId"] as? String ?? parsed?["Name"] as? String,
+                    parameters: AuditParameters.describe(query: [], path: [:], body: body, payloadIsData: false))
             }
         ) { call in
-            let body: [String: Any]
-            do {
-                body =
-                    (call.body.readableBytes == 0 ? [:] : try JSONSerialization.jsonObject(with: Data(buffer: call.body)) as? [String: Any])
-                    ?? [:]
-            } catch {
-                throw Self.error("InvalidRequestException", "The request body is not a JSON object.")
-            }
-            let out = try dispatch(op, body, account: call.caller.account)
-            let data = try JSONSerialization.data(withJSONObject: out, options: [.withoutEscapingSlashes])
-            var h = HTTPFields()
-            h[.contentType] = "application/x-amz-json-1.1"
-            return Response(status: .ok, headers: h, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+            let body = try JSONProtocol.object(
+                call.body, invalid: Self.error("InvalidRequestException", "The request body is not a JSON object."))
+            parsed = body
+            return try JSONProtocol.response(try dispatch(op, body, account: call.caller.account), version: "1.1")
         }
     }
 

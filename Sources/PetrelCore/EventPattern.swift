@@ -31,12 +31,9 @@ public struct EventPattern: Sendable, Equatable {
     }
 
     let root: Node
-    /// The pattern as given (what the API answers).
-    public let source: String
 
     /// Parses `json`; a pattern Lambda or SNS would refuse is refused with the reason.
     public init(json: String) throws(DomainError) {
-        source = json
         guard let data = json.data(using: .utf8),
             let object = (try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])) as? [String: Any]
         else {

@@ -22,3 +22,15 @@ public struct PlatformClock: Sendable {
         return real + offset
     }
 }
+
+extension PlatformClock {
+    /// `2026-12-07T11:48:01.123Z`: how the AWS documents this platform writes (invocation
+    /// records, SNS notifications, function URL configurations) spell a time.
+    public static func iso8601(millis: Int64) -> String { iso8601(Date(timeIntervalSince1970: Double(millis) / 1000)) }
+
+    public static func iso8601(_ date: Date) -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f.string(from: date)
+    }
+}

@@ -82,8 +82,6 @@ public struct OutboxStore: Sendable {
             try db.execute(sql: "UPDATE sns_outbox SET attempts = ?, due = ? WHERE id = ?", arguments: [attempts, due, id])
         }
     }
-
-    public func count() throws -> Int { try db.pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM sns_outbox") ?? 0 } }
 }
 
 /// Which HTTP(S) endpoints topics may deliver to: the operator's list of URL prefixes

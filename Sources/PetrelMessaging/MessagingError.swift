@@ -30,8 +30,6 @@ public struct MessagingError: Error, Sendable, Equatable, CustomStringConvertibl
     public static func receiptInvalid(_ h: String) -> MessagingError {
         MessagingError("ReceiptHandleIsInvalid", "The input receipt handle \"\(h)\" is not a valid receipt handle.")
     }
-    public static let accessDenied = MessagingError(
-        "AccessDenied", "Access to the resource https://sqs.amazonaws.com/ is denied.", status: 403)
 
     // SNS
     public static func snsNotFound(_ what: String) -> MessagingError { MessagingError("NotFound", "\(what) does not exist", status: 404) }

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Metrics
 import PetrelCore
+import Synchronization
 
 /// How a topic reaches a function: the platform above this layer queues an
 /// asynchronous invocation (once the function's policy lets the topic in).
@@ -166,12 +167,13 @@ public final class TopicService: Sendable {
             // As SNS: the endpoint gets a SubscriptionConfirmation whose SubscribeURL (or
             // ConfirmSubscription with its token) confirms the subscription.
             let id = FastIDs.uuid()
-            let url = "\(queues.baseURL)/?Action=ConfirmSubscription&TopicArn=\(Self.formEncoded(topicARN))&Token=\(token)"
+            let url =
+                "\(queues.baseURL)/?Action=ConfirmSubscription&TopicArn=\(topicARN.addingPercentEncoding(withAllowedCharacters: Self.unreserved) ?? topicARN)&Token=\(token)"
             let body: [String: Any] = [
                 "Type": "SubscriptionConfirmation", "MessageId": id, "Token": token, "TopicArn": topicARN,
                 "Message":
                     "You have chosen to subscribe to the topic \(topicARN).\nTo confirm the subscription, visit the SubscribeURL included in this message.",
-                "SubscribeURL": url, "Timestamp": Self.timestamp(queues.now()), "SignatureVersion": "1", "Signature": "",
+                "SubscribeURL": url, "Timestamp": PlatformClock.iso8601(millis: queues.now()), "SignatureVersion": "1", "Signature": "",
                 "SigningCertURL": "",
             ]
             try await outbox.add(
@@ -195,18 +197,8 @@ public final class TopicService: Sendable {
         return s
     }
 
-    static func formEncoded(_ s: String) -> String {
-        var out = ""
-        for b in s.utf8 {
-            let c = Character(Unicode.Scalar(b))
-            if c.isLetter && b < 128 || c.isNumber && b < 128 || "-_.~".contains(c) {
-                out.append(c)
-            } else {
-                out += String(format: "%%%02X", b)
-            }
-        }
-        return out
-    }
+    /// What a query string carries unescaped (RFC 3986's unreserved characters).
+    static let unreserved = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
 
     func checkSubscriptionAttributes(_ attributes: [String: String]) throws -> [String: String] {
         for (k, v) in attributes {
@@ -288,9 +280,9 @@ public final class TopicService: Sendable {
         try check(p)
         let id = FastIDs.uuid()
         let topicARN = t.arn(region: region)
-        let timestamp = Self.timestamp(queues.now())
+        let timestamp = PlatformClock.iso8601(millis: queues.now())
         for s in try store.subscriptions(account: t.account, topic: t.name) where s.confirmed {
-            guard Self.passes(s, p) else {
+            guard passes(s, p) else {
                 Counter(label: "petrel_sns_deliveries_total", dimensions: [("protocol", s.protocol), ("outcome", "filtered")]).increment()
                 continue
             }
@@ -358,9 +350,23 @@ public final class TopicService: Sendable {
         return (o[proto] as? String) ?? (o["default"] as? String) ?? p.message
     }
 
+    /// Filter policies as parsed, by their text: a publish checks every subscription's, and
+    /// parsing one costs more than matching it. (Bounded: emptied past 1,000 policies.)
+    private let policies = Mutex<[String: EventPattern]>([:])
+
+    func filterPolicy(_ raw: String) -> EventPattern? {
+        if let p = policies.withLock({ $0[raw] }) { return p }
+        guard let p = try? EventPattern(json: raw) else { return nil }
+        policies.withLock { c in
+            if c.count >= 1000 { c.removeAll() }
+            c[raw] = p
+        }
+        return p
+    }
+
     /// Whether a subscription's filter policy lets a publication through.
-    static func passes(_ s: SubscriptionRecord, _ p: Publication) -> Bool {
-        guard let raw = s.attributes["FilterPolicy"], let pattern = try? EventPattern(json: raw) else { return true }
+    func passes(_ s: SubscriptionRecord, _ p: Publication) -> Bool {
+        guard let raw = s.attributes["FilterPolicy"], let pattern = filterPolicy(raw) else { return true }
         if s.attributes["FilterPolicyScope"] == "MessageBody" {
             guard let body = try? JSONSerialization.jsonObject(with: Data(p.message.utf8), options: [.fragmentsAllowed]) else {
                 return false
@@ -408,10 +414,4 @@ public final class TopicService: Sendable {
             as: UTF8.self)
     }
 
-    /// `2026-12-07T11:48:01.123Z`.
-    public static func timestamp(_ millis: Int64) -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return f.string(from: Date(timeIntervalSince1970: Double(millis) / 1000))
-    }
 }

@@ -4,12 +4,6 @@ import PetrelCore
 /// Lambda's invocation record (what destinations receive) and EventBridge's
 /// scheduled-event document, built as JSON text: payloads go in as they are.
 enum EventDocuments {
-    static func isoMillis(_ ms: Int64) -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return f.string(from: Date(timeIntervalSince1970: Double(ms) / 1000))
-    }
-
     static func isoSeconds(_ s: Int64) -> String {
         let f = ISO8601DateFormatter()
         f.formatOptions = [.withInternetDateTime]
@@ -40,7 +34,7 @@ enum EventDocuments {
         requestID: String, functionARN: String, condition: String, attempts: Int, now: Int64,
         requestPayload: Data, response: Response?
     ) -> Data {
-        var json = "{\"version\":\"1.0\",\"timestamp\":\(string(isoMillis(now)))"
+        var json = "{\"version\":\"1.0\",\"timestamp\":\(string(PlatformClock.iso8601(millis: now)))"
         json += ",\"requestContext\":{\"requestId\":\(string(requestID)),\"functionArn\":\(string(functionARN))"
         json += ",\"condition\":\(string(condition)),\"approximateInvokeCount\":\(attempts)}"
         json += ",\"requestPayload\":\(value(requestPayload))"

@@ -1,5 +1,4 @@
 import Foundation
-import NIOCore
 import PetrelCore
 import PetrelRuntime
 import PetrelStore
@@ -113,11 +112,7 @@ extension MappingService {
                             "basicProperties": (try? JSONSerialization.jsonObject(with: d.properties)) ?? [:],
                             "redelivered": d.redelivered, "data": d.body.base64EncodedString(),
                         ]
-                        var view = record
-                        if let parsed = try? JSONSerialization.jsonObject(with: d.body, options: [.fragmentsAllowed]) {
-                            view["data"] = parsed
-                        }
-                        if patterns.isEmpty || patterns.contains(where: { $0.matches(view) }) {
+                        if Self.passes(patterns, record, field: "data", payload: d.body) {
                             records.append(record)
                             kept.append(d.tag)
                         } else {
@@ -134,16 +129,10 @@ extension MappingService {
                     let event: [String: Any] = [
                         "eventSource": "aws:rmq", "eventSourceArn": m.sourceArn, "rmqMessagesByQueue": [key: records],
                     ]
-                    let f = target.record
-                    var request = InvocationRequest(
-                        requestID: FastIDs.uuid(),
-                        payload: ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: event, options: [.withoutEscapingSlashes])),
-                        invokedARN: FunctionARN(region: region, account: f.account, name: f.name, qualifier: m.qualifier).description)
-                    request.wantsLogTail = false
-                    if case .alias(let a, _) = target { request.alias = a.name }
+                    let payload = try JSONSerialization.data(withJSONObject: event, options: [.withoutEscapingSlashes])
                     let succeeded: Bool
                     do {
-                        succeeded = try await dispatcher.invoke(f, request, slot: slot).functionError == nil
+                        succeeded = try await invokeBatch(m, target, payload: payload, slot: slot).functionError == nil
                     } catch {
                         succeeded = false
                         report(m, "PROBLEM: Function call failed: \(error.message)")

@@ -208,7 +208,7 @@ public final class MappingService: Service, Sendable {
                 var dropped: [String] = []
                 for message in batch {
                     let record = sqsRecord(message, queue)
-                    if patterns.isEmpty || patterns.contains(where: { $0.matches(Self.filterView(record)) }) {
+                    if Self.passes(patterns, record, field: "body", payload: Data(message.body.utf8)) {
                         records.append(record)
                         kept.append(message)
                     } else {
@@ -267,15 +267,9 @@ public final class MappingService: Service, Sendable {
         }
         if fitting < kept.count { try queues.release(queue, handles: kept[fitting...].map(\.receiptHandle)) }
         let messages = Array(kept.prefix(fitting))
-        let f = target.record
-        var request = InvocationRequest(
-            requestID: FastIDs.uuid(), payload: ByteBuffer(bytes: payload),
-            invokedARN: FunctionARN(region: region, account: f.account, name: f.name, qualifier: m.qualifier).description)
-        request.wantsLogTail = false
-        if case .alias(let a, _) = target { request.alias = a.name }
         let result: InvocationResult
         do {
-            result = try await dispatcher.invoke(f, request, slot: slot)
+            result = try await invokeBatch(m, target, payload: payload, slot: slot)
         } catch {
             // The platform could not run it (no memory, shutting down): the messages go back uncounted.
             try queues.release(queue, handles: messages.map(\.receiptHandle))
@@ -353,14 +347,26 @@ public final class MappingService: Service, Sendable {
         return r
     }
 
-    /// What a filter sees of a record: its body as JSON when it is JSON.
-    static func filterView(_ record: [String: Any]) -> [String: Any] {
-        var v = record
-        if let body = record["body"] as? String,
-            let parsed = try? JSONSerialization.jsonObject(with: Data(body.utf8), options: [.fragmentsAllowed]), parsed is [String: Any]
-        {
-            v["body"] = parsed
-        }
-        return v
+    /// Whether a record passes a mapping's filters (none: every record). The record's payload
+    /// `field` (an SQS body, a broker message's data) is matched as JSON when it is a JSON object.
+    static func passes(_ patterns: [EventPattern], _ record: [String: Any], field: String, payload: Data) -> Bool {
+        guard !patterns.isEmpty else { return true }
+        var view = record
+        if let parsed = try? JSONSerialization.jsonObject(with: payload), parsed is [String: Any] { view[field] = parsed }
+        return patterns.contains { $0.matches(view) }
+    }
+
+    /// Runs one batch's event in the place `slot` holds: how every consumer invokes.
+    func invokeBatch(_ m: EventSourceMapping, _ target: FunctionStore.Target, payload: Data, slot: Dispatcher.Slot)
+        async throws(RuntimeError)
+        -> InvocationResult
+    {
+        let f = target.record
+        var request = InvocationRequest(
+            requestID: FastIDs.uuid(), payload: ByteBuffer(bytes: payload),
+            invokedARN: FunctionARN(region: region, account: f.account, name: f.name, qualifier: m.qualifier).description)
+        request.wantsLogTail = false
+        if case .alias(let a, _) = target { request.alias = a.name }
+        return try await dispatcher.invoke(f, request, slot: slot)
     }
 }

@@ -21,6 +21,7 @@ from unittest import mock
 
 import boto3
 import botocore.config
+import botocore.exceptions
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -314,6 +315,27 @@ def assert_client_error(test, code, fn, status=None):
 
 def b64(s):
     return base64.b64encode(s.encode()).decode()
+
+
+def wait_for(fn, timeout=30, interval=0.05, what="the condition"):
+    """Calls fn until it answers something true, which is returned; fails after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = fn()
+        if got:
+            return got
+        time.sleep(interval)
+    raise AssertionError("timed out waiting for %s" % what)
+
+
+def printed(daemon, function, marker="BODY"):
+    """What a function printed after `marker`, in order (nothing while its log group does not exist)."""
+    try:
+        return [e["message"].split(marker + " ", 1)[1].strip() for e in log_events(daemon, "/aws/lambda/" + function, marker)]
+    except botocore.exceptions.ClientError as e:
+        if e.response["Error"]["Code"] == "ResourceNotFoundException":
+            return []
+        raise
 
 
 def payload_json(resp):

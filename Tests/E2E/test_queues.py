@@ -15,7 +15,7 @@ import urllib.request
 
 from botocore.exceptions import ClientError
 
-from harness import ROLE, Daemon, assert_client_error, log_events, make_zip, metric, parse_credentials
+from harness import ROLE, Daemon, assert_client_error, make_zip, metric, parse_credentials, printed as bodies, wait_for
 
 ECHO = '''
 import json
@@ -42,26 +42,6 @@ RAISE = '''
 def handler(event, context):
     raise RuntimeError("no")
 '''
-
-
-def bodies(daemon, function, marker="BODY"):
-    """What a function printed after `marker`, in order (nothing while its log group does not exist)."""
-    try:
-        return [e["message"].split(marker + " ", 1)[1].strip() for e in log_events(daemon, "/aws/lambda/" + function, marker)]
-    except ClientError as e:
-        if e.response["Error"]["Code"] == "ResourceNotFoundException":
-            return []
-        raise
-
-
-def wait_for(fn, timeout=20, interval=0.05, what="the condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        got = fn()
-        if got:
-            return got
-        time.sleep(interval)
-    raise AssertionError("timed out waiting for %s" % what)
 
 
 class Queues(unittest.TestCase):
@@ -363,6 +343,26 @@ class Queues(unittest.TestCase):
         assert_client_error(self, "QueueDoesNotExist", lambda: b.delete_queue(QueueUrl=url))
         got = self.drain(url)
         self.assertEqual([m["Body"] for m in got], ["from b"])
+        # A mapping reads another account's queue only with sqs:ReceiveMessage granted, and
+        # invokes a function of its own account only.
+        b_keys = parse_credentials(self.daemon.petreld("keys", "create", "--account", b_account).stdout)
+        b_lam = self.daemon.client(keys=b_keys)
+        b_lam.create_function(FunctionName="b-consumer", Runtime="python3.11", Role=ROLE, Handler="index.handler",
+                              Code={"ZipFile": make_zip({"index.py": ECHO})})
+        err = assert_client_error(self, "InvalidParameterValueException", lambda: b_lam.create_event_source_mapping(
+            EventSourceArn=arn, FunctionName="b-consumer"), 400)
+        self.assertIn("may not read it", err["Error"]["Message"])
+        b_arn = b_lam.get_function(FunctionName="b-consumer")["Configuration"]["FunctionArn"]
+        assert_client_error(self, "InvalidParameterValueException", lambda: self.lam.create_event_source_mapping(
+            EventSourceArn=arn, FunctionName=b_arn), 400)
+        policy["Statement"].append({"Effect": "Allow", "Principal": {"AWS": b_account}, "Action": "sqs:ReceiveMessage", "Resource": arn})
+        self.sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy)})
+        granted = b_lam.create_event_source_mapping(EventSourceArn=arn, FunctionName="b-consumer")
+        self.assertEqual(granted["EventSourceArn"], arn)
+        self.assertEqual(self.lam.list_event_source_mappings(EventSourceArn=arn)["EventSourceMappings"], [], "B's mapping is B's")
+        b_lam.delete_event_source_mapping(UUID=granted["UUID"])
+        wait_for(lambda: b_lam.list_event_source_mappings()["EventSourceMappings"] == [], what="B's mapping to go")
+        b_lam.delete_function(FunctionName="b-consumer")
         # B's own queue of the same name is B's.
         b_url = b.create_queue(QueueName="shared")["QueueUrl"]
         self.assertIn("/%s/shared" % b_account, b_url)
@@ -774,6 +774,17 @@ class HTTPSubscribers(unittest.TestCase):
                 self.assertEqual(raw_bodies().count(b"raw body"), 3, "two failures, then the delivery")
                 self.assertGreaterEqual(metric(d, "petrel_sns_deliveries_total", protocol="http", outcome="retried"), 2)
                 sns.unsubscribe(SubscriptionArn=flaky)
+                # The allow list is checked again at delivery: an endpoint the operator removed
+                # gets nothing, even on a confirmed subscription.
+                d.stop()
+                d.extra_env["PETREL_SNS_HTTP_ALLOW"] = ""
+                d.start()
+                with lock:
+                    before = len(received)
+                d.client("sns").publish(TopicArn=topic, Message="no longer allowed")
+                wait_for(lambda: metric(d, "petrel_sns_deliveries_total", protocol="http", outcome="refused"), what="the refusal")
+                with lock:
+                    self.assertEqual(len(received), before, "an endpoint no longer allowed got a POST")
         finally:
             server.shutdown()
             server.server_close()

@@ -13,7 +13,7 @@ import unittest
 import pika
 from botocore.exceptions import ClientError
 
-from harness import ROLE, Daemon, RabbitBroker, assert_client_error, log_events, make_zip, metric
+from harness import ROLE, Daemon, RabbitBroker, make_zip, metric, printed, wait_for
 
 ECHO = '''
 import json
@@ -34,16 +34,6 @@ def handler(event, context):
 '''
 
 BROKER = "arn:aws:mq:us-east-1:000000000000:broker:main:b-1234a5b6-78cd-901e-2fgh-3i45j6k178l9"
-
-
-def wait_for(fn, timeout=30, interval=0.1, what="the condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        got = fn()
-        if got:
-            return got
-        time.sleep(interval)
-    raise AssertionError("timed out waiting for %s" % what)
 
 
 class RabbitMQSource(unittest.TestCase):
@@ -83,10 +73,7 @@ class RabbitMQSource(unittest.TestCase):
                                  Code={"ZipFile": make_zip({"index.py": code})})
 
     def bodies(self, function, marker="BODY"):
-        try:
-            return [e["message"].split(marker + " ", 1)[1].strip() for e in log_events(self.daemon, "/aws/lambda/" + function, marker)]
-        except ClientError:
-            return []
+        return printed(self.daemon, function, marker)
 
     def mapping(self, function, queue, secret=None, **kw):
         m = self.lam.create_event_source_mapping(
