@@ -51,6 +51,10 @@ let package = Package(
             cSettings: [.unsafeFlags(["-Wall"])],
             linkerSettings: [.linkedLibrary("rabbitmq")]
         ),
+        // libpq (Debian's libpq-dev): PostgreSQL change streams, over logical replication.
+        .systemLibrary(name: "CPetrelPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        // librdkafka (Debian's librdkafka-dev): self-managed Kafka event sources.
+        .systemLibrary(name: "CPetrelKafka", pkgConfig: "rdkafka", providers: [.apt(["librdkafka-dev"])]),
         // zlib (Debian's zlib1g-dev): the log store compresses its chunks.
         .systemLibrary(name: "CPetrelZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // The one syscall layer every Swift target uses (libc only).
@@ -123,7 +127,7 @@ let package = Package(
         .target(
             name: "PetrelSources",
             dependencies: [
-                "PetrelCore", "PetrelStore", "PetrelRuntime", "PetrelMessaging", "CPetrelRabbitMQ",
+                "PetrelCore", "PetrelStore", "PetrelRuntime", "PetrelMessaging", "CPetrelRabbitMQ", "CPetrelPQ", "CPetrelKafka",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -18,6 +18,8 @@ public struct LambdaAPI: Sendable {
     /// Petrel's SQS queues (the sources of event source mappings) and the mappings' runner.
     let queues: QueueService
     let mappings: MappingService
+    /// SNS topics (on-failure destinations of stream mappings).
+    let topics: TopicStore?
     let gate: Gatekeeper
     let pipeline: RequestPipeline
     let codeLinks: CodeLinks
@@ -38,10 +40,12 @@ public struct LambdaAPI: Sendable {
 
     public init(
         catalog: FunctionCatalog, dispatcher: Dispatcher, events: EventService, queues: QueueService, mappings: MappingService,
-        gate: Gatekeeper, codeLinks: CodeLinks, urlAddressing: URLAddressing, region: String, loops: LoopExecutors? = nil, logger: Logger
+        topics: TopicStore? = nil, gate: Gatekeeper, codeLinks: CodeLinks, urlAddressing: URLAddressing, region: String,
+        loops: LoopExecutors? = nil, logger: Logger
     ) {
         self.queues = queues
         self.mappings = mappings
+        self.topics = topics
         self.urlAddressing = urlAddressing
         self.loops = loops
         self.catalog = catalog

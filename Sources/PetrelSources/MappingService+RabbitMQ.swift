@@ -36,6 +36,27 @@ public struct BrokerDirectory: Sendable {
 }
 
 extension MappingService {
+    /// The user name and password a secret of the mapping's account holds (Lambda's shape:
+    /// a JSON object with `username` and `password`).
+    func credentials(_ m: EventSourceMapping, _ secretARN: String) throws -> (user: String, password: String) {
+        let o = try secretJSON(m, secretARN)
+        guard let user = o["username"] as? String, let password = o["password"] as? String else {
+            throw DomainError(.invalidParameter, "The secret \(secretARN) is not a JSON object with username and password.")
+        }
+        return (user, password)
+    }
+
+    /// The JSON object a secret of the mapping's account holds.
+    func secretJSON(_ m: EventSourceMapping, _ secretARN: String) throws -> [String: Any] {
+        guard let secret = try secrets.secret(account: m.account, id: secretARN, now: queues.now()), secret.deleted == nil,
+            let value = try secrets.value(arn: secret.arn, version: nil, stage: nil, now: queues.now()), let text = value.string,
+            let o = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any]
+        else {
+            throw DomainError(.invalidParameter, "The secret \(secretARN) does not exist or is not a JSON object.")
+        }
+        return o
+    }
+
     /// The broker, virtual host and credentials a RabbitMQ mapping connects with; throws a
     /// sentence for the mapping's state when one is missing.
     public func rabbitSettings(_ m: EventSourceMapping) throws -> (host: String, port: Int, vhost: String, user: String, password: String) {
@@ -47,14 +68,7 @@ extension MappingService {
         guard let secretARN = access.first(where: { $0.type == "BASIC_AUTH" })?.uri else {
             throw DomainError(.invalidParameter, "A RabbitMQ mapping needs SourceAccessConfigurations of type BASIC_AUTH (a secret's ARN).")
         }
-        guard let secret = try secrets.secret(account: m.account, id: secretARN, now: queues.now()), secret.deleted == nil,
-            let value = try secrets.value(arn: secret.arn, version: nil, stage: nil, now: queues.now()), let text = value.string,
-            let o = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any], let user = o["username"] as? String,
-            let password = o["password"] as? String
-        else {
-            throw DomainError(
-                .invalidParameter, "The secret \(secretARN) does not exist or is not a JSON object with username and password.")
-        }
+        let (user, password) = try credentials(m, secretARN)
         return (b.host, b.port, vhost, user, password)
     }
 

@@ -24,6 +24,16 @@ public final class MappingService: Service, Sendable {
     /// Where RabbitMQ brokers are, and the secrets that hold their credentials.
     let brokers: BrokerDirectory
     let secrets: SecretStore
+    /// Where PostgreSQL servers are (cluster ARNs name them), and which Kafka bootstrap
+    /// servers mappings may name.
+    let databases: BrokerDirectory
+    let kafkaAllow: KafkaAllowList
+    /// Where stream mappings' on-failure records go (queues and topics).
+    let sink: (any RecordSink)?
+    /// Stream mappings' partitions: lag and position, by mapping and partition.
+    let streamStatus = Mutex<[String: [String: PartitionStatus]]>([:])
+    /// Deleted PostgreSQL mappings whose slots are being dropped.
+    let retiring = Mutex<Set<String>>([])
     let changes: AsyncStream<Void>
     let changed: AsyncStream<Void>.Continuation
 
@@ -37,9 +47,13 @@ public final class MappingService: Service, Sendable {
 
     public init(
         store: MappingStore, queues: QueueService, functions: FunctionStore, dispatcher: Dispatcher,
-        brokers: BrokerDirectory = BrokerDirectory(),
+        brokers: BrokerDirectory = BrokerDirectory(), databases: BrokerDirectory = BrokerDirectory(),
+        kafkaAllow: KafkaAllowList = KafkaAllowList([]), sink: (any RecordSink)? = nil,
         secrets: SecretStore, region: String, logger: Logger
     ) {
+        self.databases = databases
+        self.kafkaAllow = kafkaAllow
+        self.sink = sink
         self.brokers = brokers
         self.secrets = secrets
         self.store = store
@@ -86,7 +100,15 @@ public final class MappingService: Service, Sendable {
         var stopped: [EventSourceMapping] = []
         for var m in all {
             if m.state == "Deleting" {
-                try? store.delete(m.uuid)
+                if m.kind == .postgres {
+                    // Its reader stops first (a slot in use cannot be dropped); then the slot goes, then the mapping.
+                    if retiring.withLock({ $0.insert(m.uuid).inserted }) {
+                        let mapping = m
+                        group.addTask { await self.retire(mapping) }
+                    }
+                } else {
+                    try? store.delete(m.uuid)
+                }
                 continue
             }
             let settled = m.enabled ? "Enabled" : "Disabled"
@@ -113,6 +135,9 @@ public final class MappingService: Service, Sendable {
             case .rabbitmq:
                 // One connection per mapping: a queue's order holds, and the broker's prefetch is the batch.
                 group.addTask { await self.consumeRabbit(mapping, generation: generation) }
+            case .kafka, .postgres:
+                // One reader per mapping; a task per partition (see StreamEngine).
+                group.addTask { await self.consumeStream(mapping, generation: generation) }
             }
         }
         stopped += running.withLock { r -> [EventSourceMapping] in

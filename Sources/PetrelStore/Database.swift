@@ -487,6 +487,20 @@ public final class PetrelDatabase: Sendable {
                     );
                     """)
         }
+        m.registerMigration("v13-stream-checkpoints") { db in
+            // Where an ordered stream's partition stands beyond what its source keeps (a
+            // PostgreSQL slot advances by whole transactions: the records of a transaction
+            // already done are counted here).
+            try db.execute(
+                sql: """
+                    CREATE TABLE stream_checkpoints (
+                        mapping TEXT NOT NULL,
+                        partition TEXT NOT NULL,
+                        position TEXT NOT NULL,
+                        PRIMARY KEY (mapping, partition)
+                    );
+                    """)
+        }
         return m
     }
 }

