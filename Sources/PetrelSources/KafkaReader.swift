@@ -80,13 +80,14 @@ extension MappingService {
 final class KafkaReader: StreamReader, @unchecked Sendable {
     private let rk: OpaquePointer
     private let queue = DispatchQueue(label: "petrel.kafka")
+    /// When the reader last looked whether the cluster answers (touched only on `queue`).
+    private var lastCheck = ContinuousClock.now
     let settings: KafkaSettings
     private let partitionIDs: [String: Int32]
 
     private struct Shared {
         var committed: [Int32: Int64] = [:]
         var problem: String?
-        var problemSince = ContinuousClock.now
     }
     private let shared = Mutex(Shared())
 
@@ -138,11 +139,11 @@ final class KafkaReader: StreamReader, @unchecked Sendable {
     }
 
     /// The topic's partitions (from the cluster's metadata).
-    private static func partitions(_ rk: OpaquePointer, _ topic: String) throws -> [Int32] {
+    private static func partitions(_ rk: OpaquePointer, _ topic: String, timeoutMillis: Int32 = 5000) throws -> [Int32] {
         let rkt = rd_kafka_topic_new(rk, topic, nil)
         defer { rd_kafka_topic_destroy(rkt) }
         var md: UnsafePointer<rd_kafka_metadata_t>?
-        let e = rd_kafka_metadata(rk, 0, rkt, &md, 5000)
+        let e = rd_kafka_metadata(rk, 0, rkt, &md, timeoutMillis)
         guard e == RD_KAFKA_RESP_ERR_NO_ERROR, let md else {
             throw Failure(description: "Connection error. The Kafka cluster did not answer: \(String(cString: rd_kafka_err2str(e)))")
         }
@@ -218,22 +219,25 @@ final class KafkaReader: StreamReader, @unchecked Sendable {
             guard m.err == RD_KAFKA_RESP_ERR_NO_ERROR else {
                 if m.err != RD_KAFKA_RESP_ERR__PARTITION_EOF {
                     let text = String(cString: rd_kafka_err2str(m.err))
-                    shared.withLock { s in
-                        if s.problem == nil { s.problemSince = .now }
-                        s.problem = text
-                    }
+                    shared.withLock { $0.problem = text }
                 }
                 continue
             }
             shared.withLock { $0.problem = nil }
             out.append(record(msg))
         }
-        // A problem with no records since: look whether the cluster answers again.
-        if out.isEmpty, shared.withLock({ $0.problem != nil && ContinuousClock.now - $0.problemSince > .seconds(3) }) {
-            let answers = (try? Self.partitions(rk, settings.topic)) != nil
-            shared.withLock { s in
-                if answers { s.problem = nil } else { s.problemSince = .now }
+        // Nothing came: every 2 seconds, look whether the cluster answers (librdkafka
+        // reconnects by itself, and says nothing to a consumer while its brokers are away).
+        if out.isEmpty, ContinuousClock.now - lastCheck > .seconds(2) {
+            lastCheck = .now
+            let answer: String?
+            do {
+                _ = try Self.partitions(rk, settings.topic, timeoutMillis: 1000)
+                answer = nil
+            } catch {
+                answer = "\(error)"
             }
+            shared.withLock { $0.problem = answer }
         }
         return out
     }

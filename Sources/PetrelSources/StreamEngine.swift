@@ -281,6 +281,7 @@ extension MappingService {
             }
             if seg.records.isEmpty {
                 try await finish(m, reader, buffer.name, &segments)
+                (attempts, invokes) = (0, 0)
                 continue
             }
             guard let target = try functions.resolve(account: m.account, m.function, qualifier: m.qualifier) else {
@@ -330,6 +331,7 @@ extension MappingService {
             }
             if ok {
                 try await succeeded(m, reader, buffer.name, &segments, seg.records.count)
+                (attempts, invokes) = (0, 0)
                 continue
             }
             attempts += 1
@@ -345,7 +347,7 @@ extension MappingService {
             if st.maximumRetryAttempts >= 0, attempts > st.maximumRetryAttempts {
                 try await giveUp(m, reader, buffer.name, seg.records, condition: "RetryAttemptsExhausted", invokes: invokes)
                 try await finish(m, reader, buffer.name, &segments)
-                attempts = 0
+                (attempts, invokes) = (0, 0)
                 continue
             }
             let delay = min(100 * (1 << min(attempts - 1, 7)), 10_000)

@@ -502,6 +502,24 @@ class KafkaBroker:
     def bootstrap(self):
         return "127.0.0.1:%d" % self.port
 
+    def daemon_env(self, allow=None):
+        """petreld's environment for this broker: the bootstrap server allowed, and a newer
+        librdkafka. Debian 12's librdkafka (2.0.2) misreads the tagged fields of Tansu's
+        ApiVersions v3 answer ("Protocol read buffer underflow for ApiVersion v3") and never
+        connects; confluent-kafka's wheel carries librdkafka 2.16 under the same soname and
+        ABI, which petreld loads instead through LD_LIBRARY_PATH."""
+        import confluent_kafka
+        libs = os.path.join(os.path.dirname(os.path.dirname(confluent_kafka.__file__)), "confluent_kafka.libs")
+        found = [f for f in os.listdir(libs) if f.startswith("librdkafka")]
+        if not found:
+            raise RuntimeError("confluent-kafka's wheel has no librdkafka in %s" % libs)
+        lib = os.path.join(self.root, "lib")
+        os.makedirs(lib, exist_ok=True)
+        link = os.path.join(lib, "librdkafka.so.1")
+        if not os.path.islink(link):
+            os.symlink(os.path.join(libs, found[0]), link)
+        return {"PETREL_KAFKA_ALLOW": allow or "127.0.0.1:*", "LD_LIBRARY_PATH": lib}
+
     def start(self):
         self.log = open(os.path.join(self.root, "broker.log"), "ab")
         url = "tcp://127.0.0.1:%d" % self.port
