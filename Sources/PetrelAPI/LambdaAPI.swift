@@ -20,6 +20,9 @@ public struct LambdaAPI: Sendable {
     let mappings: MappingService
     /// SNS topics (on-failure destinations of stream mappings).
     let topics: TopicStore?
+    /// Object stores that push events, and the buckets' notification configurations.
+    let objectStores: ObjectStores
+    let buckets: BucketNotificationStore?
     let gate: Gatekeeper
     let pipeline: RequestPipeline
     let codeLinks: CodeLinks
@@ -40,12 +43,15 @@ public struct LambdaAPI: Sendable {
 
     public init(
         catalog: FunctionCatalog, dispatcher: Dispatcher, events: EventService, queues: QueueService, mappings: MappingService,
-        topics: TopicStore? = nil, gate: Gatekeeper, codeLinks: CodeLinks, urlAddressing: URLAddressing, region: String,
+        topics: TopicStore? = nil, objectStores: ObjectStores = ObjectStores(), buckets: BucketNotificationStore? = nil,
+        gate: Gatekeeper, codeLinks: CodeLinks, urlAddressing: URLAddressing, region: String,
         loops: LoopExecutors? = nil, logger: Logger
     ) {
         self.queues = queues
         self.mappings = mappings
         self.topics = topics
+        self.objectStores = objectStores
+        self.buckets = buckets
         self.urlAddressing = urlAddressing
         self.loops = loops
         self.catalog = catalog
@@ -104,6 +110,7 @@ public struct LambdaAPI: Sendable {
         router.get(RouterPath(CodeLinks.route)) { req, ctx in await self.downloadCode(req, ctx) }
         registerEvents(on: router)
         registerSchedules(on: router)
+        registerObjectEvents(on: router)
         registerVersions(on: router)
         registerLayers(on: router)
         registerURLs(on: router)

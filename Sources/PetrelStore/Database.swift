@@ -501,6 +501,20 @@ public final class PetrelDatabase: Sendable {
                     );
                     """)
         }
+        m.registerMigration("v14-bucket-notifications") { db in
+            // Which functions a bucket of an operator's object store notifies (S3's
+            // notification configuration), owned by one account.
+            try db.execute(
+                sql: """
+                    CREATE TABLE bucket_notifications (
+                        store TEXT NOT NULL,
+                        bucket TEXT NOT NULL,
+                        account TEXT NOT NULL,
+                        record TEXT NOT NULL,
+                        PRIMARY KEY (store, bucket)
+                    );
+                    """)
+        }
         return m
     }
 }

@@ -8,7 +8,9 @@ struct Petrel: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "petrel",
         abstract: "Deploy, invoke and watch functions on a Petrel daemon (it speaks the AWS Lambda API).",
-        subcommands: [Deploy.self, Invoke.self, Logs.self, List.self, Load.self, Schedule.self, Queue.self, SourcesCommand.self]
+        subcommands: [
+            Deploy.self, Invoke.self, Logs.self, List.self, Load.self, Schedule.self, Queue.self, SourcesCommand.self, Bucket.self,
+        ]
     )
 }
 

