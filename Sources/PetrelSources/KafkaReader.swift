@@ -117,6 +117,8 @@ final class KafkaReader: StreamReader, @unchecked Sendable {
                 ("enable.auto.commit", "false"), ("enable.auto.offset.store", "false"),
                 ("auto.offset.reset", s.startingPosition == "LATEST" ? "latest" : "earliest"),
                 ("socket.connection.setup.timeout.ms", "5000"), ("reconnect.backoff.max.ms", "2000"),
+                // An idle partition's fetch waits at most this long at the broker (librdkafka: 500).
+                ("fetch.wait.max.ms", "100"),
             ] + s.config
         for (k, v) in values where rd_kafka_conf_set(conf, k, v, &err, err.count) != RD_KAFKA_CONF_OK {
             rd_kafka_conf_destroy(conf)

@@ -12,7 +12,7 @@ public struct ObjectStores: Sendable {
     public init(parsing text: String) throws(DomainError) {
         var out: [String: String] = [:]
         for entry in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !entry.isEmpty {
-            let kv = entry.split(separator: "=", maxSplits: 1).map(String.init)
+            let kv = entry.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
             guard kv.count == 2, !kv[0].isEmpty, kv[0].allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
                 throw DomainError(.invalidParameter, "an object store is NAME=TOKEN, not \(entry)")
             }

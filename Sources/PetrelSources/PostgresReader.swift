@@ -113,6 +113,8 @@ final class PostgresReader: StreamReader, @unchecked Sendable {
         var problem: String?
     }
     private let shared = Mutex(Shared())
+    /// Whether Petrel's checkpoint holds a transaction's partial progress.
+    private let partial = Mutex(true)
 
     private struct Txn {
         var xid: Int
@@ -268,8 +270,7 @@ final class PostgresReader: StreamReader, @unchecked Sendable {
                 xid: o["xid"] as? Int ?? 0, end: Self.lsn(o["nextlsn"] as? String) ?? 0,
                 time: Self.timestamp(o["timestamp"] as? String) ?? Int64(Date().timeIntervalSince1970 * 1000))
         case "C":
-            guard var t = txn else { return }
-            txn = nil
+            guard var t = txn.take() else { return }
             if t.records.isEmpty {
                 shared.withLock { s in
                     s.idle = max(s.idle, t.end)
@@ -285,12 +286,11 @@ final class PostgresReader: StreamReader, @unchecked Sendable {
             }
             out += t.records
         case "I", "U", "D":
-            guard var t = txn else { return }
-            let index = t.index
-            t.index += 1
-            defer { txn = t }
-            if let skip, skip.end == t.end, index < skip.done { return }
-            t.records.append(record(o, action: action, txn: t, index: index, size: data.count))
+            // (In place: a copy of the transaction would copy its records at every change.)
+            guard let index = txn?.index, let end = txn?.end, let time = txn?.time, let xid = txn?.xid else { return }
+            txn?.index += 1
+            if let skip, skip.end == end, index < skip.done { return }
+            txn?.records.append(record(o, action: action, xid: xid, end: end, time: time, index: index, size: data.count))
         default:
             return
         }
@@ -298,7 +298,7 @@ final class PostgresReader: StreamReader, @unchecked Sendable {
 
     /// The record of one change, modelled on DynamoDB Streams' (`eventName`, keys, the new
     /// and old rows), with the commit's LSN and time.
-    private func record(_ o: [String: Any], action: String, txn: Txn, index: Int, size: Int) -> StreamRecord {
+    private func record(_ o: [String: Any], action: String, xid: Int, end: UInt64, time: Int64, index: Int, size: Int) -> StreamRecord {
         func columns(_ key: String) -> [String: Any]? {
             guard let list = o[key] as? [[String: Any]] else { return nil }
             var out: [String: Any] = [:]
@@ -312,12 +312,12 @@ final class PostgresReader: StreamReader, @unchecked Sendable {
             keys[k] = new?[k] ?? old?[k] ?? NSNull()
         }
         if keys.isEmpty, let old { keys = old }
-        let sequence = String(format: "%020llu%08d", txn.end, index)
+        let sequence = String(format: "%020llu%08d", end, index)
         var change: [String: Any] = [
-            "ApproximateCreationDateTime": Double(txn.time) / 1000, "Keys": keys, "SequenceNumber": sequence, "SizeBytes": size,
+            "ApproximateCreationDateTime": Double(time) / 1000, "Keys": keys, "SequenceNumber": sequence, "SizeBytes": size,
             "StreamViewType": "NEW_AND_OLD_IMAGES", "Database": settings.database, "Schema": o["schema"] as? String ?? "",
-            "Table": o["table"] as? String ?? "", "LSN": o["lsn"] as? String ?? "", "CommitLSN": Self.lsnText(txn.end),
-            "TransactionId": txn.xid,
+            "Table": o["table"] as? String ?? "", "LSN": o["lsn"] as? String ?? "", "CommitLSN": Self.lsnText(end),
+            "TransactionId": xid,
         ]
         if let new { change["NewImage"] = new }
         if let old { change["OldImage"] = old }
@@ -326,13 +326,17 @@ final class PostgresReader: StreamReader, @unchecked Sendable {
             "eventSource": "petrel:postgres", "awsRegion": region, "eventSourceARN": settings.arn, "postgres": change,
         ]
         return StreamRecord(
-            partition: partitionName, identifier: sequence, time: txn.time, record: r, payload: Data(), field: "", size: size + 400,
-            position: txn.end, index: index, closes: false)
+            partition: partitionName, identifier: sequence, time: time, record: r, payload: Data(), field: "", size: size + 400,
+            position: end, index: index, closes: false)
     }
 
     func commit(_ record: StreamRecord) async throws {
-        // Petrel's checkpoint first: a slot never stands beyond what Petrel knows is done.
-        try checkpoints.setCheckpoint(uuid, partition: partitionName, record.closes ? nil : "\(record.position)/\(record.index + 1)")
+        // Petrel's checkpoint first: a slot never stands beyond what Petrel knows is done. (A
+        // batch that ends with its transaction needs none: the slot itself says it.)
+        if !record.closes || partial.withLock({ $0 }) {
+            try checkpoints.setCheckpoint(uuid, partition: partitionName, record.closes ? nil : "\(record.position)/\(record.index + 1)")
+            partial.withLock { $0 = !record.closes }
+        }
         shared.withLock { s in
             s.committed = record.position
             s.committedIndex = record.index

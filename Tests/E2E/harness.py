@@ -459,7 +459,7 @@ class PostgresServer:
     def start(self):
         self._as_postgres([self.BIN + "/pg_ctl", "-D", self.data, "-w", "-l", os.path.join(self.root, "server.log"), "-o",
                            "-p %d -k %s -c listen_addresses=127.0.0.1 -c wal_level=logical -c max_replication_slots=40 "
-                           "-c max_wal_senders=40 -c fsync=off" % (self.port, self.root), "start"])
+                           "-c max_wal_senders=40 -c fsync=off -c timezone=UTC" % (self.port, self.root), "start"])
         return self
 
     def stop(self, remove=True):

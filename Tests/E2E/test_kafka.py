@@ -232,6 +232,20 @@ class KafkaSource(unittest.TestCase):
             self.lam.create_event_source_mapping(FunctionName="k-bad", Topics=["t"], StartingPosition="LATEST",
                                                  MaximumRecordAgeInSeconds=5,
                                                  SelfManagedEventSource={"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": [self.broker.bootstrap]}})
+        # Credentials name secrets that must exist and hold a user and a password.
+        with self.assertRaises(ce) as e:
+            self.lam.create_event_source_mapping(
+                FunctionName="k-bad", Topics=["t"], StartingPosition="LATEST",
+                SourceAccessConfigurations=[{"Type": "SASL_SCRAM_512_AUTH", "URI": "arn:aws:secretsmanager:us-east-1:000000000000:secret:none"}],
+                SelfManagedEventSource={"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": [self.broker.bootstrap]}})
+        self.assertIn("does not exist", str(e.exception))
+        # SASL against a broker that takes none: the handshake fails, and is reported.
+        sm = self.daemon.client("secretsmanager")
+        secret = sm.create_secret(Name="kafka-user", SecretString=json.dumps({"username": "u", "password": "p"}))["ARN"]
+        self.broker.create_topic("sasl", partitions=1)
+        m = self.mapping("k-bad", "sasl", SourceAccessConfigurations=[{"Type": "SASL_SCRAM_512_AUTH", "URI": secret}])
+        wait_for(lambda: "PROBLEM" in self.lam.get_event_source_mapping(UUID=m["UUID"])["LastProcessingResult"], timeout=40,
+                 what="the failed SASL handshake")
         # Accepted, then reported: a topic that does not exist; a server nobody listens on.
         m = self.mapping("k-bad", "no-such-topic")
         wait_for(lambda: "does not exist" in self.lam.get_event_source_mapping(UUID=m["UUID"])["LastProcessingResult"],
