@@ -17,7 +17,7 @@ struct SourcesCommand: AsyncParsableCommand {
 
         func run() async throws {
             let client = try connection.client()
-            var rows = [["UUID", "SOURCE", "FUNCTION", "STATE", "BATCH", "LAST RESULT"]]
+            var rows = [["UUID", "SOURCE", "FUNCTION", "STATE", "BATCH", "LAG", "LAST RESULT"]]
             try await reporting {
                 var marker: String?
                 repeat {
@@ -28,11 +28,18 @@ struct SourcesCommand: AsyncParsableCommand {
                     for m in out["EventSourceMappings"] as? [[String: Any]] ?? [] {
                         var source = (m["EventSourceArn"] as? String).map { String($0.split(separator: ":").last ?? "") } ?? ""
                         if let queues = m["Queues"] as? [String] { source += "/" + queues.joined(separator: ",") }
+                        if let topics = m["Topics"] as? [String] { source = "kafka/" + topics.joined(separator: ",") }
+                        if let db = m["DocumentDBEventSourceConfig"] as? [String: Any] {
+                            source += "/" + ((db["CollectionName"] ?? db["DatabaseName"]) as? String ?? "")
+                        }
+                        // Streams: the partition furthest behind (Petrel's own field).
+                        let lags = (m["PetrelPartitions"] as? [[String: Any]] ?? []).compactMap { $0["LagSeconds"] as? Double }
+                        let lag = lags.max().map { String(format: "%.1fs", $0) } ?? "-"
                         rows.append([
                             "\(m["UUID"] ?? "")", source,
                             (m["FunctionArn"] as? String).map { String($0.split(separator: ":").dropFirst(6).joined(separator: ":")) }
                                 ?? "",
-                            "\(m["State"] ?? "")", "\(m["BatchSize"] ?? "")", "\(m["LastProcessingResult"] ?? "")",
+                            "\(m["State"] ?? "")", "\(m["BatchSize"] ?? "")", lag, "\(m["LastProcessingResult"] ?? "")",
                         ])
                     }
                     marker = out["NextMarker"] as? String

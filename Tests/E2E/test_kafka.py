@@ -7,12 +7,14 @@ of the daemon mid-stream, a broker that goes away and comes back, bad configurat
 
 import base64
 import json
+import os
 import signal
+import subprocess
 import time
 import unittest
 
 from botocore.exceptions import ClientError
-from harness import ROLE, Daemon, KafkaBroker, make_zip, metric, printed, signed, wait_for
+from harness import REPO, ROLE, Daemon, KafkaBroker, make_zip, metric, printed, signed, wait_for
 
 ECHO = '''
 import base64, json
@@ -173,6 +175,14 @@ class KafkaSource(unittest.TestCase):
             return json.loads(body)["PetrelPartitions"]
         self.assertEqual({p["Partition"] for p in partitions()}, {"poison-0", "poison-1"})
         wait_for(lambda: all(p["LagRecords"] == 0 for p in partitions()), what="no lag")
+        # `petrel sources ls` names the topic and shows the lag of the partition furthest behind.
+        petrel = os.environ.get("PETREL", os.path.join(REPO, ".build", "debug", "petrel"))
+        table = subprocess.run([petrel, "sources", "ls", "--endpoint", self.daemon.endpoint], env=self.daemon.tool_env(),
+                               check=True, capture_output=True, text=True, timeout=60).stdout.splitlines()
+        self.assertIn("LAG", table[0].split())
+        row = [line.split() for line in table if line.startswith(m["UUID"])][0]
+        self.assertEqual(row[1:3], ["kafka/poison", "k-poison"])
+        self.assertRegex(row[table[0].split().index("LAG")], r"^\d+\.\ds$")
 
     def test_partial_batch_failure(self):
         self.broker.create_topic("partial", partitions=1)

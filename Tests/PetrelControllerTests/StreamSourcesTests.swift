@@ -1,12 +1,14 @@
 import Foundation
 import PetrelCore
-@testable import PetrelSources
 import Testing
+
+@testable import PetrelSources
 
 /// The pure parts of the stream and object-event sources: what a store's notification
 /// turns into, which functions want it, PostgreSQL's positions and times, the allow lists.
 @Suite struct StreamSourcesTests {
-    func seaweed(_ type: String, _ key: String, new: [String: Any]? = nil, old: [String: Any]? = nil, parent: String? = nil) throws -> Data {
+    func seaweed(_ type: String, _ key: String, new: [String: Any]? = nil, old: [String: Any]? = nil, parent: String? = nil) throws -> Data
+    {
         var message: [String: Any] = [:]
         if let new { message["new_entry"] = new }
         if let old { message["old_entry"] = old }
@@ -44,7 +46,8 @@ import Testing
 
     @Test("S3-shaped records pass through with their configuration id set; keys are decoded to match and encoded as S3 does")
     func s3Records() throws {
-        let body = #"{"Records":[{"eventName":"s3:ObjectCreated:Put","eventSource":"minio:s3","s3":{"bucket":{"name":"b"},"object":{"key":"a+b%2Bc.txt","size":3}}}]}"#
+        let body =
+            #"{"Records":[{"eventName":"s3:ObjectCreated:Put","eventSource":"minio:s3","s3":{"bucket":{"name":"b"},"object":{"key":"a+b%2Bc.txt","size":3}}}]}"#
         let events = try ObjectEvent.parse(Data(body.utf8), now: 7)
         #expect(events.count == 1)
         #expect(events[0].key == "a b+c.txt")
@@ -116,7 +119,8 @@ import Testing
 
     @Test("stream settings: Lambda's ranges, and refused for a queue's mapping")
     func streamSettings() throws {
-        var m = EventSourceMapping(account: "000000000000", function: "f", qualifier: nil, sourceArn: "arn:aws:sqs:us-east-1:000000000000:q")
+        var m = EventSourceMapping(
+            account: "000000000000", function: "f", qualifier: nil, sourceArn: "arn:aws:sqs:us-east-1:000000000000:q")
         var s = EventSourceMapping.Settings()
         s.maximumRetryAttempts = 3
         #expect(throws: DomainError.self) { try m.apply(s, fifo: false) }
