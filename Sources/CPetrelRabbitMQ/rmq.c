@@ -1,6 +1,7 @@
 #include "petrel_rmq.h"
 
 #include <amqp.h>
+#include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,16 +40,29 @@ static void say(char *err, size_t len, const char *what, amqp_rpc_reply_t r) {
 }
 
 petrel_rmq *petrel_rmq_connect(const char *host, int port, const char *vhost, const char *user, const char *password,
-                               int timeout_ms, char *err, size_t err_len) {
+                               int timeout_ms, const char *tls_ca, char *err, size_t err_len) {
     petrel_rmq *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     c->conn = amqp_new_connection();
-    amqp_socket_t *socket = amqp_tcp_socket_new(c->conn);
+    amqp_socket_t *socket = tls_ca ? amqp_ssl_socket_new(c->conn) : amqp_tcp_socket_new(c->conn);
     if (!socket) {
         snprintf(err, err_len, "cannot make a socket");
         amqp_destroy_connection(c->conn);
         free(c);
         return NULL;
+    }
+    if (tls_ca) {
+        // The broker's certificate must chain to the CA and name the host we asked for.
+        const char *ca = *tls_ca ? tls_ca : "/etc/ssl/certs/ca-certificates.crt";
+        amqp_ssl_socket_set_verify_peer(socket, 1);
+        amqp_ssl_socket_set_verify_hostname(socket, 1);
+        int st = amqp_ssl_socket_set_cacert(socket, ca);
+        if (st != AMQP_STATUS_OK) {
+            snprintf(err, err_len, "cannot read the CA certificates %s: %s", ca, amqp_error_string2(st));
+            amqp_destroy_connection(c->conn);
+            free(c);
+            return NULL;
+        }
     }
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
     int status = amqp_socket_open_noblock(socket, host, port, &tv);

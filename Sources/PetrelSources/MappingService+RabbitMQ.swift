@@ -7,15 +7,24 @@ import PetrelStore
 /// (`arn:aws:mq:REGION:ACCOUNT:broker:NAME:ID`); the operator says where NAME listens.
 public struct BrokerDirectory: Sendable {
     public var brokers: [String: (host: String, port: Int)]
+    /// Brokers spoken to over TLS (`amqps://`).
+    public var tls: Set<String> = []
+    /// The CA certificates (a PEM file) TLS brokers' certificates must chain to (nil: the system's).
+    public var caFile: String?
     public init(_ brokers: [String: (host: String, port: Int)] = [:]) { self.brokers = brokers }
 
-    /// `NAME=HOST:PORT` entries, comma-separated (`amqp://` before HOST is allowed).
+    /// `NAME=HOST:PORT` entries, comma-separated (`amqp://` before HOST is allowed;
+    /// `amqps://` means AMQP over TLS).
     public init(parsing text: String) throws(DomainError) {
         var out: [String: (host: String, port: Int)] = [:]
         for entry in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !entry.isEmpty {
             let kv = entry.split(separator: "=", maxSplits: 1).map(String.init)
             var address = kv.count == 2 ? kv[1] : ""
             if address.hasPrefix("amqp://") { address = String(address.dropFirst(7)) }
+            if address.hasPrefix("amqps://") {
+                address = String(address.dropFirst(8))
+                if kv.count == 2 { tls.insert(kv[0]) }
+            }
             guard kv.count == 2, !kv[0].isEmpty, let colon = address.lastIndex(of: ":"),
                 let port = Int(address[address.index(after: colon)...]),
                 (1...65_535).contains(port), colon > address.startIndex
@@ -59,7 +68,9 @@ extension MappingService {
 
     /// The broker, virtual host and credentials a RabbitMQ mapping connects with; throws a
     /// sentence for the mapping's state when one is missing.
-    public func rabbitSettings(_ m: EventSourceMapping) throws -> (host: String, port: Int, vhost: String, user: String, password: String) {
+    public func rabbitSettings(_ m: EventSourceMapping) throws -> (
+        host: String, port: Int, vhost: String, user: String, password: String, tlsCA: String?
+    ) {
         guard let name = BrokerDirectory.name(m.sourceArn), let b = brokers.brokers[name] else {
             throw DomainError(.invalidParameter, "The broker \(m.sourceArn) is not one the operator configured (rabbitmq_brokers).")
         }
@@ -69,7 +80,7 @@ extension MappingService {
             throw DomainError(.invalidParameter, "A RabbitMQ mapping needs SourceAccessConfigurations of type BASIC_AUTH (a secret's ARN).")
         }
         let (user, password) = try credentials(m, secretARN)
-        return (b.host, b.port, vhost, user, password)
+        return (b.host, b.port, vhost, user, password, brokers.tls.contains(name) ? (brokers.caFile ?? "") : nil)
     }
 
     /// One consumer of a RabbitMQ mapping: a connection that takes up to a batch's worth of
@@ -86,7 +97,8 @@ extension MappingService {
             do {
                 let s = try rabbitSettings(m)
                 consumer = try await RabbitConsumer.connect(
-                    host: s.host, port: s.port, vhost: s.vhost, user: s.user, password: s.password, queue: queueName, prefetch: m.batchSize)
+                    host: s.host, port: s.port, vhost: s.vhost, user: s.user, password: s.password, tlsCA: s.tlsCA, queue: queueName,
+                    prefetch: m.batchSize)
             } catch {
                 report(m, "PROBLEM: Connection error. \(error)")
                 try? await pause(stop)

@@ -30,12 +30,18 @@ final class RabbitConsumer: @unchecked Sendable {
     }
 
     static func connect(
-        host: String, port: Int, vhost: String, user: String, password: String, queue name: String, prefetch: Int
+        host: String, port: Int, vhost: String, user: String, password: String, tlsCA: String?, queue name: String, prefetch: Int
     ) async throws -> RabbitConsumer {
         let handle = try await withCheckedThrowingContinuation { (c: CheckedContinuation<OpaquePointer, any Error>) in
             DispatchQueue.global().async {
                 var err = [CChar](repeating: 0, count: 512)
-                guard let h = petrel_rmq_connect(host, Int32(port), vhost, user, password, 5000, &err, err.count) else {
+                let connected: OpaquePointer? =
+                    if let tlsCA {
+                        petrel_rmq_connect(host, Int32(port), vhost, user, password, 5000, tlsCA, &err, err.count)
+                    } else {
+                        petrel_rmq_connect(host, Int32(port), vhost, user, password, 5000, nil, &err, err.count)
+                    }
+                guard let h = connected else {
                     return c.resume(throwing: Failure(description: String(cString: err)))
                 }
                 if petrel_rmq_consume(h, name, Int32(min(prefetch, 65_535)), &err, err.count) != 0 {

@@ -110,9 +110,20 @@ struct DaemonConfiguration: Sendable {
         (
             "rabbitmq_brokers",
             { c, v, src in
+                let ca = c.rabbitBrokers.caFile
                 do { c.rabbitBrokers = try BrokerDirectory(parsing: v) } catch {
                     throw Invalid(description: "\(src): \((error as? DomainError)?.message ?? "\(error)")")
                 }
+                c.rabbitBrokers.caFile = ca
+            }
+        ),
+        (
+            "rabbitmq_ca_file",
+            { c, v, src in
+                guard v.isEmpty || FileManager.default.isReadableFile(atPath: v) else {
+                    throw Invalid(description: "\(src): \(v) is not a readable file")
+                }
+                c.rabbitBrokers.caFile = v.isEmpty ? nil : v
             }
         ),
         (
@@ -215,7 +226,7 @@ struct DaemonConfiguration: Sendable {
             "topics": ["http_allow": "sns_http_allow"],
             "sources": [
                 "rabbitmq_brokers": "rabbitmq_brokers", "postgres_servers": "postgres_servers", "kafka_allow": "kafka_allow",
-                "object_stores": "object_stores",
+                "object_stores": "object_stores", "rabbitmq_ca_file": "rabbitmq_ca_file",
             ],
             "logging": ["level": "log_level"],
         ]

@@ -346,11 +346,29 @@ def log_tail(resp):
     return base64.b64decode(resp.get("LogResult", "")).decode("utf-8", "replace")
 
 
+def tls_certificates(directory, host):
+    """A CA (ca.pem) and a server certificate for `host` it signed (server.pem, server.key),
+    made with openssl in `directory`; the CA's path."""
+    os.makedirs(directory, exist_ok=True)
+
+    def run(*args):
+        subprocess.run(["openssl"] + list(args), check=True, capture_output=True, cwd=directory, timeout=60)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=petrel test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=" + host)
+    with open(os.path.join(directory, "san.ext"), "w") as f:
+        f.write("subjectAltName = DNS:%s\n" % host)
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2",
+        "-extfile", "san.ext")
+    for name in ("server.key", "server.pem", "ca.pem"):
+        os.chmod(os.path.join(directory, name), 0o644)
+    return os.path.join(directory, "ca.pem")
+
+
 class RabbitBroker:
     """Debian's RabbitMQ server on loopback ports of its own (AMQP, distribution and epmd),
     with its state in a directory of its own; stopped, with its epmd, by `stop`."""
 
-    def __init__(self):
+    def __init__(self, tls=False):
         self.root = tempfile.mkdtemp(prefix="petrel-rabbit-", dir="/var/tmp")
         self.port, self.dist_port, self.epmd_port = free_port(), free_port(), free_port()
         self.node = "petrel-%d@localhost" % self.port
@@ -361,6 +379,17 @@ class RabbitBroker:
             f.write("[].")
         with open(os.path.join(self.root, "rabbitmq.conf"), "w") as f:
             f.write("loopback_users = none\n")
+            if tls:
+                # AMQP over TLS on a port of its own, with a certificate for "localhost" from a
+                # CA made here (`ca_file`); `other_ca_file` is a CA that did not sign it.
+                self.tls_port = free_port()
+                self.ca_file = tls_certificates(self.root, "localhost")
+                self.other_ca_file = tls_certificates(os.path.join(self.root, "other"), "localhost")
+                f.write("listeners.ssl.default = 127.0.0.1:%d\n" % self.tls_port)
+                f.write("ssl_options.cacertfile = %s\n" % self.ca_file)
+                f.write("ssl_options.certfile = %s\n" % os.path.join(self.root, "server.pem"))
+                f.write("ssl_options.keyfile = %s\n" % os.path.join(self.root, "server.key"))
+                f.write("ssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n")
 
     def env(self):
         env = dict(os.environ)

@@ -39,11 +39,16 @@ BROKER = "arn:aws:mq:us-east-1:000000000000:broker:main:b-1234a5b6-78cd-901e-2fg
 class RabbitMQSource(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.broker = RabbitBroker().start()
+        cls.broker = RabbitBroker(tls=True).start()
         try:
             cls.broker.ctl("add_user", "petrel", "s3cret-rmq")
             cls.broker.ctl("set_permissions", "-p", "/", "petrel", ".*", ".*", ".*")
-            cls.daemon = Daemon(extra_env={"PETREL_RABBITMQ_BROKERS": "main=127.0.0.1:%d" % cls.broker.port}).start()
+            # main: plain AMQP; secure: AMQP over TLS (the certificate names localhost); wrong-name:
+            # the same TLS port reached by an address the certificate does not name.
+            brokers = "main=127.0.0.1:%d,secure=amqps://localhost:%d,wrong-name=amqps://127.0.0.1:%d" % (
+                cls.broker.port, cls.broker.tls_port, cls.broker.tls_port)
+            cls.daemon = Daemon(extra_env={"PETREL_RABBITMQ_BROKERS": brokers,
+                                           "PETREL_RABBITMQ_CA_FILE": cls.broker.ca_file}).start()
         except BaseException:
             cls.broker.stop()
             raise
@@ -136,6 +141,31 @@ class RabbitMQSource(unittest.TestCase):
         self.assertGreaterEqual(metric(self.daemon, "petrel_mapping_batches_total", mapping=m["UUID"], outcome="failed"), 3)
         self.delete(m)
         self.lam.delete_function(FunctionName="rmq-fails")
+
+    def test_amqp_over_tls(self):
+        c, ch = self.channel()
+        ch.queue_declare("secure-orders", durable=True)
+        ch.basic_publish("", "secure-orders", b"over tls")
+        c.close()
+        self.function("rmq-tls", ECHO)
+        m = self.lam.create_event_source_mapping(
+            EventSourceArn=BROKER.replace(":main:", ":secure:"), FunctionName="rmq-tls", Queues=["secure-orders"],
+            SourceAccessConfigurations=[{"Type": "BASIC_AUTH", "URI": self.secret}])
+        wait_for(lambda: self.bodies("rmq-tls") == ["over tls"], what="the message, over TLS")
+        wait_for(lambda: self.broker.queue_counts("secure-orders") == (0, 0), what="the acknowledgement")
+        # The broker is the TLS listener's: its connections say so.
+        conns = self.broker.ctl("list_connections", "-q", "ssl", "port")
+        self.assertIn("true\t%d" % self.broker.tls_port, conns)
+        self.delete(m)
+        # A certificate that does not name the address connected to is refused, and reported.
+        w = self.lam.create_event_source_mapping(
+            EventSourceArn=BROKER.replace(":main:", ":wrong-name:"), FunctionName="rmq-tls", Queues=["secure-orders"],
+            SourceAccessConfigurations=[{"Type": "BASIC_AUTH", "URI": self.secret}])
+        got = wait_for(lambda: (lambda r: r if "PROBLEM" in r else None)(
+            self.lam.get_event_source_mapping(UUID=w["UUID"])["LastProcessingResult"]), what="the refused certificate")
+        self.assertIn("Connection error", got)
+        self.delete(w)
+        self.lam.delete_function(FunctionName="rmq-tls")
 
     def test_filters_and_bad_configuration(self):
         c, ch = self.channel()

@@ -20,9 +20,11 @@ typedef struct {
     char *properties_json;
 } petrel_rmq_delivery;
 
-// Connects and logs in; NULL with a sentence in `err` when it cannot.
+// Connects and logs in; NULL with a sentence in `err` when it cannot. `tls_ca`: NULL for
+// plain AMQP; otherwise AMQP over TLS, the broker's certificate checked against the CA
+// certificates in that PEM file ("" for the system's) and the host name.
 petrel_rmq *petrel_rmq_connect(const char *host, int port, const char *vhost, const char *user, const char *password,
-                               int timeout_ms, char *err, size_t err_len);
+                               int timeout_ms, const char *tls_ca, char *err, size_t err_len);
 // Starts consuming `queue` (acknowledgements on, at most `prefetch` unacknowledged). 0, or -1 with `err`.
 int petrel_rmq_consume(petrel_rmq *c, const char *queue, int prefetch, char *err, size_t err_len);
 // The next delivery within `timeout_ms`: 1 (filled in), 0 (none came), -1 (the connection failed; `err` says why).
