@@ -24,6 +24,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "Tests", "E2E"))
 from harness import ROLE, Daemon, make_zip, metric  # noqa: E402
+from bench_common import latencies, pct, wait_until  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NOOP = "def handler(event, context):\n    return None\n"
@@ -39,49 +40,12 @@ def handler(event, context):
 """
 
 
-def pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else float("nan")
-
-
 def load(d, petrel, args, seconds=None, concurrency=8):
     """`petrel load` for `seconds`, or (None) until the `--requests` in `args` are done."""
     timing = ["--duration", str(seconds)] if seconds else []
     r = subprocess.run([petrel, "load", "--concurrency", str(concurrency), "--json", "--endpoint", d.endpoint] + timing + args,
                        capture_output=True, text=True, check=True, env=d.tool_env())
     return json.loads(r.stdout)
-
-
-def wait_until(fn, timeout):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if fn():
-            return True
-        time.sleep(0.01)
-    raise RuntimeError("timed out")
-
-
-def latencies(d, function, n):
-    logs = d.client("logs")
-    out, token = [], None
-    deadline = time.time() + 30
-    while len(out) < n and time.time() < deadline:
-        out, token = [], None
-        while True:
-            kw = {"logGroupName": "/aws/lambda/" + function, "filterPattern": '"LAT"'}
-            if token:
-                kw["nextToken"] = token
-            try:
-                page = logs.filter_log_events(**kw)
-            except Exception:
-                break
-            # (START lines match "LAT" too: "Version: $LATEST".)
-            out += [float(e["message"].split()[1]) for e in page["events"] if e["message"].startswith("LAT ")]
-            token = page.get("nextToken")
-            if not token:
-                break
-        time.sleep(0.2)
-    return out
 
 
 def main():

@@ -26,6 +26,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "Tests", "E2E"))
 from harness import ROLE, Daemon, KafkaBroker, PostgresServer, make_zip, metric  # noqa: E402
+from bench_common import latencies, pct, wait_until  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NOOP = "def handler(event, context):\n    return None\n"
@@ -41,42 +42,6 @@ def handler(event, context):
         for r in event["Records"]:
             print("LAT %.3f" % (now - r["postgres"]["ApproximateCreationDateTime"] * 1000))
 """
-
-
-def pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else float("nan")
-
-
-def wait_until(fn, timeout):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if fn():
-            return True
-        time.sleep(0.02)
-    raise RuntimeError("timed out")
-
-
-def latencies(d, function, n):
-    logs = d.client("logs")
-    out = []
-    deadline = time.time() + 30
-    while len(out) < n and time.time() < deadline:
-        out, token = [], None
-        while True:
-            kw = {"logGroupName": "/aws/lambda/" + function, "filterPattern": '"LAT"'}
-            if token:
-                kw["nextToken"] = token
-            try:
-                page = logs.filter_log_events(**kw)
-            except Exception:
-                break
-            out += [float(e["message"].split()[1]) for e in page["events"] if e["message"].startswith("LAT ")]
-            token = page.get("nextToken")
-            if not token:
-                break
-        time.sleep(0.2)
-    return out
 
 
 def succeeded(d, uuid):
