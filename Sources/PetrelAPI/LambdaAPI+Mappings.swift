@@ -164,6 +164,7 @@ extension LambdaAPI {
             var Partition: String
             var LagSeconds: Double
             var LagRecords: Int64?
+            var Batches: [String: Int]
         }
         var PetrelPartitions: [Partition]?
     }
@@ -190,7 +191,9 @@ extension LambdaAPI {
             PetrelPartitions: m.stream == nil
                 ? nil
                 : mappings.partitions(m.uuid).map {
-                    .init(Partition: $0.name, LagSeconds: ($0.status.lagSeconds * 1000).rounded() / 1000, LagRecords: $0.status.lagRecords)
+                    .init(
+                        Partition: $0.name, LagSeconds: ($0.status.lagSeconds * 1000).rounded() / 1000, LagRecords: $0.status.lagRecords,
+                        Batches: $0.status.batches)
                 })
     }
 

@@ -308,6 +308,7 @@ extension MappingService {
             } catch {
                 // The platform could not run it (throttled, no memory): wait, and try again uncounted.
                 Self.batches(m, "throttled")
+                count(m, buffer.name, "throttled")
                 report(m, "PROBLEM: Function call failed: \(error.message)")
                 try await Task.sleep(for: .milliseconds(100))
                 continue
@@ -336,6 +337,7 @@ extension MappingService {
             }
             attempts += 1
             Self.batches(m, "failed")
+            count(m, buffer.name, "failed")
             report(m, "PROBLEM: Function call failed")
             if st.bisectBatchOnFunctionError, seg.records.count > 1 {
                 // Splitting does not use up a retry, as on Lambda.
@@ -371,6 +373,7 @@ extension MappingService {
         _ m: EventSourceMapping, _ reader: any StreamReader, _ partition: String, _ segments: inout [StreamSegment], _ count: Int
     ) async throws {
         Self.batches(m, "succeeded")
+        self.count(m, partition, "succeeded")
         Self.messages(m, "succeeded", count)
         report(m, "OK")
         try await finish(m, reader, partition, &segments)
@@ -386,6 +389,15 @@ extension MappingService {
         streamStatus.withLock { s in
             var st = s[m.uuid]?[partition] ?? PartitionStatus()
             st.position = "\(segments.first?.end.position ?? 0)"
+            s[m.uuid, default: [:]][partition] = st
+        }
+    }
+
+    /// A batch outcome of a partition, for `GetEventSourceMapping`.
+    private func count(_ m: EventSourceMapping, _ partition: String, _ outcome: String) {
+        streamStatus.withLock { s in
+            var st = s[m.uuid]?[partition] ?? PartitionStatus()
+            st.batches[outcome, default: 0] += 1
             s[m.uuid, default: [:]][partition] = st
         }
     }
@@ -406,6 +418,7 @@ extension MappingService {
     ) async throws {
         Self.messages(m, "discarded", records.count)
         Counter(label: "petrel_mapping_batches_total", dimensions: [("mapping", m.uuid), ("outcome", "given_up")]).increment()
+        count(m, partition, "given_up")
         guard let destination = m.stream?.onFailure else {
             logger.warning(
                 "a stream mapping dropped records it gave up on (no on-failure destination)",
@@ -446,4 +459,6 @@ public struct PartitionStatus: Sendable {
     /// When the records in flight arrived (nil: none in flight).
     public var inFlightSince: Int64?
     public var position = ""
+    /// Batches by outcome: succeeded, failed (each failed attempt), given_up, throttled.
+    public var batches: [String: Int] = [:]
 }

@@ -587,11 +587,11 @@ class KafkaBroker:
             f.result(timeout=30)
 
     def produce(self, topic, records):
-        """records: (partition, key, value, headers) tuples, sent in order and flushed."""
+        """records: (partition, key, value, headers[, timestamp ms]) tuples, sent in order and flushed."""
         from confluent_kafka import Producer
         p = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5})
-        for partition, key, value, headers in records:
-            p.produce(topic, key=key, value=value, partition=partition, headers=headers or None)
+        for partition, key, value, headers, *when in records:
+            p.produce(topic, key=key, value=value, partition=partition, headers=headers or None, timestamp=when[0] if when else 0)
         left = p.flush(30)
         if left:
             raise RuntimeError("%d records were not delivered" % left)

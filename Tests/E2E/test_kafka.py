@@ -174,6 +174,12 @@ class KafkaSource(unittest.TestCase):
             self.assertEqual(status, 200)
             return json.loads(body)["PetrelPartitions"]
         self.assertEqual({p["Partition"] for p in partitions()}, {"poison-0", "poison-1"})
+        by = {p["Partition"]: p["Batches"] for p in partitions()}
+        self.assertEqual(by["poison-0"]["given_up"], 1)
+        # The poison 3 times, after the batches that held it (4 records, then 2; or 3 when
+        # the first record came alone).
+        self.assertIn(by["poison-0"]["failed"], (4, 5))
+        self.assertNotIn("failed", by["poison-1"])
         wait_for(lambda: all(p["LagRecords"] == 0 for p in partitions()), what="no lag")
         # `petrel sources ls` names the topic and shows the lag of the partition furthest behind.
         petrel = os.environ.get("PETREL", os.path.join(REPO, ".build", "debug", "petrel"))
@@ -183,6 +189,23 @@ class KafkaSource(unittest.TestCase):
         row = [line.split() for line in table if line.startswith(m["UUID"])][0]
         self.assertEqual(row[1:3], ["kafka/poison", "k-poison"])
         self.assertRegex(row[table[0].split().index("LAG")], r"^\d+\.\ds$")
+
+    def test_records_too_old_go_to_the_destination_unread(self):
+        q = self.sqs.create_queue(QueueName="kafka-aged")["QueueUrl"]
+        qarn = self.sqs.get_queue_attributes(QueueUrl=q, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.broker.create_topic("aged", partitions=1)
+        self.function("k-aged", ECHO)
+        m = self.mapping("k-aged", "aged", MaximumRecordAgeInSeconds=60, DestinationConfig={"OnFailure": {"Destination": qarn}})
+        self.assertEqual(m["MaximumRecordAgeInSeconds"], 60)
+        hour_ago = int(time.time() * 1000) - 3_600_000
+        self.broker.produce("aged", [(0, None, b"stale", None, hour_ago), (0, None, b"fresh", None)])
+        wait_for(lambda: values(self.daemon, "k-aged") == [("aged-0", "fresh")], what="the fresh record")
+        record = json.loads(wait_for(lambda: self.sqs.receive_message(QueueUrl=q, WaitTimeSeconds=1).get("Messages"),
+                                     what="the on-failure record")[0]["Body"])
+        self.assertEqual(record["requestContext"]["condition"], "RecordAgeExceeded")
+        self.assertEqual(record["requestContext"]["approximateInvokeCount"], 0)
+        self.assertEqual((record["KafkaBatchInfo"]["startOffset"], record["KafkaBatchInfo"]["batchSize"]), (0, 1))
+        self.assertNotIn(("aged-0", "stale"), values(self.daemon, "k-aged"))
 
     def test_partial_batch_failure(self):
         self.broker.create_topic("partial", partitions=1)
