@@ -37,7 +37,7 @@ public struct LambdaAPI: Sendable {
     /// Where functions live in the API's paths.
     static let functionsPath = "/2015-03-31/functions"
     /// The `Server` header of every answer.
-    public static let serverName = "petreld"
+    public static let serverName = "petreld/" + PetrelVersion.version
     /// CreateFunction / UpdateFunctionCode requests (50 MB of ZIP, base64 in JSON).
     static let maxCodeRequest = 69_905_067
 

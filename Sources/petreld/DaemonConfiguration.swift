@@ -37,6 +37,8 @@ struct DaemonConfiguration: Sendable {
     /// nil: 80% of the machine's memory.
     var memoryBudgetMB: Int?
     var logLevel = Logger.Level.info
+    /// The daemon's own log: `text` (one line per record) or `json` (JSON lines).
+    var logFormat = "text"
     /// Asynchronous events running at once at most.
     var eventWorkers = 32
     /// The first retry of a failed event waits this long (then twice as long each time).
@@ -204,6 +206,13 @@ struct DaemonConfiguration: Sendable {
                 c.logLevel = l
             }
         ),
+        (
+            "log_format",
+            { c, v, src in
+                guard ["text", "json"].contains(v) else { throw Invalid(description: "\(src): the log format is text or json, not \(v)") }
+                c.logFormat = v
+            }
+        ),
     ]
 
     private mutating func apply(toml text: String) throws {
@@ -228,7 +237,7 @@ struct DaemonConfiguration: Sendable {
                 "rabbitmq_brokers": "rabbitmq_brokers", "postgres_servers": "postgres_servers", "kafka_allow": "kafka_allow",
                 "object_stores": "object_stores", "rabbitmq_ca_file": "rabbitmq_ca_file",
             ],
-            "logging": ["level": "log_level"],
+            "logging": ["level": "log_level", "format": "log_format"],
         ]
         for (name, fields) in sections {
             let s = try root.section(name)

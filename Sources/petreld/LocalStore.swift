@@ -22,6 +22,26 @@ struct LocalStore {
     }
 
     var credentialsPath: String { configuration.dataDirectory + "/admin-credentials" }
+    var awsConfigPath: String { configuration.dataDirectory + "/aws-config" }
+
+    /// `<data>/aws-config`, written at every start: the AWS config profile "petrel" (the API's
+    /// address as `endpoint_url`, and the region), so that the AWS CLI and SDKs reach this
+    /// daemon with `--profile petrel` (with `AWS_CONFIG_FILE` and `AWS_SHARED_CREDENTIALS_FILE`
+    /// pointing at this file and the admin credentials, or the section copied to ~/.aws).
+    func writeAWSConfig(endpoint: String) throws {
+        let text = """
+            # The AWS config profile of this petreld (rewritten at each start). Use it with
+            #   AWS_CONFIG_FILE=\(awsConfigPath) AWS_SHARED_CREDENTIALS_FILE=\(credentialsPath) aws lambda list-functions --profile petrel
+            # or copy the section into ~/.aws/config (and the [petrel] credentials into ~/.aws/credentials).
+            [profile petrel]
+            region = \(configuration.region)
+            endpoint_url = \(endpoint)
+
+            """
+        do { try Sys.atomicWrite(awsConfigPath, Array(text.utf8), mode: 0o644) } catch {
+            throw StoreError("cannot write \(awsConfigPath)", cause: error)
+        }
+    }
 
     /// At first start: the admin account (the configured account id) and one key,
     /// written to `<data>/admin-credentials` (0600) in the AWS shared-credentials format.
@@ -36,6 +56,11 @@ struct LocalStore {
             # This file is written once; keep it secret, or move it away and revoke the key
             # (petreld keys revoke \(key.id)) once you have made other keys.
             [default]
+            aws_access_key_id = \(key.id)
+            aws_secret_access_key = \(key.secret)
+
+            # The same key for the "petrel" profile of <data>/aws-config, which says where the API is.
+            [petrel]
             aws_access_key_id = \(key.id)
             aws_secret_access_key = \(key.secret)
 

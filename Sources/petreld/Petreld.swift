@@ -1,4 +1,5 @@
 import ArgumentParser
+import PetrelCore
 
 @main
 struct Petreld: AsyncParsableCommand {
@@ -16,7 +17,7 @@ struct Petreld: AsyncParsableCommand {
 
 /// What this binary is: the operator sees it in `--version` and in the first lines of the log.
 enum Build {
-    static let version = "0.1.0"
+    static let version = PetrelVersion.version
     #if DEBUG
         static let configuration = "debug"
     #else

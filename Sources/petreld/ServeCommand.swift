@@ -63,7 +63,13 @@ struct ServeCommand: AsyncParsableCommand {
             throw ValidationError(e.description)
         }
         let level = c.logLevel
+        let json = c.logFormat == "json"
         LoggingSystem.bootstrap { label in
+            if json {
+                var h = JSONLogHandler(label: label)
+                h.logLevel = level
+                return h
+            }
             var h = StreamLogHandler.standardError(label: label)
             h.logLevel = level
             return h
@@ -77,6 +83,8 @@ struct ServeCommand: AsyncParsableCommand {
             .seconds(1), .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60), .seconds(300), .seconds(900),
         ]
         MetricsSystem.bootstrap(factory)
+        // What is running, for dashboards: a constant 1 labelled with the version and build.
+        Gauge(label: "petrel_build_info", dimensions: [("version", Build.version), ("build", Build.configuration)]).record(1)
         try await Self.serve(c, logger: logger, metrics: registry)
     }
 
@@ -109,6 +117,8 @@ struct ServeCommand: AsyncParsableCommand {
         if let made = try store.ensureAdmin() {
             logger.notice("made the admin account and its key", metadata: ["account": "\(made.account)", "credentials": "\(made.path)"])
         }
+        let apiHost = c.listenHost == "0.0.0.0" || c.listenHost == "::" || c.listenHost.isEmpty ? "127.0.0.1" : c.listenHost
+        try store.writeAWSConfig(endpoint: "\(c.tlsCertificate == nil ? "http" : "https")://\(Self.authority(apiHost, c.listenPort))")
         let code = try CodeStore(directory: c.dataDirectory + "/code", cacheDirectory: c.runDirectory + "/code", keys: store.keys)
         let engine = try SandboxEngine(
             configuration: SandboxEngineConfiguration(
