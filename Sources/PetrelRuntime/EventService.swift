@@ -52,6 +52,8 @@ public final class EventService: Service, Sendable {
     let wakeup = Wakeup()
     let scheduleWakeup = Wakeup()
     let queueDepth = Gauge(label: "petrel_async_queue_depth")
+    /// Seconds since the oldest queued event was accepted (0: none queued).
+    let oldestAge = Gauge(label: "petrel_async_oldest_event_age_seconds")
     /// Queues and topics, for destinations that name them (bound once the messaging layer exists).
     private let sink = Mutex<(any RecordSink)?>(nil)
 
@@ -106,7 +108,9 @@ public final class EventService: Service, Sendable {
                 do {
                     try dispatchDue(into: &group)
                     if ContinuousClock.now - published >= .seconds(1) {
-                        queueDepth.record(try store.count())
+                        let (depth, oldest) = try store.depthAndOldest()
+                        queueDepth.record(depth)
+                        oldestAge.record(oldest.map { max(0, Double(settings.clock.nowMillis() - $0) / 1000) } ?? 0)
                         published = .now
                     }
                 } catch {

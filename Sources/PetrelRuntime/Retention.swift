@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Metrics
 import PetrelStore
+import PetrelSystem
 import ServiceLifecycle
 
 /// Bounds what the data directory keeps per call:
@@ -25,12 +26,15 @@ public struct RetentionService: Service {
     let logger: Logger
     let budgetFailures: FailureLog
     let storedBytes = Gauge(label: "petrel_log_stored_bytes")
+    /// The filesystem of the data directory (nil: not watched).
+    let dataDirectory: String?
     let evicted = Counter(label: "petrel_log_events_evicted_total")
 
     public init(
         logs: LogStore, logDays: Int?, logBudget: Int64, audit: AuditStore, auditDays: Int?, interval: Duration = .seconds(600),
-        budgetInterval: Duration = .milliseconds(500), logger: Logger
+        budgetInterval: Duration = .milliseconds(500), dataDirectory: String? = nil, logger: Logger
     ) {
+        self.dataDirectory = dataDirectory
         self.logs = logs
         self.logDays = logDays
         self.logBudget = logBudget
@@ -44,10 +48,17 @@ public struct RetentionService: Service {
 
     public func run() async throws {
         var nextExpiry = ContinuousClock.now
+        var nextDisk = ContinuousClock.now
         while !Task.isCancelled {
             if ContinuousClock.now >= nextExpiry {
                 await expire()
                 nextExpiry = .now + interval
+            }
+            if let dataDirectory, ContinuousClock.now >= nextDisk, let space = try? Sys.filesystemSpace(dataDirectory) {
+                // For the disk alert: how full the data directory's filesystem is.
+                Gauge(label: "petrel_data_filesystem_bytes", dimensions: [("of", "size")]).record(space.size)
+                Gauge(label: "petrel_data_filesystem_bytes", dimensions: [("of", "available")]).record(space.available)
+                nextDisk = .now + .seconds(10)
             }
             await keepWithinBudget()
             // Until the next round, or the daemon's shutdown.

@@ -142,6 +142,14 @@ public struct EventStore: Sendable {
         try db.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM events") ?? 0 }
     }
 
+    /// How many events are queued, and when the oldest was accepted (milliseconds; nil: none).
+    public func depthAndOldest() throws -> (count: Int, oldest: Int64?) {
+        try db.pool.read { db in
+            let row = try Row.fetchOne(db, sql: "SELECT COUNT(*), MIN(created) FROM events")
+            return (row?[0] ?? 0, row?[1])
+        }
+    }
+
     /// What happens to a finished event's record.
     public enum Handoff: Sendable {
         case none

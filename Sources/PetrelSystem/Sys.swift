@@ -88,6 +88,13 @@ public enum Sys {
 
     public static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
+    /// The size of the filesystem that holds `path`, and what an unprivileged writer may still use of it, in bytes.
+    public static func filesystemSpace(_ path: String) throws(SystemError) -> (size: Int64, available: Int64) {
+        var fs = statvfs()
+        _ = try call("statvfs", path) { statvfs(path, &fs) }
+        return (Int64(fs.f_blocks) * Int64(fs.f_frsize), Int64(fs.f_bavail) * Int64(fs.f_frsize))
+    }
+
     public static func exists(at dir: Int32, _ name: String) -> Bool { faccessat(dir, name, F_OK, 0) == 0 }
 
     public static func isDirectory(_ path: String) -> Bool {

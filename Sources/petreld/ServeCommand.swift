@@ -238,7 +238,7 @@ struct ServeCommand: AsyncParsableCommand {
         let urlAPI = OnExecutor(urls, executor: LoopAffineExecutor(group: group))
         let retention = RetentionService(
             logs: LogStore(db), logDays: c.logRetentionDays, logBudget: c.logStorageBytes(), audit: AuditStore(db),
-            auditDays: c.auditRetentionDays, logger: logger)
+            auditDays: c.auditRetentionDays, dataDirectory: c.dataDirectory, logger: logger)
         var config = ServiceGroupConfiguration(
             services: [
                 .init(service: AuditService(gate: gate)), .init(service: retention),
