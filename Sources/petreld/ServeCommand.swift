@@ -226,6 +226,8 @@ struct ServeCommand: AsyncParsableCommand {
                         "api.address": "\(channel.localAddress.map { "\($0)" } ?? "?")",
                         "petreld.version": "\(Build.version)", "petreld.build": "\(Build.configuration)",
                     ])
+                // Everything before the API (the store, the runtime) is up by now.
+                SystemdNotify.send("READY=1\nSTATUS=serving the Lambda API")
             },
             eventLoopGroupProvider: .shared(group),
             logger: logger)
@@ -245,6 +247,7 @@ struct ServeCommand: AsyncParsableCommand {
                 .init(service: runtime), .init(service: events), .init(service: queues), .init(service: httpDeliveries),
                 .init(service: mappings),
                 .init(service: api), .init(service: urlAPI),
+                .init(service: SystemdStopping(), successTerminationBehavior: .ignore),
             ],
             logger: logger)
         config.gracefulShutdownSignals = [.sigterm, .sigint]
