@@ -10,6 +10,7 @@ struct Petrel: AsyncParsableCommand {
         abstract: "Deploy, invoke and watch functions on a Petrel daemon (it speaks the AWS Lambda API).",
         subcommands: [
             Deploy.self, Invoke.self, Logs.self, List.self, Load.self, Schedule.self, Queue.self, SourcesCommand.self, Bucket.self,
+            Init.self,
         ]
     )
 }

@@ -243,5 +243,32 @@ class PetrelCLITest(unittest.TestCase):
         self.assertNotIn("Traceback", r.stderr)
 
 
+    def test_init_makes_functions_that_pass_their_tests_and_deploy(self):
+        lam = self.daemon.client()
+        for runtime, test in (("python3.11", ["python3", "-m", "unittest"]), ("nodejs20.x", ["node", "--test"])):
+            folder = os.path.join(self.daemon.root, "init-" + runtime.replace(".", "-"))
+            out = subprocess.run([PETREL, "init", folder, "--runtime", runtime], capture_output=True, text=True, timeout=60)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertIn("petrel deploy", out.stdout)
+            r = subprocess.run(test, cwd=folder, capture_output=True, text=True, timeout=120)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            with open(os.path.join(folder, "README.md")) as f:
+                deploy = [line for line in f.read().splitlines() if line.startswith("petrel deploy")][0]
+            r = subprocess.run([PETREL] + deploy.split()[1:] + ["--endpoint", self.daemon.endpoint], cwd=folder,
+                               capture_output=True, text=True, timeout=120, env=self.daemon.tool_env())
+            self.assertEqual(r.returncode, 0, r.stderr)
+            name = os.path.basename(folder)
+            answer = json.loads(lam.invoke(FunctionName=name, Payload=json.dumps({"name": "petrel"}))["Payload"].read())
+            self.assertEqual(answer, {"message": "hello petrel"}, runtime)
+            lam.delete_function(FunctionName=name)
+        # A runtime Petrel does not have yet, and a folder that exists, are refused.
+        r = subprocess.run([PETREL, "init", os.path.join(self.daemon.root, "j"), "--runtime", "java21"], capture_output=True, text=True,
+                           timeout=60)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("java21", r.stderr)
+        r = subprocess.run([PETREL, "init", self.daemon.root], capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("exists already", r.stderr)
+
 if __name__ == "__main__":
     unittest.main()
