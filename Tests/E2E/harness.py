@@ -124,13 +124,23 @@ class Daemon:
         deadline = time.time() + 30
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError("petreld exited with %s; log:\n%s" % (self.proc.returncode, self.read_log()))
+                self._abandon()
+                raise RuntimeError("petreld exited with %s; log:\n%s" % (self.proc.returncode, self._log_text))
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                 return self
             except OSError:
                 time.sleep(0.1)
-        raise RuntimeError("petreld did not start listening; log:\n" + self.read_log())
+        self.proc.kill()
+        self.proc.wait()
+        self._abandon()
+        raise RuntimeError("petreld did not start listening; log:\n" + self._log_text)
+
+    def _abandon(self):
+        """A daemon that did not start: its log is kept for the error, its directory removed."""
+        self._log_text = self.read_log()
+        self.log.close()
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def stop(self, sig=signal.SIGTERM, timeout=60):
         if self.proc is None:
