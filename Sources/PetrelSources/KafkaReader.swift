@@ -1,7 +1,6 @@
 import CPetrelKafka
 import Dispatch
 import Foundation
-import Logging
 import PetrelCore
 import Synchronization
 
@@ -102,7 +101,7 @@ final class KafkaReader: StreamReader, @unchecked Sendable {
         shared.withLock { $0.committed = committed }
     }
 
-    static func open(_ m: EventSourceMapping, settings: KafkaSettings, logger: Logger) async throws -> KafkaReader {
+    static func open(_ m: EventSourceMapping, settings: KafkaSettings) async throws -> KafkaReader {
         try await withCheckedThrowingContinuation { c in
             DispatchQueue.global().async { c.resume(with: Result { try connect(settings) }) }
         }
@@ -214,20 +213,21 @@ final class KafkaReader: StreamReader, @unchecked Sendable {
     private func read(waitMillis: Int) -> [StreamRecord] {
         var out: [StreamRecord] = []
         var wait = Int32(waitMillis)
+        // What the poll says of the connection: the last error, or nothing wrong once a record
+        // came after it (set once, not per record).
+        var problem: String??
         while out.count < 5_000, let msg = rd_kafka_consumer_poll(rk, wait) {
             wait = 0
             defer { rd_kafka_message_destroy(msg) }
             let m = msg.pointee
             guard m.err == RD_KAFKA_RESP_ERR_NO_ERROR else {
-                if m.err != RD_KAFKA_RESP_ERR__PARTITION_EOF {
-                    let text = String(cString: rd_kafka_err2str(m.err))
-                    shared.withLock { $0.problem = text }
-                }
+                if m.err != RD_KAFKA_RESP_ERR__PARTITION_EOF { problem = .some(String(cString: rd_kafka_err2str(m.err))) }
                 continue
             }
-            shared.withLock { $0.problem = nil }
+            problem = .some(nil)
             out.append(record(msg))
         }
+        if let problem { shared.withLock { $0.problem = problem } }
         // Nothing came: every 2 seconds, look whether the cluster answers (librdkafka
         // reconnects by itself, and says nothing to a consumer while its brokers are away).
         if out.isEmpty, ContinuousClock.now - lastCheck > .seconds(2) {

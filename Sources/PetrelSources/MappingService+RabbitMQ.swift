@@ -13,27 +13,43 @@ public struct BrokerDirectory: Sendable {
     public var caFile: String?
     public init(_ brokers: [String: (host: String, port: Int)] = [:]) { self.brokers = brokers }
 
-    /// `NAME=HOST:PORT` entries, comma-separated (`amqp://` before HOST is allowed;
-    /// `amqps://` means AMQP over TLS).
-    public init(parsing text: String) throws(DomainError) {
+    /// `NAME=HOST:PORT` entries, comma-separated. With `schemes`, HOST may follow the plain
+    /// scheme (`amqp://`) or the TLS one (`amqps://`, which puts NAME in `tls`).
+    public init(parsing text: String, schemes: (plain: String, tls: String)? = nil, what: String = "broker") throws(DomainError) {
         var out: [String: (host: String, port: Int)] = [:]
-        for entry in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !entry.isEmpty {
-            let kv = entry.split(separator: "=", maxSplits: 1).map(String.init)
-            var address = kv.count == 2 ? kv[1] : ""
-            if address.hasPrefix("amqp://") { address = String(address.dropFirst(7)) }
-            if address.hasPrefix("amqps://") {
-                address = String(address.dropFirst(8))
-                if kv.count == 2 { tls.insert(kv[0]) }
+        for (name, value, entry) in try Self.namedEntries(text, what: "a \(what) is NAME=HOST:PORT") {
+            var address = value
+            if let schemes {
+                if address.hasPrefix(schemes.plain + "://") { address.removeFirst(schemes.plain.count + 3) }
+                if address.hasPrefix(schemes.tls + "://") {
+                    address.removeFirst(schemes.tls.count + 3)
+                    tls.insert(name)
+                }
             }
-            guard kv.count == 2, !kv[0].isEmpty, let colon = address.lastIndex(of: ":"),
-                let port = Int(address[address.index(after: colon)...]),
-                (1...65_535).contains(port), colon > address.startIndex
+            guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
+                (1...65_535).contains(port), colon > address.startIndex,
+                !address[..<colon].contains(where: { $0 == "/" || $0 == " " })
             else {
-                throw DomainError(.invalidParameter, "a broker is NAME=HOST:PORT, not \(entry)")
+                throw DomainError(.invalidParameter, "a \(what) is NAME=HOST:PORT, not \(entry)")
             }
-            out[kv[0]] = (String(address[..<colon]), port)
+            out[name] = (String(address[..<colon]), port)
         }
         brokers = out
+    }
+
+    /// The operator's `NAME=VALUE, …` lists (brokers, servers, object stores): each entry's
+    /// name and value, trimmed, and the entry as written; `form` says what an entry must be.
+    public static func namedEntries(_ text: String, what form: String) throws(DomainError) -> [(name: String, value: String, entry: String)]
+    {
+        var out: [(name: String, value: String, entry: String)] = []
+        for entry in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !entry.isEmpty {
+            let kv = entry.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard kv.count == 2, !kv[0].isEmpty, kv[0].allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
+                throw DomainError(.invalidParameter, "\(form), not \(entry)")
+            }
+            out.append((kv[0], kv[1], entry))
+        }
+        return out
     }
 
     /// The broker name of an Amazon MQ broker ARN.

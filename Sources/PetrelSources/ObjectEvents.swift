@@ -11,15 +11,11 @@ public struct ObjectStores: Sendable {
 
     public init(parsing text: String) throws(DomainError) {
         var out: [String: String] = [:]
-        for entry in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !entry.isEmpty {
-            let kv = entry.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
-            guard kv.count == 2, !kv[0].isEmpty, kv[0].allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
-                throw DomainError(.invalidParameter, "an object store is NAME=TOKEN, not \(entry)")
+        for (name, token, _) in try BrokerDirectory.namedEntries(text, what: "an object store is NAME=TOKEN") {
+            guard token.utf8.count >= 16 else {
+                throw DomainError(.invalidParameter, "the token of the object store \(name) is shorter than 16 characters")
             }
-            guard kv[1].utf8.count >= 16 else {
-                throw DomainError(.invalidParameter, "the token of the object store \(kv[0]) is shorter than 16 characters")
-            }
-            out[kv[0]] = kv[1]
+            out[name] = token
         }
         tokens = out
     }

@@ -140,8 +140,8 @@ final class PostgresReader: StreamReader, @unchecked Sendable {
         try await withCheckedThrowingContinuation { c in queue.async { c.resume(with: Result { try body() }) } }
     }
 
-    static func open(_ m: EventSourceMapping, settings: PostgresSettings, checkpoints: MappingStore, region: String, logger: Logger)
-        async throws -> PostgresReader
+    static func open(_ m: EventSourceMapping, settings: PostgresSettings, checkpoints: MappingStore, region: String) async throws
+        -> PostgresReader
     {
         let r = PostgresReader(settings, uuid: m.uuid, region: region, checkpoints: checkpoints)
         if let cp = try checkpoints.checkpoint(m.uuid, partition: r.partitionName) {

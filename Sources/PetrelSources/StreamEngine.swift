@@ -158,10 +158,10 @@ extension MappingService {
 
     func openStream(_ m: EventSourceMapping) async throws -> any StreamReader {
         switch m.kind {
-        case .kafka: return try await KafkaReader.open(m, settings: try kafkaSettings(m), logger: logger)
+        case .kafka: return try await KafkaReader.open(m, settings: try kafkaSettings(m))
         case .postgres:
             return try await PostgresReader.open(
-                m, settings: try postgresSettings(m), checkpoints: store, region: region, logger: logger)
+                m, settings: try postgresSettings(m), checkpoints: store, region: region)
         case .sqs, .rabbitmq: throw DomainError(.invalidParameter, "not a stream")
         }
     }
@@ -190,6 +190,7 @@ extension MappingService {
         try await withThrowingDiscardingTaskGroup { group in
             defer { for b in buffers.values { b.finish() } }
             var wasProblem = false
+            var lagRecorded = ContinuousClock.now - .seconds(1)
             while !ended() {
                 let records = try await reader.poll(waitMillis: 200)
                 if let problem = reader.problem {
@@ -219,7 +220,11 @@ extension MappingService {
                 }
                 // Every partition's task looks at the stop flag at least this often.
                 for b in buffers.values { b.ring() }
-                recordLag(m, reader, buffers)
+                // (A busy reader polls many times a second; the lag gauges need no more than one.)
+                if ContinuousClock.now - lagRecorded >= .seconds(1) {
+                    recordLag(m, reader, buffers)
+                    lagRecorded = .now
+                }
             }
             for b in buffers.values { b.finish() }
         }
@@ -386,11 +391,6 @@ extension MappingService {
         try await reader.commit(segments[0].end)
         segments.removeFirst()
         setInFlight(m, partition, segments.first?.records.first?.time)
-        streamStatus.withLock { s in
-            var st = s[m.uuid]?[partition] ?? PartitionStatus()
-            st.position = "\(segments.first?.end.position ?? 0)"
-            s[m.uuid, default: [:]][partition] = st
-        }
     }
 
     /// A batch outcome of a partition, for `GetEventSourceMapping`.
@@ -458,7 +458,6 @@ public struct PartitionStatus: Sendable {
     public var lagRecords: Int64?
     /// When the records in flight arrived (nil: none in flight).
     public var inFlightSince: Int64?
-    public var position = ""
     /// Batches by outcome: succeeded, failed (each failed attempt), given_up, throttled.
     public var batches: [String: Int] = [:]
 }

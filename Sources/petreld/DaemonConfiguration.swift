@@ -113,7 +113,7 @@ struct DaemonConfiguration: Sendable {
             "rabbitmq_brokers",
             { c, v, src in
                 let ca = c.rabbitBrokers.caFile
-                do { c.rabbitBrokers = try BrokerDirectory(parsing: v) } catch {
+                do { c.rabbitBrokers = try BrokerDirectory(parsing: v, schemes: ("amqp", "amqps")) } catch {
                     throw Invalid(description: "\(src): \((error as? DomainError)?.message ?? "\(error)")")
                 }
                 c.rabbitBrokers.caFile = ca
@@ -131,7 +131,7 @@ struct DaemonConfiguration: Sendable {
         (
             "postgres_servers",
             { c, v, src in
-                do { c.postgresServers = try BrokerDirectory(parsing: v) } catch {
+                do { c.postgresServers = try BrokerDirectory(parsing: v, what: "PostgreSQL server") } catch {
                     throw Invalid(description: "\(src): \((error as? DomainError)?.message ?? "\(error)")")
                 }
             }

@@ -154,4 +154,26 @@ import Testing
         #expect(h.map { $0.records.map(\.position) } == [[1], [2, 3]])
         #expect(h.map(\.end.position) == [1, 9])
     }
+
+    @Test("broker and server lists: TLS only where the source has a TLS scheme; names checked")
+    func directories() throws {
+        let rabbit = try BrokerDirectory(parsing: "main=127.0.0.1:5672, secure = amqps://mq.internal:5671", schemes: ("amqp", "amqps"))
+        #expect(rabbit.brokers["main"]?.port == 5672)
+        #expect(rabbit.brokers["secure"]?.host == "mq.internal")
+        #expect(rabbit.tls == ["secure"])
+        #expect(throws: DomainError.self) { try BrokerDirectory(parsing: "pg=amqps://db:5432", what: "PostgreSQL server") }
+        #expect(throws: DomainError.self) { try BrokerDirectory(parsing: "a b=db:5432") }
+        #expect(throws: DomainError.self) { try BrokerDirectory(parsing: "pg=db:70000") }
+    }
+
+    @Test("a PostgreSQL connection string quotes every value: a password cannot add options")
+    func conninfoQuoting() {
+        let s = PostgresSettings(
+            host: "db", port: 5432, database: "shop", user: "u", password: "p' replication=database sslmode='disable\\",
+            table: nil, slot: "s", arn: "a")
+        let plain = s.conninfo(replication: false)
+        #expect(plain.contains("password='p\\' replication=database sslmode=\\'disable\\\\'"))
+        #expect(!plain.contains("replication=database sslmode='"))
+        #expect(s.conninfo(replication: true).hasSuffix(" replication=database"))
+    }
 }
