@@ -177,7 +177,9 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
-            ]
+            ],
+            // `petrel deploy --sam` runs SAM/petrel_sam.py (installed as /usr/lib/petrel/petrel_sam.py).
+            exclude: ["SAM"]
         ),
         .testTarget(
             name: "PetrelSandboxTests",

@@ -46,7 +46,8 @@ extension LambdaAPI {
         let next = s.parsed?.next(after: max(now, s.lastSlot ?? 0), anchor: s.created / 1000)
         return ScheduleShape(
             Name: s.name, Arn: "arn:aws:events:\(region):\(s.account):rule/\(s.name)", ScheduleExpression: s.expression,
-            FunctionArn: FunctionARN(region: region, account: s.account, name: s.function).description, Input: s.input,
+            FunctionArn: FunctionARN(region: region, account: s.account, name: s.function, qualifier: s.qualifier).description,
+            Input: s.input,
             Description: s.description, State: "ENABLED",
             CreationTime: FunctionRecord.lambdaTimestamp(Date(timeIntervalSince1970: Double(s.created) / 1000)),
             LastFired: s.lastSlot.map(iso), NextFire: next.map(iso))
@@ -64,7 +65,8 @@ extension LambdaAPI {
         guard let text = input.ScheduleExpression else { throw LambdaError(.invalidParameterValue, "ScheduleExpression is required.") }
         let expression = try ScheduleExpression(parsing: text)
         guard let fn = input.FunctionName else { throw LambdaError(.invalidParameterValue, "FunctionName is required.") }
-        let f = try catalog.resolve(fn, caller: call.caller)
+        let ref = try FunctionReference(parsing: fn)
+        let f = try catalog.resolve(ref, caller: call.caller)
         if let i = input.Input {
             guard i.utf8.count <= 8192, (try? JSONSerialization.jsonObject(with: Data(i.utf8), options: [.fragmentsAllowed])) != nil else {
                 throw LambdaError(.invalidParameterValue, "Input must be valid JSON of at most 8192 bytes.")
@@ -72,9 +74,10 @@ extension LambdaAPI {
         }
         let description = input.Description ?? ""
         guard description.count <= 512 else { throw LambdaError(.invalidParameterValue, "Description has at most 512 characters.") }
-        let record = ScheduleRecord(
+        var record = ScheduleRecord(
             account: call.caller.account, name: name, function: f.name, expression: expression.description,
             input: input.Input, description: description, created: events.settings.clock.nowMillis())
+        record.qualifier = ref.qualifier == FunctionRecord.latest ? nil : ref.qualifier
         guard try events.schedules.create(record) else {
             throw LambdaError(.resourceConflict, "A schedule named \(name) exists already in account \(call.caller.account).")
         }

@@ -4,15 +4,17 @@ import PetrelSigV4
 
 /// `POST /` is where every AWS protocol but Lambda's REST one sends its calls: the JSON
 /// protocols name their operation in `X-Amz-Target` (CloudWatch Logs `Logs_20140328.`,
-/// SQS `AmazonSQS.`, Secrets Manager `secretsmanager.`), the query protocol (SNS) in its form body, and every signed request
+/// SQS `AmazonSQS.`, Secrets Manager `secretsmanager.`), the query protocols (SNS, STS) in their form body, and every signed request
 /// names its service in the credential scope. This picks the API from those.
 public struct ServiceRouter: Sendable {
     let logs: LogsAPI
     let sqs: SQSAPI
     let sns: SNSAPI
     let secrets: SecretsAPI
+    let sts: STSAPI
 
-    public init(logs: LogsAPI, sqs: SQSAPI, sns: SNSAPI, secrets: SecretsAPI) {
+    public init(logs: LogsAPI, sqs: SQSAPI, sns: SNSAPI, secrets: SecretsAPI, sts: STSAPI) {
+        self.sts = sts
         self.logs = logs
         self.sqs = sqs
         self.sns = sns
@@ -35,7 +37,13 @@ public struct ServiceRouter: Sendable {
         let target = req.headers[.amzTarget] ?? ""
         if target.hasPrefix("AmazonSQS.") { return await sqs.serve(req, ctx) }
         if target.hasPrefix("secretsmanager.") { return await secrets.serve(req, ctx) }
-        if target.isEmpty, Self.scopeService(req) == "sns" { return await sns.serve(req, ctx) }
+        if target.isEmpty {
+            switch Self.scopeService(req) {
+            case "sns": return await sns.serve(req, ctx)
+            case "sts": return await sts.serve(req, ctx)
+            default: break
+            }
+        }
         return await logs.serve(req, ctx)
     }
 

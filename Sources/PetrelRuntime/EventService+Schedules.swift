@@ -47,9 +47,10 @@ extension EventService {
         let payload =
             s.input.map { Data($0.utf8) }
             ?? EventDocuments.scheduledEvent(id: id, account: s.account, region: settings.region, schedule: s.name, slot: slot)
-        let event = QueuedEvent(
+        var event = QueuedEvent(
             id: id, account: s.account, function: s.function, payload: payload, created: settings.clock.nowMillis(),
             source: "schedule")
+        event.qualifier = s.qualifier
         if try await schedules.fire(s, slot: slot, event: event) {
             logger.debug(
                 "fired a schedule", metadata: ["schedule.name": "\(s.name)", "schedule.slot": "\(slot)", "invocation.id": "\(id)"])

@@ -515,6 +515,10 @@ public final class PetrelDatabase: Sendable {
                     );
                     """)
         }
+        m.registerMigration("v15-schedule-qualifier") { db in
+            // A schedule may target a version or alias (an EventBridge target's qualified ARN).
+            try db.execute(sql: "ALTER TABLE schedules ADD COLUMN qualifier TEXT")
+        }
         return m
     }
 }

@@ -7,6 +7,8 @@ public struct ScheduleRecord: Sendable, Equatable {
     public var account: String
     public var name: String
     public var function: String
+    /// The version or alias invoked; `$LATEST` when nil.
+    public var qualifier: String?
     /// As given (`rate(5 minutes)`, `cron(0 12 * * ? *)`).
     public var expression: String
     /// A constant event instead of EventBridge's scheduled-event document.
@@ -53,6 +55,7 @@ public struct ScheduleStore: Sendable {
             account: row["account"], name: row["name"], function: row["function"], expression: row["expression"],
             input: row["input"], description: row["description"], created: row["created"])
         s.lastSlot = row["last_slot"]
+        s.qualifier = row["qualifier"]
         return s
     }
 
@@ -61,9 +64,9 @@ public struct ScheduleStore: Sendable {
         try db.pool.write { db in
             try db.execute(
                 sql: """
-                    INSERT OR IGNORE INTO schedules (account, name, function, expression, input, description, created)
-                    VALUES (?, ?, ?, ?, ?, ?, ?)
-                    """, arguments: [s.account, s.name, s.function, s.expression, s.input, s.description, s.created])
+                    INSERT OR IGNORE INTO schedules (account, name, function, qualifier, expression, input, description, created)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: [s.account, s.name, s.function, s.qualifier, s.expression, s.input, s.description, s.created])
             return db.changesCount == 1
         }
     }

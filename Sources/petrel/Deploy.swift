@@ -5,12 +5,22 @@ import ZIPFoundation
 
 struct Deploy: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Zip a folder and create the function, or update its code (and the settings given).")
+        abstract: "Zip a folder and create the function, or update its code (and the settings given); or apply an AWS SAM template.",
+        discussion: """
+            petrel deploy DIR --name F [--runtime R --handler H …]   one function from a folder
+            petrel deploy --sam template.yaml [--stack S] [--parameter K=V] [--dry-run]
+                applies an AWS SAM template: shows the plan, then creates or changes only what differs.
+                Needs python3 with aws-sam-translator and boto3 (PyPI).
+            """)
 
     @Argument(help: "The folder to deploy (its contents become /var/task).")
-    var directory: String
+    var directory: String?
 
-    @Option(help: "Function name.") var name: String
+    @Option(help: "Function name.") var name: String?
+    @Option(help: "An AWS SAM template to apply instead of a folder.") var sam: String?
+    @Option(help: "The SAM stack's name (default: the template's folder name).") var stack: String?
+    @Option(help: "Name=Value for a SAM template parameter (repeatable).") var parameter: [String] = []
+    @Flag(help: "With --sam: show the plan and change nothing.") var dryRun = false
     @Option(help: "python3.11, nodejs20.x or provided.al2023 (needed to create).") var runtime: String?
     @Option(help: "module.function or file.export (needed to create, except for provided.*).") var handler: String?
     @Option(help: "Memory in MB (128–10240).") var memory: Int?
@@ -19,8 +29,24 @@ struct Deploy: AsyncParsableCommand {
     @Option(help: "IAM-style role ARN recorded with the function.") var role = "arn:aws:iam::000000000000:role/petrel-function"
     @OptionGroup var connection: ConnectionOptions
 
+    func validate() throws {
+        if sam != nil {
+            guard directory == nil, name == nil else { throw ValidationError("--sam takes a template; give no folder or --name with it") }
+        } else {
+            guard directory != nil, name != nil else { throw ValidationError("give a folder and --name, or --sam TEMPLATE") }
+            guard stack == nil, parameter.isEmpty, !dryRun else {
+                throw ValidationError("--stack, --parameter and --dry-run go with --sam")
+            }
+        }
+    }
+
     func run() async throws {
         let client = try connection.client()
+        if let sam {
+            try SAMDeploy(template: sam, stack: stack, parameters: parameter, dryRun: dryRun).run(client)
+            return
+        }
+        guard let directory, let name else { return }
         var variables: [String: String]?
         if !env.isEmpty {
             variables = [:]

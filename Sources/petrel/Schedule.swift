@@ -53,7 +53,7 @@ struct Schedule: AsyncParsableCommand {
             }
             var rows = [["NAME", "EXPRESSION", "FUNCTION", "LAST FIRED", "NEXT"]]
             for s in list {
-                let fn = (s["FunctionArn"] as? String)?.split(separator: ":").last.map(String.init) ?? ""
+                let fn = ((s["FunctionArn"] as? String)?.split(separator: ":").dropFirst(6).joined(separator: ":")) ?? ""
                 rows.append([
                     "\(s["Name"] ?? "")", "\(s["ScheduleExpression"] ?? "")", fn, "\(s["LastFired"] ?? "-")", "\(s["NextFire"] ?? "-")",
                 ])

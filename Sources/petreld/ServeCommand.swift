@@ -186,7 +186,8 @@ struct ServeCommand: AsyncParsableCommand {
         ServiceRouter(
             logs: LogsAPI(logs: LogStore(db), gate: gate, region: c.region, defaultRetentionDays: c.logRetentionDays, logger: logger),
             sqs: SQSAPI(queues: queues, gate: gate, logger: logger), sns: SNSAPI(topics: topics, gate: gate, logger: logger),
-            secrets: SecretsAPI(secrets: SecretStore(db, keys: store.keys), gate: gate, region: c.region, logger: logger)
+            secrets: SecretsAPI(secrets: SecretStore(db, keys: store.keys), gate: gate, region: c.region, logger: logger),
+            sts: STSAPI(gate: gate, logger: logger)
         ).register(on: router)
         MetricsAPI(registry: metrics).register(on: router)
         // Invoke is answered in each connection's pipeline, before Hummingbird (see FastPathHandler).

@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 
 import boto3
+import botocore.exceptions
 from harness import PETRELD, ROLE, Daemon, make_zip, metric
 
 
@@ -62,6 +63,21 @@ class Operations(unittest.TestCase):
                            capture_output=True, text=True, timeout=120)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("ops-profile", [f["FunctionName"] for f in json.loads(r.stdout)["Functions"]])
+        # `aws sts get-caller-identity`, the AWS tools' check of whose keys these are.
+        r = subprocess.run(["aws", "sts", "get-caller-identity", "--profile", "petrel", "--output", "json"], env=self.profile_env(),
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout), {"UserId": "000000000000", "Account": "000000000000",
+                                                "Arn": "arn:aws:iam::000000000000:root"})
+        # Other STS actions are refused in STS's shape; a bad signature is refused before anything.
+        sts = self.daemon.client("sts")
+        with self.assertRaises(botocore.exceptions.ClientError) as cm:
+            sts.get_session_token()
+        self.assertEqual(cm.exception.response["Error"]["Code"], "InvalidAction")
+        self.assertIn("GetCallerIdentity only", cm.exception.response["Error"]["Message"])
+        with self.assertRaises(botocore.exceptions.ClientError) as cm:
+            self.daemon.client("sts", keys=(self.daemon.admin_keys()[0], "x" * 40)).get_caller_identity()
+        self.assertEqual(cm.exception.response["ResponseMetadata"]["HTTPStatusCode"], 403)
         # boto3's Session(profile_name="petrel").
         old = dict(os.environ)
         try:
