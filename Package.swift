@@ -171,6 +171,7 @@ let package = Package(
             name: "petrel",
             dependencies: [
                 "PetrelClient",
+                "PetrelCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOCore", package: "swift-nio"),

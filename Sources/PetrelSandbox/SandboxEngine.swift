@@ -280,14 +280,18 @@ public final class SandboxEngine: Sendable {
 
     // MARK: internals
 
-    /// $PETREL_INIT, else `petrel-init` in the directory of the running executable.
+    /// $PETREL_INIT, else `petrel-init` in the directory of the running executable (where
+    /// `swift build` puts it), else in `../lib/petrel/` from there (the package's place).
     static func defaultInitExecutable() -> String {
         if let env = getenv("PETREL_INIT"), env.pointee != 0 { return String(cString: env) }
         var buf = [CChar](repeating: 0, count: 4096)
         let n = readlink("/proc/self/exe", &buf, buf.count - 1)
         let exe = n > 0 ? String(cBuffer: buf) : ""
         let dir = exe.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
-        return dir + "/petrel-init"
+        let beside = dir + "/petrel-init"
+        let packaged =
+            dir.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/") + "/lib/petrel/petrel-init"
+        return access(beside, X_OK) != 0 && access(packaged, X_OK) == 0 ? packaged : beside
     }
 
     func seccomp(_ seccomp: SandboxPolicy.Seccomp) throws -> SeccompProgram {

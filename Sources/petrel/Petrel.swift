@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PetrelClient
+import PetrelCore
 import Synchronization
 
 @main
@@ -8,6 +9,7 @@ struct Petrel: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "petrel",
         abstract: "Deploy, invoke and watch functions on a Petrel daemon (it speaks the AWS Lambda API).",
+        version: "petrel \(PetrelVersion.version)",
         subcommands: [
             Deploy.self, Invoke.self, Logs.self, List.self, Load.self, Schedule.self, Queue.self, SourcesCommand.self, Bucket.self,
             Init.self,

@@ -16,10 +16,11 @@ enum Locations {
         return "/usr/share/petrel/rootfs"
     }
 
-    /// `Config/petreld.toml` of the checkout the binary was built in, when there is one.
+    /// `Config/petreld.toml` of the checkout the binary was built in, else the package's
+    /// `/etc/petrel/petreld.toml`, when there is one.
     static func defaultConfig() -> String? {
-        let candidate = URL(fileURLWithPath: rootfs()).deletingLastPathComponent().appendingPathComponent("Config/petreld.toml").path
-        return FileManager.default.fileExists(atPath: candidate) ? candidate : nil
+        let checkout = URL(fileURLWithPath: rootfs()).deletingLastPathComponent().appendingPathComponent("Config/petreld.toml").path
+        return [checkout, "/etc/petrel/petreld.toml"].first { FileManager.default.fileExists(atPath: $0) }
     }
 
     static func policy(_ path: String?) throws -> SandboxPolicy {
