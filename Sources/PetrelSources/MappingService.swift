@@ -21,13 +21,15 @@ public final class MappingService: Service, Sendable {
     let dispatcher: Dispatcher
     let region: String
     let logger: Logger
-    /// Where RabbitMQ brokers are, and the secrets that hold their credentials.
-    let brokers: BrokerDirectory
+    /// The operator's lists (reloadable: see `reconfigure`).
+    private let sources: Mutex<(brokers: BrokerDirectory, databases: BrokerDirectory, kafkaAllow: KafkaAllowList)>
+    /// Where RabbitMQ brokers are (their credentials are in `secrets`).
+    var brokers: BrokerDirectory { sources.withLock { $0.brokers } }
     let secrets: SecretStore
-    /// Where PostgreSQL servers are (cluster ARNs name them), and which Kafka bootstrap
-    /// servers mappings may name.
-    let databases: BrokerDirectory
-    let kafkaAllow: KafkaAllowList
+    /// Where PostgreSQL servers are (cluster ARNs name them).
+    var databases: BrokerDirectory { sources.withLock { $0.databases } }
+    /// Which Kafka bootstrap servers mappings may name.
+    var kafkaAllow: KafkaAllowList { sources.withLock { $0.kafkaAllow } }
     /// Where stream mappings' on-failure records go (queues and topics).
     let sink: (any RecordSink)?
     /// Stream mappings' partitions: lag and position, by mapping and partition.
@@ -51,10 +53,8 @@ public final class MappingService: Service, Sendable {
         kafkaAllow: KafkaAllowList = KafkaAllowList([]), sink: (any RecordSink)? = nil,
         secrets: SecretStore, region: String, logger: Logger
     ) {
-        self.databases = databases
-        self.kafkaAllow = kafkaAllow
+        sources = Mutex((brokers, databases, kafkaAllow))
         self.sink = sink
-        self.brokers = brokers
         self.secrets = secrets
         self.store = store
         self.queues = queues
@@ -63,6 +63,12 @@ public final class MappingService: Service, Sendable {
         self.region = region
         self.logger = logger
         (changes, changed) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    /// New operator lists (a configuration reload): they apply to mappings made, and to
+    /// consumers that connect, from now on; running consumers keep their connections.
+    public func reconfigure(brokers: BrokerDirectory, databases: BrokerDirectory, kafkaAllow: KafkaAllowList) {
+        sources.withLock { $0 = (brokers, databases, kafkaAllow) }
     }
 
     /// A mapping was made, changed or deleted: the service reconciles its consumers.

@@ -44,35 +44,39 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String?
 
-    func run() async throws {
-        var c: DaemonConfiguration
-        do {
-            c = try DaemonConfiguration.load(file: config ?? Locations.defaultConfig(), environment: ProcessInfo.processInfo.environment)
-            if let listen { (c.listenHost, c.listenPort) = try DaemonConfiguration.hostPort(listen, source: "--listen") }
-            if let d = dataDirectory { c.dataDirectory = d }
-            if let d = runDirectory { c.runDirectory = d }
-            if let p = policy { c.policyPath = p }
-            if let l = logLevel {
-                guard let level = Logger.Level(rawValue: l) else {
-                    throw DaemonConfiguration.Invalid(description: "--log-level: unknown level \(l)")
-                }
-                c.logLevel = level
+    /// The configuration: the file, then the environment, then the flags (again at each reload).
+    func configuration() throws -> DaemonConfiguration {
+        var c = try DaemonConfiguration.load(file: config ?? Locations.defaultConfig(), environment: ProcessInfo.processInfo.environment)
+        if let listen { (c.listenHost, c.listenPort) = try DaemonConfiguration.hostPort(listen, source: "--listen") }
+        if let d = dataDirectory { c.dataDirectory = d }
+        if let d = runDirectory { c.runDirectory = d }
+        if let p = policy { c.policyPath = p }
+        if let l = logLevel {
+            guard let level = Logger.Level(rawValue: l) else {
+                throw DaemonConfiguration.Invalid(description: "--log-level: unknown level \(l)")
             }
-            try c.checkTLS()
-        } catch let e as DaemonConfiguration.Invalid {
-            throw ValidationError(e.description)
+            c.logLevel = level
         }
-        let level = c.logLevel
+        try c.checkTLS()
+        return c
+    }
+
+    func run() async throws {
+        // A SIGHUP before the reload service listens must not end the daemon.
+        ReloadService.ignoreHangups()
+        let c: DaemonConfiguration
+        do { c = try configuration() } catch let e as DaemonConfiguration.Invalid { throw ValidationError(e.description) }
+        let levels = LogLevelControl(c.logLevel)
         let json = c.logFormat == "json"
         LoggingSystem.bootstrap { label in
             if json {
                 var h = JSONLogHandler(label: label)
-                h.logLevel = level
-                return h
+                h.logLevel = .trace
+                return ReloadableLevelHandler(inner: h, control: levels)
             }
             var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = level
-            return h
+            h.logLevel = .trace
+            return ReloadableLevelHandler(inner: h, control: levels)
         }
         let logger = Logger(label: "petreld")
         let registry = PrometheusCollectorRegistry()
@@ -85,7 +89,14 @@ struct ServeCommand: AsyncParsableCommand {
         MetricsSystem.bootstrap(factory)
         // What is running, for dashboards: a constant 1 labelled with the version and build.
         Gauge(label: "petrel_build_info", dimensions: [("version", Build.version), ("build", Build.configuration)]).record(1)
-        try await Self.serve(c, logger: logger, metrics: registry)
+        let reload = ReloadInputs(command: self, levels: levels)
+        try await Self.serve(c, logger: logger, metrics: registry, reload: reload)
+    }
+
+    /// What a reload needs from the command: how it read the configuration, and the log level.
+    struct ReloadInputs: Sendable {
+        var command: ServeCommand
+        var levels: LogLevelControl
     }
 
     /// The lock that makes a directory this daemon's alone, or the error that says who has it.
@@ -101,7 +112,9 @@ struct ServeCommand: AsyncParsableCommand {
         }
     }
 
-    static func serve(_ c: DaemonConfiguration, logger: Logger, metrics: PrometheusCollectorRegistry) async throws {
+    static func serve(
+        _ c: DaemonConfiguration, logger: Logger, metrics: PrometheusCollectorRegistry, reload: ReloadInputs? = nil
+    ) async throws {
         let fm = FileManager.default
         try fm.createDirectory(atPath: c.dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         try fm.createDirectory(atPath: c.runDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o711])
@@ -248,8 +261,15 @@ struct ServeCommand: AsyncParsableCommand {
                 .init(service: runtime), .init(service: events), .init(service: queues), .init(service: httpDeliveries),
                 .init(service: mappings),
                 .init(service: api), .init(service: urlAPI),
-                .init(service: SystemdStopping(), successTerminationBehavior: .ignore),
-            ],
+            ]
+                + (reload.map { r in
+                    [
+                        ServiceGroupConfiguration.ServiceConfiguration(
+                            service: ReloadService(
+                                running: c, load: { try r.command.configuration() }, levels: r.levels, mappings: mappings, logger: logger))
+                    ]
+                } ?? [])
+                + [.init(service: SystemdStopping(), successTerminationBehavior: .ignore)],
             logger: logger)
         config.gracefulShutdownSignals = [.sigterm, .sigint]
         config.maximumGracefulShutdownDuration = .seconds(c.drainTimeoutSeconds + 15)

@@ -93,13 +93,14 @@ def sandbox_leftovers():
 
 
 class Daemon:
-    def __init__(self, root=None, port=None, extra_env=None):
+    def __init__(self, root=None, port=None, extra_env=None, config=None):
         self.root = root or tempfile.mkdtemp(prefix="petrel-e2e-", dir="/var/tmp")
         self.data = os.path.join(self.root, "data")
         self.run = os.path.join(self.root, "run")
         self.port = port or free_port()
         self.url_port = free_port()
         self.extra_env = extra_env or {}
+        self.config = config  # a petreld.toml of the test's own (default: the checkout's)
         self.proc = None
         self.log_path = os.path.join(self.root, "petreld.log")
 
@@ -114,12 +115,14 @@ class Daemon:
 
     def start(self):
         env = dict(os.environ)
-        env.setdefault("PETREL_LOG_LEVEL", "debug")
+        if self.config is None:  # a test's own configuration says its level
+            env.setdefault("PETREL_LOG_LEVEL", "debug")
         env["PETREL_URL_LISTEN"] = "127.0.0.1:%d" % self.url_port
         env.update(self.extra_env)
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [PETRELD, "serve", "--listen", "127.0.0.1:%d" % self.port, "--data-dir", self.data, "--run-dir", self.run],
+            [PETRELD, "serve", "--listen", "127.0.0.1:%d" % self.port, "--data-dir", self.data, "--run-dir", self.run]
+            + (["--config", self.config] if self.config else []),
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + 30
         while time.time() < deadline:

@@ -1,6 +1,7 @@
-"""Issue 27 (running under systemd; the parts done so far): the unit in Config/systemd passes
-`systemd-analyze verify`, and petreld speaks the readiness protocol its `Type=notify`
-relies on: READY=1 once the API listens, STOPPING=1 when it begins to drain."""
+"""Running under systemd: the unit in Config/systemd passes `systemd-analyze verify`, and
+petreld speaks the readiness protocol its `Type=notify` relies on (READY=1 once the API
+listens, STOPPING=1 when it begins to drain, RELOADING=1 then READY=1 around a reload), and
+reloads its configuration on SIGHUP (the unit's ExecReload)."""
 
 import os
 import shutil
@@ -10,7 +11,9 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import PETRELD, REPO, Daemon
+import botocore.exceptions
+
+from harness import PETRELD, REPO, ROLE, Daemon, make_zip, wait_for
 
 UNIT = os.path.join(REPO, "Config", "systemd", "petreld.service")
 
@@ -21,7 +24,8 @@ class Systemd(unittest.TestCase):
         try:
             with open(UNIT) as f:
                 text = f.read()
-            for key in ("Type=notify", "Delegate=yes", "KillMode=mixed", "Restart=on-failure", "LimitNOFILE="):
+            for key in ("Type=notify", "Delegate=yes", "KillMode=mixed", "Restart=on-failure", "LimitNOFILE=",
+                        "ExecReload=/bin/kill -HUP $MAINPID"):
                 self.assertIn(key, text)
             # (verify wants the ExecStart binary to exist: the build's stands in for /usr/bin/petreld.)
             path = os.path.join(root, "petreld.service")
@@ -53,6 +57,66 @@ class Systemd(unittest.TestCase):
         finally:
             sock.close()
             if daemon is not None:
+                daemon.stop_and_check()
+            shutil.rmtree(root, ignore_errors=True)
+
+    def test_sighup_reloads_what_it_can(self):
+        root = tempfile.mkdtemp(prefix="petrel-reload-", dir="/var/tmp")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        daemon = None
+        config = os.path.join(root, "petreld.toml")
+
+        def write(text):
+            with open(config + ".tmp", "w") as f:
+                f.write(text)
+            os.replace(config + ".tmp", config)
+        try:
+            path = os.path.join(root, "notify")
+            sock.bind(path)
+            sock.settimeout(60)
+            write('[logging]\nlevel = "info"\n[sources]\nkafka_allow = ""\n')
+            daemon = Daemon(extra_env={"NOTIFY_SOCKET": path}, config=config).start()
+            with daemon.log_on_failure():
+                self.assertIn("READY=1", sock.recv(4096).decode().split("\n"))
+                lam = daemon.client()
+                lam.create_function(FunctionName="reload", Runtime="python3.11", Role=ROLE, Handler="a.handler",
+                                    Code={"ZipFile": make_zip({"a.py": "def handler(e, c):\n    return 1\n"})})
+                mapping = {"FunctionName": "reload", "Topics": ["t"], "StartingPosition": "LATEST",
+                           "SelfManagedEventSource": {"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": ["127.0.0.1:9"]}}}
+                with self.assertRaises(botocore.exceptions.ClientError) as cm:
+                    lam.create_event_source_mapping(**mapping)
+                self.assertIn("kafka_allow", cm.exception.response["Error"]["Message"])
+                lam.list_functions()
+                self.assertNotIn("api.action=ListFunctions", daemon.read_log(), "no debug lines at level info")
+
+                # The level and the Kafka allow list change at once; the retention waits for a restart.
+                write('[logging]\nlevel = "debug"\n[sources]\nkafka_allow = "127.0.0.1:9"\n'
+                      '[storage]\nlog_retention_days = 7\n')
+                daemon.proc.send_signal(signal.SIGHUP)
+                self.assertIn("RELOADING=1", sock.recv(4096).decode().split("\n"))
+                self.assertIn("READY=1", sock.recv(4096).decode().split("\n"))
+                log = wait_for(lambda: "configuration reloaded" in daemon.read_log() and daemon.read_log(), what="the reload")
+                self.assertIn("applied=kafka_allow,log_level", log)
+                self.assertIn("restart.needed=log_retention_days", log)
+                uuid = lam.create_event_source_mapping(**mapping)["UUID"]
+                lam.delete_event_source_mapping(UUID=uuid)
+                lam.list_functions()
+                wait_for(lambda: "api.action=ListFunctions" in daemon.read_log(), what="a debug line after the reload")
+
+                # A configuration that does not load changes nothing, and the daemon goes on.
+                write('[logging]\nlevel = "loud"\n')
+                daemon.proc.send_signal(signal.SIGHUP)
+                self.assertIn("RELOADING=1", sock.recv(4096).decode().split("\n"))
+                self.assertIn("READY=1", sock.recv(4096).decode().split("\n"))
+                wait_for(lambda: "was not reloaded" in daemon.read_log(), what="the refused reload")
+                self.assertIn("unknown log level loud", daemon.read_log())
+                before = daemon.read_log().count("api.action=ListFunctions")
+                lam.list_functions()
+                wait_for(lambda: daemon.read_log().count("api.action=ListFunctions") > before, what="still at debug")
+                self.assertIsNone(daemon.proc.poll())
+        finally:
+            sock.close()
+            if daemon is not None and daemon.proc is not None:
                 daemon.stop_and_check()
             shutil.rmtree(root, ignore_errors=True)
 
