@@ -116,8 +116,13 @@ struct ServeCommand: AsyncParsableCommand {
         _ c: DaemonConfiguration, logger: Logger, metrics: PrometheusCollectorRegistry, reload: ReloadInputs? = nil
     ) async throws {
         let fm = FileManager.default
+        // What petreld unpacks and stages must be readable by the sandboxes' unprivileged users,
+        // whatever umask a service manager gave it (the data directory is 0700 either way).
+        umask(0o022)
         try fm.createDirectory(atPath: c.dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         try fm.createDirectory(atPath: c.runDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o711])
+        // …and able to pass through the run directory, even when it was made for petreld (0700).
+        try fm.setAttributes([.posixPermissions: 0o711], ofItemAtPath: c.runDirectory)
         // One daemon per data directory and per run directory (staged runtimes, sandbox roots,
         // unpacked code): each lock is held until the process ends.
         let locks = try [(c.dataDirectory, "data"), (c.runDirectory, "run")].map(Self.lock)
