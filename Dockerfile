@@ -13,7 +13,7 @@ RUN swift build -c release --product petreld && swift build -c release --product
 
 FROM swift:6.3-bookworm-slim
 RUN apt-get update -qq && apt-get install -y -qq libseccomp2 libnftables1 libsqlite3-0 librabbitmq4 libpq5 librdkafka1 zlib1g \
-      nftables iproute2 e2fsprogs util-linux python3 nodejs >/dev/null && rm -rf /var/lib/apt/lists/*
+      nftables iproute2 e2fsprogs util-linux python3 nodejs ruby >/dev/null && rm -rf /var/lib/apt/lists/*
 # petrel-init (the sandboxes' PID 1) must sit beside petreld.
 COPY --from=build /src/.build/release/petreld /src/.build/release/petrel-init /src/.build/release/petrel /usr/local/bin/
 # petreld finds its rootfs and Config/petreld.toml side by side (PETREL_ROOTFS overrides).

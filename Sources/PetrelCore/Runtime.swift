@@ -3,6 +3,8 @@
 public enum FunctionRuntime: String, Sendable, Codable, CaseIterable {
     case python311 = "python3.11"
     case nodejs20 = "nodejs20.x"
+    /// Debian's Ruby 3.1 (Lambda has no ruby3.1: the name says what runs).
+    case ruby31 = "ruby3.1"
     case providedAL2023 = "provided.al2023"
     case providedAL2 = "provided.al2"
     case provided = "provided"

@@ -87,6 +87,7 @@ struct InstanceLauncher: Sendable {
         // instance reaches its optimized speed within hundreds of invocations rather than
         // thousands (see the Node rows' runtime CPU per invocation in `Scripts/bench invoke`).
         case .nodejs20: ["/usr/bin/node", "--interrupt-budget=8192", "/var/runtime/node/bootstrap.js"]
+        case .ruby31: ["/usr/bin/ruby", "/var/runtime/ruby/bootstrap.rb"]
         case .provided, .providedAL2, .providedAL2023: ["/var/task/bootstrap"]
         }
     }
@@ -121,6 +122,11 @@ struct InstanceLauncher: Sendable {
             env["PYTHONDONTWRITEBYTECODE"] = "1"
         case .nodejs20:
             env["NODE_PATH"] = "/opt/nodejs/node20/node_modules:/opt/nodejs/node_modules:/var/runtime/node_modules:/var/runtime:/var/task"
+        case .ruby31:
+            // As Lambda's Ruby runtime: gems vendored in the ZIP (bundle install --path vendor/bundle)
+            // and in layers (/opt/ruby/gems), libraries in the ZIP and in layers (/opt/ruby/lib).
+            env["GEM_PATH"] = "/var/task/vendor/bundle/ruby/3.1.0:/opt/ruby/gems/3.1.0"
+            env["RUBYLIB"] = "/var/task:/opt/ruby/lib"
         default: break
         }
         return env

@@ -21,7 +21,7 @@ struct Deploy: AsyncParsableCommand {
     @Option(help: "The SAM stack's name (default: the template's folder name).") var stack: String?
     @Option(help: "Name=Value for a SAM template parameter (repeatable).") var parameter: [String] = []
     @Flag(help: "With --sam: show the plan and change nothing.") var dryRun = false
-    @Option(help: "python3.11, nodejs20.x or provided.al2023 (needed to create).") var runtime: String?
+    @Option(help: "python3.11, nodejs20.x, ruby3.1 or provided.al2023 (needed to create).") var runtime: String?
     @Option(help: "module.function or file.export (needed to create, except for provided.*).") var handler: String?
     @Option(help: "Memory in MB (128–10240).") var memory: Int?
     @Option(help: "Timeout in seconds (1–900).") var timeout: Int?

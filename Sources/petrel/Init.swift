@@ -8,7 +8,7 @@ struct Init: ParsableCommand {
         abstract: "Make a new function's folder: a handler, its test, and how to deploy it.")
 
     @Argument(help: "The folder to make (its name is the function's, unless --name says otherwise).") var directory: String
-    @Option(help: "python3.11, nodejs20.x, or go (a Go bootstrap on provided.al2023).") var runtime = "python3.11"
+    @Option(help: "python3.11, nodejs20.x, ruby3.1, or go (a Go bootstrap on provided.al2023).") var runtime = "python3.11"
     @Option(help: "The function's name (default: the folder's).") var name: String?
 
     struct Template {
@@ -99,6 +99,44 @@ struct Init: ParsableCommand {
                     ),
                 ],
                 test: "node --test")
+        case "ruby3.1":
+            return Template(
+                handler: "lambda_function.lambda_handler",
+                files: [
+                    (
+                        "lambda_function.rb",
+                        """
+                        require 'json'
+
+                        # Answers {"message": "hello NAME"} for {"name": NAME} (NAME defaults to world).
+                        def lambda_handler(event:, context:)
+                          name = (event.is_a?(Hash) && event['name']) || 'world'
+                          puts JSON.generate({ 'greeting_for' => name })
+                          { 'message' => "hello #{name}" }
+                        end
+
+                        """
+                    ),
+                    (
+                        "test_lambda_function.rb",
+                        """
+                        require 'minitest/autorun'
+                        require_relative 'lambda_function'
+
+                        class HandlerTest < Minitest::Test
+                          def test_greets_by_name
+                            assert_equal({ 'message' => 'hello petrel' }, lambda_handler(event: { 'name' => 'petrel' }, context: nil))
+                          end
+
+                          def test_greets_the_world_by_default
+                            assert_equal({ 'message' => 'hello world' }, lambda_handler(event: {}, context: nil))
+                          end
+                        end
+
+                        """
+                    ),
+                ],
+                test: "ruby test_lambda_function.rb")
         case "go", "provided.al2023", "provided.al2":
             return goTemplate(runtime == "go" ? "provided.al2023" : runtime)
         default:
@@ -235,7 +273,7 @@ struct Init: ParsableCommand {
     func run() throws {
         guard let t = Self.template(runtime) else {
             throw ValidationError(
-                "petrel init makes python3.x, nodejs and go functions; \(runtime) is not one of Petrel's runtimes yet (Java and Ruby are to come)"
+                "petrel init makes python3.x, nodejs, ruby3.1 and go functions; \(runtime) is not one of Petrel's runtimes yet (Java is to come)"
             )
         }
         let fm = FileManager.default

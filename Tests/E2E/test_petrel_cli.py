@@ -246,7 +246,7 @@ class PetrelCLITest(unittest.TestCase):
     def test_init_makes_functions_that_pass_their_tests_and_deploy(self):
         lam = self.daemon.client()
         for runtime, test in (("python3.11", ["python3", "-m", "unittest"]), ("nodejs20.x", ["node", "--test"]),
-                              ("go", ["go", "test", "./..."])):
+                              ("ruby3.1", ["ruby", "test_lambda_function.rb"]), ("go", ["go", "test", "./..."])):
             folder = os.path.join(self.daemon.root, "init-" + runtime.replace(".", "-"))
             out = subprocess.run([PETREL, "init", folder, "--runtime", runtime], capture_output=True, text=True, timeout=60)
             self.assertEqual(out.returncode, 0, out.stderr)
