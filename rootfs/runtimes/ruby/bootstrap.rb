@@ -168,8 +168,9 @@ module PetrelRuntime
         next
       end
       rid = headers['lambda-runtime-aws-request-id'].to_s
-      trace = headers['lambda-runtime-trace-id']
-      trace ? ENV['_X_AMZN_TRACE_ID'] = trace : ENV.delete('_X_AMZN_TRACE_ID')
+      # The trace id is not put in ENV['_X_AMZN_TRACE_ID'] as Lambda's runtime does: Ruby's ENV
+      # calls setenv(), and glibc keeps every value ever set until the process ends (each
+      # invocation has its own id), so a warm instance would grow by every invocation.
       begin
         event = body.empty? ? {} : JSON.parse(body.force_encoding('UTF-8'))
       rescue JSON::ParserError => e
