@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import unittest
 import urllib.error
 import urllib.request
 import zipfile
@@ -247,6 +248,35 @@ class Daemon:
         if check and r.returncode != 0:
             raise AssertionError("aws %s failed (%d): %s" % (" ".join(args), r.returncode, r.stderr))
         return r
+
+
+class DaemonTestCase(unittest.TestCase):
+    """A test class that shares one daemon (started with `daemon_env`) among its cases: the
+    end of its log is printed when a case fails, and it is stopped and checked for leftovers
+    after the last case. `ready()` runs once the daemon serves (clients, shared functions)."""
+
+    daemon_env = {}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.daemon = Daemon(extra_env=dict(cls.daemon_env)).start()
+        try:
+            cls.ready()
+        except BaseException:
+            cls.daemon.stop_and_check()
+            raise
+
+    @classmethod
+    def ready(cls):
+        pass
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.daemon.stop_and_check()
+
+    def run(self, result=None):
+        with self.daemon.log_on_failure():
+            return super().run(result)
 
 
 def metric(daemon, name, **labels):

@@ -12,21 +12,11 @@ import urllib.request
 
 import boto3
 import botocore.exceptions
-from harness import PETRELD, ROLE, Daemon, make_zip, metric
+from harness import PETRELD, ROLE, DaemonTestCase, make_zip, metric
 
 
-class Operations(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.daemon = Daemon(extra_env={"PETREL_LOG_FORMAT": "json"}).start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.daemon.stop_and_check()
-
-    def run(self, result=None):
-        with self.daemon.log_on_failure():
-            return super().run(result)
+class Operations(DaemonTestCase):
+    daemon_env = {"PETREL_LOG_FORMAT": "json"}
 
     def test_version_build_header_and_metric(self):
         out = subprocess.run([PETRELD, "--version"], capture_output=True, text=True, check=True, timeout=30).stdout.strip()

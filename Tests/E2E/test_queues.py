@@ -15,7 +15,7 @@ import urllib.request
 
 from botocore.exceptions import ClientError
 
-from harness import ROLE, Daemon, assert_client_error, make_zip, metric, parse_credentials, printed as bodies, wait_for
+from harness import ROLE, Daemon, DaemonTestCase, assert_client_error, make_zip, metric, parse_credentials, printed as bodies, wait_for
 
 ECHO = '''
 import json
@@ -44,26 +44,17 @@ def handler(event, context):
 '''
 
 
-class Queues(unittest.TestCase):
+class Queues(DaemonTestCase):
     """One daemon for the SQS, SNS and mapping cases that do not restart it."""
 
     @classmethod
-    def setUpClass(cls):
-        cls.daemon = Daemon().start()
+    def ready(cls):
         cls.sqs = cls.daemon.client("sqs")
         cls.raw_sqs = cls.daemon.client("sqs", validate=False)
         cls.sns = cls.daemon.client("sns")
         cls.lam = cls.daemon.client("lambda")
         cls.raw_lam = cls.daemon.client("lambda", validate=False)
         cls.account = "000000000000"
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.daemon.stop_and_check()
-
-    def run(self, result=None):
-        with self.daemon.log_on_failure():
-            return super().run(result)
 
     def queue(self, name, **attributes):
         url = self.sqs.create_queue(QueueName=name, Attributes={k: str(v) for k, v in attributes.items()})["QueueUrl"]

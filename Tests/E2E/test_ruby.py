@@ -6,7 +6,7 @@ the ZIP and libraries from a layer."""
 import json
 import unittest
 
-from harness import ROLE, Daemon, log_tail, make_zip, payload_json
+from harness import ROLE, DaemonTestCase, log_tail, make_zip, payload_json
 
 APP = """\
 require 'json'
@@ -64,21 +64,12 @@ end
 """
 
 
-class RubyRuntime(unittest.TestCase):
+class RubyRuntime(DaemonTestCase):
     @classmethod
-    def setUpClass(cls):
-        cls.daemon = Daemon().start()
+    def ready(cls):
         cls.lam = cls.daemon.client()
         cls.lam.create_function(FunctionName="rb", Runtime="ruby3.1", Role=ROLE, Handler="lambda_function.lambda_handler",
                                 Code={"ZipFile": make_zip({"lambda_function.rb": APP})}, Timeout=2)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.daemon.stop_and_check()
-
-    def run(self, result=None):
-        with self.daemon.log_on_failure():
-            return super().run(result)
 
     def invoke(self, name, event=None, **kw):
         return self.lam.invoke(FunctionName=name, Payload=json.dumps(event if event is not None else {}), LogType="Tail", **kw)

@@ -7,23 +7,14 @@ import json
 import os
 import unittest
 
-from harness import Daemon, assert_client_error, parse_credentials
+from harness import DaemonTestCase, assert_client_error, parse_credentials
 
 
-class Secrets(unittest.TestCase):
+class Secrets(DaemonTestCase):
     @classmethod
-    def setUpClass(cls):
-        cls.daemon = Daemon().start()
+    def ready(cls):
         cls.sm = cls.daemon.client("secretsmanager")
         cls.raw = cls.daemon.client("secretsmanager", validate=False)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.daemon.stop_and_check()
-
-    def run(self, result=None):
-        with self.daemon.log_on_failure():
-            return super().run(result)
 
     def test_versions_stages_and_deletion(self):
         out = self.sm.create_secret(Name="broker/rabbit", SecretString=json.dumps({"username": "u", "password": "p4ss-SEALED"}),
