@@ -22,10 +22,22 @@ module PetrelRuntime
     end
 
     def request(method, path, body = '', headers = {})
+      retrying { exchange([[method, path, body, headers]]).last }
+    end
+
+    # POSTs a result and asks for the next invocation in the same write (HTTP/1.1
+    # pipelining): one wake-up for the 202 and the event together. Answers `next`'s answer.
+    def post_then_next(path, body, headers)
+      retrying { exchange([['POST', path, body, headers], ['GET', NEXT, '', {}]]).last }
+    end
+
+    private
+
+    def retrying
       2.times do |attempt|
         connect if @sock.nil?
         begin
-          return exchange(method, path, body, headers)
+          return yield
         rescue SystemCallError, IOError, EOFError
           @sock&.close rescue nil
           @sock = nil
@@ -33,8 +45,6 @@ module PetrelRuntime
         end
       end
     end
-
-    private
 
     def connect
       @buf = +''
@@ -52,11 +62,28 @@ module PetrelRuntime
       @sock.setsockopt(Socket::IPPROTO_TCP, Socket::TCP_NODELAY, 1)
     end
 
-    def exchange(method, path, body, headers)
-      body = body.b
-      head = +"#{method} #{path} HTTP/1.1\r\nHost: #{API}\r\nContent-Length: #{body.bytesize}\r\n"
-      headers.each { |k, v| head << "#{k}: #{v}\r\n" }
-      @sock.write(head << "\r\n", body)
+    def exchange(requests)
+      out = String.new(encoding: Encoding::BINARY)
+      requests.each do |method, path, body, headers|
+        body = body.b
+        head = +"#{method} #{path} HTTP/1.1\r\nHost: #{API}\r\nContent-Length: #{body.bytesize}\r\n"
+        headers.each { |k, v| head << "#{k}: #{v}\r\n" }
+        out << head.b << "\r\n".b << body
+      end
+      @sock.write(out)
+      answers = []
+      requests.each_index do |n|
+        if @sock.nil?
+          # The server closed after an answer: ask again for what is left.
+          connect
+          return answers + exchange(requests[n..])
+        end
+        answers << read_answer
+      end
+      answers
+    end
+
+    def read_answer
       fill until (i = @buf.index("\r\n\r\n"))
       lines = @buf[0, i].split("\r\n")
       @buf = @buf[(i + 4)..]
@@ -190,17 +217,15 @@ module PetrelRuntime
       end
       $stdout.flush
       $stderr.flush
-      api.request('POST', "#{BASE}/invocation/#{rid}/response", out, 'Content-Type' => 'application/json')
-      status, headers, body = api.request('GET', NEXT)
+      status, headers, body = api.post_then_next("#{BASE}/invocation/#{rid}/response", out, 'Content-Type' => 'application/json')
     end
   end
 
   def self.post_error(api, rid, doc)
     $stdout.flush
     $stderr.flush
-    api.request('POST', "#{BASE}/invocation/#{rid}/error", JSON.generate(doc),
-                'Content-Type' => 'application/json', 'Lambda-Runtime-Function-Error-Type' => doc['errorType'])
-    api.request('GET', NEXT)
+    api.post_then_next("#{BASE}/invocation/#{rid}/error", JSON.generate(doc),
+                       'Content-Type' => 'application/json', 'Lambda-Runtime-Function-Error-Type' => doc['errorType'])
   end
 end
 
