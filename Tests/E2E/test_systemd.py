@@ -60,6 +60,30 @@ class Systemd(unittest.TestCase):
                 daemon.stop_and_check()
             shutil.rmtree(root, ignore_errors=True)
 
+    def test_a_strict_umask_and_run_directory_do_not_lock_sandboxes_out(self):
+        # What a unit with UMask=0077 and RuntimeDirectoryMode=0700 gives petreld: the code it
+        # unpacks and stages must still be reachable by the sandboxes' unprivileged users.
+        daemon = Daemon()
+        os.makedirs(daemon.run, mode=0o700)
+        os.chmod(daemon.run, 0o700)
+        old = os.umask(0o077)
+        try:
+            daemon.start()
+        finally:
+            os.umask(old)
+        try:
+            with daemon.log_on_failure():
+                lam = daemon.client()
+                lam.create_function(FunctionName="strict", Runtime="python3.11", Role=ROLE, Handler="a.handler",
+                                    Code={"ZipFile": make_zip({"a.py": "def handler(e, c):\n    return 'reached'\n"})})
+                r = lam.invoke(FunctionName="strict")
+                body = r["Payload"].read()
+                self.assertNotIn("FunctionError", r, body)
+                self.assertEqual(body, b'"reached"')
+                self.assertEqual(os.stat(daemon.run).st_mode & 0o777, 0o711)
+        finally:
+            daemon.stop_and_check()
+
     def test_sighup_reloads_what_it_can(self):
         root = tempfile.mkdtemp(prefix="petrel-reload-", dir="/var/tmp")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -166,9 +166,7 @@ module PetrelRuntime
     task = ENV.fetch('LAMBDA_TASK_ROOT', '/var/task')
     begin
       require File.join(task, file)
-    rescue LoadError => e
-      init_error(api, error_document(e, 'Init'))
-    rescue ScriptError, StandardError => e
+    rescue ScriptError, StandardError => e # LoadError and SyntaxError are ScriptErrors
       init_error(api, error_document(e, 'Init'))
     end
     begin
@@ -184,7 +182,7 @@ module PetrelRuntime
   def self.main
     api = Client.new(API, ENV.fetch('PETREL_RUNTIME_API_SOCKET', ''))
     init_start = format('%.3f', Process.clock_gettime(Process::CLOCK_REALTIME) * 1000)
-    $LOAD_PATH.unshift(ENV.fetch('LAMBDA_TASK_ROOT', '/var/task'))
+    # /var/task is on the load path through RUBYLIB (set by petreld, as on Lambda).
     fn = load_handler(api)
     $stdout.flush
     status, headers, body = api.request('GET', NEXT, '', 'Petrel-Init-Start' => init_start)
