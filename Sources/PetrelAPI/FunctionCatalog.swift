@@ -21,11 +21,14 @@ public final class FunctionCatalog: Sendable {
     let logger: Logger
     /// Serializes changes of the code blobs' reference counts.
     let codeLock = Mutex(())
+    /// Execution roles: which a function may name, and what they allow (nil: unchecked).
+    let roles: ExecutionRoles?
 
     public init(
         functions: FunctionStore, layers: LayerStore, urls: FunctionURLStore, code: CodeStore, events: EventStore, dispatcher: Dispatcher,
-        keys: KeyRing, region: String, logger: Logger
+        keys: KeyRing, roles: ExecutionRoles? = nil, region: String, logger: Logger
     ) {
+        self.roles = roles
         self.functions = functions
         self.layers = layers
         self.urls = urls
@@ -40,6 +43,27 @@ public final class FunctionCatalog: Sendable {
     func notFound(_ account: String, _ name: String, qualifier: String? = nil) -> LambdaError {
         LambdaError(
             .resourceNotFound, "Function not found: \(FunctionARN(region: region, account: account, name: name, qualifier: qualifier))")
+    }
+
+    /// Refuses what the function's role does not allow: `action` (`service:Action`) on each of
+    /// `resources`, which Petrel will do on the function's behalf (a mapping's reads, a destination's sends).
+    func requireRole(_ f: FunctionRecord, _ action: String, on resources: [String]) throws {
+        guard let roles else { return }
+        for r in resources where try !roles.permits(f, action: action, resource: r) {
+            let verb = action.split(separator: ":").last.map(String.init) ?? action
+            throw LambdaError(
+                .invalidParameterValue,
+                "The function's execution role \(f.role) does not have permissions to call \(verb) on \(r) (it must allow \(action)).")
+        }
+    }
+
+    /// A destination (or dead-letter target) the function's role must let Petrel send to.
+    func requireDestination(_ f: FunctionRecord, _ arn: String) throws {
+        let action =
+            arn.hasPrefix("arn:aws:sqs:")
+            ? "sqs:SendMessage"
+            : arn.hasPrefix("arn:aws:sns:") ? "sns:Publish" : arn.hasPrefix("arn:aws:lambda:") ? "lambda:InvokeFunction" : nil
+        if let action { try requireRole(f, action, on: [arn]) }
     }
 
     func accessDenied(_ caller: Caller, _ action: String, _ arn: FunctionARN) -> LambdaError {
@@ -164,6 +188,8 @@ public final class FunctionCatalog: Sendable {
         let tags = try Self.checkTags(input.Tags ?? [:], adding: [:])
         try checkKMSKey(input.KMSKeyArn, caller: caller)
         let deadLetter = try deadLetterTarget(input.DeadLetterConfig, account: caller.account)
+        try roles?.check(role, account: caller.account)
+        if let d = deadLetter ?? nil { try requireDestination(record, d) }
         let zip = try Self.zipFile(input.Code?.ZipFile, s3: input.Code?.S3Bucket ?? input.Code?.ImageUri)
         if try functions.get(account: caller.account, ref.name) != nil {
             throw LambdaError(.resourceConflict, "Function already exist: \(ref.name)")
@@ -241,8 +267,14 @@ public final class FunctionCatalog: Sendable {
             memoryMB: input.MemorySize, timeoutSeconds: input.Timeout,
             ephemeralStorageMB: input.EphemeralStorage?.Size, environment: input.Environment.map { $0.Variables ?? [:] })
         try settings.validate()
+        if let role = input.Role { try roles?.check(role, account: current.account) }
         try checkKMSKey(input.KMSKeyArn, caller: caller)
         let deadLetter = try deadLetterTarget(input.DeadLetterConfig, account: caller.account)
+        if let d = deadLetter ?? nil {
+            var acting = current
+            if let role = input.Role { acting.role = role }
+            try requireDestination(acting, d)
+        }
         try checkRevision(input.RevisionId, current)
         guard
             let updated = try functions.update(

@@ -138,6 +138,9 @@ public struct FunctionURLServer: HTTPResponder {
         case .awsIAM:
             let caller: Caller
             do { caller = try gate.authenticate(req, body: body, service: "lambda") } catch { throw Refusal.forbidden }
+            // A role's session also needs its own policies to allow it.
+            let arn = FunctionARN(region: region, account: u.account, name: u.function, qualifier: u.qualifier).description
+            do { try gate.authorize(caller, action: "lambda:InvokeFunctionUrl", resource: arn) } catch { throw Refusal.forbidden }
             guard
                 caller.account == u.account
                     || policy.contains(where: {

@@ -12,15 +12,25 @@ import PetrelSystem
 import ServiceLifecycle
 import Synchronization
 
-/// Who made a request: the account and the access key that signed it.
+/// Who made a request: the account and the access key that signed it, and for temporary
+/// credentials the session (an assumed role's, whose policies then say what it may do).
 public struct Caller: Sendable, Equatable {
     public var account: String
     public var accessKey: String
-    public init(account: String, accessKey: String) {
+    /// A role's session, or a `GetSessionToken` session of the account's key.
+    public var session: SessionTokens.Session?
+    /// nil: the account's own keys, which may do everything in the account (resource policies
+    /// decide across accounts). Otherwise the role's policies, which must allow each action.
+    public var policies: [IAMPolicy]?
+    public init(account: String, accessKey: String, session: SessionTokens.Session? = nil, policies: [IAMPolicy]? = nil) {
         self.account = account
         self.accessKey = accessKey
+        self.session = session
+        self.policies = policies
     }
-    var arn: String { "arn:aws:iam::\(account):root" }
+    var arn: String { session?.arn ?? "arn:aws:iam::\(account):root" }
+    /// The principal the audit trail names beside the key: a role's session.
+    var principal: String? { session?.role == nil ? nil : session?.arn }
 }
 
 /// The door of the API: every request is checked against its SigV4 signature
@@ -28,6 +38,7 @@ public struct Caller: Sendable, Equatable {
 /// refused, goes into the audit trail.
 public final class Gatekeeper: Sendable {
     let accounts: AccountStore
+    let sessions: SessionTokens
     let verifier: SigV4Verifier
     let audit: BatchWriter<AuditStore.Record>
     let logger: Logger
@@ -44,6 +55,9 @@ public final class Gatekeeper: Sendable {
             var account: String
             var checked: UInt64
             var signing: [String: SigV4.MACKey] = [:]
+            /// Temporary credentials: their session and (a role's) policies as they were at `checked`.
+            var session: SessionTokens.Session?
+            var policies: [IAMPolicy]?
         }
         var generation: AccountStore.Generation?
         var entries: [String: Entry] = [:]
@@ -51,39 +65,106 @@ public final class Gatekeeper: Sendable {
 
     static let revalidateNanos = UInt64(AccountStore.revalidateSeconds) * 1_000_000_000
 
-    /// The signing key of a claim, or nil when its key is unknown or revoked.
-    func signingKey(_ claim: SigV4Verifier.Claim) throws -> (account: String, key: SigV4.MACKey)? {
+    /// What signs a claim: its account, signing key and (temporary credentials) session and
+    /// policies; nil when its key is unknown or revoked, or its session's role is gone.
+    struct Signer {
+        var account: String
+        var key: SigV4.MACKey
+        var session: SessionTokens.Session?
+        var policies: [IAMPolicy]?
+    }
+
+    /// The signer of a claim. `token` is the request's session token, for `ASIA…` keys.
+    func signer(_ claim: SigV4Verifier.Claim, token: String?) throws -> Signer? {
         let generation = accounts.generation()
         let now = Sys.monotonicNanoseconds()
         let scope = claim.day + "/" + claim.region + "/" + claim.service
-        let hit = cache.withLock { c -> (String, SigV4.MACKey?)? in
+        let hit = cache.withLock { c -> (KeyCache.Entry, SigV4.MACKey?)? in
             guard let generation, c.generation == generation else {
                 c = KeyCache(generation: generation)
                 return nil
             }
             guard let e = c.entries[claim.accessKey], now &- e.checked < Self.revalidateNanos else { return nil }
-            return (e.account, e.signing[scope])
+            return (e, e.signing[scope])
         }
-        if let (account, prepared) = hit, let prepared { return (account, prepared) }
-        guard let key = try accounts.activeKey(claim.accessKey) else {
+        if let (e, prepared) = hit, let prepared {
+            try Self.checkExpiry(e.session)
+            return Signer(account: e.account, key: prepared, session: e.session, policies: e.policies)
+        }
+        var found: (account: String, secret: String, session: SessionTokens.Session?, policies: [IAMPolicy]?)?
+        if claim.accessKey.hasPrefix("ASIA") {
+            found = try temporary(claim.accessKey, token: token)
+        } else if let key = try accounts.activeKey(claim.accessKey) {
+            found = (key.account, key.secret, nil, nil)
+        }
+        guard let found else {
             cache.withLock { _ = $0.entries.removeValue(forKey: claim.accessKey) }
             return nil
         }
-        let derived = SigV4.MACKey(SigV4.signingKey(secret: key.secret, day: claim.day[...], region: claim.region, service: claim.service))
+        try Self.checkExpiry(found.session)
+        let derived = SigV4.MACKey(
+            SigV4.signingKey(secret: found.secret, day: claim.day[...], region: claim.region, service: claim.service))
         cache.withLock { c in
             guard let generation, c.generation == generation else { return }
             if c.entries.count > 10_000 { c.entries.removeAll() }
-            var e = c.entries[claim.accessKey] ?? KeyCache.Entry(account: key.account, checked: now)
+            var e = c.entries[claim.accessKey] ?? KeyCache.Entry(account: found.account, checked: now)
             if e.signing.count > 8 { e.signing.removeAll() }
             e.checked = now
             e.signing[scope] = derived
+            e.session = found.session
+            e.policies = found.policies
             c.entries[claim.accessKey] = e
         }
-        return (key.account, derived)
+        return Signer(account: found.account, key: derived, session: found.session, policies: found.policies)
+    }
+
+    /// Temporary credentials: the token must be ours and name this key; a role's session needs
+    /// its role (the same one: its id) and gets the role's policies as they are now; a
+    /// `GetSessionToken` session needs its long-term key still active.
+    func temporary(_ accessKey: String, token: String?) throws -> (String, String, SessionTokens.Session?, [IAMPolicy]?)? {
+        guard let token else {
+            throw LambdaError(
+                .unrecognizedClient,
+                "The security token included in the request is invalid: temporary credentials need their session token.")
+        }
+        guard let s = sessions.open(token), s.accessKey == accessKey else { return nil }
+        if let role = s.role {
+            guard let r = try accounts.role(account: s.account, name: role), r.id == s.roleID else { return nil }
+            let policies = try accounts.rolePolicies(account: s.account, role: r.name).compactMap {
+                // Stored documents were checked when they were put.
+                try? IAMPolicy(json: $0.document, kind: .identity)
+            }
+            return (s.account, s.secret, s, policies)
+        }
+        guard let base = s.baseKey, let key = try accounts.activeKey(base), key.account == s.account else { return nil }
+        return (s.account, s.secret, s, nil)
+    }
+
+    static func checkExpiry(_ session: SessionTokens.Session?) throws {
+        guard let session, Double(session.expires) <= Date().timeIntervalSince1970 else { return }
+        throw LambdaError(.expiredToken, "The security token included in the request is expired")
+    }
+
+    /// Refuses what a role's session may not do: `action` (`service:Action`) on `resource`.
+    /// The account's own keys may do everything here (resource policies decide across accounts).
+    func authorize(_ caller: Caller, action: String, resource: String, denied: LambdaError.Code = .accessDenied) throws {
+        guard let policies = caller.policies else { return }
+        switch IAMPolicy.decide(policies, action: action, resource: resource) {
+        case .allow: return
+        case .explicitDeny:
+            throw LambdaError(
+                denied, "User: \(caller.arn) is not authorized to perform: \(action) on resource: \(resource) with an explicit deny")
+        case .implicitDeny:
+            throw LambdaError(
+                denied,
+                "User: \(caller.arn) is not authorized to perform: \(action) on resource: \(resource) because no identity-based policy allows the \(action) action"
+            )
+        }
     }
 
     public init(accounts: AccountStore, audit: AuditStore, region: String, logger: Logger) {
         self.accounts = accounts
+        sessions = accounts.sessions
         verifier = SigV4Verifier(region: region)
         let dropped = Counter(label: "petrel_audit_records_dropped_total")
         self.audit = BatchWriter("audit records", logger: logger, onLoss: { dropped.increment(by: Int64($0)) }) { try audit.append($0) }
@@ -123,13 +204,14 @@ public final class Gatekeeper: Sendable {
         let r = Self.verifierRequest(req)
         do {
             let claim = try SigV4Verifier.claim(r)
-            guard let key = try signingKey(claim) else {
+            let token = claim.accessKey.hasPrefix("ASIA") ? Self.securityToken(req) : nil
+            guard let key = try signer(claim, token: token) else {
                 throw LambdaError(.unrecognizedClient, "The security token included in the request is invalid.")
             }
             try verifier.verify(claim, r, signingKey: key.key, service: service) {
                 body.withUnsafeReadableBytes { SigV4.payloadHash($0) }
             }
-            return Caller(account: key.account, accessKey: claim.accessKey)
+            return Caller(account: key.account, accessKey: claim.accessKey, session: key.session, policies: key.policies)
         } catch let f as SigV4Verifier.Failure {
             switch f {
             case .missing: throw LambdaError(.missingAuthenticationToken, "Missing Authentication Token")
@@ -137,6 +219,12 @@ public final class Gatekeeper: Sendable {
             case .invalid(let m): throw LambdaError(.invalidSignature, m)
             }
         }
+    }
+
+    /// `X-Amz-Security-Token`, from the headers or (a presigned request) the query.
+    static func securityToken(_ req: Request) -> String? {
+        if let t = req.headers[HTTPField.Name("X-Amz-Security-Token")!] { return t }
+        return req.uri.queryParameters["X-Amz-Security-Token"].map { SigV4.percentDecoded(String($0)) }
     }
 
     /// The access key id a refused request names, when its signature is well formed (for the audit trail).
@@ -154,7 +242,7 @@ public final class Gatekeeper: Sendable {
             AuditStore.Record(
                 time: Int64(Date().timeIntervalSince1970 * 1000), account: caller?.account,
                 accessKey: caller?.accessKey ?? Self.claimedKey(req), source: ctx.remoteAddress, action: action, resource: resource,
-                parameters: parameters, status: status, errorCode: error))
+                parameters: parameters, status: status, errorCode: error, principal: caller?.principal))
     }
 
     func run() async { await audit.run() }

@@ -108,6 +108,7 @@ extension LambdaAPI {
             func check(_ s: DestinationShape?) throws -> String? {
                 guard let arn = s?.Destination, !arn.isEmpty else { return nil }
                 _ = try Destination(parsing: arn, account: f.account, region: region)
+                try catalog.requireDestination(f, arn)
                 return arn
             }
             if d.OnSuccess != nil { c.onSuccess = try check(d.OnSuccess) }

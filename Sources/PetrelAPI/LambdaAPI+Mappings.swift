@@ -221,6 +221,21 @@ extension LambdaAPI {
         return (q, ref, f)
     }
 
+    /// What the mapping will do with its function's role, as Lambda checks it when the mapping is
+    /// made: read and delete the queue's messages, read the source's secrets, send what fails
+    /// to the on-failure destination.
+    func checkRole(_ m: EventSourceMapping, caller: Caller) throws {
+        guard let f = try catalog.functions.get(account: m.account, m.function) else { return }
+        if m.kind == .sqs {
+            for action in ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"] {
+                try catalog.requireRole(f, action, on: [m.sourceArn])
+            }
+        }
+        let secrets = (m.sourceAccess ?? []).map(\.uri).filter { $0.hasPrefix("arn:aws:secretsmanager:") }
+        try catalog.requireRole(f, "secretsmanager:GetSecretValue", on: secrets)
+        if let d = m.stream?.onFailure { try catalog.requireDestination(f, d) }
+    }
+
     /// Lambda's rule: the queue must hide a message for at least as long as the function may run.
     func checkVisibility(_ q: QueueRecord, _ f: FunctionRecord) throws {
         guard q.settings.visibilitySeconds >= f.timeoutSeconds else {
@@ -256,6 +271,7 @@ extension LambdaAPI {
             try m.apply(input.settings, fifo: q.fifo)
         }
         m.tags = input.Tags ?? [:]
+        try checkRole(m, caller: call.caller)
         if let existing = try mappings.store.insert(m) {
             throw LambdaError(
                 .resourceConflict,

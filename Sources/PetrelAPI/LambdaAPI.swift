@@ -143,7 +143,8 @@ public struct LambdaAPI: Sendable {
         await pipeline.run(
             req, ctx, action: action, limit: limit, service: "lambda", style: .restJSON,
             tooLarge: { Self.tooLarge($0, action == "Invoke" ? "InvokeFunction" : action) },
-            audit: { body in Self.audit(req, ctx, action: action, body: body) }
+            audit: { body in Self.audit(req, ctx, action: action, body: body) },
+            access: { call, _ in [self.access(req, ctx, action: action, caller: call.caller)] }
         ) { call in
             try await op(req, ctx, call)
         }
@@ -166,6 +167,34 @@ public struct LambdaAPI: Sendable {
         return RequestPipeline.Audit(
             resource: path["FunctionName"] ?? path["Resource"] ?? path["Schedule"] ?? path["LayerName"] ?? path["UUID"],
             parameters: parameters)
+    }
+
+    /// A Lambda call in IAM's terms: the invocations are `lambda:InvokeFunction`, everything else
+    /// `lambda:` and its operation's name; the resource is the function (qualified as the call
+    /// is), layer, mapping, schedule or tagged ARN the path names, `*` when it names none.
+    func access(_ req: Request, _ ctx: PetrelRequestContext, action: String, caller: Caller) -> RequestPipeline.Access {
+        let iamAction = Self.invocations.contains(action) ? "lambda:InvokeFunction" : "lambda:" + action
+        let account = caller.account
+        var resource = "*"
+        if let raw = ctx.rawFunctionName {
+            if let ref = try? FunctionReference(parsing: SigV4.percentDecoded(raw)) {
+                resource =
+                    FunctionARN(
+                        region: ref.region ?? region, account: ref.account ?? account, name: ref.name,
+                        qualifier: ref.qualifier ?? qualifier(req)
+                    ).description
+            }
+        } else if let l = ctx.parameters.get("layer") {
+            let version = ctx.parameters.get("version").map { ":" + $0 } ?? ""
+            resource = "arn:aws:lambda:\(region):\(account):layer:\(SigV4.percentDecoded(l))\(version)"
+        } else if let arn = ctx.parameters.get("arn") {
+            resource = SigV4.percentDecoded(arn)
+        } else if let u = ctx.parameters.get("uuid") {
+            resource = "arn:aws:lambda:\(region):\(account):event-source-mapping:\(u)"
+        } else if let sch = ctx.parameters.get("schedule") {
+            resource = "arn:aws:events:\(region):\(account):rule/\(SigV4.percentDecoded(sch))"
+        }
+        return RequestPipeline.Access(action: iamAction, resource: resource)
     }
 
     // MARK: - bodies

@@ -38,6 +38,8 @@ public struct LambdaError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let unrecognizedClient = Code("UnrecognizedClientException", status: 403)
         public static let accessDenied = Code("AccessDeniedException", status: 403)
         public static let preconditionFailed = Code("PreconditionFailedException", status: 412)
+        public static let malformedPolicy = Code("MalformedPolicyDocument", status: 400)
+        public static let expiredToken = Code("ExpiredTokenException", status: 403)
     }
 
     public var code: Code
@@ -72,6 +74,7 @@ public struct LambdaError: Error, Sendable, Equatable, CustomStringConvertible {
                 switch e.code {
                 case .invalidParameter: .invalidParameterValue
                 case .constraint: .validation
+                case .malformedPolicy: .malformedPolicy
                 default: .service
                 }
             return LambdaError(code, e.message)

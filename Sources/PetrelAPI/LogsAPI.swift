@@ -42,6 +42,12 @@ public struct LogsAPI: Sendable {
             tooLarge: { _ in Self.error("SerializationException", "The request body is larger than 1 MB.") },
             audit: { body in
                 .init(resource: nil, parameters: AuditParameters.describe(query: [], path: [:], body: body, payloadIsData: false))
+            },
+            access: { call, _ in
+                // A group's actions act on `log-group:NAME:*`, as IAM writes them; none named: `*`.
+                let b = (try? JSONProtocol.object(call.body, invalid: Self.error("SerializationException", ""))) ?? [:]
+                let resource = (b["logGroupName"] as? String).map { "arn:aws:logs:\(self.region):\(call.caller.account):log-group:\($0):*" }
+                return [.init(action: "logs:" + op, resource: resource ?? "*")]
             }
         ) { call in
             try self.dispatch(op, call.body, account: call.caller.account)

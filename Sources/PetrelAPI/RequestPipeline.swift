@@ -71,12 +71,21 @@ public struct RequestPipeline: Sendable {
         var parameters: String
     }
 
+    /// What a call does in IAM's terms: `service:Action` on a resource's ARN (`*` for none).
+    struct Access: Sendable, Equatable {
+        var action: String
+        var resource: String
+    }
+
     /// Runs a signed operation. `tooLarge` is the protocol's answer to a body over `limit`;
-    /// `audit` describes the call from its body (nil when it could not be read).
+    /// `audit` describes the call from its body (nil when it could not be read). `access` says
+    /// what the call does in IAM's terms: a role's session must be allowed every one of them
+    /// (`denied` is the protocol's name for a refusal); without it, `service:Action` on `*`.
     func run(
         _ req: Request, _ ctx: PetrelRequestContext, action: String, limit: Int, service: String, style: ErrorStyle,
         tooLarge: @Sendable (Int) -> LambdaError, audit: (ByteBuffer?) -> Audit,
         actionInBody: ((ByteBuffer) -> String)? = nil,
+        access: ((Call, String) throws -> [Access])? = nil, denied: LambdaError.Code = .accessDenied,
         _ op: (Call) async throws -> Response
     ) async -> Response {
         await execute(req, ctx, action: action, style: style, audit: audit) { requestID, body, caller, action in
@@ -85,7 +94,12 @@ public struct RequestPipeline: Sendable {
             // The query protocol names its action in the body: the log and the audit use that name.
             if let actionInBody { action = actionInBody(buffer) }
             caller = try gate.authenticate(req, body: buffer, service: service)
-            return try await op(Call(id: requestID, caller: caller!, body: buffer))
+            let call = Call(id: requestID, caller: caller!, body: buffer)
+            if caller!.policies != nil {
+                let wanted = try access?(call, action) ?? [Access(action: "\(service):\(action)", resource: "*")]
+                for a in wanted { try gate.authorize(caller!, action: a.action, resource: a.resource, denied: denied) }
+            }
+            return try await op(call)
         }
     }
 

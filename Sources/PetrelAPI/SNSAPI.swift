@@ -19,6 +19,14 @@ public struct SNSAPI: Sendable {
         pipeline = RequestPipeline(gate: gate, logger: logger)
     }
 
+    /// The topic a call names, as an ARN (`*` for none); a subscription's is its topic's.
+    func topicARN(_ form: [String: String], account: String) -> String {
+        if let t = form["TopicArn"] ?? form["ResourceArn"] { return t }
+        if let s = form["SubscriptionArn"], let colon = s.lastIndex(of: ":") { return String(s[..<colon]) }
+        if let name = form["Name"] { return "arn:aws:sns:\(topics.region):\(account):\(name)" }
+        return "*"
+    }
+
     func serve(_ req: Request, _ ctx: PetrelRequestContext) async -> Response {
         // The form, read once when the pipeline names the action, for the operation and the audit.
         var form: [String: String] = [:]
@@ -40,7 +48,9 @@ public struct SNSAPI: Sendable {
             actionInBody: { body in
                 form = QueryXML.form(body)
                 return form["Action"] ?? "SNS"
-            }
+            },
+            access: { call, action in [.init(action: "sns:" + action, resource: self.topicARN(form, account: call.caller.account))] },
+            denied: LambdaError.Code("AuthorizationError", status: 403)
         ) { call in
             let action = form["Action"] ?? ""
             let result = try await dispatch(action, form, caller: call.caller)

@@ -41,6 +41,10 @@ public struct SecretsAPI: Sendable {
                 .init(
                     resource: parsed?["SecretId"] as? String ?? parsed?["Name"] as? String,
                     parameters: AuditParameters.describe(query: [], path: [:], body: body, payloadIsData: false))
+            },
+            access: { call, _ in
+                let b = (try? JSONProtocol.object(call.body, invalid: Self.notFound)) ?? [:]
+                return [.init(action: "secretsmanager:" + op, resource: try self.secretARN(b, account: call.caller.account))]
             }
         ) { call in
             let body = try JSONProtocol.object(
@@ -48,6 +52,14 @@ public struct SecretsAPI: Sendable {
             parsed = body
             return try JSONProtocol.response(try dispatch(op, body, account: call.caller.account), version: "1.1")
         }
+    }
+
+    /// The secret a call names, as its ARN (with its random suffix when it exists; `*` for none).
+    func secretARN(_ b: [String: Any], account: String) throws -> String {
+        guard let id = b["SecretId"] as? String ?? b["Name"] as? String, !id.isEmpty else { return "*" }
+        if id.hasPrefix("arn:") { return id }
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        return try secrets.secret(account: account, id: id, now: now)?.arn ?? "arn:aws:secretsmanager:\(region):\(account):secret:\(id)"
     }
 
     func value(_ b: [String: Any]) throws -> (String?, Data?) {

@@ -4,7 +4,7 @@ import PetrelSigV4
 
 /// `POST /` is where every AWS protocol but Lambda's REST one sends its calls: the JSON
 /// protocols name their operation in `X-Amz-Target` (CloudWatch Logs `Logs_20140328.`,
-/// SQS `AmazonSQS.`, Secrets Manager `secretsmanager.`), the query protocols (SNS, STS) in their form body, and every signed request
+/// SQS `AmazonSQS.`, Secrets Manager `secretsmanager.`), the query protocols (SNS, STS, IAM) in their form body, and every signed request
 /// names its service in the credential scope. This picks the API from those.
 public struct ServiceRouter: Sendable {
     let logs: LogsAPI
@@ -12,9 +12,11 @@ public struct ServiceRouter: Sendable {
     let sns: SNSAPI
     let secrets: SecretsAPI
     let sts: STSAPI
+    let iam: IAMAPI
 
-    public init(logs: LogsAPI, sqs: SQSAPI, sns: SNSAPI, secrets: SecretsAPI, sts: STSAPI) {
+    public init(logs: LogsAPI, sqs: SQSAPI, sns: SNSAPI, secrets: SecretsAPI, sts: STSAPI, iam: IAMAPI) {
         self.sts = sts
+        self.iam = iam
         self.logs = logs
         self.sqs = sqs
         self.sns = sns
@@ -41,6 +43,7 @@ public struct ServiceRouter: Sendable {
             switch Self.scopeService(req) {
             case "sns": return await sns.serve(req, ctx)
             case "sts": return await sts.serve(req, ctx)
+            case "iam": return await iam.serve(req, ctx)
             default: break
             }
         }

@@ -29,3 +29,8 @@ extension ErrorCode where Owner == DomainError {
     /// A value breaks its field's constraint (pattern, length, range): `constraint(_:at:_:)`.
     public static let constraint = Self("constraint")
 }
+
+extension ErrorCode where Owner == DomainError {
+    /// An IAM policy document Petrel cannot read or will not evaluate.
+    public static let malformedPolicy = Self("malformedPolicy")
+}

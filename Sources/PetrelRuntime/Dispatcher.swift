@@ -348,8 +348,8 @@ public actor Dispatcher {
         let here = MultiThreadedEventLoopGroup.currentEventLoop
         let (taken, stale) = idle.take(
             key, preferred: { here != nil && $0.loop === here },
-            usable: { $0.function.revisionId == f.revisionId && $0.isUsable })
-        for i in stale { retire(i, because: .afterCrash) }
+            usable: { $0.function.revisionId == f.revisionId && $0.isUsable && !$0.credentialsExpiring })
+        for i in stale { retire(i, because: i.credentialsExpiring && i.isUsable ? .credentialsExpired : .afterCrash) }
         return taken
     }
 
@@ -446,6 +446,8 @@ public enum ColdStartReason: String, Sendable {
     case evicted
     case afterUpdate = "after_update"
     case afterCrash = "after_crash"
+    /// The idle instance's credentials were about to expire (see `Instance.credentialsExpiring`).
+    case credentialsExpired = "credentials_expired"
     /// Made ahead for provisioned concurrency (no invocation waited for it).
     case provisioned
 }

@@ -20,6 +20,15 @@ final class Instance: RuntimeAPIDelegate, Sendable {
     let launchedEpochMs: Double
     /// How long making the sandbox took (taking a prepared one and starting the command).
     let sandboxMs: Double
+    /// When the credentials in the instance's environment expire (seconds since the epoch).
+    let credentialsExpire: Int64?
+
+    /// The instance's credentials would expire during an invocation that starts now (its
+    /// function's timeout and a margin): it takes no more work, and the next start gets fresh ones.
+    var credentialsExpiring: Bool {
+        guard let e = credentialsExpire else { return false }
+        return Int64(Date().timeIntervalSince1970) + Int64(function.timeoutSeconds) + 5 >= e
+    }
 
     private struct Pending {
         var request: InvocationRequest
@@ -65,8 +74,12 @@ final class Instance: RuntimeAPIDelegate, Sendable {
     }
     private let state = Mutex(State())
 
-    init(id: String, function: FunctionRecord, sandbox: Sandbox, log: InstanceLog, loop: any EventLoop, logger: Logger, sandboxMs: Double) {
+    init(
+        id: String, function: FunctionRecord, sandbox: Sandbox, log: InstanceLog, loop: any EventLoop, logger: Logger, sandboxMs: Double,
+        credentialsExpire: Int64? = nil
+    ) {
         self.sandboxMs = sandboxMs
+        self.credentialsExpire = credentialsExpire
         launchedEpochMs = InstanceLog.nowMs()
         self.id = id
         self.function = function

@@ -32,9 +32,20 @@ struct InstanceLauncher: Sendable {
             Sys.close(outWrite)
         }
         let stream = Self.streamName(version: function.version)
+        var env = environment(function, stream: stream)
+        var credentialsExpire: Int64?
+        do {
+            if let creds = try configuration.credentials?(function) {
+                env.merge(creds.environment) { _, c in c }
+                credentialsExpire = creds.expires
+            }
+        } catch {
+            Sys.close(outRead)
+            throw RuntimeError(.startFailed, "Petrel could not make the instance's credentials: \(error)", cause: error)
+        }
         var spec = SandboxSpec(
             command: Self.command(function.runtime),
-            environment: environment(function, stream: stream),
+            environment: env,
             codeDirectory: codeDirectory,
             layers: layers,
             memoryMB: function.memoryMB,
@@ -42,7 +53,7 @@ struct InstanceLauncher: Sendable {
             timeout: nil,
             workingDirectory: "/var/task",
             stdin: devnull, stdout: outWrite, stderr: outWrite)
-        spec.listen = Self.runtimeAPIAddresses
+        spec.listen = Self.runtimeAPIAddresses + (configuration.apiSocket == nil ? [] : [.tcp(APIRelay.port)])
         spec.boostCPUUntilSettled = true
         let sandbox: Sandbox
         let t0 = DispatchTime.now().uptimeNanoseconds
@@ -59,8 +70,14 @@ struct InstanceLauncher: Sendable {
         l[metadataKey: "instance.id"] = "\(sandbox.id)"
         let instance = Instance(
             id: sandbox.id, function: function, sandbox: sandbox, log: log, loop: loop, logger: l,
-            sandboxMs: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
-        instance.attach(servers: sandbox.listeners.values.map { RuntimeAPIServer.start(listener: $0, on: loop, delegate: instance) })
+            sandboxMs: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6, credentialsExpire: credentialsExpire)
+        instance.attach(
+            servers: sandbox.listeners.map { address, fd in
+                if address == .tcp(APIRelay.port), let socket = configuration.apiSocket {
+                    return APIRelay.start(listener: fd, on: loop, to: socket)
+                }
+                return RuntimeAPIServer.start(listener: fd, on: loop, delegate: instance)
+            })
         do {
             try log.start()
         } catch {
@@ -103,6 +120,7 @@ struct InstanceLauncher: Sendable {
             "AWS_LAMBDA_LOG_STREAM_NAME": stream,
             "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
             "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:\(Self.runtimeAPIPort)",
+            "AWS_ENDPOINT_URL": configuration.apiSocket == nil ? "" : "http://127.0.0.1:\(APIRelay.port)",
             "PETREL_RUNTIME_API_SOCKET": "@" + RuntimeAPIServer.abstractName,
             "AWS_REGION": configuration.region,
             "AWS_DEFAULT_REGION": configuration.region,
@@ -116,6 +134,7 @@ struct InstanceLauncher: Sendable {
             "LD_LIBRARY_PATH": "/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib",
         ]
         env.merge(platform) { _, p in p }
+        if env["AWS_ENDPOINT_URL"] == "" { env["AWS_ENDPOINT_URL"] = nil }
         switch f.runtime {
         case .python311:
             env["PYTHONPATH"] = "/var/runtime/python"

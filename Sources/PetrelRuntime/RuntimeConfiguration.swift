@@ -1,4 +1,5 @@
 import Foundation
+import PetrelCore
 import PetrelSandbox
 
 /// What the runtime layer needs to know about the platform.
@@ -15,6 +16,12 @@ public struct RuntimeConfiguration: Sendable {
     public var concurrencyLimit: Int
     /// Memory the instances may take together (each counts its function's memory size).
     public var memoryBudgetMB: Int
+    /// An instance's temporary credentials (its role's session) and when they expire (seconds
+    /// since the epoch); nil when its function has none. Set by the daemon (see `ExecutionRoles`).
+    public var credentials: (@Sendable (FunctionRecord) throws -> (environment: [String: String], expires: Int64)?)?
+    /// The daemon's API on a Unix socket: each instance reaches it at 127.0.0.1:9002
+    /// (`AWS_ENDPOINT_URL`, see `APIRelay`). nil: instances do not reach the API.
+    public var apiSocket: String?
 
     public init(
         region: String = "us-east-1", accountID: String = "000000000000", policy: SandboxPolicy = .default,

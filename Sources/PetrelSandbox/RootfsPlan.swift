@@ -14,7 +14,7 @@ struct MountEntry: Sendable, Equatable {
 /// minimal /dev and the scratch disk at /tmp.
 enum RootfsPlan {
     /// The part that depends only on the policy and the skeleton (computed once per policy).
-    static func base(_ rootfs: SandboxPolicy.Rootfs, skeleton: String) -> [MountEntry] {
+    static func base(_ rootfs: SandboxPolicy.Rootfs, skeleton: String, readOnly: [String: String] = [:]) -> [MountEntry] {
         var out: [MountEntry] = []
         for p in rootfs.hostPaths {
             if let link = Sys.readLink(p) {
@@ -32,6 +32,10 @@ enum RootfsPlan {
         let runtimes = skeleton + "/runtimes"
         if Sys.isDirectory(runtimes) {
             out.append(MountEntry(kind: PETREL_MOUNT_BIND_RO, source: runtimes, target: "/var/runtime"))
+        }
+        // The daemon's own read-only directories (the runtimes' SDKs), by target.
+        for (target, source) in readOnly.sorted(by: { $0.key < $1.key }) where Sys.isDirectory(source) {
+            out.append(MountEntry(kind: PETREL_MOUNT_BIND_RO, source: source, target: target))
         }
         return out
     }

@@ -11,6 +11,8 @@ public struct SandboxEngineConfiguration: Sendable {
     public var runDirectory: String
     /// The project's `rootfs/` skeleton (its `etc/` files are bound into every sandbox).
     public var rootfsSkeleton: String
+    /// Host directories bound read-only into every sandbox, by target (the Python runtime's SDK).
+    public var readOnlyBinds: [String: String] = [:]
     /// Each sandbox runs as its own uid (and gid) from this range.
     public var uidRange: ClosedRange<UInt32>
     /// Addresses for host-mode networks: one /30 per sandbox.
@@ -306,7 +308,7 @@ public final class SandboxEngine: Sendable {
 
     func rootfsBase(_ rootfs: SandboxPolicy.Rootfs) -> [MountEntry] {
         if let b = state.withLock({ $0.bases[rootfs] }) { return b }
-        let b = RootfsPlan.base(rootfs, skeleton: configuration.rootfsSkeleton)
+        let b = RootfsPlan.base(rootfs, skeleton: configuration.rootfsSkeleton, readOnly: configuration.readOnlyBinds)
         state.withLock { $0.bases[rootfs] = b }
         return b
     }

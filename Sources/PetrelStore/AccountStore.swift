@@ -14,6 +14,9 @@ public struct AccountStore: Sendable {
         self.keys = keys
     }
 
+    /// Temporary credentials, sealed under this store's platform key.
+    public var sessions: SessionTokens { SessionTokens(keys: keys) }
+
     public struct Account: Sendable, Equatable {
         public var id: String
         public var name: String
@@ -133,6 +136,8 @@ public struct AccountStore: Sendable {
                 throw StoreError("the account \(id) still owns \(queues) queue(s) and \(topics) topic(s); delete them first")
             }
             try db.execute(sql: "DELETE FROM access_keys WHERE account = ?", arguments: [id])
+            try db.execute(sql: "DELETE FROM role_policies WHERE account = ?", arguments: [id])
+            try db.execute(sql: "DELETE FROM roles WHERE account = ?", arguments: [id])
             try db.execute(sql: "DELETE FROM accounts WHERE id = ?", arguments: [id])
         }
         try announce("the account \(id) is deleted")

@@ -21,11 +21,14 @@ public struct AuditStore: Sendable {
         public var parameters: String
         public var status: Int
         public var errorCode: String?
+        /// Who signed, when not the account's own keys: an assumed role's session ARN.
+        public var principal: String?
 
         public init(
             time: Int64, account: String?, accessKey: String?, source: String, action: String, resource: String?,
-            parameters: String, status: Int, errorCode: String?
+            parameters: String, status: Int, errorCode: String?, principal: String? = nil
         ) {
+            self.principal = principal
             self.time = time
             self.account = account
             self.accessKey = accessKey
@@ -42,12 +45,12 @@ public struct AuditStore: Sendable {
         try db.pool.write { db in
             let stmt = try db.cachedStatement(
                 sql: """
-                    INSERT INTO audit (time, account, key_id, source, action, resource, parameters, status, error)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    INSERT INTO audit (time, account, key_id, source, action, resource, parameters, status, error, principal)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """)
             for r in records {
                 try stmt.execute(arguments: [
-                    r.time, r.account, r.accessKey, r.source, r.action, r.resource, r.parameters, r.status, r.errorCode,
+                    r.time, r.account, r.accessKey, r.source, r.action, r.resource, r.parameters, r.status, r.errorCode, r.principal,
                 ])
             }
         }
@@ -92,7 +95,8 @@ public struct AuditStore: Sendable {
         }.map { row in
             var r = Record(
                 time: row["time"], account: row["account"], accessKey: row["key_id"], source: row["source"], action: row["action"],
-                resource: row["resource"], parameters: row["parameters"], status: row["status"], errorCode: row["error"])
+                resource: row["resource"], parameters: row["parameters"], status: row["status"], errorCode: row["error"],
+                principal: row["principal"])
             r.seq = row["seq"]
             return r
         }

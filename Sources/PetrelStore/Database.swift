@@ -519,6 +519,35 @@ public final class PetrelDatabase: Sendable {
             // A schedule may target a version or alias (an EventBridge target's qualified ARN).
             try db.execute(sql: "ALTER TABLE schedules ADD COLUMN qualifier TEXT")
         }
+        m.registerMigration("v16-roles") { db in
+            // Execution roles and their inline policies (IAM's subset); who signed each audited
+            // call (an assumed role's session); and how each account treats a function's role
+            // ARN that names no role: accounts from before roles existed keep accepting them.
+            try db.execute(
+                sql: """
+                    CREATE TABLE roles (
+                        account TEXT NOT NULL,
+                        name TEXT NOT NULL COLLATE NOCASE,
+                        id TEXT NOT NULL UNIQUE,
+                        path TEXT NOT NULL,
+                        description TEXT NOT NULL DEFAULT '',
+                        trust_policy TEXT NOT NULL,
+                        max_session INTEGER NOT NULL,
+                        created INTEGER NOT NULL,
+                        PRIMARY KEY (account, name)
+                    );
+                    CREATE TABLE role_policies (
+                        account TEXT NOT NULL,
+                        role TEXT NOT NULL COLLATE NOCASE,
+                        name TEXT NOT NULL,
+                        document TEXT NOT NULL,
+                        PRIMARY KEY (account, role, name)
+                    );
+                    ALTER TABLE audit ADD COLUMN principal TEXT;
+                    ALTER TABLE accounts ADD COLUMN unknown_roles TEXT;
+                    UPDATE accounts SET unknown_roles = 'accept';
+                    """)
+        }
         return m
     }
 }

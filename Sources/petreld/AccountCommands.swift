@@ -6,7 +6,7 @@ struct AccountsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "accounts",
         abstract: "Make, list and delete accounts (each sees and changes only its own functions).",
-        subcommands: [Create.self, List.self, Delete.self])
+        subcommands: [Create.self, List.self, Delete.self, UnknownRoles.self])
 
     struct Create: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Make an account; prints its id.")
@@ -44,6 +44,38 @@ struct AccountsCommand: ParsableCommand {
                         ["ACCOUNT", "NAME", "ROLE", "ACTIVE KEYS", "CREATED"],
                         zip(accounts, active).map { a, n in [a.id, a.name, a.admin ? "admin" : "", "\(n)", iso(a.created)] })
                 }
+            } catch { throw operatorFailure(error) }
+        }
+    }
+
+    struct UnknownRoles: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "unknown-roles",
+            abstract: "How an account treats a function Role that names no role Lambda can assume.",
+            discussion: """
+                refuse: CreateFunction and UpdateFunctionConfiguration refuse it, as Lambda does. accept: the function \
+                runs with no credentials (and its mappings and destinations are not checked against a role). default: \
+                the daemon's [iam] unknown_roles. Accounts made before roles existed accept.
+                """)
+        @OptionGroup var store: StoreOptions
+        @Option(help: "The account id.") var account: String
+        @Argument(help: "refuse, accept or default.") var choice: String
+
+        func run() throws {
+            do {
+                let value: AccountStore.UnknownRoles?
+                switch choice {
+                case "default": value = nil
+                default:
+                    guard let v = AccountStore.UnknownRoles(rawValue: choice) else {
+                        throw StoreError("the choice is refuse, accept or default, not \(choice)")
+                    }
+                    value = v
+                }
+                try store.open().accounts.setUnknownRoles(account: account, value)
+                print(
+                    "Account \(account): unknown role ARNs \(value.map { "are \($0 == .refuse ? "refused" : "accepted")" } ?? "follow the daemon's default")."
+                )
             } catch { throw operatorFailure(error) }
         }
     }

@@ -43,6 +43,7 @@ struct AuditCommand: ParsableCommand {
                     ]
                     if let a = r.account { o["account"] = a }
                     if let k = r.accessKey { o["accessKey"] = k }
+                    if let p = r.principal { o["principal"] = p }
                     if let res = r.resource { o["resource"] = res }
                     if let e = r.errorCode { o["error"] = e }
                     printJSON(o)
@@ -50,12 +51,11 @@ struct AuditCommand: ParsableCommand {
             } else {
                 printTable(
                     ["TIME", "ACCOUNT", "ACCESS KEY", "SOURCE", "ACTION", "RESOURCE", "STATUS", "ERROR"],
-                    records.map {
-                        [
-                            iso(Date(timeIntervalSince1970: Double($0.time) / 1000)), $0.account ?? "-", $0.accessKey ?? "-", $0.source,
-                            $0.action,
-                            $0.resource ?? "", "\($0.status)", $0.errorCode ?? "",
-                        ]
+                    records.map { r -> [String] in
+                        let key: String = r.accessKey ?? "-"
+                        let signer: String = r.principal.map { key + " (" + $0 + ")" } ?? key
+                        let time: String = iso(Date(timeIntervalSince1970: Double(r.time) / 1000))
+                        return [time, r.account ?? "-", signer, r.source, r.action, r.resource ?? "", String(r.status), r.errorCode ?? ""]
                     })
             }
         } catch { throw operatorFailure(error) }

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import PetrelCore
 import PetrelSources
+import PetrelStore
 import PetrelTOML
 
 /// petreld's settings: defaults, then `Config/petreld.toml`, then `PETREL_*`
@@ -56,6 +57,11 @@ struct DaemonConfiguration: Sendable {
     /// PEM files: with both, the API speaks HTTPS.
     var tlsCertificate: String?
     var tlsKey: String?
+    /// A function role ARN that names no role Lambda can assume: refused, or accepted with no
+    /// credentials (for accounts that have not chosen; accounts from before roles accept).
+    var unknownRoles = AccountStore.UnknownRoles.refuse
+    /// How long an instance's temporary credentials last.
+    var credentialSeconds = 21_600
 
     struct Invalid: Error, CustomStringConvertible {
         var description: String
@@ -197,6 +203,16 @@ struct DaemonConfiguration: Sendable {
                 c.logStorageMB = d == 0 ? nil : d
             }
         ),
+        (
+            "unknown_roles",
+            { c, v, src in
+                guard let u = AccountStore.UnknownRoles(rawValue: v) else {
+                    throw Invalid(description: "\(src): unknown_roles is refuse or accept, not \(v)")
+                }
+                c.unknownRoles = u
+            }
+        ),
+        ("credential_seconds", { c, v, src in c.credentialSeconds = try int(v, src, 15...43_200) }),
         ("tls_certificate", { c, v, _ in c.tlsCertificate = v.isEmpty ? nil : v }),
         ("tls_key", { c, v, _ in c.tlsKey = v.isEmpty ? nil : v }),
         (
@@ -217,7 +233,7 @@ struct DaemonConfiguration: Sendable {
 
     private mutating func apply(toml text: String) throws {
         let root = try TOMLSection(parsing: text)
-        try root.rejectUnknown(["api", "urls", "storage", "platform", "instances", "events", "topics", "sources", "logging"])
+        try root.rejectUnknown(["api", "urls", "storage", "platform", "instances", "events", "topics", "sources", "logging", "iam"])
         let sections: [String: [String: String]] = [
             "api": ["listen": "listen", "tls_certificate": "tls_certificate", "tls_key": "tls_key"],
             "urls": ["listen": "url_listen", "domain": "url_domain"],
@@ -238,6 +254,7 @@ struct DaemonConfiguration: Sendable {
                 "object_stores": "object_stores", "rabbitmq_ca_file": "rabbitmq_ca_file",
             ],
             "logging": ["level": "log_level", "format": "log_format"],
+            "iam": ["unknown_roles": "unknown_roles", "credential_seconds": "credential_seconds"],
         ]
         for (name, fields) in sections {
             let s = try root.section(name)

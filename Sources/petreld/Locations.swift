@@ -16,6 +16,17 @@ enum Locations {
         return "/usr/share/petrel/rootfs"
     }
 
+    /// boto3 and botocore for the Python runtime (bound at /var/lang/python-sdk):
+    /// $PETREL_PYTHON_SDK, else the checkout's `.build/python-sdk` (Scripts/setup installs it),
+    /// else the package's `/usr/lib/petrel/python-sdk`; nil when there is none.
+    static func pythonSDK() -> String? {
+        if let env = ProcessInfo.processInfo.environment["PETREL_PYTHON_SDK"] { return env.isEmpty ? nil : env }
+        let checkout = URL(fileURLWithPath: rootfs()).deletingLastPathComponent().appendingPathComponent(".build/python-sdk").path
+        let exe = URL(fileURLWithPath: CommandLine.executablePath).resolvingSymlinksInPath().deletingLastPathComponent()
+        let installed = exe.deletingLastPathComponent().appendingPathComponent("lib/petrel/python-sdk").path
+        return [checkout, installed].first { FileManager.default.fileExists(atPath: $0 + "/boto3/__init__.py") }
+    }
+
     /// `Config/petreld.toml` of the checkout the binary was built in, else the package's
     /// `/etc/petrel/petreld.toml`, when there is one.
     static func defaultConfig() -> String? {

@@ -138,20 +138,30 @@ struct ServeCommand: AsyncParsableCommand {
         let apiHost = c.listenHost == "0.0.0.0" || c.listenHost == "::" || c.listenHost.isEmpty ? "127.0.0.1" : c.listenHost
         try store.writeAWSConfig(endpoint: "\(c.tlsCertificate == nil ? "http" : "https")://\(Self.authority(apiHost, c.listenPort))")
         let code = try CodeStore(directory: c.dataDirectory + "/code", cacheDirectory: c.runDirectory + "/code", keys: store.keys)
-        let engine = try SandboxEngine(
-            configuration: SandboxEngineConfiguration(
-                stateDirectory: c.dataDirectory, runDirectory: c.runDirectory,
-                rootfsSkeleton: RuntimeFiles.stage(skeleton: Locations.rootfs(), runDirectory: c.runDirectory, logger: logger),
-                preparedPoolSize: c.preparedSandboxes), logger: logger)
+        var engineConfig = SandboxEngineConfiguration(
+            stateDirectory: c.dataDirectory, runDirectory: c.runDirectory,
+            rootfsSkeleton: RuntimeFiles.stage(skeleton: Locations.rootfs(), runDirectory: c.runDirectory, logger: logger),
+            preparedPoolSize: c.preparedSandboxes)
+        if let sdk = Locations.pythonSDK() {
+            engineConfig.readOnlyBinds["/var/lang/python-sdk"] = sdk
+        } else {
+            logger.warning("no boto3 for the Python runtime (Scripts/setup installs it): Python functions must bring their own")
+        }
+        let engine = try SandboxEngine(configuration: engineConfig, logger: logger)
         // The API's and the instances' loops, one per core. A group of its own: the loops of
         // new connections then go round robin (the singleton's `next()` is everybody's),
         // so concurrent callers spread evenly over the loops (see LoopAffineExecutor).
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
-        let runtimeConfig = RuntimeConfiguration(
+        let roles = ExecutionRoles(accounts: store.accounts, unknownRoles: c.unknownRoles, credentialSeconds: c.credentialSeconds)
+        var runtimeConfig = RuntimeConfiguration(
             region: c.region, accountID: c.accountID, policy: policy,
             keepAlive: .seconds(c.keepAliveSeconds), initTimeout: .seconds(c.initTimeoutSeconds),
             concurrencyLimit: c.concurrencyLimit,
             memoryBudgetMB: c.memoryBudgetMB ?? RuntimeConfiguration.defaultMemoryBudgetMB())
+        // Each instance gets its role's credentials and reaches the API through its own 127.0.0.1:9002.
+        runtimeConfig.credentials = { try roles.credentials($0) }
+        let apiSocket = c.runDirectory + "/api.sock"
+        runtimeConfig.apiSocket = apiSocket
         let runtime = try RuntimeService(
             engine: engine, code: code, logs: LogStore(db), journalDirectory: c.dataDirectory + "/log-journal",
             configuration: runtimeConfig,
@@ -163,7 +173,7 @@ struct ServeCommand: AsyncParsableCommand {
         let catalog = FunctionCatalog(
             functions: try FunctionStore(db, keys: store.keys), layers: LayerStore(db), urls: FunctionURLStore(db), code: code,
             events: eventStore,
-            dispatcher: runtime.dispatcher, keys: store.keys, region: c.region, logger: logger)
+            dispatcher: runtime.dispatcher, keys: store.keys, roles: roles, region: c.region, logger: logger)
         let events = EventService(
             store: eventStore, schedules: ScheduleStore(db, events: eventStore), functions: catalog.functions,
             dispatcher: runtime.dispatcher,
@@ -205,7 +215,8 @@ struct ServeCommand: AsyncParsableCommand {
             logs: LogsAPI(logs: LogStore(db), gate: gate, region: c.region, defaultRetentionDays: c.logRetentionDays, logger: logger),
             sqs: SQSAPI(queues: queues, gate: gate, logger: logger), sns: SNSAPI(topics: topics, gate: gate, logger: logger),
             secrets: SecretsAPI(secrets: SecretStore(db, keys: store.keys), gate: gate, region: c.region, logger: logger),
-            sts: STSAPI(gate: gate, logger: logger)
+            sts: STSAPI(accounts: store.accounts, gate: gate, logger: logger),
+            iam: IAMAPI(accounts: store.accounts, gate: gate, logger: logger)
         ).register(on: router)
         MetricsAPI(registry: metrics).register(on: router)
         // Invoke is answered in each connection's pipeline, before Hummingbird (see FastPathHandler).
@@ -250,6 +261,12 @@ struct ServeCommand: AsyncParsableCommand {
             },
             eventLoopGroupProvider: .shared(group),
             logger: logger)
+        // The same API, plain HTTP on a Unix socket in the run directory: what instances' SDKs
+        // reach through their sandbox's 127.0.0.1:9002 (APIRelay). Requests are signed as any other.
+        let local = Application(
+            router: router, server: http1,
+            configuration: .init(address: .unixDomainSocket(path: apiSocket), serverName: LambdaAPI.serverName),
+            eventLoopGroupProvider: .shared(group), logger: logger)
         // Services shut down in reverse order: the API drains first, then the event runner lets running
         // events finish (the rest stay queued), then the runtime stops its instances. The audit writer
         // stops last: it records the calls the API drained.
@@ -257,6 +274,7 @@ struct ServeCommand: AsyncParsableCommand {
         // connection's loop, where its instance most likely lives too.
         let api = OnExecutor(app, executor: LoopAffineExecutor(group: group))
         let urlAPI = OnExecutor(urls, executor: LoopAffineExecutor(group: group))
+        let localAPI = OnExecutor(local, executor: LoopAffineExecutor(group: group))
         let retention = RetentionService(
             logs: LogStore(db), logDays: c.logRetentionDays, logBudget: c.logStorageBytes(), audit: AuditStore(db),
             auditDays: c.auditRetentionDays, dataDirectory: c.dataDirectory, logger: logger)
@@ -265,7 +283,7 @@ struct ServeCommand: AsyncParsableCommand {
                 .init(service: AuditService(gate: gate)), .init(service: retention),
                 .init(service: runtime), .init(service: events), .init(service: queues), .init(service: httpDeliveries),
                 .init(service: mappings),
-                .init(service: api), .init(service: urlAPI),
+                .init(service: api), .init(service: urlAPI), .init(service: localAPI),
             ]
                 + (reload.map { r in
                     [

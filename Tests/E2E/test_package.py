@@ -15,8 +15,11 @@ import unittest
 
 import boto3
 import botocore.config
+import botocore.exceptions
 
 from harness import REPO, ROLE, free_port, make_zip, parse_credentials, sandbox_leftovers
+
+APP = "import boto3\ndef handler(e, c):\n    return {'got': e, 'sdk': boto3.__file__}\n"
 
 CHROOT_TAR = "/var/cache/petrel-tests/debootstrap-bookworm.tar"
 INSTALLED = ["/usr/bin/petreld", "/usr/bin/petrel", "/usr/lib/petrel/petrel-init", "/usr/lib/petrel/petrel_sam.py",
@@ -127,10 +130,20 @@ class PackageTest(unittest.TestCase):
                                aws_access_key_id=key, aws_secret_access_key=secret,
                                config=botocore.config.Config(retries={"max_attempts": 0}, read_timeout=60))
             if phase == "before":
-                lam.create_function(FunctionName="packaged", Runtime="python3.11", Role=ROLE, Handler="app.handler",
-                                    Code={"ZipFile": make_zip({"app.py": "def handler(e, c):\n    return {'got': e}\n"})})
+                # The package's default refuses role ARNs that name no role: the function gets a real one.
+                iam = boto3.client("iam", endpoint_url="http://127.0.0.1:%d" % port, region_name="us-east-1",
+                                   aws_access_key_id=key, aws_secret_access_key=secret)
+                with self.assertRaises(botocore.exceptions.ClientError):
+                    lam.create_function(FunctionName="packaged", Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                                        Code={"ZipFile": make_zip({"app.py": APP})})
+                trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                                 "Principal": {"Service": "lambda.amazonaws.com"}}]}
+                role = iam.create_role(RoleName="packaged", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+                lam.create_function(FunctionName="packaged", Runtime="python3.11", Role=role, Handler="app.handler",
+                                    Code={"ZipFile": make_zip({"app.py": APP})})
             out = json.loads(lam.invoke(FunctionName="packaged", Payload=json.dumps({"phase": phase}))["Payload"].read())
-            self.assertEqual(out, {"got": {"phase": phase}})
+            # boto3 from the package's own copy, compiled by postinst.
+            self.assertEqual(out, {"got": {"phase": phase}, "sdk": "/var/lang/python-sdk/boto3/__init__.py"})
         finally:
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=60)

@@ -239,6 +239,9 @@ def init_error(api, error_type, message, stack=None):
 def load_handler(api):
     handler = os.environ.get("_HANDLER", "")
     sys.path[0:0] = ["/var/task", "/opt/python/lib/python3.11/site-packages", "/opt/python"]
+    # boto3 and botocore, as Lambda's runtime ships them: after the function's own and its
+    # layers' (whose copies win), before nothing else.
+    sys.path.append("/var/lang/python-sdk")
     # The interpreter runs without `site` (-S): give back the two names it would have added.
     import builtins
     if not hasattr(builtins, "exit"):
