@@ -110,6 +110,33 @@ public struct LambdaClient: Sendable {
         return out
     }
 
+    /// A call of a query API (IAM, STS): the XML answer's text; a refusal's `<Code>` is the error's code.
+    public func query(_ service: String, _ action: String, _ params: [String: String] = [:]) async throws -> String {
+        var form = ["Action": action, "Version": service == "iam" ? "2010-05-08" : "2011-06-15"]
+        form.merge(params) { _, p in p }
+        let body = form.sorted { $0.key < $1.key }.map { SigV4.encode($0.key) + "=" + SigV4.encode($0.value) }.joined(separator: "&")
+        do {
+            let out = try await send(
+                "POST", "/", headers: ["Content-Type": "application/x-www-form-urlencoded; charset=utf-8"], body: Array(body.utf8),
+                service: service)
+            return String(decoding: out.body, as: UTF8.self)
+        } catch var e as APIError where e.status >= 400 {
+            if let code = Self.element("Code", in: e.message) {
+                e.message = Self.element("Message", in: e.message) ?? e.message
+                e.code = code
+            }
+            throw e
+        }
+    }
+
+    /// The text of the first `<name>` element of an XML answer (entities left as they are).
+    public static func element(_ name: String, in xml: String) -> String? {
+        guard let open = xml.range(of: "<\(name)>"), let close = xml.range(of: "</\(name)>", range: open.upperBound..<xml.endIndex) else {
+            return nil
+        }
+        return String(xml[open.upperBound..<close.lowerBound])
+    }
+
     /// A call of the SQS API (JSON 1.0, `X-Amz-Target: AmazonSQS.<operation>`).
     public func sqs(_ operation: String, _ body: [String: Any]) async throws -> [String: Any] {
         let out = try await send(

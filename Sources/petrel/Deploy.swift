@@ -26,7 +26,9 @@ struct Deploy: AsyncParsableCommand {
     @Option(help: "Memory in MB (128–10240).") var memory: Int?
     @Option(help: "Timeout in seconds (1–900).") var timeout: Int?
     @Option(name: .customLong("env"), help: "KEY=VALUE environment variable (repeatable; replaces all of them).") var env: [String] = []
-    @Option(help: "IAM-style role ARN recorded with the function.") var role = "arn:aws:iam::000000000000:role/petrel-function"
+    @Option(
+        help: "The execution role's ARN (default: the account's role petrel-function, made with no permissions when it is missing).")
+    var role: String?
     @OptionGroup var connection: ConnectionOptions
 
     func validate() throws {
@@ -87,6 +89,8 @@ struct Deploy: AsyncParsableCommand {
             } else {
                 guard let runtime else { throw ValidationError("\(name) does not exist yet: give --runtime (and --handler) to create it") }
                 stderr("creating \(name)…\n")
+                var role = self.role ?? ""
+                if self.role == nil { role = try await defaultRole(client) }
                 var input: [String: Any] = [
                     "FunctionName": name, "Runtime": runtime, "Role": role,
                     "Code": ["ZipFile": zip.base64EncodedString()],
@@ -101,6 +105,27 @@ struct Deploy: AsyncParsableCommand {
                 "\(result["FunctionName"] ?? name)  \(result["Runtime"] ?? "")  \(result["MemorySize"] ?? "") MB  code \(result["CodeSize"] ?? 0) bytes  sha256 \(result["CodeSha256"] ?? "")"
             )
         }
+    }
+
+    static let defaultRoleName = "petrel-function"
+
+    /// The account's `petrel-function` role, made when it is missing: Lambda may assume it, and
+    /// it allows nothing (give it policies with `aws iam put-role-policy`).
+    func defaultRole(_ client: LambdaClient) async throws -> String {
+        do {
+            let got = try await client.query("iam", "GetRole", ["RoleName": Self.defaultRoleName])
+            if let arn = LambdaClient.element("Arn", in: got) { return arn }
+        } catch let e as LambdaClient.APIError where e.code == "NoSuchEntity" {}
+        let trust =
+            #"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#
+        let made = try await client.query(
+            "iam", "CreateRole",
+            ["RoleName": Self.defaultRoleName, "AssumeRolePolicyDocument": trust, "Description": "Made by petrel deploy: allows nothing."])
+        guard let arn = LambdaClient.element("Arn", in: made) else {
+            throw ValidationError("petreld's CreateRole answer has no Arn")
+        }
+        stderr("made the execution role \(Self.defaultRoleName) (it allows nothing; give it policies with aws iam put-role-policy)\n")
+        return arn
     }
 
     /// Zips the folder's contents (paths relative to it), with a progress line.
