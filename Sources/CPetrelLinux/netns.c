@@ -184,29 +184,32 @@ static int run_job(struct ns_job *j, char *errbuf, size_t errlen) {
 }
 
 int petrel_netns_create(const char *nft_rules, const char *veth_host_name,
-                        const char *inside_cidr, const char *gateway,
+                        const char *inside_cidr, const char *gateway, const char *peer_netns,
                         char *errbuf, size_t errlen) {
     struct ns_job j;
     memset(&j, 0, sizeof j);
     j.join_fd = -1;
     j.nft_rules = nft_rules;
-    char batch[512];
+    char batch[768];
     const char *argv[] = { "/usr/sbin/ip", "-batch", "-", NULL };
     if (veth_host_name) {
-        // Made from inside: eth0 stays here, its peer goes to the caller's namespace.
+        // Made from inside: eth0 stays here, its peer goes to the caller's namespace (or to
+        // the named one, an operator's network: `ip netns` names it).
+        char peer[300];
+        if (peer_netns) snprintf(peer, sizeof peer, "%s", peer_netns); else snprintf(peer, sizeof peer, "%d", (int)getpid());
         snprintf(batch, sizeof batch,
-                 "link add eth0 type veth peer name %s netns %d\n"
+                 "link add eth0 type veth peer name %s netns %s\n"
                  "addr add %s dev eth0\n"
                  "link set eth0 up\n"
                  "route add default via %s\n",
-                 veth_host_name, (int)getpid(), inside_cidr, gateway);
+                 veth_host_name, peer, inside_cidr, gateway);
         j.argv = argv;
         j.stdin_text = batch;
     }
     if (run_job(&j, errbuf, errlen) < 0) return -1;
     if (veth_host_name && !(WIFEXITED(j.status) && WEXITSTATUS(j.status) == 0)) {
         close(j.ns_fd);
-        petrel_link_delete(veth_host_name);
+        if (!peer_netns) petrel_link_delete(veth_host_name);
         return petrel_errmsg(errbuf, errlen, EIO, "ip could not set up the sandbox's veth pair");
     }
     return j.ns_fd;

@@ -23,12 +23,15 @@ public final class FunctionCatalog: Sendable {
     let codeLock = Mutex(())
     /// Execution roles: which a function may name, and what they allow (nil: unchecked).
     let roles: ExecutionRoles?
+    /// The operator's networks a function's VpcConfig may name.
+    let networks: FunctionNetworks
 
     public init(
         functions: FunctionStore, layers: LayerStore, urls: FunctionURLStore, code: CodeStore, events: EventStore, dispatcher: Dispatcher,
-        keys: KeyRing, roles: ExecutionRoles? = nil, region: String, logger: Logger
+        keys: KeyRing, roles: ExecutionRoles? = nil, networks: FunctionNetworks = FunctionNetworks(), region: String, logger: Logger
     ) {
         self.roles = roles
+        self.networks = networks
         self.functions = functions
         self.layers = layers
         self.urls = urls
@@ -190,6 +193,10 @@ public final class FunctionCatalog: Sendable {
         let deadLetter = try deadLetterTarget(input.DeadLetterConfig, account: caller.account)
         try roles?.check(role, account: caller.account)
         if let d = deadLetter ?? nil { try requireDestination(record, d) }
+        if let v = try input.VpcConfig?.settings() {
+            try networks.check(v, account: caller.account)
+            record.vpc = v
+        }
         let zip = try Self.zipFile(input.Code?.ZipFile, s3: input.Code?.S3Bucket ?? input.Code?.ImageUri)
         if try functions.get(account: caller.account, ref.name) != nil {
             throw LambdaError(.resourceConflict, "Function already exist: \(ref.name)")
@@ -268,6 +275,8 @@ public final class FunctionCatalog: Sendable {
             ephemeralStorageMB: input.EphemeralStorage?.Size, environment: input.Environment.map { $0.Variables ?? [:] })
         try settings.validate()
         if let role = input.Role { try roles?.check(role, account: current.account) }
+        let vpc = try input.VpcConfig?.settings()
+        if let vpc { try networks.check(vpc, account: current.account) }
         try checkKMSKey(input.KMSKeyArn, caller: caller)
         let deadLetter = try deadLetterTarget(input.DeadLetterConfig, account: caller.account)
         if let d = deadLetter ?? nil {
@@ -288,6 +297,7 @@ public final class FunctionCatalog: Sendable {
                     settings.apply(to: &f)
                     if let k = input.KMSKeyArn { f.kmsKeyArn = k.isEmpty ? nil : k }
                     if let d = deadLetter { f.deadLetterTarget = d }
+                    if let vpc { f.vpc = vpc }
                     if !f.runtime.isCustom, f.handler == nil {
                         throw LambdaError(
                             .invalidParameterValue,

@@ -29,9 +29,24 @@ struct CreateFunctionInput: Decodable {
     var Tags: [String: String]?
     var KMSKeyArn: String?
     var DeadLetterConfig: DeadLetterShape?
+    var VpcConfig: VpcConfigShape?
 
     struct DeadLetterShape: Codable {
         var TargetArn: String?
+    }
+
+    struct VpcConfigShape: Decodable {
+        var SubnetIds: [String]?
+        var SecurityGroupIds: [String]?
+        var Ipv6AllowedForDualStack: Bool?
+
+        /// The settings given (a list left out is empty, as Lambda takes it).
+        func settings() throws -> VPCSettings {
+            if Ipv6AllowedForDualStack == true {
+                throw LambdaError(.invalidParameterValue, "Petrel's networks are IPv4 only: Ipv6AllowedForDualStack cannot be true.")
+            }
+            return VPCSettings(subnetIds: SubnetIds ?? [], securityGroupIds: SecurityGroupIds ?? [])
+        }
     }
 }
 
@@ -58,6 +73,7 @@ struct UpdateFunctionConfigurationInput: Decodable {
     var Layers: [String]?
     var KMSKeyArn: String?
     var DeadLetterConfig: CreateFunctionInput.DeadLetterShape?
+    var VpcConfig: CreateFunctionInput.VpcConfigShape?
 }
 
 /// `FunctionConfiguration` as Lambda returns it.
@@ -99,6 +115,15 @@ struct FunctionConfigurationShape: Encodable {
     var KMSKeyArn: String?
     var Layers: [LayerShape]?
     var DeadLetterConfig: CreateFunctionInput.DeadLetterShape?
+    var VpcConfig: VpcOut?
+
+    /// Lambda's `VpcConfigResponse`: the network's name is the VPC's id (empty once detached).
+    struct VpcOut: Encodable {
+        var SubnetIds: [String]
+        var SecurityGroupIds: [String]
+        var VpcId: String
+        var Ipv6AllowedForDualStack = false
+    }
 
     struct LayerShape: Encodable {
         var Arn: String
@@ -117,6 +142,7 @@ struct FunctionConfigurationShape: Encodable {
         Layers = f.layers.map { $0.map { LayerShape(Arn: $0.arn, CodeSize: $0.codeSize) } }
         KMSKeyArn = f.kmsKeyArn
         DeadLetterConfig = f.deadLetterTarget.map { .init(TargetArn: $0) }
+        VpcConfig = f.vpc.map { .init(SubnetIds: $0.subnetIds, SecurityGroupIds: $0.securityGroupIds, VpcId: $0.subnetIds.first ?? "") }
         Runtime = f.runtime.rawValue
         Role = f.role
         Handler = f.handler

@@ -42,6 +42,9 @@ public struct FunctionRecord: Sendable, Codable, Equatable {
     /// `DeadLetterConfig.TargetArn`: the SQS queue or SNS topic an asynchronous event goes to
     /// (the event itself) once it has failed for good.
     public var deadLetterTarget: String?
+    /// `VpcConfig`: the operator's network and rule sets its instances attach to (nil: never
+    /// set; empty lists: detached).
+    public var vpc: VPCSettings?
 
     public init(
         account: String, name: String, runtime: FunctionRuntime, handler: String?, role: String, description: String = "",
@@ -309,4 +312,16 @@ public struct FunctionSettings: Sendable, Equatable {
         let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+=,.@-_/")
         return p[5].allSatisfy(allowed.contains)
     }
+}
+
+/// A function's `VpcConfig` as given: `SubnetIds` name one of the operator's networks,
+/// `SecurityGroupIds` its rule sets (see `FunctionNetworks`).
+public struct VPCSettings: Sendable, Codable, Equatable {
+    public var subnetIds: [String]
+    public var securityGroupIds: [String]
+    public init(subnetIds: [String], securityGroupIds: [String]) {
+        self.subnetIds = subnetIds
+        self.securityGroupIds = securityGroupIds
+    }
+    public var attached: Bool { !subnetIds.isEmpty }
 }

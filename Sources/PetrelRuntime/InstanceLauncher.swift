@@ -53,6 +53,12 @@ struct InstanceLauncher: Sendable {
             timeout: nil,
             workingDirectory: "/var/task",
             stdin: devnull, stdout: outWrite, stderr: outWrite)
+        do {
+            spec.attachment = try configuration.networks.attachment(function.vpc, account: function.account)
+        } catch {
+            Sys.close(outRead)
+            throw RuntimeError(.startFailed, "Petrel could not attach the instance to its network: \(error.message)", cause: error)
+        }
         spec.listen = Self.runtimeAPIAddresses + (configuration.apiSocket == nil ? [] : [.tcp(APIRelay.port)])
         spec.boostCPUUntilSettled = true
         let sandbox: Sandbox

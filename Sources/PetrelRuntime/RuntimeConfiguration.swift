@@ -22,6 +22,8 @@ public struct RuntimeConfiguration: Sendable {
     /// The daemon's API on a Unix socket: each instance reaches it at 127.0.0.1:9002
     /// (`AWS_ENDPOINT_URL`, see `APIRelay`). nil: instances do not reach the API.
     public var apiSocket: String?
+    /// The operator's networks, for functions with a VpcConfig.
+    public var networks = FunctionNetworks()
 
     public init(
         region: String = "us-east-1", accountID: String = "000000000000", policy: SandboxPolicy = .default,

@@ -27,8 +27,11 @@ public final class PreparedSandbox: Sendable {
         public var processes: Int
         public var openFiles: Int
         public var ephemeralStorageMB: Int
+        /// An operator's network (such sandboxes are prepared when they are started: no pool keeps them).
+        public var attachment: NetworkAttachment?
 
-        init(policy: SandboxPolicy, mode: SandboxPolicy.NetworkMode, ephemeralStorageMB: Int) {
+        init(policy: SandboxPolicy, mode: SandboxPolicy.NetworkMode, ephemeralStorageMB: Int, attachment: NetworkAttachment? = nil) {
+            self.attachment = attachment
             seccomp = policy.seccomp
             rootfs = policy.rootfs
             network = policy.network

@@ -112,7 +112,7 @@ public final class SandboxEngine: Sendable {
         try policy.validate()
         let key = PreparedSandbox.Key(
             policy: policy, mode: spec.network ?? policy.network.mode,
-            ephemeralStorageMB: spec.ephemeralStorageMB)
+            ephemeralStorageMB: spec.ephemeralStorageMB, attachment: spec.attachment)
         let box = try prepared.take(key) ?? prepare(key)
         let started = Sys.monotonicNanoseconds()
         var listeners: [ListenAddress: Int32] = [:]
@@ -196,7 +196,7 @@ public final class SandboxEngine: Sendable {
         var cleanup: [() -> Void] = [{ self.freeUID(uid) }]
         func unwind() { cleanup.reversed().forEach { $0() } }
         do {
-            let network = try networks.make(key.network, mode: key.mode)
+            let network = try networks.make(key.network, mode: key.mode, attachment: key.attachment)
             cleanup.append { self.networks.release(network) }
             let disk = try disks.make(sizeMB: key.ephemeralStorageMB)
             cleanup.append { self.disks.release(disk) }

@@ -161,7 +161,7 @@ public struct SandboxPolicy: Sendable, Equatable {
 }
 
 /// An IPv4 network in CIDR notation.
-public struct IPv4CIDR: Sendable, Equatable, CustomStringConvertible {
+public struct IPv4CIDR: Sendable, Hashable, CustomStringConvertible {
     public var address: UInt32
     public var prefix: Int
 

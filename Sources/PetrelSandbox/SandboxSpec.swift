@@ -28,6 +28,8 @@ public struct SandboxSpec: Sendable {
     /// serves them; the Runtime API is one). The listening fds are handed to the
     /// caller in `Sandbox.listeners`.
     public var listen: [ListenAddress] = []
+    /// An operator's network to attach to (Lambda's VpcConfig); nil: the policy's network mode.
+    public var attachment: NetworkAttachment?
     /// Start with all of the host's CPUs (the memory-proportional CPU quota applies
     /// from `Sandbox.settle()` on): a function's init runs at full speed, as the
     /// runtime's start dominates a cold start on small memory sizes.

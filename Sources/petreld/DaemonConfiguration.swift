@@ -1,6 +1,8 @@
 import Foundation
 import Logging
 import PetrelCore
+import PetrelRuntime
+import PetrelSandbox
 import PetrelSources
 import PetrelStore
 import PetrelTOML
@@ -62,6 +64,9 @@ struct DaemonConfiguration: Sendable {
     var unknownRoles = AccountStore.UnknownRoles.refuse
     /// How long an instance's temporary credentials last.
     var credentialSeconds = 21_600
+    /// The operator's networks and rule sets functions may attach to (`[networks.NAME]`,
+    /// `[security_groups.NAME]`).
+    var networks = FunctionNetworks()
 
     struct Invalid: Error, CustomStringConvertible {
         var description: String
@@ -233,7 +238,10 @@ struct DaemonConfiguration: Sendable {
 
     private mutating func apply(toml text: String) throws {
         let root = try TOMLSection(parsing: text)
-        try root.rejectUnknown(["api", "urls", "storage", "platform", "instances", "events", "topics", "sources", "logging", "iam"])
+        try root.rejectUnknown([
+            "api", "urls", "storage", "platform", "instances", "events", "topics", "sources", "logging", "iam", "networks",
+            "security_groups",
+        ])
         let sections: [String: [String: String]] = [
             "api": ["listen": "listen", "tls_certificate": "tls_certificate", "tls_key": "tls_key"],
             "urls": ["listen": "url_listen", "domain": "url_domain"],
@@ -256,6 +264,7 @@ struct DaemonConfiguration: Sendable {
             "logging": ["level": "log_level", "format": "log_format"],
             "iam": ["unknown_roles": "unknown_roles", "credential_seconds": "credential_seconds"],
         ]
+        try applyNetworks(root)
         for (name, fields) in sections {
             let s = try root.section(name)
             try s.rejectUnknown(Set(fields.keys))
@@ -267,6 +276,58 @@ struct DaemonConfiguration: Sendable {
                 try setter(&self, value, "\(name).\(field)")
             }
         }
+    }
+
+    /// `[networks.NAME]`: `namespace` (the operator's `ip netns` namespace that routes the
+    /// network), `subnet` (instances' addresses), `allow` (destinations), `accounts`;
+    /// `[security_groups.NAME]`: `allow`.
+    mutating func applyNetworks(_ root: TOMLSection) throws {
+        func name(_ n: String, _ what: String) throws {
+            guard (1...64).contains(n.utf8.count), n.utf8.allSatisfy({ FunctionReference.isNameByte($0) || $0 == UInt8(ascii: ".") }) else {
+                throw Invalid(description: "\(what) \(n): a name has 1 to 64 of [A-Za-z0-9._-]")
+            }
+        }
+        func destinations(_ s: TOMLSection, _ path: String) throws -> [NetworkDestination] {
+            do { return try (s.strings("allow") ?? []).map { d throws(SandboxError) in try NetworkDestination(parsing: d) } } catch let e
+                as SandboxError
+            {
+                throw Invalid(description: "\(path).allow: \(e.message)")
+            }
+        }
+        var out = FunctionNetworks()
+        let nets = try root.section("networks")
+        for n in nets.values.keys.sorted() {
+            try name(n, "network")
+            let sec = try nets.section(n)
+            try sec.rejectUnknown(["namespace", "subnet", "allow", "accounts"])
+            guard let ns = try sec.string("namespace") else {
+                throw Invalid(
+                    description: "networks.\(n).namespace is required: the operator's network namespace (ip netns) that routes the network")
+            }
+            try name(ns, "networks.\(n).namespace")
+            guard FileManager.default.fileExists(atPath: "/run/netns/" + ns) else {
+                throw Invalid(
+                    description:
+                        "networks.\(n).namespace: there is no network namespace \(ns) (/run/netns/\(ns)); make it with ip netns add")
+            }
+            guard let text = try sec.string("subnet"), let subnet = IPv4CIDR(text), subnet.prefix <= 30 else {
+                throw Invalid(description: "networks.\(n).subnet must be an IPv4 CIDR of at least 4 addresses (a /30 per instance)")
+            }
+            let accounts = try sec.strings("accounts") ?? ["*"]
+            for a in accounts where a != "*" && !FunctionReference.isAccount(a) {
+                throw Invalid(description: "networks.\(n).accounts: \(a) is not a 12-digit account id or *")
+            }
+            out.networks[n] = .init(
+                name: n, namespace: ns, subnet: subnet, allow: try destinations(sec, "networks.\(n)"), accounts: accounts)
+        }
+        let groups = try root.section("security_groups")
+        for g in groups.values.keys.sorted() {
+            try name(g, "security group")
+            let sec = try groups.section(g)
+            try sec.rejectUnknown(["allow"])
+            out.groups[g] = try destinations(sec, "security_groups.\(g)")
+        }
+        networks = out
     }
 
     static func hostPort(_ v: String, source: String) throws -> (String, Int) {

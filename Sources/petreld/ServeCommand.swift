@@ -162,6 +162,7 @@ struct ServeCommand: AsyncParsableCommand {
         runtimeConfig.credentials = { try roles.credentials($0) }
         let apiSocket = c.runDirectory + "/api.sock"
         runtimeConfig.apiSocket = apiSocket
+        runtimeConfig.networks = c.networks
         let runtime = try RuntimeService(
             engine: engine, code: code, logs: LogStore(db), journalDirectory: c.dataDirectory + "/log-journal",
             configuration: runtimeConfig,
@@ -173,7 +174,8 @@ struct ServeCommand: AsyncParsableCommand {
         let catalog = FunctionCatalog(
             functions: try FunctionStore(db, keys: store.keys), layers: LayerStore(db), urls: FunctionURLStore(db), code: code,
             events: eventStore,
-            dispatcher: runtime.dispatcher, keys: store.keys, roles: roles, region: c.region, logger: logger)
+            dispatcher: runtime.dispatcher, keys: store.keys, roles: roles, networks: c.networks, region: c.region,
+            logger: logger)
         let events = EventService(
             store: eventStore, schedules: ScheduleStore(db, events: eventStore), functions: catalog.functions,
             dispatcher: runtime.dispatcher,

@@ -108,10 +108,11 @@ int petrel_seccomp_compile(const char *const *deny, size_t n_deny, int deny_errn
 // loopback up, loads `nft_rules` with libnftables (when not NULL) and, when
 // veth_host_name is not NULL, creates a veth pair: `eth0` inside with
 // inside_cidr (e.g. "10.213.0.2/30") and a default route via gateway, the
-// other end named veth_host_name moved to the caller's namespace. Returns an
-// O_CLOEXEC fd of the namespace, or -1 with a message.
+// other end named veth_host_name moved to the caller's namespace, or to the
+// named network namespace peer_netns (`ip netns` name) when it is not NULL.
+// Returns an O_CLOEXEC fd of the namespace, or -1 with a message.
 int petrel_netns_create(const char *nft_rules, const char *veth_host_name,
-                        const char *inside_cidr, const char *gateway,
+                        const char *inside_cidr, const char *gateway, const char *peer_netns,
                         char *errbuf, size_t errlen);
 
 // Runs argv (absolute path) inside the network namespace nsfd (or the caller's
