@@ -192,7 +192,7 @@ let package = Package(
             name: "PetrelControllerTests",
             dependencies: [
                 "PetrelCore", "PetrelStore", "PetrelClient", "PetrelAPI", "PetrelRuntime", "PetrelSystem", "PetrelSigV4", "petreld",
-                "PetrelMessaging", "PetrelSources",
+                "PetrelMessaging", "PetrelSources", "PetrelSandbox",
                 "petrel-init",
                 .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"), .product(name: "HTTPTypes", package: "swift-http-types"),
