@@ -62,9 +62,9 @@ class Operations(DaemonTestCase):
         # Other STS actions are refused in STS's shape; a bad signature is refused before anything.
         sts = self.daemon.client("sts")
         with self.assertRaises(botocore.exceptions.ClientError) as cm:
-            sts.get_session_token()
+            sts.get_federation_token(Name="someone")
         self.assertEqual(cm.exception.response["Error"]["Code"], "InvalidAction")
-        self.assertIn("GetCallerIdentity only", cm.exception.response["Error"]["Message"])
+        self.assertIn("GetCallerIdentity, AssumeRole and GetSessionToken", cm.exception.response["Error"]["Message"])
         with self.assertRaises(botocore.exceptions.ClientError) as cm:
             self.daemon.client("sts", keys=(self.daemon.admin_keys()[0], "x" * 40)).get_caller_identity()
         self.assertEqual(cm.exception.response["ResponseMetadata"]["HTTPStatusCode"], 403)
