@@ -21,6 +21,12 @@ from harness import ROLE, Daemon, make_zip  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PY_NOOP = "def handler(event, context):\n    return None\n"
 NODE_NOOP = "exports.handler = async () => null;\n"
+RUBY_NOOP = "def handler(event:, context:)\n  nil\nend\n"
+JAVA_NOOP = """public class Noop {
+    public Object handle(java.util.Map<String, Object> event) { return null; }
+}
+"""
+JAVA_EMPTY_MAIN = "public class Empty { public static void main(String[] a) { } }\n"
 HANDLER_LOOP = """import sys, time
 t0 = time.time()
 sys.path.insert(0, sys.argv[1])
@@ -38,6 +44,20 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else float("nan")
 
 
+def compile_java(name, source):
+    """{NAME.class: bytes} of one Java source, compiled by Debian's JDK 17."""
+    work = tempfile.mkdtemp(prefix="petrel-bench-javac-", dir="/var/tmp")
+    try:
+        with open(os.path.join(work, name + ".java"), "w") as f:
+            f.write(source)
+        subprocess.run(["/usr/lib/jvm/java-17-openjdk-amd64/bin/javac", "--release", "17", "-d", work,
+                        os.path.join(work, name + ".java")], check=True)
+        with open(os.path.join(work, name + ".class"), "rb") as f:
+            return {name + ".class": f.read()}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def timed_run(argv, n):
     out = []
     for _ in range(n):
@@ -47,14 +67,15 @@ def timed_run(argv, n):
     return out
 
 
-def cold_starts(d, n):
-    """n fresh Python no-op functions, first invoke each: client-seen latency and the daemon's split."""
+def cold_starts(d, n, runtime="python3.11", files=None, handler="app.handler", memory=128):
+    """n fresh no-op functions (Python by default), first invoke each: client-seen latency and the daemon's split."""
     lam = d.client()
-    z = make_zip({"app.py": PY_NOOP})
+    z = make_zip(files or {"app.py": PY_NOOP})
     rows = []
     for i in range(n):
         name = "bench-cold-%d-%d" % (os.getpid(), i)
-        lam.create_function(FunctionName=name, Runtime="python3.11", Role=ROLE, Handler="app.handler", Code={"ZipFile": z})
+        lam.create_function(FunctionName=name, Runtime=runtime, Role=ROLE, Handler=handler, Code={"ZipFile": z},
+                            MemorySize=memory)
         t = time.perf_counter()
         r = lam.invoke(FunctionName=name, Payload=b"{}")
         total = (time.perf_counter() - t) * 1000
@@ -419,6 +440,11 @@ def main():
         lam = d.client()
         rows = cold_starts(d, a.cold)
         results["cold"] = {k: median([r[k] for r in rows]) for k in rows[0]}
+        rows = cold_starts(d, a.cold, "ruby3.1", {"app.rb": RUBY_NOOP})
+        results["cold_ruby"] = {k: median([r[k] for r in rows]) for k in rows[0]}
+        java_classes = compile_java("Noop", JAVA_NOOP)
+        rows = cold_starts(d, max(3, a.cold // 2), "java17", java_classes, "Noop::handle", 512)
+        results["cold_java"] = {k: median([r[k] for r in rows]) for k in rows[0]}
         for name, rt, files, handler, mem in [("py", "python3.11", {"app.py": PY_NOOP}, "app.handler", 128),
                                               ("node", "nodejs20.x", {"index.js": NODE_NOOP}, "index.handler", 128),
                                               ("py1cpu", "python3.11", {"app.py": PY_NOOP}, "app.handler", 1769),
@@ -495,6 +521,24 @@ def main():
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["ref"] = {"bare_python_ms": median(bare), "bwrap_python_ms": median(bwrap)}
+    # The interpreters' own starts: ruby doing nothing; the same JVM with the same flags running
+    # an empty main, and Petrel's Java runtime loading what an invocation loads, with and without
+    # its class-data sharing archive.
+    results["ref"]["bare_ruby_ms"] = median(timed_run(["/usr/bin/ruby", "-e", "0"], a.cold))
+    java_dir = os.path.join(REPO, ".build", "java-runtime")
+    empty = tempfile.mkdtemp(prefix="petrel-bench-java-", dir="/var/tmp")
+    try:
+        with open(os.path.join(empty, "Empty.class"), "wb") as f:
+            f.write(compile_java("Empty", JAVA_EMPTY_MAIN)["Empty.class"])
+        flags = ["/usr/lib/jvm/java-17-openjdk-amd64/bin/java", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData"]
+        n = max(3, a.cold // 2)
+        results["ref"]["bare_java_ms"] = median(timed_run(flags + ["-cp", empty, "Empty"], n))
+        cp = ":".join([os.path.join(java_dir, "petrel-java.jar")] + ["/usr/share/java/jackson-%s.jar" % x for x in ("databind", "core", "annotations")])
+        results["ref"]["java_runtime_cds_ms"] = median(timed_run(
+            flags + ["-Xshare:auto", "-XX:SharedArchiveFile=" + os.path.join(java_dir, "petrel.jsa"), "-cp", cp, "petrel.runtime.Bootstrap", "--train"], n))
+        results["ref"]["java_runtime_nocds_ms"] = median(timed_run(flags + ["-cp", cp, "petrel.runtime.Bootstrap", "--train"], n))
+    finally:
+        shutil.rmtree(empty, ignore_errors=True)
     results["runtime_module"] = runtime_module_start(a.cold)
     # Alternating rounds, median of each: the two see the same stretches of host load.
     trips = {"unix": [], "tcp": []}
@@ -516,6 +560,12 @@ def main():
          "compiled from source at each start: %.1f ms (no bytecode in a read-only /var/runtime)" % results["runtime_module"]["source_ms"], ""),
         ("  init (import the handler)", "%.1f ms" % c["init"], "", ""),
         ("  Init Duration (REPORT)", "%.1f ms" % c["init_duration"], "", ""),
+        ("cold start, Ruby no-op 128 MB (median of %d, client-seen)" % a.cold, "%.1f ms" % results["cold_ruby"]["total"],
+         "bare ruby -e 0: %.1f ms" % r["bare_ruby_ms"], ""),
+        ("cold start, Java no-op 512 MB (median of %d, client-seen)" % max(3, a.cold // 2), "%.1f ms" % results["cold_java"]["total"],
+         "bare java, an empty main, same flags: %.1f ms" % r["bare_java_ms"], ""),
+        ("  the runtime loading what an invocation loads (host)", "%.1f ms" % r["java_runtime_cds_ms"],
+         "without its class-data sharing archive: %.1f ms" % r["java_runtime_nocds_ms"], ""),
     ]
     for name, label in (("py", "Python 128 MB"), ("node", "Node 128 MB"), ("py1cpu", "Python 1769 MB"), ("node1cpu", "Node 1769 MB")):
         c1, c8 = results[name + "_c1"], results[name + "_c8"]

@@ -5,6 +5,8 @@ public enum FunctionRuntime: String, Sendable, Codable, CaseIterable {
     case nodejs20 = "nodejs20.x"
     /// Debian's Ruby 3.1 (Lambda has no ruby3.1: the name says what runs).
     case ruby31 = "ruby3.1"
+    /// Debian's OpenJDK 17, with Lambda's Java interfaces written by Petrel.
+    case java17 = "java17"
     case providedAL2023 = "provided.al2023"
     case providedAL2 = "provided.al2"
     case provided = "provided"

@@ -44,7 +44,7 @@ struct InstanceLauncher: Sendable {
             throw RuntimeError(.startFailed, "Petrel could not make the instance's credentials: \(error)", cause: error)
         }
         var spec = SandboxSpec(
-            command: Self.command(function.runtime),
+            command: try command(function),
             environment: env,
             codeDirectory: codeDirectory,
             layers: layers,
@@ -100,6 +100,38 @@ struct InstanceLauncher: Sendable {
     /// the same API at two addresses, for every runtime; Petrel's own use the second.
     static let runtimeAPIAddresses: [ListenAddress] = [.tcp(runtimeAPIPort), .abstract(RuntimeAPIServer.abstractName)]
 
+    /// The command of an instance: the runtime's, with what it needs from the configuration.
+    func command(_ f: FunctionRecord) throws(RuntimeError) -> [String] {
+        guard f.runtime == .java17 else { return Self.command(f.runtime) }
+        guard let java = configuration.javaRuntime else {
+            throw RuntimeError(
+                .startFailed,
+                "The java17 runtime is not installed here: Scripts/setup builds it, the package installs it in /usr/lib/petrel/java.")
+        }
+        return Self.javaCommand(memoryMB: f.memoryMB, runtime: java)
+    }
+
+    /// Debian's OpenJDK 17 with Petrel's runtime: the serial collector and C1 only (the JVM's
+    /// fastest start, as Lambda's Java runtime runs), the runtime's class-data sharing archive,
+    /// no perf data file, and a heap below the memory limit so that a full heap is the
+    /// function's OutOfMemoryError, not a kill.
+    static func javaCommand(memoryMB: Int, runtime: String) -> [String] {
+        let heap = max(32, memoryMB * 85 / 100 - 64)
+        return [
+            Self.javaExecutable, "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData", "-Xshare:auto",
+            "-XX:SharedArchiveFile=\(runtime)/petrel.jsa", "-Xmx\(heap)m", "-cp", Self.javaClassPath(runtime),
+            "petrel.runtime.Bootstrap",
+        ]
+    }
+
+    static let javaExecutable = "/usr/lib/jvm/java-17-openjdk-amd64/bin/java"
+
+    /// The runtime's jar and Debian's Jackson (the archive was made with exactly this class path).
+    public static func javaClassPath(_ runtime: String) -> String {
+        ([runtime + "/petrel-java.jar"] + ["databind", "core", "annotations"].map { "/usr/share/java/jackson-\($0).jar" })
+            .joined(separator: ":")
+    }
+
     static func command(_ runtime: FunctionRuntime) -> [String] {
         switch runtime {
         // -S: no `site` (~3.5 ms of every cold start), so the host's dist-packages stay out of
@@ -111,6 +143,7 @@ struct InstanceLauncher: Sendable {
         // thousands (see the Node rows' runtime CPU per invocation in `Scripts/bench invoke`).
         case .nodejs20: ["/usr/bin/node", "--interrupt-budget=8192", "/var/runtime/node/bootstrap.js"]
         case .ruby31: ["/usr/bin/ruby", "/var/runtime/ruby/bootstrap.rb"]
+        case .java17: [Self.javaExecutable, "petrel.runtime.Bootstrap"]
         case .provided, .providedAL2, .providedAL2023: ["/var/task/bootstrap"]
         }
     }

@@ -24,6 +24,9 @@ public struct RuntimeConfiguration: Sendable {
     public var apiSocket: String?
     /// The operator's networks, for functions with a VpcConfig.
     public var networks = FunctionNetworks()
+    /// The java17 runtime's directory (its jar and class-data sharing archive), bound into
+    /// every sandbox at the same path; nil: java17 functions cannot start here.
+    public var javaRuntime: String?
 
     public init(
         region: String = "us-east-1", accountID: String = "000000000000", policy: SandboxPolicy = .default,

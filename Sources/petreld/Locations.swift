@@ -27,6 +27,16 @@ enum Locations {
         return [checkout, installed].first { FileManager.default.fileExists(atPath: $0 + "/boto3/__init__.py") }
     }
 
+    /// The java17 runtime (its jar and archive): $PETREL_JAVA_RUNTIME, else the checkout's
+    /// `.build/java-runtime` (Scripts/setup builds it), else the package's `/usr/lib/petrel/java`.
+    static func javaRuntime() -> String? {
+        if let env = ProcessInfo.processInfo.environment["PETREL_JAVA_RUNTIME"] { return env.isEmpty ? nil : env }
+        let checkout = URL(fileURLWithPath: rootfs()).deletingLastPathComponent().appendingPathComponent(".build/java-runtime").path
+        let exe = URL(fileURLWithPath: CommandLine.executablePath).resolvingSymlinksInPath().deletingLastPathComponent()
+        let installed = exe.deletingLastPathComponent().appendingPathComponent("lib/petrel/java").path
+        return [checkout, installed].first { FileManager.default.fileExists(atPath: $0 + "/petrel-java.jar") }
+    }
+
     /// `Config/petreld.toml` of the checkout the binary was built in, else the package's
     /// `/etc/petrel/petreld.toml`, when there is one.
     static func defaultConfig() -> String? {

@@ -147,6 +147,15 @@ struct ServeCommand: AsyncParsableCommand {
         } else {
             logger.warning("no boto3 for the Python runtime (Scripts/setup installs it): Python functions must bring their own")
         }
+        // The java17 runtime, at the same path inside (its class-data sharing archive names it),
+        // and the JDK's configuration, which its files link to.
+        let java = Locations.javaRuntime()
+        if let java {
+            engineConfig.readOnlyBinds[java] = java
+            if FileManager.default.fileExists(atPath: "/etc/java-17-openjdk") {
+                engineConfig.readOnlyBinds["/etc/java-17-openjdk"] = "/etc/java-17-openjdk"
+            }
+        }
         let engine = try SandboxEngine(configuration: engineConfig, logger: logger)
         // The API's and the instances' loops, one per core. A group of its own: the loops of
         // new connections then go round robin (the singleton's `next()` is everybody's),
@@ -163,6 +172,7 @@ struct ServeCommand: AsyncParsableCommand {
         let apiSocket = c.runDirectory + "/api.sock"
         runtimeConfig.apiSocket = apiSocket
         runtimeConfig.networks = c.networks
+        runtimeConfig.javaRuntime = java
         let runtime = try RuntimeService(
             engine: engine, code: code, logs: LogStore(db), journalDirectory: c.dataDirectory + "/log-journal",
             configuration: runtimeConfig,
