@@ -68,6 +68,15 @@ extension Dispatcher {
 
     /// Starts what is missing of every provisioned set (one round; the maintenance loop repeats it).
     public func maintainProvisioned() async {
+        // Idle provisioned instances whose credentials are about to expire make way for new ones
+        // here, off the request path (an invocation would otherwise find none ready).
+        for name in provisioned.keys {
+            for i in idle.removeAll(name, where: { isProvisioned($0) && $0.credentialsExpiring }) {
+                provisionedIDs.remove(ObjectIdentifier(i))
+                provisionedReady.remove(ObjectIdentifier(i))
+                retire(i, because: .credentialsExpired)
+            }
+        }
         for (name, p) in provisioned where p.failure == nil && !stopping {
             let have = live.values.filter {
                 $0.function.instanceKey == name && isProvisioned($0) && $0.function.revisionId == p.function.revisionId

@@ -266,6 +266,29 @@ class RolesTest(DaemonTestCase):
         self.lam.delete_function(FunctionName="short")
         self.drop_role("short-role")
 
+    def test_provisioned_instances_get_fresh_credentials_off_the_request_path(self):
+        role = self.make_exec_role("prov-role")
+        self.lam.create_function(FunctionName="prov", Runtime="python3.11", Role=role, Handler="app.handler", Timeout=3,
+                                 Code={"ZipFile": make_zip({"app.py": ECHO_CREDS})})
+        version = self.lam.publish_version(FunctionName="prov")["Version"]
+        self.lam.put_provisioned_concurrency_config(FunctionName="prov", Qualifier=version, ProvisionedConcurrentExecutions=1)
+        ready = lambda: self.lam.get_provisioned_concurrency_config(  # noqa: E731
+            FunctionName="prov", Qualifier=version)["Status"] == "READY"
+        wait_for(ready, what="the provisioned instance")
+
+        def warm_key():
+            r = self.lam.invoke(FunctionName="prov", Qualifier=version)
+            self.assertNotIn("x-petrel-init-duration", r["ResponseMetadata"]["HTTPHeaders"], "a cold start")
+            return payload_json(r)["AWS_ACCESS_KEY_ID"]
+        first = warm_key()
+        # 15 s credentials, a 3 s timeout: after 7 s the instance is replaced by the maintenance loop.
+        time.sleep(8)
+        wait_for(ready, what="the replacement")
+        self.assertNotEqual(warm_key(), first)
+        self.lam.delete_provisioned_concurrency_config(FunctionName="prov", Qualifier=version)
+        self.lam.delete_function(FunctionName="prov")
+        self.drop_role("prov-role")
+
     def test_mappings_and_destinations_need_the_role(self):
         sqs = self.daemon.client("sqs")
         queue = sqs.create_queue(QueueName="work", Attributes={"VisibilityTimeout": "60"})["QueueUrl"]
