@@ -525,7 +525,7 @@ def main():
     # an empty main, and Petrel's Java runtime loading what an invocation loads, with and without
     # its class-data sharing archive.
     results["ref"]["bare_ruby_ms"] = median(timed_run(["/usr/bin/ruby", "-e", "0"], a.cold))
-    java_dir = os.path.join(REPO, ".build", "java-runtime")
+    java_dir = "/usr/local/lib/petrel/java"  # Scripts/setup builds it
     empty = tempfile.mkdtemp(prefix="petrel-bench-java-", dir="/var/tmp")
     try:
         with open(os.path.join(empty, "Empty.class"), "wb") as f:

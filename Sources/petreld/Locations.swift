@@ -20,23 +20,23 @@ enum Locations {
     /// $PETREL_PYTHON_SDK, else the checkout's `.build/python-sdk` (Scripts/setup installs it),
     /// else the package's `/usr/lib/petrel/python-sdk`; nil when there is none.
     static func pythonSDK() -> String? {
-        built(env: "PETREL_PYTHON_SDK", checkout: ".build/python-sdk", package: "python-sdk", holding: "boto3/__init__.py")
+        if let v = ProcessInfo.processInfo.environment["PETREL_PYTHON_SDK"] { return v.isEmpty ? nil : v }
+        let checkout = URL(fileURLWithPath: rootfs()).deletingLastPathComponent().appendingPathComponent(".build/python-sdk").path
+        return [checkout, packaged("python-sdk")].first { FileManager.default.fileExists(atPath: $0 + "/boto3/__init__.py") }
     }
 
-    /// The java17 runtime (its jar and archive): $PETREL_JAVA_RUNTIME, else the checkout's
-    /// `.build/java-runtime` (Scripts/setup builds it), else the package's `/usr/lib/petrel/java`.
-    static func javaRuntime() -> String? {
-        built(env: "PETREL_JAVA_RUNTIME", checkout: ".build/java-runtime", package: "java", holding: "petrel-java.jar")
-    }
-
-    /// What Scripts/setup builds into the checkout and the package installs in `/usr/lib/petrel`:
-    /// `$env` (empty: none), else the checkout's, else the installed one, when it holds `holding`.
-    static func built(env: String, checkout: String, package: String, holding: String) -> String? {
-        if let v = ProcessInfo.processInfo.environment[env] { return v.isEmpty ? nil : v }
-        let here = URL(fileURLWithPath: rootfs()).deletingLastPathComponent().appendingPathComponent(checkout).path
+    /// `lib/petrel/NAME` beside the directory of the running executable (the package's `/usr/lib/petrel/NAME`).
+    static func packaged(_ name: String) -> String {
         let exe = URL(fileURLWithPath: CommandLine.executablePath).resolvingSymlinksInPath().deletingLastPathComponent()
-        let installed = exe.deletingLastPathComponent().appendingPathComponent("lib/petrel/" + package).path
-        return [here, installed].first { FileManager.default.fileExists(atPath: $0 + "/" + holding) }
+        return exe.deletingLastPathComponent().appendingPathComponent("lib/petrel/" + name).path
+    }
+
+    /// The java17 runtime (its jar and archive): $PETREL_JAVA_RUNTIME, else the package's
+    /// `/usr/lib/petrel/java`, else `/usr/local/lib/petrel/java` (Scripts/setup builds it there:
+    /// its archive names its path, which must be the same in sandboxes, and they bind /usr).
+    static func javaRuntime() -> String? {
+        if let v = ProcessInfo.processInfo.environment["PETREL_JAVA_RUNTIME"] { return v.isEmpty ? nil : v }
+        return [packaged("java"), "/usr/local/lib/petrel/java"].first { FileManager.default.fileExists(atPath: $0 + "/petrel-java.jar") }
     }
 
     /// `Config/petreld.toml` of the checkout the binary was built in, else the package's

@@ -15,10 +15,10 @@ import tempfile
 import unittest
 import zipfile
 
-from harness import REPO, ROLE, DaemonTestCase, log_tail, payload_json
+from harness import ROLE, DaemonTestCase, log_tail, payload_json
 
 JAVAC = "/usr/lib/jvm/java-17-openjdk-amd64/bin/javac"
-RUNTIME_JAR = os.path.join(REPO, ".build", "java-runtime", "petrel-java.jar")
+RUNTIME_JAR = "/usr/local/lib/petrel/java/petrel-java.jar"  # Scripts/setup builds it
 
 SOURCES = {
     "example/Hello.java": """\

@@ -169,7 +169,8 @@ def handler(event, context):
 class SAMDeployTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.daemon = Daemon()
+        # Strict about roles, as a new installation is: the template's roles must be made for real.
+        cls.daemon = Daemon(extra_env={"PETREL_UNKNOWN_ROLES": "refuse"})
         cls.clock = os.path.join(cls.daemon.root, "clock")
         cls.daemon.extra_env["PETREL_TEST_CLOCK_FILE"] = cls.clock
         # Just after a minute boundary, so that a schedule's slots are far from the real clock's edges.
@@ -234,7 +235,7 @@ class SAMDeployTest(unittest.TestCase):
         plan = self.plan(r.stdout)
         self.assertEqual(plan["HelloWorldFunction"], "+", r.stdout)
         self.assertEqual(plan["ServerlessRestApi"], "·", r.stdout)
-        self.assertIn("Plan: 5 to create, 0 to update, 0 to delete, 0 unchanged.", r.stdout)
+        self.assertIn("Plan: 6 to create, 0 to update, 0 to delete, 0 unchanged.", r.stdout)
         self.assertNotIn("sam-app-HelloWorldFunction", [f["FunctionName"] for f in lam.list_functions()["Functions"]])
 
         r = self.deploy(template)
@@ -259,7 +260,7 @@ class SAMDeployTest(unittest.TestCase):
         # Deploying it again changes nothing.
         before = lam.get_function(FunctionName="sam-app-HelloWorldFunction")["Configuration"]
         r = self.deploy(template)
-        self.assertIn("Plan: 0 to create, 0 to update, 0 to delete, 5 unchanged.", r.stdout)
+        self.assertIn("Plan: 0 to create, 0 to update, 0 to delete, 6 unchanged.", r.stdout)
         self.assertIn("No changes.", r.stdout)
         after = lam.get_function(FunctionName="sam-app-HelloWorldFunction")["Configuration"]
         self.assertEqual((before["RevisionId"], before["LastModified"]), (after["RevisionId"], after["LastModified"]))
@@ -361,7 +362,7 @@ class SAMDeployTest(unittest.TestCase):
         self.assertEqual((plan["Worker"], plan["Jobs"], plan["WorkerUrl"]), ("=", "=", "="), r.stdout)
         self.assertEqual(plan["Alerts"], "-", r.stdout)
         self.assertEqual(plan["events-WorkerEveryMinute"], "-", r.stdout)
-        self.assertIn("Plan: 0 to create, 0 to update, 6 to delete, ", r.stdout)
+        self.assertIn("Plan: 0 to create, 1 to update, 6 to delete, ", r.stdout)  # the role loses its SQS policy
         self.assertEqual(lam.list_event_source_mappings(FunctionName=name)["EventSourceMappings"], [])
         self.assertNotIn(topic, [t["TopicArn"] for t in sns.list_topics()["Topics"]])
         self.assertEqual(signed("GET", self.daemon.endpoint + "/petrel/schedules/events-WorkerEveryMinute",
@@ -415,12 +416,17 @@ class SAMDeployTest(unittest.TestCase):
         self.assertIn("has no Resources", attempt("Transform: AWS::Serverless-2016-10-31\n"))
         self.assertIn("not valid YAML", attempt("Resources: [\n"))
         # A function made by other means is not taken over.
-        lam.create_function(FunctionName="refused-Fn", Runtime="python3.11", Role=ROLE, Handler="app.lambda_handler",
+        iam = self.daemon.client("iam")
+        trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                         "Principal": {"Service": "lambda.amazonaws.com"}}]}
+        role = iam.create_role(RoleName="by-hand", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+        lam.create_function(FunctionName="refused-Fn", Runtime="python3.11", Role=role, Handler="app.lambda_handler",
                             Code={"ZipFile": make_zip({"app.py": HELLO_APP})})
         try:
             self.assertIn("belongs to no stack", attempt(head % "src/"))
         finally:
             lam.delete_function(FunctionName="refused-Fn")
+            iam.delete_role(RoleName="by-hand")
 
 
 if __name__ == "__main__":

@@ -304,7 +304,7 @@ class Petrel:
         config = Config(retries={"max_attempts": 2}, read_timeout=120)
         self.clients = {
             name: self.session.client(name, endpoint_url=self.endpoint, config=config)
-            for name in ("lambda", "sqs", "sns", "logs", "sts")
+            for name in ("lambda", "sqs", "sns", "logs", "sts", "iam")
         }
 
     def __getattr__(self, name):
@@ -391,6 +391,16 @@ def tag_list(v):
     return {t["Key"]: str(t["Value"]) for t in v or []}
 
 
+def policy_doc(v):
+    """A policy document, whether given as JSON text or parsed, in one comparable form."""
+    if isinstance(v, str):
+        try:
+            v = json.loads(v)
+        except ValueError:
+            return v
+    return json.dumps(v, sort_keys=True, separators=(",", ":"))
+
+
 def canonical(v):
     """Attribute values as SQS and SNS keep them: strings, JSON documents compact."""
     if isinstance(v, bool):
@@ -419,7 +429,6 @@ SYMBOLS = {"create": "+", "update": "~", "replace": "±", "shift": ">", "delete"
 
 # Types that make no object on Petrel: their values are recorded, their effect is elsewhere.
 VIRTUAL = {
-    "AWS::IAM::Role": "not created: functions run without IAM roles on Petrel yet; the ARN is recorded",
     "AWS::IAM::Policy": "not created: Petrel has no IAM policies yet",
     "AWS::IAM::ManagedPolicy": "not created: Petrel has no IAM policies yet",
     "AWS::CodeDeploy::Application": "not created: Petrel shifts alias weights itself (see the alias)",
@@ -432,6 +441,30 @@ VIRTUAL = {
     "AWS::SQS::QueuePolicy": "not created: access to queues goes by account on Petrel",
     "AWS::SNS::TopicPolicy": "not created: access to topics goes by account on Petrel",
 }
+
+# AWS managed policies SAM attaches to the roles it makes, as inline policies of the same
+# permissions (Petrel has no managed policies); any other managed policy is left out with a warning.
+LOGS = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"]
+MANAGED = {
+    "AWSLambdaBasicExecutionRole": LOGS,
+    "AWSLambdaSQSQueueExecutionRole": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"] + LOGS,
+    "AWSLambdaMQExecutionRole": ["mq:DescribeBroker", "secretsmanager:GetSecretValue"] + LOGS,
+    "AWSLambdaRole": ["lambda:InvokeFunction"],
+}
+
+
+def managed_policies(arns):
+    """(inline policies standing for the managed ones Petrel knows, the ARNs it does not)."""
+    known, unknown = [], []
+    for arn in arns or []:
+        name = str(arn).rsplit("/", 1)[-1]
+        if name in MANAGED:
+            known.append({"PolicyName": "managed-" + name, "PolicyDocument": {
+                "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": MANAGED[name], "Resource": "*"}]}})
+        else:
+            unknown.append(str(arn))
+    return known, unknown
+
 
 FUNCTION_DEFAULTS = {"MemorySize": 128, "Timeout": 3, "Description": "", "Environment": {"Variables": {}}, "Layers": [],
                      "EphemeralStorage": {"Size": 512}}
@@ -576,13 +609,55 @@ class Deployment:
             self.out(result or "done")
 
     def virtual(self, rid, kind):
-        if kind == "AWS::IAM::Role":
-            props = self.resolver.value(self.resources[rid].get("Properties") or {})
-            name = self.physical(rid, props.get("RoleName"), 64)
-            self.resolver.refs[rid] = name
-            self.resolver.atts[rid] = {"Arn": "arn:aws:iam::%s:role/%s" % (self.account, name), "RoleId": name}
-        else:
-            self.resolver.refs[rid] = "%s-%s" % (self.stack, rid)
+        self.resolver.refs[rid] = "%s-%s" % (self.stack, rid)
+
+    # AWS::IAM::Role: the role, its trust policy and its inline policies (Petrel has no managed
+    # policies: ManagedPolicyArns, such as SAM's AWSLambdaBasicExecutionRole, are left out, and
+    # a function's logs are kept without them).
+
+    def plan_AWS_IAM_Role(self, rid, props, r):
+        name = self.physical(rid, props.get("RoleName"), 64)
+        path = props.get("Path") or "/"
+        self.resolver.refs[rid] = name
+        current = missing(lambda: self.api.iam.get_role(RoleName=name), "NoSuchEntity")
+        self.resolver.atts[rid] = {"Arn": "arn:aws:iam::%s:role%s%s" % (self.account, path, name),
+                                   "RoleId": (current or {}).get("Role", {}).get("RoleId", UNKNOWN)}
+        managed, unknown = managed_policies(props.get("ManagedPolicyArns"))
+        if unknown:
+            self.warnings.append("%s: these managed policies are not attached (Petrel has no managed policies; give the "
+                                 "permissions as Policies): %s" % (rid, ", ".join(unknown)))
+        want = {p["PolicyName"]: policy_doc(p["PolicyDocument"]) for p in (props.get("Policies") or []) + managed}
+        trust = policy_doc(props.get("AssumeRolePolicyDocument") or {})
+        if current is None:
+            def create(p):
+                out = self.api.iam.create_role(RoleName=name, Path=path, AssumeRolePolicyDocument=json.dumps(
+                    p["AssumeRolePolicyDocument"]), **({"Description": p["Description"]} if "Description" in p else {}))
+                for pol in (p.get("Policies") or []) + managed_policies(p.get("ManagedPolicyArns"))[0]:
+                    self.api.iam.put_role_policy(RoleName=name, PolicyName=pol["PolicyName"],
+                                                 PolicyDocument=json.dumps(pol["PolicyDocument"]))
+                self.resolver.atts[rid]["RoleId"] = out["Role"]["RoleId"]
+                return "created role %s" % name
+            return Change(rid, "AWS::IAM::Role", "create", "role %s" % name, create)
+        have = {n: policy_doc(self.api.iam.get_role_policy(RoleName=name, PolicyName=n)["PolicyDocument"])
+                for n in self.api.iam.list_role_policies(RoleName=name)["PolicyNames"]}
+        differs = (["trust policy"] if policy_doc(current["Role"]["AssumeRolePolicyDocument"]) != trust else []) + \
+            (["policies"] if have != want else [])
+        if not differs:
+            return Change(rid, "AWS::IAM::Role", "unchanged", "role %s" % name)
+
+        def update(p):
+            if "trust policy" in differs:
+                self.api.iam.update_assume_role_policy(RoleName=name, PolicyDocument=json.dumps(p["AssumeRolePolicyDocument"]))
+            given = {pol["PolicyName"]: pol["PolicyDocument"]
+                     for pol in (p.get("Policies") or []) + managed_policies(p.get("ManagedPolicyArns"))[0]}
+            for n, doc in given.items():
+                if have.get(n) != policy_doc(doc):
+                    self.api.iam.put_role_policy(RoleName=name, PolicyName=n, PolicyDocument=json.dumps(doc))
+            for n in have:
+                if n not in given:
+                    self.api.iam.delete_role_policy(RoleName=name, PolicyName=n)
+            return "updated " + ", ".join(differs)
+        return Change(rid, "AWS::IAM::Role", "update", "role %s: %s" % (name, ", ".join(differs)), update)
 
     # AWS::Lambda::Function
 
