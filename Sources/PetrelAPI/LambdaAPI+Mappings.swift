@@ -459,6 +459,10 @@ extension LambdaAPI {
             }
             try m.apply(input.settings, fifo: q.fifo)
         }
+        // A new function, secrets or destination: what the mapping will do needs that function's role.
+        if input.FunctionName != nil || input.SourceAccessConfigurations != nil || input.DestinationConfig != nil {
+            try checkRole(m, caller: call.caller)
+        }
         m.state = "Updating"
         m.lastModified = Date()
         try mappings.store.update(m)

@@ -307,8 +307,17 @@ class RolesTest(DaemonTestCase):
                                                        "sqs:SendMessage"], arn))
         m = self.lam.create_event_source_mapping(FunctionName="consumer", EventSourceArn=arn)
         self.lam.put_function_event_invoke_config(FunctionName="consumer", DestinationConfig={"OnFailure": {"Destination": arn}})
+        # Pointed at a function whose role may not read the queue: refused, and the mapping stays as it was.
+        self.lam.create_function(FunctionName="bystander", Runtime="python3.11", Role=self.make_exec_role("bystander-role"),
+                                 Handler="app.handler", Code={"ZipFile": make_zip({"app.py": ECHO_CREDS})})
+        err = assert_client_error(self, "InvalidParameterValueException", lambda: self.lam.update_event_source_mapping(
+            UUID=m["UUID"], FunctionName="bystander"))
+        self.assertIn("ReceiveMessage", str(err))
+        self.assertTrue(self.lam.get_event_source_mapping(UUID=m["UUID"])["FunctionArn"].endswith(":function:consumer"))
         self.lam.delete_event_source_mapping(UUID=m["UUID"])
         self.lam.delete_function(FunctionName="consumer")
+        self.lam.delete_function(FunctionName="bystander")
+        self.drop_role("bystander-role")
         sqs.delete_queue(QueueUrl=queue)
         self.drop_role("consumer-role")
 
