@@ -564,6 +564,8 @@ def main():
          "bare ruby -e 0: %.1f ms" % r["bare_ruby_ms"], ""),
         ("cold start, Java no-op 512 MB (median of %d, client-seen)" % max(3, a.cold // 2), "%.1f ms" % results["cold_java"]["total"],
          "bare java, an empty main, same flags: %.1f ms" % r["bare_java_ms"], ""),
+        ("  Init Duration (REPORT): the JVM and the runtime up to its first next", "%.1f ms" % results["cold_java"]["init_duration"],
+         "the rest of the cold start is the first invocation (JSON mapping and code run for the first time)", ""),
         ("  the runtime loading what an invocation loads (host)", "%.1f ms" % r["java_runtime_cds_ms"],
          "without its class-data sharing archive: %.1f ms" % r["java_runtime_nocds_ms"], ""),
     ]

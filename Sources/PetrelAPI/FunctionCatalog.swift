@@ -60,13 +60,15 @@ public final class FunctionCatalog: Sendable {
         }
     }
 
-    /// A destination (or dead-letter target) the function's role must let Petrel send to.
+    /// A destination (or dead-letter target) of the function, checked (`Destination`), that its
+    /// role must let Petrel send to; the account's built-in dead-letter queue needs nothing.
     func requireDestination(_ f: FunctionRecord, _ arn: String) throws {
-        let action =
-            arn.hasPrefix("arn:aws:sqs:")
-            ? "sqs:SendMessage"
-            : arn.hasPrefix("arn:aws:sns:") ? "sns:Publish" : arn.hasPrefix("arn:aws:lambda:") ? "lambda:InvokeFunction" : nil
-        if let action { try requireRole(f, action, on: [arn]) }
+        switch try Destination(parsing: arn, account: f.account, region: region) {
+        case .queue: try requireRole(f, "sqs:SendMessage", on: [arn])
+        case .topic: try requireRole(f, "sns:Publish", on: [arn])
+        case .function: try requireRole(f, "lambda:InvokeFunction", on: [arn])
+        case .deadLetterQueue: break
+        }
     }
 
     func accessDenied(_ caller: Caller, _ action: String, _ arn: FunctionARN) -> LambdaError {

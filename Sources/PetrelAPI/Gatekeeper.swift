@@ -58,6 +58,8 @@ public final class Gatekeeper: Sendable {
             /// Temporary credentials: their session and (a role's) policies as they were at `checked`.
             var session: SessionTokens.Session?
             var policies: [IAMPolicy]?
+            /// The session token that came with the key: a request with another one (or none) is checked afresh.
+            var token: String?
         }
         var generation: AccountStore.Generation?
         var entries: [String: Entry] = [:]
@@ -84,7 +86,7 @@ public final class Gatekeeper: Sendable {
                 c = KeyCache(generation: generation)
                 return nil
             }
-            guard let e = c.entries[claim.accessKey], now &- e.checked < Self.revalidateNanos else { return nil }
+            guard let e = c.entries[claim.accessKey], now &- e.checked < Self.revalidateNanos, e.token == token else { return nil }
             return (e, e.signing[scope])
         }
         if let (e, prepared) = hit, let prepared {
@@ -112,6 +114,7 @@ public final class Gatekeeper: Sendable {
             e.checked = now
             e.signing[scope] = derived
             e.session = found.session
+            e.token = token
             e.policies = found.policies
             c.entries[claim.accessKey] = e
         }
@@ -130,11 +133,7 @@ public final class Gatekeeper: Sendable {
         guard let s = sessions.open(token), s.accessKey == accessKey else { return nil }
         if let role = s.role {
             guard let r = try accounts.role(account: s.account, name: role), r.id == s.roleID else { return nil }
-            let policies = try accounts.rolePolicies(account: s.account, role: r.name).compactMap {
-                // Stored documents were checked when they were put.
-                try? IAMPolicy(json: $0.document, kind: .identity)
-            }
-            return (s.account, s.secret, s, policies)
+            return (s.account, s.secret, s, try accounts.identityPolicies(account: s.account, role: r.name))
         }
         guard let base = s.baseKey, let key = try accounts.activeKey(base), key.account == s.account else { return nil }
         return (s.account, s.secret, s, nil)

@@ -23,30 +23,16 @@ public struct IAMAPI: Sendable {
     static func noRole(_ name: String) -> LambdaError { error("NoSuchEntity", "The role with name \(name) cannot be found.", status: 404) }
 
     func serve(_ req: Request, _ ctx: PetrelRequestContext) async -> Response {
-        var form: [String: String] = [:]
-        return await pipeline.run(
-            req, ctx, action: "IAM", limit: 262_144, service: "iam", style: .queryXML,
-            tooLarge: { _ in Self.error("LimitExceeded", "The request is too large.", status: 413) },
-            audit: { _ in
-                // Policy documents are kept out of the trail: which role and which policy only.
-                var described: [String: String] = [:]
-                for (k, v) in form where !k.hasSuffix("PolicyDocument") { described[k] = v }
-                let data = (try? JSONSerialization.data(withJSONObject: described, options: [.sortedKeys])) ?? Data("{}".utf8)
-                return .init(resource: form["RoleName"], parameters: String(decoding: data, as: UTF8.self))
-            },
-            actionInBody: { body in
-                form = QueryXML.form(body)
-                return form["Action"] ?? "IAM"
-            },
-            access: { call, action in
+        await pipeline.runQuery(
+            req, ctx, service: "iam", limit: 262_144, namespace: Self.namespace, denied: LambdaError.Code("AccessDenied", status: 403),
+            // Policy documents are kept out of the trail: which role and which policy only.
+            audit: { form in (form["RoleName"], form.filter { !$0.key.hasSuffix("PolicyDocument") }) },
+            access: { form, action, call in
                 let resource = form["RoleName"].map { "arn:aws:iam::\(call.caller.account):role\(form["Path"] ?? "/")\($0)" } ?? "*"
                 return [.init(action: "iam:" + action, resource: resource)]
-            },
-            denied: LambdaError.Code("AccessDenied", status: 403)
-        ) { call in
-            let action = form["Action"] ?? ""
-            let result = try dispatch(action, form, account: call.caller.account)
-            return QueryXML.response(action, namespace: Self.namespace, result, requestID: call.id)
+            }
+        ) { form, action, call in
+            try dispatch(action, form, account: call.caller.account)
         }
     }
 
@@ -67,7 +53,7 @@ public struct IAMAPI: Sendable {
             let trust = try Self.document(f, "AssumeRolePolicyDocument", kind: .trust)
             let description = f["Description"] ?? ""
             guard description.count <= 1000 else { throw Self.error("ValidationError", "Description is longer than 1,000 characters.") }
-            let maxSession = try Self.int(f, "MaxSessionDuration", 3600...43200) ?? 3600
+            let maxSession = try QueryXML.int(f, "MaxSessionDuration", 3600...43200) ?? 3600
             guard
                 let role = try accounts.createRole(
                     account: account, name: name, path: path, trustPolicy: trust, description: description, maxSessionSeconds: maxSession)
@@ -141,12 +127,7 @@ public struct IAMAPI: Sendable {
                 "ValidationError",
                 "1 validation error detected: Value null at '\(field)' failed to satisfy constraint: Member must not be null")
         }
-        let ok =
-            (1...max).contains(v.count)
-            && v.unicodeScalars.allSatisfy {
-                CharacterSet.alphanumerics.contains($0) && $0.isASCII || "_+=,.@-".unicodeScalars.contains($0)
-            }
-        guard ok else {
+        guard QueryXML.isIAMName(v, length: 1...max) else {
             throw error(
                 "ValidationError",
                 "1 validation error detected: Value '\(v)' at '\(field)' failed to satisfy constraint: Member must have length less than or equal to \(max) and match the pattern [\\w+=,.@-]+"
@@ -162,17 +143,9 @@ public struct IAMAPI: Sendable {
         return doc
     }
 
-    static func int(_ f: [String: String], _ field: String, _ range: ClosedRange<Int>) throws -> Int? {
-        guard let raw = f[field] else { return nil }
-        guard let v = Int(raw), range.contains(v) else {
-            throw error("ValidationError", "The value of \(field) must be a number from \(range.lowerBound) to \(range.upperBound).")
-        }
-        return v
-    }
-
     /// `MaxItems` (1–1000, default 100) after `Marker` (the last name of the page before).
     static func page<T>(_ all: [T], _ f: [String: String], key: (T) -> String) throws -> ([T], String?) {
-        let max = try int(f, "MaxItems", 1...1000) ?? 100
+        let max = try QueryXML.int(f, "MaxItems", 1...1000) ?? 100
         let rest = f["Marker"].map { m in all.filter { key($0) > m } } ?? all
         let page = Array(rest.prefix(max))
         return (page, rest.count > max ? page.last.map(key) : nil)
@@ -190,14 +163,8 @@ public struct IAMAPI: Sendable {
             tag,
             [
                 .text("Path", r.path), .text("RoleName", r.name), .text("RoleId", r.id), .text("Arn", r.arn),
-                .text("CreateDate", iso8601(r.created)), .text("AssumeRolePolicyDocument", urlEncoded(r.trustPolicy)),
+                .text("CreateDate", PlatformClock.iso8601(r.created)), .text("AssumeRolePolicyDocument", urlEncoded(r.trustPolicy)),
                 .text("Description", r.description), .text("MaxSessionDuration", String(r.maxSessionSeconds)),
             ])
-    }
-
-    static func iso8601(_ d: Date) -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime]
-        return f.string(from: d)
     }
 }

@@ -107,8 +107,7 @@ extension LambdaAPI {
         if let d = input.DestinationConfig {
             func check(_ s: DestinationShape?) throws -> String? {
                 guard let arn = s?.Destination, !arn.isEmpty else { return nil }
-                _ = try Destination(parsing: arn, account: f.account, region: region)
-                try catalog.requireDestination(f, arn)
+                try catalog.requireDestination(f, arn) // parses it, and checks the role
                 return arn
             }
             if d.OnSuccess != nil { c.onSuccess = try check(d.OnSuccess) }

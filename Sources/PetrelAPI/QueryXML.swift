@@ -4,7 +4,7 @@ import Hummingbird
 import NIOCore
 import PetrelSigV4
 
-/// The AWS query protocol: form-encoded parameters in, XML out (SNS; IAM and STS later).
+/// The AWS query protocol: form-encoded parameters in, XML out (SNS, STS, IAM).
 enum QueryXML {
     /// The form's parameters (`+` is a space, then percent-decoding).
     static func form(_ body: ByteBuffer) -> [String: String] {
@@ -95,5 +95,61 @@ enum QueryXML {
         h[.contentType] = "text/xml"
         h[.amzRequestID] = requestID
         return Response(status: .init(code: status), headers: h, body: ResponseBody(byteBuffer: ByteBuffer(string: s)))
+    }
+}
+
+extension RequestPipeline {
+    /// A call of a query-protocol API (SNS, STS, IAM): the form read once, its `Action` naming the
+    /// call for the log, the audit and IAM; `audit` says what the trail may keep of the form (its
+    /// resource and parameters: no messages, no policy documents); `op` makes the result of
+    /// `<ActionResponse>`. A body over `limit` is `RequestEntityTooLarge`.
+    func runQuery(
+        _ req: Request, _ ctx: PetrelRequestContext, service: String, limit: Int, namespace: String, denied: LambdaError.Code,
+        audit: ([String: String]) -> (resource: String?, parameters: [String: String]),
+        access: @escaping (_ form: [String: String], _ action: String, Call) throws -> [Access],
+        _ op: ([String: String], String, Call) async throws -> [QueryXML.Node]
+    ) async -> Response {
+        var form: [String: String] = [:]
+        let unnamed = service.uppercased()
+        return await run(
+            req, ctx, action: unnamed, limit: limit, service: service, style: .queryXML,
+            tooLarge: { _ in .named("RequestEntityTooLarge", "The request is too large.", status: 413) },
+            audit: { _ in
+                let a = audit(form)
+                let data = (try? JSONSerialization.data(withJSONObject: a.parameters, options: [.sortedKeys])) ?? Data("{}".utf8)
+                return .init(resource: a.resource, parameters: String(decoding: data, as: UTF8.self))
+            },
+            actionInBody: { body in
+                form = QueryXML.form(body)
+                return form["Action"] ?? unnamed
+            },
+            access: { call, action in try access(form, action, call) }, denied: denied
+        ) { call in
+            let action = form["Action"] ?? ""
+            return QueryXML.response(action, namespace: namespace, try await op(form, action, call), requestID: call.id)
+        }
+    }
+}
+
+extension QueryXML {
+    /// An integer parameter within `range`, or nil when absent; outside it, the query APIs'
+    /// `ValidationError` in botocore's words.
+    static func int(_ form: [String: String], _ field: String, _ range: ClosedRange<Int>) throws -> Int? {
+        guard let raw = form[field] else { return nil }
+        guard let v = Int(raw), range.contains(v) else {
+            throw LambdaError.named(
+                "ValidationError",
+                "1 validation error detected: Value '\(raw)' at '\(field.prefix(1).lowercased() + field.dropFirst())' failed to satisfy constraint: Member must have value between \(range.lowerBound) and \(range.upperBound)"
+            )
+        }
+        return v
+    }
+
+    /// IAM's names (roles, policies, role sessions): `[\\w+=,.@-]`, `length` characters.
+    static func isIAMName(_ s: String, length: ClosedRange<Int>) -> Bool {
+        length.contains(s.count)
+            && s.unicodeScalars.allSatisfy {
+                CharacterSet.alphanumerics.contains($0) && $0.isASCII || "_+=,.@-".unicodeScalars.contains($0)
+            }
     }
 }

@@ -28,33 +28,21 @@ public struct SNSAPI: Sendable {
     }
 
     func serve(_ req: Request, _ ctx: PetrelRequestContext) async -> Response {
-        // The form, read once when the pipeline names the action, for the operation and the audit.
-        var form: [String: String] = [:]
-        return await pipeline.run(
-            req, ctx, action: "SNS", limit: 2 * 1_048_576, service: "sns", style: .queryXML,
-            tooLarge: { _ in .named("RequestEntityTooLarge", "The request is too large.", status: 413) },
-            audit: { _ in
+        await pipeline.runQuery(
+            req, ctx, service: "sns", limit: 2 * 1_048_576, namespace: Self.namespace,
+            denied: LambdaError.Code("AuthorizationError", status: 403),
+            audit: { form in
                 var described: [String: String] = [:]
                 for (k, v) in form
                 where !(k == "Message" || k.hasPrefix("MessageAttributes.") || k.hasPrefix("PublishBatchRequestEntries.")) {
                     described[k] = v
                 }
                 if let m = form["Message"] { described["MessageBytes"] = "\(m.utf8.count)" }
-                let data = (try? JSONSerialization.data(withJSONObject: described, options: [.sortedKeys])) ?? Data("{}".utf8)
-                return .init(
-                    resource: form["TopicArn"] ?? form["SubscriptionArn"] ?? form["ResourceArn"],
-                    parameters: String(decoding: data, as: UTF8.self))
+                return (form["TopicArn"] ?? form["SubscriptionArn"] ?? form["ResourceArn"], described)
             },
-            actionInBody: { body in
-                form = QueryXML.form(body)
-                return form["Action"] ?? "SNS"
-            },
-            access: { call, action in [.init(action: "sns:" + action, resource: self.topicARN(form, account: call.caller.account))] },
-            denied: LambdaError.Code("AuthorizationError", status: 403)
-        ) { call in
-            let action = form["Action"] ?? ""
-            let result = try await dispatch(action, form, caller: call.caller)
-            return QueryXML.response(action, namespace: Self.namespace, result, requestID: call.id)
+            access: { form, action, call in [.init(action: "sns:" + action, resource: self.topicARN(form, account: call.caller.account))] }
+        ) { form, action, call in
+            try await dispatch(action, form, caller: call.caller)
         }
     }
 

@@ -38,25 +38,27 @@ public struct SQSAPI: Sendable {
                     parameters: AuditParameters.describe(query: [], path: [:], body: body, payloadIsData: Self.dataActions.contains(op)))
             },
             access: { call, _ in
-                let b = (try? JSONProtocol.object(call.body, invalid: MessagingError("SerializationException", ""))) ?? [:]
-                return [.init(action: "sqs:" + op, resource: self.queueARN(b, account: call.caller.account))]
+                // A role's session: the body is read here, once, for the operation too.
+                parsed = try? JSONProtocol.object(call.body, invalid: MessagingError("SerializationException", ""))
+                return [.init(action: "sqs:" + op, resource: self.queueARN(parsed ?? [:], account: call.caller.account))]
             },
             denied: LambdaError.Code("AccessDenied", status: 403)
         ) { call in
-            let body = try JSONProtocol.object(
-                call.body, invalid: MessagingError("SerializationException", "The request body is not a JSON object."))
+            let body =
+                try parsed
+                ?? JSONProtocol.object(
+                    call.body, invalid: MessagingError("SerializationException", "The request body is not a JSON object."))
             parsed = body
             return try JSONProtocol.response(try await dispatch(op, body, caller: call.caller), version: "1.0")
         }
     }
 
-    /// The queue a call names, as an ARN (`*` for none): its URL's last two segments are
-    /// the owner and the name; `QueueName` names one of the caller's (or `QueueOwnerAWSAccountId`'s).
+    /// The queue a call names, as an ARN (`*` for none): its URL's owner and name, as the
+    /// queue service reads them; `QueueName` names one of the caller's (or `QueueOwnerAWSAccountId`'s).
     func queueARN(_ b: [String: Any], account: String) -> String {
         if let url = b["QueueUrl"] as? String {
-            let parts = url.split(separator: "/")
-            guard parts.count >= 2 else { return "*" }
-            return "arn:aws:sqs:\(queues.region):\(parts[parts.count - 2]):\(parts[parts.count - 1])"
+            guard let (owner, name) = QueueService.address(url, caller: account) else { return "*" }
+            return "arn:aws:sqs:\(queues.region):\(owner):\(name)"
         }
         if let name = b["QueueName"] as? String {
             return "arn:aws:sqs:\(queues.region):\((b["QueueOwnerAWSAccountId"] as? String) ?? account):\(name)"

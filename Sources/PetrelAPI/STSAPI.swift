@@ -24,47 +24,34 @@ public struct STSAPI: Sendable {
     static func error(_ code: String, _ message: String, status: Int = 400) -> LambdaError { .named(code, message, status: status) }
 
     func serve(_ req: Request, _ ctx: PetrelRequestContext) async -> Response {
-        var form: [String: String] = [:]
-        return await pipeline.run(
-            req, ctx, action: "STS", limit: 65536, service: "sts", style: .queryXML,
-            tooLarge: { _ in .named("RequestEntityTooLarge", "The request is too large.", status: 413) },
-            audit: { _ in
-                var described: [String: String] = [:]
-                for k in ["RoleArn", "RoleSessionName", "DurationSeconds"] { described[k] = form[k] }
-                let data = (try? JSONSerialization.data(withJSONObject: described, options: [.sortedKeys])) ?? Data("{}".utf8)
-                return .init(resource: form["RoleArn"], parameters: String(decoding: data, as: UTF8.self))
+        await pipeline.runQuery(
+            req, ctx, service: "sts", limit: 65536, namespace: Self.namespace, denied: LambdaError.Code("AccessDenied", status: 403),
+            audit: { form in
+                (form["RoleArn"], form.filter { ["RoleArn", "RoleSessionName", "DurationSeconds"].contains($0.key) })
             },
-            actionInBody: { body in
-                form = QueryXML.form(body)
-                return form["Action"] ?? "STS"
-            },
-            access: { _, action in
+            access: { form, action, _ in
                 switch action {
                 // Anyone may ask who they are (as on AWS, no permission needed).
                 case "GetCallerIdentity": []
                 case "AssumeRole": [.init(action: "sts:AssumeRole", resource: form["RoleArn"] ?? "*")]
                 default: [.init(action: "sts:" + action, resource: "*")]
                 }
-            },
-            denied: LambdaError.Code("AccessDenied", status: 403)
-        ) { call in
-            let action = form["Action"] ?? ""
-            let result: [Node]
+            }
+        ) { form, action, call in
             switch action {
             case "GetCallerIdentity":
-                result = [
+                return [
                     .text("Arn", call.caller.arn), .text("UserId", call.caller.session?.userID ?? call.caller.account),
                     .text("Account", call.caller.account),
                 ]
-            case "AssumeRole": result = try assumeRole(form, caller: call.caller)
-            case "GetSessionToken": result = try sessionToken(form, caller: call.caller)
+            case "AssumeRole": return try assumeRole(form, caller: call.caller)
+            case "GetSessionToken": return try sessionToken(form, caller: call.caller)
             default:
                 throw Self.error(
                     "InvalidAction",
                     "Petrel's STS serves GetCallerIdentity, AssumeRole and GetSessionToken; \(action.isEmpty ? "no Action was given" : action) is not one of them."
                 )
             }
-            return QueryXML.response(action, namespace: Self.namespace, result, requestID: call.id)
         }
     }
 
@@ -75,11 +62,7 @@ public struct STSAPI: Sendable {
                 "1 validation error detected: Value at 'roleArn' failed to satisfy constraint: Member must have length greater than or equal to 20"
             )
         }
-        guard let session = f["RoleSessionName"], (2...64).contains(session.count),
-            session.unicodeScalars.allSatisfy({
-                CharacterSet.alphanumerics.contains($0) && $0.isASCII || "_+=,.@-".unicodeScalars.contains($0)
-            })
-        else {
+        guard let session = f["RoleSessionName"], QueryXML.isIAMName(session, length: 2...64) else {
             throw Self.error(
                 "ValidationError",
                 "1 validation error detected: Value '\(f["RoleSessionName"] ?? "null")' at 'roleSessionName' failed to satisfy constraint: Member must have length from 2 to 64 and match the pattern [\\w+=,.@-]*"
@@ -94,7 +77,7 @@ public struct STSAPI: Sendable {
         guard let trust = try? IAMPolicy(json: role.trustPolicy, kind: .trust),
             trust.trusts(callerARN: caller.arn, account: caller.account) == .allow
         else { throw denied }
-        let requested = try int(f, "DurationSeconds", 900...43200) ?? 3600
+        let requested = try QueryXML.int(f, "DurationSeconds", 900...43200) ?? 3600
         guard requested <= role.maxSessionSeconds else {
             throw Self.error(
                 "ValidationError",
@@ -102,7 +85,7 @@ public struct STSAPI: Sendable {
         }
         let expires = Int64(Date().timeIntervalSince1970) + Int64(requested)
         let (token, s) = try sessions.issue(
-            account: role.account, expires: expires, role: (role.name, role.id, role.path, session))
+            account: role.account, expires: expires, role: (role.name, role.id, session))
         return [
             Self.credentials(token, s),
             .element("AssumedRoleUser", [.text("AssumedRoleId", s.userID), .text("Arn", s.arn)]),
@@ -114,21 +97,10 @@ public struct STSAPI: Sendable {
         guard caller.session == nil else {
             throw Self.error("AccessDenied", "Cannot call GetSessionToken with session credentials", status: 403)
         }
-        let seconds = try int(f, "DurationSeconds", 900...129_600) ?? 43200
+        let seconds = try QueryXML.int(f, "DurationSeconds", 900...129_600) ?? 43200
         let (token, s) = try sessions.issue(
             account: caller.account, expires: Int64(Date().timeIntervalSince1970) + Int64(seconds), baseKey: caller.accessKey)
         return [Self.credentials(token, s)]
-    }
-
-    func int(_ f: [String: String], _ field: String, _ range: ClosedRange<Int>) throws -> Int? {
-        guard let raw = f[field] else { return nil }
-        guard let v = Int(raw), range.contains(v) else {
-            throw Self.error(
-                "ValidationError",
-                "1 validation error detected: Value '\(raw)' at '\(field.prefix(1).lowercased() + field.dropFirst())' failed to satisfy constraint: Member must have value between \(range.lowerBound) and \(range.upperBound)"
-            )
-        }
-        return v
     }
 
     static func credentials(_ token: String, _ s: SessionTokens.Session) -> Node {
@@ -136,7 +108,7 @@ public struct STSAPI: Sendable {
             "Credentials",
             [
                 .text("AccessKeyId", s.accessKey), .text("SecretAccessKey", s.secret), .text("SessionToken", token),
-                .text("Expiration", IAMAPI.iso8601(Date(timeIntervalSince1970: Double(s.expires)))),
+                .text("Expiration", PlatformClock.iso8601(millis: s.expires * 1000)),
             ])
     }
 }

@@ -43,12 +43,14 @@ public struct SecretsAPI: Sendable {
                     parameters: AuditParameters.describe(query: [], path: [:], body: body, payloadIsData: false))
             },
             access: { call, _ in
-                let b = (try? JSONProtocol.object(call.body, invalid: Self.notFound)) ?? [:]
-                return [.init(action: "secretsmanager:" + op, resource: try self.secretARN(b, account: call.caller.account))]
+                // A role's session: the body is read here, once, for the operation too.
+                parsed = try? JSONProtocol.object(call.body, invalid: Self.notFound)
+                return [.init(action: "secretsmanager:" + op, resource: try self.secretARN(parsed ?? [:], account: call.caller.account))]
             }
         ) { call in
-            let body = try JSONProtocol.object(
-                call.body, invalid: Self.error("InvalidRequestException", "The request body is not a JSON object."))
+            let body =
+                try parsed
+                ?? JSONProtocol.object(call.body, invalid: Self.error("InvalidRequestException", "The request body is not a JSON object."))
             parsed = body
             return try JSONProtocol.response(try dispatch(op, body, account: call.caller.account), version: "1.1")
         }

@@ -75,19 +75,17 @@ public final class QueueService: Service, Sendable {
         }
     }
 
+    /// The owner and name a queue URL (or `ACCOUNT/NAME`, or a bare name of the caller's) names.
+    public static func address(_ url: String, caller: String) -> (owner: String, name: String)? {
+        let parts = url.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+        if parts.count >= 2, FunctionReference.isAccount(parts[parts.count - 2]) { return (parts[parts.count - 2], parts[parts.count - 1]) }
+        return parts.count == 1 ? (caller, parts[0]) : nil
+    }
+
     /// The queue a URL (or `ACCOUNT/NAME`, or a bare name of the caller's) names, which
     /// `caller` may use for `action` (its own, or another account's whose policy allows it).
     public func queue(url: String, caller: String, action: String) throws -> QueueRecord {
-        let parts = url.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
-        let owner: String
-        let name: String
-        if parts.count >= 2, FunctionReference.isAccount(parts[parts.count - 2]) {
-            owner = parts[parts.count - 2]
-            name = parts[parts.count - 1]
-        } else if parts.count == 1 {
-            owner = caller
-            name = parts[0]
-        } else {
+        guard let (owner, name) = Self.address(url, caller: caller) else {
             throw MessagingError("InvalidAddress", "The address \(url) is not valid for this endpoint.", status: 404)
         }
         guard let q = try store.queue(account: owner, name: name) else { throw MessagingError.noQueue }

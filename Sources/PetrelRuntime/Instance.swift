@@ -20,14 +20,15 @@ final class Instance: RuntimeAPIDelegate, Sendable {
     let launchedEpochMs: Double
     /// How long making the sandbox took (taking a prepared one and starting the command).
     let sandboxMs: Double
-    /// When the credentials in the instance's environment expire (seconds since the epoch).
-    let credentialsExpire: Int64?
+    /// From when (monotonic nanoseconds) an invocation that starts could outlive the credentials
+    /// in the instance's environment: its function's timeout and 5 s before they expire.
+    let credentialsRetireAt: UInt64?
 
-    /// The instance's credentials would expire during an invocation that starts now (its
-    /// function's timeout and a margin): it takes no more work, and the next start gets fresh ones.
+    /// The instance's credentials would expire during an invocation that starts now: it takes
+    /// no more work, and the next start gets fresh ones. One clock read, asked at every take.
     var credentialsExpiring: Bool {
-        guard let e = credentialsExpire else { return false }
-        return Int64(Date().timeIntervalSince1970) + Int64(function.timeoutSeconds) + 5 >= e
+        guard let at = credentialsRetireAt else { return false }
+        return Sys.monotonicNanoseconds() >= at
     }
 
     private struct Pending {
@@ -79,7 +80,10 @@ final class Instance: RuntimeAPIDelegate, Sendable {
         credentialsExpire: Int64? = nil
     ) {
         self.sandboxMs = sandboxMs
-        self.credentialsExpire = credentialsExpire
+        credentialsRetireAt = credentialsExpire.map { expires in
+            let left = expires - Int64(Date().timeIntervalSince1970) - Int64(function.timeoutSeconds) - 5
+            return Sys.monotonicNanoseconds() &+ UInt64(max(0, left)) * 1_000_000_000
+        }
         launchedEpochMs = InstanceLog.nowMs()
         self.id = id
         self.function = function

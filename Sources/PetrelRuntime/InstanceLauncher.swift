@@ -100,21 +100,10 @@ struct InstanceLauncher: Sendable {
     /// the same API at two addresses, for every runtime; Petrel's own use the second.
     static let runtimeAPIAddresses: [ListenAddress] = [.tcp(runtimeAPIPort), .abstract(RuntimeAPIServer.abstractName)]
 
-    /// The command of an instance: the runtime's, with what it needs from the configuration.
-    func command(_ f: FunctionRecord) throws(RuntimeError) -> [String] {
-        guard f.runtime == .java17 else { return Self.command(f.runtime) }
-        guard let java = configuration.javaRuntime else {
-            throw RuntimeError(
-                .startFailed,
-                "The java17 runtime is not installed here: Scripts/setup builds it, the package installs it in /usr/lib/petrel/java.")
-        }
-        return Self.javaCommand(memoryMB: f.memoryMB, runtime: java)
-    }
-
-    /// Debian's OpenJDK 17 with Petrel's runtime: the serial collector and C1 only (the JVM's
-    /// fastest start, as Lambda's Java runtime runs), the runtime's class-data sharing archive,
-    /// no perf data file, and a heap below the memory limit so that a full heap is the
-    /// function's OutOfMemoryError, not a kill.
+    /// Debian's OpenJDK 17 with Petrel's runtime: the serial collector and C1 only (less to
+    /// start and to warm up: `Scripts/bench invoke` prints the cold start beside a bare `java`
+    /// with the same flags), the runtime's class-data sharing archive, no perf data file, and a
+    /// heap below the memory limit so that a full heap is the function's OutOfMemoryError, not a kill.
     static func javaCommand(memoryMB: Int, runtime: String) -> [String] {
         let heap = max(32, memoryMB * 85 / 100 - 64)
         return [
@@ -132,8 +121,18 @@ struct InstanceLauncher: Sendable {
             .joined(separator: ":")
     }
 
-    static func command(_ runtime: FunctionRuntime) -> [String] {
-        switch runtime {
+    func javaRuntime() throws(RuntimeError) -> String {
+        guard let java = configuration.javaRuntime else {
+            throw RuntimeError(
+                .startFailed,
+                "The java17 runtime is not installed here: Scripts/setup builds it, the package installs it in /usr/lib/petrel/java.")
+        }
+        return java
+    }
+
+    /// The command of an instance of `f`: its runtime's (java17 needs the runtime's directory).
+    func command(_ f: FunctionRecord) throws(RuntimeError) -> [String] {
+        switch f.runtime {
         // -S: no `site` (~3.5 ms of every cold start), so the host's dist-packages stay out of
         // functions, as on Lambda: a function sees the standard library, /var/task and /opt/python.
         // The interpreter that compiled the runtime's bytecode (RuntimeFiles), so that it reads it.
@@ -143,7 +142,7 @@ struct InstanceLauncher: Sendable {
         // thousands (see the Node rows' runtime CPU per invocation in `Scripts/bench invoke`).
         case .nodejs20: ["/usr/bin/node", "--interrupt-budget=8192", "/var/runtime/node/bootstrap.js"]
         case .ruby31: ["/usr/bin/ruby", "/var/runtime/ruby/bootstrap.rb"]
-        case .java17: [Self.javaExecutable, "petrel.runtime.Bootstrap"]
+        case .java17: Self.javaCommand(memoryMB: f.memoryMB, runtime: try javaRuntime())
         case .provided, .providedAL2, .providedAL2023: ["/var/task/bootstrap"]
         }
     }
@@ -159,7 +158,6 @@ struct InstanceLauncher: Sendable {
             "AWS_LAMBDA_LOG_STREAM_NAME": stream,
             "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
             "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:\(Self.runtimeAPIPort)",
-            "AWS_ENDPOINT_URL": configuration.apiSocket == nil ? "" : "http://127.0.0.1:\(APIRelay.port)",
             "PETREL_RUNTIME_API_SOCKET": "@" + RuntimeAPIServer.abstractName,
             "AWS_REGION": configuration.region,
             "AWS_DEFAULT_REGION": configuration.region,
@@ -173,7 +171,8 @@ struct InstanceLauncher: Sendable {
             "LD_LIBRARY_PATH": "/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib",
         ]
         env.merge(platform) { _, p in p }
-        if env["AWS_ENDPOINT_URL"] == "" { env["AWS_ENDPOINT_URL"] = nil }
+        // The SDKs reach Petrel's API through the sandbox's own 127.0.0.1:9002 (APIRelay).
+        if configuration.apiSocket != nil { env["AWS_ENDPOINT_URL"] = "http://127.0.0.1:\(APIRelay.port)" }
         switch f.runtime {
         case .python311:
             env["PYTHONPATH"] = "/var/runtime/python"

@@ -33,8 +33,10 @@ enum RootfsPlan {
         if Sys.isDirectory(runtimes) {
             out.append(MountEntry(kind: PETREL_MOUNT_BIND_RO, source: runtimes, target: "/var/runtime"))
         }
-        // The daemon's own read-only directories (the runtimes' SDKs), by target.
+        // The daemon's own read-only directories (the runtimes' SDKs), by target; one already
+        // there, at its own path below a host path of the policy, needs no mount of its own.
         for (target, source) in readOnly.sorted(by: { $0.key < $1.key }) where Sys.isDirectory(source) {
+            if source == target, rootfs.hostPaths.contains(where: { target.hasPrefix($0.hasSuffix("/") ? $0 : $0 + "/") }) { continue }
             out.append(MountEntry(kind: PETREL_MOUNT_BIND_RO, source: source, target: target))
         }
         return out

@@ -32,124 +32,101 @@ public final class SandboxNetwork: Sendable {
 }
 
 /// Makes sandbox network namespaces (firewall loaded; in host mode a veth pair
-/// with a /30 of `subnet`) and gives them back. They are made off the request
-/// path, as part of a prepared sandbox.
+/// with a /30 of `subnet`; on an operator's network a veth pair with a /30 of its
+/// subnet, whose far end is in the operator's namespace) and gives them back. They are
+/// made off the request path, as part of a prepared sandbox.
 final class SandboxNetworks: Sendable {
     let subnet: IPv4CIDR
-    /// The /30 slots in use by this daemon.
-    private let slots = Mutex<Set<Int>>([])
+    /// The /30 slots in use by this daemon, per pool: host mode's (`""`) and each operator network's
+    /// (by name); and a counter that names the veths in operators' namespaces.
+    private let slots = Mutex<(used: [String: Set<Int>], names: Int)>(([:], 0))
 
     init(subnet: IPv4CIDR) {
         self.subnet = subnet
     }
 
-    var slotCount: Int { 1 << max(0, 30 - subnet.prefix) }
-
     func make(_ policy: SandboxPolicy.Network, mode: SandboxPolicy.NetworkMode, attachment: NetworkAttachment? = nil) throws
         -> SandboxNetwork
     {
-        if let attachment { return try attach(attachment, rules: Firewall.rules(for: policy, attachment: attachment)) }
+        if let a = attachment {
+            // Unique in the operator's namespace: this daemon's pid and a counter (15 bytes at most).
+            let (slot, n) = try allocate(pool: a.network, in: a.subnet)
+            let name = "pv\(getpid() % 100_000)n\(n % 100_000)"
+            return try veth(
+                Firewall.rules(for: policy, attachment: a), name: name, slot: slot, pool: a.network, in: a.subnet, attachment: a)
+        }
         let rules = Firewall.rules(for: policy)
-        var err = [CChar](repeating: 0, count: 512)
         guard mode == .host else {
+            var err = [CChar](repeating: 0, count: 512)
             let fd = petrel_netns_create(rules, nil, nil, nil, nil, &err, 512)
             guard fd >= 0 else { throw SandboxError(.system, "network namespace: \(String(cBuffer: err))", errno: errno) }
             return SandboxNetwork(fd: fd, mode: .none, hostInterface: nil, gateway: nil, address: nil, slot: nil)
         }
         for _ in 0..<16 {
-            let slot = try allocateSlot()
-            let net = subnet.address & (subnet.prefix == 0 ? 0 : ~UInt32(0) << (32 - subnet.prefix))
-            let base = net &+ UInt32(slot * 4)
-            let gateway = IPv4CIDR.format(base + 1)
-            let inside = IPv4CIDR.format(base + 2)
+            let (slot, _) = try allocate(pool: "", in: subnet)
             let name = "petrel\(slot)"
-            if petrel_link_exists(name) != 0 {
-                freeSlot(slot)
+            if petrel_link_exists(name) != 0 { // another daemon's
+                free(pool: "", slot)
                 continue
-            } // another daemon's
-            let fd = petrel_netns_create(rules, name, "\(inside)/30", gateway, nil, &err, 512)
-            guard fd >= 0 else {
-                freeSlot(slot)
-                throw SandboxError(.system, "network namespace: \(String(cBuffer: err))", errno: errno)
             }
-            do {
-                try Sys.run(["/usr/sbin/ip", "-batch", "-"], stdin: "addr add \(gateway)/30 dev \(name)\nlink set \(name) up\n")
-            } catch {
-                _ = petrel_link_delete(name)
-                Sys.close(fd)
-                freeSlot(slot)
-                throw error
-            }
-            return SandboxNetwork(fd: fd, mode: .host, hostInterface: name, gateway: gateway, address: inside, slot: slot)
+            return try veth(rules, name: name, slot: slot, pool: "", in: subnet, attachment: nil)
         }
         throw SandboxError(.exhausted, "no free address for a sandbox in \(subnet)")
     }
 
-    /// The /30 slots in use on each operator network, and a counter that names their veths.
-    private let attached = Mutex<(slots: [String: Set<Int>], names: Int)>(([:], 0))
-
-    /// A namespace on an operator's network: a veth pair whose far end, the instance's
-    /// gateway, goes to the operator's namespace, which routes its traffic.
-    func attach(_ a: NetworkAttachment, rules: String) throws -> SandboxNetwork {
-        let count = 1 << max(0, 30 - a.subnet.prefix)
-        let (slot, n) = try attached.withLock { s -> (Int, Int) in
-            var used = s.slots[a.network] ?? []
-            guard used.count < count else {
-                throw SandboxError(.exhausted, "all \(count) instance addresses of the network \(a.network) (\(a.subnet)) are in use")
-            }
-            var i = 0
-            repeat { i = Int.random(in: 0..<count) } while !used.insert(i).inserted
-            s.slots[a.network] = used
-            s.names += 1
-            return (i, s.names)
-        }
-        func free() { attached.withLock { s in _ = s.slots[a.network]?.remove(slot) } }
-        let net = a.subnet.address & (a.subnet.prefix == 0 ? 0 : ~UInt32(0) << (32 - a.subnet.prefix))
+    /// A namespace with a veth pair on `slot` of `subnet`: `eth0` inside, the gateway end named
+    /// `name` here (host mode) or in the attachment's namespace, which then routes its traffic.
+    private func veth(
+        _ rules: String, name: String, slot: Int, pool: String, in subnet: IPv4CIDR, attachment a: NetworkAttachment?
+    ) throws -> SandboxNetwork {
+        let net = subnet.address & (subnet.prefix == 0 ? 0 : ~UInt32(0) << (32 - subnet.prefix))
         let base = net &+ UInt32(slot * 4)
         let gateway = IPv4CIDR.format(base + 1)
         let inside = IPv4CIDR.format(base + 2)
-        // Unique in the operator's namespace: this daemon's pid and a counter (15 bytes at most).
-        let name = "pv\(getpid() % 100_000)n\(n % 100_000)"
         var err = [CChar](repeating: 0, count: 512)
-        let fd = petrel_netns_create(rules, name, "\(inside)/30", gateway, a.namespace, &err, 512)
+        let fd = petrel_netns_create(rules, name, "\(inside)/30", gateway, a?.namespace, &err, 512)
         guard fd >= 0 else {
-            free()
-            throw SandboxError(.system, "network namespace on \(a.network): \(String(cBuffer: err))", errno: errno)
+            free(pool: pool, slot)
+            throw SandboxError(.system, "network namespace\(a.map { " on \($0.network)" } ?? ""): \(String(cBuffer: err))", errno: errno)
         }
+        let ip = ["/usr/sbin/ip"] + (a.map { ["-n", $0.namespace] } ?? [])
         do {
-            try Sys.run(
-                ["/usr/sbin/ip", "-n", a.namespace, "-batch", "-"], stdin: "addr add \(gateway)/30 dev \(name)\nlink set \(name) up\n")
+            try Sys.run(ip + ["-batch", "-"], stdin: "addr add \(gateway)/30 dev \(name)\nlink set \(name) up\n")
         } catch {
-            try? Sys.run(["/usr/sbin/ip", "-n", a.namespace, "link", "del", name])
+            deleteLink(name, attachment: a)
             Sys.close(fd)
-            free()
+            free(pool: pool, slot)
             throw error
         }
         return SandboxNetwork(fd: fd, mode: .host, hostInterface: name, gateway: gateway, address: inside, slot: slot, attachment: a)
     }
 
     func release(_ net: SandboxNetwork) {
-        if let a = net.attachment {
-            if let name = net.hostInterface { try? Sys.run(["/usr/sbin/ip", "-n", a.namespace, "link", "del", name]) }
-            Sys.close(net.fd)
-            if let slot = net.slot { attached.withLock { s in _ = s.slots[a.network]?.remove(slot) } }
-            return
-        }
-        if let name = net.hostInterface { _ = petrel_link_delete(name) }
+        if let name = net.hostInterface { deleteLink(name, attachment: net.attachment) }
         Sys.close(net.fd)
-        if let slot = net.slot { freeSlot(slot) }
+        if let slot = net.slot { free(pool: net.attachment?.network ?? "", slot) }
     }
 
-    private func allocateSlot() throws -> Int {
-        let count = slotCount
+    private func deleteLink(_ name: String, attachment a: NetworkAttachment?) {
+        if let a { try? Sys.run(["/usr/sbin/ip", "-n", a.namespace, "link", "del", name]) } else { _ = petrel_link_delete(name) }
+    }
+
+    /// A free /30 slot of `subnet` in `pool`, and the next veth number.
+    private func allocate(pool: String, in subnet: IPv4CIDR) throws -> (slot: Int, name: Int) {
+        let count = 1 << max(0, 30 - subnet.prefix)
         return try slots.withLock { s in
-            guard s.count < count else { throw SandboxError(.exhausted, "all \(count) sandbox networks in \(subnet) are in use") }
-            while true {
-                let i = Int.random(in: 0..<count)
-                if s.insert(i).inserted { return i }
+            var used = s.used[pool] ?? []
+            guard used.count < count else {
+                throw SandboxError(
+                    .exhausted, "all \(count) sandbox networks in \(subnet)\(pool.isEmpty ? "" : " (network \(pool))") are in use")
             }
+            var i = 0
+            repeat { i = Int.random(in: 0..<count) } while !used.insert(i).inserted
+            s.used[pool] = used
+            s.names += 1
+            return (i, s.names)
         }
     }
 
-    private func freeSlot(_ i: Int) { _ = slots.withLock { $0.remove(i) } }
+    private func free(pool: String, _ slot: Int) { _ = slots.withLock { $0.used[pool]?.remove(slot) } }
 }

@@ -40,8 +40,7 @@ extension AccountStore {
     public func createRole(
         account: String, name: String, path: String, trustPolicy: String, description: String, maxSessionSeconds: Int
     ) throws -> Role? {
-        var rng = SystemRandomNumberGenerator()
-        let id = "AROA" + String((0..<17).map { _ in Self.keyAlphabet[Int(rng.next() % 32)] })
+        let id = Self.randomID("AROA", 17)
         let created = Self.now()
         return try db.pool.write { db in
             try db.execute(
@@ -92,11 +91,7 @@ extension AccountStore {
     /// Deletes a role that has no inline policies left (IAM's rule).
     public func deleteRole(account: String, name: String) throws -> RoleChange {
         let outcome = try db.pool.write { db -> RoleChange in
-            guard
-                try Bool.fetchOne(
-                    db, sql: "SELECT EXISTS (SELECT 1 FROM roles WHERE account = ? AND name = ?)", arguments: [account, name])
-                    == true
-            else { return .noRole }
+            guard try Self.roleExists(db, account, name) else { return .noRole }
             let policies =
                 try Int.fetchOne(
                     db, sql: "SELECT COUNT(*) FROM role_policies WHERE account = ? AND role = ?", arguments: [account, name]) ?? 0
@@ -122,11 +117,7 @@ extension AccountStore {
     /// Adds or replaces an inline policy of a role.
     public func putRolePolicy(account: String, role: String, name: String, document: String) throws -> RoleChange {
         let done = try db.pool.write { db -> Bool in
-            guard
-                try Bool.fetchOne(
-                    db, sql: "SELECT EXISTS (SELECT 1 FROM roles WHERE account = ? AND name = ?)", arguments: [account, role])
-                    == true
-            else { return false }
+            guard try Self.roleExists(db, account, role) else { return false }
             try db.execute(
                 sql: "INSERT OR REPLACE INTO role_policies (account, role, name, document) VALUES (?, ?, ?, ?)",
                 arguments: [account, role, name, document])
@@ -139,17 +130,22 @@ extension AccountStore {
 
     public func deleteRolePolicy(account: String, role: String, name: String) throws -> RoleChange {
         let outcome = try db.pool.write { db -> RoleChange in
-            guard
-                try Bool.fetchOne(
-                    db, sql: "SELECT EXISTS (SELECT 1 FROM roles WHERE account = ? AND name = ?)", arguments: [account, role])
-                    == true
-            else { return .noRole }
+            guard try Self.roleExists(db, account, role) else { return .noRole }
             try db.execute(
                 sql: "DELETE FROM role_policies WHERE account = ? AND role = ? AND name = ?", arguments: [account, role, name])
             return db.changesCount == 1 ? .done : .noPolicy
         }
         if outcome == .done { try announce("the policy \(name) of the role \(role) is deleted") }
         return outcome
+    }
+
+    static func roleExists(_ db: Database, _ account: String, _ name: String) throws -> Bool {
+        try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM roles WHERE account = ? AND name = ?)", arguments: [account, name]) == true
+    }
+
+    /// A role's inline policies as Petrel evaluates them (stored documents were checked when they were put).
+    public func identityPolicies(account: String, role: String) throws -> [IAMPolicy] {
+        try rolePolicies(account: account, role: role).compactMap { try? IAMPolicy(json: $0.document, kind: .identity) }
     }
 
     /// A role's inline policies, by name.

@@ -146,11 +146,23 @@ public struct AccountStore: Sendable {
     static let keyAlphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
     static let secretAlphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
 
+    /// An IAM-style id: `prefix` and `count` characters of base32 (`AKIA…` keys, `ASIA…`
+    /// temporary keys, `AROA…` role ids), drawn from the system's random source.
+    static func randomID(_ prefix: String, _ count: Int = 16) -> String {
+        var rng = SystemRandomNumberGenerator()
+        return prefix + String((0..<count).map { _ in keyAlphabet[Int(rng.next() % 32)] })
+    }
+
+    /// A 40-character secret access key.
+    static func randomSecret() -> String {
+        var rng = SystemRandomNumberGenerator()
+        return String((0..<40).map { _ in secretAlphabet[Int(rng.next() % 64)] })
+    }
+
     /// Makes an access key for an account; the secret is returned here and never again.
     public func createKey(account: String) throws -> (id: String, secret: String) {
-        var rng = SystemRandomNumberGenerator()
-        let id = "AKIA" + String((0..<16).map { _ in Self.keyAlphabet[Int(rng.next() % 32)] })
-        let secret = String((0..<40).map { _ in Self.secretAlphabet[Int(rng.next() % 64)] })
+        let id = Self.randomID("AKIA")
+        let secret = Self.randomSecret()
         let sealed = try keys.seal(Data(secret.utf8), context: "access-key:\(id)")
         try db.pool.write { db in
             guard try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM accounts WHERE id = ?)", arguments: [account]) == true else {

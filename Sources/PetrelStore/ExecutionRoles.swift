@@ -52,10 +52,8 @@ public struct ExecutionRoles: Sendable {
         guard let role = try usableRole(f.role, account: f.account) else {
             return (try accounts.unknownRoles(account: f.account) ?? unknownRoles) == .accept
         }
-        let policies = try accounts.rolePolicies(account: f.account, role: role.name).compactMap {
-            try? IAMPolicy(json: $0.document, kind: .identity)
-        }
-        return IAMPolicy.decide(policies, action: action, resource: resource) == .allow
+        return IAMPolicy.decide(try accounts.identityPolicies(account: f.account, role: role.name), action: action, resource: resource)
+            == .allow
     }
 
     /// An instance's credentials (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`)
@@ -64,7 +62,7 @@ public struct ExecutionRoles: Sendable {
     public func credentials(_ f: FunctionRecord) throws -> (environment: [String: String], expires: Int64)? {
         guard let role = try usableRole(f.role, account: f.account) else { return nil }
         let expires = Int64(Date().timeIntervalSince1970) + Int64(credentialSeconds)
-        let (token, s) = try sessions.issue(account: f.account, expires: expires, role: (role.name, role.id, role.path, f.name))
+        let (token, s) = try sessions.issue(account: f.account, expires: expires, role: (role.name, role.id, f.name))
         return (["AWS_ACCESS_KEY_ID": s.accessKey, "AWS_SECRET_ACCESS_KEY": s.secret, "AWS_SESSION_TOKEN": token], expires)
     }
 }

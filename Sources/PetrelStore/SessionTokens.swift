@@ -20,7 +20,6 @@ public struct SessionTokens: Sendable {
         /// An assumed role: its name, id and path, and the session's name.
         public var role: String?
         public var roleID: String?
-        public var rolePath: String?
         public var sessionName: String?
         /// `GetSessionToken`: the long-term key the session stands for.
         public var baseKey: String?
@@ -40,16 +39,15 @@ public struct SessionTokens: Sendable {
     static let context = "session-token"
     static let prefix = "PTS1"
 
-    /// A new session of a role (`role`, `roleID`, `rolePath`, `sessionName`) or of an account's key (`baseKey`).
+    /// A new session of a role (its name and id, and the session's name) or of an account's key (`baseKey`).
     public func issue(
-        account: String, expires: Int64, role: (name: String, id: String, path: String, session: String)? = nil, baseKey: String? = nil
+        account: String, expires: Int64, role: (name: String, id: String, session: String)? = nil, baseKey: String? = nil
     ) throws -> (token: String, session: Session) {
-        var rng = SystemRandomNumberGenerator()
-        let key = "ASIA" + String((0..<16).map { _ in AccountStore.keyAlphabet[Int(rng.next() % 32)] })
-        let secret = String((0..<40).map { _ in AccountStore.secretAlphabet[Int(rng.next() % 64)] })
+        let key = AccountStore.randomID("ASIA")
+        let secret = AccountStore.randomSecret()
         let s = Session(
             accessKey: key, secret: secret, account: account, expires: expires, role: role?.name, roleID: role?.id,
-            rolePath: role?.path, sessionName: role?.session, baseKey: baseKey)
+            sessionName: role?.session, baseKey: baseKey)
         let sealed = try keys.seal(try JSONEncoder().encode(s), context: Self.context)
         return (Self.prefix + sealed.base64EncodedString(), s)
     }

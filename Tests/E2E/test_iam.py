@@ -30,6 +30,16 @@ def allow(actions, resources="*", effect="Allow"):
         {"Effect": effect, "Action": actions, "Resource": resources}]})
 
 
+METRICS = """\
+import urllib.request, urllib.error
+
+def handler(event, context):
+    try:
+        return urllib.request.urlopen("http://127.0.0.1:9002/metrics", timeout=5).status
+    except urllib.error.HTTPError as e:
+        return e.code
+"""
+
 CALLER = """\
 import json, os
 import boto3
@@ -100,6 +110,12 @@ class RolesTest(DaemonTestCase):
         listed = json.loads(self.daemon.aws("iam", "list-roles").stdout)
         self.assertIn("crud", [r["RoleName"] for r in listed["Roles"]])
         assert_client_error(self, "EntityAlreadyExists", lambda: self.make_role("CRUD"))
+        for bad in (dict(RoleName="bad name!"), dict(RoleName="ok", Path="no-slashes"), dict(RoleName="ok", MaxSessionDuration=60),
+                    dict(RoleName="x" * 65)):
+            assert_client_error(self, "ValidationError", lambda: self.daemon.client("iam", validate=False).create_role(
+                AssumeRolePolicyDocument=json.dumps(TRUST_LAMBDA), **bad))
+        assert_client_error(self, "ValidationError", lambda: self.sts.assume_role(RoleArn=role["Arn"], RoleSessionName="a b"))
+        self.assertEqual([r["RoleName"] for r in self.iam.list_roles()["Roles"] if r["RoleName"] in ("ok", "bad name!")], [])
         assert_client_error(self, "DeleteConflict", lambda: self.iam.delete_role(RoleName="crud"))
         assert_client_error(self, "NoSuchEntity", lambda: self.iam.get_role(RoleName="nope"))
         assert_client_error(self, "NoSuchEntity", lambda: self.iam.get_role_policy(RoleName="crud", PolicyName="nope"))
@@ -170,6 +186,14 @@ class RolesTest(DaemonTestCase):
         session = self.session_client(creds, "sts").get_caller_identity()
         self.assertEqual(session["Arn"], "arn:aws:iam::%s:root" % self.account)
         self.session_client(creds).list_functions()
+        # A temporary key signs only with its own token: none, or another session's, is refused.
+        other_token = self.sts.get_session_token(DurationSeconds=900)["Credentials"]["SessionToken"]
+        for token in (None, other_token, creds["SessionToken"][:-8] + "AAAAAAAA"):
+            forged = dict(creds, SessionToken=token)
+            client = boto3.client("lambda", endpoint_url=self.daemon.endpoint, region_name="us-east-1",
+                                  aws_access_key_id=forged["AccessKeyId"], aws_secret_access_key=forged["SecretAccessKey"],
+                                  aws_session_token=token, config=botocore.config.Config(retries={"max_attempts": 0}))
+            assert_client_error(self, "UnrecognizedClientException", lambda: client.list_functions(), 403)
         # Another account may assume a role only when the role's trust policy names it.
         other = {"Account": self.daemon.petreld("accounts", "create", "--name", "partner").stdout.strip()}
         try:
@@ -237,6 +261,12 @@ class RolesTest(DaemonTestCase):
         config = self.lam.get_function_configuration(FunctionName="caller")
         self.assertEqual(config["Role"], role)
         self.assertNotIn(out["key"], json.dumps(config, default=str))
+        # The relay reaches the API as any client does: what is served to the host's loopback only
+        # (the metrics) is refused to a function.
+        self.lam.create_function(FunctionName="peek", Runtime="python3.11", Role=role, Handler="app.handler",
+                                 Code={"ZipFile": make_zip({"app.py": METRICS})})
+        self.assertEqual(payload_json(self.lam.invoke(FunctionName="peek")), 403)
+        self.lam.delete_function(FunctionName="peek")
         # A function's own boto3 wins over the runtime's.
         shadow = make_zip({"app.py": "import boto3\ndef handler(e, c):\n    return boto3.__file__\n",
                            "boto3/__init__.py": "__version__ = 'mine'\n"})
@@ -257,6 +287,13 @@ class RolesTest(DaemonTestCase):
         creds = {"AccessKeyId": first["AWS_ACCESS_KEY_ID"], "SecretAccessKey": first["AWS_SECRET_ACCESS_KEY"],
                  "SessionToken": first["AWS_SESSION_TOKEN"]}
         self.session_client(creds).list_functions()
+        # The credentials an instance gets reach neither the daemon's log nor the audit trail.
+        with open(self.daemon.log_path, encoding="utf-8", errors="replace") as f:
+            log = f.read()
+        trail = self.daemon.petreld("audit", "--json").stdout
+        for secret in (creds["SecretAccessKey"], creds["SessionToken"]):
+            self.assertNotIn(secret, log)
+            self.assertNotIn(secret, trail)
         # 15 s credentials, a 3 s timeout: after 7 s the warm instance takes no more work.
         time.sleep(8)
         second = payload_json(self.lam.invoke(FunctionName="short"))

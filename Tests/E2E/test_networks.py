@@ -225,6 +225,14 @@ class NetworksTest(unittest.TestCase):
             with self.assertRaises(RuntimeError) as cm:
                 d.start()
             self.assertIn("there is no network namespace %s-missing" % TAG, str(cm.exception))
+        # A name that is not one (it would reach ip's command line) is refused before it is looked for.
+        with tempfile.NamedTemporaryFile("w", suffix=".toml") as bad:
+            bad.write('[networks.x]\nnamespace = "%s\\nlink del lo"\nsubnet = "10.199.9.0/24"\n' % ROUTER)
+            bad.flush()
+            d = Daemon(config=bad.name)
+            with self.assertRaises(RuntimeError) as cm:
+                d.start()
+            self.assertIn("a name has 1 to 64 of [A-Za-z0-9._-]", str(cm.exception))
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ struct IAMPolicyTests {
         let db = try PetrelDatabase(path: dir + "/petrel.sqlite")
         let accounts = AccountStore(db, keys: try KeyRing(directory: dir, db: db))
         let (token, s) = try accounts.sessions.issue(
-            account: "111111111111", expires: 42, role: (name: "r", id: "AROAX", path: "/", session: "fn"))
+            account: "111111111111", expires: 42, role: (name: "r", id: "AROAX", session: "fn"))
         #expect(s.accessKey.hasPrefix("ASIA") && s.secret.count == 40)
         #expect(s.arn == "arn:aws:sts::111111111111:assumed-role/r/fn")
         #expect(s.userID == "AROAX:fn")
