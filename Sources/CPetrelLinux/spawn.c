@@ -288,14 +288,15 @@ int petrel_spawn(const struct petrel_spawn_config *cfg, struct petrel_spawn_resu
     return 0;
 }
 
-int petrel_start(int control_fd, const char *const *argv, const char *const *envp, const char *cwd,
-                 int stdin_fd, int stdout_fd, int stderr_fd, int code_tree, int opt_tree,
-                 char *errbuf, size_t errlen) {
+// Sends one start or go message (see petrel_start_header): nstdio is 3 or 0.
+static int send_message(int control_fd, struct petrel_start_header h, const char *const *argv, const char *const *envp,
+                        const char *cwd, const int *stdio, int nstdio, int code_tree, int opt_tree,
+                        char *errbuf, size_t errlen) {
     static const size_t max = PETREL_START_MAX - 1;
     char *buf = malloc(max);
     if (!buf) return petrel_errmsg(errbuf, errlen, ENOMEM, "start: out of memory");
     size_t off = 0;
-    struct petrel_start_header h = { PETREL_START_MAGIC, 0, 0, code_tree >= 0, opt_tree >= 0 };
+    h.argc = 0; h.envc = 0; h.has_code = code_tree >= 0; h.has_opt = opt_tree >= 0;
     const char *const *lists[2] = { argv, envp };
     uint32_t *counts[2] = { &h.argc, &h.envc };
     size_t cl = strlen(cwd) + 1;
@@ -312,8 +313,9 @@ int petrel_start(int control_fd, const char *const *argv, const char *const *env
             (*counts[l])++;
         }
     }
-    int fds[5] = { stdin_fd, stdout_fd, stderr_fd, -1, -1 };
-    int nfds = 3;
+    int fds[5];
+    int nfds = 0;
+    for (int i = 0; i < nstdio; i++) fds[nfds++] = stdio[i];
     if (code_tree >= 0) fds[nfds++] = code_tree;
     if (opt_tree >= 0) fds[nfds++] = opt_tree;
     struct iovec iov[2] = { { &h, sizeof h }, { buf, off } };
@@ -322,17 +324,33 @@ int petrel_start(int control_fd, const char *const *argv, const char *const *env
     struct msghdr m;
     memset(&m, 0, sizeof m);
     m.msg_iov = iov; m.msg_iovlen = 2;
-    m.msg_control = c.b; m.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
-    cm->cmsg_level = SOL_SOCKET; cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
-    memcpy(CMSG_DATA(cm), fds, (size_t)nfds * sizeof(int));
+    if (nfds > 0) {
+        m.msg_control = c.b; m.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+        cm->cmsg_level = SOL_SOCKET; cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
+        memcpy(CMSG_DATA(cm), fds, (size_t)nfds * sizeof(int));
+    }
     ssize_t r;
     do { r = sendmsg(control_fd, &m, MSG_NOSIGNAL); } while (r < 0 && errno == EINTR);
     int e = errno;
     free(buf);
     if (r < 0) { errno = e; return petrel_err(errbuf, errlen, "sendmsg", "start"); }
     return 0;
+}
+
+int petrel_start(int control_fd, const char *const *argv, const char *const *envp, const char *cwd,
+                 int stdin_fd, int stdout_fd, int stderr_fd, int code_tree, int opt_tree, int flags,
+                 char *errbuf, size_t errlen) {
+    struct petrel_start_header h = { PETREL_START_MAGIC, 0, 0, 0, 0, (uint32_t)flags };
+    int stdio[3] = { stdin_fd, stdout_fd, stderr_fd };
+    return send_message(control_fd, h, argv, envp, cwd, stdio, 3, code_tree, opt_tree, errbuf, errlen);
+}
+
+int petrel_go(int control_fd, const char *const *envp, const char *cwd, int code_tree, int opt_tree,
+              char *errbuf, size_t errlen) {
+    struct petrel_start_header h = { PETREL_GO_MAGIC, 0, 0, 0, 0, 0 };
+    return send_message(control_fd, h, NULL, envp, cwd, NULL, 0, code_tree, opt_tree, errbuf, errlen);
 }
 
 int petrel_read_record(int fd, struct petrel_record *rec) {

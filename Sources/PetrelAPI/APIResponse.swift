@@ -62,6 +62,7 @@ extension HTTPField.Name {
     static let amzTarget = HTTPField.Name("X-Amz-Target")!
     static let petrelInitDuration = HTTPField.Name("X-Petrel-Init-Duration")!
     static let petrelSandboxMs = HTTPField.Name("X-Petrel-Sandbox-Ms")!
+    static let petrelStart = HTTPField.Name("X-Petrel-Start")!
     static let petrelRuntimeStartMs = HTTPField.Name("X-Petrel-Runtime-Start-Ms")!
     static let petrelFunctionInitMs = HTTPField.Name("X-Petrel-Function-Init-Ms")!
 }

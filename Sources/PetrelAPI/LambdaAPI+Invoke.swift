@@ -97,6 +97,7 @@ extension LambdaAPI {
         if let initMs = result.initDurationMs { headers[.petrelInitDuration] = String(format: "%.2f", initMs) }
         if let p = result.phases {
             headers[.petrelSandboxMs] = String(format: "%.2f", p.sandboxMs)
+            headers[.petrelStart] = p.start.description
             if let r = p.runtimeStartMs { headers[.petrelRuntimeStartMs] = String(format: "%.2f", r) }
             if let f = p.functionInitMs { headers[.petrelFunctionInitMs] = String(format: "%.2f", f) }
         }

@@ -103,7 +103,7 @@ extension Dispatcher {
             return
         }
         provisionedIDs.insert(ObjectIdentifier(instance))
-        metrics.coldStart(function.instanceKey, reason: .provisioned)
+        metrics.coldStart(function.instanceKey, reason: .provisioned, start: instance.start)
         do {
             try await instance.waitInitialized(timeout: configuration.initTimeout)
         } catch {

@@ -205,7 +205,7 @@ public actor Dispatcher {
                 if error.code == .throttled { metrics.throttled(function.key, reason: Admission.Refusal.capacity.reason) }
                 throw error
             }
-            metrics.coldStart(key, alias: request.alias, url: request.viaURL, reason: reason)
+            metrics.coldStart(key, alias: request.alias, url: request.viaURL, reason: reason, start: instance.start)
         }
         if cold {
             do {

@@ -20,6 +20,8 @@ final class Instance: RuntimeAPIDelegate, Sendable {
     let launchedEpochMs: Double
     /// How long making the sandbox took (taking a prepared one and starting the command).
     let sandboxMs: Double
+    /// Whether its runtime was pre-started, or why not.
+    let start: StartPath
     /// From when (monotonic nanoseconds) an invocation that starts could outlive the credentials
     /// in the instance's environment: its function's timeout and 5 s before they expire.
     let credentialsRetireAt: UInt64?
@@ -77,9 +79,10 @@ final class Instance: RuntimeAPIDelegate, Sendable {
 
     init(
         id: String, function: FunctionRecord, sandbox: Sandbox, log: InstanceLog, loop: any EventLoop, logger: Logger, sandboxMs: Double,
-        credentialsExpire: Int64? = nil
+        credentialsExpire: Int64? = nil, start: StartPath = .fresh(.runtime)
     ) {
         self.sandboxMs = sandboxMs
+        self.start = start
         credentialsRetireAt = credentialsExpire.map { expires in
             let left = expires - Int64(Date().timeIntervalSince1970) - Int64(function.timeoutSeconds) - 5
             return Sys.monotonicNanoseconds() &+ UInt64(max(0, left)) * 1_000_000_000
@@ -306,9 +309,9 @@ final class Instance: RuntimeAPIDelegate, Sendable {
                     if let initStartMs, initStartMs >= launchedEpochMs {
                         s.phases = ColdStartPhases(
                             sandboxMs: sandboxMs, runtimeStartMs: initStartMs - launchedEpochMs,
-                            functionInitMs: InstanceLog.nowMs() - initStartMs)
+                            functionInitMs: InstanceLog.nowMs() - initStartMs, start: start)
                     } else {
-                        s.phases = ColdStartPhases(sandboxMs: sandboxMs, runtimeStartMs: nil, functionInitMs: nil)
+                        s.phases = ColdStartPhases(sandboxMs: sandboxMs, runtimeStartMs: nil, functionInitMs: nil, start: start)
                     }
                     s.phase = .ready
                     s.parkedNext = respond

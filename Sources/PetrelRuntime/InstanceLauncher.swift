@@ -33,6 +33,7 @@ struct InstanceLauncher: Sendable {
         }
         let stream = Self.streamName(version: function.version)
         var env = environment(function, stream: stream)
+        let command = try command(function)
         var credentialsExpire: Int64?
         do {
             if let creds = try configuration.credentials?(function) {
@@ -44,7 +45,7 @@ struct InstanceLauncher: Sendable {
             throw RuntimeError(.startFailed, "Petrel could not make the instance's credentials: \(error)", cause: error)
         }
         var spec = SandboxSpec(
-            command: try command(function),
+            command: command,
             environment: env,
             codeDirectory: codeDirectory,
             layers: layers,
@@ -61,6 +62,8 @@ struct InstanceLauncher: Sendable {
         }
         spec.listen = Self.runtimeAPIAddresses + (configuration.apiSocket == nil ? [] : [.tcp(APIRelay.port)])
         spec.boostCPUUntilSettled = true
+        let fresh = spec.attachment != nil ? .network : prestart(function, command: command)
+        if fresh == nil { spec.stem = stem(function, command: command) }
         let sandbox: Sandbox
         let t0 = DispatchTime.now().uptimeNanoseconds
         do {
@@ -69,14 +72,21 @@ struct InstanceLauncher: Sendable {
             Sys.close(outRead)
             throw RuntimeError(.startFailed, "Petrel could not start an instance: \(error)", cause: error)
         }
+        // A pre-started command writes to the pipe it was started with.
+        var output = outRead
+        if let o = sandbox.output {
+            Sys.close(outRead)
+            output = o
+        }
         let log = InstanceLog(
-            group: LogStore.stored(account: function.account, group: function.logGroup()), stream: stream, sink: sink, fd: outRead)
+            group: LogStore.stored(account: function.account, group: function.logGroup()), stream: stream, sink: sink, fd: output)
         var l = logger
         l[metadataKey: "function.name"] = "\(function.name)"
         l[metadataKey: "instance.id"] = "\(sandbox.id)"
         let instance = Instance(
             id: sandbox.id, function: function, sandbox: sandbox, log: log, loop: loop, logger: l,
-            sandboxMs: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6, credentialsExpire: credentialsExpire)
+            sandboxMs: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6, credentialsExpire: credentialsExpire,
+            start: sandbox.prestarted ? .prestarted : .fresh(fresh ?? .noneReady))
         instance.attach(
             servers: sandbox.listeners.map { address, fd in
                 if address == .tcp(APIRelay.port), let socket = configuration.apiSocket {
@@ -89,7 +99,7 @@ struct InstanceLauncher: Sendable {
         } catch {
             // Without its output read, the instance would block on a full pipe: it fails
             // at once (and is watched, waited for and torn down like any other).
-            Sys.close(outRead)
+            Sys.close(output)
             l.error("cannot watch the instance's output", metadata: ["error": "\(error)"])
             instance.fail(.startFailed("Petrel could not watch the instance's output: \(error)"))
         }
@@ -165,15 +175,25 @@ struct InstanceLauncher: Sendable {
             "LAMBDA_TASK_ROOT": "/var/task",
             "LAMBDA_RUNTIME_DIR": "/var/runtime",
             "_HANDLER": f.handler ?? "",
+        ]
+        env.merge(platform) { _, p in p }
+        env.merge(Self.startEnvironment(f.runtime)) { _, p in p }
+        // The SDKs reach Petrel's API through the sandbox's own 127.0.0.1:9002 (APIRelay).
+        if configuration.apiSocket != nil { env["AWS_ENDPOINT_URL"] = "http://127.0.0.1:\(APIRelay.port)" }
+        return env
+    }
+
+    /// The platform's variables that an interpreter reads while it starts: the same for
+    /// every function of a runtime (a function's own cannot override them), so a runtime
+    /// pre-started with them starts as a function's would.
+    static func startEnvironment(_ runtime: FunctionRuntime) -> [String: String] {
+        var env = [
             "TZ": ":UTC",
             "LANG": "en_US.UTF-8",
             "PATH": "/usr/local/bin:/usr/bin/:/bin:/opt/bin",
             "LD_LIBRARY_PATH": "/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib",
         ]
-        env.merge(platform) { _, p in p }
-        // The SDKs reach Petrel's API through the sandbox's own 127.0.0.1:9002 (APIRelay).
-        if configuration.apiSocket != nil { env["AWS_ENDPOINT_URL"] = "http://127.0.0.1:\(APIRelay.port)" }
-        switch f.runtime {
+        switch runtime {
         case .python311:
             env["PYTHONPATH"] = "/var/runtime/python"
             env["PYTHONDONTWRITEBYTECODE"] = "1"
@@ -187,6 +207,34 @@ struct InstanceLauncher: Sendable {
         default: break
         }
         return env
+    }
+
+    /// Variables of a function's own that an interpreter (or the C library under it) reads
+    /// when it starts, by prefix or whole name: a function that sets one starts fresh.
+    static let startVariablePrefixes = ["PYTHON", "NODE_", "LD_", "LC_", "UV_", "MALLOC_", "OPENSSL_", "SSL_CERT_"]
+    static let startVariables: Set<String> = ["LANGUAGE", "GLIBC_TUNABLES", "FORCE_COLOR", "NO_COLOR"]
+
+    /// Why `f` cannot start from a pre-started runtime; nil when it can.
+    func prestart(_ f: FunctionRecord, command: [String]) -> StartPath.Fresh? {
+        guard engine.configuration.stemsPerKey > 0 else { return .disabled }
+        switch f.runtime {
+        case .python311, .nodejs20: break
+        default: return .runtime
+        }
+        guard SandboxEngine.canPrestart(configuration.policy) else { return .policy }
+        for name in f.environment.keys.sorted()
+        where Self.startVariables.contains(name) || Self.startVariablePrefixes.contains(where: name.hasPrefix) {
+            return .environment(name)
+        }
+        return nil
+    }
+
+    /// The pre-started runtime `f` can use: one per runtime, and per memory size for Node
+    /// (V8 sizes its heap from the memory limit it starts under).
+    func stem(_ f: FunctionRecord, command: [String]) -> StemSpec {
+        StemSpec(
+            command: command, environment: Self.startEnvironment(f.runtime),
+            memoryMB: f.runtime == .nodejs20 ? f.memoryMB : nil, label: f.runtime.rawValue)
     }
 
     /// `YYYY/MM/DD/[VERSION]<32 hex>`, as Lambda names an instance's stream.

@@ -80,6 +80,50 @@ public struct ColdStartPhases: Sendable, Equatable {
     public var sandboxMs: Double
     public var runtimeStartMs: Double?
     public var functionInitMs: Double?
+    public var start: StartPath
+}
+
+/// How a cold start got its runtime: pre-started (see `StemSpec`), or started fresh, and why.
+public enum StartPath: Sendable, Equatable, CustomStringConvertible {
+    case prestarted
+    case fresh(Fresh)
+
+    public enum Fresh: Sendable, Equatable {
+        /// `[instances] prestarted_per_runtime = 0`.
+        case disabled
+        /// Only python3.11 and nodejs20.x are pre-started.
+        case runtime
+        /// The sandbox policy's open-files limit leaves no room for the stem socket.
+        case policy
+        /// Attached to an operator's network (such sandboxes are not pooled).
+        case network
+        /// The function sets a variable that its interpreter reads when it starts.
+        case environment(String)
+        /// None was ready (a burst larger than the pool, or the first start of its kind).
+        case noneReady
+    }
+
+    /// `prestarted`, or `fresh (why)`: the `X-Petrel-Start` header.
+    public var description: String {
+        switch self {
+        case .prestarted: "prestarted"
+        case .fresh(let why):
+            switch why {
+            case .disabled: "fresh (disabled)"
+            case .runtime: "fresh (runtime)"
+            case .policy: "fresh (policy)"
+            case .network: "fresh (network)"
+            case .environment(let name): "fresh (environment \(name))"
+            case .noneReady: "fresh (none ready)"
+            }
+        }
+    }
+
+    /// The metrics' `start` label.
+    public var label: String {
+        if case .prestarted = self { return "prestarted" }
+        return "fresh"
+    }
 }
 
 /// How an invocation ended inside an instance.

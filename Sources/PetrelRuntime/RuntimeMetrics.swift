@@ -1,5 +1,6 @@
 import CoreMetrics
 import Metrics
+import PetrelSandbox
 import Synchronization
 
 /// The runtime's metrics through swift-metrics (the daemon bootstraps a
@@ -54,9 +55,12 @@ final class RuntimeMetrics: Sendable {
         Counter(label: "petrel_throttles_total", dimensions: Self.dims(function) + [("reason", reason)]).increment()
     }
 
-    func coldStart(_ function: String, alias: String? = nil, url: Bool = false, reason: ColdStartReason) {
-        Counter(label: "petrel_cold_starts_total", dimensions: Self.dims(function, alias: alias, url: url) + [("reason", reason.rawValue)])
-            .increment()
+    func coldStart(_ function: String, alias: String? = nil, url: Bool = false, reason: ColdStartReason, start: StartPath) {
+        Counter(
+            label: "petrel_cold_starts_total",
+            dimensions: Self.dims(function, alias: alias, url: url) + [("reason", reason.rawValue), ("start", start.label)]
+        )
+        .increment()
     }
 
     /// An asynchronous event's step: succeeded, retried, failed, expired, throttled or dropped.
@@ -83,5 +87,21 @@ final class RuntimeMetrics: Sendable {
 
     func prepared(_ n: Int) {
         Gauge(label: "petrel_instances", dimensions: [("state", "prepared")]).record(n)
+    }
+
+    private let stemLabels = Mutex<Set<String>>([])
+
+    /// Pre-started runtimes ready and the memory their cgroups hold, per runtime (a runtime
+    /// whose stems are gone reads 0).
+    func prestarted(_ gauges: [StemGauge]) {
+        let seen = stemLabels.withLock { s in
+            s.formUnion(gauges.map(\.label))
+            return s
+        }
+        for label in seen {
+            let g = gauges.first { $0.label == label }
+            Gauge(label: "petrel_prestarted_runtimes", dimensions: [("runtime", label)]).record(g?.ready ?? 0)
+            Gauge(label: "petrel_prestarted_memory_bytes", dimensions: [("runtime", label)]).record(g?.memoryBytes ?? 0)
+        }
     }
 }

@@ -73,6 +73,7 @@ public final class RuntimeService: Service, Sendable {
             await dispatcher.maintainProvisioned()
             await blocking { _ = self.engine.replenishPools() }
             dispatcher.metrics.prepared(engine.preparedCount)
+            dispatcher.metrics.prestarted(engine.stemGauges)
         }
     }
 }

@@ -13,6 +13,8 @@ public protocol SandboxCgroup: Sendable {
     /// Opens the cgroup.procs files the child writes itself into.
     func openProcsFiles() throws -> [Int32]
     func stats() -> CgroupStats
+    /// Memory charged to the cgroup now, in bytes (what a pre-started runtime costs while it waits).
+    func currentMemoryBytes() -> Int
     /// PIDs (host view) still in the cgroup.
     func processes() -> [Int32]
     /// Kills every process in the cgroup and waits until it is empty (bounded).

@@ -91,6 +91,8 @@ final class CgroupV1Cgroup: SandboxCgroup {
         return CgroupStats(peakMemoryBytes: peak, cpuNanoseconds: cpu, oomKills: ooms)
     }
 
+    func currentMemoryBytes() -> Int { Int(read("memory", "memory.usage_in_bytes").trimmed) ?? 0 }
+
     /// A sandbox's processes join every hierarchy together, so one hierarchy's list is all of them.
     func processes() -> [Int32] { read("pids", "cgroup.procs").split(separator: "\n").compactMap { Int32($0) } }
 

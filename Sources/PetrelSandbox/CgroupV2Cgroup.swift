@@ -57,6 +57,8 @@ final class CgroupV2Cgroup: SandboxCgroup {
         return CgroupStats(peakMemoryBytes: peak, cpuNanoseconds: cpu, oomKills: ooms)
     }
 
+    func currentMemoryBytes() -> Int { Int(read("memory.current").trimmed) ?? 0 }
+
     func processes() -> [Int32] { read("cgroup.procs").split(separator: "\n").compactMap { Int32($0) } }
 
     func killAll() {

@@ -15,6 +15,11 @@ public final class Sandbox: Sendable {
     public var resources: SandboxResources { prepared.resources }
     /// Listening sockets opened inside for `SandboxSpec.listen`; the caller owns and closes them.
     public let listeners: [ListenAddress: Int32]
+    /// The read end of a pre-started command's stdout and stderr (non-blocking; the caller
+    /// owns and closes it); nil when the command started with the spec's streams.
+    public let output: Int32?
+    /// Whether the command was pre-started (see `StemSpec`).
+    public var prestarted: Bool { output != nil }
 
     /// `waiting`: someone is in wait() and the command still runs (signals still go
     /// through); `releasing`: it has exited and its fds are being closed.
@@ -30,8 +35,9 @@ public final class Sandbox: Sendable {
 
     init(
         prepared: PreparedSandbox, timeout: Duration?, started: UInt64, listeners: [ListenAddress: Int32] = [:],
-        settled: CgroupLimits? = nil
+        settled: CgroupLimits? = nil, output: Int32? = nil
     ) {
+        self.output = output
         self.prepared = prepared
         self.listeners = listeners
         pendingLimits = Mutex(settled)

@@ -19,6 +19,10 @@ public struct SandboxEngineConfiguration: Sendable {
     public var hostNetwork: IPv4CIDR
     /// Prepared sandboxes kept ready per policy, network mode and /tmp size.
     public var preparedPoolSize: Int
+    /// Pre-started commands kept ready per sandbox key and `StemSpec` (0: none).
+    public var stemsPerKey: Int = 2
+    /// No stem is made while the ready ones' cgroups hold this much memory.
+    public var stemMemoryMB: Int = 512
     /// The sandbox's PID 1 (the `petrel-init` product). nil: $PETREL_INIT, else
     /// `petrel-init` beside the running executable (where `swift build` puts it).
     public var initExecutable: String?
@@ -48,6 +52,7 @@ public final class SandboxEngine: Sendable {
     let networks: SandboxNetworks
     let disks: ScratchDisks
     let prepared: SandboxPool
+    let stems: StemPool
     let rootDirectory: String
     let hostCPUs = CgroupHost.hostCPUs()
     /// Write end of the lifeline: every sandbox's init dies when it closes (the daemon is gone).
@@ -86,6 +91,7 @@ public final class SandboxEngine: Sendable {
         // Spare disks only where sandboxes are pooled: with no pool, every disk is detached at once.
         disks = try ScratchDisks(directory: configuration.stateDirectory + "/scratch", spareLimit: 2 * configuration.preparedPoolSize)
         prepared = SandboxPool(target: configuration.preparedPoolSize)
+        stems = StemPool(target: configuration.stemsPerKey, budgetMB: configuration.stemMemoryMB)
         rootDirectory = configuration.runDirectory + "/root"
         try Sys.mkdirs(rootDirectory, 0o755)
         var fds: [Int32] = [-1, -1]
@@ -105,15 +111,20 @@ public final class SandboxEngine: Sendable {
         logger.debug("sandbox engine ready", metadata: ["cgroup.driver": "\(self.cgroups.name)"])
     }
 
-    /// Starts `spec` in a sandbox under `policy`: a prepared one when the pool
-    /// has one for this policy, otherwise one prepared on the spot.
+    /// Starts `spec` in a sandbox under `policy`: a pre-started one when `spec.stem` asks
+    /// for one and one is ready, else a prepared one when the pool has one for this policy,
+    /// otherwise one prepared on the spot.
     public func spawn(_ spec: SandboxSpec, policy: SandboxPolicy = .default) throws -> Sandbox {
         try spec.validate()
         try policy.validate()
         let key = PreparedSandbox.Key(
             policy: policy, mode: spec.network ?? policy.network.mode,
             ephemeralStorageMB: spec.ephemeralStorageMB, attachment: spec.attachment)
-        let box = try prepared.take(key) ?? prepare(key)
+        var cell: StemPool.Cell?
+        if let stem = spec.stem, key.attachment == nil, Self.canPrestart(policy) {
+            cell = stems.take(StemPool.Key(sandbox: key, stem: stem))
+        }
+        let box = try cell?.box ?? prepared.take(key) ?? prepare(key)
         let started = Sys.monotonicNanoseconds()
         var listeners: [ListenAddress: Int32] = [:]
         var settled: CgroupLimits?
@@ -146,24 +157,111 @@ public final class SandboxEngine: Sendable {
                 guard opt >= 0 else { throw SandboxError(.system, "layers: \(String(cBuffer: err))", errno: errno) }
                 trees.append(opt)
             }
-            var env = spec.environment
-            if env["PATH"] == nil { env["PATH"] = "/usr/local/bin:/usr/bin:/bin" }
-            let argv = CStringArray(spec.command)
-            let envp = CStringArray(env.keys.sorted().map { "\($0)=\(env[$0]!)" })
-            let rc = argv.withPointers { a in
-                envp.withPointers { e in
-                    petrel_start(
-                        box.controlFD, a, e, spec.workingDirectory, spec.stdin, spec.stdout, spec.stderr,
-                        code, opt, &err, 512)
+            let envp = CStringArray(Self.environment(spec.environment))
+            let rc: Int32
+            if cell != nil {
+                rc = envp.withPointers { petrel_go(box.controlFD, $0, spec.workingDirectory, code, opt, &err, 512) }
+            } else {
+                let argv = CStringArray(spec.command)
+                rc = argv.withPointers { a in
+                    envp.withPointers { e in
+                        petrel_start(
+                            box.controlFD, a, e, spec.workingDirectory, spec.stdin, spec.stdout, spec.stderr,
+                            code, opt, 0, &err, 512)
+                    }
                 }
             }
             guard rc == 0 else { throw SandboxError(.system, String(cBuffer: err), errno: errno) }
         } catch {
             listeners.values.forEach(Sys.close)
+            if let cell { Sys.close(cell.output) }
             box.discard()
             throw error
         }
-        return Sandbox(prepared: box, timeout: spec.timeout, started: started, listeners: listeners, settled: settled)
+        return Sandbox(
+            prepared: box, timeout: spec.timeout, started: started, listeners: listeners, settled: settled, output: cell?.output)
+    }
+
+    /// `KEY=VALUE` strings in name order, with a PATH when there is none.
+    static func environment(_ environment: [String: String]) -> [String] {
+        var env = environment
+        if env["PATH"] == nil { env["PATH"] = "/usr/local/bin:/usr/bin:/bin" }
+        return env.keys.sorted().map { "\($0)=\(env[$0]!)" }
+    }
+
+    /// Whether commands can be pre-started under `policy`: the stem socket's descriptor
+    /// must be below its open-files limit.
+    public static func canPrestart(_ policy: SandboxPolicy) -> Bool { policy.resources.openFiles > Int(PETREL_STEM_FD) }
+
+    /// Makes a pre-started command for `key`: a sandbox prepared for it, the command
+    /// started with the stem's environment under the stem's memory limit (and one CPU,
+    /// off the request path), ready once the command says it has loaded.
+    func makeStem(_ key: StemPool.Key) throws -> StemPool.Cell {
+        let box = try prepare(key.sandbox)
+        var output: Int32 = -1
+        do {
+            var limits = CgroupLimits(
+                memoryMB: key.stem.memoryMB ?? SandboxSpec.memoryRange.lowerBound, policy: SandboxPolicy.default.resources,
+                hostCPUs: hostCPUs)
+            limits.cpuQuotaMicros = CgroupLimits.cpuPeriodMicros
+            try box.cgroup.apply(limits)
+            let (outRead, outWrite) = try Sys.pipe(nonBlockingRead: true)
+            output = outRead
+            defer { Sys.close(outWrite) }
+            let devnull = try Sys.open("/dev/null", O_RDONLY)
+            defer { Sys.close(devnull) }
+            var env = key.stem.environment
+            env["PETREL_STEM_FD"] = "\(PETREL_STEM_FD)"
+            let argv = CStringArray(key.stem.command)
+            let envp = CStringArray(Self.environment(env))
+            var err = [CChar](repeating: 0, count: 512)
+            let rc = argv.withPointers { a in
+                envp.withPointers { e in
+                    petrel_start(box.controlFD, a, e, "/", devnull, outWrite, outWrite, -1, -1, Int32(PETREL_START_STEM), &err, 512)
+                }
+            }
+            guard rc == 0 else { throw SandboxError(.system, String(cBuffer: err), errno: errno) }
+            try awaitStem(box, output: outRead)
+            return StemPool.Cell(box: box, output: outRead)
+        } catch {
+            if output >= 0 { Sys.close(output) }
+            box.discard()
+            throw error
+        }
+    }
+
+    /// Waits for the pre-started command's STEM_READY (STARTED comes first); throws with
+    /// what it printed when it ends or fails instead.
+    private func awaitStem(_ box: PreparedSandbox, output: Int32) throws {
+        let deadline = Sys.monotonicNanoseconds() + 10_000_000_000
+        var rec = petrel_record()
+        while true {
+            let left = Int64(deadline) - Int64(Sys.monotonicNanoseconds())
+            guard left > 0 else { throw SandboxError(.setup, "the pre-started command did not say it was ready within 10 s") }
+            let r = petrel_wait_record(box.statusFD, Int32(left / 1_000_000) + 1, &rec)
+            if r == 1 {
+                switch Int(rec.kind) {
+                case Int(PETREL_RECORD_STEM_READY.rawValue): return
+                case Int(PETREL_RECORD_STARTED.rawValue): continue
+                case Int(PETREL_RECORD_EXITED.rawValue):
+                    throw SandboxError(.setup, "the pre-started command ended (status \(rec.value)): \(Self.drain(output))")
+                default: throw SandboxError(.setup, "the pre-started command failed: \(rec.text): \(String(cString: strerror(rec.err)))")
+                }
+            }
+            if r < 0 { throw SandboxError(.system, "reading a pre-started sandbox's status", errno: errno) }
+        }
+    }
+
+    /// What a dead pre-started command printed (its last 300 bytes).
+    private static func drain(_ fd: Int32) -> String {
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, 4096) }
+            if n <= 0 { break }
+            out += buf[0..<n]
+        }
+        return String(decoding: out.suffix(300), as: UTF8.self)
     }
 
     /// Opens `addresses` (duplicates once) inside the network namespace `netns`, in one trip there.
@@ -262,10 +360,20 @@ public final class SandboxEngine: Sendable {
 
     /// Fills the pools to their targets; returns how many things it made.
     @discardableResult
-    public func replenishPools() -> Int { prepared.replenish(prepare) }
+    public func replenishPools() -> Int {
+        prepared.replenish(prepare)
+            + stems.replenish(makeStem) { key, error in
+                self.logger.warning(
+                    "cannot pre-start a runtime; trying again in 30 s",
+                    metadata: ["runtime": "\(key.stem.label)", "error": "\(error)"])
+            }
+    }
 
     /// Prepared sandboxes ready in the pool.
     public var preparedCount: Int { prepared.count }
+
+    /// Pre-started runtimes ready, and the memory they hold, per runtime.
+    public var stemGauges: [StemGauge] { stems.gauges() }
 
     /// Keeps prepared sandboxes for `policy` from now on, and prepares them now.
     public func prewarm(policy: SandboxPolicy = .default, mode: SandboxPolicy.NetworkMode? = nil, ephemeralStorageMB: Int = 512) throws {
@@ -276,6 +384,7 @@ public final class SandboxEngine: Sendable {
 
     /// Releases everything pooled. Sandboxes still running are not touched.
     public func shutdown() {
+        stems.drain()
         prepared.drain()
         disks.drain()
     }

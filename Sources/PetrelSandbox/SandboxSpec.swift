@@ -34,6 +34,10 @@ public struct SandboxSpec: Sendable {
     /// from `Sandbox.settle()` on): a function's init runs at full speed, as the
     /// runtime's start dominates a cold start on small memory sizes.
     public var boostCPUUntilSettled = false
+    /// Start from a pre-started command when one is ready for this spec's sandbox and
+    /// `stem` (whose command must be this spec's): see `StemSpec`. The sandbox's output
+    /// is then `Sandbox.output`, not `stdout`/`stderr`.
+    public var stem: StemSpec?
     /// The command's standard streams (host fds; they are duplicated, not taken).
     public var stdin: Int32
     public var stdout: Int32
@@ -91,6 +95,7 @@ public struct SandboxSpec: Sendable {
             throw SandboxError(.invalidSpec, "layer directory \(l) does not exist")
         }
         guard workingDirectory.hasPrefix("/") else { throw SandboxError(.invalidSpec, "working directory must be absolute") }
+        if let stem, stem.command != command { throw SandboxError(.invalidSpec, "a pre-started command must be the spec's command") }
     }
 }
 

@@ -28,7 +28,10 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <stddef.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -128,7 +131,7 @@ static void exec_command(char *const *argv, char *const *envp) {
     _exit(127);
 }
 
-_Noreturn static void payload_main(int fds[3], const char *cwd, char *const *argv, char *const *envp) {
+_Noreturn static void payload_main(int fds[3], const char *cwd, char *const *argv, char *const *envp, int stem) {
     sigset_t none; sigemptyset(&none);
     for (int s = 1; s < 65; s++) {
         if (s == SIGKILL || s == SIGSTOP) continue;
@@ -145,6 +148,11 @@ _Noreturn static void payload_main(int fds[3], const char *cwd, char *const *arg
     drop_privileges();
     if (chdir(cwd) < 0) petrel_record_fail(sfd, "chdir", cwd);
     syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
+    // A pre-started command keeps its end of the stem socket, and only that (dup2 clears CLOEXEC).
+    if (stem >= 0) {
+        if (stem == PETREL_STEM_FD ? fcntl(stem, F_SETFD, 0) < 0 : dup2(stem, PETREL_STEM_FD) < 0)
+            petrel_record_fail(sfd, "dup2", "stem socket");
+    }
     install_seccomp();
     exec_command(argv, envp);
     _exit(127);
@@ -156,15 +164,9 @@ static void noop_handler(int sig) { (void)sig; }
 
 static const int forwarded[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT, SIGALRM };
 
-// Receives the start message. Returns the length of its strings, or -1 when the daemon discarded the sandbox.
-static int receive_start(int ctl, int lifeline, int fds[5], struct petrel_start_header *h) {
-    for (;;) {
-        struct pollfd p[2] = { { ctl, POLLIN, 0 }, { lifeline, POLLIN, 0 } };
-        int r = poll(p, lifeline >= 0 ? 2 : 1, -1);
-        if (r < 0 && errno == EINTR) continue;
-        if (lifeline >= 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) return -1;
-        if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) break;
-    }
+// Receives a start (stdio 3) or go (stdio 0) message once the control socket is readable.
+// Returns the length of its strings, or -1 when the daemon discarded the sandbox.
+static int receive_message(int ctl, int fds[5], struct petrel_start_header *h, uint32_t magic, int stdio) {
     struct iovec iov[2] = { { h, sizeof *h }, { start_buf, sizeof start_buf - 1 } };
     union { char buf[CMSG_SPACE(5 * sizeof(int))]; struct cmsghdr align; } c;
     struct msghdr m;
@@ -174,22 +176,142 @@ static int receive_start(int ctl, int lifeline, int fds[5], struct petrel_start_
     ssize_t n;
     do { n = recvmsg(ctl, &m, MSG_CMSG_CLOEXEC); } while (n < 0 && errno == EINTR);
     if (n <= 0) return -1; // EOF: discarded
-    if ((size_t)n < sizeof *h || h->magic != PETREL_START_MAGIC || (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+    if ((size_t)n < sizeof *h || h->magic != magic || (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
         errno = EPROTO; petrel_record_fail(sfd, "start message", "malformed");
     }
+    int want = stdio + (h->has_code ? 1 : 0) + (h->has_opt ? 1 : 0);
     struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
-    if (!cm || cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) { errno = EPROTO; petrel_record_fail(sfd, "start message", "no fds"); }
-    int nfds = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-    int want = 3 + (int)h->has_code + (int)h->has_opt;
+    int nfds = 0;
+    if (cm) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) { errno = EPROTO; petrel_record_fail(sfd, "start message", "no fds"); }
+        nfds = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+    }
     if (nfds != want) { errno = EPROTO; petrel_record_fail(sfd, "start message", "wrong number of fds"); }
     int got[5];
-    memcpy(got, CMSG_DATA(cm), (size_t)nfds * sizeof(int));
-    for (int i = 0; i < 3; i++) fds[i] = got[i];
-    int k = 3;
+    if (nfds > 0) memcpy(got, CMSG_DATA(cm), (size_t)nfds * sizeof(int));
+    for (int i = 0; i < stdio; i++) fds[i] = got[i];
+    int k = stdio;
     fds[3] = h->has_code ? got[k++] : -1;
     fds[4] = h->has_opt ? got[k++] : -1;
     start_buf[(size_t)n - sizeof *h] = 0;
     return (int)((size_t)n - sizeof *h);
+}
+
+// Waits until the control socket is readable. 0, or -1 when the daemon is gone.
+static int await_control(int ctl, int lifeline) {
+    for (;;) {
+        struct pollfd p[2] = { { ctl, POLLIN, 0 }, { lifeline, POLLIN, 0 } };
+        int r = poll(p, lifeline >= 0 ? 2 : 1, -1);
+        if (r < 0 && errno == EINTR) continue;
+        if (lifeline >= 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) return -1;
+        if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) return 0;
+    }
+}
+
+// Handles what the signalfd holds: forwards signals to the command, reaps children, and
+// leaves (with the command's status) when the command has ended.
+static void handle_signals(int sigfd, pid_t cpid) {
+    struct signalfd_siginfo si;
+    while (read(sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if ((int)si.ssi_signo != SIGCHLD) { kill(cpid, (int)si.ssi_signo); continue; }
+        int st;
+        pid_t w;
+        while ((w = waitpid(-1, &st, WNOHANG)) > 0) {
+            if (w == cpid) {
+                petrel_record_write(sfd, PETREL_RECORD_EXITED, 0, st, "exited", NULL);
+                // Leaving takes every other process of the sandbox with us.
+                _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+            }
+        }
+    }
+}
+
+// The throwaway peer a pre-started runtime may exercise its Runtime API client on
+// before it waits (so that a JIT has compiled that path): a listening socket at the
+// abstract name PETREL_PRESTART_PEER in the sandbox's network namespace, open until the
+// command reports STEM_READY. Each connection gets one canned answer.
+#define PETREL_PRESTART_PEER "petrel-prestart"
+
+static int peer_listen(void) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_un a;
+    memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    memcpy(a.sun_path + 1, PETREL_PRESTART_PEER, sizeof PETREL_PRESTART_PEER - 1);
+    socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + sizeof PETREL_PRESTART_PEER - 1);
+    if (bind(fd, (struct sockaddr *)&a, len) < 0 || listen(fd, 4) < 0) { close(fd); return -1; }
+    return fd;
+}
+
+static void peer_answer(int listener) {
+    int c = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+    if (c < 0) return;
+    struct timeval tv = { 1, 0 };
+    setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    char buf[4096];
+    size_t got = 0;
+    while (got < sizeof buf - 1) {
+        ssize_t n = read(c, buf + got, sizeof buf - 1 - got);
+        if (n <= 0) break;
+        got += (size_t)n;
+        buf[got] = 0;
+        if (strstr(buf, "\r\n\r\n")) {
+            static const char answer[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+            (void)send(c, answer, sizeof answer - 1, MSG_NOSIGNAL);
+            break;
+        }
+    }
+    close(c);
+}
+
+// A pre-started command runs: report when it says it has loaded, and wait for the go
+// message (or the command's end, or the daemon's). Returns the go message's length.
+static int await_go(int ctl, int lifeline, int sigfd, int stem, int peer, pid_t cpid, int fds[5], struct petrel_start_header *h) {
+    for (;;) {
+        struct pollfd p[5] = {
+            { ctl, POLLIN, 0 }, { sigfd, POLLIN, 0 }, { stem, POLLIN, 0 }, { peer, POLLIN, 0 }, { lifeline, POLLIN, 0 }
+        };
+        int np = lifeline >= 0 ? 5 : 4;
+        if (stem < 0) p[2].fd = -1;
+        if (peer < 0) p[3].fd = -1;
+        int r = poll(p, (nfds_t)np, -1);
+        if (r < 0 && errno == EINTR) continue;
+        if (np == 5 && (p[4].revents & (POLLIN | POLLHUP | POLLERR))) _exit(137);
+        if (p[1].revents & POLLIN) handle_signals(sigfd, cpid);
+        if (peer >= 0 && (p[3].revents & POLLIN)) peer_answer(peer);
+        if (stem >= 0 && (p[2].revents & (POLLIN | POLLHUP | POLLERR))) {
+            char b = 0;
+            ssize_t n = read(stem, &b, 1);
+            if (n == 1) {
+                petrel_record_write(sfd, PETREL_RECORD_STEM_READY, 0, 0, "stem ready", NULL);
+                if (peer >= 0) close(peer);
+                peer = -1;
+            } else if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
+                stem = -1;
+            }
+        }
+        if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+            if (peer >= 0) close(peer);
+            int len = receive_message(ctl, fds, h, PETREL_GO_MAGIC, 0);
+            if (len < 0) _exit(0); // discarded
+            return len;
+        }
+    }
+}
+
+static void move_trees(const int fds[5]) {
+    if (fds[3] >= 0) {
+        if (syscall(SYS_move_mount, fds[3], "", AT_FDCWD, "/var/task", MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            petrel_record_fail(sfd, "move_mount", "/var/task");
+        close(fds[3]);
+    }
+    if (fds[4] >= 0) {
+        if (syscall(SYS_move_mount, fds[4], "", AT_FDCWD, "/opt", MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            petrel_record_fail(sfd, "move_mount", "/opt");
+        close(fds[4]);
+    }
 }
 
 static void read_filter(size_t insns) {
@@ -234,9 +356,17 @@ int main(int argc, char **argv) {
     petrel_record_write(sfd, PETREL_RECORD_READY, 0, 0, "ready", NULL);
     struct petrel_start_header h;
     int fds[5];
-    int len = receive_start(ctl, lifeline, fds, &h);
+    if (await_control(ctl, lifeline) < 0) _exit(0);
+    int len = receive_message(ctl, fds, &h, PETREL_START_MAGIC, 3);
     if (len < 0) _exit(0);
-    close(ctl);
+    int stem_pair[2] = { -1, -1 };
+    int peer = -1;
+    if (h.flags & PETREL_START_STEM) {
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, stem_pair) < 0) petrel_record_fail(sfd, "socketpair", "stem");
+        peer = peer_listen();
+    } else {
+        close(ctl);
+    }
     if (h.argc == 0 || h.argc > PETREL_START_MAX_STRINGS || h.envc > PETREL_START_MAX_STRINGS) {
         errno = EPROTO; petrel_record_fail(sfd, "start message", "argc");
     }
@@ -254,26 +384,38 @@ int main(int argc, char **argv) {
     }
     start_envp[h.envc] = NULL;
 
-    if (fds[3] >= 0) {
-        if (syscall(SYS_move_mount, fds[3], "", AT_FDCWD, "/var/task", MOVE_MOUNT_F_EMPTY_PATH) < 0)
-            petrel_record_fail(sfd, "move_mount", "/var/task");
-        close(fds[3]);
-    }
-    if (fds[4] >= 0) {
-        if (syscall(SYS_move_mount, fds[4], "", AT_FDCWD, "/opt", MOVE_MOUNT_F_EMPTY_PATH) < 0)
-            petrel_record_fail(sfd, "move_mount", "/opt");
-        close(fds[4]);
-    }
+    move_trees(fds);
 
     pid_t cpid = fork();
     if (cpid < 0) petrel_record_fail(sfd, "fork", "command");
-    if (cpid == 0) payload_main(fds, cwd, start_argv, start_envp);
+    if (cpid == 0) payload_main(fds, cwd, start_argv, start_envp, stem_pair[1]);
     for (int i = 0; i < 3; i++) close(fds[i]);
     petrel_record_write(sfd, PETREL_RECORD_STARTED, 0, (int)cpid, "started", NULL);
+
+    int stem = stem_pair[0];
+    if (stem >= 0) {
+        close(stem_pair[1]);
+        // Pre-started: the function's trees and environment come with the go.
+        len = await_go(ctl, lifeline, sigfd, stem, peer, cpid, fds, &h);
+        close(ctl);
+        move_trees(fds);
+    }
 
     // Init runs with no privilege either.
     drop_privileges();
     install_seccomp();
+
+    if (stem >= 0) {
+        // The command's go: its working directory and environment (the go's strings as they came).
+        size_t off = 0;
+        while (off < (size_t)len) {
+            ssize_t w = send(stem, start_buf + off, (size_t)len - off, MSG_NOSIGNAL);
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) break; // the command is gone: its exit is reported below
+            off += (size_t)w;
+        }
+        close(stem);
+    }
 
     struct pollfd pf[2] = { { sigfd, POLLIN, 0 }, { lifeline, POLLIN, 0 } };
     int np = lifeline >= 0 ? 2 : 1;
@@ -281,19 +423,6 @@ int main(int argc, char **argv) {
         int r = poll(pf, np, -1);
         if (r < 0 && errno == EINTR) continue;
         if (np == 2 && (pf[1].revents & (POLLIN | POLLHUP | POLLERR))) _exit(137); // the daemon is gone
-        if (!(pf[0].revents & POLLIN)) continue;
-        struct signalfd_siginfo si;
-        while (read(sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
-            if ((int)si.ssi_signo != SIGCHLD) { kill(cpid, (int)si.ssi_signo); continue; }
-            int st;
-            pid_t w;
-            while ((w = waitpid(-1, &st, WNOHANG)) > 0) {
-                if (w == cpid) {
-                    petrel_record_write(sfd, PETREL_RECORD_EXITED, 0, st, "exited", NULL);
-                    // Leaving takes every other process of the sandbox with us.
-                    _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
-                }
-            }
-        }
+        if (pf[0].revents & POLLIN) handle_signals(sigfd, cpid);
     }
 }

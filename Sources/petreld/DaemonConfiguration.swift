@@ -34,6 +34,8 @@ struct DaemonConfiguration: Sendable {
     var policyPath: String?
     var keepAliveSeconds = 600
     var preparedSandboxes = 2
+    var prestartedPerRuntime = 2
+    var prestartedMemoryMB = 512
     var initTimeoutSeconds = 10
     var drainTimeoutSeconds = 30
     var concurrencyLimit = 1000
@@ -175,6 +177,8 @@ struct DaemonConfiguration: Sendable {
         ("policy", { c, v, _ in c.policyPath = v.isEmpty ? nil : v }),
         ("keep_alive_seconds", { c, v, src in c.keepAliveSeconds = try int(v, src, 1...86_400) }),
         ("prepared_sandboxes", { c, v, src in c.preparedSandboxes = try int(v, src, 0...64) }),
+        ("prestarted_per_runtime", { c, v, src in c.prestartedPerRuntime = try int(v, src, 0...16) }),
+        ("prestarted_memory_mb", { c, v, src in c.prestartedMemoryMB = try int(v, src, 0...65_536) }),
         ("init_timeout_seconds", { c, v, src in c.initTimeoutSeconds = try int(v, src, 1...900) }),
         ("drain_timeout_seconds", { c, v, src in c.drainTimeoutSeconds = try int(v, src, 0...3_600) }),
         ("concurrency_limit", { c, v, src in c.concurrencyLimit = try int(v, src, 1...100_000) }),
@@ -252,6 +256,7 @@ struct DaemonConfiguration: Sendable {
             "platform": ["region": "region", "account_id": "account_id", "policy": "policy"],
             "instances": [
                 "keep_alive_seconds": "keep_alive_seconds", "prepared_sandboxes": "prepared_sandboxes",
+                "prestarted_per_runtime": "prestarted_per_runtime", "prestarted_memory_mb": "prestarted_memory_mb",
                 "init_timeout_seconds": "init_timeout_seconds", "drain_timeout_seconds": "drain_timeout_seconds",
                 "concurrency_limit": "concurrency_limit", "memory_budget_mb": "memory_budget_mb",
             ],

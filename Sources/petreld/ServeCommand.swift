@@ -142,6 +142,8 @@ struct ServeCommand: AsyncParsableCommand {
             stateDirectory: c.dataDirectory, runDirectory: c.runDirectory,
             rootfsSkeleton: RuntimeFiles.stage(skeleton: Locations.rootfs(), runDirectory: c.runDirectory, logger: logger),
             preparedPoolSize: c.preparedSandboxes)
+        engineConfig.stemsPerKey = c.prestartedPerRuntime
+        engineConfig.stemMemoryMB = c.prestartedMemoryMB
         if let sdk = Locations.pythonSDK() {
             engineConfig.readOnlyBinds["/var/lang/python-sdk"] = sdk
         } else {

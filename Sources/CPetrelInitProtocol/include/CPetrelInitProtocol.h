@@ -21,7 +21,8 @@ enum petrel_record_kind {
     PETREL_RECORD_EXEC_ERROR = 2,  // execve of the command failed: message + errno
     PETREL_RECORD_STARTED = 3,     // the command was forked; `value` is its pid inside the sandbox
     PETREL_RECORD_EXITED = 4,      // the command ended; `value` is its wait status
-    PETREL_RECORD_READY = 5        // set up and waiting for its command
+    PETREL_RECORD_READY = 5,       // set up and waiting for its command
+    PETREL_RECORD_STEM_READY = 6   // a pre-started command said it is loaded and waits for its go
 };
 
 struct petrel_record {
@@ -35,14 +36,28 @@ struct petrel_record {
 // What petrel_start sends: one SOCK_SEQPACKET message with this header, the
 // strings (cwd, argv..., envp...) NUL-separated, and the fds as SCM_RIGHTS
 // (stdin, stdout, stderr, then the /var/task and /opt trees when present).
+//
+// With PETREL_START_STEM the command is *pre-started*: it is forked at once with
+// the other end of a socket at PETREL_STEM_FD, writes one byte there when it has
+// loaded (init reports STEM_READY), and waits. Init keeps its privileges until
+// petrel_go's message (magic PETREL_GO_MAGIC, argc 0, no stdio: cwd, envp and the
+// trees) arrives; it then moves the trees into place, drops its privileges and
+// writes the strings (cwd\0envp...\0) to the command, then closes the socket.
 struct petrel_start_header {
     uint32_t magic;
     uint32_t argc;
     uint32_t envc;
     uint32_t has_code;
     uint32_t has_opt;
+    uint32_t flags;
 };
 #define PETREL_START_MAGIC 0x70657472u
+#define PETREL_GO_MAGIC 0x70657467u
+#define PETREL_START_STEM 1u
+// Where a pre-started command finds its end of the stem socket (its number is in
+// $PETREL_STEM_FD too). High, so that the command's own descriptors are numbered
+// as in a fresh start; policies with fewer open files get no pre-started commands.
+#define PETREL_STEM_FD 63
 #define PETREL_START_MAX 65536
 #define PETREL_START_MAX_STRINGS 2048
 

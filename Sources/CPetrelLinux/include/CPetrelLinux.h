@@ -75,10 +75,16 @@ int petrel_spawn(const struct petrel_spawn_config *cfg, struct petrel_spawn_resu
 // Starts the command in a prepared sandbox: argv[0] is resolved through PATH
 // in envp when it has no '/'; stdio are host fds (duplicated into the sandbox);
 // code_tree and opt_tree are detached mounts (petrel_tree_open / petrel_overlay_open)
-// for /var/task and /opt, or -1. 0, or -1 with a message.
+// for /var/task and /opt, or -1; flags: PETREL_START_STEM pre-starts the command (no trees
+// then: they come with petrel_go). 0, or -1 with a message.
 int petrel_start(int control_fd, const char *const *argv, const char *const *envp, const char *cwd,
-                 int stdin_fd, int stdout_fd, int stderr_fd, int code_tree, int opt_tree,
+                 int stdin_fd, int stdout_fd, int stderr_fd, int code_tree, int opt_tree, int flags,
                  char *errbuf, size_t errlen);
+
+// Lets a pre-started command go: the function's trees, its working directory and its
+// whole environment (which replaces the one it was started with). 0, or -1 with a message.
+int petrel_go(int control_fd, const char *const *envp, const char *cwd, int code_tree, int opt_tree,
+              char *errbuf, size_t errlen);
 
 // A memfd (CLOEXEC) holding len bytes of data, sealed against any change; its
 // readers use pread, so one can be handed to many processes. -1 with a message.

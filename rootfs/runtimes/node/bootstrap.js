@@ -9,11 +9,17 @@ const path = require('path');
 const fs = require('fs');
 const { pathToFileURL } = require('url');
 const util = require('util');
+const Module = require('module');
+const { Writable } = require('stream');
 
-const [HOST, PORT] = (process.env.AWS_LAMBDA_RUNTIME_API || '127.0.0.1:9001').split(':');
+
 const BASE = '/2018-06-01/runtime';
 const NEXT = BASE + '/invocation/next';
-const TASK = process.env.LAMBDA_TASK_ROOT || '/var/task';
+// What the environment says, read by configure() once the runtime has its function.
+let TASK;
+let api;
+let ENV;
+let traceEnv;
 
 // A minimal HTTP/1.1 client on one keep-alive connection (the http module's client
 // costs several times more CPU per exchange, and every invocation makes two): to
@@ -183,13 +189,11 @@ class RuntimeAPI {
   }
 }
 
-const api = new RuntimeAPI(HOST, Number(PORT), process.env.PETREL_RUNTIME_API_SOCKET);
 
 // Response streaming, as Lambda's Node.js runtime offers it: a handler wrapped in
 // awslambda.streamifyResponse gets a writable stream as its second argument; what it
 // writes reaches the caller as it writes it (InvokeWithResponseStream).
 const STREAMING = Symbol.for('aws.lambda.runtime.handler.streaming');
-const { Writable } = require('stream');
 class ResponseStream extends Writable {
   constructor(write) {
     super({ write: (chunk, encoding, callback) => { write(chunk); callback(); } });
@@ -304,21 +308,12 @@ async function loadHandler() {
   return fn;
 }
 
-// The instance's constants, read once (every process.env read is a call into C).
-const ENV = {
-  functionName: process.env.AWS_LAMBDA_FUNCTION_NAME,
-  functionVersion: process.env.AWS_LAMBDA_FUNCTION_VERSION,
-  memoryLimitInMB: process.env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
-  logGroupName: process.env.AWS_LAMBDA_LOG_GROUP_NAME,
-  logStreamName: process.env.AWS_LAMBDA_LOG_STREAM_NAME,
-};
-
 // process.env._X_AMZN_TRACE_ID, per invocation, without setenv(): glibc keeps every
 // distinct value ever set until the process ends (about 200 bytes per invocation, since
 // each has its own id). process.env becomes a proxy of itself that answers that one name
 // from here; every other name goes to the real environment, and child processes, which
 // start with process.env by default, see the trace id too.
-const traceEnv = (() => {
+function traceEnvironment() {
   const KEY = '_X_AMZN_TRACE_ID';
   const real = process.env;
   let value;
@@ -336,7 +331,62 @@ const traceEnv = (() => {
     defineProperty: (t, k, d) => { if (k === KEY) { set(d.value); return true; } return Reflect.defineProperty(t, k, d); },
   });
   return { set };
-})();
+}
+
+// The instance's constants, read once from the environment (every process.env read is a
+// call into C).
+function configure() {
+  const [host, port] = (process.env.AWS_LAMBDA_RUNTIME_API || '127.0.0.1:9001').split(':');
+  TASK = process.env.LAMBDA_TASK_ROOT || '/var/task';
+  api = new RuntimeAPI(host, Number(port), process.env.PETREL_RUNTIME_API_SOCKET);
+  ENV = {
+    functionName: process.env.AWS_LAMBDA_FUNCTION_NAME,
+    functionVersion: process.env.AWS_LAMBDA_FUNCTION_VERSION,
+    memoryLimitInMB: process.env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
+    logGroupName: process.env.AWS_LAMBDA_LOG_GROUP_NAME,
+    logStreamName: process.env.AWS_LAMBDA_LOG_STREAM_NAME,
+  };
+  traceEnv = traceEnvironment();
+}
+
+// A pre-started runtime (petreld started it ahead with the runtime's constant variables
+// and no function: see docs/design.md). It first runs one Runtime API exchange against the
+// throwaway peer its sandbox's init offers (@petrel-prestart), so that the code of that
+// path is compiled before any function waits for it; then says it has loaded, waits for
+// its function, and makes the
+// process what a fresh start's would be: the working directory, the whole environment (in
+// the same order) and the module paths Node computed from it. It keeps no descriptor.
+async function prestarted() {
+  const fdText = process.env.PETREL_STEM_FD;
+  if (fdText === undefined) return;
+  const fd = Number(fdText);
+  const warm = new RuntimeAPI('127.0.0.1', 9001, '@petrel-prestart');
+  warm.connect = () => warm.connectTo({ path: warm.unix }); // never TCP
+  try {
+    await warm.request('GET', NEXT, undefined, { 'Petrel-Init-Start': '0' });
+  } catch (e) {
+    // Only slower without it.
+  }
+  warm.drop();
+  await new Promise((resolve) => setImmediate(resolve)); // the socket's close completes
+  fs.writeSync(fd, 'r');
+  const parts = [];
+  const buf = Buffer.allocUnsafe(65536);
+  for (;;) {
+    const n = fs.readSync(fd, buf, 0, buf.length, null);
+    if (n === 0) break;
+    parts.push(Buffer.from(buf.subarray(0, n)));
+  }
+  fs.closeSync(fd);
+  const fields = Buffer.concat(parts).toString('utf8').split('\0');
+  for (const k of Object.keys(process.env)) delete process.env[k];
+  for (const item of fields.slice(1, -1)) {
+    const eq = item.indexOf('=');
+    process.env[item.slice(0, eq)] = item.slice(eq + 1);
+  }
+  process.chdir(fields[0]);
+  Module._initPaths();
+}
 
 function makeContext(headers, requestId) {
   const deadline = Number(headers['lambda-runtime-deadline-ms'] || 0);
@@ -379,7 +429,9 @@ function invokeHandler(fn, event, context) {
 }
 
 async function main() {
-  const initStart = (performance.timeOrigin + performance.now()).toFixed(3);
+  // To the millisecond: the first use of `performance` loads perf_hooks (about 3 ms of a
+  // cold start), and a long-lived process's performance.timeOrigin drifts from the wall clock.
+  const initStart = Date.now().toFixed(3);
   const fn = await loadHandler();
   let next = await request('GET', NEXT, undefined, { 'Petrel-Init-Start': initStart });
   for (;;) {
@@ -437,4 +489,6 @@ process.on('unhandledRejection', (reason) => {
   process.exit(128);
 });
 
-main().catch((e) => { process.stderr.write(String(e && e.stack || e) + '\n'); process.exit(1); });
+prestarted()
+  .then(() => { configure(); return main(); })
+  .catch((e) => { process.stderr.write(String(e && e.stack || e) + '\n'); process.exit(1); });
