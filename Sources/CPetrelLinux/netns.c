@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -58,20 +59,51 @@ static int lo_up(char *err, size_t len) {
     return 0;
 }
 
-static int load_rules(const char *rules, char *err, size_t len) {
+struct rules_job {
+    const char *rules;
+    char err[512];
+    int err_no;
+};
+
+// libnftables waits on its netlink socket with select(), whose fd_set holds descriptors
+// below 1024 only (glibc aborts the process on a larger one), and a daemon with many
+// instances holds more than 1024. So the rules are loaded by a thread with a private copy
+// of the descriptor table, emptied above stderr, where the socket gets a small number.
+// The thread was made in the sandbox's network namespace's thread, whose namespace it has.
+static void *rules_thread(void *arg) {
+    struct rules_job *j = arg;
+    if (unshare(CLONE_FILES) < 0) { j->err_no = errno; petrel_err(j->err, sizeof j->err, "unshare", "files"); return NULL; }
+    syscall(SYS_close_range, 3, ~0U, 0);
     struct nft_ctx *nft = nft_ctx_new(NFT_CTX_DEFAULT);
-    if (!nft) return petrel_errmsg(err, len, ENOMEM, "nft_ctx_new failed");
+    if (!nft) { j->err_no = ENOMEM; petrel_errmsg(j->err, sizeof j->err, ENOMEM, "nft_ctx_new failed"); return NULL; }
     nft_ctx_buffer_output(nft);
     nft_ctx_buffer_error(nft);
-    int r = nft_run_cmd_from_buffer(nft, rules);
+    int r = nft_run_cmd_from_buffer(nft, j->rules);
     if (r != 0) {
         const char *e = nft_ctx_get_error_buffer(nft);
         char m[480];
         snprintf(m, sizeof m, "nftables rejected the sandbox firewall: %s", e && *e ? e : "(no detail)");
-        petrel_errmsg(err, len, EINVAL, m);
+        petrel_errmsg(j->err, sizeof j->err, EINVAL, m);
+        j->err_no = EINVAL;
     }
     nft_ctx_free(nft);
-    return r == 0 ? 0 : -1;
+    return NULL;
+}
+
+static int load_rules(const char *rules, char *err, size_t len) {
+    struct rules_job j;
+    memset(&j, 0, sizeof j);
+    j.rules = rules;
+    pthread_t t;
+    int r = pthread_create(&t, NULL, rules_thread, &j);
+    if (r != 0) { errno = r; return petrel_err(err, len, "pthread_create", "nftables"); }
+    pthread_join(t, NULL);
+    if (j.err_no) {
+        snprintf(err, len, "%s", j.err);
+        errno = j.err_no;
+        return -1;
+    }
+    return 0;
 }
 
 static int run_here(const char *const *argv, const char *stdin_text, int *status, char *err, size_t len) {

@@ -114,6 +114,32 @@ struct EngineTests {
         _ = reader.finish()
     }
 
+    @Test("a daemon holding more than 1024 descriptors still loads each sandbox's firewall (libnftables waits with select)")
+    func manyDescriptors() async throws {
+        _ = try Fixtures.engine()
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        let saved = limit
+        if limit.rlim_cur < 4096 {
+            limit.rlim_cur = min(4096, limit.rlim_max)
+            setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        }
+        defer {
+            var l = saved
+            setrlimit(Int32(RLIMIT_NOFILE.rawValue), &l)
+        }
+        var held: [Int32] = []
+        defer { held.forEach { close($0) } }
+        while held.count < 1100 {
+            let fd = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            try #require(fd >= 0, "cannot open a descriptor: \(String(cString: strerror(errno)))")
+            held.append(fd)
+        }
+        try #require((held.max() ?? 0) >= 1024)
+        let (report, output) = try await Fixtures.probe(["exit", "0"])
+        #expect(report.exitCode == 0, "\(report) \(output)")
+    }
+
     static func cgroups(of engine: SandboxEngine) -> [String] {
         engine.cgroups.bases.flatMap { base in
             ((try? FileManager.default.contentsOfDirectory(atPath: base)) ?? []).filter { $0.hasPrefix(engine.instanceName + "-") }.map {
