@@ -34,9 +34,17 @@ class RuntimeAPI {
     this.sock = null;
     this.buf = Buffer.alloc(0);
     this.waiter = null;
+    this.connecting = null;
   }
 
+  // One attempt at a time: main() starts one before it loads the handler (the connection
+  // opens meanwhile), and the first request waits for it.
   connect() {
+    if (!this.connecting) this.connecting = this.open().finally(() => { this.connecting = null; });
+    return this.connecting;
+  }
+
+  open() {
     if (!this.unix) return this.connectTo({ host: this.host, port: this.port });
     return this.connectTo({ path: this.unix }).catch(() => {
       this.unix = null; // not there: TCP from now on
@@ -432,6 +440,7 @@ async function main() {
   // To the millisecond: the first use of `performance` loads perf_hooks (about 3 ms of a
   // cold start), and a long-lived process's performance.timeOrigin drifts from the wall clock.
   const initStart = Date.now().toFixed(3);
+  api.connect().catch(() => {}); // a failure is the first request's to report
   const fn = await loadHandler();
   let next = await request('GET', NEXT, undefined, { 'Petrel-Init-Start': initStart });
   for (;;) {
