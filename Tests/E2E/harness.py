@@ -93,6 +93,26 @@ def sandbox_leftovers():
     return {"loops": ours, "procs": procs, "cgroups": sorted(set(cgroups))}
 
 
+def prestarted_runtimes(daemon_pid=None):
+    """Host pids of interpreters that wait as pre-started runtimes (of one daemon's
+    sandboxes, or of any): they hold the stem socket (fd 63) only while they wait."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/environ" % pid, "rb") as f:
+                env = f.read().split(b"\0")
+            with open("/proc/%s/cgroup" % pid) as f:
+                cg = f.read()
+        except OSError:
+            continue
+        mine = daemon_pid is None or ("sb-%d-" % daemon_pid) in cg
+        if b"PETREL_STEM_FD=63" in env and os.path.exists("/proc/%s/fd/63" % pid) and mine:
+            out.append(int(pid))
+    return out
+
+
 class Daemon:
     def __init__(self, root=None, port=None, extra_env=None, config=None):
         self.root = root or tempfile.mkdtemp(prefix="petrel-e2e-", dir="/var/tmp")

@@ -13,7 +13,7 @@ import threading
 import time
 import unittest
 
-from harness import ROLE, Daemon, DaemonTestCase, make_zip, metric, payload_json, wait_for
+from harness import ROLE, Daemon, DaemonTestCase, make_zip, metric, payload_json, prestarted_runtimes, wait_for
 
 # Everything a Python function can see of how its process started.
 PY_APP = r'''
@@ -117,6 +117,14 @@ class PrestartTest(DaemonTestCase):
 
     def stems(self, runtime):
         return metric(self.daemon, "petrel_prestarted_runtimes", runtime=runtime) or 0
+
+    def python_stems(self):
+        def exe(pid):
+            try:
+                return os.readlink("/proc/%d/exe" % pid)
+            except OSError:
+                return ""
+        return [p for p in prestarted_runtimes(self.daemon.proc.pid) if "python" in exe(p)]
 
     def wait_stems(self, runtime, at_least):
         """The metric counts every kind of a runtime's stems (memory, /tmp size): a new kind
@@ -222,7 +230,7 @@ class PrestartTest(DaemonTestCase):
         others = self.stems("python3.11")
         self.invoke("dies")
         self.wait_stems("python3.11", others + TARGET)
-        victims = stem_processes(self.daemon.proc.pid)
+        victims = self.python_stems()
         self.assertTrue(victims, "no pre-started interpreter found on the host")
         for pid in victims:
             os.kill(pid, signal.SIGKILL)
@@ -232,30 +240,10 @@ class PrestartTest(DaemonTestCase):
             r = self.invoke("dies")
             self.assertIn(start_of(r), ("prestarted", "fresh (none ready)"))
         # New ones replace them, and the metric counts the live ones.
-        wait_for(lambda: len(set(stem_processes(self.daemon.proc.pid)) - set(victims)) >= len(victims), timeout=30,
+        wait_for(lambda: len(set(self.python_stems()) - set(victims)) >= len(victims), timeout=30,
                  what="new pre-started runtimes")
-        wait_for(lambda: self.stems("python3.11") == len(stem_processes(self.daemon.proc.pid)), timeout=10,
+        wait_for(lambda: self.stems("python3.11") == len(self.python_stems()), timeout=10,
                  what="the metric to count the live pre-started runtimes")
-
-
-def stem_processes(daemon_pid):
-    """Host pids of interpreters waiting as pre-started runtimes in this daemon's sandboxes."""
-    out = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/environ" % pid, "rb") as f:
-                env = f.read().split(b"\0")
-            with open("/proc/%s/cgroup" % pid) as f:
-                cg = f.read()
-        except OSError:
-            continue
-        # Its start's environment stays in /proc/PID/environ; the stem socket is open only while it waits.
-        waiting = os.path.exists("/proc/%s/fd/63" % pid)
-        if b"PETREL_STEM_FD=63" in env and waiting and ("sb-%d-" % daemon_pid) in cg:
-            out.append(int(pid))
-    return out
 
 
 class PrestartOffTest(unittest.TestCase):
@@ -270,7 +258,7 @@ class PrestartOffTest(unittest.TestCase):
                 self.assertEqual(start_of(r), "fresh (disabled)")
                 lam.update_function_configuration(FunctionName="off", Description=str(n))
             time.sleep(0.5)
-            self.assertFalse(stem_processes(d.proc.pid))
+            self.assertFalse(prestarted_runtimes(d.proc.pid))
         finally:
             d.stop_and_check()
 
