@@ -79,7 +79,7 @@ final class Instance: RuntimeAPIDelegate, Sendable {
 
     init(
         id: String, function: FunctionRecord, sandbox: Sandbox, log: InstanceLog, loop: any EventLoop, logger: Logger, sandboxMs: Double,
-        credentialsExpire: Int64? = nil, start: StartPath = .fresh(.runtime)
+        credentialsExpire: Int64?, start: StartPath
     ) {
         self.sandboxMs = sandboxMs
         self.start = start

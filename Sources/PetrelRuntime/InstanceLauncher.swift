@@ -62,7 +62,7 @@ struct InstanceLauncher: Sendable {
         }
         spec.listen = Self.runtimeAPIAddresses + (configuration.apiSocket == nil ? [] : [.tcp(APIRelay.port)])
         spec.boostCPUUntilSettled = true
-        let fresh = spec.attachment != nil ? .network : prestart(function, command: command)
+        let fresh = spec.attachment != nil ? .network : prestart(function)
         if fresh == nil { spec.stem = stem(function, command: command) }
         let sandbox: Sandbox
         let t0 = DispatchTime.now().uptimeNanoseconds
@@ -215,7 +215,7 @@ struct InstanceLauncher: Sendable {
     static let startVariables: Set<String> = ["LANGUAGE", "GLIBC_TUNABLES", "FORCE_COLOR", "NO_COLOR"]
 
     /// Why `f` cannot start from a pre-started runtime; nil when it can.
-    func prestart(_ f: FunctionRecord, command: [String]) -> StartPath.Fresh? {
+    func prestart(_ f: FunctionRecord) -> StartPath.Fresh? {
         guard engine.configuration.stemsPerKey > 0 else { return .disabled }
         switch f.runtime {
         case .python311, .nodejs20: break

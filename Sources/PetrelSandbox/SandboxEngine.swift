@@ -244,24 +244,13 @@ public final class SandboxEngine: Sendable {
                 case Int(PETREL_RECORD_STEM_READY.rawValue): return
                 case Int(PETREL_RECORD_STARTED.rawValue): continue
                 case Int(PETREL_RECORD_EXITED.rawValue):
-                    throw SandboxError(.setup, "the pre-started command ended (status \(rec.value)): \(Self.drain(output))")
+                    let printed = (try? Sys.readAll(output, path: "a pre-started command's output")) ?? ""
+                    throw SandboxError(.setup, "the pre-started command ended (status \(rec.value)): \(printed.suffix(300))")
                 default: throw SandboxError(.setup, "the pre-started command failed: \(rec.text): \(String(cString: strerror(rec.err)))")
                 }
             }
             if r < 0 { throw SandboxError(.system, "reading a pre-started sandbox's status", errno: errno) }
         }
-    }
-
-    /// What a dead pre-started command printed (its last 300 bytes).
-    private static func drain(_ fd: Int32) -> String {
-        var out: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, 4096) }
-            if n <= 0 { break }
-            out += buf[0..<n]
-        }
-        return String(decoding: out.suffix(300), as: UTF8.self)
     }
 
     /// Opens `addresses` (duplicates once) inside the network namespace `netns`, in one trip there.

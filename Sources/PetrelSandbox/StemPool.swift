@@ -111,20 +111,25 @@ final class StemPool: Sendable {
             }
             // Dead stems (an OOM kill, a crash while waiting) are swept here too.
             for (k, list) in s.ready {
-                let (live, dead) = (list.filter(\.alive), list.filter { !$0.alive })
+                var live: [Cell] = []
+                for c in list {
+                    if c.alive { live.append(c) } else { cells.append(c) }
+                }
                 s.ready[k] = live
-                cells += dead
             }
             let keys = byAge.prefix(keyLimit).map(\.key).filter { (s.failedUntil[$0] ?? 0) <= now }
             return (cells, keys)
         }
         stale.forEach { $0.discard() }
         var made = 0
+        var held: Int? // the ready stems' memory: read once, when something is to be made
         for key in keys {
             while state.withLock({ $0.asked[key] != nil && $0.ready[key, default: []].count < target }) {
-                guard memoryBytes() < budgetBytes else { return made }
+                let memory = held ?? memoryBytes()
+                guard memory < budgetBytes else { return made }
                 do {
                     let cell = try make(key)
+                    held = memory + cell.box.cgroup.currentMemoryBytes()
                     let kept = state.withLock { s -> Bool in
                         guard s.asked[key] != nil else { return false }
                         s.ready[key, default: []].append(cell)
@@ -156,8 +161,6 @@ final class StemPool: Sendable {
         }
         return out.values.sorted { $0.label < $1.label }
     }
-
-    var count: Int { state.withLock { $0.ready.values.reduce(0) { $0 + $1.count } } }
 
     func drain() {
         let all = state.withLock { s in

@@ -17,7 +17,7 @@ public struct SessionTokens: Sendable {
         public var account: String
         /// Seconds since the epoch.
         public var expires: Int64
-        /// An assumed role: its name, id and path, and the session's name.
+        /// An assumed role: its name and id, and the session's name.
         public var role: String?
         public var roleID: String?
         public var sessionName: String?

@@ -74,12 +74,19 @@ public enum Sys {
         return try readAll(fd, path: path ?? name, limit: limit)
     }
 
-    /// Reads `fd` to its end (at most `limit` bytes) as text.
+    /// Reads `fd` to its end (at most `limit` bytes) as text; a non-blocking fd's end is
+    /// what it holds now.
     public static func readAll(_ fd: Int32, path: String, limit: Int = 1 << 20) throws(SystemError) -> String {
         var out: [UInt8] = []
         var buf = [UInt8](repeating: 0, count: 8192)
         while out.count < limit {
-            let n = try call("read", path) { buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, 8192) } }
+            let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, 8192) }
+            if n < 0 {
+                let e = Glibc.errno
+                if e == EINTR { continue }
+                if e == EAGAIN { break }
+                throw SystemError("read", path, errno: e)
+            }
             if n == 0 { break }
             out.append(contentsOf: buf[0..<n])
         }

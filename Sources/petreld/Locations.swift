@@ -20,9 +20,14 @@ enum Locations {
     /// $PETREL_PYTHON_SDK, else the checkout's `.build/python-sdk` (Scripts/setup installs it),
     /// else the package's `/usr/lib/petrel/python-sdk`; nil when there is none.
     static func pythonSDK() -> String? {
-        if let v = ProcessInfo.processInfo.environment["PETREL_PYTHON_SDK"] { return v.isEmpty ? nil : v }
         let checkout = URL(fileURLWithPath: rootfs()).deletingLastPathComponent().appendingPathComponent(".build/python-sdk").path
-        return [checkout, packaged("python-sdk")].first { FileManager.default.fileExists(atPath: $0 + "/boto3/__init__.py") }
+        return located(env: "PETREL_PYTHON_SDK", among: [checkout, packaged("python-sdk")], holding: "boto3/__init__.py")
+    }
+
+    /// `$env` when set (empty: none), else the first of `candidates` that holds `holding`.
+    static func located(env: String, among candidates: [String], holding: String) -> String? {
+        if let v = ProcessInfo.processInfo.environment[env] { return v.isEmpty ? nil : v }
+        return candidates.first { FileManager.default.fileExists(atPath: $0 + "/" + holding) }
     }
 
     /// `lib/petrel/NAME` beside the directory of the running executable (the package's `/usr/lib/petrel/NAME`).
@@ -35,8 +40,7 @@ enum Locations {
     /// `/usr/lib/petrel/java`, else `/usr/local/lib/petrel/java` (Scripts/setup builds it there:
     /// its archive names its path, which must be the same in sandboxes, and they bind /usr).
     static func javaRuntime() -> String? {
-        if let v = ProcessInfo.processInfo.environment["PETREL_JAVA_RUNTIME"] { return v.isEmpty ? nil : v }
-        return [packaged("java"), "/usr/local/lib/petrel/java"].first { FileManager.default.fileExists(atPath: $0 + "/petrel-java.jar") }
+        located(env: "PETREL_JAVA_RUNTIME", among: [packaged("java"), "/usr/local/lib/petrel/java"], holding: "petrel-java.jar")
     }
 
     /// `Config/petreld.toml` of the checkout the binary was built in, else the package's

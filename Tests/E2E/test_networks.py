@@ -218,21 +218,16 @@ class NetworksTest(unittest.TestCase):
         assert_client_error(self, "ResourceNotFoundException", lambda: self.lam.get_function(FunctionName="bad-vpc"))
 
     def test_a_namespace_that_does_not_exist_is_refused_at_start(self):
-        with tempfile.NamedTemporaryFile("w", suffix=".toml") as bad:
-            bad.write('[networks.x]\nnamespace = "%s-missing"\nsubnet = "10.199.9.0/24"\n' % TAG)
-            bad.flush()
-            d = Daemon(config=bad.name)
-            with self.assertRaises(RuntimeError) as cm:
-                d.start()
-            self.assertIn("there is no network namespace %s-missing" % TAG, str(cm.exception))
-        # A name that is not one (it would reach ip's command line) is refused before it is looked for.
-        with tempfile.NamedTemporaryFile("w", suffix=".toml") as bad:
-            bad.write('[networks.x]\nnamespace = "%s\\nlink del lo"\nsubnet = "10.199.9.0/24"\n' % ROUTER)
-            bad.flush()
-            d = Daemon(config=bad.name)
-            with self.assertRaises(RuntimeError) as cm:
-                d.start()
-            self.assertIn("a name has 1 to 64 of [A-Za-z0-9._-]", str(cm.exception))
+        # The second is a name that is not one (it would reach ip's command line): refused before it is looked for.
+        for namespace, words in (("%s-missing" % TAG, "there is no network namespace %s-missing" % TAG),
+                                 ("%s\\nlink del lo" % ROUTER, "a name has 1 to 64 of [A-Za-z0-9._-]")):
+            with tempfile.NamedTemporaryFile("w", suffix=".toml") as bad:
+                bad.write('[networks.x]\nnamespace = "%s"\nsubnet = "10.199.9.0/24"\n' % namespace)
+                bad.flush()
+                d = Daemon(config=bad.name)
+                with self.assertRaises(RuntimeError) as cm:
+                    d.start()
+                self.assertIn(words, str(cm.exception))
 
 
 if __name__ == "__main__":

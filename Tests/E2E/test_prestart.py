@@ -17,8 +17,17 @@ from harness import ROLE, Daemon, DaemonTestCase, make_zip, metric, payload_json
 
 # Everything a Python function can see of how its process started.
 PY_APP = r'''
-import os, sys, time, resource
+import errno, os, socket, sys, time, resource
 def handler(event, context):
+    # The throwaway peer a pre-started runtime may warm up against is gone before any function runs.
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect("\0petrel-prestart")
+        peer = "connected"
+    except OSError as e:
+        peer = errno.errorcode.get(e.errno, str(e.errno))
+    finally:
+        s.close()
     mask = os.umask(0o022)
     os.umask(mask)
     status = {}
@@ -43,14 +52,20 @@ def handler(event, context):
         "cgroup": cgroup, "pid": os.getpid(), "ppid": os.getppid(), "tzname": list(time.tzname),
         "encodings": [sys.stdout.encoding, sys.stderr.encoding, sys.getfilesystemencoding()],
         "executable": sys.executable, "dont_write_bytecode": sys.dont_write_bytecode,
-        "priority": os.getpriority(os.PRIO_PROCESS, 0), "affinity": sorted(os.sched_getaffinity(0)),
+        "priority": os.getpriority(os.PRIO_PROCESS, 0), "affinity": sorted(os.sched_getaffinity(0)), "peer": peer,
     }
 '''
 
 NODE_APP = r'''
 const fs = require('fs');
 const Module = require('module');
+const net = require('net');
 exports.handler = async () => {
+  const peer = await new Promise((resolve) => {
+    const s = net.connect({ path: '\0petrel-prestart' });
+    s.on('error', (e) => resolve(e.code));
+    s.on('connect', () => { s.destroy(); resolve('connected'); });
+  });
   const status = {};
   for (const line of fs.readFileSync('/proc/self/status', 'utf8').split('\n')) {
     const [k, v] = line.split(':');
@@ -66,7 +81,7 @@ exports.handler = async () => {
     pid: process.pid, ppid: process.ppid, paths: module.paths, globalPaths: Module.globalPaths,
     heapLimit: require('v8').getHeapStatistics().heap_size_limit,
     intl: Intl.DateTimeFormat().resolvedOptions(), tz: new Date(0).getTimezoneOffset(),
-    versions: process.versions, config: process.config.variables.node_shared,
+    versions: process.versions, config: process.config.variables.node_shared, peer,
   };
 };
 '''
@@ -154,6 +169,7 @@ class PrestartTest(DaemonTestCase):
     def test_python_cannot_tell(self):
         a, _, _, pre = self.compare_paths("py-same", "python3.11", {"app.py": PY_APP}, "app.handler", 700)
         self.assertEqual(a["cwd"], "/var/task")
+        self.assertEqual(a["peer"], "ECONNREFUSED")
         self.assertEqual(a["fds"], ["0", "1", "2", "3", "4"])  # 3: the Runtime API connection, 4: the listing
         self.assertNotIn("PETREL_STEM_FD", dict(a["environ"]))
         init = float(pre["ResponseMetadata"]["HTTPHeaders"]["x-petrel-init-duration"])
@@ -162,6 +178,7 @@ class PrestartTest(DaemonTestCase):
     def test_node_cannot_tell(self):
         a, _, _, _ = self.compare_paths("node-same", "nodejs20.x", {"index.js": NODE_APP}, "index.handler", 800, memory=512)
         self.assertEqual(a["cwd"], "/var/task")
+        self.assertEqual(a["peer"], "ECONNREFUSED")
         self.assertNotIn("PETREL_STEM_FD", dict(a["environ"]))
         # Node's stems are per memory size (V8 sizes its heap from the memory it sees when it starts).
         self.create("node-small", "nodejs20.x", {"index.js": NODE_APP}, "index.handler", 800, memory=256)

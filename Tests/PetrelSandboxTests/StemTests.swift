@@ -20,6 +20,7 @@ struct StemTests {
         echo "CWD $(pwd)"
         echo "FDS $(ls /proc/self/fd | tr '\\n' ' ')"
         echo "CODE $(cat /var/task/marker)"
+        grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/1/status | tr -d '\\t' | sed 's/^/INIT /'
         """
 
     static func spec(code: String, stdout: Int32, devnull: Int32) -> SandboxSpec {
@@ -78,17 +79,25 @@ struct StemTests {
         }
     }
 
-    @Test("the go hands over the function's code, working directory and environment; the stem socket does not outlive it")
-    func goHandsOver() async throws {
-        _ = try Fixtures.engine()
+    /// An engine of its own whose pool has two stems of the tests' kind, after one fresh
+    /// start (the first asks for a stem of its kind: none yet); the caller shuts it down.
+    static func primed() async throws -> (engine: SandboxEngine, code: String, fresh: (prestarted: Bool, output: String)) {
+        _ = try Fixtures.engine() // root check with a clear reason
         let engine = try Fixtures.newEngine(pool: 0)
-        defer { engine.shutdown() }
         let code = try Self.code()
-        // The first asks for a stem of its kind: none yet, so a fresh start.
         let fresh = try await Self.run(engine, code: code)
         #expect(!fresh.prestarted)
-        #expect(!fresh.output.contains("GO "), "\(fresh.output)")
         #expect(engine.replenishPools() == 2)
+        return (engine, code, fresh)
+    }
+
+    @Test(
+        "the go hands over the function's code, working directory and environment; the stem socket does not outlive it; init has dropped every privilege"
+    )
+    func goHandsOver() async throws {
+        let (engine, code, fresh) = try await Self.primed()
+        defer { engine.shutdown() }
+        #expect(!fresh.output.contains("GO "), "\(fresh.output)")
         #expect(engine.stemGauges.map(\.ready) == [2])
         #expect(engine.stemGauges.first.map { $0.memoryBytes > 0 } == true)
         let pre = try await Self.run(engine, code: code)
@@ -102,6 +111,12 @@ struct StemTests {
         #expect(fresh.output.contains("CODE the function's code"), "\(fresh.output)")
         let fds = lines.first { $0.hasPrefix("FDS ") } ?? ""
         #expect(!fds.contains("63"), "the stem socket is still open: \(fds)")
+        // Init kept its privileges while the stem waited; by the go they are gone.
+        for line in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"].map({ "INIT \($0):0000000000000000" }) + [
+            "INIT NoNewPrivs:1", "INIT Seccomp:2",
+        ] {
+            #expect(lines.contains(line), "\(line) missing: \(pre.output)")
+        }
         #expect(engine.stemGauges.map(\.ready) == [1])
         engine.shutdown()
         #expect(EngineTests.cgroups(of: engine).isEmpty, "a pooled stem's cgroup is left")
@@ -110,12 +125,8 @@ struct StemTests {
 
     @Test("a pre-started command that dies while it waits is never handed out")
     func deadStem() async throws {
-        _ = try Fixtures.engine()
-        let engine = try Fixtures.newEngine(pool: 0)
+        let (engine, code, _) = try await Self.primed()
         defer { engine.shutdown() }
-        let code = try Self.code()
-        _ = try await Self.run(engine, code: code)
-        #expect(engine.replenishPools() == 2)
         let victims = Self.waiting(engine)
         #expect(!victims.isEmpty) // each shell and the children of its pipeline
         victims.forEach { kill($0, SIGKILL) }

@@ -437,8 +437,9 @@ function invokeHandler(fn, event, context) {
 }
 
 async function main() {
-  // To the millisecond: the first use of `performance` loads perf_hooks (about 3 ms of a
-  // cold start), and a long-lived process's performance.timeOrigin drifts from the wall clock.
+  // To the millisecond, in both paths: a long-lived process's performance.timeOrigin drifts
+  // from the wall clock, and touching `performance` loads perf_hooks, which a pre-started
+  // and a fresh runtime must do alike (test_prestart compares process.moduleLoadList).
   const initStart = Date.now().toFixed(3);
   api.connect().catch(() => {}); // a failure is the first request's to report
   const fn = await loadHandler();
